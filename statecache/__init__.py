@@ -1,0 +1,61 @@
+"""statecache: restore the slow setup of a research script in a fraction of a second.
+
+    import statecache as sc
+
+    with sc.checkpoint("features"):      # skipped on a hit; what it assigns is restored
+        X = featurize(raw)
+
+    @sc.cached_setup                     # return value and assigned globals are cached
+    def load(path): ...
+
+    with sc.branch() as run:             # body runs in a forked child
+        run.keep(score=evaluate(X))
+
+The public names load lazily so that ``import statecache`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BranchError, StateCacheError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BranchError",
+    "StateCacheError",
+    "__version__",
+    "branch",
+    "cached_setup",
+    "checkpoint",
+    "load_ipython_extension",
+]
+
+_LAZY = {
+    "checkpoint": "._checkpoint",
+    "cached_setup": "._checkpoint",
+    "branch": "._fork",
+    "load_ipython_extension": "._ipython",
+    "unload_ipython_extension": "._ipython",
+}
+
+if TYPE_CHECKING:
+    from ._checkpoint import cached_setup, checkpoint
+    from ._fork import branch
+    from ._ipython import load_ipython_extension
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'statecache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
