@@ -34,3 +34,11 @@ class BranchError(StateCacheError):
         super().__init__(message)
         self.child_traceback = child_traceback
         self.exitcode = exitcode
+
+
+class UnpicklableError(StateCacheError):
+    """State that none of pickle, cloudpickle and dill can serialise; ``names`` lists the culprits."""
+
+    def __init__(self, message: str, names: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = list(names)
