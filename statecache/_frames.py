@@ -1,0 +1,141 @@
+"""Frame tricks shared by ``checkpoint`` and ``branch``: skip the body of a running ``with``
+block, and read or write the names of the frame that holds it.
+
+Skipping: Python has no way for ``__enter__`` to skip the body, so, like marimo and the old
+``withhacks``, we arm a trace function on the caller's frame. Its first ``line`` event inside the
+body raises ``SkipBody``; the context manager's ``__exit__`` swallows it. A tracer that was
+already installed (coverage, a debugger) keeps receiving every event and is put back afterwards.
+
+Writing: module and class frames hold a dict; function frames (before 3.13, PEP 667) keep fast
+locals that a ``f_locals`` dict only mirrors, so writes go through ``PyFrame_LocalsToFast``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from types import FrameType
+from typing import Any
+
+_CO_OPTIMIZED = 0x0001
+_PEP667 = sys.version_info >= (3, 13)
+
+
+class SkipBody(Exception):
+    """Raised on the first line of a skipped body; the context manager's ``__exit__`` swallows it."""
+
+
+def _no_trace(frame: FrameType, event: str, arg: Any) -> None:
+    """A global trace function that traces no new frame: it only switches tracing on."""
+    return None
+
+
+class ArmedSkip:
+    """A skip armed on one frame; ``disarm()`` (call it from ``__exit__``) puts the tracers back.
+
+    CPython switches tracing off entirely when a trace function raises, so the tracers that were
+    installed before (coverage, a debugger) must be reinstalled after the ``SkipBody`` raise.
+    """
+
+    def __init__(self, frame: FrameType, body_lines: tuple[int, int]):
+        self.frame = frame
+        self.first, self.last = body_lines
+        self.previous_global = sys.gettrace()
+        self.previous_local = frame.f_trace
+        self.armed = True
+        frame.f_trace = self._local_trace
+        frame.f_trace_lines = True
+        sys.settrace(self._global_trace if self.previous_global is not None else _no_trace)
+
+    def _local_trace(self, fr: FrameType, event: str, arg: Any) -> Any:
+        if fr is self.frame and event == "line" and self.first <= fr.f_lineno <= self.last:
+            raise SkipBody
+        if self.previous_local is not None:
+            result = self.previous_local(fr, event, arg)
+            return self._local_trace if result is not None else None
+        return self._local_trace
+
+    def _global_trace(self, fr: FrameType, event: str, arg: Any) -> Any:
+        if self.previous_global is not None:
+            return self.previous_global(fr, event, arg)
+        return None
+
+    def disarm(self) -> None:
+        """Put the previous tracers back (idempotent).
+
+        With no previous tracer this is immediate. Otherwise the hand-back waits for the next
+        event of the frame itself: a tracer such as coverage's keeps a stack of frames, and
+        reinstalling it inside ``__exit__`` would show it returns of frames it never saw enter.
+        """
+        if not self.armed:
+            return
+        self.armed = False
+        if self.previous_global is None and self.previous_local is None:
+            self.frame.f_trace = None
+            sys.settrace(None)
+            return
+        self.frame.f_trace = self._hand_back
+        sys.settrace(_no_trace)
+
+    def _hand_back(self, fr: FrameType, event: str, arg: Any) -> Any:
+        if fr is not self.frame:
+            return None
+        fr.f_trace = self.previous_local
+        sys.settrace(self.previous_global)
+        if self.previous_local is not None:
+            return self.previous_local(fr, event, arg)
+        return None
+
+
+def arm_skip(frame: FrameType, body_lines: tuple[int, int]) -> ArmedSkip:
+    """Make the next line event of ``frame`` inside ``body_lines`` (first, last) raise ``SkipBody``.
+
+    Events of other frames, and of this frame before the body starts, go to whatever tracer
+    was installed before. The caller's ``__exit__`` must call ``disarm()`` on the result.
+    """
+    return ArmedSkip(frame, body_lines)
+
+
+def frame_namespace(frame: FrameType) -> Mapping[str, Any]:
+    """The frame's current local names (for module frames, its globals)."""
+    return frame.f_locals
+
+
+def is_function_frame(frame: FrameType) -> bool:
+    return bool(frame.f_code.co_flags & _CO_OPTIMIZED)
+
+
+def write_names(frame: FrameType, values: Mapping[str, Any], unbind: Iterable[str] = ()) -> None:
+    """Bind ``values`` (and unbind ``unbind``) in ``frame`` so that the code after it sees them."""
+    unbind = [n for n in unbind if n not in values]
+    if not is_function_frame(frame):
+        namespace = frame.f_locals
+        namespace.update(values)
+        for name in unbind:
+            namespace.pop(name, None)
+        return
+    if _PEP667:
+        proxy = frame.f_locals
+        for name, value in values.items():
+            proxy[name] = value
+        for name in unbind:
+            try:
+                del proxy[name]
+            except (KeyError, ValueError):
+                pass
+        return
+    import ctypes
+
+    namespace = frame.f_locals  # a fresh snapshot of the fast locals
+    namespace.update(values)
+    for name in unbind:
+        namespace.pop(name, None)
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
+
+
+def caller_frame(depth: int) -> FrameType:
+    """The frame ``depth`` levels above the caller of this function."""
+    return sys._getframe(depth + 1)
+
+
+Tracer = Callable[[FrameType, str, Any], Any]
