@@ -1,0 +1,384 @@
+"""Looking after a cache directory: finding its entries, deleting them safely, and keeping it
+under its size cap.
+
+Shared by the command line (``statecache ls/clear/gc``) and by the core, which calls
+``after_save`` after every save. Deleting is confined to files whose names the cache itself
+produces (``<name>/<32 hex>.sc``, its ``.lock``, writers' temp files) inside a directory that
+carries statecache's ``CACHEDIR.TAG``, and an entry is only deleted while holding its per-key lock,
+so a writer is never cut short. Readers hold an open descriptor, so an unlink never hurts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._config import format_size, validate_name
+from ._errors import InvalidNameError
+
+ENTRY_SUFFIX = ".sc"
+LOCK_SUFFIX = ".sc.lock"
+KEY_RE = re.compile(r"[0-9a-f]{32}")
+#: The line every CACHEDIR.TAG starts with (https://bford.info/cachedir/).
+CACHEDIR_TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
+#: The small index that lets ``after_save`` know the cache's size without a full scan.
+USAGE_FILE = ".statecache-usage.json"
+#: After the cap is passed, evict down to this fraction of it, so that a cache that hovers at the
+#: cap is not rescanned on every save.
+LOW_WATER = 0.9
+#: How long clear/gc wait for an entry's lock before calling it "in use".
+LOCK_TIMEOUT = 0.2
+#: ``after_save`` re-reads every directory at least this often, to correct any drift.
+FULL_RESCAN_SECONDS = 3600.0
+
+
+@dataclass
+class EntryFile:
+    """One entry on disk, as seen by a directory scan (no file opened)."""
+
+    name: str
+    key: str
+    path: str
+    size: int
+    last_used: float  # the entry's mtime: the core touches it on every hit
+
+    @property
+    def lock_path(self) -> str:
+        return self.path + ".lock"
+
+
+@dataclass
+class TempFile:
+    """A writer's temporary file, ``<name>/.<key>.sc.<pid>.<rand>.tmp``."""
+
+    name: str
+    path: str
+    size: int
+    pid: int
+
+
+def is_statecache_dir(cache_dir: str) -> bool:
+    """Whether ``cache_dir`` holds a ``CACHEDIR.TAG`` written by statecache.
+
+    clear and gc refuse any other directory, so a mistyped ``--dir`` cannot delete anything.
+    """
+    try:
+        with open(os.path.join(cache_dir, "CACHEDIR.TAG"), encoding="utf-8", errors="replace") as f:
+            text = f.read(4096)
+    except OSError:
+        return False
+    return text.startswith(CACHEDIR_TAG_SIGNATURE) and "statecache" in text.lower()
+
+
+def name_dirs(cache_dir: str) -> list[tuple[str, str]]:
+    """``(name, path)`` of every checkpoint directory, sorted; symlinks and foreign names skipped."""
+    out = []
+    try:
+        it = os.scandir(cache_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    with it:
+        for d in it:
+            if d.name.startswith(".") or not d.is_dir(follow_symlinks=False):
+                continue
+            try:
+                validate_name(d.name)
+            except InvalidNameError:
+                continue
+            out.append((d.name, d.path))
+    out.sort()
+    return out
+
+
+def _is_temp(filename: str) -> int | None:
+    from ._entry import is_temp_file
+
+    return is_temp_file(filename)
+
+
+def scan(
+    cache_dir: str, names: Iterable[str] | None = None
+) -> tuple[list[EntryFile], list[TempFile]]:
+    """Every entry (and writers' temp file) under ``cache_dir``, from directory listings only."""
+    wanted = None if names is None else set(names)
+    entries: list[EntryFile] = []
+    temps: list[TempFile] = []
+    for name, path in name_dirs(cache_dir):
+        if wanted is not None and name not in wanted:
+            continue
+        try:
+            it = os.scandir(path)
+        except OSError:
+            continue
+        with it:
+            for f in it:
+                fn = f.name
+                try:
+                    if fn.endswith(ENTRY_SUFFIX) and KEY_RE.fullmatch(fn[: -len(ENTRY_SUFFIX)]):
+                        if not f.is_file(follow_symlinks=False):
+                            continue
+                        st = f.stat(follow_symlinks=False)
+                        entries.append(
+                            EntryFile(
+                                name, fn[: -len(ENTRY_SUFFIX)], f.path, st.st_size, st.st_mtime
+                            )
+                        )
+                    elif fn.startswith(".") and fn.endswith(".tmp"):
+                        pid = _is_temp(fn)
+                        if pid is not None and f.is_file(follow_symlinks=False):
+                            temps.append(
+                                TempFile(name, f.path, f.stat(follow_symlinks=False).st_size, pid)
+                            )
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+    return entries, temps
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a process of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_entry(entry: EntryFile, timeout: float = LOCK_TIMEOUT) -> bool:
+    """Delete an entry while holding its per-key lock; False if another process holds the lock.
+
+    The lock file goes too (under the lock): filelock notices an unlinked lock file and retries,
+    so a process waiting on it is not fooled.
+    """
+    import filelock
+
+    lock = filelock.FileLock(entry.lock_path, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return False
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.lock_path)
+    finally:
+        lock.release()
+    return True
+
+
+def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> int:
+    """Remove lock files whose entry is gone and that nobody holds; then empty name directories."""
+    import filelock
+
+    wanted = None if names is None else set(names)
+    removed = 0
+    for name, path in name_dirs(cache_dir):
+        if wanted is not None and name not in wanted:
+            continue
+        try:
+            files = os.listdir(path)
+        except OSError:
+            continue
+        present = set(files)
+        for fn in files:
+            if not fn.endswith(LOCK_SUFFIX) or not KEY_RE.fullmatch(fn[: -len(LOCK_SUFFIX)]):
+                continue
+            if fn[: -len(".lock")] in present:
+                continue
+            lock_path = os.path.join(path, fn)
+            lock = filelock.FileLock(lock_path, timeout=0)
+            try:
+                lock.acquire()
+            except (filelock.Timeout, OSError):
+                continue
+            try:
+                if not os.path.exists(lock_path[: -len(".lock")]):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
+                        removed += 1
+            finally:
+                lock.release()
+        with contextlib.suppress(OSError):
+            os.rmdir(path)  # only succeeds when empty
+    return removed
+
+
+def old_versions(entries: list[EntryFile], keep_versions: int) -> list[EntryFile]:
+    """Per name, the versions beyond the most recently used one and ``keep_versions`` older ones."""
+    by_name: dict[str, list[EntryFile]] = {}
+    for e in entries:
+        by_name.setdefault(e.name, []).append(e)
+    out = []
+    for versions in by_name.values():
+        versions.sort(key=lambda e: e.last_used, reverse=True)
+        out.extend(versions[1 + keep_versions :])
+    return out
+
+
+def over_cap(
+    entries: list[EntryFile], max_size: int, target: int | None = None, protect: Iterable[str] = ()
+) -> list[EntryFile]:
+    """Least recently used entries to delete so that the total is at most ``target``
+    (default ``max_size``) once the total exceeds ``max_size``; protected paths are never chosen."""
+    total = sum(e.size for e in entries)
+    if total <= max_size:
+        return []
+    goal = max_size if target is None else target
+    keep = set(protect)
+    out = []
+    for e in sorted(entries, key=lambda e: e.last_used):
+        if total <= goal:
+            break
+        if e.path in keep:
+            continue
+        out.append(e)
+        total -= e.size
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Automatic care after each save
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    with os.scandir(path) as it:
+        for f in it:
+            fn = f.name
+            if fn.endswith(ENTRY_SUFFIX) and KEY_RE.fullmatch(fn[: -len(ENTRY_SUFFIX)]):
+                with contextlib.suppress(FileNotFoundError):
+                    total += f.stat(follow_symlinks=False).st_size
+    return total
+
+
+def _load_usage(cache_dir: str) -> dict:
+    try:
+        with open(os.path.join(cache_dir, USAGE_FILE), encoding="utf-8") as f:
+            data = json.load(f)
+        if (
+            isinstance(data, dict)
+            and data.get("version") == 1
+            and isinstance(data.get("dirs"), dict)
+        ):
+            return data
+    except (OSError, ValueError):
+        pass
+    return {"version": 1, "scanned": 0.0, "dirs": {}}
+
+
+def _save_usage(cache_dir: str, data: dict) -> None:
+    path = os.path.join(cache_dir, USAGE_FILE)
+    tmp = f"{path}.{os.getpid()}.part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def cache_size(cache_dir: str) -> int:
+    """Total bytes of the entries in ``cache_dir``, from the usage index.
+
+    Only checkpoint directories whose mtime changed since the index was written are listed again
+    (a save or delete renames/unlinks inside one directory, which bumps its mtime); a full re-read
+    happens at most every ``FULL_RESCAN_SECONDS``. Cost per save: one stat per checkpoint name.
+    """
+    data = _load_usage(cache_dir)
+    now = time.time()
+    full = now - float(data.get("scanned", 0.0)) > FULL_RESCAN_SECONDS
+    old = data["dirs"]
+    dirs: dict[str, list[int]] = {}
+    for name, path in name_dirs(cache_dir):
+        try:
+            mtime_ns = os.stat(path, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            continue
+        prev = old.get(name)
+        if not full and isinstance(prev, list) and len(prev) == 2 and prev[0] == mtime_ns:
+            dirs[name] = prev
+            continue
+        try:
+            # the mtime is taken before listing: a change during the listing is seen next time
+            dirs[name] = [mtime_ns, _dir_bytes(path)]
+        except FileNotFoundError:
+            continue
+    data = {"version": 1, "scanned": now if full else data.get("scanned", now), "dirs": dirs}
+    _save_usage(cache_dir, data)
+    return sum(v[1] for v in dirs.values())
+
+
+def _quiet() -> bool:
+    return os.environ.get("STATECACHE_QUIET", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(f"statecache: {message}", RuntimeWarning, stacklevel=3)
+
+
+def enforce_cap(
+    cache_dir: str, max_size: int, target: int | None = None, protect: Iterable[str] = ()
+) -> tuple[list[EntryFile], list[EntryFile]]:
+    """Delete least recently used entries until the cache is at most ``target`` bytes once it
+    exceeds ``max_size``. Returns (removed, skipped because in use). Dead writers' temp files go too."""
+    entries, temps = scan(cache_dir)
+    for t in temps:
+        if not pid_alive(t.pid):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t.path)
+    protected = set(protect)
+    if entries:
+        protected.add(max(entries, key=lambda e: e.last_used).path)  # the newest is never evicted
+    removed: list[EntryFile] = []
+    busy: list[EntryFile] = []
+    for e in over_cap(entries, max_size, target, protected):
+        (removed if remove_entry(e, timeout=0) else busy).append(e)
+    return removed, busy
+
+
+def after_save(cache_dir: str, max_size: int | None, written: str | None = None) -> None:
+    """Called by the core after every save: enforce ``max_size`` (``max_size=`` or
+    ``STATECACHE_MAX_SIZE``), least recently used first, never deleting ``written`` (the entry just
+    saved) nor the most recent entry. Cheap: the size comes from the usage index (one stat per
+    checkpoint name); entries are listed only when the cap is passed, and then the cache is brought
+    down to 90% of the cap so the next full listing is many saves away. Never raises for a cache
+    problem: a warning instead.
+    """
+    if max_size is None:
+        return
+    try:
+        if cache_size(cache_dir) <= max_size:
+            return
+        removed, busy = enforce_cap(
+            cache_dir, max_size, int(max_size * LOW_WATER), () if written is None else (written,)
+        )
+        cache_size(cache_dir)  # refresh the index for the directories we touched
+        if removed and not _quiet():
+            freed = sum(e.size for e in removed)
+            print(
+                f"statecache: cache over {format_size(max_size)}: removed {len(removed)} least "
+                f"recently used entr{'y' if len(removed) == 1 else 'ies'} ({format_size(freed)})",
+                file=sys.stderr,
+            )
+        if busy and not removed and not _quiet():
+            print(
+                f"statecache: cache over {format_size(max_size)} but its oldest entries are in use",
+                file=sys.stderr,
+            )
+    except Exception as exc:  # a cache problem must never break the user's program
+        _warn(f"could not enforce the cache size cap in {cache_dir}: {exc}")
