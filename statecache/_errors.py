@@ -42,3 +42,8 @@ class UnpicklableError(StateCacheError):
     def __init__(self, message: str, names: list[str] | tuple[str, ...] = ()):
         super().__init__(message)
         self.names = list(names)
+
+
+class StateCacheWarning(UserWarning):
+    """A cache problem that does not stop the program: a damaged entry, a full disk, an
+    unpicklable variable. The program goes on with the state it computed."""

@@ -1,0 +1,206 @@
+"""Data files that a computing checkpoint reads, seen through ``sys.addaudithook``.
+
+The hook is installed on the first computing checkpoint (audit hooks cannot be removed) and
+costs one comparison per audit event while nothing is recording. It records files opened for
+reading and directories listed; ``snapshot`` turns the paths into records (size, mtime,
+content digest) that a later hit re-checks, stat first and content only when the stat changed.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+_recorders: list[FileRecorder] = []
+_hook_installed = False
+_lock = threading.Lock()
+_READ_FLAGS = (os.O_RDONLY, os.O_RDWR)
+
+
+class FileRecorder:
+    """Collects the paths opened for reading (and directories listed) while it is active."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, None] = {}
+        self.listed: dict[str, None] = {}
+        self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
+
+    def __enter__(self) -> FileRecorder:
+        _install_hook()
+        with _lock:
+            _recorders.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _lock:
+            if self in _recorders:
+                _recorders.remove(self)
+
+
+def add_to_active(records: Iterable[dict[str, Any]]) -> None:
+    """Tell every recording checkpoint about files an inner checkpoint depended on (a hit)."""
+    records = list(records)
+    for recorder in list(_recorders):
+        recorder.extra.extend(records)
+
+
+def _install_hook() -> None:
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)
+        _hook_installed = True
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not _recorders:
+        return
+    if event == "open":
+        path, mode, flags = args
+        if isinstance(path, int) or path is None:
+            return
+        if mode is not None:
+            if "r" not in mode and "+" not in mode:
+                return
+        elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
+            return
+        _note(path, "opened")
+    elif event in ("os.listdir", "os.scandir"):
+        path = args[0] if args else "."
+        if isinstance(path, int):
+            return
+        _note(path if path is not None else ".", "listed")
+
+
+def _note(path: Any, kind: str) -> None:
+    try:
+        path = os.fsdecode(os.fspath(path))
+        path = os.path.abspath(path)
+    except (TypeError, ValueError):
+        return
+    for recorder in list(_recorders):
+        getattr(recorder, kind)[path] = None
+
+
+def _system_roots() -> tuple[str, ...]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            roots.add(sysconfig.get_paths()[key])
+        except KeyError:
+            pass
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # virtualenv's old site module
+        pass
+    roots.update(("/proc", "/sys", "/dev", "/run"))
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+_SYSTEM_ROOTS: tuple[str, ...] | None = None
+
+
+def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
+    """False for the interpreter's and installed packages' own files, bytecode and the cache."""
+    global _SYSTEM_ROOTS
+    if _SYSTEM_ROOTS is None:
+        _SYSTEM_ROOTS = _system_roots()
+    if path.endswith((".pyc", ".pyo")) or f"{os.sep}__pycache__{os.sep}" in path:
+        return False
+    real = os.path.join(os.path.realpath(path), "")
+    if real.startswith(_SYSTEM_ROOTS):
+        return False
+    for cache_dir in cache_dirs:
+        if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
+            return False
+    return True
+
+
+def file_record(path: str) -> dict[str, Any] | None:
+    """size, mtime and content digest of a regular file; a missing one is recorded as such
+    (a file that appears later is a change); None for anything else (a pipe, a device)."""
+    from ._fingerprint import file_digest
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"path": path, "kind": "missing"}
+    import stat as stat_mod
+
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None
+    return {
+        "path": path,
+        "kind": "file",
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "digest": file_digest(path),
+    }
+
+
+def listing_record(path: str) -> dict[str, Any] | None:
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return None
+    from ._fingerprint import digest
+
+    return {"path": path, "kind": "dir", "digest": digest(*(n.encode("utf-8", "surrogateescape") for n in names)).hex()}
+
+
+def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Records of the data files and directories the recorder saw, plus inner hits' records."""
+    cache_dirs = list(cache_dirs)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in recorder.opened:
+        if is_data_path(path, cache_dirs):
+            record = file_record(path)
+            if record is not None:
+                records[(path, record["kind"])] = record
+    for path in recorder.listed:
+        if is_data_path(path, cache_dirs):
+            record = listing_record(path)
+            if record is not None:
+                records[(path, "dir")] = record
+    for record in recorder.extra:
+        records.setdefault((record["path"], record["kind"]), record)
+    return list(records.values())
+
+
+def changed_record(record: dict[str, Any]) -> str | None:
+    """None when the file or directory still matches its record, else a few words why not.
+
+    A stat that matches (size and mtime) is trusted; otherwise the content digest decides.
+    """
+    path = record["path"]
+    if record["kind"] == "missing":
+        return f"file {_short(path)} appeared" if os.path.exists(path) else None
+    if record["kind"] == "dir":
+        now = listing_record(path)
+        if now is None:
+            return f"directory {_short(path)} is gone"
+        return None if now["digest"] == record["digest"] else f"directory {_short(path)} changed"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"file {_short(path)} is gone"
+    if st.st_size == record["size"] and st.st_mtime_ns == record["mtime_ns"]:
+        return None
+    if st.st_size != record["size"]:
+        return f"file {_short(path)} changed"
+    from ._fingerprint import file_digest
+
+    return None if file_digest(path) == record["digest"] else f"file {_short(path)} changed"
+
+
+def _short(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path

@@ -1,0 +1,284 @@
+"""Find the ``with checkpoint(...)`` block that a frame is entering, and read off its code:
+the statements of its body, the names it binds, and the names it reads before binding them.
+
+The analysis errs on the side of more inputs: a name counts as bound only after a simple
+top-level statement of the body binds it unconditionally; anything read before that, or read
+inside a branch, loop or nested function, is an input whose value goes into the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+from dataclasses import dataclass, field
+from types import FrameType
+
+from ._errors import SourceNotFoundError, StateCacheError
+
+
+@dataclass(frozen=True)
+class Block:
+    """One ``with`` statement of a source file, as the checkpoint needs it."""
+
+    filename: str
+    with_line: int
+    body: list[ast.stmt] = field(repr=False)
+    body_lines: tuple[int, int]
+    assigned: tuple[str, ...]  # names the body binds in the frame's scope, in source order
+    inputs: tuple[str, ...]  # names read that the body did not bind first
+    name_lines: dict[str, list[int]] = field(repr=False)  # literal checkpoint names of the file
+
+
+_parsed: dict[tuple[str, int], tuple[list[str], ast.Module]] = {}
+_blocks: dict[tuple[str, int, int], Block] = {}
+
+
+def source_lines(frame: FrameType) -> list[str]:
+    """The current source of the frame's file (also IPython cells, which linecache holds)."""
+    filename = frame.f_code.co_filename
+    linecache.checkcache(filename)
+    return linecache.getlines(filename, frame.f_globals)
+
+
+def _parse(filename: str, lines: list[str]) -> ast.Module:
+    text = "".join(lines)
+    cache_key = (filename, hash(text))
+    cached = _parsed.get(cache_key)
+    if cached is not None:
+        return cached[1]
+    tree = ast.parse(text, filename)
+    _parsed[cache_key] = (lines, tree)
+    return tree
+
+
+def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
+    """The innermost ``with`` statement whose header holds the frame's current line.
+
+    Raises ``SourceNotFoundError`` when the source is not available (``python -c``, ``exec``
+    of a string) and ``StateCacheError`` when the body shares the header's line.
+    """
+    filename = frame.f_code.co_filename
+    lineno = frame.f_lineno
+    lines = source_lines(frame)
+    where = f"{filename}:{lineno}"
+    if not lines:
+        raise SourceNotFoundError(
+            f"{what} at {where}: the source of this block cannot be read (code run with "
+            "'python -c', exec() of a string or an interactive prompt). Put the code in a "
+            "file and run that file."
+        )
+    try:
+        tree = _parse(filename, lines)
+    except SyntaxError as exc:
+        raise SourceNotFoundError(
+            f"{what} at {where}: the source file on disk no longer parses ({exc.msg}, line "
+            f"{exc.lineno}); was it edited while running?"
+        ) from None
+    cache_key = (filename, id(tree), lineno)
+    block = _blocks.get(cache_key)
+    if block is not None:
+        return block
+    node = _innermost_with(tree, lineno)
+    if node is None:
+        raise SourceNotFoundError(
+            f"{what} at {where}: no 'with' statement found at this line of the source; "
+            f"use it as 'with statecache.{what}(...):' in a file whose source matches what runs."
+        )
+    first = min(getattr(n, "lineno", node.body[0].lineno) for n in ast.walk(node.body[0]))
+    last = max(getattr(n, "end_lineno", None) or first for n in node.body)
+    header_end = max(item.context_expr.end_lineno or node.lineno for item in node.items)
+    if first <= header_end:
+        raise StateCacheError(
+            f"{what} at {where}: put the body of the 'with' block on its own lines "
+            "(it cannot be skipped when it shares the line of the 'with')"
+        )
+    assigned, inputs = analyse_names(node.body)
+    block = Block(
+        filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs), checkpoint_names_in(tree)
+    )
+    _blocks[cache_key] = block
+    return block
+
+
+def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | None:
+    best: ast.With | ast.AsyncWith | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and node.body:
+            header_end = node.body[0].lineno - 1
+            header_end = max(header_end, node.lineno)
+            if node.lineno <= lineno <= header_end and (best is None or node.lineno >= best.lineno):
+                best = node
+    return best
+
+
+def checkpoint_names_in(tree: ast.AST) -> dict[str, list[int]]:
+    """Literal names of ``checkpoint("name")`` calls in a file, with the lines they appear on."""
+    found: dict[str, list[int]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                call = item.context_expr
+                if (
+                    isinstance(call, ast.Call)
+                    and _callee_name(call.func) == "checkpoint"
+                    and call.args
+                    and isinstance(call.args[0], ast.Constant)
+                    and isinstance(call.args[0].value, str)
+                ):
+                    found.setdefault(call.args[0].value, []).append(node.lineno)
+    return found
+
+
+def _callee_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def analyse_names(body: list[ast.stmt]) -> tuple[list[str], list[str]]:
+    """(names the body binds, names it reads before surely binding them), both in source order."""
+    assigned: dict[str, None] = {}
+    inputs: dict[str, None] = {}
+    surely_bound: set[str] = set()
+    for stmt in body:
+        for name in _loads(stmt):
+            if name not in surely_bound:
+                inputs.setdefault(name, None)
+        for name in _binds(stmt):
+            assigned.setdefault(name, None)
+        surely_bound |= _sure_binds(stmt)
+    return list(assigned), list(inputs)
+
+
+def _binds(node: ast.AST) -> list[str]:
+    """Every name that ``node`` may bind in the enclosing scope (not inside nested scopes)."""
+    out: list[str] = []
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.append(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append(n.name)
+            for d in n.decorator_list:
+                visit(d)
+            if not isinstance(n, ast.ClassDef):
+                for d in n.args.defaults + [k for k in n.args.kw_defaults if k is not None]:
+                    visit(d)
+            return
+        elif isinstance(n, ast.Lambda):
+            return
+        elif isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            for sub in ast.walk(n):  # a walrus inside a comprehension binds outside it
+                if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                    out.append(sub.target.id)
+            return
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            for alias in n.names:
+                if alias.name == "*":
+                    raise StateCacheError(
+                        "'from ... import *' inside a checkpoint body binds names that cannot be "
+                        "known in advance: import the names explicitly"
+                    )
+                out.append(alias.asname or alias.name.split(".")[0])
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            out.append(n.name)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            out.append(n.name)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            out.append(n.rest)
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+
+    visit(node)
+    return out
+
+
+def _sure_binds(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds whenever it completes normally."""
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
+            return set()
+        return {n for n in _binds(stmt) if n not in _deleted(stmt)}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return set(_binds(stmt))
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        bound: set[str] = set()
+        for item in stmt.items:
+            if item.optional_vars is not None:
+                bound |= set(_binds(item.optional_vars))
+        return bound
+    return set()
+
+
+def _deleted(stmt: ast.stmt) -> set[str]:
+    return {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Del)}
+
+
+def _loads(node: ast.AST) -> list[str]:
+    """Names read by ``node`` from the enclosing scope, nested scopes' own locals excluded."""
+    out: list[str] = []
+
+    def visit(n: ast.AST, local: frozenset[str]) -> None:
+        if isinstance(n, ast.Name):
+            if isinstance(n.ctx, ast.Load) and n.id not in local:
+                out.append(n.id)
+            return
+        if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name) and n.target.id not in local:
+            out.append(n.target.id)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            args = n.args
+            for d in args.defaults + [k for k in args.kw_defaults if k is not None]:
+                visit(d, local)
+            if not isinstance(n, ast.Lambda):
+                for d in n.decorator_list:
+                    visit(d, local)
+                if n.returns is not None:
+                    visit(n.returns, local)
+            params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
+            params |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+            body = n.body if isinstance(n.body, list) else [n.body]
+            inner = local | params | {b for stmt in body for b in _binds(stmt)}
+            inner -= _declared_global(body)
+            for stmt in body:
+                visit(stmt, frozenset(inner))
+            return
+        if isinstance(n, ast.ClassDef):
+            for d in n.decorator_list + n.bases + [k.value for k in n.keywords]:
+                visit(d, local)
+            class_local = local | {b for stmt in n.body for b in _binds(stmt)}
+            for stmt in n.body:
+                visit(stmt, frozenset(class_local))
+            return
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            visit(n.generators[0].iter, local)
+            inner_local = local | targets
+            for g in n.generators:
+                if g is not n.generators[0]:
+                    visit(g.iter, inner_local)
+                for cond in g.ifs:
+                    visit(cond, inner_local)
+            for part in ("elt", "key", "value"):
+                sub = getattr(n, part, None)
+                if sub is not None:
+                    visit(sub, inner_local)
+            return
+        for child in ast.iter_child_nodes(n):
+            visit(child, local)
+
+    visit(node, frozenset())
+    return out
+
+
+def _declared_global(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, (ast.Global, ast.Nonlocal)):
+                names.update(n.names)
+    return names

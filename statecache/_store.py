@@ -1,0 +1,107 @@
+"""A cache directory: where entries live, how they are locked, loaded and saved.
+
+Layout: ``<cache_dir>/<name>/<key>.sc`` (one file per entry version), ``<key>.sc.lock`` beside
+it, a ``.gitignore`` of ``*`` and a ``CACHEDIR.TAG`` at the top. Loading never locks (writes are
+atomic renames and a reader keeps its open descriptor); computing holds the per-key lock, so a
+second process that wants the same entry waits for the first and then loads its result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+from ._errors import StateCacheWarning
+
+_GITIGNORE = "# Created by statecache: cached program state, not for version control.\n*\n"
+_CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by statecache.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+_ready_dirs: set[str] = set()
+_warned: set[str] = set()
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """A ``StateCacheWarning``; the same message is shown once per process."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    warnings.warn(message, StateCacheWarning, stacklevel=stacklevel + 1)
+
+
+def ensure_cache_dir(root: str) -> str:
+    """Create the cache directory (mode 0700, .gitignore, CACHEDIR.TAG) if needed.
+
+    Raises OSError when it cannot be created or written; the caller then runs uncached.
+    """
+    root = os.path.abspath(root)
+    if root in _ready_dirs:
+        return root
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise NotADirectoryError(f"{root} exists and is not a directory")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    for filename, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
+        path = os.path.join(root, filename)
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(f"{root} is not writable")
+    _ready_dirs.add(root)
+    return root
+
+
+class Store:
+    """The entries of one cache directory."""
+
+    def __init__(self, root: str):
+        self.root = ensure_cache_dir(root)
+
+    def name_dir(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def entry_path(self, name: str, key: str) -> str:
+        return os.path.join(self.root, name, key + ".sc")
+
+    def lock(self, name: str, key: str) -> Any:
+        """The per-key inter-process lock (``filelock``), held while computing and writing."""
+        from filelock import FileLock
+
+        directory = self.name_dir(name)
+        if os.path.islink(directory):
+            raise OSError(f"{directory} is a symbolic link; statecache does not write through links")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        return FileLock(self.entry_path(name, key) + ".lock")
+
+    def versions(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """(path, metadata) of every readable entry of ``name``, newest first."""
+        from ._entry import read_meta
+
+        directory = self.name_dir(name)
+        try:
+            filenames = [f for f in os.listdir(directory) if f.endswith(".sc") and not f.startswith(".")]
+        except OSError:
+            return []
+        found = []
+        for filename in filenames:
+            path = os.path.join(directory, filename)
+            try:
+                found.append((path, read_meta(path)))
+            except Exception:  # a damaged entry says nothing about why we missed
+                continue
+        found.sort(key=lambda item: item[1].get("created", 0), reverse=True)
+        return found
+
+    @staticmethod
+    def touch(path: str) -> None:
+        """Mark an entry as just used (its mtime is its "last used" time for eviction)."""
+        try:
+            now = time.time()
+            os.utime(path, (now, now))
+        except OSError:
+            pass

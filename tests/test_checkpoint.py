@@ -1,0 +1,583 @@
+"""Key rules of ``checkpoint``, each proven by running real scripts twice or more against a real
+cache directory. A body appends to ``runs.log`` so that the tests can count how often it ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import Project, subprocess_env
+
+MARK = "open('runs.log', 'a').write('{name}\\n')"
+
+
+def runs(project: Project, name: str) -> int:
+    log = project.root / "runs.log"
+    return log.read_text().split().count(name) if log.exists() else 0
+
+
+BASIC = """
+import statecache as sc
+base = 10
+with sc.checkpoint("data"):
+    open('runs.log', 'a').write('data\\n')
+    values = [base * i for i in range(5)]
+    total = sum(values)
+print("total", total, values)
+"""
+
+
+def test_miss_then_hit_restores_the_assigned_names(project: Project) -> None:
+    project.write("script.py", BASIC)
+    first = project.run("script.py")
+    assert "total 100 [0, 10, 20, 30, 40]" in first.stdout
+    assert first.computed("data") and "not cached yet" in first.stderr
+    second = project.run("script.py")
+    assert "total 100 [0, 10, 20, 30, 40]" in second.stdout
+    assert second.hit("data")
+    assert runs(project, "data") == 1
+    assert len(project.entries("data")) == 1
+
+
+def test_cache_dir_is_private_and_marked(project: Project) -> None:
+    project.write("script.py", BASIC)
+    project.run("script.py")
+    assert (project.cache.stat().st_mode & 0o777) == 0o700
+    assert (project.cache / ".gitignore").read_text().strip().endswith("*")
+    assert (project.cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+
+
+def test_code_change_reruns_but_comments_and_formatting_do_not(project: Project) -> None:
+    project.write("script.py", BASIC)
+    project.run("script.py")
+    project.write("script.py", BASIC.replace("values = [base * i", "# a comment\n    values = [ base*i").replace("total = sum(values)", "total = sum(values)   # sum"))
+    assert project.run("script.py").hit("data")
+    project.write("script.py", BASIC.replace("range(5)", "range(6)"))
+    changed = project.run("script.py")
+    assert "code changed" in changed.stderr
+    assert "total 150" in changed.stdout
+    assert runs(project, "data") == 2
+
+
+def test_input_value_change_reruns_and_names_the_input(project: Project) -> None:
+    project.write("script.py", BASIC)
+    project.run("script.py")
+    project.write("script.py", BASIC.replace("base = 10", "base = 11"))
+    run = project.run("script.py")
+    assert "input 'base' changed" in run.stderr
+    assert "total 110" in run.stdout
+
+
+def test_code_switched_back_and_forth_hits_each_version(project: Project) -> None:
+    a = BASIC
+    b = BASIC.replace("range(5)", "range(7)")
+    project.write("script.py", a)
+    project.run("script.py")
+    project.write("script.py", b)
+    project.run("script.py")
+    project.write("script.py", a)
+    third = project.run("script.py")
+    assert third.hit("data") and "total 100" in third.stdout
+    project.write("script.py", b)
+    assert project.run("script.py").hit("data")
+    assert runs(project, "data") == 2
+
+
+def test_in_place_mutation_of_a_numpy_input_reruns(project: Project) -> None:
+    script = """
+    import sys
+    import numpy as np
+    import statecache as sc
+    arr = np.arange(1000, dtype=np.float64)
+    if len(sys.argv) > 1:
+        arr[500] = -1.0
+    with sc.checkpoint("stats"):
+        open('runs.log', 'a').write('stats\\n')
+        s = float(arr.sum())
+    print("sum", s)
+    """
+    project.write("script.py", script)
+    project.run("script.py")
+    assert project.run("script.py").hit("stats")
+    mutated = project.run("script.py", "mutate")
+    assert "input 'arr' changed" in mutated.stderr
+    assert "sum 499000.0" in mutated.stdout
+    assert runs(project, "stats") == 2
+
+
+def test_dtype_and_shape_are_part_of_an_array_input(project: Project) -> None:
+    script = """
+    import sys
+    import numpy as np
+    import statecache as sc
+    arr = np.zeros((2, 3), np.float64) if sys.argv[1] == "a" else np.zeros((2, 6), np.float32)
+    with sc.checkpoint("shape"):
+        shape = arr.shape
+    print("shape", shape)
+    """
+    project.write("script.py", script)
+    assert "shape (2, 3)" in project.run("script.py", "a").stdout
+    b = project.run("script.py", "b")
+    assert "shape (2, 6)" in b.stdout and not b.hit("shape")
+
+
+HELPER_SCRIPT = """
+import statecache as sc
+
+def scale(x):
+    return x * FACTOR
+
+def prepare(n):
+    return [scale(i) for i in range(n)]
+
+FACTOR = 2
+with sc.checkpoint("prep"):
+    open('runs.log', 'a').write('prep\\n')
+    out = prepare(4)
+print("out", out)
+"""
+
+
+def test_changed_helper_function_in_the_same_file_reruns(project: Project) -> None:
+    project.write("script.py", HELPER_SCRIPT)
+    project.run("script.py")
+    assert project.run("script.py").hit("prep")
+    # scale is called only through prepare: the change is found transitively
+    project.write("script.py", HELPER_SCRIPT.replace("return x * FACTOR", "return x * FACTOR + 1"))
+    run = project.run("script.py")
+    assert "out [1, 3, 5, 7]" in run.stdout and not run.hit("prep")
+    # a global read by the helper counts by value
+    project.write("script.py", HELPER_SCRIPT.replace("FACTOR = 2", "FACTOR = 3"))
+    assert "out [0, 3, 6, 9]" in project.run("script.py").stdout
+    # a comment in the helper does not count
+    project.write("script.py", HELPER_SCRIPT.replace("def scale(x):", "def scale(x):  # doubles"))
+    assert project.run("script.py").hit("prep")
+
+
+def test_changed_helper_in_a_local_module_reruns(project: Project) -> None:
+    project.write("helpers/__init__.py", "")
+    project.write("helpers/text.py", "def clean(s):\n    return s.strip()\n")
+    project.write("helpers/core.py", "from helpers.text import clean\n\ndef load(items):\n    return [clean(s) for s in items]\n")
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        from helpers import core
+        with sc.checkpoint("load"):
+            open('runs.log', 'a').write('load\\n')
+            data = core.load([" a ", " b"])
+        print("data", data)
+        """,
+    )
+    assert "data ['a', 'b']" in project.run("script.py").stdout
+    assert project.run("script.py").hit("load")
+    project.write("helpers/text.py", "def clean(s):\n    return s.strip().upper()\n")
+    run = project.run("script.py")
+    assert "data ['A', 'B']" in run.stdout and not run.hit("load")
+
+
+def test_data_file_read_by_the_body_is_rechecked_by_content(project: Project) -> None:
+    project.write("data.csv", "1,2,3\n")
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        with sc.checkpoint("read"):
+            open('runs.log', 'a').write('read\\n')
+            with open("data.csv") as f:
+                numbers = [int(x) for x in f.read().split(",")]
+        print("numbers", numbers)
+        """,
+    )
+    project.run("script.py")
+    assert project.run("script.py").hit("read")
+    # same size, same content, new mtime: still a hit
+    os.utime(project.root / "data.csv", (1, 1))
+    assert project.run("script.py").hit("read")
+    # same size, new content
+    project.write("data.csv", "4,5,6\n")
+    run = project.run("script.py")
+    assert "numbers [4, 5, 6]" in run.stdout
+    assert "data.csv changed" in run.stderr
+
+
+def test_files_glob_counts_a_new_matching_file(project: Project) -> None:
+    project.write("shards/a.txt", "a")
+    project.write(
+        "script.py",
+        """
+        import glob
+        import statecache as sc
+        with sc.checkpoint("shards", files=["shards/*.txt"]):
+            open('runs.log', 'a').write('shards\\n')
+            count = 3
+        print("count", count)
+        """,
+    )
+    project.run("script.py")
+    assert project.run("script.py").hit("shards")
+    project.write("shards/b.txt", "b")
+    run = project.run("script.py")
+    assert not run.hit("shards") and "shards/b.txt changed" in run.stderr
+    project.write("shards/a.txt", "A")
+    assert not project.run("script.py").hit("shards")
+    assert runs(project, "shards") == 3
+
+
+def test_locals_are_restored_inside_a_function_and_nested_blocks(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+
+        def main(n):
+            offset = 1
+            for attempt in range(1):
+                if n > 0:
+                    try:
+                        with open("runs.log", "a") as log:
+                            with sc.checkpoint("inner"):
+                                log.write("inner\\n")
+                                squares = [i * i + offset for i in range(n)]
+                                def describe():
+                                    return f"{len(squares)} squares"
+                                class Box:
+                                    size = n
+                    finally:
+                        pass
+            return squares, describe(), Box.size
+
+        print("result", main(4))
+        """,
+    )
+    expected = "result ([1, 2, 5, 10], '4 squares', 4)"
+    assert expected in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("inner") and expected in second.stdout
+    assert runs(project, "inner") == 1
+
+
+def test_lambdas_local_classes_and_closures_survive(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+
+        def make():
+            class Point:
+                def __init__(self, x):
+                    self.x = x
+                def double(self):
+                    return Point(self.x * 2)
+            k = 3
+            return Point, (lambda v: v * k)
+
+        with sc.checkpoint("funcs"):
+            Point, triple = make()
+            p = Point(5).double()
+            square = lambda v: v * v
+        print("values", p.x, triple(2), square(4))
+        """,
+    )
+    assert "values 10 6 16" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("funcs") and "values 10 6 16" in second.stdout
+
+
+def test_instances_of_classes_defined_above_the_block_keep_their_class(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import dataclasses
+        import statecache as sc
+
+        @dataclasses.dataclass
+        class Config:
+            lr: float
+
+        with sc.checkpoint("cfg"):
+            cfg = Config(0.1)
+        print("isinstance", isinstance(cfg, Config), cfg.lr)
+        """,
+    )
+    assert "isinstance True 0.1" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("cfg") and "isinstance True 0.1" in second.stdout
+
+
+def test_inputs_mutated_by_the_body_are_restored_too(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        registry = {}
+        with sc.checkpoint("fill"):
+            registry["model"] = "resnet"
+            loaded = True
+        print("registry", registry, loaded)
+        """,
+    )
+    assert "registry {'model': 'resnet'} True" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("fill") and "registry {'model': 'resnet'} True" in second.stdout
+
+
+CACHED_SETUP = """
+import statecache as sc
+vocab = None
+
+@sc.cached_setup
+def load(path, n=3):
+    global vocab
+    open('runs.log', 'a').write('load\\n')
+    vocab = {w: i for i, w in enumerate(path.split("/"))}
+    return list(range(n))
+
+print("result", load("a/b/c"), sorted(vocab))
+print("result2", load("a/b/c", n=2), sorted(vocab))
+"""
+
+
+def test_cached_setup_caches_return_value_and_globals_by_arguments(project: Project) -> None:
+    project.write("script.py", CACHED_SETUP)
+    first = project.run("script.py")
+    assert "result [0, 1, 2] ['a', 'b', 'c']" in first.stdout
+    assert "result2 [0, 1] ['a', 'b', 'c']" in first.stdout
+    assert runs(project, "load") == 2
+    second = project.run("script.py")
+    assert "result [0, 1, 2] ['a', 'b', 'c']" in second.stdout
+    assert "result2 [0, 1] ['a', 'b', 'c']" in second.stdout
+    assert runs(project, "load") == 2
+    assert second.hit("load")
+    project.write("script.py", CACHED_SETUP.replace("enumerate(path.split", "enumerate(path.upper().split"))
+    third = project.run("script.py")
+    assert "result [0, 1, 2] ['A', 'B', 'C']" in third.stdout
+    assert runs(project, "load") == 4
+
+
+def test_cached_setup_with_arguments_and_ignore(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import sys
+        import statecache as sc
+
+        @sc.cached_setup(name="table", ignore=["log"])
+        def build(n, log):
+            open('runs.log', 'a').write('table\\n')
+            log.write("building\\n")
+            return {i: i * i for i in range(n)}
+
+        print("table", build(3, log=sys.stdout))
+        """,
+    )
+    assert "table {0: 0, 1: 1, 2: 4}" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("table") and "building" not in second.stdout
+    assert (project.cache / "table").is_dir()
+
+
+def test_disable_runs_everything_and_writes_nothing(project: Project) -> None:
+    project.write("script.py", BASIC)
+    project.run("script.py", env={"STATECACHE_DISABLE": "1"})
+    project.run("script.py", env={"STATECACHE_DISABLE": "1"})
+    assert runs(project, "data") == 2
+    assert not project.cache.exists()
+
+
+def test_refresh_recomputes_all_or_named_checkpoints(project: Project) -> None:
+    script = BASIC + """
+with sc.checkpoint("other"):
+    open('runs.log', 'a').write('other\\n')
+    other = 1
+"""
+    project.write("script.py", script)
+    project.run("script.py")
+    project.run("script.py", env={"STATECACHE_REFRESH": "1"})
+    assert runs(project, "data") == 2 and runs(project, "other") == 2
+    run = project.run("script.py", env={"STATECACHE_REFRESH": "other"})
+    assert run.hit("data") and not run.hit("other")
+    assert runs(project, "data") == 2 and runs(project, "other") == 3
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("STATECACHE_DISABLE", "maybe"), ("STATECACHE_REFRESH", "../etc"), ("STATECACHE_QUIET", "loud"), ("STATECACHE_MAX_SIZE", "lots")],
+)
+def test_garbage_environment_values_get_a_clear_error(project: Project, var: str, value: str) -> None:
+    project.write("script.py", BASIC)
+    run = project.run("script.py", env={var: value}, check=False)
+    assert run.returncode == 1
+    assert var in run.stderr and "StateCacheError" in run.stderr or "ConfigError" in run.stderr
+
+
+def test_quiet_prints_no_status_lines(project: Project) -> None:
+    project.write("script.py", BASIC)
+    run = project.run("script.py", env={"STATECACHE_QUIET": "1"})
+    assert run.status == []
+
+
+def test_same_name_in_two_files_does_not_collide(project: Project) -> None:
+    project.write("one.py", BASIC)
+    project.write("two.py", BASIC.replace("base = 10", "base = 10\nbase2 = 1").replace("range(5)", "range(2)"))
+    assert "total 100" in project.run("one.py").stdout
+    two = project.run("two.py")
+    assert "total 10 " in two.stdout and not two.hit("data")
+    assert project.run("one.py").hit("data")
+    assert project.run("two.py").hit("data")
+
+
+def test_same_name_twice_in_one_file_is_an_error(project: Project) -> None:
+    project.write("script.py", BASIC + BASIC.split("import statecache as sc", 1)[1])
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and "also used at line" in run.stderr
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "", ".hidden", "a/b", "x" * 101, "sp ace"])
+def test_bad_names_raise_statecache_error(project: Project, name: str) -> None:
+    project.write(
+        "script.py",
+        f"""
+        import statecache as sc
+        try:
+            with sc.checkpoint({name!r}):
+                x = 1
+        except sc.StateCacheError as exc:
+            print("error:", exc)
+        """,
+    )
+    run = project.run("script.py")
+    assert "error: invalid checkpoint name" in run.stdout
+    assert not project.cache.exists()
+
+
+def test_unpicklable_variable_warns_by_name_and_keeps_the_program_going(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import threading
+        import statecache as sc
+        with sc.checkpoint("locked"):
+            open('runs.log', 'a').write('locked\\n')
+            guard = threading.Lock()
+            value = 42
+        print("value", value, type(guard).__name__)
+        """,
+    )
+    run = project.run("script.py")
+    assert "value 42 lock" in run.stdout
+    assert "guard" in run.stderr and "not saved" in run.stderr
+    assert project.entries("locked") == []
+    project.run("script.py")
+    assert runs(project, "locked") == 2
+
+
+def test_damaged_entry_is_a_miss_with_a_warning(project: Project) -> None:
+    project.write("script.py", BASIC)
+    project.run("script.py")
+    [entry] = project.entries("data")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    run = project.run("script.py")
+    assert "total 100" in run.stdout
+    assert not run.hit("data") and "StateCacheWarning" in run.stderr
+    assert project.run("script.py").hit("data")
+
+
+def test_unfingerprintable_input_names_it_and_suggests_ignore(project: Project) -> None:
+    script = """
+    import statecache as sc
+    gen = (i for i in range(3))
+    with sc.checkpoint("gen"{extra}):
+        first = 1
+    print("ok", first)
+    """
+    project.write("script.py", script.format(extra=""))
+    project.write("use.py", script.format(extra="").replace("first = 1", "first = next(gen)"))
+    run = project.run("use.py", check=False)
+    assert run.returncode == 1 and "'gen'" in run.stderr and "ignore=" in run.stderr
+    project.write("use.py", script.format(extra=", ignore=['gen']").replace("first = 1", "first = next(gen)"))
+    assert "ok 0" in project.run("use.py").stdout
+
+
+def test_python_c_says_the_source_is_missing(project: Project) -> None:
+    code = "import statecache as sc\nwith sc.checkpoint('x'):\n    a = 1\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=subprocess_env(), capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "SourceNotFoundError" in proc.stderr and "python -c" in proc.stderr
+
+
+def test_python_dash_m_module(project: Project) -> None:
+    project.write("pkg/__init__.py", "")
+    project.write("pkg/mod.py", BASIC)
+    assert "total 100" in project.run("-m", "pkg.mod").stdout
+    assert project.run("-m", "pkg.mod").hit("data")
+    assert (project.root / "pkg" / ".statecache" / "data").is_dir()
+
+
+def test_body_on_the_with_line_is_refused(project: Project) -> None:
+    project.write("script.py", "import statecache as sc\nwith sc.checkpoint('x'): a = 1\n")
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and "own lines" in run.stderr
+
+
+def test_exception_in_the_body_saves_nothing(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        with sc.checkpoint("boom"):
+            x = 1
+            raise ValueError("bad data")
+        """,
+    )
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and "ValueError: bad data" in run.stderr
+    assert project.entries("boom") == []
+
+
+def test_two_processes_on_a_cold_key_compute_once(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import time
+        import statecache as sc
+        with sc.checkpoint("slow"):
+            open('runs.log', 'a').write('slow\\n')
+            time.sleep(1.5)
+            value = 7
+        print("value", value)
+        """,
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "script.py"], cwd=project.root, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert all("value 7" in out for out, _ in outputs)
+    assert runs(project, "slow") == 1
+
+
+def test_checkpoints_work_under_coverage(project: Project) -> None:
+    project.write("script.py", BASIC + "after = total + 1\nprint('after', after)\n")
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "coverage", "run", "--data-file", str(project.root / ".cov"), "script.py"],
+            cwd=project.root, env=subprocess_env(), capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "after 101" in proc.stdout
+    assert "restored" in proc.stderr
+    report = subprocess.run(
+        [sys.executable, "-m", "coverage", "report", "-m", "--data-file", str(project.root / ".cov"), "--include", "script.py"],
+        cwd=project.root, env=subprocess_env(), capture_output=True, text=True,
+    ).stdout
+    # the lines after the skipped block are still measured
+    last_line = len((project.root / "script.py").read_text().splitlines())
+    missing = report.strip().splitlines()[-1].split()[-1]
+    assert str(last_line) not in missing
