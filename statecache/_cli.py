@@ -281,35 +281,54 @@ def _file_state(rec: dict[str, Any]) -> str:
         return "unreadable"
 
 
-def _find(cache_dir: str, query: str) -> tuple[list[EntryFile], list[EntryFile]]:
-    """(matches, other versions of the matched name). ``query``: a name, a key prefix, or
-    ``name/keyprefix``."""
+def _is_hex_prefix(text: str) -> bool:
+    return 0 < len(text) <= 32 and KEY_RE.fullmatch(text.lower().ljust(32, "0")) is not None
+
+
+def _parse_query(query: str) -> tuple[str | None, str | None]:
+    """``NAME``, ``KEYPREFIX`` or ``NAME/KEYPREFIX`` -> (name, key prefix); a bad one is a usage
+    error. A bare word that is both a valid name and hex is tried as a name first."""
     if "/" in query:
         name, _, prefix = query.partition("/")
         validate_name(name)
-        if not prefix or not KEY_RE.fullmatch(prefix.lower().ljust(32, "0")):
+        if not _is_hex_prefix(prefix):
             raise UsageError(f"{query!r}: after the '/' give a key prefix (hex digits)")
-        entries = scan(cache_dir, [name])[0]
-        return [e for e in entries if e.key.startswith(prefix.lower())], []
+        return name, prefix.lower()
+    if _is_hex_prefix(query):
+        try:
+            return validate_name(query), query.lower()
+        except InvalidNameError:
+            return None, query.lower()
+    return validate_name(query), None
+
+
+def _find(cache_dir: str, query: str) -> tuple[list[EntryFile], list[EntryFile]]:
+    """(matches, other versions of the matched name) for a parsed ``show`` query."""
+    name, prefix = _parse_query(query)
+    if name is not None and (prefix is None or "/" in query):
+        by_name = scan(cache_dir, [name])[0]
+        if "/" in query:
+            return [e for e in by_name if e.key.startswith(prefix or "")], []
+        if by_name:
+            newest = max(by_name, key=lambda e: e.last_used)
+            return [newest], _sorted([e for e in by_name if e is not newest])
+        return [], []
     entries = scan(cache_dir)[0]
-    by_name = [e for e in entries if e.name == query]
-    if by_name:
-        newest = max(by_name, key=lambda e: e.last_used)
-        return [newest], _sorted([e for e in by_name if e is not newest])
-    prefix = query.lower()
-    if KEY_RE.fullmatch(prefix.ljust(32, "0")):
-        return [e for e in entries if e.key.startswith(prefix)], []
-    return [], []
+    if name is not None:  # both a valid name and hex: the name wins when it exists
+        by_name = [e for e in entries if e.name == name]
+        if by_name:
+            newest = max(by_name, key=lambda e: e.last_used)
+            return [newest], _sorted([e for e in by_name if e is not newest])
+    return [e for e in entries if e.key.startswith(prefix or "")], []
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """One entry in full: metadata, variables, recorded files and their state now, source."""
     cache_dir = _cache_dir(args)
+    query = args.entry
+    _parse_query(query)  # a malformed query is a usage error even without a cache
     if _note_missing(cache_dir):
         return 1
-    query = args.entry
-    if not query or ("/" not in query and not KEY_RE.fullmatch(query.lower().ljust(32, "0"))):
-        validate_name(query)
     matches, others = _find(cache_dir, query)
     if not matches:
         names = [n for n, _ in name_dirs(cache_dir)]
@@ -480,7 +499,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     for n in args.names:
         name, _, prefix = n.partition("/")
         validate_name(name)
-        if "/" in n and (not prefix or not KEY_RE.fullmatch(prefix.lower().ljust(32, "0"))):
+        if "/" in n and not _is_hex_prefix(prefix):
             raise UsageError(f"{n!r}: after the '/' give a key prefix (hex digits)")
         targets.append((name, prefix.lower()))
     if _note_missing(cache_dir):

@@ -179,7 +179,7 @@ def remove_entry(entry: EntryFile, timeout: float = LOCK_TIMEOUT) -> bool:
 
 
 def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> int:
-    """Remove lock files whose entry is gone and that nobody holds; then empty name directories."""
+    """Remove lock files whose entry is gone and that nobody holds (each under that lock)."""
     import filelock
 
     wanted = None if names is None else set(names)
@@ -210,8 +210,8 @@ def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> i
                         removed += 1
             finally:
                 lock.release()
-        with contextlib.suppress(OSError):
-            os.rmdir(path)  # only succeeds when empty
+        # An empty name directory stays: removing it could race with a writer that has just
+        # created it and is about to create its lock file there.
     return removed
 
 
