@@ -328,7 +328,9 @@ def _quiet() -> bool:
 def _warn(message: str) -> None:
     import warnings
 
-    warnings.warn(f"statecache: {message}", RuntimeWarning, stacklevel=3)
+    from ._errors import StateCacheWarning
+
+    warnings.warn(f"statecache: {message}", StateCacheWarning, stacklevel=3)
 
 
 def enforce_cap(

@@ -415,8 +415,8 @@ def test_gc_removes_temp_files_of_dead_writers_only(proj: Project) -> None:
     )
     dead_pid = int(dead.stdout)
     d = proj.cache / "features"
-    dead_tmp = d / f".{key}.sc.{dead_pid}.ab12cd.tmp"
-    live_tmp = d / f".{key}.sc.{os.getpid()}.ef34ab.tmp"
+    dead_tmp = d / f".{key}.sc.{dead_pid}.ab12cd34.tmp"
+    live_tmp = d / f".{key}.sc.{os.getpid()}.ef34ab56.tmp"
     for p in (dead_tmp, live_tmp):
         p.write_bytes(b"x" * 5000)
         assert is_temp_file(p.name) is not None, "temp-file naming differs from the layout contract"
