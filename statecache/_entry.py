@@ -237,7 +237,7 @@ class _StreamSink:
         return n
 
     def finish(self) -> None:
-        if self.pending or not self.chunks:
+        if self.pending:
             chunk = bytes(self.pending)
             self.pending = bytearray()
             if self.chunks:

@@ -1,0 +1,662 @@
+"""The entry file format: round trips of every storage path, damage detection, signing, and
+the atomic write (temp file, mode 0600, clean-up on failure)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import xxhash
+
+from statecache._entry import (
+    ENTRY_SUFFIX,
+    FORMAT_VERSION,
+    WrittenEntry,
+    _Reader,
+    is_temp_file,
+    read_entry,
+    read_meta,
+    verify_entry,
+    write_entry,
+)
+from statecache._errors import EntryError, UnpicklableError
+
+MB = 1 << 20
+
+
+def roundtrip(tmp_path, state, *, mmap=False, meta=None, **kw):
+    path = tmp_path / f"e{ENTRY_SUFFIX}"
+    written = write_entry(path, state, meta or {"name": "t"}, **kw)
+    got_meta, got = read_entry(path, mmap=mmap, secret=kw.get("secret"))
+    return written, got_meta, got
+
+
+def assert_same_array(a, b):
+    assert type(b) is type(a)
+    assert b.dtype == a.dtype and b.shape == a.shape
+    assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def entry_regions(path):
+    """Byte ranges of the file that checksums cover, from the file's own table."""
+    with _Reader(path) as r:
+        r.read_table()
+        meta_len = len(r.meta_bytes)
+        regions = [(0, 64), (64, 64 + meta_len)]
+        regions += [(s.offset, s.offset + s.stored_len) for s in r.sections]
+        table_offset = r.size - 64 - len(r.table_bytes)
+        regions += [(table_offset, r.size - 64), (r.size - 64, r.size - 40), (r.size - 8, r.size)]
+        return regions, r.sections
+
+
+def covered(offset, regions):
+    return any(lo <= offset < hi for lo, hi in regions)
+
+
+def flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_meta_keeps_caller_fields_and_adds_writer_fields(tmp_path):
+    written, meta, state = roundtrip(
+        tmp_path, {"x": 1, "y": "two"}, meta={"name": "feat", "key": "abc"}
+    )
+    assert state == {"x": 1, "y": "two"}
+    assert isinstance(written, WrittenEntry)
+    assert written.size == os.path.getsize(written.path)
+    assert written.pickler == "pickle" and written.seconds >= 0
+    assert meta["name"] == "feat" and meta["key"] == "abc"
+    assert meta["format"] == FORMAT_VERSION
+    assert meta["pickler"] == "pickle"
+    assert meta["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert meta["signed"] is False
+    assert list(meta["variables"]) == ["x", "y"]
+    assert meta["variables"]["y"]["type"] == "str"
+    assert read_meta(written.path) == meta
+    assert verify_entry(written.path) == meta
+
+
+def test_empty_state(tmp_path):
+    _, meta, state = roundtrip(tmp_path, {})
+    assert state == {} and meta["variables"] == {}
+
+
+def test_variable_order_is_kept(tmp_path):
+    names = [f"v{i}" for i in range(50)][::-1]
+    _, _, state = roundtrip(tmp_path, {n: i for i, n in enumerate(names)})
+    assert list(state) == names
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        "float64",
+        "float32",
+        "int8",
+        "uint16",
+        "int64",
+        "complex128",
+        "bool",
+        "datetime64[ns]",
+        "<U5",
+    ],
+)
+@pytest.mark.parametrize("kind", ["random", "constant"])
+def test_numpy_dtypes(tmp_path, dtype, kind):
+    rng = np.random.default_rng(1)
+    n = 300_000
+    if kind == "random":
+        raw = rng.integers(0, 255, n * 16, dtype=np.uint8)
+        a = raw.view(np.uint8)[: n * np.dtype(dtype).itemsize].view(dtype)
+        if dtype == "bool":
+            a = raw[:n].astype(bool)
+        if dtype == "<U5":
+            a = rng.integers(0, 0x10000, n * 5, dtype=np.uint32).view("<U5")
+    else:
+        a = np.zeros(n, dtype=dtype)
+    _, _, state = roundtrip(tmp_path, {"a": a})
+    assert_same_array(a, state["a"])
+    assert state["a"].flags.writeable
+
+
+def test_incompressible_buffer_stored_raw_and_compressible_one_compressed(tmp_path):
+    rng = np.random.default_rng(2)
+    noise = rng.random(3 * MB // 8 * 4)  # 12 MB of random floats: several chunks, raw
+    zeros = np.zeros(12 * MB // 8)
+    (tmp_path / "n").mkdir()
+    w1, _, s1 = roundtrip(tmp_path / "n", {"a": noise})
+    assert_same_array(noise, s1["a"])
+    assert noise.nbytes <= w1.size < noise.nbytes * 1.01
+    w2, _, s2 = roundtrip(tmp_path, {"a": zeros})
+    assert_same_array(zeros, s2["a"])
+    assert w2.size < zeros.nbytes / 100
+
+
+def test_integers_with_small_values_compress(tmp_path):
+    a = np.random.default_rng(3).integers(0, 10, 2 * MB, dtype=np.int64)
+    w, _, s = roundtrip(tmp_path, {"a": a})
+    assert_same_array(a, s["a"])
+    assert w.size < a.nbytes / 4
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_array_layouts(tmp_path, mmap):
+    base = np.arange(600_000, dtype=np.float64).reshape(600, 1000)
+    state = {
+        "fortran": np.asfortranarray(base),
+        "strided": base[::3, ::2],
+        "transposed": base.T,
+        "empty": np.empty((0, 7), dtype=np.int32),
+        "empty_f": np.empty((5, 0), dtype=np.float32, order="F"),
+        "scalar": np.float32(3.5),
+        "zero_d": np.array(7),
+        "objects": np.array([{"a": 1}, "text", None, [1, 2]], dtype=object),
+        "structured": np.array([(1, 2.0), (3, 4.0)], dtype=[("i", "i4"), ("f", "f8")]),
+        "readonly": np.frombuffer(bytes(range(256)) * 1000, dtype=np.uint8),
+    }
+    _, _, got = roundtrip(tmp_path, state, mmap=mmap)
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            assert_same_array(value, got[name])
+        else:
+            assert got[name] == value and type(got[name]) is type(value)
+    assert got["fortran"].flags.f_contiguous and not got["fortran"].flags.c_contiguous
+    assert got["objects"][0] == {"a": 1} and got["objects"][3] == [1, 2]
+    assert not got["readonly"].flags.writeable
+    assert got["strided"].flags.writeable
+
+
+def test_bytes_bytearray_memoryview(tmp_path):
+    rng = np.random.default_rng(4)
+    state = {
+        "small_bytes": b"abc",
+        "big_random_bytes": rng.bytes(9 * MB),
+        "big_zero_bytes": bytes(9 * MB),
+        "bytearray": bytearray(rng.bytes(5 * MB)),
+        "small_bytearray": bytearray(b"xyz"),
+        "memoryview": memoryview(b"hello world"),
+    }
+    w, meta, got = roundtrip(tmp_path, state)
+    assert got["small_bytes"] == b"abc"
+    assert got["big_random_bytes"] == state["big_random_bytes"]
+    assert got["big_zero_bytes"] == state["big_zero_bytes"]
+    assert type(got["bytearray"]) is bytearray and got["bytearray"] == state["bytearray"]
+    assert got["small_bytearray"] == bytearray(b"xyz")
+    assert bytes(got["memoryview"]) == b"hello world"
+    assert meta["pickler"] == "cloudpickle"  # plain pickle refuses memoryview
+    assert w.size < 15 * MB  # the zero bytes were compressed
+
+
+def test_many_small_objects_stream_over_several_chunks(tmp_path):
+    data = {i: (str(i), i * 1.5, (i, "x" * (i % 7))) for i in range(300_000)}
+    w, meta, got = roundtrip(tmp_path, {"data": data, "n": len(data)})
+    assert got["data"] == data and got["n"] == 300_000
+    assert meta["state_size"] > 8 * MB
+    assert w.size < meta["state_size"] / 2
+    assert meta["variables"]["data"]["size"] > 8 * MB
+
+
+def test_variable_sizes_count_out_of_band_buffers(tmp_path):
+    a = np.ones(1000, dtype=np.float64)
+    w, meta, _ = roundtrip(tmp_path, {"a": a, "s": "x"})
+    assert meta["variables"]["a"] == {"type": "numpy.ndarray", "size": w.variables["a"]["size"]}
+    assert 8000 <= meta["variables"]["a"]["size"] < 8000 + 400
+    assert meta["state_size"] >= 8000
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_shared_references_between_variables_survive(tmp_path, mmap):
+    shared_list = [1, 2, 3]
+    arr = np.arange(100_000.0)
+    state = {"a": shared_list, "b": {"inner": shared_list}, "c": arr, "d": [arr, arr]}
+    _, _, got = roundtrip(tmp_path, state, mmap=mmap)
+    assert got["b"]["inner"] is got["a"]
+    assert got["c"] is got["d"][0] is got["d"][1]
+    got["a"].append(4)
+    assert got["b"]["inner"] == [1, 2, 3, 4]
+
+
+def test_lambdas_closures_and_local_classes_use_cloudpickle(tmp_path):
+    k = 10
+
+    class Local:
+        def __init__(self, v):
+            self.v = v
+
+        def double(self):
+            return self.v * 2
+
+    state = {"f": lambda x: x + k, "obj": Local(21), "cls": Local, "plain": [1, 2]}
+    _, meta, got = roundtrip(tmp_path, state)
+    assert meta["pickler"] == "cloudpickle"
+    assert got["f"](1) == 11
+    assert got["obj"].double() == 42
+    assert isinstance(got["obj"], got["cls"])
+    assert got["plain"] == [1, 2]
+
+
+def test_what_only_dill_pickles_uses_dill(tmp_path):
+    state = {"lock": threading.Lock(), "arr": np.arange(50_000, dtype=np.int32), "x": 5}
+    _, meta, got = roundtrip(tmp_path, state)
+    assert meta["pickler"] == "dill"
+    assert got["lock"].acquire(blocking=False)
+    assert_same_array(state["arr"], got["arr"])
+    assert got["x"] == 5
+
+
+def test_unpicklable_variable_is_named_and_nothing_is_written(tmp_path):
+    gen = (i for i in range(3))
+    path = tmp_path / "e.sc"
+    with pytest.raises(UnpicklableError) as info:
+        write_entry(path, {"okvar": [1, 2], "gen": gen, "arr": np.zeros(10)}, {"name": "t"})
+    assert info.value.names == ["gen"]
+    message = str(info.value)
+    assert "'gen'" in message and "generator" in message
+    assert "ignore=['gen']" in message and "del" in message
+    assert "okvar" not in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_unpicklable_variables_are_both_named(tmp_path):
+    def g():
+        yield 1
+
+    with pytest.raises(UnpicklableError) as info:
+        write_entry(tmp_path / "e.sc", {"a": g(), "ok": 1, "b": (i for i in [])}, {})
+    assert info.value.names == ["a", "b"]
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- mmap
+
+
+def test_mmap_restore_shares_file_pages_but_writes_stay_private(tmp_path):
+    rng = np.random.default_rng(5)
+    raw = rng.random(2 * MB)  # 16 MB incompressible: mapped
+    packed = np.zeros(MB, dtype=np.int32)  # compressible: decompressed as usual
+    path = tmp_path / "e.sc"
+    write_entry(path, {"raw": raw, "packed": packed}, {"name": "t"})
+    before = path.read_bytes()
+    _, got = read_entry(path, mmap=True)
+    assert_same_array(raw, got["raw"])
+    assert_same_array(packed, got["packed"])
+    assert got["raw"].flags.writeable and got["packed"].flags.writeable
+    got["raw"][:] = -1.0
+    got["packed"][:] = 9
+    assert path.read_bytes() == before
+    _, again = read_entry(path, mmap=True)
+    assert_same_array(raw, again["raw"])
+    _, again = read_entry(path)
+    assert_same_array(raw, again["raw"])
+    assert (got["raw"] == -1.0).all()
+
+
+def test_mapped_arrays_survive_the_entry_being_replaced_or_removed(tmp_path):
+    raw = np.random.default_rng(6).random(MB)
+    path = tmp_path / "e.sc"
+    write_entry(path, {"raw": raw}, {})
+    _, got = read_entry(path, mmap=True)
+    write_entry(path, {"raw": np.zeros(MB)}, {})
+    assert_same_array(raw, got["raw"])
+    os.unlink(path)
+    assert_same_array(raw, got["raw"])
+
+
+# ---------------------------------------------------------------- damage
+
+
+def damage_cases_state():
+    rng = np.random.default_rng(7)
+    return {
+        "raw": rng.random(5000),  # 40 KB, stored raw
+        "zeros": np.zeros(20_000),  # 160 KB, compressed
+        "objs": {i: str(i) * 3 for i in range(4000)},  # pickle stream over 32 KB: compressed
+        "tiny": 1,
+    }
+
+
+def test_every_flipped_checksummed_byte_is_detected(tmp_path):
+    state = damage_cases_state()
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {"name": "t"})
+    regions, sections = entry_regions(path)
+    assert len(sections) == 3 and sections[0].chunks[0][0] == 1 and sections[2].chunks[0][0] == 1
+    original = path.read_bytes()
+    size = len(original)
+    loaded_fine = 0
+    for offset in range(0, size, 7):
+        flip(path, offset)
+        try:
+            _, got = read_entry(path)
+        except EntryError as exc:
+            assert str(path) in str(exc)
+        else:
+            assert not covered(offset, regions), f"flipped byte at {offset} went unnoticed"
+            assert got["objs"] == state["objs"] and np.array_equal(got["raw"], state["raw"])
+            loaded_fine += 1
+        if covered(offset, regions):
+            with pytest.raises(EntryError):
+                verify_entry(path)
+        path.write_bytes(original)
+    assert loaded_fine < size // 7 // 20  # only padding and the unused signature field
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_flipped_byte_in_each_section_of_a_big_entry(tmp_path, mmap):
+    rng = np.random.default_rng(8)
+    state = {
+        "raw": rng.random(MB),  # 8 MB raw, two chunks
+        "packed": np.repeat(np.arange(MB // 8, dtype=np.int64), 8),  # compressed, two chunks
+        "objs": {i: (str(i), float(i)) for i in range(200_000)},
+    }
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {"name": "t"})
+    regions, sections = entry_regions(path)
+    original = path.read_bytes()
+    for index, sec in enumerate(sections):
+        for offset in (
+            sec.offset,
+            sec.offset + sec.stored_len // 2,
+            sec.offset + sec.stored_len - 1,
+        ):
+            flip(path, offset)
+            mapped_raw = mmap and index > 0 and all(c[0] == 0 for c in sec.chunks)
+            if mapped_raw:
+                _, got = read_entry(
+                    path, mmap=True
+                )  # documented: mapped raw buffers are not checksummed
+                assert got["objs"] == state["objs"]
+            else:
+                with pytest.raises(EntryError, match="damaged|checksum"):
+                    read_entry(path, mmap=mmap)
+            with pytest.raises(EntryError):
+                verify_entry(path)
+            path.write_bytes(original)
+    _, got = read_entry(path, mmap=mmap)
+    assert_same_array(state["packed"], got["packed"])
+
+
+def test_truncation_at_any_offset_is_detected(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, damage_cases_state(), {"name": "t"})
+    original = path.read_bytes()
+    for cut in list(range(0, 200)) + list(range(200, len(original), 97)) + [len(original) - 1]:
+        path.write_bytes(original[:cut])
+        with pytest.raises(EntryError):
+            read_entry(path)
+        with pytest.raises(EntryError):
+            verify_entry(path)
+        if cut < 64 + 20:
+            with pytest.raises(EntryError):
+                read_meta(path)
+
+
+def test_truncated_big_entry_and_zeroed_pages(tmp_path):
+    state = {"raw": np.random.default_rng(9).random(MB), "zeros": np.zeros(MB)}
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {})
+    original = path.read_bytes()
+    for cut in (len(original) // 3, len(original) - 64, len(original) - 65, 70_000):
+        path.write_bytes(original[:cut])
+        with pytest.raises(EntryError, match="truncated"):
+            read_entry(path)
+    for page in range(0, len(original), 4096 * 37):
+        damaged = bytearray(original)
+        damaged[page : page + 4096] = bytes(4096)
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(EntryError):
+            read_entry(path)
+
+
+def test_foreign_files_are_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "e.sc"
+    cases = {
+        "empty": b"",
+        "pickle": pickle.dumps({"a": 1}, protocol=5),
+        "text": b"hello, this is not an entry\n" * 10,
+        "png": b"\x89PNG\r\n\x1a\n" + bytes(200),
+        "magic only": b"\x89SCACHE\n",
+    }
+    for label, content in cases.items():
+        path.write_bytes(content)
+        for fn in (read_entry, read_meta, verify_entry):
+            with pytest.raises(EntryError) as info:
+                fn(path)
+            assert str(path) in str(info.value), label
+    path.write_bytes(b"")
+    with pytest.raises(EntryError, match="not a statecache entry"):
+        read_entry(path)
+
+
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, 2**32 - 1])
+def test_other_format_versions_are_refused(tmp_path, version):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": 1}, {})
+    data = bytearray(path.read_bytes())
+    data[8:12] = struct.pack("<I", version)
+    path.write_bytes(bytes(data))
+    for fn in (read_entry, read_meta, verify_entry):
+        with pytest.raises(EntryError, match=f"format version {version}"):
+            fn(path)
+
+
+def test_directory_instead_of_file(tmp_path):
+    (tmp_path / "d.sc").mkdir()
+    with pytest.raises(EntryError):
+        read_entry(tmp_path / "d.sc")
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_entry(tmp_path / "nope.sc")
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to chown")
+def test_entry_owned_by_someone_else_is_refused(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": 1}, {})
+    os.chown(path, 12345, -1)
+    for fn in (read_entry, read_meta, verify_entry):
+        with pytest.raises(EntryError, match="owned by uid 12345"):
+            fn(path)
+
+
+def test_class_gone_at_load_time_names_the_variable(tmp_path, monkeypatch):
+    module = tmp_path / "sc_test_vanishing_mod.py"
+    module.write_text("class Thing:\n    def __init__(self):\n        self.v = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sc_test_vanishing_mod
+
+    path = tmp_path / "e.sc"
+    write_entry(path, {"ok": 1, "thing": sc_test_vanishing_mod.Thing()}, {})
+    assert read_entry(path)[1]["thing"].v == 1
+    del sc_test_vanishing_mod.Thing
+    with pytest.raises(EntryError, match="'thing'.*AttributeError"):
+        read_entry(path)
+    monkeypatch.delitem(sys.modules, "sc_test_vanishing_mod")
+    module.unlink()
+    with pytest.raises(EntryError, match="'thing'.*ModuleNotFoundError"):
+        read_entry(path)
+
+
+def test_read_meta_reads_only_the_start(tmp_path):
+    state = {"raw": np.random.default_rng(10).random(MB)}
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {"name": "listing"})
+    _, sections = entry_regions(path)
+    flip(path, sections[1].offset + 100)
+    assert read_meta(path)["name"] == "listing"
+    with pytest.raises(EntryError):
+        read_entry(path)
+
+
+# ---------------------------------------------------------------- signing
+
+
+def test_signed_entry_needs_the_right_secret(tmp_path):
+    path = tmp_path / "e.sc"
+    state = {"x": [1, 2], "a": np.arange(20_000)}
+    write_entry(path, state, {"name": "t"}, secret=b"s3cret")
+    meta, got = read_entry(path, secret=b"s3cret")
+    assert meta["signed"] is True and got["x"] == [1, 2]
+    assert verify_entry(path, secret=b"s3cret")["signed"] is True
+    _, got = read_entry(path)  # no secret: the signature is not checked
+    assert got["x"] == [1, 2]
+    for fn in (read_entry, verify_entry):
+        with pytest.raises(EntryError, match="signature"):
+            fn(path, secret=b"other")
+
+
+def test_unsigned_entry_refused_when_a_secret_is_set(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": 1}, {})
+    for fn in (read_entry, verify_entry):
+        with pytest.raises(EntryError, match="not signed"):
+            fn(path, secret=b"s3cret")
+
+
+def rewrite_meta(path, old: bytes, new: bytes):
+    """Change the metadata and fix every checksum, as a forger without the secret could."""
+    data = bytearray(path.read_bytes())
+    (meta_len,) = struct.unpack_from("<Q", data, 16)
+    meta = bytes(data[64 : 64 + meta_len])
+    assert old in meta and len(old) == len(new)
+    meta = meta.replace(old, new)
+    data[64 : 64 + meta_len] = meta
+    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(meta))
+    struct.pack_into("<Q", data, 56, xxhash.xxh3_64_intdigest(bytes(data[:56])))
+    path.write_bytes(bytes(data))
+
+
+def test_forged_entry_with_fixed_checksums_is_refused_with_the_secret(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": 1}, {"name": "aaaa"}, secret=b"k")
+    rewrite_meta(path, b'"aaaa"', b'"bbbb"')
+    assert read_meta(path)["name"] == "bbbb"  # checksums are consistent again
+    with pytest.raises(EntryError, match="signature"):
+        read_entry(path, secret=b"k")
+    with pytest.raises(EntryError, match="signature"):
+        verify_entry(path, secret=b"k")
+
+
+def test_forged_pickle_stream_is_refused_with_the_secret(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": "AAAA"}, {}, secret=b"k")
+    data = bytearray(path.read_bytes())
+    with _Reader(path) as r:
+        r.read_table()
+        sec = r.sections[0]
+        table_offset = r.size - 64 - len(r.table_bytes)
+    stream = bytes(data[sec.offset : sec.offset + sec.stored_len])
+    data[sec.offset : sec.offset + sec.stored_len] = stream.replace(b"AAAA", b"BBBB")
+    # fix the chunk checksum in the table, then the table checksum in the trailer
+    chunk_at = table_offset + 16 + 32
+    struct.pack_into(
+        "<Q",
+        data,
+        chunk_at + 8,
+        xxhash.xxh3_64_intdigest(bytes(data[sec.offset : sec.offset + sec.stored_len])),
+    )
+    table = bytes(data[table_offset : r.size - 64])
+    struct.pack_into("<Q", data, r.size - 64 + 16, xxhash.xxh3_64_intdigest(table))
+    path.write_bytes(bytes(data))
+    assert read_entry(path)[1]["x"] == "BBBB"  # the forgery is self-consistent
+    with pytest.raises(EntryError, match="signature"):
+        read_entry(path, secret=b"k")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_entry_file_mode_is_0600_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        w = write_entry(tmp_path / "e.sc", {"x": 1}, {})
+    finally:
+        os.umask(old)
+    assert os.stat(w.path).st_mode & 0o777 == 0o600
+
+
+def test_overwrite_replaces_the_entry(tmp_path):
+    path = tmp_path / "e.sc"
+    write_entry(path, {"x": 1}, {"v": 1})
+    write_entry(path, {"x": 2}, {"v": 2})
+    meta, state = read_entry(path)
+    assert state == {"x": 2} and meta["v"] == 2
+    assert os.listdir(tmp_path) == ["e.sc"]
+
+
+def test_write_into_a_missing_directory_raises_and_leaves_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_entry(tmp_path / "gone" / "e.sc", {"x": 1}, {})
+    assert os.listdir(tmp_path) == []
+
+
+def run_limited_writer(tmp_path, ignore_sigxfsz: bool) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(
+        f"""
+        import errno, resource, signal, sys
+        import numpy as np
+        from statecache._entry import write_entry
+        # Python ignores SIGXFSZ at start-up; the default action kills the writer mid-write
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN if {ignore_sigxfsz} else signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        try:
+            write_entry({str(tmp_path / "e.sc")!r}, {{"a": np.random.default_rng(0).random(1 << 20)}}, {{}})
+        except OSError as exc:
+            print("OSError", errno.errorcode[exc.errno])
+            sys.exit(3)
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd()
+    )
+
+
+def test_failed_write_removes_the_temp_file_and_reraises(tmp_path):
+    proc = run_limited_writer(tmp_path, ignore_sigxfsz=True)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.strip() == "OSError EFBIG"
+    assert os.listdir(tmp_path) == []
+
+
+def test_killed_writer_leaves_a_temp_file_that_names_its_pid(tmp_path):
+    proc = run_limited_writer(tmp_path, ignore_sigxfsz=False)
+    assert proc.returncode == -signal.SIGXFSZ
+    (leftover,) = os.listdir(tmp_path)
+    assert not leftover.endswith(ENTRY_SUFFIX)
+    pid = is_temp_file(leftover)
+    assert isinstance(pid, int) and pid > 0
+    assert is_temp_file(str(tmp_path / leftover)) == pid
+
+
+def test_is_temp_file_ignores_entries_and_other_names(tmp_path):
+    assert is_temp_file("0123abcd.sc") is None
+    assert is_temp_file(".gitignore") is None
+    assert is_temp_file("CACHEDIR.TAG") is None
+    assert is_temp_file(".x.sc.12.zzzzzzzz.tmp") is None
+
+
+def test_json_metadata_is_plain_json(tmp_path):
+    w = write_entry(tmp_path / "e.sc", {"x": 1}, {"name": "ü-name", "files": [["a.csv", 3, 1.5]]})
+    data = open(w.path, "rb").read()
+    (meta_len,) = struct.unpack_from("<Q", data, 16)
+    meta = json.loads(data[64 : 64 + meta_len])
+    assert meta["name"] == "ü-name" and meta["files"] == [["a.csv", 3, 1.5]]
+    assert data[:8] == b"\x89SCACHE\n"
