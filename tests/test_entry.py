@@ -655,7 +655,8 @@ def test_is_temp_file_ignores_entries_and_other_names(tmp_path):
 
 def test_json_metadata_is_plain_json(tmp_path):
     w = write_entry(tmp_path / "e.sc", {"x": 1}, {"name": "ü-name", "files": [["a.csv", 3, 1.5]]})
-    data = open(w.path, "rb").read()
+    with open(w.path, "rb") as f:
+        data = f.read()
     (meta_len,) = struct.unpack_from("<Q", data, 16)
     meta = json.loads(data[64 : 64 + meta_len])
     assert meta["name"] == "ü-name" and meta["files"] == [["a.csv", 3, 1.5]]
