@@ -627,3 +627,53 @@ def test_clear_while_another_process_restores_gives_full_state_or_clean_miss(pro
         _, err = clearer.communicate()
     assert clearer.returncode == 0, err
     assert "cleared" in err
+
+
+MAPPED = """\
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import statecache
+
+with statecache.checkpoint("big", mmap=True):
+    X = np.random.default_rng(7).random(2_000_000)
+if len(sys.argv) > 1:  # X is restored as a map of the entry file: delete the entry, then read X
+    r = subprocess.run([sys.executable, "-m", "statecache", "clear", "big", "--dir", sys.argv[1]],
+                       capture_output=True, text=True)
+    print(r.stdout.splitlines()[-1])
+print(hashlib.sha256(X.tobytes()).hexdigest())
+"""
+
+
+def test_an_entry_cleared_while_mapped_is_still_read_in_full(proj: Project) -> None:
+    """The deterministic case of the race above: the reader has the entry open (mapped) when
+    clear unlinks it; the reader still reads every byte of the old entry."""
+    import hashlib
+
+    import numpy as np
+
+    expected = hashlib.sha256(np.random.default_rng(7).random(2_000_000).tobytes()).hexdigest()
+    script = proj.root / "mapped.py"
+    script.write_text(MAPPED)
+    run_env = env(STATECACHE_DIR=str(proj.cache))
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=proj.root, env=run_env
+    )
+    assert r.stdout.strip() == expected, r.stderr
+    r = subprocess.run(
+        [sys.executable, str(script), str(proj.cache)],
+        capture_output=True,
+        text=True,
+        cwd=proj.root,
+        env=run_env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "restored" in r.stderr
+    freed, digest = r.stdout.splitlines()
+    assert freed.startswith("freed 15.") and freed.endswith("(1 entry)")
+    assert digest == expected
+    assert proj.all_keys() == set()
