@@ -255,30 +255,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _file_state(rec: dict[str, Any]) -> str:
-    """unchanged / changed / missing for a recorded data file: stat first, content only if the
-    stat differs (a touched file with the same bytes is unchanged)."""
+    """unchanged / changed / missing for a recorded data file (or directory listing, or a file
+    that was absent), judged as a hit would judge it: stat first, content only if the stat differs."""
+    from ._files import changed_record
+
     path = rec.get("path")
     if not isinstance(path, str):
         return "unknown"
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
+        why = changed_record(rec)
+    except (OSError, KeyError, TypeError, ValueError):
         return "unreadable"
-    if st.st_size != rec.get("size"):
-        return "changed"
-    if st.st_mtime_ns == rec.get("mtime_ns"):
+    if why is None:
         return "unchanged"
-    digest = rec.get("digest")
-    if not digest:
-        return "changed"
-    try:
-        from ._fingerprint import file_digest
-
-        return "unchanged" if file_digest(path) == digest else "changed"
-    except OSError:
-        return "unreadable"
+    if rec.get("kind", "file") != "missing" and not os.path.exists(path):
+        return "missing"
+    return "changed"
 
 
 def _is_hex_prefix(text: str) -> bool:
@@ -423,11 +415,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     for f, s in zip(files, states, strict=True):
         if isinstance(f, dict):
             size = f.get("size")
+            note = {"missing": " (absent when computed)", "dir": " (directory listing)"}
             frows.append(
                 [
                     "  " + s,
-                    str(f.get("path")),
-                    format_size(size) if isinstance(size, (int, float)) else "?",
+                    str(f.get("path")) + note.get(str(f.get("kind")), ""),
+                    format_size(size) if isinstance(size, (int, float)) else "",
                 ]
             )
     if frows:
