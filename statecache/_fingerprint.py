@@ -291,8 +291,9 @@ class _Writer:
 
 
 # Types that the pickler handles natively and deterministically: no persistent_id work.
+# ``str`` is not among them: see _KeyPickler.persistent_id.
 _PICKLE_NATIVE = frozenset(
-    {int, float, str, bytes, bool, type(None), list, tuple, dict, complex, bytearray}
+    {int, float, bytes, bool, type(None), list, tuple, dict, complex, bytearray}
 )
 
 
@@ -313,6 +314,8 @@ class _KeyPickler(pickle.Pickler):
         self._ctx = ctx
         self._side = side
         self._root = root
+        self._class_refs: dict[type, bytes] = {}
+        self._code_pids: dict[int, tuple[object, tuple[str, bytes]]] = {}  # holds obj alive
 
     def _buffer(self, buf: pickle.PickleBuffer) -> bool:
         try:
@@ -323,10 +326,16 @@ class _KeyPickler(pickle.Pickler):
         self._side.update(raw)
         return False
 
-    def persistent_id(self, obj: Any) -> Any:  # noqa: D401 - pickle hook
+    def persistent_id(self, obj: Any) -> Any:
         t = type(obj)
         if t in _PICKLE_NATIVE:
             return None
+        if t is str:
+            # By content, never by identity: pickle memoises strings by id, and unpickling
+            # interns attribute names, so a restored object would share strings that the
+            # computed one did not (a spurious miss on the run after a restore). A fresh
+            # bytes object per occurrence makes the stream independent of string identity.
+            return obj.encode("utf-8", "surrogatepass")
         return self._fp._pid(obj, t, self)
 
 
@@ -346,11 +355,9 @@ class Fingerprinter:
         self._codes: dict[int, bytes] = {}
         self._code_refs: dict[int, tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]] = {}
         self._user_types: dict[type, bool] = {}
+        self._pid_kinds: dict[type, int] = {}
         self._keep: list[object] = []  # every object whose id is a memo key stays alive
         self._dispatch: dict[type, Callable[[Any, Any, _Ctx], None]] = {
-            list: self._feed_list,
-            tuple: self._feed_tuple,
-            dict: self._feed_dict,
             set: self._feed_set,
             frozenset: self._feed_set,
             types.MappingProxyType: self._feed_mappingproxy,
@@ -449,29 +456,6 @@ class Fingerprinter:
         ctx.keep.append(obj)
         return False
 
-    def _feed_list(self, h: Any, obj: list, ctx: _Ctx) -> None:
-        if self._memo(h, obj, ctx):
-            return
-        h.update(b"L" + _U64(len(obj)))
-        for item in obj:
-            self._feed(h, item, ctx)
-
-    def _feed_tuple(self, h: Any, obj: tuple, ctx: _Ctx) -> None:
-        h.update(b"T" + _U64(len(obj)))
-        for item in obj:
-            self._feed(h, item, ctx)
-
-    def _feed_dict(self, h: Any, obj: dict, ctx: _Ctx) -> None:
-        # Insertion order, not sorted: iteration order is observable in Python, so the same
-        # items in another order are another input. That can only cause a miss, never a
-        # stale hit, and it keeps unsortable/mixed keys cheap and deterministic.
-        if self._memo(h, obj, ctx):
-            return
-        h.update(b"D" + _U64(len(obj)))
-        for k, v in obj.items():
-            self._feed(h, k, ctx)
-            self._feed(h, v, ctx)
-
     def _feed_mappingproxy(self, h: Any, obj: types.MappingProxyType, ctx: _Ctx) -> None:
         h.update(b"M" + _U64(len(obj)))
         for k, v in obj.items():
@@ -482,8 +466,8 @@ class Fingerprinter:
         """Elements in the order of their own fingerprints, so PYTHONHASHSEED cannot matter.
 
         Each sort key is computed in a fresh traversal (so it does not depend on which
-        element came first); if code was met, the elements are then fed again, in sorted
-        order, in the real traversal (sort keys only hold a shallow code identity).
+        element came first). Inside a code node's digest, if code was met, the elements are
+        then fed again, in sorted order, in the real traversal.
         """
         if isinstance(obj, set) and self._memo(h, obj, ctx):
             return
@@ -495,8 +479,11 @@ class Fingerprinter:
         outer = (*ctx.outer, ctx.memo)
         keyed = []
         saw_code = False
+        # At top level the sort keys are complete fingerprints; inside a code node's own
+        # digest they hold only a shallow identity of code (see _ref), hence the re-feed.
+        sub_mode = _TOP if ctx.mode == _TOP else _SORT
         for item in obj:
-            sub = _Ctx(_SORT, outer)
+            sub = _Ctx(sub_mode, outer)
             keyed.append((self._sub(item, sub), item))
             saw_code = saw_code or sub.saw_code
         keyed.sort(key=lambda pair: pair[0])
@@ -536,6 +523,14 @@ class Fingerprinter:
             h.update(chunk.reshape(-1).view(np.uint8))
 
     def _feed_pickled(self, h: Any, obj: Any, ctx: _Ctx) -> None:
+        """Lists, tuples, dicts and every other object: through _KeyPickler (C speed).
+
+        Containers keep their type and order. Dicts count in insertion order, not sorted:
+        iteration order is observable in Python, so the same items in another order are
+        another input; that can only cause a miss, never a stale hit, and it keeps
+        unsortable keys cheap and deterministic. Aliasing (the same list twice) and cycles
+        are encoded by pickle's memo, in traversal order, so they are deterministic too.
+        """
         if self._memo(h, obj, ctx):
             return
         stream = xxhash.xxh3_128()
@@ -554,19 +549,40 @@ class Fingerprinter:
         h.update(b"P" + stream.digest() + side.digest())
 
     def _pid(self, obj: Any, t: type, pickler: _KeyPickler) -> Any:
-        if obj is pickler._root:
-            if self._is_user_class(t):
-                pickler._side.update(b"C" + self._ref(t, pickler._ctx))
+        kind = self._pid_kinds.get(t)
+        if kind is None:
+            kind = self._pid_kinds[t] = self._pid_kind(t)
+        if kind == _PID_PLAIN:
             return None
+        if kind == _PID_USER_INSTANCE:
+            ref = pickler._class_refs.get(t)
+            if ref is None:
+                ref = pickler._class_refs[t] = b"C" + self._ref(t, pickler._ctx)
+                self._keep.append(t)
+            pickler._side.update(ref)
+            return None
+        if obj is pickler._root:  # never happens: the walker feeds these types itself
+            return None
+        if kind == _PID_CODE:  # copyreg.__newobj__, classes: met once per object pickled
+            hit = pickler._code_pids.get(id(obj))
+            if hit is None:
+                hit = pickler._code_pids[id(obj)] = (
+                    obj,
+                    ("statecache", self._sub(obj, pickler._ctx)),
+                )
+            return hit[1]
+        return ("statecache", self._sub(obj, pickler._ctx))
+
+    def _pid_kind(self, t: type) -> int:
+        if t is types.FunctionType or t is types.ModuleType or issubclass(t, type):
+            return _PID_CODE
         if (
             t in self._dispatch
-            or isinstance(obj, (type, set, frozenset, functools.partial))
-            or _is_numpy_array(obj, t)
+            or issubclass(t, (type, set, frozenset, functools.partial))
+            or _is_numpy_array_type(t)
         ):
-            return ("statecache", self._sub(obj, pickler._ctx))
-        if self._is_user_class(t):
-            pickler._side.update(b"C" + self._ref(t, pickler._ctx))
-        return None
+            return _PID_WALK
+        return _PID_USER_INSTANCE if self._is_user_class(t) else _PID_PLAIN
 
     # ------------------------------------------------------- callables, nodes
 
@@ -983,9 +999,12 @@ def _dtype_descr(dt: Any) -> str:
     return dt.str if dt.fields is None else repr(dt.descr)
 
 
-def _is_numpy_array(obj: Any, t: type) -> bool:
+def _is_numpy_array_type(t: type) -> bool:
     np = sys.modules.get("numpy")
     return np is not None and (t is np.ndarray or t is np.memmap)
+
+
+_PID_PLAIN, _PID_USER_INSTANCE, _PID_WALK, _PID_CODE = 0, 1, 2, 3
 
 
 def _cells(fn: types.FunctionType) -> tuple[Any, ...] | None:
