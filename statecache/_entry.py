@@ -9,7 +9,8 @@ Layout (all integers little-endian; every section starts at a multiple of 64 byt
                     state_size, python, statecache_version, signed
     sections        section 0: the pickle stream (protocol 5, one dump per variable, one
                     shared memo so that references between variables survive); then one
-                    section per out-of-band buffer, in the order the pickler produced them
+                    section per out-of-band buffer of 16 KiB or more, in the order the pickler
+                    produced them (smaller buffers stay in the stream)
     table           u32 section count, u32 chunk size, u64 zero; per section u64 offset,
                     u64 raw length, u64 stored length, u32 chunk count, u8 kind, 3 B zero;
                     then per chunk u8 codec (0 raw, 1 zstd frame), 3 B zero, u32 stored
@@ -67,6 +68,7 @@ RAW_RATIO = 0.9  # compress only when zstd shrinks a sample below this fraction
 SAMPLE = 8 << 10
 SAMPLES = 8
 PARALLEL_MIN = 8 << 20  # below this many bytes, threads cost more than they save
+INBAND_MAX = 16 << 10  # smaller buffers ride in the pickle stream: a section each costs more
 FLAG_SIGNED = 1
 RAW, ZSTD = 0, 1
 KIND_STREAM, KIND_BUFFER = 0, 1
@@ -288,6 +290,8 @@ def _serialise(state: dict[str, Any], pool: _Pool) -> _Serialised:
             try:
                 raw = pb.raw()
             except BufferError:  # not contiguous: let the pickler copy it in-band
+                return True
+            if raw.nbytes < INBAND_MAX:
                 return True
             keep.append(pb)
             buffers.append(raw)
@@ -732,8 +736,8 @@ class _Reader:
     def read_stored(self, sec: _Section) -> bytes:
         return self.pread(sec.stored_len, sec.offset) if sec.stored_len else b""
 
-    def decode_stream(self, stored: bytes) -> bytes:
-        """The raw pickle stream from its stored bytes, every chunk checksummed first."""
+    def stream_file(self, stored: bytes) -> Any:
+        """The pickle stream as a file for the Unpickler, every chunk checksummed first."""
         sec = self.sections[0]
         view = memoryview(stored)
         pieces = []
@@ -744,24 +748,9 @@ class _Reader:
             if _xxh(piece) != checksum:
                 raise self.error("damaged pickle stream (checksum mismatch)")
             pieces.append((codec, piece))
-        if len(pieces) == 1 and pieces[0][0] == RAW:
-            return stored
-        out = bytearray(sec.raw_len)
-        target = memoryview(out)
-        jobs = []
-        for i, (codec, piece) in enumerate(pieces):
-            start = i * self.chunk_size
-            end = min(start + self.chunk_size, sec.raw_len)
-            jobs.append((codec, piece, target[start:end]))
-        _run(jobs, self._decode_into, parallel=sec.raw_len >= PARALLEL_MIN)
-        return bytes(out)
-
-    def _decode_into(self, job: tuple) -> None:
-        codec, piece, target = job
-        if codec == RAW:
-            target[:] = piece
-        else:
-            _unzstd_into(self, piece, target)
+        if all(codec == RAW for codec, _ in pieces):
+            return io.BytesIO(stored)
+        return _StreamFile(self, pieces, sec.raw_len)
 
     def buffer_jobs(self, sec: _Section, target: memoryview) -> list[tuple]:
         jobs = []
@@ -790,6 +779,106 @@ class _Reader:
         offset, n, checksum = job
         if _xxh(self.pread(n, offset)) != checksum:
             raise self.error(f"damaged section at offset {offset} (checksum mismatch)")
+
+
+class _StreamFile:
+    """The pickle stream as a read-only file. Compressed chunks are decompressed by background
+    threads in order, ahead of the Unpickler, so unpickling starts after the first chunk instead
+    of after the whole stream; a consumed chunk is dropped at once."""
+
+    def __init__(self, reader: _Reader, pieces: list[tuple[int, memoryview]], raw_len: int):
+        self.reader = reader
+        self.pieces = pieces
+        self.raw_len = raw_len
+        self.chunk_size = reader.chunk_size
+        count = len(pieces)
+        self.results: list[Any] = [None] * count
+        self.ready = [threading.Event() for _ in range(count)]
+        self.index = -1
+        self.cur = b""
+        self.off = 0
+        self.pos = 0
+        self.threaded = count > 1
+        if self.threaded:
+            self.jobs = itertools.count()
+            for _ in range(min(_threads(), count)):
+                threading.Thread(target=self._work, name="statecache-unzstd", daemon=True).start()
+
+    def _work(self) -> None:
+        while (i := next(self.jobs)) < len(self.pieces):
+            self._decode(i)
+
+    def _decode(self, i: int) -> None:
+        codec, piece = self.pieces[i]
+        expected = min(self.chunk_size, self.raw_len - i * self.chunk_size)
+        try:
+            if codec == RAW:
+                data: Any = bytes(piece)
+            else:
+                data = _decompressor().decompress(piece, max_output_size=expected)
+            if len(data) != expected:
+                data = self.reader.error("damaged pickle stream (wrong decompressed size)")
+        except Exception as exc:  # zstd.ZstdError and friends
+            data = self.reader.error(f"damaged pickle stream ({exc})")
+        self.results[i] = data
+        self.ready[i].set()
+
+    def _advance(self) -> bool:
+        i = self.index + 1
+        if i >= len(self.pieces):
+            return False
+        if not self.threaded:
+            self._decode(i)
+        self.ready[i].wait()
+        data, self.results[i] = self.results[i], None
+        if isinstance(data, BaseException):
+            raise data
+        self.index, self.cur, self.off = i, data, 0
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.raw_len - self.pos
+        parts = []
+        while n > 0:
+            if self.off >= len(self.cur) and not self._advance():
+                break
+            take = min(n, len(self.cur) - self.off)
+            parts.append(self.cur[self.off : self.off + take])
+            self.off += take
+            self.pos += take
+            n -= take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(target):
+            if self.off >= len(self.cur) and not self._advance():
+                break
+            take = min(len(target) - done, len(self.cur) - self.off)
+            target[done : done + take] = self.cur[self.off : self.off + take]
+            self.off += take
+            self.pos += take
+            done += take
+        return done
+
+    def readline(self) -> bytes:
+        parts = []
+        while True:
+            if self.off >= len(self.cur) and not self._advance():
+                break
+            end = self.cur.find(b"\n", self.off)
+            stop = len(self.cur) if end < 0 else end + 1
+            parts.append(self.cur[self.off : stop])
+            self.pos += stop - self.off
+            self.off = stop
+            if end >= 0:
+                break
+        return b"".join(parts)
+
+    def tell(self) -> int:
+        return self.pos
 
 
 def _parse_table(table: bytes, data_start: int, table_offset: int) -> tuple[list[_Section], int]:
@@ -905,6 +994,17 @@ def _alloc(n: int) -> Any:
     return bytearray(n)
 
 
+def _map(reader: _Reader) -> memoryview:
+    """The whole file mapped copy-on-write, or an empty view where mapping is refused (some
+    network file systems), in which case buffers are read as usual."""
+    import mmap
+
+    try:
+        return memoryview(mmap.mmap(reader.fd, reader.size, access=mmap.ACCESS_COPY))
+    except (OSError, ValueError):
+        return memoryview(b"")
+
+
 def _unpickler_class(reader: _Reader) -> Any:
     pickler = reader.meta.get("pickler")
     if pickler in ("pickle", "cloudpickle"):
@@ -942,7 +1042,7 @@ def read_entry(
         stream_sec = reader.sections[0]
         stored = reader.read_stored(stream_sec)
         reader.check_signature(secret, stored)
-        stream = reader.decode_stream(stored)
+        source = reader.stream_file(stored)
         names = reader.meta.get("variables")
         if not isinstance(names, dict):
             raise reader.error("damaged metadata (no variable list)")
@@ -950,18 +1050,15 @@ def read_entry(
 
         buffers: list[Any] = []
         jobs: list[tuple] = []
-        mapped = None
+        mapped: memoryview | None = None
         total = 0
         for sec in reader.sections[1:]:
             if mmap and sec.all_raw and sec.raw_len:
                 if mapped is None:
-                    import mmap as _mmap
-
-                    mapped = memoryview(
-                        _mmap.mmap(reader.fd, reader.size, access=_mmap.ACCESS_COPY)
-                    )
-                buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
-                continue
+                    mapped = _map(reader)
+                if mapped:
+                    buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
+                    continue
             memory = memoryview(_alloc(sec.raw_len)).cast("B")
             buffers.append(memory)
             jobs.extend(reader.buffer_jobs(sec, memory))
@@ -969,19 +1066,18 @@ def read_entry(
         _run(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
 
         state: dict[str, Any] = {}
-        source = io.BytesIO(stream)
         remaining = iter(buffers)
         unpickler = unpickler_class(source, buffers=remaining)
         for name in names:
             try:
                 state[name] = unpickler.load()
-            except MemoryError:
+            except (MemoryError, EntryError):
                 raise
             except Exception as exc:
                 raise reader.error(
                     f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
                 ) from exc
-        if source.tell() != len(stream) or next(remaining, None) is not None:
+        if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
             raise reader.error("damaged (the pickle stream does not match the variable list)")
         return reader.meta, state
 

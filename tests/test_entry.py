@@ -661,3 +661,18 @@ def test_json_metadata_is_plain_json(tmp_path):
     meta = json.loads(data[64 : 64 + meta_len])
     assert meta["name"] == "ü-name" and meta["files"] == [["a.csv", 3, 1.5]]
     assert data[:8] == b"\x89SCACHE\n"
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_many_small_arrays_round_trip(tmp_path, mmap):
+    rng = np.random.default_rng(11)
+    arrays = [rng.random(rng.integers(0, 5000)).astype(dt) for dt in ("f8", "f4", "i2", "u1") * 250]
+    state = {"arrays": arrays, "big": rng.random(200_000)}
+    w, meta, got = roundtrip(tmp_path, state, mmap=mmap)
+    assert len(got["arrays"]) == 1000
+    for a, b in zip(arrays, got["arrays"], strict=True):
+        assert_same_array(a, b)
+        assert b.flags.writeable
+    assert_same_array(state["big"], got["big"])
+    got["arrays"][0][...] = 0  # restored small arrays are independent, writable memory
+    assert_same_array(arrays[1], got["arrays"][1])
