@@ -769,7 +769,16 @@ class Fingerprinter:
             # Library code counts by name and version; what it closes over counts by value
             # (a decorator's wrapper holds the user's function, a factory's closure its args).
             h.update(b"lib" + _s(package_version(str(fn.__module__ or ""))))
-            for part in (fn.__defaults__, fn.__kwdefaults__, _cells(fn), fn.__dict__ or None):
+            # Item by item, so that one unpicklable cell (a weak dict of a dispatch cache)
+            # does not hide the others (the registry of a singledispatch function).
+            parts: list[Any] = [
+                *(fn.__defaults__ or ()),
+                *(fn.__kwdefaults__ or {}).items(),
+                *(_cells(fn) or ()),
+                *(fn.__dict__ or {}).items(),
+            ]
+            h.update(_U64(len(parts)))
+            for part in parts:
                 self._feed_or_fallback(h, part, ctx)
             return
         h.update(b"user" + self._code_digest(fn.__code__))

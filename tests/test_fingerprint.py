@@ -644,3 +644,68 @@ def test_import_is_light():
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_library_wrappers_of_user_functions_follow_the_user_code():
+    import contextlib
+
+    @contextlib.contextmanager
+    def opened_a():
+        yield 1
+
+    @contextlib.contextmanager
+    def opened_b():
+        yield 2
+
+    assert fp(opened_a) != fp(opened_b)
+
+    def impl_int_a(x):
+        return x + 1
+
+    def impl_int_b(x):
+        return x + 2
+
+    def make(impl):
+        @functools.singledispatch
+        def f(x):
+            return x
+
+        f.register(int)(impl)
+        return f
+
+    assert fp(make(impl_int_a)) == fp(make(impl_int_a))
+    assert fp(make(impl_int_a)) != fp(make(impl_int_b))
+
+
+def test_a_restored_value_keys_like_the_computed_one():
+    """The run after a restore must hit downstream checkpoints: fingerprints survive pickling."""
+    import cloudpickle
+
+    obj = Plain()
+    obj.value = {"value": "items", "arr": np.arange(6.0).reshape(2, 3), "tags": {"x", "value"}}
+    obj.items = ["value", "tags", ("value", 1)]
+    frame = _frame()
+    frame["d"] = frame["a"] * 2  # a second block
+    values = [
+        obj,
+        frame,
+        np.asfortranarray(np.ones((3, 4))),
+        {"k": [1, "k"]},
+        {"s", "t"},
+        [pd.Series([1.0, 2.0], index=["a", "b"])],
+    ]
+    for value in values:
+        for loads, dumps in ((pickle_loads, pickle_dumps), (cloudpickle.loads, cloudpickle.dumps)):
+            assert fp(loads(dumps(value))) == fp(value), type(value)
+
+
+def pickle_dumps(obj: object) -> bytes:
+    import pickle
+
+    return pickle.dumps(obj, protocol=5)
+
+
+def pickle_loads(data: bytes) -> object:
+    import pickle
+
+    return pickle.loads(data)
