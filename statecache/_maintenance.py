@@ -36,6 +36,8 @@ LOW_WATER = 0.9
 LOCK_TIMEOUT = 0.2
 #: ``after_save`` re-reads every directory at least this often, to correct any drift.
 FULL_RESCAN_SECONDS = 3600.0
+#: A directory mtime younger than this is not trusted by the index (coarse timestamps).
+RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -312,8 +314,11 @@ def cache_size(cache_dir: str) -> int:
             dirs[name] = prev
             continue
         try:
-            # the mtime is taken before listing: a change during the listing is seen next time
-            dirs[name] = [mtime_ns, _dir_bytes(path)]
+            # The mtime is taken before listing, so a change during the listing is seen next time.
+            # Directory mtimes are coarse (a clock tick): one this recent could be shared by a
+            # save still to come, so it is not trusted and the directory is listed again next time.
+            racy = time.time_ns() - mtime_ns < RACY_NS
+            dirs[name] = [0 if racy else mtime_ns, _dir_bytes(path)]
         except FileNotFoundError:
             continue
     data = {"version": 1, "scanned": now if full else data.get("scanned", now), "dirs": dirs}
