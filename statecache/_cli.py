@@ -152,12 +152,19 @@ def _meta(e: EntryFile) -> tuple[dict[str, Any], str | None]:
     try:
         meta = read_meta(e.path)
     except EntryError as exc:
-        return {}, str(exc)
+        return {}, _reason(e, exc)
     except OSError as exc:
         return {}, exc.strerror or str(exc)
     if not isinstance(meta, dict):
         return {}, "metadata is not a mapping"
     return meta, None
+
+
+def _reason(e: EntryFile, exc: Exception) -> str:
+    """The entry layer's message without the leading ``cache entry PATH:``: the row names it."""
+    text = str(exc)
+    prefix = f"cache entry {e.path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _variables(meta: dict[str, Any]) -> dict[str, Any]:
@@ -583,7 +590,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verify_entry(e.path, secret=secret)
             results.append((e, None))
         except EntryError as exc:
-            results.append((e, str(exc)))
+            results.append((e, _reason(e, exc)))
         except OSError as exc:
             results.append((e, f"cannot read: {exc.strerror or exc}"))
     bad = [(e, err) for e, err in results if err is not None]
