@@ -477,23 +477,33 @@ class Fingerprinter:
             self._feed(h, t, ctx)
             self._feed(h, getattr(obj, "__dict__", None), ctx)
         outer = (*ctx.outer, ctx.memo)
-        keyed = []
+        keys: list[bytes] = []
         saw_code = False
         # At top level the sort keys are complete fingerprints; inside a code node's own
         # digest they hold only a shallow identity of code (see _ref), hence the re-feed.
         sub_mode = _TOP if ctx.mode == _TOP else _SORT
         for item in obj:
+            t = type(item)
+            if t is str:  # the commonest element: one call, no traversal state
+                keys.append(_xxh3_128_digest(b"s" + item.encode("utf-8", "surrogatepass")))
+                continue
+            atom = _ATOMS.get(t)
+            if atom is not None:
+                parts: list[bytes] = []
+                atom(parts.append, item)
+                keys.append(_xxh3_128_digest(b"".join(parts)))
+                continue
             sub = _Ctx(sub_mode, outer)
-            keyed.append((self._sub(item, sub), item))
+            keys.append(self._sub(item, sub))
             saw_code = saw_code or sub.saw_code
-        keyed.sort(key=lambda pair: pair[0])
         if saw_code and ctx.mode != _SORT:
-            for _, item in keyed:
-                self._feed(h, item, ctx)
+            items = list(obj)  # same iteration order as above: the set was not modified
+            for i in sorted(range(len(keys)), key=keys.__getitem__):
+                self._feed(h, items[i], ctx)
         else:
             ctx.saw_code = ctx.saw_code or saw_code
-            for key, _ in keyed:
-                h.update(key)
+            keys.sort()
+            h.update(b"".join(keys))
 
     def _feed_array(self, h: Any, a: Any, ctx: _Ctx) -> None:
         """dtype, shape, strides and the raw bytes, hashed in place when contiguous."""
@@ -979,6 +989,7 @@ class Fingerprinter:
 # ----------------------------------------------------------------- helpers
 
 _END = object()
+_xxh3_128_digest = xxhash.xxh3_128_digest
 
 # Class dict entries that are bookkeeping, not code: instance-dict/weakref slots, the pickle
 # cache copyreg adds on first pickling (would change the key after a save), the ABC registry

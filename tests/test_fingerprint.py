@@ -709,3 +709,49 @@ def pickle_loads(data: bytes) -> object:
     import pickle
 
     return pickle.loads(data)
+
+
+def _lazy_files(body: str, preload: bool) -> dict[str, str]:
+    return {
+        "lazy.py": f"def g():\n    {body}\n",
+        "main.py": PRINT_FP
+        + ("import lazy\n" if preload else "")
+        + """
+def f():
+    import lazy
+    from lazy import g
+    return lazy.g() + g()
+
+show(f)
+""",
+    }
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_module_imported_inside_a_function_counts(tmp_path, preload):
+    base = run_script(tmp_path / "a", _lazy_files("return 1", preload))
+    same = run_script(tmp_path / "b", _lazy_files("return 1  # comment", preload))
+    edited = run_script(tmp_path / "c", _lazy_files("return 2", preload))
+    assert base == same
+    assert base != edited
+
+
+def test_code_from_python_c_counts_by_content():
+    def run(body: str) -> str:
+        code = (
+            "from statecache._fingerprint import Fingerprinter\n"
+            f"def helper():\n    {body}\n"
+            "def top():\n    return helper()\n"
+            "print(Fingerprinter().value(top, 'top').hex())\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    assert run("return 1") == run("return 1")
+    assert run("return 1") != run("return 2")
