@@ -661,7 +661,12 @@ def _plugin(subparsers: Any, name: str, module_name: str) -> None:
     p.set_defaults(func=broken)
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILTIN = ("ls", "show", "clear", "gc", "verify")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``argv`` naming a built-in command, plug-ins are not imported
+    (``statecache ls`` does not pay for importing ``live``)."""
     parser = _Parser(
         prog=PROG,
         description="Look into and look after a statecache cache directory.",
@@ -728,14 +733,18 @@ def build_parser() -> argparse.ArgumentParser:
         "check every entry's checksums (and signature when STATECACHE_SECRET is set)",
         True,
     )
-    for name, module_name in PLUGINS.items():
-        _plugin(sub, name, module_name)
+    first = next((a for a in (argv or ()) if not a.startswith("-")), None)
+    if argv is None or first not in BUILTIN:
+        for name, module_name in PLUGINS.items():
+            _plugin(sub, name, module_name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``statecache`` console script and ``python -m statecache``."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
