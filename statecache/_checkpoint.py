@@ -183,9 +183,7 @@ class _Cached:
             warn(
                 f"statecache: cannot use the cache directory {self.cache_dir} ({exc.strerror or exc}); "
                 f"'{self.name}' runs without caching. Set STATECACHE_DIR or cache_dir= to a writable "
-                "directory.",
-                stacklevel=4,
-            )
+                "directory.")
             return False
 
     def lookup(self, components: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -243,7 +241,7 @@ class _Cached:
         except FileNotFoundError:
             return None
         except (EntryError, OSError) as exc:
-            warn(f"statecache: ignoring the cache entry of '{self.name}' ({exc}); computing it again", stacklevel=5)
+            warn(f"statecache: ignoring the cache entry of '{self.name}' ({exc}); computing it again")
             self.reason = "the cached entry could not be read"
             return None
         for record in meta.get("files", []):
@@ -300,15 +298,13 @@ class _Cached:
         try:
             written = write_entry(path, state, meta, secret=self.settings.secret)
         except UnpicklableError as exc:
-            warn(f"statecache: '{self.name}' at {self.where} was not saved: {exc}", stacklevel=5)
+            warn(f"statecache: '{self.name}' at {self.where} was not saved: {exc}")
             return
         except OSError as exc:
             warn(
                 f"statecache: '{self.name}' at {self.where} was not saved ({exc.strerror or exc}); the "
                 "program goes on with the state it computed. Free some space or point "
-                "STATECACHE_DIR elsewhere.",
-                stacklevel=5,
-            )
+                "STATECACHE_DIR elsewhere.")
             return
         _files.add_to_active(files)
         _status(

@@ -57,7 +57,7 @@ class ArmedSkip:
 
     def _global_trace(self, fr: FrameType, event: str, arg: Any) -> Any:
         if self.previous_global is not None:
-            return self.previous_global(fr, event, arg)
+            return self.previous_global(fr, event, arg)  # type: ignore[arg-type]
         return None
 
     def disarm(self) -> None:

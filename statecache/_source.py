@@ -241,7 +241,7 @@ def _loads(node: ast.AST) -> list[str]:
                     visit(n.returns, local)
             params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
             params |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-            body = n.body if isinstance(n.body, list) else [n.body]
+            body: list[ast.AST] = list(n.body) if isinstance(n.body, list) else [n.body]
             inner = local | params | {b for stmt in body for b in _binds(stmt)}
             inner -= _declared_global(body)
             for stmt in body:
@@ -275,7 +275,7 @@ def _loads(node: ast.AST) -> list[str]:
     return out
 
 
-def _declared_global(body: list[ast.stmt]) -> set[str]:
+def _declared_global(body: list[ast.AST]) -> set[str]:
     names: set[str] = set()
     for stmt in body:
         for n in ast.walk(stmt):

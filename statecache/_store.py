@@ -9,6 +9,7 @@ second process that wants the same entry waits for the first and then loads its 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from typing import Any
@@ -25,12 +26,24 @@ _ready_dirs: set[str] = set()
 _warned: set[str] = set()
 
 
-def warn(message: str, stacklevel: int = 2) -> None:
-    """A ``StateCacheWarning``; the same message is shown once per process."""
+def warn(message: str) -> None:
+    """A ``StateCacheWarning`` attributed to the user's line that called into statecache;
+    the same message is shown once per process."""
     if message in _warned:
         return
     _warned.add(message)
-    warnings.warn(message, StateCacheWarning, stacklevel=stacklevel + 1)
+    warnings.warn(message, StateCacheWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """How many frames up ``warnings.warn`` must look to leave the statecache package."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(2)
+    level = 2
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package_dir:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def ensure_cache_dir(root: str) -> str:
