@@ -343,7 +343,9 @@ def test_every_flipped_checksummed_byte_is_detected(tmp_path):
     original = path.read_bytes()
     size = len(original)
     loaded_fine = 0
-    for offset in range(0, size, 7):
+    # every byte of the header, metadata, table and trailer; a sample of the sections
+    offsets = sorted({*range(0, 600), *range(600, size - 1200, 41), *range(size - 1200, size)})
+    for offset in offsets:
         flip(path, offset)
         try:
             _, got = read_entry(path)
@@ -357,7 +359,7 @@ def test_every_flipped_checksummed_byte_is_detected(tmp_path):
             with pytest.raises(EntryError):
                 verify_entry(path)
         path.write_bytes(original)
-    assert loaded_fine < size // 7 // 20  # only padding and the unused signature field
+    assert loaded_fine < len(offsets) // 20  # only padding and the unused signature field
 
 
 @pytest.mark.parametrize("mmap", [False, True])
