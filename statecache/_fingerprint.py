@@ -99,29 +99,98 @@ def _feed_ast(upd: Callable[[bytes], object], node: object) -> None:
         upd(b"C" + _s(type(node).__name__) + _s(repr(node)))
 
 
-_SOURCE_DIGESTS: dict[str, tuple[int, int, bytes]] = {}
+_Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
+_SOURCES: dict[str, tuple[tuple[int, ...], bytes, _Imports]] = {}
 
 
-def _source_digest(path: str) -> bytes:
-    """ast_digest of a Python source file, cached per (size, mtime); file digest if unparsable."""
+def _source_info(path: str) -> tuple[bytes, _Imports]:
+    """ast_digest of a Python source file and its import statements (module, level, names).
+
+    Cached per path while its stat is unchanged; the raw file digest if it does not parse.
+    """
     try:
         st = os.stat(path)
     except OSError:
-        return b"missing:" + _s(path)
-    hit = _SOURCE_DIGESTS.get(path)
-    if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-        return hit[2]
+        return b"missing:" + _s(path), ()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    hit = _SOURCES.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    imports: list[tuple[str, int, tuple[str, ...]]] = []
     try:
         with open(path, "rb") as f:
-            source = f.read()
-        result = b"ast" + ast_digest(ast.parse(source, filename=path))
+            tree = ast.parse(f.read(), filename=path)
+        result = b"ast" + ast_digest(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imports.extend((alias.name, 0, ()) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names = tuple(alias.name for alias in node.names if alias.name != "*")
+                imports.append((node.module or "", node.level, names))
     except (OSError, SyntaxError, ValueError):
         try:
             result = b"raw" + bytes.fromhex(file_digest(path))
         except OSError:
             result = b"unreadable:" + _s(path)
-    _SOURCE_DIGESTS[path] = (st.st_size, st.st_mtime_ns, result)
-    return result
+    _SOURCES[path] = (stamp, result, tuple(imports))
+    return result, tuple(imports)
+
+
+def _source_digest(path: str) -> bytes:
+    return _source_info(path)[0]
+
+
+def _module_file(name: str) -> str | None:
+    """The file a module name would be imported from, found without importing anything.
+
+    The top-level package through the import system's finders; submodules of the user's
+    packages by looking into the package directories (finding them through the import system
+    would execute the package's ``__init__``).
+    """
+    top, *rest = name.split(".")
+    if not top:
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None:
+        return None
+    path = spec.origin if spec.origin not in (None, "built-in", "frozen", "namespace") else None
+    locations = list(spec.submodule_search_locations or [])
+    for part in rest:
+        found = None
+        for loc in locations:
+            for candidate in (
+                os.path.join(loc, part, "__init__.py"),
+                os.path.join(loc, part + ".py"),
+            ):
+                if os.path.isfile(candidate):
+                    found = candidate
+                    break
+            if found is None and os.path.isdir(os.path.join(loc, part)):
+                found = ""  # a namespace package
+            if found is not None:
+                break
+        if found is None:
+            return None  # an attribute, not a module
+        path = found or None
+        locations = (
+            [os.path.dirname(found)]
+            if found.endswith("__init__.py")
+            else ([os.path.join(loc, part) for loc in locations] if found == "" else [])
+        )
+    return path
+
+
+def _resolve_import(module: str, level: int, importer: str, is_package: bool) -> str | None:
+    if not level:
+        return module
+    package = importer if is_package else importer.rpartition(".")[0]
+    try:
+        return importlib.util.resolve_name("." * level + module, package)
+    except (ImportError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------ user files
@@ -356,6 +425,7 @@ class Fingerprinter:
         self._code_refs: dict[int, tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]] = {}
         self._user_types: dict[type, bool] = {}
         self._pid_kinds: dict[type, int] = {}
+        self._import_digests: dict[tuple[str, ...], bytes] = {}
         self._keep: list[object] = []  # every object whose id is a memo key stays alive
         self._dispatch: dict[type, Callable[[Any, Any, _Ctx], None]] = {
             set: self._feed_set,
@@ -845,36 +915,59 @@ class Fingerprinter:
     def _feed_import(
         self, h: Any, fn: Any, modname: str, level: int, fromlist: Any, ctx: _Ctx
     ) -> None:
-        """An import inside a function body: the imported module (and submodules) count."""
-        name = modname
-        if level:
-            package = fn.__globals__.get("__package__") or ""
-            try:
-                name = importlib.util.resolve_name("." * level + modname, package)
-            except (ImportError, ValueError):
-                h.update(b"imp?" + _s(modname))
-                return
-        names = [name]
+        """An import inside a function body (``import helpers`` in ``def load():``).
+
+        The user's modules it brings in count by their source, with the sources of the
+        user's modules those import, transitively; installed ones by version. Found from
+        files, never by importing, and the same whether or not the module is already
+        imported: a run whose checkpoint hit (and so never ran the import) keys the same.
+        """
+        package = str(fn.__globals__.get("__package__") or "")
+        name = _resolve_import(modname, level, package, True)
+        if name is None:
+            h.update(b"imp?" + _s(modname))
+            return
+        roots = [name]
         if isinstance(fromlist, tuple):
-            names += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
-        for full in names:
-            h.update(b"imp" + _s(full))
-            module = sys.modules.get(full)
-            if module is not None:
-                self._feed(h, module, ctx)
+            roots += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
+        h.update(b"imp" + self._imports_digest(tuple(roots)))
+
+    def _imports_digest(self, roots: tuple[str, ...]) -> bytes:
+        hit = self._import_digests.get(roots)
+        if hit is not None:
+            return hit
+        records: dict[str, bytes] = {}
+        queue = list(roots)
+        while queue:
+            name = queue.pop()
+            if not name or name in records:
                 continue
-            parent = full.rpartition(".")[0]
-            if parent and parent not in sys.modules:
-                continue  # finding it would import its parent package: not done for a key
-            try:
-                spec = importlib.util.find_spec(full)
-            except (ImportError, ValueError, AttributeError):
-                spec = None
-            origin = getattr(spec, "origin", None)
-            if origin and is_user_file(origin):
-                h.update(_source_digest(origin))
-            else:
-                h.update(_s(package_version(full)))
+            top = name.partition(".")[0]
+            if top in _STDLIB:
+                records[name] = b"std"
+                continue
+            path = _module_file(name)
+            if path is None or not is_user_file(path):
+                records[name] = b"ext" + _s(package_version(name) if path else "")
+                continue
+            source, imports = _source_info(path)
+            records[name] = b"src" + source
+            is_package = os.path.basename(path) == "__init__.py"
+            for module, lvl, names in imports:
+                target = _resolve_import(module, lvl, name, is_package)
+                if target is None:
+                    continue
+                queue.append(target)
+                queue.extend(f"{target}.{sub}" for sub in names)
+        # Candidates that are attributes rather than modules ("pkg.func") resolve to no
+        # file and are dropped unless they were asked for, so the set is the same each run.
+        hx = xxhash.xxh3_128()
+        for name in sorted(records):
+            if records[name] == b"ext" + _s("") and name not in roots and "." in name:
+                continue
+            hx.update(_s(name) + _s(records[name].hex()))
+        hit = self._import_digests[roots] = hx.digest()
+        return hit
 
     def _local_class(self, h: Any, cls: type, ctx: _Ctx) -> None:
         h.update(b"cls" + _s(str(cls.__module__)) + _s(cls.__qualname__))
