@@ -309,7 +309,8 @@ class _Cached:
         _files.add_to_active(files)
         _status(
             self.settings,
-            f"'{self.name}' saved {format_size(written.size)} in {format_duration(written.seconds)} "
+            f"'{self.name}' saved {format_size(sum(v.get('size', 0) for v in written.variables.values()))} "
+            f"({format_size(written.size)} on disk) in {format_duration(written.seconds)} "
             f"(computed in {format_duration(compute_seconds)})",
         )
         if self.settings.max_size is not None:
