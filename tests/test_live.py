@@ -1,0 +1,336 @@
+"""``statecache live``: a real controller in a pseudo-terminal, driven through edits of a script
+and of a local module, with Ctrl-C, Enter, ``q``, SIGTERM, a closed terminal and a killed
+controller; afterwards no process of the loop may be left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("watchfiles")
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="live mode needs fork")
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 60  # only against hangs; nothing here measures time
+
+SCRIPT = """\
+import sys
+import helper
+import statecache
+
+print("argv", sys.argv[1:], __name__)
+with statecache.checkpoint("setup"):
+    print("SETUP RAN")
+    data = list(range(N))
+print("tail", TAG, sum(data), helper.VALUE)
+"""
+
+
+def script_text(n: int = 10, tag: str = "v1", tail: str | None = None) -> str:
+    text = SCRIPT.replace("range(N)", f"range({n})").replace("TAG", repr(tag))
+    if tail is not None:
+        text = text.replace(f'print("tail", {tag!r}, sum(data), helper.VALUE)', tail)
+    return text
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("STATECACHE_DIR", None)
+    e.pop("STATECACHE_DISABLE", None)
+    e.pop("STATECACHE_QUIET", None)
+    e["PYTHONUNBUFFERED"] = "1"
+    e["TERM"] = "dumb"
+    return e
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write(tmp_path / "helper.py", 'VALUE = "helper-1"\n')
+    write(tmp_path / "script.py", script_text())
+    return tmp_path
+
+
+def spawn(project: Path, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "statecache", "live", "script.py", *args],
+        cwd=str(project),
+        env=env(),
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        dimensions=(50, 200),
+    )
+    return child
+
+
+def loop_processes(project: Path) -> list[psutil.Process]:
+    """Every process of a live loop on this project's script (controller and workers)."""
+    marker = str(project / "script.py")
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if any(marker in part or part == "script.py" for part in cmd) and p.pid != os.getpid():
+            try:
+                if p.cwd() == str(project):
+                    found.append(p)
+            except psutil.Error:
+                found.append(p)
+    return found
+
+
+def wait_gone(pids: list[int], allow_zombies: bool = False) -> list[int]:
+    """Pids (of ``pids``) still present after a generous wait."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        left = []
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                if allow_zombies and p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                left.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def idle(child: pexpect.spawn) -> str:
+    """Wait for the end of a run; return what the run printed."""
+    child.expect(r"watching script\.py")
+    child.expect(r"Ctrl-C: stop/quit\)")
+    return child.before
+
+
+def test_live_loop_through_edits(project: Path) -> None:
+    script = project / "script.py"
+    child = spawn(project, "--alpha", "7")
+    try:
+        # first run: everything, as __main__, with the arguments given
+        child.expect(r"run 1 from the start")
+        child.expect(r"argv \['--alpha', '7'\] __main__")
+        child.expect("SETUP RAN")
+        child.expect(r"tail v1 45 helper-1")
+        idle(child)
+        workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
+        assert len(workers) >= 2, "the paused snapshots should be running"
+
+        # edit the tail: resumes after the checkpoint; the setup is not run again
+        write(script, script_text(tag="v2"))
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect(r"tail v2 45 helper-1")
+        out = child.before
+        assert "SETUP RAN" not in out and "argv" not in out
+        idle(child)
+
+        # edit the setup: it runs again
+        write(script, script_text(n=20, tag="v2"))
+        child.expect(r"run 3 from the snapshot after the imports")
+        child.expect("SETUP RAN")
+        child.expect(r"tail v2 190 helper-1")
+        idle(child)
+
+        # a comment-only edit runs nothing
+        write(script, "# a comment\n" + script_text(n=20, tag="v2").replace("\n\n", "\n"))
+        child.expect(r"no change in code \(comments or layout\)")
+
+        # a syntax error is reported; the loop waits; the fix runs
+        write(script, script_text(n=20, tag="v2", tail='print("tail" sum(data))'))
+        child.expect("SyntaxError")
+        child.expect("waiting for the next save")
+        write(script, script_text(n=20, tag="v3"))
+        child.expect(r"run 4 from the snapshot after checkpoint 'setup'")
+        child.expect(r"tail v3 190 helper-1")
+        idle(child)
+
+        # an exception prints its traceback and keeps the loop; then a fix
+        write(script, script_text(n=20, tag="v3", tail='raise ValueError("boom-" + str(len(data)))'))
+        child.expect(r'File ".*script\.py", line 9, in <module>')
+        child.expect(r"ValueError: boom-20")
+        child.expect(r"run 5 ended \(error\)")
+        idle(child)
+        write(script, script_text(n=20, tag="v4"))
+        child.expect(r"tail v4 190 helper-1")
+        idle(child)
+
+        # a changed local module is imported afresh: back to before its import
+        write(project / "helper.py", 'VALUE = "helper-2"\n')
+        child.expect(r"run 7 from the start")
+        child.expect(r"tail v4 190 helper-2")
+        out = child.before
+        assert "SETUP RAN" not in out, "the setup block is a disk-cache hit: not computed again"
+        idle(child)
+
+        # Enter re-runs from the last snapshot
+        child.sendline("")
+        child.expect(r"run 8 from the snapshot after checkpoint 'setup'")
+        child.expect(r"tail v4 190 helper-2")
+        idle(child)
+        workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
+
+        # q leaves, and takes every snapshot with it
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert wait_gone(workers) == []
+    assert loop_processes(project) == []
+
+
+def test_ctrl_c_stops_the_run_then_quits(project: Path) -> None:
+    write(
+        project / "script.py",
+        script_text(tail='print("LONG RUN", flush=True)\nimport time\ntime.sleep(600)'),
+    )
+    child = spawn(project)
+    try:
+        child.expect("LONG RUN")
+        workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        child.expect(r"run stopped \(Ctrl-C again to quit\)")
+        # the loop is alive: an edit still runs
+        write(project / "script.py", script_text(tag="after-stop"))
+        child.expect("tail after-stop 45")
+        idle(child)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert wait_gone(workers) == []
+    assert loop_processes(project) == []
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "hangup", "SIGKILL"])
+def test_no_process_left_when_the_controller_goes(project: Path, how: str) -> None:
+    write(
+        project / "script.py",
+        script_text(tail='print("LONG RUN", flush=True)\nimport time\ntime.sleep(600)'),
+    )
+    child = spawn(project)
+    child.expect("LONG RUN")
+    workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
+    assert len(workers) >= 3  # snapshots and the running run
+    if how == "SIGTERM":
+        os.kill(child.pid, signal.SIGTERM)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 128 + signal.SIGTERM
+    elif how == "hangup":
+        child.close(force=True)  # closes the terminal: SIGHUP
+    else:
+        os.kill(child.pid, signal.SIGKILL)
+        child.close(force=True)
+    # after SIGKILL the controller cannot reap: whoever adopts the workers does, so a
+    # zombie in between is allowed there, a running process is not
+    assert wait_gone(workers, allow_zombies=how == "SIGKILL") == []
+
+
+def test_live_checkpoint_is_a_disk_hit_afterwards(project: Path) -> None:
+    child = spawn(project)
+    try:
+        child.expect("SETUP RAN")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    done = subprocess.run(
+        [sys.executable, "script.py"],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tail v1 45 helper-1" in done.stdout
+    assert "SETUP RAN" not in done.stdout
+    assert "'setup' restored" in done.stderr
+
+
+def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
+    write(project / "script.py", "print('x'\n")
+    child = spawn(project)
+    try:
+        child.expect("SyntaxError")
+        child.expect("waiting for the next save")
+        write(project / "script.py", script_text(tag="fixed"))
+        child.expect("tail fixed 45 helper-1")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_missing_script_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "statecache", "live", "nope.py"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode != 0
+    assert "no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_python_dash_m_entry_point(project: Path) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "statecache._live", "script.py"],
+        cwd=str(project),
+        env=env(),
+        encoding="utf-8",
+        timeout=TIMEOUT,
+    )
+    try:
+        child.expect("tail v1 45 helper-1")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_module_edit_of_comments_only_runs_nothing(project: Path) -> None:
+    child = spawn(project)
+    try:
+        child.expect("tail v1 45 helper-1")
+        idle(child)
+        write(project / "helper.py", '# just a comment\nVALUE = "helper-1"  # same\n')
+        child.expect(r"helper\.py: no change in code")
+        write(project / "script.py", script_text(tag="later"))
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect("tail later 45 helper-1")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
