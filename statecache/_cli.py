@@ -458,19 +458,25 @@ def _require_statecache_dir(cache_dir: str) -> None:
         )
 
 
-def _delete(chosen: list[tuple[EntryFile, str]], dry_run: bool, now: float) -> tuple[int, int, int]:
-    """Delete (or, dry, list) entries with a reason each; returns (count, bytes freed, skipped)."""
+def _delete(
+    chosen: list[tuple[EntryFile, str]], dry_run: bool, only_if_unused: bool
+) -> tuple[int, int, int]:
+    """Delete (or, dry, list) entries with a reason each; returns (count, bytes freed, skipped).
+    ``only_if_unused``: the choice rested on last use, so an entry a hit touched since is kept."""
     count = freed = skipped = 0
     for e, why in chosen:
         detail = f"{_short(e):<20} {format_size(e.size):>9}  {why}"
         if dry_run:
             print(f"would remove {detail}")
-        elif remove_entry(e):
-            print(f"removed {detail}")
         else:
-            print(f"skipped {_short(e)}: in use by another process")
-            skipped += 1
-            continue
+            problem = remove_entry(e, only_if_unused=only_if_unused)
+            if problem is not None:
+                if problem == "in use":
+                    problem = "in use by another process"
+                print(f"skipped {_short(e)}: {problem}")
+                skipped += 1
+                continue
+            print(f"removed {detail}")
         count += 1
         freed += e.size
     return count, freed, skipped
@@ -481,10 +487,7 @@ def _summary(count: int, freed: int, skipped: int, dry_run: bool, extra: str = "
     if dry_run:
         print(f"would free {format_size(freed)} ({what}); nothing deleted (dry run)")
     else:
-        print(
-            f"freed {format_size(freed)} ({what})"
-            + (f"; {skipped} in use, kept" if skipped else "")
-        )
+        print(f"freed {format_size(freed)} ({what})" + (f"; {skipped} kept" if skipped else ""))
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
@@ -519,7 +522,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
         if max_age is not None and age <= max_age:
             continue
         chosen.append((e, f"last used {_ago(e.last_used, now)}"))
-    count, freed, skipped = _delete(chosen, args.dry_run, now)
+    count, freed, skipped = _delete(chosen, args.dry_run, max_age is not None)
     if not args.dry_run:
         remove_orphan_locks(cache_dir, None if not targets else {t[0] for t in targets})
     _summary(count, freed, skipped, args.dry_run)
@@ -561,7 +564,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if max_size is not None:
         for e in over_cap(rest, max_size):
             chosen.append((e, f"over {format_size(max_size)}, last used {_ago(e.last_used, now)}"))
-    count, freed, skipped = _delete(chosen, args.dry_run, now)
+    count, freed, skipped = _delete(chosen, args.dry_run, True)
     if not args.dry_run:
         remove_orphan_locks(cache_dir)
     extra = f", {_pl(temp_count, 'temp file')}" if temp_count else ""
@@ -763,8 +766,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError as exc:
         print(f"{PROG}: error: permission denied: {exc.filename or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         # `statecache ls | head`: the reader left; stay quiet (also at interpreter exit)
         try:
@@ -773,6 +774,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 0
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

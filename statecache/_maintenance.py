@@ -157,8 +157,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_entry(entry: EntryFile, timeout: float = LOCK_TIMEOUT) -> bool:
-    """Delete an entry while holding its per-key lock; False if another process holds the lock.
+def remove_entry(
+    entry: EntryFile, timeout: float = LOCK_TIMEOUT, only_if_unused: bool = False
+) -> str | None:
+    """Delete an entry while holding its per-key lock. Returns None when done, else why not:
+    "in use" (another process holds the lock: it is computing or writing that entry), "used
+    just now" (with ``only_if_unused``: a hit touched it since the scan), or an OS error.
 
     The lock file goes too (under the lock): filelock notices an unlinked lock file and retries,
     so a process waiting on it is not fooled.
@@ -169,15 +173,25 @@ def remove_entry(entry: EntryFile, timeout: float = LOCK_TIMEOUT) -> bool:
     try:
         lock.acquire()
     except filelock.Timeout:
-        return False
+        return "in use"
+    except OSError as exc:
+        return f"cannot lock it ({exc.strerror or exc})"
     try:
+        if only_if_unused:
+            try:
+                if os.stat(entry.path, follow_symlinks=False).st_mtime != entry.last_used:
+                    return "used just now"
+            except FileNotFoundError:
+                pass
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.lock_path)
+    except OSError as exc:
+        return f"cannot delete it ({exc.strerror or exc})"
     finally:
         lock.release()
-    return True
+    return None
 
 
 def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> int:
@@ -354,7 +368,7 @@ def enforce_cap(
     removed: list[EntryFile] = []
     busy: list[EntryFile] = []
     for e in over_cap(entries, max_size, target, protected):
-        (removed if remove_entry(e, timeout=0) else busy).append(e)
+        (busy if remove_entry(e, timeout=0, only_if_unused=True) else removed).append(e)
     return removed, busy
 
 
