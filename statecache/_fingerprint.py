@@ -279,21 +279,44 @@ def _distributions() -> dict[str, list[str]]:
         return {}
 
 
-@functools.cache
+_LOADED_VERSIONS: dict[str, str] = {}
+
+
 def package_version(module_name: str) -> str:
-    """Version of the top-level package of ``module_name``; ``""`` for stdlib, builtins and
-    anything without a version (the user's own modules). Cached."""
+    """Version of the top-level package of ``module_name`` (``__version__``, else installed
+    metadata); ``""`` for stdlib, builtins and anything without one (the user's modules).
+
+    Cached per package once it is imported. For a package not imported (yet), the metadata
+    alone: callers that may meet a package both imported and not (an import inside a
+    function that a hit skips) use ``_dist_version`` so their key cannot depend on it.
+    """
     top = module_name.partition(".")[0]
     if not top or top in _STDLIB or top == "__main__":
         return ""
     module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
-    if isinstance(version, str) and version:
-        return version
-    for dist in [top, *_distributions().get(top, [])]:
+    if module is None:
+        return _dist_version(top)
+    hit = _LOADED_VERSIONS.get(top)
+    if hit is None:
+        version = getattr(module, "__version__", None)
+        hit = version if isinstance(version, str) and version else _dist_version(top)
+        _LOADED_VERSIONS[top] = hit
+    return hit
+
+
+@functools.cache
+def _dist_version(top: str) -> str:
+    """Installed metadata version of an import name ("" if none); cached."""
+    if not top or top in _STDLIB:
+        return ""
+    try:
+        return importlib.metadata.version(top)
+    except Exception:  # PackageNotFoundError, or a broken METADATA file
+        pass
+    for dist in _distributions().get(top, []):  # import name != distribution name
         try:
             return importlib.metadata.version(dist)
-        except Exception:  # PackageNotFoundError, or a broken METADATA file
+        except Exception:
             continue
     return ""
 
@@ -948,7 +971,7 @@ class Fingerprinter:
                 continue
             path = _module_file(name)
             if path is None or not is_user_file(path):
-                records[name] = b"ext" + _s(package_version(name) if path else "")
+                records[name] = b"ext" + _s(_dist_version(top) if path else "")
                 continue
             source, imports = _source_info(path)
             records[name] = b"src" + source
