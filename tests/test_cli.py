@@ -434,6 +434,26 @@ def test_after_save_enforces_statecache_max_size(proj: Project) -> None:
     assert proj.all_keys() == set(keys[2:])  # the least recently used went first; the newest stays
 
 
+def test_after_save_never_removes_the_entry_just_written(proj: Project) -> None:
+    a = proj.save("a", MIB_FLOATS, STATECACHE_MAX_SIZE="512K")
+    assert proj.all_keys() == {a}  # alone over the cap, and kept: it was just written
+    before = set(proj.all_keys())
+    r = proj.run("b", MIB_FLOATS, STATECACHE_MAX_SIZE="512K")
+    b = (proj.all_keys() - before).pop()
+    assert proj.all_keys() == {b}
+    assert (
+        "statecache: cache over 512.0 KB: removed 1 least recently used entry (1.0 MB)" in r.stderr
+    )
+
+
+def test_after_save_sees_entries_removed_by_clear(proj: Project) -> None:
+    proj.save("a", MIB_FLOATS, STATECACHE_MAX_SIZE="2.5M")
+    proj.save("b", MIB_FLOATS, STATECACHE_MAX_SIZE="2.5M")
+    assert cli("clear", "a", "b", cache=proj.cache).returncode == 0
+    keys = [proj.save(name, MIB_FLOATS, STATECACHE_MAX_SIZE="2.5M") for name in "cd"]
+    assert proj.all_keys() == set(keys)  # 2 MiB: under the cap, nothing evicted
+
+
 # ---------------------------------------------------------------------------------------------
 # verify
 
