@@ -16,7 +16,6 @@ import ast
 import builtins
 import dis
 import functools
-import importlib.metadata
 import importlib.util
 import os
 import pickle
@@ -273,6 +272,8 @@ _STDLIB = _stdlib_names()
 
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
+    import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
+
     try:
         return dict(importlib.metadata.packages_distributions())
     except Exception:  # broken metadata of some installed package: no mapping
@@ -309,6 +310,8 @@ def _dist_version(top: str) -> str:
     """Installed metadata version of an import name ("" if none); cached."""
     if not top or top in _STDLIB:
         return ""
+    import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
+
     try:
         return importlib.metadata.version(top)
     except Exception:  # PackageNotFoundError, or a broken METADATA file
