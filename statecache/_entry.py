@@ -596,7 +596,9 @@ class _Reader:
     def __init__(self, path: Any) -> None:
         self.path = os.fspath(path)
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: a FIFO planted under an entry's name must not hang the open
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            self.fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -1059,7 +1061,12 @@ def read_entry(
                 if mapped:
                     buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
                     continue
-            memory = memoryview(_alloc(sec.raw_len)).cast("B")
+            try:
+                memory = memoryview(_alloc(sec.raw_len)).cast("B")
+            except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
+                raise reader.error(
+                    f"damaged section table (buffer of {sec.raw_len} bytes)"
+                ) from exc
             buffers.append(memory)
             jobs.extend(reader.buffer_jobs(sec, memory))
             total += sec.raw_len

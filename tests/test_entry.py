@@ -681,3 +681,10 @@ def test_many_small_arrays_round_trip(tmp_path, mmap):
     assert_same_array(state["big"], got["big"])
     got["arrays"][0][...] = 0  # restored small arrays are independent, writable memory
     assert_same_array(arrays[1], got["arrays"][1])
+
+
+def test_fifo_under_an_entry_name_is_refused_without_hanging(tmp_path):
+    path = tmp_path / "e.sc"
+    os.mkfifo(path)
+    with pytest.raises(EntryError, match="not a regular file"):
+        read_entry(path)
