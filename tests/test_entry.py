@@ -255,9 +255,15 @@ def test_lambdas_closures_and_local_classes_use_cloudpickle(tmp_path):
 
 
 def test_what_only_dill_pickles_uses_dill(tmp_path):
-    state = {"lock": threading.Lock(), "arr": np.arange(50_000, dtype=np.int32), "x": 5}
-    _, meta, got = roundtrip(tmp_path, state)
+    state = {
+        "lock": threading.Lock(),
+        "arr": np.arange(50_000, dtype=np.int32),
+        "x": 5,
+        "big": bytes(range(256)) * 40_000,  # 10 MB: a compressed stream of several chunks
+    }
+    w, meta, got = roundtrip(tmp_path, state)
     assert meta["pickler"] == "dill"
+    assert got["big"] == state["big"] and w.size < 2 * MB
     assert got["lock"].acquire(blocking=False)
     assert_same_array(state["arr"], got["arr"])
     assert got["x"] == 5
