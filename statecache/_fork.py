@@ -59,6 +59,14 @@ def _dumps(value: Any, name: str) -> bytes:
             ) from None
 
 
+def _is_noop(stmt: Any) -> bool:
+    import ast
+
+    return isinstance(stmt, ast.Pass) or (
+        isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+    )
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -342,7 +350,10 @@ class Branch:
             return self
         self.pid = pid
         self._child = _Child(pid, fd, started)
-        self._armed = arm_skip(frame, block.body_lines)
+        if not all(_is_noop(stmt) for stmt in block.body):
+            # a body of only ``pass`` compiles to no instruction the skip could interrupt
+            # inside the block; running it in the parent does nothing anyway
+            self._armed = arm_skip(frame, block.body_lines)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:

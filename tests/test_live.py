@@ -162,7 +162,9 @@ def test_live_loop_through_edits(project: Path) -> None:
         idle(child)
 
         # an exception prints its traceback and keeps the loop; then a fix
-        write(script, script_text(n=20, tag="v3", tail='raise ValueError("boom-" + str(len(data)))'))
+        write(
+            script, script_text(n=20, tag="v3", tail='raise ValueError("boom-" + str(len(data)))')
+        )
         child.expect(r'File ".*script\.py", line 9, in <module>')
         child.expect(r"ValueError: boom-20")
         child.expect(r"run 5 ended \(error\)")
@@ -333,4 +335,3 @@ def test_module_edit_of_comments_only_runs_nothing(project: Path) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-
