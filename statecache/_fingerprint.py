@@ -612,7 +612,11 @@ class Fingerprinter:
         dt = a.dtype
         head = b"A" + _s(_dtype_descr(dt)) + _U64(a.ndim)
         head += b"".join(_U64(n) for n in a.shape)
-        head += b"".join(struct.pack("<q", s) for s in a.strides)
+        # A stride along an axis of length 0 or 1 is never used (numpy leaves arbitrary values
+        # there, e.g. x[:, None], and unpickling canonicalises them): it counts as 0.
+        head += b"".join(
+            struct.pack("<q", s if n > 1 else 0) for n, s in zip(a.shape, a.strides, strict=True)
+        )
         if dt.hasobject:
             if self._memo(h, a, ctx):
                 return
@@ -653,9 +657,7 @@ class Fingerprinter:
             raise
         except RecursionError:
             raise
-        except (
-            Exception
-        ) as e:  # pickle refuses it: TypeError, PicklingError, anything __reduce__ raises
+        except Exception as e:  # TypeError, PicklingError, whatever a __reduce__ raises
             raise _Refused(type(obj), f"pickle refuses it ({type(e).__name__}: {e})") from None
         h.update(b"P" + stream.digest() + side.digest())
 

@@ -223,6 +223,8 @@ def test_numpy_arrays_by_dtype_shape_strides_and_bytes():
     assert fp(np.float64(1.0)) != fp(np.float32(1.0))
     assert fp(np.int64(7)) == fp(np.int64(7)) != fp(np.int64(8))
     assert fp(np.array(5)) != fp(np.array([5]))
+    column = np.arange(4.0)[:, None]  # stride 0 on the length-1 axis
+    assert fp(column) == fp(np.arange(4.0).reshape(4, 1))
     assert fp(np.zeros(0)) != fp(np.zeros((0, 3)))
 
 
@@ -495,10 +497,18 @@ show(Model(3), Model, Model.make)
     }
     base = run_script(tmp_path / "a", files_v1)
     same = run_script(tmp_path / "b", files_v1)
-    method = dict(files_v1, **{"models.py": files_v1["models.py"].replace("* self.factor", "+ self.factor")})
-    base_cls = dict(files_v1, **{"models.py": files_v1["models.py"].replace("return x\n", "return -x\n")})
-    attr = dict(files_v1, **{"models.py": files_v1["models.py"].replace("factor = 2", "factor = 3")})
-    prop = dict(files_v1, **{"models.py": files_v1["models.py"].replace("2 * self.w", "3 * self.w")})
+    method = dict(
+        files_v1, **{"models.py": files_v1["models.py"].replace("* self.factor", "+ self.factor")}
+    )
+    base_cls = dict(
+        files_v1, **{"models.py": files_v1["models.py"].replace("return x\n", "return -x\n")}
+    )
+    attr = dict(
+        files_v1, **{"models.py": files_v1["models.py"].replace("factor = 2", "factor = 3")}
+    )
+    prop = dict(
+        files_v1, **{"models.py": files_v1["models.py"].replace("2 * self.w", "3 * self.w")}
+    )
     assert base == same
     for variant in (method, base_cls, attr, prop):
         out = run_script(tmp_path / str(len(str(variant))), variant)
