@@ -625,9 +625,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     total = format_size(sum(e.size for e in entries))
     what = "checksums and signatures" if secret is not None else "checksums"
     if bad:
-        print(
-            f"{len(bad)} of {_pl(len(results), 'entry', 'entries')} failed ({what}); remove them with: "
+        how = (
             f"{PROG} clear " + " ".join(f"{e.name}/{e.key[:8]}" for e, _ in bad)
+            if len(bad) <= 10
+            else f"{PROG} clear NAME/KEY (as listed above)"
+        )
+        print(
+            f"{len(bad)} of {_pl(len(results), 'entry', 'entries')} failed ({what}); "
+            f"remove them with: {how}"
         )
         return 1
     print(f"{_pl(len(results), 'entry', 'entries')} ({total}) verified: {what} good")
