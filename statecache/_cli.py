@@ -8,8 +8,9 @@ mistakes are one line on stderr, never a traceback.
 Adding a subcommand from another module: list it in ``PLUGINS`` below. The module must define
 ``add_parser(subparsers) -> argparse.ArgumentParser`` (create the parser with
 ``subparsers.add_parser(NAME, ...)``, add its arguments; ``--dir`` is not added for you) and
-``run(args) -> int`` (the exit code). Keep its top-level imports light: it is imported whenever the
-parser is built.
+``run(args) -> int`` (the exit code). It is imported for its own command, for ``--help`` and
+for an unknown command, never for the built-in ones; if it fails to import, its command says so
+and the others work.
 """
 
 from __future__ import annotations
