@@ -242,23 +242,43 @@ def _wait(children: list[_Child]) -> None:
         _pump(children)
 
 
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _fork_child() -> tuple[int, int]:
-    """Fork with a result pipe: returns (pid, fd) — fd is the read end in the parent, the write
-    end in the child (pid 0)."""
+    """Fork with a result pipe: returns (pid, fd), fd being the read end in the parent and the
+    write end in the child (pid 0).
+
+    In the parent, SIGINT and SIGTERM stay blocked on return: a Ctrl-C between the fork and the
+    moment the caller holds the child would leak a running child. The caller calls
+    ``_unblock()`` once it can stop the child.
+    """
     r, w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()  # or the child would print the parent's buffered output again
         except Exception:
             pass
-    pid = os.fork()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        _unblock()
+        os.close(r)
+        os.close(w)
+        raise
     if pid == 0:
         os.close(r)
         _in_child_setup()
+        _unblock()
         return 0, w
     os.close(w)
     os.set_blocking(r, False)
     return pid, r
+
+
+def _unblock() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
 def _failure(where: str, child: _Child, result: dict[str, Any] | None) -> BranchError:
@@ -350,10 +370,17 @@ class Branch:
             return self
         self.pid = pid
         self._child = _Child(pid, fd, started)
-        if not all(_is_noop(stmt) for stmt in block.body):
-            # a body of only ``pass`` compiles to no instruction the skip could interrupt
-            # inside the block; running it in the parent does nothing anyway
-            self._armed = arm_skip(frame, block.body_lines)
+        try:
+            _unblock()
+            if not all(_is_noop(stmt) for stmt in block.body):
+                # a body of only ``pass`` compiles to no instruction the skip could interrupt
+                # inside the block; running it in the parent does nothing anyway
+                self._armed = arm_skip(frame, block.body_lines)
+        except BaseException:  # Ctrl-C before the block began: stop the child
+            if self._armed is not None:
+                self._armed.disarm()
+            self._child.kill()
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -361,14 +388,14 @@ class Branch:
             self._exit_child(exc)
         from ._frames import SkipBody
 
-        if self._armed is not None:
-            self._armed.disarm()
-        if exc is not None and not isinstance(exc, SkipBody):
-            # raised before the body started (in the parent): stop the child, go on raising
-            self._child.kill()
-            return False
         child = self._child
         try:
+            if self._armed is not None:
+                self._armed.disarm()
+            if exc is not None and not isinstance(exc, SkipBody):
+                # raised in the parent before the body started: stop the child, go on raising
+                child.kill()
+                return False
             _wait([child])
         except BaseException:  # Ctrl-C or another exception while waiting: stop the child
             child.kill()
@@ -377,12 +404,25 @@ class Branch:
         self.exitcode = _exitcode(child.status or 0)
         self.duration = (child.finished or time.perf_counter()) - child.started
         result = child.payload()
-        if result is not None and result.get("ok"):
-            self.kept = {k: pickle.loads(v) for k, v in result["kept"].items()}
-            return True
         if result is not None and "kept" in result:
-            self.kept = {k: pickle.loads(v) for k, v in result["kept"].items()}
+            self.kept = self._unpickle_kept(result["kept"])
+        if result is not None and result.get("ok"):
+            return True
         raise _failure(self._where, child, result)
+
+    def _unpickle_kept(self, pickled: dict[str, bytes]) -> dict[str, Any]:
+        kept = {}
+        for name, data in pickled.items():
+            try:
+                kept[name] = pickle.loads(data)
+            except Exception as exc:
+                raise BranchError(
+                    f"{self._where}: the parent cannot unpickle run.keep({name}=...) "
+                    f"({type(exc).__name__}: {exc}); keep values whose classes the parent "
+                    "can import (plain numbers, arrays, dicts, ...)",
+                    exitcode=self.exitcode,
+                ) from None
+        return kept
 
     def _exit_child(self, exc: BaseException | None) -> None:
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
@@ -446,6 +486,7 @@ def branch_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = N
                     _run_map_child(fn, items[next_index], fd)
                 running[next_index] = _Child(pid, fd, started)
                 next_index += 1
+                _unblock()
             _pump(list(running.values()))
             for i, c in list(running.items()):
                 if c.done:
