@@ -81,9 +81,46 @@ def _as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     return items
 
 
+def is_cell_file(filename: str) -> bool:
+    """True for the pseudo-file of an IPython or Jupyter cell: ``<ipython-input-3-...>`` in the
+    terminal, ``<tmp>/ipykernel_<pid>/<hash>.py`` under ipykernel (a name that changes with
+    every kernel, so it must never reach a key)."""
+    if filename.startswith("<ipython-input-"):
+        return True
+    head, base = os.path.split(filename)
+    parent = os.path.basename(head)
+    return (
+        parent.startswith("ipykernel_") and parent[10:].isdigit()
+        and base.endswith(".py") and base[:-3].isdigit()
+    )
+
+
+def notebook_path() -> str | None:
+    """The notebook the running kernel serves: VS Code's ``__vsc_ipynb_file__``, else Jupyter's
+    ``JPY_SESSION_NAME`` (absolute in recent servers; a relative one is looked up from the
+    kernel's working directory, which Jupyter sets to the notebook's). None when unknown."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    if shell is not None:
+        vsc = shell.user_ns.get("__vsc_ipynb_file__")
+        if isinstance(vsc, str) and vsc:
+            return os.path.abspath(os.path.expanduser(vsc))
+    session = os.environ.get("JPY_SESSION_NAME")
+    if not session:
+        return None
+    path = os.path.expanduser(session)
+    if os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.abspath(os.path.basename(path))
+
+
 def default_cache_dir(filename: str) -> str:
-    """``.statecache`` beside the file holding the checkpoint (the working directory for code
-    without a file on disk, such as notebook cells)."""
+    """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
+    notebook (``notebook_path()``); else in the working directory."""
+    if is_cell_file(filename):
+        notebook = notebook_path()
+        base = os.path.dirname(notebook) if notebook else os.getcwd()
+        return os.path.join(base, ".statecache")
     if os.path.isfile(filename):
         return os.path.join(os.path.dirname(os.path.abspath(filename)), ".statecache")
     return os.path.join(os.getcwd(), ".statecache")
@@ -325,7 +362,10 @@ def _where(filename: str, line: int) -> str:
 
 def _source_id(filename: str, cache_dir: str) -> str:
     """The checkpoint's file as the key sees it: relative to the cache directory's parent, so
-    that moving a project together with its cache keeps the keys."""
+    that moving a project together with its cache keeps the keys. Notebook cells count as
+    their notebook's (``<ipython>`` when it is unknown): cell file names change per kernel."""
+    if is_cell_file(filename):
+        filename = notebook_path() or "<ipython>"
     if not os.path.exists(filename):
         return filename
     try:
