@@ -251,7 +251,10 @@ def _is_user_file(path: str) -> bool:
     if path.startswith("<"):
         return path.startswith("<ipython-input-")
     if _ROOTS is None:
-        _ROOTS = _excluded_roots()
+        # statecache's own files too (an editable install lives outside site-packages): its
+        # wrappers count by version, and what they wrap (the user's function) by content.
+        own = os.path.dirname(os.path.abspath(__file__))
+        _ROOTS = (*_excluded_roots(), own + os.sep, os.path.realpath(own) + os.sep)
     for form in {os.path.abspath(path), os.path.realpath(path)}:
         parts = form.split(os.sep)
         if "site-packages" in parts or "dist-packages" in parts:

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import xxhash
 
+import statecache
 from statecache._errors import FingerprintError, StateCacheError
 from statecache._fingerprint import (
     Fingerprinter,
@@ -98,6 +99,7 @@ def test_is_user_file_separates_own_code_from_interpreter_and_packages(tmp_path)
     assert not is_user_file(os.__file__)
     assert not is_user_file(np.__file__)
     assert not is_user_file(pytest.__file__)
+    assert not is_user_file(statecache.__file__)  # even from an editable install
     for pseudo in ("<string>", "<stdin>", "<frozen importlib._bootstrap>", "", None):
         assert not is_user_file(pseudo)
     assert not is_user_file("/somewhere/venv/lib/python3.11/site-packages/pkg/mod.py")
@@ -769,3 +771,30 @@ def test_code_from_python_c_counts_by_content():
 
     assert run("return 1") == run("return 1")
     assert run("return 1") != run("return 2")
+
+
+def test_a_function_calling_a_cached_setup_function(tmp_path):
+    """statecache's own wrapper counts by version; the user function inside it by its code."""
+
+    def files(body: str) -> dict[str, str]:
+        return {
+            "main.py": PRINT_FP
+            + f"""
+import statecache
+
+@statecache.cached_setup
+def load(n=3):
+    {body}
+
+def uses():
+    return load(4)
+
+show(uses)
+"""
+        }
+
+    # One directory: the wrapper's closure holds the decorated function's file:line.
+    base = run_script(tmp_path, files("return list(range(n))"), seed=1)
+    same = run_script(tmp_path, files("return list(range(n))"), seed=2)
+    edited = run_script(tmp_path, files("return list(range(n + 1))"))
+    assert base == same != edited
