@@ -6,8 +6,18 @@ and must be identical across runs and processes (PYTHONHASHSEED randomised), or
 every run misses. Everything here therefore avoids ``hash()``, ``id()``-dependent
 orders and set iteration orders; identities only ever matter *within* one value
 (aliasing and cycles), where they are resolved in a deterministic traversal order.
+A value restored from a cache entry must also fingerprint like the computed one,
+so that the run after a hit keys downstream checkpoints the same way.
 
-numpy is never imported here: arrays are recognised through ``sys.modules``.
+Code (functions, classes, modules) forms a graph: each node gets a local digest
+whose references to other code are numbered edges, and a node's fingerprint is a
+canonical depth-first walk of that graph from it, so recursion terminates and the
+result does not depend on what was fingerprinted before.
+
+Values that are not atoms, sets, arrays or code go through a protocol-5 pickle
+whose ``persistent_id`` hook (not ``reducer_override``: the C pickler never calls
+that for exact sets, dicts, lists and tuples) canonicalises what pickle gets wrong
+for keys. numpy is never imported here: arrays are recognised via ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -445,6 +455,7 @@ class _KeyPickler(pickle.Pickler):
 class Fingerprinter:
     """One key computation. Memoises code fingerprints (functions, classes, modules) within it.
 
+    Use a new one per key: the values a function reads are memoised with its fingerprint.
     ``ignore`` names globals (read by the user's functions) left out of every fingerprint,
     so that the ``ignore=`` a FingerprintError suggests for such a global can be honoured.
     """
