@@ -281,6 +281,15 @@ class _Cached:
             warn(f"statecache: ignoring the cache entry of '{self.name}' ({exc}); computing it again")
             self.reason = "the cached entry could not be read"
             return None
+        if meta.get("name") != self.name or meta.get("key") != self.key:
+            # A valid entry of another checkpoint or key renamed or copied into place (by hand,
+            # a sync tool, or replayed by someone who can write the cache dir): never its state.
+            warn(
+                f"statecache: ignoring the cache entry of '{self.name}' (cache entry {path}: it "
+                f"holds '{meta.get('name')}' key {str(meta.get('key'))[:32]}, not this key; a file "
+                "copied or renamed into place); computing it again")
+            self.reason = "the cached entry could not be read"
+            return None
         for record in meta.get("files", []):
             changed = _files.changed_record(record)
             if changed:
