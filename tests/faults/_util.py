@@ -1,0 +1,140 @@
+"""Shared pieces of the fault-injection tests: a state whose correctness is checked by digest,
+helpers to find leftovers, to run as another user, to mount a tiny file system."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import REPO, Project, Run, subprocess_env
+
+# One state with every kind of storage: two incompressible arrays of the same size (raw buffer
+# sections), a compressible one (zstd chunks), many small objects (the pickle stream) and a lambda
+# (so cloudpickle writes it). The script prints a digest of what it ends up with: a wrong value
+# anywhere changes it.
+STATE_SCRIPT = """
+import hashlib
+import os
+
+import numpy as np
+
+import statecache as sc
+
+N_RAW = int(os.environ.get("N_RAW", "40000"))
+N_INT = int(os.environ.get("N_INT", "40000"))
+N_OBJ = int(os.environ.get("N_OBJ", "2000"))
+
+with sc.checkpoint("state"):
+    rng = np.random.default_rng(12345)
+    raw1 = rng.standard_normal(N_RAW)
+    raw2 = rng.standard_normal(N_RAW)
+    ints = np.arange(N_INT, dtype=np.int64) % 1000
+    table = {f"k{i}": (i, str(i) * 3, [i, i + 0.5]) for i in range(N_OBJ)}
+    square = lambda x: x * x
+
+h = hashlib.sha256()
+for arr in (raw1, raw2, ints):
+    h.update(str((arr.dtype, arr.shape)).encode())
+    h.update(arr.tobytes())
+h.update(repr(sorted(table.items())).encode())
+h.update(repr(square(7)).encode())
+print("STATE", h.hexdigest(), flush=True)
+"""
+
+
+def state_digest(run: Run) -> str | None:
+    for line in run.stdout.splitlines():
+        if line.startswith("STATE "):
+            return line.split()[1]
+    return None
+
+
+def expected_digest(project: Project, env: dict[str, str] | None = None) -> str:
+    """The digest of the state computed without any cache."""
+    run = project.run("state.py", env={**(env or {}), "STATECACHE_DISABLE": "1"})
+    digest = state_digest(run)
+    assert digest is not None, run.stderr
+    return digest
+
+
+def temp_files(cache: Path) -> list[Path]:
+    """Writers' temporary files anywhere in the cache directory."""
+    return sorted(p for p in cache.rglob(".*.tmp")) if cache.exists() else []
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "StateCacheWarning" in line]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statecache", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**(env or {})),
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+NOBODY = 65534
+
+
+def as_nobody() -> None:  # a preexec_fn
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def run_as_other_user(project_dir: Path, *args: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``python args`` as an unprivileged user: ``nobody`` when we are root (root ignores
+    permission bits), else as ourselves (then the permission bits apply already)."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=project_dir,
+        env=subprocess_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=as_nobody if IS_ROOT else None,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@contextlib.contextmanager
+def shared_dir() -> Iterator[Path]:
+    """A directory that ``nobody`` can enter (pytest's tmp_path is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="statecache-faults-"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(size: str = "1m", options: str = "") -> Iterator[Path | None]:
+    """A small tmpfs mounted for the test, or None where mounting is not permitted."""
+    path = Path(tempfile.mkdtemp(prefix="statecache-tmpfs-"))
+    opts = f"size={size}" + (f",{options}" if options else "")
+    mounted = False
+    try:
+        if IS_ROOT:
+            proc = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+            )
+            mounted = proc.returncode == 0
+        if mounted and "ro" not in options.split(","):
+            path.chmod(0o777)
+        yield path if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+        with contextlib.suppress(OSError):
+            path.rmdir()
