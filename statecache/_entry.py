@@ -265,6 +265,48 @@ def _pickler_module(name: str) -> Any:
     return dill
 
 
+def _main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | None:
+    """For a function or class of ``__main__``: True when it must be pickled by value, because
+    it is one of the variables being saved (defined by the block, so it will not exist in
+    ``__main__`` when a later run loads the entry), False when it can go by reference (defined
+    outside the block: restored instances then keep ``isinstance`` with the live class).
+    None for every other object."""
+    if not isinstance(obj, type) and type(obj).__name__ != "function":
+        return None
+    if getattr(obj, "__module__", None) != "__main__":
+        return None
+    qualname = getattr(obj, "__qualname__", "")
+    if "<locals>" in qualname:
+        return True
+    main = sys.modules.get("__main__")
+    found: Any = main
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is not obj or qualname.split(".")[0] in saved_names
+
+
+def _pickler_class(pickler: str, saved_names: frozenset[str]) -> Any:
+    """The pickler for one attempt. ``__main__`` functions and classes defined by the block go
+    by value (plain pickle refuses them so that cloudpickle takes over); those defined before
+    the block go by reference, also under cloudpickle."""
+    module = _pickler_module(pickler)
+    if pickler == "dill":
+        return module.Pickler
+    base = module.Pickler
+
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        def reducer_override(self, obj: Any) -> Any:
+            by_value = _main_object_saved_by_value(obj, saved_names)
+            if by_value is False:
+                return NotImplemented
+            if by_value and pickler == "pickle":
+                raise pickle.PicklingError(f"{obj!r} is defined by the block in __main__")
+            parent = getattr(super(), "reducer_override", None)
+            return parent(obj) if parent is not None else NotImplemented
+
+    return Pickler
+
+
 class _Serialised:
     def __init__(
         self, pickler: str, sink: _StreamSink, buffers: list[memoryview], variables: dict[str, dict]
@@ -299,8 +341,7 @@ def _serialise(state: dict[str, Any], pool: _Pool) -> _Serialised:
 
         variables: dict[str, dict] = {}
         try:
-            module = _pickler_module(pickler)
-            p = module.Pickler(sink, protocol=5, buffer_callback=out_of_band)
+            p = _pickler_class(pickler, frozenset(state))(sink, protocol=5, buffer_callback=out_of_band)
             for name, value in state.items():
                 start, first = sink.pos, len(buffers)
                 p.dump(value)
@@ -346,8 +387,9 @@ def _unpicklable_error(
             + ("this variable" if len(names) == 1 else "these variables")
             + ":\n"
             + "\n".join(lines)
-            + f"\nFix: leave it out with ignore={names!r}, `del` it before the end of the block, "
-            "or make it picklable (e.g. define __getstate__/__reduce__). Nothing was written.",
+            + f"\nFix: `del {', '.join(names)}` before the end of the block (create it after the "
+            "block instead), or make it picklable (define __getstate__/__reduce__). Nothing was "
+            "written; the program goes on with the state it computed.",
             names=names,
         )
     complaint = "; ".join(f"{k}: {type(v).__name__}: {v}"[:300] for k, v in failures.items())

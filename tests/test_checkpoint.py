@@ -579,3 +579,32 @@ def test_checkpoints_work_under_coverage(project: Project) -> None:
     last_line = len((project.root / "script.py").read_text().splitlines())
     missing = report.strip().splitlines()[-1].split()[-1]
     assert str(last_line) not in missing
+
+
+def test_classes_and_functions_defined_by_the_block_in_main_survive(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import dataclasses
+        import statecache as sc
+
+        @dataclasses.dataclass
+        class Config:
+            lr: float
+
+        with sc.checkpoint("defs"):
+            class Model:
+                def __init__(self, cfg):
+                    self.cfg = cfg
+                def predict(self, x):
+                    return x * self.cfg.lr
+            def make():
+                return Model(Config(0.5))
+            model = make()
+        print("predict", model.predict(4), isinstance(model.cfg, Config), type(model).__name__)
+        """,
+    )
+    expected = "predict 2.0 True Model"
+    assert expected in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("defs") and expected in second.stdout
