@@ -446,6 +446,34 @@ def test_after_save_never_removes_the_entry_just_written(proj: Project) -> None:
     )
 
 
+CAPPED = """\
+import sys
+
+import numpy as np
+
+import statecache
+
+name = sys.argv[1]
+with statecache.checkpoint(name, max_size="1500K"):
+    X = np.random.default_rng(len(name)).random(131072)
+"""
+
+
+def test_after_save_enforces_the_max_size_argument(proj: Project) -> None:
+    script = proj.root / "capped.py"
+    script.write_text(CAPPED)
+    for name in ("first", "second"):
+        r = subprocess.run(
+            [sys.executable, str(script), name],
+            capture_output=True,
+            text=True,
+            cwd=proj.root,
+            env=env(STATECACHE_DIR=str(proj.cache)),
+        )
+        assert r.returncode == 0, r.stderr
+    assert proj.keys("first") == [] and len(proj.keys("second")) == 1
+
+
 def test_after_save_sees_entries_removed_by_clear(proj: Project) -> None:
     proj.save("a", MIB_FLOATS, STATECACHE_MAX_SIZE="2.5M")
     proj.save("b", MIB_FLOATS, STATECACHE_MAX_SIZE="2.5M")
