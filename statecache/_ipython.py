@@ -1,0 +1,503 @@
+"""The IPython/Jupyter extension: ``%load_ext statecache``.
+
+``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet]`` caches a cell:
+the key is the cell's normalised code, the values of the names it reads from the user namespace
+(helpers defined in earlier cells count by their code, like the user's own functions in a
+script), the ``--files`` globs and the Python version, exactly as for ``checkpoint``. On a hit
+the cell does not run: the names it assigned are restored and what it printed (stdout, stderr,
+rich display outputs, the value of its last expression) is shown again.
+
+``%statecache ls|show|clear|gc|verify ...`` runs the ``statecache`` command line on the
+notebook's cache directory.
+
+This is the only module that imports IPython.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from ._checkpoint import (
+    _Cached,
+    _env_component,
+    _files_component,
+    _fingerprint_inputs,
+    _Settings,
+    _source_id,
+    default_cache_dir,
+    notebook_path,
+)
+from ._config import env_dir, validate_name
+from ._errors import FingerprintError, StateCacheError
+from ._source import analyse_names
+
+#: Metadata key of an entry that holds the outputs a ``%%checkpoint`` cell produced.
+OUTPUTS_META = "cell_outputs"
+
+#: Display formats that only make sense with a live front-end model (widgets): dropped when
+#: recording, the other formats of the same output (text/plain) are kept.
+_LIVE_ONLY = ("application/vnd.jupyter.widget-view+json",)
+
+_USAGE = (
+    "Usage: %%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet]\n"
+    "         (the first line of a cell; the rest of the cell is the cached block)\n"
+    "       %statecache ls|show|clear|gc|verify [ARGS]  (the statecache command line, on the\n"
+    "         notebook's cache directory unless --dir or STATECACHE_DIR says otherwise)"
+)
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"%%checkpoint: {message}\n{_USAGE}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _ArgParser(prog="%%checkpoint", add_help=False)
+    p.add_argument("name")
+    p.add_argument("--ignore", action="append", default=[], metavar="a,b")
+    p.add_argument("--files", action="append", default=[], metavar="GLOB")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--mmap", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def parse_line(line: str) -> argparse.Namespace:
+    """The options of a ``%%checkpoint`` line (UsageError when malformed)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%%checkpoint: {exc}\n{_USAGE}") from None
+    opts = _parser().parse_args(words)
+    opts.ignore = tuple(n.strip() for item in opts.ignore for n in item.split(",") if n.strip())
+    return opts
+
+
+def notebook_cache_dir() -> str:
+    """The default cache directory of code typed into cells: beside the notebook, else the
+    working directory (what ``checkpoint`` uses in a cell)."""
+    return default_cache_dir("<ipython-input-0-0>")
+
+
+# --- recording what a cell shows ----------------------------------------------------------
+
+
+class _Tee:
+    """A text stream that forwards everything to the real one and records it."""
+
+    def __init__(self, stream: Any, recorder: _Recorder, kind: str):
+        self._stream = stream
+        self._recorder = recorder
+        self._kind = kind
+
+    def write(self, text: str) -> int:
+        if not self._recorder.busy and isinstance(text, str):
+            self._recorder.stream(self._kind, text)
+        return self._stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._stream, attr)
+
+
+class _Recorder:
+    """Records the outputs of a running cell while they are shown as usual: streams through a
+    tee of ``sys.stdout``/``sys.stderr``, rich outputs through the shell's display publisher."""
+
+    def __init__(self, shell: Any):
+        self.shell = shell
+        self.events: list[dict[str, Any]] = []
+        self.busy = 0
+        self._saved: dict[str, Any] = {}
+
+    def stream(self, kind: str, text: str) -> None:
+        if self.events and self.events[-1]["type"] == kind:
+            self.events[-1]["text"] += text
+        elif text:
+            self.events.append({"type": kind, "text": text})
+
+    def _display(self, data: Any, metadata: Any, transient: Any, update: bool) -> None:
+        if not isinstance(data, dict):
+            return
+        data = {k: v for k, v in data.items() if k not in _LIVE_ONLY}
+        if not data:
+            return
+        display_id = (transient or {}).get("display_id") if isinstance(transient, dict) else None
+        event = {"type": "display", "data": data, "metadata": metadata or {}}
+        try:
+            json.dumps(event)
+        except (TypeError, ValueError):
+            return  # not JSON: cannot be stored in the entry's metadata; shown, not replayed
+        if update:
+            for old in self.events:
+                if old.get("display_id") == display_id and display_id is not None:
+                    old["data"], old["metadata"] = event["data"], event["metadata"]
+            return
+        if display_id is not None:
+            event["display_id"] = display_id
+        self.events.append(event)
+
+    def __enter__(self) -> _Recorder:
+        pub = self.shell.display_pub
+        self._saved = {
+            "stdout": sys.stdout,
+            "stderr": sys.stderr,
+            "publish": pub.__dict__.get("publish"),
+            "clear_output": pub.__dict__.get("clear_output"),
+        }
+        publish, clear_output = pub.publish, pub.clear_output
+
+        def recording_publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
+            self._display(data, metadata, kwargs.get("transient"), bool(kwargs.get("update")))
+            self.busy += 1  # the terminal's publisher prints text/plain: not a second record
+            try:
+                return publish(data, metadata, *args, **kwargs)
+            finally:
+                self.busy -= 1
+
+        def recording_clear_output(*args: Any, **kwargs: Any) -> Any:
+            self.events.clear()  # what was cleared is not part of what the cell shows at the end
+            return clear_output(*args, **kwargs)
+
+        pub.publish = recording_publish
+        pub.clear_output = recording_clear_output
+        sys.stdout = _Tee(sys.stdout, self, "stdout")
+        sys.stderr = _Tee(sys.stderr, self, "stderr")
+        return self
+
+    def flush_figures(self) -> None:
+        """Show (and record) the figures that matplotlib's inline backend would show right
+        after the cell: they are part of what the cell displays."""
+        backend = sys.modules.get("matplotlib_inline.backend_inline")
+        if backend is None:
+            return
+        try:
+            import matplotlib
+
+            if "inline" not in str(matplotlib.get_backend()):
+                return
+            backend.flush_figures()
+        except Exception:
+            pass
+
+    def result(self, value: Any) -> None:
+        """Record the mime bundle of the cell's value (the real display hook shows it)."""
+        try:
+            data, metadata = self.shell.display_formatter.format(value)
+        except Exception:
+            return
+        before = len(self.events)
+        self._display(data, metadata, None, False)
+        if len(self.events) > before:
+            self.events[-1]["type"] = "result"
+
+    def __exit__(self, *exc: Any) -> None:
+        pub = self.shell.display_pub
+        for attr in ("publish", "clear_output"):
+            if self._saved[attr] is None:
+                pub.__dict__.pop(attr, None)
+            else:
+                setattr(pub, attr, self._saved[attr])
+        sys.stdout, sys.stderr = self._saved["stdout"], self._saved["stderr"]
+
+
+class _Replayed:
+    """The value of a restored cell's last expression as it was displayed (its mime bundle)."""
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]):
+        self._data, self._metadata = data, metadata
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        return self._data, self._metadata
+
+    def __repr__(self) -> str:
+        return str(self._data.get("text/plain", "<restored output>"))
+
+
+def replay(shell: Any, events: list[dict[str, Any]]) -> _Replayed | None:
+    """Show recorded outputs again, in order; the last expression's value is returned (for the
+    display hook, so that it shows as the cell's result, ``Out[n]``)."""
+    result = None
+    for event in events:
+        kind = event.get("type")
+        if kind in ("stdout", "stderr"):
+            stream = getattr(sys, kind)
+            stream.write(event.get("text", ""))
+            stream.flush()
+        elif kind == "display":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            shell.display_pub.publish(data=event.get("data", {}), metadata=event.get("metadata", {}))
+        elif kind == "result":
+            result = _Replayed(event.get("data", {}), event.get("metadata", {}))
+    return result
+
+
+# --- the magics --------------------------------------------------------------------------
+
+
+def _checkpoint_cells(path: str) -> Iterator[tuple[int, str | None, str]]:
+    """(cell number from 1, cell id, checkpoint name) of each ``%%checkpoint`` cell of a saved
+    notebook."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            nb = json.load(f)
+    except (OSError, ValueError):
+        return
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    for number, cell in enumerate(cells if isinstance(cells, list) else [], 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        first = text.lstrip().split("\n", 1)[0]
+        if not first.startswith("%%checkpoint"):
+            continue
+        try:
+            words = shlex.split(first[len("%%checkpoint"):])
+        except ValueError:
+            continue
+        names = [w for w in words if not w.startswith("-")]
+        if names:
+            yield number, cell.get("id"), names[0]
+
+
+@magics_class
+class StatecacheMagics(Magics):
+    """``%%checkpoint`` and ``%statecache``."""
+
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        self.cell_id: str | None = None
+        self._names: dict[str, str | None] = {}
+
+    def pre_run_cell(self, info: Any) -> None:
+        self.cell_id = getattr(info, "cell_id", None)
+
+    # -- %%checkpoint --
+
+    @cell_magic
+    def checkpoint(self, line: str, cell: str) -> Any:
+        """Cache this cell: ``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force]
+        [--mmap] [--quiet]``. See ``help(statecache)`` and the README."""
+        opts = parse_line(line)
+        name = validate_name(opts.name)
+        shell = self.shell
+        assert shell is not None
+        count = shell.execution_count
+        code = shell.transform_cell(cell)
+        # Cached under the whole cell's name, with its first line as a comment: line numbers in
+        # tracebacks and in linecache are those of the cell as the user sees it.
+        source = f"# %%checkpoint {line}\n{code}"
+        filename = shell.compile.cache(source, count, raw_code=f"%%checkpoint {line}\n{cell}")
+        tree = shell.compile.ast_parse(source, filename=filename)
+        assert isinstance(tree, ast.Module)
+        try:
+            quiet_result = bool(shell.displayhook.semicolon_at_end_of_expression(code))
+        except Exception:  # tokenize errors: the compile below reports them
+            quiet_result = False
+        settings = _Settings(name, None, False if opts.quiet else None, True if opts.mmap else None, None)
+        if opts.force:
+            settings.refresh = True
+        if settings.disabled:
+            return self._run(tree, filename, None, quiet_result)
+        notebook = notebook_path()
+        label = f"cell In[{count}]" + (f" of {notebook}" if notebook else "")
+        context = f"%%checkpoint '{name}' ({label})"
+        self._check_unique(name, notebook, context)
+        assigned, inputs = analyse_names(tree.body)
+        root = settings.cache_dir or notebook_cache_dir()
+        where = f"{notebook or '<ipython>'}:{count if isinstance(count, int) else 0}"
+        cached = _Cached("cell", name, where, settings, root)
+        if not cached.open_store():
+            return self._run(tree, filename, None, quiet_result)
+        values = self._input_values(inputs, opts.ignore)
+        from ._fingerprint import Fingerprinter, ast_digest
+
+        try:
+            input_fps = _fingerprint_inputs(Fingerprinter(), values, lambda n: n, context)
+        except FingerprintError as exc:
+            raise FingerprintError(
+                f"{exc}\n(in a %%checkpoint cell, leave an input out with --ignore NAME)"
+            ) from None
+        base_dir = os.path.dirname(notebook) if notebook else os.getcwd()
+        components = {
+            "code": ast_digest(tree.body).hex(),
+            "source": _source_id(filename, cached.cache_dir),
+            "inputs": input_fps,
+            "files": _files_component(tuple(opts.files), base_dir),
+            "env": _env_component(),
+        }
+        found = cached.lookup(components)
+        if found is not None:
+            meta, state = found
+            namespace = shell.user_ns
+            namespace.update(state)
+            for gone in meta.get("unbound", []):
+                if gone not in state:
+                    namespace.pop(gone, None)
+            return replay(shell, meta.get(OUTPUTS_META, []))
+        cached.start_computing()
+        recorder = _Recorder(shell)
+        try:
+            value = self._run(tree, filename, recorder, quiet_result)
+        except BaseException:
+            cached.finish(None, {})
+            raise
+        state, unbound = self._collect(assigned, values, input_fps)
+        cached.finish(state, {"unbound": unbound, OUTPUTS_META: recorder.events, "cell": label})
+        return value
+
+    def _run(self, tree: ast.Module, filename: str, recorder: _Recorder | None, quiet: bool) -> Any:
+        """Execute the cell's code in the user namespace; the value of a last expression is
+        returned (IPython displays it as the cell's result)."""
+        shell = self.shell
+        assert shell is not None
+        module = shell.transform_ast(ast.Module(body=list(tree.body), type_ignores=[]))
+        body = list(module.body) if module is not None else list(tree.body)
+        last = body.pop() if body and isinstance(body[-1], ast.Expr) and not quiet else None
+        assert last is None or isinstance(last, ast.Expr)
+        compiler: Any = shell.compile
+        ns_globals, ns_locals = shell.user_global_ns, shell.user_ns
+        if recorder is not None:
+            recorder.__enter__()
+        try:
+            exec(compiler(ast.Module(body=body, type_ignores=[]), filename, "exec"), ns_globals, ns_locals)
+            value = None
+            if last is not None:
+                expr = ast.Expression(last.value)
+                ast.copy_location(expr, last)
+                value = eval(compiler(expr, filename, "eval"), ns_globals, ns_locals)
+            if recorder is not None:
+                recorder.flush_figures()
+                if value is not None:
+                    recorder.result(value)
+        finally:
+            if recorder is not None:
+                recorder.__exit__(None, None, None)
+        return value
+
+    def _input_values(self, inputs: list[str], ignore: tuple[str, ...]) -> dict[str, Any]:
+        import builtins
+
+        assert self.shell is not None
+        namespace = self.shell.user_ns
+        values: dict[str, Any] = {}
+        for name in inputs:
+            if name in ignore:
+                continue
+            if name in namespace:
+                values[name] = namespace[name]
+            elif hasattr(builtins, name):
+                continue  # fixed by the Python version, which is in the key
+        return values
+
+    def _collect(
+        self, assigned: list[str], values: dict[str, Any], input_fps: dict[str, str]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """What the cell bound, plus inputs it mutated in place; and the names it unbound."""
+        from ._fingerprint import Fingerprinter
+
+        assert self.shell is not None
+        namespace = self.shell.user_ns
+        state = {n: namespace[n] for n in assigned if n in namespace}
+        unbound = [n for n in assigned if n not in namespace]
+        fp = Fingerprinter()
+        for name, before in input_fps.items():
+            if name in state:
+                continue
+            try:
+                changed = fp.value(values[name], name).hex() != before
+            except FingerprintError:
+                changed = True
+            if changed:
+                state[name] = values[name]
+        return state, unbound
+
+    def _check_unique(self, name: str, notebook: str | None, context: str) -> None:
+        """One ``%%checkpoint`` cell per name and notebook: the cells seen in this session (by
+        the cell id front-ends send) and the cells of the saved notebook."""
+        cell_id = self.cell_id
+        previous = self._names.get(name)
+        if cell_id is not None and previous is not None and previous != cell_id:
+            raise StateCacheError(
+                f"{context}: another cell of this notebook already ran '%%checkpoint {name}'; "
+                "give each %%checkpoint cell its own name"
+            )
+        self._names[name] = cell_id
+        if not notebook or not os.path.isfile(notebook):
+            return
+        same = [(number, cid) for number, cid, n in _checkpoint_cells(notebook) if n == name]
+        if len(same) > 1 and (cell_id is None or any(cid != cell_id for _, cid in same)):
+            numbers = ", ".join(str(number) for number, _ in same)
+            raise StateCacheError(
+                f"{context}: the saved notebook has {len(same)} cells named '{name}' (cells "
+                f"{numbers}); give each %%checkpoint cell its own name (and save the notebook)"
+            )
+
+    # -- %statecache --
+
+    @line_magic
+    def statecache(self, line: str) -> None:
+        """The statecache command line on this notebook's cache directory:
+        ``%statecache ls``, ``%statecache clear NAME``, ``show``, ``gc``, ``verify``."""
+        from ._cli import BUILTIN, main
+
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%statecache: {exc}") from None
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(_USAGE)
+            return
+        if argv[0] not in BUILTIN:
+            raise UsageError(
+                f"%statecache: unknown command {argv[0]!r}; use one of {', '.join(BUILTIN)}"
+            )
+        has_dir = any(a == "--dir" or a.startswith("--dir=") for a in argv[1:])
+        if not has_dir and not env_dir():
+            argv[1:1] = ["--dir", notebook_cache_dir()]
+        sys.stdout.flush()
+        main(argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+_loaded: dict[int, StatecacheMagics] = {}
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext statecache``: register ``%%checkpoint`` and ``%statecache``."""
+    if id(ip) in _loaded:
+        return
+    magics = StatecacheMagics(ip)
+    ip.register_magics(magics)
+    ip.events.register("pre_run_cell", magics.pre_run_cell)
+    _loaded[id(ip)] = magics
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext statecache``: remove the magics again."""
+    magics = _loaded.pop(id(ip), None)
+    if magics is None:
+        return
+    try:
+        ip.events.unregister("pre_run_cell", magics.pre_run_cell)
+    except ValueError:
+        pass
+    table = ip.magics_manager.magics
+    table["cell"].pop("checkpoint", None)
+    table["line"].pop("statecache", None)
