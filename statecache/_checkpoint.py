@@ -446,7 +446,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         context = f"checkpoint '{self.name}' at {where}"
         from ._fingerprint import Fingerprinter, ast_digest
 
-        fp = Fingerprinter()
+        fp = Fingerprinter(ignore=self.ignore)
         self._input_fps = _fingerprint_inputs(fp, inputs, lambda n: n, context)
         self._inputs = inputs
         components = {
@@ -528,7 +528,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 state[name] = space[name]
             else:
                 unbound.append(name)
-        fp = Fingerprinter()
+        fp = Fingerprinter(ignore=self.ignore)
         for name, before in self._input_fps.items():
             if name in state:
                 continue
@@ -613,11 +613,12 @@ def cached_setup(
         where = _where(code.co_filename, code.co_firstlineno)
         assigned_globals = _stored_globals(code)
         signature = inspect.signature(fn)
+        names_used = _names_used(code)
         for ignored_name in ignored:
-            if ignored_name not in signature.parameters:
+            if ignored_name not in signature.parameters and ignored_name not in names_used:
                 raise ConfigError(
-                    f"cached_setup {entry_name!r}: ignore= names {ignored_name!r}, which is not a "
-                    f"parameter of {fn.__qualname__}{signature}"
+                    f"cached_setup {entry_name!r}: ignore= names {ignored_name!r}, which is neither a "
+                    f"parameter of {fn.__qualname__}{signature} nor a global it reads"
                 )
 
         @functools.wraps(fn)
@@ -633,7 +634,7 @@ def cached_setup(
 
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            fp = Fingerprinter()
+            fp = Fingerprinter(ignore=ignored)
             context = f"cached_setup '{entry_name}' ({fn.__qualname__} at {where})"
             arguments = {k: v for k, v in bound.arguments.items() if k not in ignored}
             components = {
@@ -664,6 +665,17 @@ def cached_setup(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def _names_used(code: Any) -> set[str]:
+    """Every global or attribute name the function's code (nested code included) mentions."""
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(k for k in c.co_consts if inspect.iscode(k))
+    return names
 
 
 def _stored_globals(code: Any) -> list[str]:

@@ -608,3 +608,25 @@ def test_classes_and_functions_defined_by_the_block_in_main_survive(project: Pro
     assert expected in project.run("script.py").stdout
     second = project.run("script.py")
     assert second.hit("defs") and expected in second.stdout
+
+
+def test_ignore_also_covers_globals_read_by_helpers(project: Project) -> None:
+    script = """
+    import threading
+    import statecache as sc
+    LOCK = threading.Lock()
+
+    def compute():
+        with LOCK:
+            return 5
+
+    with sc.checkpoint("locked-helper"{extra}):
+        value = compute()
+    print("value", value)
+    """
+    project.write("script.py", script.format(extra=""))
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and "ignore=['LOCK']" in run.stderr
+    project.write("script.py", script.format(extra=", ignore=['LOCK']"))
+    assert "value 5" in project.run("script.py").stdout
+    assert project.run("script.py").hit("locked-helper")
