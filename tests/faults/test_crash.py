@@ -1,0 +1,222 @@
+"""Crash during save. A writer is killed with SIGKILL at random moments (while computing, while
+writing the temporary file, around the rename), and, in-process, each write, fsync, chmod,
+open and rename step of a save is made to fail in turn. After each: no partial entry is ever at
+an entry's path (every entry there verifies), the next run returns the right values, and
+``statecache gc`` removes whatever temporary file the dead writer left.
+
+Default run: 10 kill trials. ``pytest -m extended tests/faults/test_crash.py -s``: 100.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Project, subprocess_env
+
+from statecache._entry import verify_entry
+
+from ._util import STATE_SCRIPT, cli, expected_digest, state_digest, temp_files, warnings_in
+
+SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
+# big enough that a save takes a while (about 40 MB: raw arrays, zstd chunks, a long stream)
+BIG = {"N_RAW": "2000000", "N_INT": "2000000", "N_OBJ": "50000"}
+
+
+def _entries_all_verify(cache: Path) -> int:
+    """Every file at an entry path is a complete entry; returns how many there are."""
+    entries = sorted(cache.glob("*/*.sc"))
+    for entry in entries:
+        verify_entry(entry)  # raises EntryError on any damage
+    return len(entries)
+
+
+def _calibrate(project: Project) -> tuple[float, float]:
+    """(seconds from the 'computing' line to the end of the process, seconds of the save)."""
+    proc = subprocess.Popen(
+        [sys.executable, "state.py"], cwd=project.root, env=subprocess_env(**BIG),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "computing" in line:
+            break
+    start = time.perf_counter()
+    _, err = proc.communicate(timeout=300)
+    total = time.perf_counter() - start
+    assert proc.returncode == 0 and "saved" in err, err
+    shutil.rmtree(project.cache / "state")
+    save = float(err.split("saved", 1)[1].split(" in ", 1)[1].split(" s", 1)[0]) if " s (computed" in err else total / 2
+    return total, save
+
+
+def _kill_trial(project: Project, expected: str, rng: random.Random, total: float, save: float) -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "state.py"], cwd=project.root, env=subprocess_env(**BIG),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "computing" in line:
+            break
+    if rng.random() < 0.4:  # any moment from the start of the computation to the end
+        time.sleep(rng.uniform(0, total * 1.1))
+    else:  # aimed at the write: once the temporary file exists (pickling comes before it)
+        while not temp_files(project.cache) and proc.poll() is None:
+            time.sleep(0.0005)
+        time.sleep(rng.uniform(0, save / 3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+    killed = proc.returncode == -signal.SIGKILL
+    leftovers = temp_files(project.cache)
+    complete = _entries_all_verify(project.cache)
+    outcome = (
+        "finished before the kill" if not killed
+        else "killed after the rename" if complete
+        else "killed while writing" if leftovers
+        else "killed before writing"
+    )
+    run = project.run("state.py", env=BIG)
+    assert state_digest(run) == expected, run.stderr
+    assert warnings_in(run.stderr) == [], run.stderr
+    assert run.hit("state") == bool(complete), run.stderr
+    if leftovers:
+        gc = cli("gc", "--dir", str(project.cache))
+        assert gc.returncode == 0, gc.stderr
+    assert temp_files(project.cache) == []
+    assert _entries_all_verify(project.cache) == 1
+    shutil.rmtree(project.cache / "state")
+    return outcome
+
+
+def _kill_trials(project: Project, trials: int) -> collections.Counter:
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    expected = expected_digest(project, BIG)
+    total, save = _calibrate(project)
+    rng = random.Random(SEED)
+    outcomes: collections.Counter = collections.Counter()
+    for _ in range(trials):
+        outcomes[_kill_trial(project, expected, rng, total, save)] += 1
+    print(f"\nkill -9 trials: {trials}, {dict(outcomes)}; partial entries loaded: 0, wrong values: 0, temp files left after gc: 0")
+    return outcomes
+
+
+def test_kill_during_save_trials(project: Project) -> None:
+    outcomes = _kill_trials(project, 10)
+    assert sum(outcomes.values()) == 10
+
+
+@pytest.mark.extended
+def test_kill_during_save_trials_extended(project: Project) -> None:
+    outcomes = _kill_trials(project, 100)
+    assert outcomes["killed while writing"] >= 10  # the trials really hit the save
+
+
+# ---------------------------------------------------------------- in-process failure injection
+
+# Loaded at interpreter start (sitecustomize): wraps the os functions a save goes through. Only
+# calls made by statecache's entry writer count. FAULT=count logs the steps; FAULT=<n> makes the
+# n-th step raise OSError; FAULT=short makes every os.write write at most half of what it is given.
+INJECT = r'''
+import errno, json, os, stat, sys
+
+_mode = os.environ.get("FAULT", "")
+_steps = []
+_ERRNO = {"open": errno.EDQUOT, "write": errno.ENOSPC, "fchmod": errno.EPERM,
+          "fsync": errno.EIO, "replace": errno.EACCES}
+
+def _from_writer():
+    f = sys._getframe(2)
+    return f.f_code.co_filename.endswith(os.path.join("statecache", "_entry.py"))
+
+def _step(kind):
+    _steps.append(kind)
+    if _mode.isdigit() and int(_mode) == len(_steps):
+        code = _ERRNO[kind.split(":")[0]]
+        raise OSError(code, os.strerror(code) + " (injected)")
+
+def _wrap(name, describe):
+    real = getattr(os, name)
+    def wrapper(*args, **kwargs):
+        if _from_writer():
+            kind = describe(*args)
+            if kind:
+                _step(kind)
+                if name == "write" and _mode == "short":
+                    view = memoryview(args[1]).cast("B")
+                    return real(args[0], view[: max(1, len(view) // 2)])
+        return real(*args, **kwargs)
+    setattr(os, name, wrapper)
+
+def _fsync_kind(fd):
+    return "fsync:dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync:file"
+
+_wrap("open", lambda path, flags, *a: "open" if flags & os.O_CREAT else None)
+_wrap("write", lambda fd, data: "write")
+_wrap("fchmod", lambda fd, mode: "fchmod")
+_wrap("fsync", _fsync_kind)
+_wrap("replace", lambda src, dst: "replace")
+
+if _mode == "count":
+    import atexit
+    atexit.register(lambda: open(os.environ["FAULT_LOG"], "w").write(json.dumps(_steps)))
+'''
+
+
+def _injecting_env(project: Project, mode: str, **extra: str) -> dict[str, str]:
+    inject = project.root / "inject"
+    if not inject.exists():
+        project.write("inject/sitecustomize.py", INJECT)
+    return {"PYTHONPATH": os.pathsep.join([str(inject), str(REPO)]), "FAULT": mode, **extra}
+
+
+def test_each_write_fsync_and_rename_step_failing_in_turn(project: Project) -> None:
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    expected = expected_digest(project)
+    log = project.root / "steps.json"
+    counted = project.run("state.py", env=_injecting_env(project, "count", FAULT_LOG=str(log)))
+    assert state_digest(counted) == expected
+    steps = json.loads(log.read_text())
+    # a save: create the temp file, chmod, write (several), fsync it, rename, fsync the directory
+    assert steps[0] == "open" and steps[-2:] == ["replace", "fsync:dir"], steps
+    assert {"fchmod", "write", "fsync:file"} <= set(steps), steps
+    shutil.rmtree(project.cache / "state")
+    for n, kind in enumerate(steps, start=1):
+        run = project.run("state.py", env=_injecting_env(project, str(n)))
+        context = f"step {n} ({kind}) failing\n--- stderr\n{run.stderr}"
+        assert run.returncode == 0 and state_digest(run) == expected, context
+        assert temp_files(project.cache) == [], context
+        if kind == "fsync:dir":  # after the rename: the entry is complete and in place
+            assert "saved" in run.stderr and warnings_in(run.stderr) == [], context
+            assert len(project.entries("state")) == 1
+        else:
+            [warning] = warnings_in(run.stderr)
+            assert "'state'" in warning and "was not saved" in warning and "(injected)" in warning, context
+            assert "STATECACHE_DIR" in warning, context  # says what to do
+            assert project.entries("state") == [], context
+        again = project.run("state.py")
+        assert state_digest(again) == expected and warnings_in(again.stderr) == [], again.stderr
+        assert again.hit("state") == (kind == "fsync:dir")
+        assert project.run("state.py").hit("state")
+        shutil.rmtree(project.cache / "state")
+
+
+def test_short_writes_still_give_a_complete_entry(project: Project) -> None:
+    """os.write may write less than it was given (signals, pipes, some file systems)."""
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    expected = expected_digest(project)
+    run = project.run("state.py", env=_injecting_env(project, "short"))
+    assert state_digest(run) == expected and "saved" in run.stderr
+    assert _entries_all_verify(project.cache) == 1
+    again = project.run("state.py")
+    assert again.hit("state") and state_digest(again) == expected
