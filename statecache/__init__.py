@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BranchError, StateCacheError
+from ._errors import BranchError, StateCacheError, StateCacheWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BranchError",
     "StateCacheError",
+    "StateCacheWarning",
     "__version__",
     "branch",
+    "branch_map",
     "cached_setup",
     "checkpoint",
     "load_ipython_extension",
@@ -36,13 +38,14 @@ _LAZY = {
     "checkpoint": "._checkpoint",
     "cached_setup": "._checkpoint",
     "branch": "._fork",
+    "branch_map": "._fork",
     "load_ipython_extension": "._ipython",
     "unload_ipython_extension": "._ipython",
 }
 
 if TYPE_CHECKING:
     from ._checkpoint import cached_setup, checkpoint
-    from ._fork import branch
+    from ._fork import branch, branch_map
     from ._ipython import load_ipython_extension
 
 
