@@ -46,6 +46,7 @@ from ._maintenance import (
     pid_alive,
     remove_entry,
     remove_orphan_locks,
+    remove_stale_usage_temps,
     scan,
 )
 
@@ -571,6 +572,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     count, freed, skipped = _delete(chosen, args.dry_run, True)
     if not args.dry_run:
         remove_orphan_locks(cache_dir)
+        remove_stale_usage_temps(cache_dir)
     extra = f", {_pl(temp_count, 'temp file')}" if temp_count else ""
     _summary(count, freed + temp_bytes, skipped, args.dry_run, extra)
     left = sum(e.size for e in entries) - (0 if args.dry_run else freed)

@@ -296,7 +296,7 @@ def _load_usage(cache_dir: str) -> dict:
 
 def _save_usage(cache_dir: str, data: dict) -> None:
     path = os.path.join(cache_dir, USAGE_FILE)
-    tmp = f"{path}.{os.getpid()}.part"
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.part"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, separators=(",", ":"))
@@ -304,6 +304,25 @@ def _save_usage(cache_dir: str, data: dict) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+_USAGE_TEMP_RE = re.compile(re.escape(USAGE_FILE) + r"\.(\d+)\.[0-9a-f]{8}\.part")
+
+
+def remove_stale_usage_temps(cache_dir: str) -> int:
+    """Remove temp files of the usage index left by processes that died while writing it."""
+    removed = 0
+    try:
+        names = os.listdir(cache_dir)
+    except OSError:
+        return 0
+    for fn in names:
+        m = _USAGE_TEMP_RE.fullmatch(fn)
+        if m and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cache_dir, fn))
+                removed += 1
+    return removed
 
 
 def cache_size(cache_dir: str) -> int:

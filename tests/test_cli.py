@@ -420,10 +420,13 @@ def test_gc_removes_temp_files_of_dead_writers_only(proj: Project) -> None:
     for p in (dead_tmp, live_tmp):
         p.write_bytes(b"x" * 5000)
         assert is_temp_file(p.name) is not None, "temp-file naming differs from the layout contract"
+    index_tmp = proj.cache / f".statecache-usage.json.{dead_pid}.0badf00d.part"
+    index_tmp.write_text("{")
     r = cli("gc", cache=proj.cache)
     assert r.returncode == 0, r.stderr
     assert f"writer {dead_pid} is gone" in r.stdout
     assert not dead_tmp.exists() and live_tmp.exists()
+    assert not index_tmp.exists()
     assert proj.all_keys() == {key}
 
 
