@@ -194,6 +194,9 @@ def _miss_reason(store: Store, name: str, components: Mapping[str, Any]) -> str:
 
 # --- the shared life cycle of a cached computation --------------------------------------------
 
+_unusable_dirs: set[str] = set()  # cache directories already warned about in this process
+
+
 
 class _Cached:
     """Key lookup, locking, loading, recording and saving, shared by both public forms."""
@@ -217,10 +220,13 @@ class _Cached:
             self.store = Store(self.cache_dir)
             return True
         except OSError as exc:
+            if self.cache_dir in _unusable_dirs:  # one warning per directory, not per checkpoint
+                return False
+            _unusable_dirs.add(self.cache_dir)
             warn(
                 f"statecache: cannot use the cache directory {self.cache_dir} ({exc.strerror or exc}); "
-                f"'{self.name}' runs without caching. Set STATECACHE_DIR or cache_dir= to a writable "
-                "directory.")
+                f"'{self.name}' and every other checkpoint using it run without caching. Set "
+                "STATECACHE_DIR or cache_dir= to a writable directory.")
             return False
 
     def lookup(self, components: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:

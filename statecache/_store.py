@@ -8,6 +8,7 @@ second process that wants the same entry waits for the first and then loads its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -61,8 +62,13 @@ def ensure_cache_dir(root: str) -> str:
         path = os.path.join(root, filename)
         if not os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+            except OSError:  # a full disk: no empty marker file that would never be completed
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
     if not os.access(root, os.W_OK | os.X_OK):
         raise PermissionError(f"{root} is not writable")
     _ready_dirs.add(root)

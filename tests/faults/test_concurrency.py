@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -53,7 +52,7 @@ def _cold_key_race(project: Project, processes: int = 8) -> None:
     procs = [_popen(project, "cold.py") for _ in range(processes)]
     (project.root / "go").touch()
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0 and COLD_RESULT in out, err
         assert warnings_in(err) == [], err
     assert len((project.root / "runs.log").read_text().split()) == 1  # the body ran once
@@ -139,7 +138,7 @@ def _reads_during_writes(project: Project, generations: int) -> None:
         w_out, w_err = writer.communicate(timeout=600)
     assert writer.returncode == 0 and "WRITES" in w_out, w_err
     assert warnings_in(w_err) == [], w_err
-    for reader, (out, err) in zip(readers, results):
+    for reader, (out, err) in zip(readers, results, strict=True):
         assert reader.returncode == 0, err
         assert "MIXED 0" in out, out
         assert int(out.split()[3]) >= generations, out
