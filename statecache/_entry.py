@@ -149,6 +149,119 @@ def _type_name(value: Any) -> str:
     return qualname if module in (None, "builtins") else f"{module}.{qualname}"
 
 
+# ---------------------------------------------------------------- progress
+
+
+class _NoProgress:
+    """The progress bar when none is shown: every call is a no-op."""
+
+    def add(self, n: int) -> None:
+        pass
+
+    def set_total(self, total: int) -> None:
+        pass
+
+    def stage(self, text: str) -> None:
+        pass
+
+    def restart(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Progress(_NoProgress):
+    """A one-line bar on stderr (a terminal) for a save or load that runs past ``DELAY``
+    seconds: nothing is drawn before that, and the line is erased when the work is done so
+    that the status line takes its place. ``add`` may be called from any thread."""
+
+    DELAY = 1.0
+    INTERVAL = 0.1
+
+    def __init__(self, verb: str, name: str, total: int | None, stream: Any) -> None:
+        self.verb = verb
+        self.name = name
+        self.total = total
+        self.stream = stream
+        self.done = 0
+        self.text = ""
+        self.started = time.monotonic()
+        self.next_draw = self.started + self.DELAY
+        self.shown = False
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if now >= self.next_draw:
+                self.next_draw = now + self.INTERVAL
+                self._draw(now)
+
+    def set_total(self, total: int) -> None:
+        with self.lock:
+            self.total = total
+
+    def restart(self) -> None:
+        with self.lock:
+            self.done = 0
+
+    def stage(self, text: str) -> None:
+        with self.lock:
+            self.text = text
+            now = time.monotonic()
+            if now >= self.started + self.DELAY:
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        from ._config import format_size
+
+        elapsed = now - self.started
+        if self.total:
+            frac = min(1.0, self.done / self.total)
+            width = 24
+            fill = int(frac * width)
+            bar = f"[{'#' * fill}{'.' * (width - fill)}] {frac * 100:3.0f}% "
+            amount = f"{format_size(self.done)} / {format_size(self.total)}"
+        else:
+            bar, amount = "", format_size(self.done)
+        line = f"statecache: {self.verb} {self.name!r} {bar}{amount} {elapsed:.1f} s {self.text}"
+        try:
+            self.stream.write("\r" + line.rstrip() + "\x1b[K")
+            self.stream.flush()
+            self.shown = True
+        except (OSError, ValueError):
+            self.next_draw = float("inf")  # stderr closed or broken: stop drawing
+
+    def close(self) -> None:
+        with self.lock:
+            self.next_draw = float("inf")
+            if self.shown:
+                try:
+                    self.stream.write("\r\x1b[K")
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+
+
+def _progress(verb: str, name: Any, total: int | None, enabled: bool | None) -> _NoProgress:
+    """A progress bar, or a no-op one. ``enabled=None``: shown when stderr is a terminal and
+    ``STATECACHE_QUIET`` is not set (so never in captured output: tests, pipes, logs)."""
+    if enabled is False:
+        return _NoProgress()
+    stream = sys.stderr
+    if enabled is None:
+        if os.environ.get("STATECACHE_QUIET", "").strip().lower() in {"1", "true", "yes", "on"}:
+            return _NoProgress()
+        try:
+            if stream is None or not stream.isatty():
+                return _NoProgress()
+        except (AttributeError, ValueError, OSError):
+            return _NoProgress()
+    return _Progress(verb, str(name) if name is not None else "entry", total, stream)
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -221,8 +334,9 @@ class _StreamSink:
     """The pickler's output file: cuts the stream into chunks and compresses full chunks on the
     pool while pickling goes on (the C pickler writes each ~64 KB frame as it completes)."""
 
-    def __init__(self, pool: _Pool) -> None:
+    def __init__(self, pool: _Pool, progress: _NoProgress) -> None:
         self.pool = pool
+        self.progress = progress
         self.pending = bytearray()
         self.chunks: list[Any] = []  # futures of _encode results, in order
         self.pos = 0
@@ -231,6 +345,7 @@ class _StreamSink:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
         self.pending += data
         self.pos += n
+        self.progress.add(n)
         while len(self.pending) >= CHUNK:
             with memoryview(self.pending) as view:
                 chunk = bytes(view[:CHUNK])
@@ -317,12 +432,13 @@ class _Serialised:
         self.variables = variables
 
 
-def _serialise(state: dict[str, Any], pool: _Pool) -> _Serialised:
+def _serialise(state: dict[str, Any], pool: _Pool, progress: _NoProgress) -> _Serialised:
     """Pickle the whole state with pickle, else cloudpickle, else dill; else raise
     UnpicklableError naming the variables that no pickler accepts."""
     failures: dict[str, BaseException] = {}
     for pickler in PICKLERS:
-        sink = _StreamSink(pool)
+        progress.restart()
+        sink = _StreamSink(pool, progress)
         buffers: list[memoryview] = []
         keep: list[Any] = []
 
@@ -447,20 +563,30 @@ def _chunks_of(mv: memoryview) -> list[memoryview]:
 
 
 def write_entry(
-    path: Any, state: dict[str, Any], meta: dict[str, Any], *, secret: bytes | None = None
+    path: Any,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    secret: bytes | None = None,
+    progress: bool | None = None,
 ) -> WrittenEntry:
     """Serialise ``state`` and write it with ``meta`` to ``path``, atomically (temp file, fsync,
     rename, fsync of the directory). Raises UnpicklableError (nothing written) when no pickler
-    accepts the state, and re-raises any OSError after removing the temp file."""
+    accepts the state, and re-raises any OSError after removing the temp file.
+
+    ``progress``: draw a progress bar on stderr once the save runs past a second (None: only
+    when stderr is a terminal and STATECACHE_QUIET is not set)."""
     t0 = time.perf_counter()
     path = os.fspath(path)
     pool = _Pool()
+    bar = _progress("saving", meta.get("name"), None, progress)
     try:
-        ser = _serialise(state, pool)
+        ser = _serialise(state, pool, bar)
         from . import __version__
 
         full_meta = dict(meta)
         state_size = ser.sink.pos + sum(b.nbytes for b in ser.buffers)
+        bar.set_total(state_size)
         full_meta.update(
             format=FORMAT_VERSION,
             pickler=ser.pickler,
@@ -506,7 +632,7 @@ def write_entry(
                 n_chunks = -(-buf.nbytes // CHUNK)
                 table.append(
                     _write_section(
-                        out, KIND_BUFFER, buf.nbytes, itertools.islice(results, n_chunks)
+                        out, KIND_BUFFER, buf.nbytes, itertools.islice(results, n_chunks), bar
                     )
                 )
             out.pad()
@@ -521,6 +647,7 @@ def write_entry(
                 digest = mac.digest()
             out.write(trailer_head + digest + TRAILER_MAGIC)
             out.flush()
+            bar.stage("(syncing to disk)")
             os.fsync(fd)
             size = out.pos
         except BaseException:
@@ -535,6 +662,7 @@ def write_entry(
             raise
         _fsync_dir(os.path.dirname(path) or ".")
     finally:
+        bar.close()
         pool.close()
     return WrittenEntry(path, size, ser.variables, ser.pickler, time.perf_counter() - t0)
 
@@ -563,13 +691,23 @@ def _ahead(pool: _Pool, tasks: Iterator[tuple], window: int) -> Iterator[Any]:
         yield queue.popleft()
 
 
-def _write_section(out: _Out, kind: int, raw_len: int, futures: Any, *, mac: bool = False) -> tuple:
+def _write_section(
+    out: _Out,
+    kind: int,
+    raw_len: int,
+    futures: Any,
+    bar: _NoProgress | None = None,
+    *,
+    mac: bool = False,
+) -> tuple:
     out.pad()
     offset = out.pos
     chunks = []
-    for fut in futures:
+    for i, fut in enumerate(futures):
         codec, stored, checksum = fut.result()
         out.write(stored, mac=mac)
+        if bar is not None:
+            bar.add(min(CHUNK, raw_len - i * CHUNK))
         chunks.append(
             (codec, len(stored) if not isinstance(stored, memoryview) else stored.nbytes, checksum)
         )
@@ -637,6 +775,7 @@ class _Reader:
 
     def __init__(self, path: Any) -> None:
         self.path = os.fspath(path)
+        self.progress: _NoProgress = _NoProgress()
         try:
             # O_NONBLOCK: a FIFO planted under an entry's name must not hang the open
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -793,6 +932,7 @@ class _Reader:
                 raise self.error("damaged pickle stream (checksum mismatch)")
             pieces.append((codec, piece))
         if all(codec == RAW for codec, _ in pieces):
+            self.progress.add(sec.raw_len)
             return io.BytesIO(stored)
         return _StreamFile(self, pieces, sec.raw_len)
 
@@ -818,6 +958,7 @@ class _Reader:
             if _xxh(stored) != checksum:
                 raise self.error("damaged buffer section (checksum mismatch)")
             _unzstd_into(self, stored, target)
+        self.progress.add(target.nbytes)
 
     def verify_chunk(self, job: tuple) -> None:
         offset, n, checksum = job
@@ -878,6 +1019,7 @@ class _StreamFile:
         if isinstance(data, BaseException):
             raise data
         self.index, self.cur, self.off = i, data, 0
+        self.reader.progress.add(len(data))
         return True
 
     def read(self, n: int | None = -1) -> bytes:
@@ -1070,7 +1212,7 @@ def read_meta(path: Any) -> dict[str, Any]:
 
 
 def read_entry(
-    path: Any, *, mmap: bool = False, secret: bytes | None = None
+    path: Any, *, mmap: bool = False, secret: bytes | None = None, progress: bool | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load an entry: ``(meta, state)``. Raises EntryError for any damage, a wrong or missing
     signature (when ``secret`` is given), or a variable that cannot be unpickled here.
@@ -1080,55 +1222,73 @@ def read_entry(
     restored array stay private to this process. The checksums of mapped raw buffers are NOT
     verified (that would read every page); the header, metadata, table, pickle stream and
     compressed sections are. ``verify_entry`` checks everything.
+
+    ``progress``: as for ``write_entry`` (a bar once the load runs past a second).
     """
     with _Reader(path) as reader:
         reader.read_table()
-        stream_sec = reader.sections[0]
-        stored = reader.read_stored(stream_sec)
-        reader.check_signature(secret, stored)
-        source = reader.stream_file(stored)
-        names = reader.meta.get("variables")
-        if not isinstance(names, dict):
-            raise reader.error("damaged metadata (no variable list)")
-        unpickler_class = _unpickler_class(reader)
+        reader.progress = _progress(
+            "restoring",
+            reader.meta.get("name"),
+            sum(s.raw_len for s in reader.sections),
+            progress,
+        )
+        try:
+            return _read_state(reader, mmap, secret)
+        finally:
+            reader.progress.close()
 
-        buffers: list[Any] = []
-        jobs: list[tuple] = []
-        mapped: memoryview | None = None
-        total = 0
-        for sec in reader.sections[1:]:
-            if mmap and sec.all_raw and sec.raw_len:
-                if mapped is None:
-                    mapped = _map(reader)
-                if mapped:
-                    buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
-                    continue
-            try:
-                memory = memoryview(_alloc(sec.raw_len)).cast("B")
-            except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
-                raise reader.error(
-                    f"damaged section table (buffer of {sec.raw_len} bytes)"
-                ) from exc
-            buffers.append(memory)
-            jobs.extend(reader.buffer_jobs(sec, memory))
-            total += sec.raw_len
-        _run(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
 
-        state: dict[str, Any] = {}
-        remaining = iter(buffers)
-        unpickler = unpickler_class(source, buffers=remaining)
-        for name in names:
-            try:
-                state[name] = unpickler.load()
-            except (MemoryError, EntryError):
-                raise
-            except Exception as exc:
-                raise reader.error(
-                    f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
-                ) from exc
-        if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
-            raise reader.error("damaged (the pickle stream does not match the variable list)")
-        return reader.meta, state
+def _read_state(
+    reader: _Reader, mmap: bool, secret: bytes | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    stream_sec = reader.sections[0]
+    stored = reader.read_stored(stream_sec)
+    reader.check_signature(secret, stored)
+    source = reader.stream_file(stored)
+    names = reader.meta.get("variables")
+    if not isinstance(names, dict):
+        raise reader.error("damaged metadata (no variable list)")
+    unpickler_class = _unpickler_class(reader)
+
+    buffers: list[Any] = []
+    jobs: list[tuple] = []
+    mapped: memoryview | None = None
+    total = 0
+    for sec in reader.sections[1:]:
+        if mmap and sec.all_raw and sec.raw_len:
+            if mapped is None:
+                mapped = _map(reader)
+            if mapped:
+                buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
+                reader.progress.add(sec.raw_len)
+                continue
+        try:
+            memory = memoryview(_alloc(sec.raw_len)).cast("B")
+        except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
+            raise reader.error(
+                f"damaged section table (buffer of {sec.raw_len} bytes)"
+            ) from exc
+        buffers.append(memory)
+        jobs.extend(reader.buffer_jobs(sec, memory))
+        total += sec.raw_len
+    _run(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
+
+    state: dict[str, Any] = {}
+    remaining = iter(buffers)
+    unpickler = unpickler_class(source, buffers=remaining)
+    for name in names:
+        try:
+            state[name] = unpickler.load()
+        except (MemoryError, EntryError):
+            raise
+        except Exception as exc:
+            raise reader.error(
+                f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
+        raise reader.error("damaged (the pickle stream does not match the variable list)")
+    return reader.meta, state
 
 
 def verify_entry(path: Any, *, secret: bytes | None = None) -> dict[str, Any]:
