@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ast
 import linecache
+import sys
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 
 from ._errors import SourceNotFoundError, StateCacheError
 
@@ -34,10 +35,43 @@ _blocks: dict[tuple[str, int, int], Block] = {}
 
 
 def source_lines(frame: FrameType) -> list[str]:
-    """The current source of the frame's file (also IPython cells, which linecache holds)."""
+    """The current source of the frame's file (also IPython cells, which linecache holds, and
+    the program of ``python -c``); empty when it cannot be known for sure."""
     filename = frame.f_code.co_filename
     linecache.checkcache(filename)
-    return linecache.getlines(filename, frame.f_globals)
+    lines = linecache.getlines(filename, frame.f_globals)
+    if filename == "<string>":
+        # python -c and exec() of a string share this name: use a text only if it compiles to
+        # the very code that is running, so that an exec'd string never borrows -c's source.
+        lines = lines or _dash_c_source()
+        try:
+            compiled = compile("".join(lines), filename, "exec") if lines else None
+        except (SyntaxError, ValueError):
+            compiled = None
+        if compiled is None or not _contains_code(compiled, frame.f_code):
+            return []
+    return lines
+
+
+def _dash_c_source() -> list[str]:
+    """The program text of ``python -c PROGRAM`` (Linux: from /proc/self/cmdline)."""
+    if not sys.argv or sys.argv[0] != "-c":
+        return []
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return []
+    for i, arg in enumerate(args[1:], start=1):
+        if arg == b"-c" and i + 1 < len(args):
+            return args[i + 1].decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    return []
+
+
+def _contains_code(code: CodeType, target: CodeType) -> bool:
+    if (code.co_code, code.co_name, code.co_firstlineno) == (target.co_code, target.co_name, target.co_firstlineno):
+        return True
+    return any(isinstance(c, CodeType) and _contains_code(c, target) for c in code.co_consts)
 
 
 def _parse(filename: str, lines: list[str]) -> ast.Module:

@@ -502,11 +502,34 @@ def test_unfingerprintable_input_names_it_and_suggests_ignore(project: Project) 
     assert "ok 0" in project.run("use.py").stdout
 
 
-def test_python_c_says_the_source_is_missing(project: Project) -> None:
-    code = "import statecache as sc\nwith sc.checkpoint('x'):\n    a = 1\n"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=subprocess_env(), capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "SourceNotFoundError" in proc.stderr and "python -c" in proc.stderr
+def test_python_c_keys_on_the_program_text(project: Project) -> None:
+    code = "import statecache as sc\nwith sc.checkpoint('x'):\n    a = {value}\nprint('a', a)\n"
+
+    def run(value: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code.format(value=value)], cwd=project.root, env=subprocess_env(), capture_output=True, text=True
+        )
+
+    first = run(1)
+    assert first.returncode == 0, first.stderr
+    assert "a 1" in first.stdout and "computing" in first.stderr
+    second = run(1)
+    assert "a 1" in second.stdout and "'x' restored" in second.stderr
+    changed = run(2)
+    assert "a 2" in changed.stdout and "code changed" in changed.stderr
+
+
+def test_exec_of_a_string_says_the_source_is_missing(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        exec("with sc.checkpoint('x'):\\n    a = 1\\n")
+        """,
+    )
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1
+    assert "SourceNotFoundError" in run.stderr and "exec()" in run.stderr
 
 
 def test_python_dash_m_module(project: Project) -> None:
