@@ -86,15 +86,21 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NOBODY = 65534
 
 
-def as_nobody() -> None:  # a preexec_fn
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+def drop_capabilities() -> None:  # a preexec_fn
+    """Empty the capability bounding set: the program exec'd next runs as uid 0 but with no
+    capabilities, so file permission bits bind it as they bind any user (root otherwise
+    ignores them). Same uid: the files the test made stay "owned by you"."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop = 24
+    for cap in range(64):
+        libc.prctl(pr_capbset_drop, cap, 0, 0, 0)  # EINVAL past the last capability: ignored
 
 
-def run_as_other_user(project_dir: Path, *args: str, env: dict[str, str] | None = None) -> Run:
-    """Run ``python args`` as an unprivileged user: ``nobody`` when we are root (root ignores
-    permission bits), else as ourselves (then the permission bits apply already)."""
+def run_unprivileged(project_dir: Path, *args: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``python args`` so that permission bits apply: as ourselves, or, when we are root,
+    with every capability dropped."""
     proc = subprocess.run(
         [sys.executable, *args],
         cwd=project_dir,
@@ -102,20 +108,9 @@ def run_as_other_user(project_dir: Path, *args: str, env: dict[str, str] | None 
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=as_nobody if IS_ROOT else None,
+        preexec_fn=drop_capabilities if IS_ROOT else None,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-@contextlib.contextmanager
-def shared_dir() -> Iterator[Path]:
-    """A directory that ``nobody`` can enter (pytest's tmp_path is private to its user)."""
-    path = Path(tempfile.mkdtemp(prefix="statecache-faults-"))
-    try:
-        path.chmod(0o755)
-        yield path
-    finally:
-        subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 @contextlib.contextmanager
