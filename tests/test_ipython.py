@@ -1,0 +1,150 @@
+"""The IPython terminal: an interactive session driven through a pseudo-terminal (pexpect), and
+``ipython -c``, each started twice as a user would; a marker file counts the body's runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+from conftest import subprocess_env
+
+
+class Session:
+    """An interactive ``ipython`` in a pseudo-terminal; ``cell`` types one cell at the prompt."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None):
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "IPython", "--simple-prompt", "--no-banner", "--colors=nocolor", "--no-confirm-exit"],
+            cwd=str(cwd),
+            env=subprocess_env(**(env or {})),
+            encoding="utf-8",
+            timeout=120,
+            dimensions=(50, 200),
+        )
+        self.transcript = ""
+        self._prompt()
+
+    def _prompt(self) -> str:
+        self.child.expect(r"In \[\d+\]: ")
+        out = self.child.before or ""
+        self.transcript += out
+        return out
+
+    def cell(self, *lines: str) -> str:
+        """Type a cell; returns what was shown up to the next prompt (echo included)."""
+        for line in lines:
+            self.child.sendline(line)
+        if len(lines) > 1:
+            self.child.sendline("")  # a blank line ends a multi-line cell
+            if lines[0].startswith("%%"):
+                self.child.sendline("")  # and a cell magic's body
+        return self._prompt().replace("\r\n", "\n")
+
+    def close(self) -> None:
+        self.child.sendline("exit")
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert self.child.exitstatus == 0, self.transcript
+
+
+def runs(marker: Path) -> int:
+    return marker.read_text().count("ran") if marker.exists() else 0
+
+
+def session(cwd: Path, factor: int = 1, env: dict[str, str] | None = None) -> dict[str, str]:
+    """One interactive session: a helper cell, an input cell, a %%checkpoint cell, a reader."""
+    s = Session(cwd, env)
+    shown = {"load": s.cell("%load_ext statecache")}
+    s.cell("def helper(x):", f"    return x + {factor}")
+    s.cell("n = 2")
+    shown["cell"] = s.cell(
+        "%%checkpoint terminal",
+        "open('marker', 'a').write('ran\\n')",
+        "y = helper(n)",
+        "print('computed', y)",
+        "y * 2",
+    )
+    shown["after"] = s.cell("print('after', y)")
+    shown["ls"] = s.cell("%statecache ls")
+    s.close()
+    return shown
+
+
+def test_terminal_session_cell_magic(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    first = session(tmp_path)
+    assert runs(marker) == 1
+    assert "statecache: 'terminal' computing (not cached yet)" in first["cell"]
+    assert "\ncomputed 3\n" in first["cell"] and "Out[4]: 6" in first["cell"]
+    assert "\nafter 3\n" in first["after"]
+    assert "terminal" in first["ls"] and "1 entry" in first["ls"]
+
+    second = session(tmp_path)
+    assert runs(marker) == 1, "the cell body ran again"
+    assert "statecache: 'terminal' restored" in second["cell"]
+    assert "\ncomputed 3\n" in second["cell"], "the printed output is replayed"
+    assert "Out[4]: 6" in second["cell"], "the cell's value is shown again"
+    assert "\nafter 3\n" in second["after"]
+
+    third = session(tmp_path, factor=10)  # the helper cell changed
+    assert runs(marker) == 2
+    assert "input 'helper' changed" in third["cell"]
+    assert "\nafter 12\n" in third["after"]
+
+    quiet = session(tmp_path, factor=10, env={"STATECACHE_QUIET": "1"})
+    assert runs(marker) == 2
+    assert "statecache:" not in quiet["cell"] and "\ncomputed 12\n" in quiet["cell"]
+
+
+def ipython_c(cwd: Path, code: str, *options: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", *options, "-c", code],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_ipython_c_with_checkpoint_and_cached_setup(tmp_path: Path) -> None:
+    code = """\
+import statecache
+
+def scale(x):
+    return 3 * x
+
+with statecache.checkpoint("block"):
+    open("marker", "a").write("ran\\n")
+    table = [scale(i) for i in range(3)]
+
+@statecache.cached_setup
+def load(n):
+    open("marker", "a").write("ran\\n")
+    return list(range(n))
+
+print("result", table, load(2))
+"""
+    first = ipython_c(tmp_path, code)
+    second = ipython_c(tmp_path, code)
+    assert "result [0, 3, 6] [0, 1]" in first.stdout and "result [0, 3, 6] [0, 1]" in second.stdout
+    assert runs(tmp_path / "marker") == 2, "each body ran once in all"
+    assert "'block' restored" in second.stderr and "'load' restored" in second.stderr
+    assert (tmp_path / ".statecache" / "block").is_dir()
+
+    ipython_c(tmp_path, code.replace("3 * x", "4 * x"))
+    assert runs(tmp_path / "marker") == 3, "a changed helper reruns the block, not the setup"
+
+
+def test_ipython_ext_option_and_c(tmp_path: Path) -> None:
+    code = "%%checkpoint oneshot\nopen('marker', 'a').write('ran\\n')\nz = 5\nprint('z is', z)\nz + 1"
+    for _ in range(2):
+        proc = ipython_c(tmp_path, code, "--ext", "statecache")
+        assert "z is 5" in proc.stdout and "6" in proc.stdout
+    assert runs(tmp_path / "marker") == 1
+    assert "'oneshot' restored" in proc.stderr

@@ -1,0 +1,334 @@
+"""Real notebooks executed by a real Jupyter kernel (nbclient + ipykernel), each run in a fresh
+kernel as after a restart: the second execution restores instead of running the cell (a marker
+file counts the runs), shows the same outputs, and runs again when the cell, an input or a
+helper cell changes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import subprocess_env
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+KERNEL = "statecache-test"
+
+
+@pytest.fixture(scope="session")
+def kernel_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A kernel spec that runs this test environment's Python (with this working tree on
+    PYTHONPATH through the environment each test passes)."""
+    root = tmp_path_factory.mktemp("kernels")
+    spec = root / KERNEL
+    spec.mkdir()
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "statecache tests",
+                "language": "python",
+            }
+        )
+    )
+    return [str(root)]
+
+
+class Notebook:
+    """A notebook file on disk, edited cell by cell and executed in a fresh kernel each time."""
+
+    def __init__(self, path: Path, kernel_dirs: list[str], cells: list[str]):
+        self.path = path
+        self.kernel_dirs = kernel_dirs
+        self.cells = list(cells)
+        self.save()
+
+    def save(self) -> None:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in self.cells])
+        nbformat.write(nb, self.path)
+
+    def edit(self, index: int, text: str) -> None:
+        self.cells[index] = text
+        self.save()
+
+    def run(
+        self,
+        *,
+        session_name: bool = True,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        allow_errors: bool = False,
+    ) -> Any:
+        nb = nbformat.read(self.path, as_version=4)
+        extra = dict(env or {})
+        if session_name:
+            extra["JPY_SESSION_NAME"] = str(self.path)  # what Jupyter sets for the kernel
+        km = KernelManager(
+            kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=self.kernel_dirs)
+        )
+        client = NotebookClient(nb, km=km, timeout=180, allow_errors=allow_errors)
+        client.execute(env=subprocess_env(**extra), cwd=str(cwd or self.path.parent))
+        return nb
+
+
+def streams(cell: Any, name: str) -> str:
+    return "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream" and o["name"] == name)
+
+
+def status(cell: Any) -> list[str]:
+    return [line for line in streams(cell, "stderr").splitlines() if line.startswith("statecache:")]
+
+
+def shown(cell: Any) -> dict[str, Any]:
+    """What the user sees in a cell, statecache's own status lines left out."""
+    stderr = [line for line in streams(cell, "stderr").splitlines() if not line.startswith("statecache:")]
+    return {
+        "stdout": streams(cell, "stdout"),
+        "stderr": stderr,
+        "display": [o["data"] for o in cell.outputs if o["output_type"] == "display_data"],
+        "result": [o["data"] for o in cell.outputs if o["output_type"] == "execute_result"],
+        "errors": [o["ename"] for o in cell.outputs if o["output_type"] == "error"],
+    }
+
+
+def runs(marker: Path) -> int:
+    return marker.read_text().count("ran") if marker.exists() else 0
+
+
+CELL = """\
+%%checkpoint data
+with open("marker", "a") as f:
+    f.write("ran\\n")
+values = [helper(i) for i in range(n)]
+total = sum(values)
+print("computed", values)
+print("a warning on stderr", file=sys.stderr)
+display(HTML("<b>bold</b>"))
+len(values)
+"""
+
+
+def base_cells(cell: str = CELL, n: int = 3, factor: int = 10) -> list[str]:
+    return [
+        "%load_ext statecache",
+        f"import sys\nfrom IPython.display import display, HTML\nn = {n}",
+        f"def helper(x):\n    return x * {factor}",
+        cell,
+        "print('after', values, total)",
+    ]
+
+
+def test_cell_magic_restores_state_and_replays_outputs(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    nb = Notebook(tmp_path / "analysis.ipynb", kernel_dirs, base_cells())
+    marker = tmp_path / "marker"
+
+    first = nb.run()
+    assert runs(marker) == 1
+    cell = first.cells[3]
+    assert any("'data' computing" in s for s in status(cell)), status(cell)
+    assert any("'data' saved" in s for s in status(cell)), status(cell)
+    seen = shown(cell)
+    assert seen["stdout"] == "computed [0, 10, 20]\n"
+    assert seen["stderr"] == ["a warning on stderr"]
+    assert [d["text/html"] for d in seen["display"]] == ["<b>bold</b>"]
+    assert [d["text/plain"] for d in seen["result"]] == ["3"]
+    assert streams(first.cells[4], "stdout") == "after [0, 10, 20] 30\n"
+
+    second = nb.run()  # a fresh kernel: a restart
+    assert runs(marker) == 1, "the cell body ran again"
+    cell = second.cells[3]
+    assert any("'data' restored" in s for s in status(cell)), status(cell)
+    assert shown(cell) == seen
+    assert streams(second.cells[4], "stdout") == "after [0, 10, 20] 30\n"
+    # beside the notebook, named after the cell
+    assert len(list((tmp_path / ".statecache" / "data").glob("*.sc"))) == 1
+
+
+def test_cell_magic_reruns_when_cell_input_or_helper_changes(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    nb = Notebook(tmp_path / "analysis.ipynb", kernel_dirs, base_cells())
+    marker = tmp_path / "marker"
+    nb.run()
+    assert runs(marker) == 1
+
+    nb.edit(2, "def helper(x):\n    return x * 100")  # the helper cell
+    out = nb.run()
+    assert runs(marker) == 2
+    assert streams(out.cells[4], "stdout") == "after [0, 100, 200] 300\n"
+    assert shown(out.cells[3])["stdout"] == "computed [0, 100, 200]\n"
+
+    nb.edit(1, "import sys\nfrom IPython.display import display, HTML\nn = 4")  # an input
+    out = nb.run()
+    assert runs(marker) == 3
+    assert any("input 'n' changed" in s for s in status(out.cells[3])), status(out.cells[3])
+    assert streams(out.cells[4], "stdout") == "after [0, 100, 200, 300] 600\n"
+
+    nb.edit(3, CELL.replace("total = sum(values)", "total = sum(values) + 1"))  # the cell
+    out = nb.run()
+    assert runs(marker) == 4
+    assert any("code changed" in s for s in status(out.cells[3])), status(out.cells[3])
+    assert streams(out.cells[4], "stdout") == "after [0, 100, 200, 300] 601\n"
+
+    # comments and blank lines are not a change
+    nb.edit(3, CELL.replace("total = sum(values)", "\n# one more\ntotal = sum(values) + 1  # note"))
+    out = nb.run()
+    assert runs(marker) == 4
+    assert any("'data' restored" in s for s in status(out.cells[3]))
+    assert streams(out.cells[4], "stdout") == "after [0, 100, 200, 300] 601\n"
+
+    # back to the first helper: that version is still cached
+    nb.edit(2, "def helper(x):\n    return x * 10")
+    nb.edit(3, CELL)
+    nb.edit(1, "import sys\nfrom IPython.display import display, HTML\nn = 3")
+    out = nb.run()
+    assert runs(marker) == 4
+    assert streams(out.cells[4], "stdout") == "after [0, 10, 20] 30\n"
+
+
+def test_helper_reading_a_global_of_another_cell(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """A helper's own inputs count too: the global it reads, defined in yet another cell."""
+    cells = [
+        "%load_ext statecache",
+        "SCALE = 2",
+        "def helper(x):\n    return x * SCALE",
+        '%%checkpoint scaled\nopen("marker", "a").write("ran\\n")\nresult = helper(21)',
+        "print(result)",
+    ]
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    marker = tmp_path / "marker"
+    assert streams(nb.run().cells[4], "stdout") == "42\n"
+    assert streams(nb.run().cells[4], "stdout") == "42\n"
+    assert runs(marker) == 1
+    nb.edit(1, "SCALE = 3")
+    assert streams(nb.run().cells[4], "stdout") == "63\n"
+    assert runs(marker) == 2
+
+
+def test_mutated_inputs_deleted_names_and_failing_cells(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        "items = [1, 2]\ntmp = 'scratch'",
+        '%%checkpoint grow\nopen("marker", "a").write("ran\\n")\nitems.append(3)\ndel tmp\ndone = True',
+        "print(items, done, 'tmp' in dir())",
+        "%%checkpoint fails\nopen('marker-fails', 'a').write('ran\\n')\nraise ValueError('boom')",
+    ]
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    marker = tmp_path / "marker"
+    for _ in range(2):
+        out = nb.run(allow_errors=True)
+        assert streams(out.cells[3], "stdout") == "[1, 2, 3] True False\n"
+        assert shown(out.cells[4])["errors"] == ["ValueError"]
+    assert runs(marker) == 1
+    assert runs(tmp_path / "marker-fails") == 2, "a failing cell is never cached"
+    assert not (tmp_path / ".statecache" / "fails").exists() or not list(
+        (tmp_path / ".statecache" / "fails").glob("*.sc")
+    )
+
+
+def test_with_checkpoint_and_cached_setup_in_cells(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """Plain ``with checkpoint`` and ``@cached_setup`` in cells: the cache sits beside the
+    notebook (from JPY_SESSION_NAME) even when the kernel runs elsewhere, and keys survive a
+    kernel restart (ipykernel names cell files after its pid)."""
+    cells = [
+        "import statecache\nfactor = 5",
+        "def scale(x):\n    return x * factor",
+        "with statecache.checkpoint('features'):\n"
+        "    open('marker', 'a').write('features\\n')\n"
+        "    feats = [scale(i) for i in range(4)]",
+        "@statecache.cached_setup\n"
+        "def load(n):\n"
+        "    global loaded_at\n"
+        "    open('marker', 'a').write('load\\n')\n"
+        "    loaded_at = 'first'\n"
+        "    return list(range(n))\n"
+        "data = load(3)",
+        "print(feats, data, loaded_at)",
+    ]
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    elsewhere = tmp_path / "kernel-cwd"
+    elsewhere.mkdir()
+    nb = Notebook(nbdir / "work.ipynb", kernel_dirs, cells)
+    marker = elsewhere / "marker"  # relative paths resolve in the kernel's working directory
+
+    for _ in range(2):
+        out = nb.run(cwd=elsewhere)
+        assert streams(out.cells[4], "stdout") == "[0, 5, 10, 15] [0, 1, 2] first\n"
+    assert marker.read_text() == "features\nload\n"
+    assert len(list((nbdir / ".statecache" / "features").glob("*.sc"))) == 1
+    assert len(list((nbdir / ".statecache" / "load").glob("*.sc"))) == 1
+    assert not (elsewhere / ".statecache").exists()
+
+    nb.edit(1, "def scale(x):\n    return x * factor + 1")  # helper cell changed
+    out = nb.run(cwd=elsewhere)
+    assert streams(out.cells[4], "stdout") == "[1, 6, 11, 16] [0, 1, 2] first\n"
+    assert marker.read_text() == "features\nload\nfeatures\n"
+
+
+def test_without_a_notebook_path_the_working_directory(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = ["%load_ext statecache", "%%checkpoint here\nx = 1"]
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    nb = Notebook(nbdir / "n.ipynb", kernel_dirs, cells)
+    nb.run(session_name=False, cwd=cwd)
+    assert list((cwd / ".statecache" / "here").glob("*.sc"))
+    assert not (nbdir / ".statecache").exists()
+
+
+def test_line_magic_quiet_force_and_duplicate_names(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        '%%checkpoint first\nopen("marker", "a").write("first\\n")\na = 1',
+        '%%checkpoint second --quiet\nopen("marker", "a").write("second\\n")\nb = 2',
+        "%statecache ls",
+        "%statecache clear first",
+        "%statecache ls --json",
+    ]
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    marker = tmp_path / "marker"
+    out = nb.run()
+    assert status(out.cells[1]) and not status(out.cells[2]), "--quiet prints no status line"
+    listing = streams(out.cells[3], "stdout")
+    assert "first" in listing and "second" in listing and "2 entries" in listing
+    assert "removed first/" in streams(out.cells[4], "stdout")
+    names = [e["name"] for e in json.loads(streams(out.cells[5], "stdout"))["entries"]]
+    assert names == ["second"]
+
+    out = nb.run(env={"STATECACHE_QUIET": "1"})
+    assert marker.read_text() == "first\nsecond\nfirst\n", "cleared: computed again; kept: restored"
+    assert not status(out.cells[1]) and not status(out.cells[2]), "STATECACHE_QUIET=1 is respected"
+
+    nb.edit(2, '%%checkpoint second --force\nopen("marker", "a").write("second\\n")\nb = 2')
+    nb.run()
+    assert marker.read_text().count("second") == 2, "--force recomputes"
+
+    # two cells of the (saved) notebook with one name: the second is refused
+    nb.edit(2, '%%checkpoint first\nopen("marker", "a").write("second\\n")\nb = 2')
+    out = nb.run(allow_errors=True)
+    errors = [o for o in out.cells[1].outputs if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "StateCacheError"
+    assert "cells 2, 3" in errors[0]["evalue"]
+
+
+def test_bad_magic_lines_are_usage_errors(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        "%%checkpoint\nx = 1",
+        "%%checkpoint ../escape\nx = 1",
+        "%%checkpoint ok --unknown\nx = 1",
+        "%statecache live x.py",
+    ]
+    out = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells).run(allow_errors=True)
+    usage = [c for c in out.cells[1:] if "UsageError:" in streams(c, "stderr")]
+    assert usage == [out.cells[1], out.cells[3], out.cells[4]], [c.outputs for c in out.cells]
+    assert "%%checkpoint NAME" in streams(out.cells[1], "stderr")  # the usage is shown
+    assert "unrecognized arguments: --unknown" in streams(out.cells[3], "stderr")
+    assert "unknown command 'live'" in streams(out.cells[4], "stderr")
+    assert shown(out.cells[2])["errors"] == ["InvalidNameError"]
+    assert not (tmp_path / ".statecache").exists()
