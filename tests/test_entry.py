@@ -3,6 +3,7 @@ the atomic write (temp file, mode 0600, clean-up on failure)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import xxhash
 
+from statecache import _entry
 from statecache._entry import (
     ENTRY_SUFFIX,
     FORMAT_VERSION,
@@ -47,6 +49,16 @@ def assert_same_array(a, b):
         assert np.array_equal(a, b)
     else:  # bit for bit, NaN payloads included
         assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def is_mapped(array):
+    """Whether ``array``'s memory is a memory map of the entry file."""
+    import mmap as mmap_module
+
+    base = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    return isinstance(getattr(base, "obj", None), mmap_module.mmap)
 
 
 def entry_regions(path):
@@ -121,7 +133,8 @@ def test_variable_order_is_kept(tmp_path):
     ],
 )
 @pytest.mark.parametrize("kind", ["random", "constant"])
-def test_numpy_dtypes(tmp_path, dtype, kind):
+@pytest.mark.parametrize("mmap", [False, True])
+def test_numpy_dtypes(tmp_path, dtype, kind, mmap):
     rng = np.random.default_rng(1)
     n = 300_000
     if kind == "random":
@@ -133,9 +146,15 @@ def test_numpy_dtypes(tmp_path, dtype, kind):
             a = rng.integers(0, 0x10000, n * 5, dtype=np.uint32).view("<U5")
     else:
         a = np.zeros(n, dtype=dtype)
-    _, _, state = roundtrip(tmp_path, {"a": a})
+    w, _, state = roundtrip(tmp_path, {"a": a}, mmap=mmap)
     assert_same_array(a, state["a"])
     assert state["a"].flags.writeable
+    # random bytes are stored raw (mapped when mmap=True), constant ones compressed (random
+    # bools and UCS-4 text below U+10000 are compressible too)
+    stored_raw = kind == "random" and dtype not in ("bool", "<U5")
+    assert (w.size >= a.nbytes) == stored_raw
+    # numpy pickles datetime64 arrays in-band (in the stream), so they are never mapped
+    assert is_mapped(state["a"]) == (mmap and stored_raw and dtype != "datetime64[ns]")
 
 
 def test_incompressible_buffer_stored_raw_and_compressible_one_compressed(tmp_path):
@@ -185,7 +204,8 @@ def test_array_layouts(tmp_path, mmap):
     assert got["strided"].flags.writeable
 
 
-def test_bytes_bytearray_memoryview(tmp_path):
+@pytest.mark.parametrize("mmap", [False, True])
+def test_bytes_bytearray_memoryview(tmp_path, mmap):
     rng = np.random.default_rng(4)
     state = {
         "small_bytes": b"abc",
@@ -195,7 +215,8 @@ def test_bytes_bytearray_memoryview(tmp_path):
         "small_bytearray": bytearray(b"xyz"),
         "memoryview": memoryview(b"hello world"),
     }
-    w, meta, got = roundtrip(tmp_path, state)
+    w, meta, got = roundtrip(tmp_path, state, mmap=mmap)
+    before = (tmp_path / f"e{ENTRY_SUFFIX}").read_bytes()
     assert got["small_bytes"] == b"abc"
     assert got["big_random_bytes"] == state["big_random_bytes"]
     assert got["big_zero_bytes"] == state["big_zero_bytes"]
@@ -204,6 +225,11 @@ def test_bytes_bytearray_memoryview(tmp_path):
     assert bytes(got["memoryview"]) == b"hello world"
     assert meta["pickler"] == "cloudpickle"  # plain pickle refuses memoryview
     assert w.size < 15 * MB  # the zero bytes were compressed
+    got["bytearray"][:4] = b"\0\0\0\0"  # a restored bytearray is the caller's own memory
+    got["bytearray"] += b"more"
+    assert (tmp_path / f"e{ENTRY_SUFFIX}").read_bytes() == before
+    _, again = read_entry(tmp_path / f"e{ENTRY_SUFFIX}", mmap=mmap)
+    assert again["bytearray"] == state["bytearray"]
 
 
 def test_many_small_objects_stream_over_several_chunks(tmp_path):
@@ -694,3 +720,154 @@ def test_fifo_under_an_entry_name_is_refused_without_hanging(tmp_path):
     os.mkfifo(path)
     with pytest.raises(EntryError, match="not a regular file"):
         read_entry(path)
+
+
+# ---------------------------------------------------------------- progress bar
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def progress_state():
+    rng = np.random.default_rng(12)
+    return {
+        "raw": rng.random(MB),  # 8 MB raw: two chunks
+        "zeros": np.zeros(MB),  # compressed
+        "objs": {i: (str(i), float(i)) for i in range(100_000)},  # stream over a chunk
+    }
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_progress_bar_on_a_terminal_once_past_the_delay_then_erased(tmp_path, monkeypatch, mmap):
+    term = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
+    monkeypatch.setattr(_entry._Progress, "INTERVAL", 0.0)
+    path = tmp_path / "e.sc"
+    write_entry(path, progress_state(), {"name": "features"})
+    out = term.getvalue()
+    assert "\rstatecache: saving 'features' [" in out
+    assert "100% " in out and "MB / " in out and "(syncing to disk)" in out
+    assert out.endswith("\r\x1b[K")  # the line is erased for the status line
+    assert "\n" not in out
+    term.seek(0)
+    term.truncate()
+    _, got = read_entry(path, mmap=mmap)
+    assert got["objs"][5] == ("5", 5.0)
+    out = term.getvalue()
+    assert "\rstatecache: restoring 'features' [" in out and "100% " in out
+    assert out.endswith("\r\x1b[K") and "\n" not in out
+
+
+def test_no_progress_bar_for_quick_work_pipes_quiet_or_when_disabled(tmp_path, monkeypatch):
+    path = tmp_path / "e.sc"
+    term = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    write_entry(path, progress_state(), {"name": "t"})  # well under the one-second delay
+    read_entry(path)
+    assert term.getvalue() == ""
+
+    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
+    write_entry(path, progress_state(), {"name": "t"}, progress=False)
+    read_entry(path, progress=False)
+    assert term.getvalue() == ""
+    monkeypatch.setenv("STATECACHE_QUIET", "1")
+    write_entry(path, progress_state(), {"name": "t"})
+    assert term.getvalue() == ""
+    monkeypatch.delenv("STATECACHE_QUIET")
+
+    pipe = io.StringIO()  # not a terminal: captured output, logs, CI
+    monkeypatch.setattr(sys, "stderr", pipe)
+    write_entry(path, progress_state(), {"name": "t"})
+    read_entry(path)
+    assert pipe.getvalue() == ""
+
+
+def test_progress_bar_on_a_broken_stderr_does_not_break_the_save(tmp_path, monkeypatch):
+    class Broken(FakeTerminal):
+        def write(self, text):
+            raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(sys, "stderr", Broken())
+    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
+    path = tmp_path / "e.sc"
+    write_entry(path, progress_state(), {"name": "t"})
+    _, got = read_entry(path)
+    assert got["objs"][7] == ("7", 7.0)
+
+
+# ---------------------------------------------------------------- through checkpoint
+
+
+MMAP_SCRIPT = """
+    import mmap
+    import numpy as np
+    import statecache as sc
+
+    def mapped(a):
+        while getattr(a, "base", None) is not None:
+            a = a.base
+        return isinstance(getattr(a, "obj", None), mmap.mmap)
+
+    with sc.checkpoint("weights", mmap={mmap}):
+        rng = np.random.default_rng(0)
+        w = rng.standard_normal(2_000_000).reshape(1000, 2000)  # 16 MB incompressible: raw
+        wf = np.asfortranarray(w[:, :500])
+        counts = np.zeros(1_000_000, dtype=np.int64)  # compressible
+        counts[::7] = 3
+    print("SUM", repr(float(w.sum())), repr(float(wf.sum())), int(counts.sum()))
+    print("MAPPED", mapped(w), mapped(wf), mapped(counts))
+    w[:] = 0.0  # a user writing into the restored arrays
+    wf[:] = 1.0
+    counts += 1
+    print("AFTER", float(w.sum()), float(wf.sum()))
+"""
+
+
+def _lines(run, tag):
+    return [line for line in run.stdout.splitlines() if line.startswith(tag)]
+
+
+def test_checkpoint_mmap_true_run_twice_maps_and_never_alters_the_entry(project):
+    project.write("job.py", MMAP_SCRIPT.replace("{mmap}", "True"))
+    first = project.run("job.py")
+    assert first.computed("weights")
+    [entry] = project.entries("weights")
+    before = entry.read_bytes()
+    (expected,) = _lines(first, "SUM")
+    assert _lines(first, "MAPPED") == ["MAPPED False False False"]  # computed: plain memory
+    for _ in range(2):
+        again = project.run("job.py")
+        assert again.hit("weights"), again.stderr
+        assert _lines(again, "SUM") == [expected]  # the writes of the run before did not stick
+        assert _lines(again, "MAPPED") == ["MAPPED True True False"]
+        assert _lines(again, "AFTER") == ["AFTER 0.0 500000.0"]
+        assert entry.read_bytes() == before
+    plain = project.run("job.py", env={"STATECACHE_MMAP": "0"})  # argument wins over the env
+    assert _lines(plain, "MAPPED") == ["MAPPED True True False"]
+
+
+def test_env_mmap_and_a_damaged_raw_section_is_a_miss_without_mmap(project):
+    project.write("job.py", MMAP_SCRIPT.replace("{mmap}", "None"))
+    first = project.run("job.py")
+    (expected,) = _lines(first, "SUM")
+    [entry] = project.entries("weights")
+    mapped = project.run("job.py", env={"STATECACHE_MMAP": "1"})
+    assert mapped.hit("weights") and _lines(mapped, "MAPPED") == ["MAPPED True True False"]
+    plain = project.run("job.py")
+    assert plain.hit("weights") and _lines(plain, "MAPPED") == ["MAPPED False False False"]
+    assert _lines(plain, "SUM") == [expected]
+
+    with _Reader(entry) as reader:  # flip one byte in the middle of the biggest raw section
+        reader.read_table()
+        raw = max(
+            (s for s in reader.sections[1:] if s.all_raw), key=lambda s: s.raw_len
+        )
+    flip(entry, raw.offset + raw.stored_len // 2)
+    damaged = project.run("job.py")
+    assert damaged.computed("weights") and not damaged.hit("weights")
+    assert "checksum" in damaged.stderr and "ignoring the cache entry" in damaged.stderr
+    assert _lines(damaged, "SUM") == [expected]
+    assert project.run("job.py").hit("weights")  # the recomputed entry replaced it
