@@ -6,13 +6,14 @@ helper cell changes."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-from conftest import subprocess_env
+from conftest import REPO, subprocess_env
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
@@ -56,24 +57,29 @@ class Notebook:
         self.cells[index] = text
         self.save()
 
-    def run(
-        self,
-        *,
-        session_name: bool = True,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-        allow_errors: bool = False,
-    ) -> Any:
-        nb = nbformat.read(self.path, as_version=4)
-        extra = dict(env or {})
-        if session_name:
-            extra["JPY_SESSION_NAME"] = str(self.path)  # what Jupyter sets for the kernel
-        km = KernelManager(
-            kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=self.kernel_dirs)
-        )
-        client = NotebookClient(nb, km=km, timeout=180, allow_errors=allow_errors)
-        client.execute(env=subprocess_env(**extra), cwd=str(cwd or self.path.parent))
-        return nb
+    def run(self, **options: Any) -> Any:
+        return execute(self.path, self.kernel_dirs, **options)
+
+
+def execute(
+    path: Path,
+    kernel_dirs: list[str],
+    *,
+    session_name: bool = True,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    allow_errors: bool = False,
+) -> Any:
+    """Execute a notebook file in a new kernel, as Jupyter would (JPY_SESSION_NAME set to its
+    path unless ``session_name`` is false); returns the executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    extra = dict(env or {})
+    if session_name:
+        extra["JPY_SESSION_NAME"] = str(path)
+    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs))
+    client = NotebookClient(nb, km=km, timeout=180, allow_errors=allow_errors)
+    client.execute(env=subprocess_env(**extra), cwd=str(cwd or path.parent))
+    return nb
 
 
 def streams(cell: Any, name: str) -> str:
@@ -332,3 +338,19 @@ def test_bad_magic_lines_are_usage_errors(tmp_path: Path, kernel_dirs: list[str]
     assert "unknown command 'live'" in streams(out.cells[4], "stderr")
     assert shown(out.cells[2])["errors"] == ["InvalidNameError"]
     assert not (tmp_path / ".statecache").exists()
+
+
+def test_example_notebook_runs_and_restores(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    path = tmp_path / "notebook.ipynb"
+    shutil.copy(REPO / "examples" / "notebook.ipynb", path)
+    first = execute(path, kernel_dirs)
+    second = execute(path, kernel_dirs)
+    code = [i for i, c in enumerate(first.cells) if c.cell_type == "code"]
+    statuses = [line for i in code for line in status(second.cells[i])]
+    assert any("'corpus' restored" in s for s in statuses), statuses
+    assert any("'index' restored" in s for s in statuses), statuses
+    assert not any("computing" in s for s in statuses), statuses
+    for i in code[:-1]:  # the last one lists the cache: its "last used" column moves on
+        assert shown(second.cells[i]) == shown(first.cells[i])
+    assert "200000 documents" in "".join(streams(first.cells[i], "stdout") for i in code)
+    assert "corpus" in streams(second.cells[code[-1]], "stdout")
