@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import Any, TypeVar, overload
 
-from . import _files
+from . import _files, _rng
 from ._config import (
     env_dir,
     env_flag,
@@ -212,6 +212,7 @@ class _Cached:
         self.components: dict[str, Any] = {}
         self.lock: Any = None
         self.recorder: _files.FileRecorder | None = None
+        self.rng_before: dict[str, Any] = {}
         self.started = 0.0
         self.reason = ""
 
@@ -301,6 +302,10 @@ class _Cached:
             if changed:
                 self.reason = changed
                 return None
+        changed = _rng.changed(meta.get("rng", {}))
+        if changed:
+            self.reason = changed
+            return None
         self.store.touch(path)
         seconds = time.perf_counter() - started
         size = meta.get("state_size", os.path.getsize(path))
@@ -316,17 +321,19 @@ class _Cached:
     def start_computing(self) -> None:
         _status(self.settings, f"'{self.name}' computing ({self.reason})")
         self.recorder = _files.FileRecorder().__enter__()
+        self.rng_before = _rng.capture()
         self.started = time.perf_counter()
 
     def finish(self, state: dict[str, Any] | None, extra_meta: dict[str, Any]) -> None:
         """Save ``state`` (None: the computation failed, save nothing) and release the lock."""
         compute_seconds = time.perf_counter() - self.started
+        rng = _rng.records(self.rng_before, _rng.capture()) if state is not None else {}
         try:
             if self.recorder is not None:
                 self.recorder.__exit__(None, None, None)
             if state is None or self.store is None:
                 return
-            self._save(state, extra_meta, compute_seconds)
+            self._save(state, {**extra_meta, "rng": rng}, compute_seconds)
         finally:
             self.release()
 
@@ -481,6 +488,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             assert self._frame is not None
             meta, state = self._restore_on_skip
             self._write_back(self._frame, state, meta.get("unbound", []))
+            _rng.restore(meta.get("rng", {}))
             self._frame = None
             return True
         if mode == "compute":
@@ -652,8 +660,9 @@ def cached_setup(
             }
             found = cached.lookup(components)
             if found is not None:
-                _, state = found
+                meta, state = found
                 fn.__globals__.update({k: v for k, v in state.items() if k != _RETURN})
+                _rng.restore(meta.get("rng", {}))
                 return state[_RETURN]
             cached.start_computing()
             try:

@@ -126,6 +126,12 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
             f"{what} at {where}: put the body of the 'with' block on its own lines "
             "(it cannot be skipped when it shares the line of the 'with')"
         )
+    escape = _escape(node.body)
+    if escape:
+        raise StateCacheError(
+            f"{what} at {where}: the body contains '{escape}', which a cache hit cannot replay "
+            "(the body is skipped); move it after the block"
+        )
     assigned, inputs = analyse_names(node.body)
     block = Block(
         filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs), checkpoint_names_in(tree)
@@ -143,6 +149,36 @@ def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | No
             if node.lineno <= lineno <= header_end and (best is None or node.lineno >= best.lineno):
                 best = node
     return best
+
+
+def _escape(body: list[ast.stmt]) -> str | None:
+    """The first return/yield/break/continue that would leave the body early (None if none)."""
+
+    def visit(node: ast.AST, in_loop: bool) -> str | None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            return None
+        if isinstance(node, ast.Return):
+            return "return"
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return "yield"
+        if isinstance(node, (ast.Break, ast.Continue)) and not in_loop:
+            return "break" if isinstance(node, ast.Break) else "continue"
+        loop = isinstance(node, (ast.For, ast.AsyncFor, ast.While))
+        for field_name, value in ast.iter_fields(node):
+            children = value if isinstance(value, list) else [value]
+            for child in children:
+                if isinstance(child, ast.AST):
+                    # a loop's else: clause is outside the loop for break/continue
+                    found = visit(child, in_loop or (loop and field_name == "body"))
+                    if found:
+                        return found
+        return None
+
+    for stmt in body:
+        found = visit(stmt, False)
+        if found:
+            return found
+    return None
 
 
 def checkpoint_names_in(tree: ast.AST) -> dict[str, list[int]]:

@@ -653,3 +653,86 @@ def test_ignore_also_covers_globals_read_by_helpers(project: Project) -> None:
     project.write("script.py", script.format(extra=", ignore=['LOCK']"))
     assert "value 5" in project.run("script.py").stdout
     assert project.run("script.py").hit("locked-helper")
+
+
+RNG_SCRIPT = """
+import random
+import sys
+import numpy as np
+import statecache as sc
+random.seed(int(sys.argv[1]))
+np.random.seed(int(sys.argv[1]))
+with sc.checkpoint("sample"):
+    open('runs.log', 'a').write('sample\\n')
+    picks = [random.random() for _ in range(3)]
+    noise = np.random.rand(3)
+after = (random.random(), float(np.random.rand()))
+print("values", picks, noise.tolist(), after)
+"""
+
+
+def test_the_seed_of_a_global_generator_is_an_input_and_its_state_an_output(project: Project) -> None:
+    project.write("script.py", RNG_SCRIPT)
+    first = project.run("script.py", "0").stdout
+    second = project.run("script.py", "0")
+    # the restored run continues the random streams exactly where the computed run left them
+    assert second.hit("sample") and second.stdout == first
+    reseeded = project.run("script.py", "1")
+    assert not reseeded.hit("sample") and "random state" in reseeded.stderr
+    assert reseeded.stdout != first
+    assert runs(project, "sample") == 2
+
+
+def test_a_block_that_uses_no_randomness_ignores_the_generators(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import random
+        import statecache as sc
+        random.random()  # unseeded: another state on every run
+        with sc.checkpoint("plain"):
+            x = 1
+        print("x", x)
+        """,
+    )
+    project.run("script.py")
+    assert project.run("script.py").hit("plain")
+
+
+@pytest.mark.parametrize(
+    ("body", "word"),
+    [("return 1", "return"), ("if x: break", "break"), ("yield 1", "yield")],
+)
+def test_a_body_that_leaves_early_is_refused(project: Project, body: str, word: str) -> None:
+    project.write(
+        "script.py",
+        f"""
+        import statecache as sc
+        def f():
+            for _ in range(1):
+                with sc.checkpoint("early"):
+                    x = 1
+                    {body}
+        list(f()) if "{word}" == "yield" else f()
+        """,
+    )
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and f"contains '{word}'" in run.stderr
+
+
+def test_loops_inside_the_body_may_break(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        with sc.checkpoint("loop"):
+            found = None
+            for i in range(10):
+                if i * i > 20:
+                    found = i
+                    break
+        print("found", found)
+        """,
+    )
+    assert "found 5" in project.run("script.py").stdout
+    assert project.run("script.py").hit("loop")
