@@ -146,6 +146,12 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists (a process of another user counts as alive)."""
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there, not probe
+        try:
+            import psutil
+        except ImportError:
+            return True  # cannot tell: keep the file
+        return bool(psutil.pid_exists(pid))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
