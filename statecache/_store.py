@@ -95,7 +95,7 @@ class Store:
         if os.path.islink(directory):
             raise OSError(f"{directory} is a symbolic link; statecache does not write through links")
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        return FileLock(self.entry_path(name, key) + ".lock")
+        return FileLock(self.entry_path(name, key) + ".lock", mode=0o600)  # private, whatever the umask
 
     def versions(self, name: str) -> list[tuple[str, dict[str, Any]]]:
         """(path, metadata) of every readable entry of ``name``, newest first."""
