@@ -27,6 +27,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from . import _rng
 from ._checkpoint import (
     _Cached,
     _env_component,
@@ -328,7 +329,8 @@ class StatecacheMagics(Magics):
         from ._fingerprint import Fingerprinter, ast_digest
 
         try:
-            input_fps = _fingerprint_inputs(Fingerprinter(), values, lambda n: n, context)
+            fp = Fingerprinter(ignore=opts.ignore)
+            input_fps = _fingerprint_inputs(fp, values, lambda n: n, context)
         except FingerprintError as exc:
             raise FingerprintError(
                 f"{exc}\n(in a %%checkpoint cell, leave an input out with --ignore NAME)"
@@ -349,6 +351,7 @@ class StatecacheMagics(Magics):
             for gone in meta.get("unbound", []):
                 if gone not in state:
                     namespace.pop(gone, None)
+            _rng.restore(meta.get("rng", {}))
             return replay(shell, meta.get(OUTPUTS_META, []))
         cached.start_computing()
         recorder = _Recorder(shell)
@@ -357,7 +360,7 @@ class StatecacheMagics(Magics):
         except BaseException:
             cached.finish(None, {})
             raise
-        state, unbound = self._collect(assigned, values, input_fps)
+        state, unbound = self._collect(assigned, values, input_fps, opts.ignore)
         cached.finish(state, {"unbound": unbound, OUTPUTS_META: recorder.events, "cell": label})
         return value
 
@@ -406,7 +409,11 @@ class StatecacheMagics(Magics):
         return values
 
     def _collect(
-        self, assigned: list[str], values: dict[str, Any], input_fps: dict[str, str]
+        self,
+        assigned: list[str],
+        values: dict[str, Any],
+        input_fps: dict[str, str],
+        ignore: tuple[str, ...],
     ) -> tuple[dict[str, Any], list[str]]:
         """What the cell bound, plus inputs it mutated in place; and the names it unbound."""
         from ._fingerprint import Fingerprinter
@@ -415,7 +422,7 @@ class StatecacheMagics(Magics):
         namespace = self.shell.user_ns
         state = {n: namespace[n] for n in assigned if n in namespace}
         unbound = [n for n in assigned if n not in namespace]
-        fp = Fingerprinter()
+        fp = Fingerprinter(ignore=ignore)
         for name, before in input_fps.items():
             if name in state:
                 continue

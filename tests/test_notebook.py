@@ -354,3 +354,47 @@ def test_example_notebook_runs_and_restores(tmp_path: Path, kernel_dirs: list[st
         assert shown(second.cells[i]) == shown(first.cells[i])
     assert "200000 documents" in "".join(streams(first.cells[i], "stdout") for i in code)
     assert "corpus" in streams(second.cells[code[-1]], "stdout")
+
+
+def test_definitions_files_ignore_mmap_and_random_state(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """Functions and classes defined in a cached cell come back after a restart; data files
+    the cell reads and --files globs are in the key; --ignore leaves an input out; the global
+    random generator continues after a restored cell as after a computed one; --mmap restores."""
+    cells = [
+        "%load_ext statecache",
+        "import os, random\nimport numpy as np\nrandom.seed(1)\nstamp = os.getpid()  # differs per kernel",
+        "%%checkpoint data --files '*.csv' --ignore stamp --mmap\n"
+        "open('marker', 'a').write('ran\\n')\n"
+        "text = open('input.txt').read()\n"
+        "arr = np.arange(100_000) * len(text)\n"
+        "first = random.random()\n"
+        "seen_stamp = stamp is not None\n"
+        "def shout(s):\n"
+        "    return s.upper()\n"
+        "class Box:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n"
+        "box = Box(text.strip())",
+        "print(shout(box.v), int(arr[-1]), type(box).__name__, seen_stamp, first, random.random())",
+    ]
+    (tmp_path / "input.txt").write_text("abc\n")
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    marker = tmp_path / "marker"
+
+    def line() -> str:
+        return streams(nb.run().cells[3], "stdout")
+
+    computed = line()
+    assert computed.startswith("ABC 399996 Box True 0.134")
+    assert line() == computed, "restored: same values, same random numbers after the cell"
+    assert runs(marker) == 1
+
+    (tmp_path / "input.txt").write_text("xyz\n")  # same size, new content
+    assert line().startswith("XYZ 399996 Box True")
+    assert runs(marker) == 2
+
+    (tmp_path / "extra.csv").write_text("1,2\n")  # a new file matching --files
+    line()
+    assert runs(marker) == 3
+    line()
+    assert runs(marker) == 3
