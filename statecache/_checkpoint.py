@@ -70,11 +70,26 @@ class _Settings:
             self.max_size = parse_size(max_size, "max_size")
         else:
             self.max_size = int(max_size)
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise ConfigError(
+                f"cache_dir must be a directory path (a str or pathlib.Path), got {cache_dir!r} "
+                f"({type(cache_dir).__name__}); pass e.g. cache_dir='.statecache' or leave it out"
+            )
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else env_dir()
+        if isinstance(self.cache_dir, bytes):
+            self.cache_dir = os.fsdecode(self.cache_dir)
 
 
 def _as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
-    items = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        items: tuple = (value,)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise ConfigError(
+                f"{what} must be a name or a list of names (e.g. {what}=['logger']), got {value!r}"
+            ) from None
     for item in items:
         if not isinstance(item, str):
             raise ConfigError(f"{what} must be a name or a list of names, got {item!r}")

@@ -1,0 +1,220 @@
+"""Input that is wrong, not hostile: garbage settings, a cache directory that is a file, inputs
+that cannot be fingerprinted, a state of no variables, a state bigger than the free disk. Each
+gets a message that names the problem and the fix, and nothing worse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Project, subprocess_env
+from faults._util import tiny_tmpfs
+
+SCRIPT = """
+import statecache as sc
+
+with sc.checkpoint("data"):
+    values = [1, 2, 3]
+print("VALUES", values)
+"""
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "StateCacheWarning" in line]
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fix"),
+    [
+        ("STATECACHE_DISABLE", "maybe", "set it to 1 or 0"),
+        ("STATECACHE_DISABLE", "2", "set it to 1 or 0"),
+        ("STATECACHE_QUIET", "loud", "set it to 1 or 0"),
+        ("STATECACHE_MMAP", "sometimes", "set it to 1 or 0"),
+        ("STATECACHE_REFRESH", "../etc", "comma list of checkpoint names"),
+        ("STATECACHE_REFRESH", "a b", "comma list of checkpoint names"),
+        ("STATECACHE_MAX_SIZE", "lots", "500M or 20G"),
+        ("STATECACHE_MAX_SIZE", "-5G", "500M or 20G"),
+        ("STATECACHE_MAX_SIZE", "1.5X", "500M or 20G"),
+    ],
+)
+def test_garbage_environment_values(project: Project, var: str, value: str, fix: str) -> None:
+    project.write("script.py", SCRIPT)
+    run = project.run("script.py", env={var: value}, check=False)
+    assert run.returncode == 1 and "VALUES" not in run.stdout
+    message = last_line(run.stderr)
+    assert message.startswith("statecache._errors.ConfigError: "), message
+    assert f"{var}={value!r}" in message and fix in message, message
+    assert "script.py" in run.stderr  # the traceback points at the user's line
+    cli = subprocess.run([sys.executable, "-m", "statecache", "ls", "--dir", str(project.cache)],
+                         capture_output=True, text=True, env=subprocess_env(**{var: value}), cwd=REPO)
+    assert "Traceback" not in cli.stderr, cli.stderr  # the command line: one line, exit 0 or 2
+    assert cli.returncode in (0, 2)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "0", "off", "no"])
+def test_empty_or_off_values_mean_unset(project: Project, value: str) -> None:
+    project.write("script.py", SCRIPT)
+    env = {v: value for v in ("STATECACHE_DISABLE", "STATECACHE_QUIET", "STATECACHE_REFRESH", "STATECACHE_MMAP")}
+    project.run("script.py", env=env)
+    assert project.run("script.py", env=env).hit("data")
+
+
+@pytest.mark.parametrize("how", ["argument", "environment", "below a file"])
+def test_cache_dir_that_is_a_file(project: Project, how: str) -> None:
+    project.write("data.txt", "a data file, not a directory\n")
+    target = "data.txt" if how != "below a file" else "data.txt/cache"
+    if how == "argument":
+        project.write("script.py", SCRIPT.replace('checkpoint("data")', f'checkpoint("data", cache_dir={target!r})'))
+        env = {}
+    else:
+        project.write("script.py", SCRIPT)
+        env = {"STATECACHE_DIR": str(project.root / target)}
+    run = project.run("script.py", env=env)
+    assert "VALUES [1, 2, 3]" in run.stdout
+    [warning] = warnings_in(run.stderr)
+    assert "cannot use the cache directory" in warning and "data.txt" in warning
+    assert "not a directory" in warning.lower()
+    assert "Set STATECACHE_DIR or cache_dir= to a writable directory" in warning
+    assert (project.root / "data.txt").read_text() == "a data file, not a directory\n"
+
+
+@pytest.mark.parametrize(
+    ("argument", "says"),
+    [
+        ("cache_dir=123", "cache_dir must be a directory path"),
+        ("ignore=5", "ignore must be a name or a list of names"),
+        ("ignore=[1]", "ignore must be a name or a list of names"),
+        ("files=3.5", "files must be a name or a list of names"),
+        ("max_size='lots'", "invalid max_size 'lots'"),
+    ],
+)
+def test_wrong_argument_types(project: Project, argument: str, says: str) -> None:
+    project.write("script.py", SCRIPT.replace('checkpoint("data")', f'checkpoint("data", {argument})'))
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1
+    message = last_line(run.stderr)
+    assert "ConfigError" in message and says in message, message
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        ("(i for i in range(3))", "generator"),
+        ("open(__file__)", "TextIOWrapper"),
+        ("threading.Lock()", "lock"),
+        ("socket.socket()", "socket"),
+        ("sys._getframe()", "frame"),
+    ],
+)
+def test_input_that_cannot_be_fingerprinted(project: Project, make: str, kind: str) -> None:
+    body = f"""
+    import socket
+    import sys
+    import threading
+
+    import statecache as sc
+
+    thing = {make}
+    with sc.checkpoint("uses_thing"{{extra}}):
+        description = type(thing).__name__
+    print("DESCRIPTION", description)
+    """
+    project.write("script.py", textwrap.dedent(body).format(extra=""))
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1
+    message = last_line(run.stderr)
+    assert "FingerprintError" in message and "'thing'" in message and kind in message, message
+    assert "ignore=['thing']" in message and "uses_thing" in message
+    project.write("script.py", textwrap.dedent(body).format(extra=", ignore=['thing']"))
+    assert "DESCRIPTION" in project.run("script.py").stdout
+    assert project.run("script.py").hit("uses_thing")
+
+
+def test_unhashable_argument_of_cached_setup(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import threading
+
+        import statecache as sc
+
+        @sc.cached_setup
+        def load(n, lock):
+            return list(range(n))
+
+        print("LOADED", len(load(5, threading.Lock())))
+        """,
+    )
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1
+    message = last_line(run.stderr)
+    assert "argument 'lock'" in message and "ignore=" in message, message
+
+
+def test_state_of_no_variables(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+
+        with sc.checkpoint("nothing"):
+            print("BODY RAN")
+
+        @sc.cached_setup
+        def setup():
+            pass
+
+        print("RESULT", setup())
+        """,
+    )
+    first = project.run("script.py")
+    assert "BODY RAN" in first.stdout and "RESULT None" in first.stdout
+    assert warnings_in(first.stderr) == []
+    second = project.run("script.py")
+    assert second.hit("nothing") and second.hit("setup")
+    assert "BODY RAN" not in second.stdout and "RESULT None" in second.stdout
+
+
+def test_state_bigger_than_the_free_disk(project: Project) -> None:
+    with tiny_tmpfs("1m") as mount:
+        if mount is None:
+            pytest.skip("mounting a tmpfs is not permitted here; tests/faults/test_full_disk.py "
+                        "covers a save past the file size limit")
+        project.write(
+            "script.py",
+            """
+            import os
+
+            import statecache as sc
+
+            with sc.checkpoint("huge"):
+                blob = os.urandom(3 << 20)  # three times the free space
+            print("SIZE", len(blob))
+            """,
+        )
+        env = {"STATECACHE_DIR": str(mount)}
+        run = project.run("script.py", env=env)
+        assert run.returncode == 0 and f"SIZE {3 << 20}" in run.stdout
+        [warning] = warnings_in(run.stderr)
+        assert "'huge'" in warning and "No space left on device" in warning
+        assert "Free some space or point STATECACHE_DIR elsewhere" in warning
+        assert [p for p in mount.rglob("*") if p.is_file() and p.suffix in (".sc", ".tmp")] == []
+        free = os.statvfs(mount)
+        assert free.f_bavail * free.f_frsize > 900 << 10  # the space is given back
+
+
+def test_cache_dir_on_a_path_with_odd_characters(project: Project, tmp_path: Path) -> None:
+    odd = tmp_path / "dir with spaces, ünïcödé & $HOME"
+    project.write("script.py", SCRIPT)
+    env = {"STATECACHE_DIR": str(odd)}
+    project.run("script.py", env=env)
+    assert project.run("script.py", env=env).hit("data")
+    assert list(odd.glob("data/*.sc"))
