@@ -126,9 +126,22 @@ class _Recorder:
 
     def stream(self, kind: str, text: str) -> None:
         if self.events and self.events[-1]["type"] == kind:
-            self.events[-1]["text"] += text
+            self.events[-1]["parts"].append(text)
         elif text:
-            self.events.append({"type": kind, "text": text})
+            self.events.append({"type": kind, "parts": [text]})
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """The recorded outputs, as stored: stream text joined, each line reduced to what a
+        carriage return left visible (a progress bar's last state, not its every step)."""
+        out = []
+        for event in self.events:
+            if "parts" in event:
+                text = _visible("".join(event["parts"]))
+                if text:
+                    out.append({"type": event["type"], "text": text})
+            else:
+                out.append({k: v for k, v in event.items() if k != "display_id"})
+        return out
 
     def _display(self, data: Any, metadata: Any, transient: Any, update: bool) -> None:
         if not isinstance(data, dict):
@@ -213,6 +226,17 @@ class _Recorder:
             else:
                 setattr(pub, attr, self._saved[attr])
         sys.stdout, sys.stderr = self._saved["stdout"], self._saved["stderr"]
+
+
+def _visible(text: str) -> str:
+    """Each line as a terminal or notebook shows it after carriage returns overwrote it."""
+    if "\r" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        body = line[:-1] if line.endswith("\r") else line  # \r\n line ends
+        lines.append(body.rsplit("\r", 1)[-1])
+    return "\n".join(lines)
 
 
 class _Replayed:
@@ -361,7 +385,7 @@ class StatecacheMagics(Magics):
             cached.finish(None, {})
             raise
         state, unbound = self._collect(assigned, values, input_fps, opts.ignore)
-        cached.finish(state, {"unbound": unbound, OUTPUTS_META: recorder.events, "cell": label})
+        cached.finish(state, {"unbound": unbound, OUTPUTS_META: recorder.outputs(), "cell": label})
         return value
 
     def _run(self, tree: ast.Module, filename: str, recorder: _Recorder | None, quiet: bool) -> Any:

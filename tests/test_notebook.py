@@ -398,3 +398,18 @@ def test_definitions_files_ignore_mmap_and_random_state(tmp_path: Path, kernel_d
     assert runs(marker) == 3
     line()
     assert runs(marker) == 3
+
+
+def test_progress_output_replays_its_final_state(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        "%%checkpoint steps\nimport sys\nfor i in range(2000):\n"
+        "    print(f'\\rstep {i}', end='', file=sys.stderr)\nprint(file=sys.stderr)\nprint('done')",
+    ]
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    first = nb.run().cells[1]
+    assert "\rstep 1999\n" in streams(first, "stderr")
+    second = nb.run().cells[1]
+    assert any("'steps' restored" in s for s in status(second))
+    assert shown(second)["stderr"] == ["step 1999"], "the bar as it was left, not its 2000 steps"
+    assert shown(second)["stdout"] == "done\n"
