@@ -676,7 +676,7 @@ def test_clear_while_another_process_restores_gives_full_state_or_clean_miss(pro
     finally:
         stop.touch()
         _, err = clearer.communicate()
-    assert clearer.returncode == 0, err
+    assert clearer.returncode == 0, (err, outcomes)
     assert "cleared" in err
 
 
