@@ -289,6 +289,7 @@ class _Worker:
     def __init__(self, sock_path: str, path: str):
         self.sock_path = sock_path
         self.path = path
+        self.source = ""  # the source the state of this process was built from
         self.conn: socket.socket | None = None
         self.snapshot_pids: list[int] = []
 
@@ -364,6 +365,17 @@ class _Worker:
         try:
             plan = make_plan(msg["source"], path)
             start = msg["start"]
+            old_source, self.source = self.source, msg["source"]
+            if start and old_source and old_source != plan.source:
+                # unchanged statements may have moved (comment lines above them): make the
+                # functions they defined point at their new lines, for tracebacks and for
+                # checkpoints inside them, which find their source by line
+                _fix_lines(
+                    sys.modules["__main__"].__dict__,
+                    path,
+                    make_plan(old_source, path).stmts[:start],
+                    plan.stmts[:start],
+                )
             for f in msg.get("changed", []):
                 _forget_bytecode(f)
             import importlib
@@ -450,6 +462,76 @@ class _Worker:
 
 
 Worker_run_code = _Worker.run.__code__
+
+
+def _span(stmt: ast.stmt) -> tuple[int, int]:
+    decorators = getattr(stmt, "decorator_list", [])
+    first = min([stmt.lineno, *(d.lineno for d in decorators)])
+    return first, stmt.end_lineno or stmt.lineno
+
+
+def _shift_code(code: Any, delta: int) -> Any:
+    consts = tuple(
+        _shift_code(c, delta) if hasattr(c, "co_firstlineno") else c for c in code.co_consts
+    )
+    return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
+
+
+def _fix_lines(
+    namespace: dict[str, Any], path: str, old: list[ast.stmt], new: list[ast.stmt]
+) -> None:
+    """Shift the code of functions (and methods) defined by ``old`` statements to the lines
+    of the same statements in ``new``."""
+    import types
+
+    moves = []
+    for o, n in zip(old, new, strict=True):
+        (o_first, o_last), (n_first, _) = _span(o), _span(n)
+        if o_first != n_first:
+            moves.append((o_first, o_last, n_first - o_first))
+    if not moves:
+        return
+
+    def delta_for(line: int) -> int:
+        for first, last, delta in moves:
+            if first <= line <= last:
+                return delta
+        return 0
+
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int = 0) -> None:
+        if obj is None or id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            code = obj.__code__
+            if code.co_filename == path:
+                delta = delta_for(code.co_firstlineno)
+                if delta:
+                    obj.__code__ = _shift_code(code, delta)
+            visit(getattr(obj, "__wrapped__", None), depth + 1)
+        elif isinstance(obj, type):
+            if getattr(obj, "__module__", None) != "__main__":
+                return
+            first = getattr(obj, "__firstlineno__", None)  # 3.13: inspect.getsource(cls)
+            if isinstance(first, int) and delta_for(first):
+                try:
+                    obj.__firstlineno__ = first + delta_for(first)  # type: ignore[attr-defined]
+                except (AttributeError, TypeError):
+                    pass
+            for value in list(vars(obj).values()):
+                visit(value, depth + 1)
+        elif isinstance(obj, (staticmethod, classmethod)):
+            visit(obj.__func__, depth + 1)
+        elif isinstance(obj, property):
+            for f in (obj.fget, obj.fset, obj.fdel):
+                visit(f, depth + 1)
+        elif callable(obj) and hasattr(obj, "__wrapped__"):
+            visit(obj.__wrapped__, depth + 1)
+
+    for value in list(namespace.values()):
+        visit(value)
 
 
 def _forget_bytecode(filename: str) -> None:

@@ -335,3 +335,45 @@ def test_module_edit_of_comments_only_runs_nothing(project: Path) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+FUNCS = """\
+import statecache
+
+
+def check(x):
+    if x > 1:
+        raise ValueError("x too big: " + str(x))
+    return x
+
+
+with statecache.checkpoint("setup"):
+    data = [1, 2]
+print("tail", check(data[0]))
+"""
+
+
+def test_tracebacks_point_at_moved_lines(project: Path) -> None:
+    """A function defined before the snapshot, whose lines moved by a comment edit above it,
+    reports its new line numbers when the re-run (resumed after it) fails inside it."""
+    script = project / "script.py"
+    write(script, FUNCS)
+    child = spawn(project)
+    try:
+        child.expect("tail 1")
+        idle(child)
+        moved = "# one\n# two\n" + FUNCS
+        write(script, moved)
+        child.expect(r"no change in code")
+        write(script, moved.replace("check(data[0])", "check(data[1])"))
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect(r"line (\d+), in check\r\n +([^\r\n]*)\r\n")  # (pexpect: DOTALL)
+        # line 6 of FUNCS, two comment lines lower; the old line 6 holds 'return x'
+        assert child.match.group(1) == "8", repr(child.after)
+        assert child.match.group(2).startswith("raise ValueError"), repr(child.after)
+        child.expect("ValueError: x too big: 2")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
