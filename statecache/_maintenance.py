@@ -170,8 +170,10 @@ def remove_entry(
     "in use" (another process holds the lock: it is computing or writing that entry), "used
     just now" (with ``only_if_unused``: a hit touched it since the scan), or an OS error.
 
-    The lock file goes too (under the lock): filelock notices an unlinked lock file and retries,
-    so a process waiting on it is not fooled.
+    The lock file goes too (under the lock): filelock (3.20 and later) checks after ``flock``
+    that its lock file still has a name and retries otherwise, so a process that opened it just
+    before is not fooled. With an older filelock the worst case, in a window of microseconds, is two
+    processes computing the same entry; writes are atomic renames, so no entry is ever damaged.
     """
     import filelock
 
