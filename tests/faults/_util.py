@@ -4,6 +4,7 @@ helpers to find leftovers, to run as another user, to mount a tiny file system."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -133,3 +134,105 @@ def tiny_tmpfs(size: str = "1m", options: str = "") -> Iterator[Path | None]:
             subprocess.run(["umount", "-l", str(path)], check=False)
         with contextlib.suppress(OSError):
             path.rmdir()
+
+
+# A fork server: one interpreter that has imported numpy and statecache forks a fresh child per
+# run, which executes the script as ``python script.py`` would (``runpy`` as ``__main__``, its own
+# stdout/stderr files, its own environment). A run then costs a fork instead of an interpreter
+# start and a numpy import, so that hundreds of trials stay cheap. Nothing in the server touches
+# a cache: every child starts with statecache's per-process state empty.
+_SERVER = r"""
+import json, os, runpy, sys, traceback
+import numpy, statecache  # noqa: F401 - imported once, inherited by every child
+
+for line in sys.stdin:
+    req = json.loads(line)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for k, v in req["env"].items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            out = os.open(req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            err = os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            if req.get("prelude"):  # e.g. fault injection, set up before the script runs
+                with open(req["prelude"]) as f:
+                    exec(compile(f.read(), req["prelude"], "exec"), {"__name__": "prelude"})
+            sys.argv = [req["script"]]
+            try:
+                runpy.run_path(req["script"], run_name="__main__")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    print(json.dumps({"rc": rc}), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs scripts of one project directory in forked children of a warm interpreter."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None):
+        import itertools
+
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER], cwd=root, env=subprocess_env(**(env or {})),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.ids = itertools.count()
+
+    def start(self, script: str, env: dict[str, str | None] | None = None,
+              prelude: Path | None = None) -> tuple[int, Path, Path]:
+        """Start a run; returns (pid, stdout file, stderr file). Finish it with ``wait``.
+        ``prelude``: a Python file the child executes first (fault injection)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        n = next(self.ids)
+        out, err = self.root / f".run{n}.out", self.root / f".run{n}.err"
+        req = {"script": script, "env": env or {}, "out": str(out), "err": str(err),
+               "prelude": str(prelude) if prelude else None}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        return pid, out, err
+
+    def wait(self, out: Path, err: Path) -> Run:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, "the fork server died"
+        rc = json.loads(line)["rc"]
+        run = Run(rc, out.read_text(), err.read_text())
+        out.unlink()
+        err.unlink()
+        return run
+
+    def run(self, script: str, env: dict[str, str | None] | None = None,
+            prelude: Path | None = None) -> Run:
+        _, out, err = self.start(script, env, prelude)
+        return self.wait(out, err)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -10,27 +10,33 @@ Default run: 10 kill trials. ``pytest -m extended tests/faults/test_crash.py -s`
 from __future__ import annotations
 
 import collections
-import json
+import contextlib
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Project, subprocess_env
+from conftest import Project
 
 from statecache._entry import verify_entry
 
-from ._util import STATE_SCRIPT, cli, expected_digest, state_digest, temp_files, warnings_in
+from ._util import (
+    STATE_SCRIPT,
+    ForkServer,
+    cli,
+    expected_digest,
+    state_digest,
+    temp_files,
+    warnings_in,
+)
 
 SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
-# big enough that a save takes a while (about 40 MB: raw arrays, zstd chunks, a long stream)
-BIG = {"N_RAW": "2000000", "N_INT": "2000000", "N_OBJ": "50000"}
+# big enough that a save takes a while (about 20 MB: raw arrays, zstd chunks, a long stream)
+BIG = {"N_RAW": "1000000", "N_INT": "1000000", "N_OBJ": "20000"}
 
 
 def _entries_all_verify(cache: Path) -> int:
@@ -41,43 +47,37 @@ def _entries_all_verify(cache: Path) -> int:
     return len(entries)
 
 
-def _calibrate(project: Project) -> tuple[float, float]:
+def _wait_for_computing(err: Path) -> None:
+    while "computing" not in (err.read_text() if err.exists() else ""):
+        time.sleep(0.0005)
+
+
+def _calibrate(server: ForkServer, project: Project) -> tuple[float, float]:
     """(seconds from the 'computing' line to the end of the process, seconds of the save)."""
-    proc = subprocess.Popen(
-        [sys.executable, "state.py"], cwd=project.root, env=subprocess_env(**BIG),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "computing" in line:
-            break
+    pid, out, err = server.start("state.py", BIG)
+    _wait_for_computing(err)
     start = time.perf_counter()
-    _, err = proc.communicate(timeout=300)
+    run = server.wait(out, err)
     total = time.perf_counter() - start
-    assert proc.returncode == 0 and "saved" in err, err
+    assert run.returncode == 0 and "saved" in run.stderr, run.stderr
     shutil.rmtree(project.cache / "state")
-    save = float(err.split("saved", 1)[1].split(" in ", 1)[1].split(" s", 1)[0]) if " s (computed" in err else total / 2
+    save = float(run.stderr.split("saved", 1)[1].split(") in ", 1)[1].split()[0])
     return total, save
 
 
-def _kill_trial(project: Project, expected: str, rng: random.Random, total: float, save: float) -> str:
-    proc = subprocess.Popen(
-        [sys.executable, "state.py"], cwd=project.root, env=subprocess_env(**BIG),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "computing" in line:
-            break
+def _kill_trial(server: ForkServer, project: Project, expected: str, rng: random.Random,
+                total: float, save: float) -> str:
+    pid, out, err = server.start("state.py", BIG)
+    _wait_for_computing(err)
     if rng.random() < 0.4:  # any moment from the start of the computation to the end
         time.sleep(rng.uniform(0, total * 1.1))
     else:  # aimed at the write: once the temporary file exists (pickling comes before it)
-        while not temp_files(project.cache) and proc.poll() is None:
+        while not temp_files(project.cache) and not out.read_text():
             time.sleep(0.0005)
         time.sleep(rng.uniform(0, save / 3))
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=300)
-    killed = proc.returncode == -signal.SIGKILL
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    killed = server.wait(out, err).returncode == -signal.SIGKILL
     leftovers = temp_files(project.cache)
     complete = _entries_all_verify(project.cache)
     outcome = (
@@ -86,7 +86,7 @@ def _kill_trial(project: Project, expected: str, rng: random.Random, total: floa
         else "killed while writing" if leftovers
         else "killed before writing"
     )
-    run = project.run("state.py", env=BIG)
+    run = server.run("state.py", BIG)
     assert state_digest(run) == expected, run.stderr
     assert warnings_in(run.stderr) == [], run.stderr
     assert run.hit("state") == bool(complete), run.stderr
@@ -102,11 +102,12 @@ def _kill_trial(project: Project, expected: str, rng: random.Random, total: floa
 def _kill_trials(project: Project, trials: int) -> collections.Counter:
     project.write("state.py", textwrap.dedent(STATE_SCRIPT))
     expected = expected_digest(project, BIG)
-    total, save = _calibrate(project)
     rng = random.Random(SEED)
     outcomes: collections.Counter = collections.Counter()
-    for _ in range(trials):
-        outcomes[_kill_trial(project, expected, rng, total, save)] += 1
+    with ForkServer(project.root) as server:
+        total, save = _calibrate(server, project)
+        for _ in range(trials):
+            outcomes[_kill_trial(server, project, expected, rng, total, save)] += 1
     print(f"\nkill -9 trials: {trials}, {dict(outcomes)}; partial entries loaded: 0, wrong values: 0, temp files left after gc: 0")
     return outcomes
 
@@ -124,11 +125,12 @@ def test_kill_during_save_trials_extended(project: Project) -> None:
 
 # ---------------------------------------------------------------- in-process failure injection
 
-# Loaded at interpreter start (sitecustomize): wraps the os functions a save goes through. Only
-# calls made by statecache's entry writer count. FAULT=count logs the steps; FAULT=<n> makes the
-# n-th step raise OSError; FAULT=short makes every os.write write at most half of what it is given.
+# Run before the script (a prelude of the fork server): wraps the os functions a save goes
+# through. Only calls made by statecache's entry writer count. FAULT=count logs the steps to
+# FAULT_LOG; FAULT=<n> makes the n-th step raise OSError; FAULT=short makes every os.write write
+# at most half of what it is given.
 INJECT = r'''
-import errno, json, os, stat, sys
+import errno, os, stat, sys
 
 _mode = os.environ.get("FAULT", "")
 _steps = []
@@ -141,6 +143,9 @@ def _from_writer():
 
 def _step(kind):
     _steps.append(kind)
+    if _mode == "count":
+        with open(os.environ["FAULT_LOG"], "a") as log:
+            log.write(kind + "\n")
     if _mode.isdigit() and int(_mode) == len(_steps):
         code = _ERRNO[kind.split(":")[0]]
         raise OSError(code, os.strerror(code) + " (injected)")
@@ -166,57 +171,51 @@ _wrap("write", lambda fd, data: "write")
 _wrap("fchmod", lambda fd, mode: "fchmod")
 _wrap("fsync", _fsync_kind)
 _wrap("replace", lambda src, dst: "replace")
-
-if _mode == "count":
-    import atexit
-    atexit.register(lambda: open(os.environ["FAULT_LOG"], "w").write(json.dumps(_steps)))
 '''
 
 
-def _injecting_env(project: Project, mode: str, **extra: str) -> dict[str, str]:
-    inject = project.root / "inject"
-    if not inject.exists():
-        project.write("inject/sitecustomize.py", INJECT)
-    return {"PYTHONPATH": os.pathsep.join([str(inject), str(REPO)]), "FAULT": mode, **extra}
+def _prelude(project: Project) -> Path:
+    return project.write("inject.py", INJECT)
 
 
 def test_each_write_fsync_and_rename_step_failing_in_turn(project: Project) -> None:
     project.write("state.py", textwrap.dedent(STATE_SCRIPT))
     expected = expected_digest(project)
-    log = project.root / "steps.json"
-    counted = project.run("state.py", env=_injecting_env(project, "count", FAULT_LOG=str(log)))
-    assert state_digest(counted) == expected
-    steps = json.loads(log.read_text())
-    # a save: create the temp file, chmod, write (several), fsync it, rename, fsync the directory
-    assert steps[0] == "open" and steps[-2:] == ["replace", "fsync:dir"], steps
-    assert {"fchmod", "write", "fsync:file"} <= set(steps), steps
-    shutil.rmtree(project.cache / "state")
-    for n, kind in enumerate(steps, start=1):
-        run = project.run("state.py", env=_injecting_env(project, str(n)))
-        context = f"step {n} ({kind}) failing\n--- stderr\n{run.stderr}"
-        assert run.returncode == 0 and state_digest(run) == expected, context
-        assert temp_files(project.cache) == [], context
-        if kind == "fsync:dir":  # after the rename: the entry is complete and in place
-            assert "saved" in run.stderr and warnings_in(run.stderr) == [], context
-            assert len(project.entries("state")) == 1
-        else:
-            [warning] = warnings_in(run.stderr)
-            assert "'state'" in warning and "was not saved" in warning and "(injected)" in warning, context
-            assert "STATECACHE_DIR" in warning, context  # says what to do
-            assert project.entries("state") == [], context
-        again = project.run("state.py")
-        assert state_digest(again) == expected and warnings_in(again.stderr) == [], again.stderr
-        assert again.hit("state") == (kind == "fsync:dir")
-        assert project.run("state.py").hit("state")
+    log = project.root / "steps.log"
+    with ForkServer(project.root) as server:
+        counted = server.run("state.py", {"FAULT": "count", "FAULT_LOG": str(log)}, _prelude(project))
+        assert state_digest(counted) == expected, counted.stderr
+        steps = log.read_text().split()
+        # a save: create the temp file, chmod, write (several), fsync it, rename, fsync the dir
+        assert steps[0] == "open" and steps[-2:] == ["replace", "fsync:dir"], steps
+        assert {"fchmod", "write", "fsync:file"} <= set(steps), steps
         shutil.rmtree(project.cache / "state")
+        for n, kind in enumerate(steps, start=1):
+            run = server.run("state.py", {"FAULT": str(n)}, _prelude(project))
+            context = f"step {n} ({kind}) failing\n--- stderr\n{run.stderr}"
+            assert run.returncode == 0 and state_digest(run) == expected, context
+            assert temp_files(project.cache) == [], context
+            if kind == "fsync:dir":  # after the rename: the entry is complete and in place
+                assert "saved" in run.stderr and warnings_in(run.stderr) == [], context
+                assert len(project.entries("state")) == 1
+            else:
+                [warning] = warnings_in(run.stderr)
+                assert "'state'" in warning and "was not saved" in warning, context
+                assert "(injected)" in warning and "STATECACHE_DIR" in warning, context
+                assert project.entries("state") == [], context
+            again = server.run("state.py")
+            assert state_digest(again) == expected and warnings_in(again.stderr) == [], again.stderr
+            assert again.hit("state") == (kind == "fsync:dir")
+            shutil.rmtree(project.cache / "state")
 
 
 def test_short_writes_still_give_a_complete_entry(project: Project) -> None:
     """os.write may write less than it was given (signals, pipes, some file systems)."""
     project.write("state.py", textwrap.dedent(STATE_SCRIPT))
     expected = expected_digest(project)
-    run = project.run("state.py", env=_injecting_env(project, "short"))
-    assert state_digest(run) == expected and "saved" in run.stderr
-    assert _entries_all_verify(project.cache) == 1
-    again = project.run("state.py")
-    assert again.hit("state") and state_digest(again) == expected
+    with ForkServer(project.root) as server:
+        run = server.run("state.py", {"FAULT": "short"}, _prelude(project))
+        assert state_digest(run) == expected and "saved" in run.stderr
+        assert _entries_all_verify(project.cache) == 1
+        again = server.run("state.py")
+        assert again.hit("state") and state_digest(again) == expected
