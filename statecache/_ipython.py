@@ -342,10 +342,11 @@ class StatecacheMagics(Magics):
         notebook = notebook_path()
         label = f"cell In[{count}]" + (f" of {notebook}" if notebook else "")
         context = f"%%checkpoint '{name}' ({label})"
-        self._check_unique(name, notebook, context)
+        number = self._check_unique(name, notebook, context)
         assigned, inputs = analyse_names(tree.body)
         root = settings.cache_dir or notebook_cache_dir()
-        where = f"{notebook or '<ipython>'}:{count if isinstance(count, int) else 0}"
+        # the entry's source: the notebook and the cell's number in it (else In[n])
+        where = f"{notebook or '<ipython>'}:{number or (count if isinstance(count, int) else 0)}"
         cached = _Cached("cell", name, where, settings, root)
         if not cached.open_store():
             return self._run(tree, filename, None, quiet_result)
@@ -458,9 +459,10 @@ class StatecacheMagics(Magics):
                 state[name] = values[name]
         return state, unbound
 
-    def _check_unique(self, name: str, notebook: str | None, context: str) -> None:
+    def _check_unique(self, name: str, notebook: str | None, context: str) -> int | None:
         """One ``%%checkpoint`` cell per name and notebook: the cells seen in this session (by
-        the cell id front-ends send) and the cells of the saved notebook."""
+        the cell id front-ends send) and the cells of the saved notebook. Returns the cell's
+        number in the saved notebook when known."""
         cell_id = self.cell_id
         previous = self._names.get(name)
         if cell_id is not None and previous is not None and previous != cell_id:
@@ -470,7 +472,7 @@ class StatecacheMagics(Magics):
             )
         self._names[name] = cell_id
         if not notebook or not os.path.isfile(notebook):
-            return
+            return None
         same = [(number, cid) for number, cid, n in _checkpoint_cells(notebook) if n == name]
         if len(same) > 1 and (cell_id is None or any(cid != cell_id for _, cid in same)):
             numbers = ", ".join(str(number) for number, _ in same)
@@ -478,6 +480,7 @@ class StatecacheMagics(Magics):
                 f"{context}: the saved notebook has {len(same)} cells named '{name}' (cells "
                 f"{numbers}); give each %%checkpoint cell its own name (and save the notebook)"
             )
+        return same[0][0] if same else None
 
     # -- %statecache --
 

@@ -295,6 +295,7 @@ def test_line_magic_quiet_force_and_duplicate_names(tmp_path: Path, kernel_dirs:
         "%statecache ls",
         "%statecache clear first",
         "%statecache ls --json",
+        "%statecache show second",
     ]
     nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
     marker = tmp_path / "marker"
@@ -305,6 +306,9 @@ def test_line_magic_quiet_force_and_duplicate_names(tmp_path: Path, kernel_dirs:
     assert "removed first/" in streams(out.cells[4], "stdout")
     names = [e["name"] for e in json.loads(streams(out.cells[5], "stdout"))["entries"]]
     assert names == ["second"]
+    shown_entry = streams(out.cells[6], "stdout")
+    assert "kind        cell" in shown_entry
+    assert f"source      {nb.path}:3" in shown_entry, "the notebook and the cell's number in it"
 
     out = nb.run(env={"STATECACHE_QUIET": "1"})
     assert marker.read_text() == "first\nsecond\nfirst\n", "cleared: computed again; kept: restored"
