@@ -99,11 +99,13 @@ def test_terminal_session_cell_magic(tmp_path: Path) -> None:
     assert "statecache:" not in quiet["cell"] and "\ncomputed 12\n" in quiet["cell"]
 
 
-def ipython_c(cwd: Path, code: str, *options: str) -> subprocess.CompletedProcess[str]:
+def ipython_c(
+    cwd: Path, code: str, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", *options, "-c", code],
         cwd=cwd,
-        env=subprocess_env(),
+        env=subprocess_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=120,
@@ -148,3 +150,9 @@ def test_ipython_ext_option_and_c(tmp_path: Path) -> None:
         assert "z is 5" in proc.stdout and "6" in proc.stdout
     assert runs(tmp_path / "marker") == 1
     assert "'oneshot' restored" in proc.stderr
+
+    # STATECACHE_DISABLE=1: the cell runs, nothing is read or written
+    proc = ipython_c(tmp_path, code.replace("oneshot", "off"), "--ext", "statecache", env={"STATECACHE_DISABLE": "1"})
+    assert "z is 5" in proc.stdout and "statecache:" not in proc.stderr
+    assert runs(tmp_path / "marker") == 2
+    assert not (tmp_path / ".statecache" / "off").exists()

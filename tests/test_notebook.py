@@ -287,6 +287,24 @@ def test_without_a_notebook_path_the_working_directory(tmp_path: Path, kernel_di
     assert not (nbdir / ".statecache").exists()
 
 
+def test_vs_code_notebook_path(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """VS Code tells the kernel its notebook through ``__vsc_ipynb_file__`` (no JPY_SESSION_NAME)."""
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cells = [
+        f"__vsc_ipynb_file__ = {str(nbdir / 'n.ipynb')!r}\n%load_ext statecache",
+        "%%checkpoint magic\nx = 1",
+        "import statecache\nwith statecache.checkpoint('block'):\n    y = 2",
+    ]
+    nb = Notebook(nbdir / "n.ipynb", kernel_dirs, cells)
+    nb.run(session_name=False, cwd=cwd)
+    assert list((nbdir / ".statecache" / "magic").glob("*.sc"))
+    assert list((nbdir / ".statecache" / "block").glob("*.sc"))
+    assert not (cwd / ".statecache").exists()
+
+
 def test_line_magic_quiet_force_and_duplicate_names(tmp_path: Path, kernel_dirs: list[str]) -> None:
     cells = [
         "%load_ext statecache",
