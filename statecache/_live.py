@@ -546,6 +546,7 @@ def _forget_bytecode(filename: str) -> None:
 
 
 def _origin(sock_path: str, path: str, argv: list[str]) -> None:
+    """``argv``: the script's ``sys.argv``, its name first."""
     """The first worker: becomes the script's process (``__main__``, argv, sys.path) and serves
     as the snapshot before the first statement. Never returns."""
     import builtins
@@ -566,8 +567,8 @@ def _origin(sock_path: str, path: str, argv: list[str]) -> None:
     mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
     mod.__cached__ = None  # type: ignore[attr-defined]
     sys.modules["__main__"] = mod
-    sys.argv = [path, *argv]
-    sys.path[0] = os.path.dirname(path)
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(os.path.realpath(path))
     worker = _Worker(sock_path, path)
     worker.serve_snapshot(0, "", "the start", 0)
 
@@ -585,19 +586,23 @@ class _Snapshot:
     modules: set[str]
     conn: _Conn
     run: int
+    seq: int = 0
 
 
 class Controller:
     """The loop that owns the terminal: watches files, keeps snapshots, starts runs."""
 
     def __init__(self, path: str, argv: list[str], max_snapshots: int = MAX_SNAPSHOTS):
-        self.path = os.path.realpath(path)
+        self.arg0 = path  # sys.argv[0] as typed, like python does
+        self.path = os.path.abspath(path)  # __file__ and the code's filename, like python
+        self.real = os.path.realpath(path)  # the file we watch
         self.argv = argv
         self.max_snapshots = max(3, max_snapshots)
         self.plan: Plan | None = None
         self.texts: dict[str, str] = {}  # watched file -> last text seen
         self.module_digests: dict[str, str | None] = {}
         self.snapshots: dict[int, _Snapshot] = {}
+        self.seq = 0
         self.run_id = 0
         self.running: _Conn | None = None
         self.run_started = 0.0
@@ -657,7 +662,7 @@ class Controller:
                 self.listener.close()
                 os.close(wake_r)
                 os.close(self.wake_w)
-                _origin(sock_path, self.path, self.argv)
+                _origin(sock_path, self.path, [self.arg0, *self.argv])
             finally:
                 os._exit(1)
         self.pgid = pid
@@ -675,8 +680,8 @@ class Controller:
                 except (ValueError, OSError):
                     pass
             self.stdin_buf = b""
-            self._watch_file(self.path)
-            self._load_script(first=True)
+            self._watch_file(self.real)
+            self._load_script()
             self._loop()
         finally:
             self._shutdown()
@@ -843,32 +848,57 @@ class Controller:
             "(Enter: re-run, q: quit, Ctrl-C: stop/quit)"
         )
 
-    def _add_snapshot(self, snap: _Snapshot) -> None:
-        plan = self.plan
-        # a snapshot of a run given up on (a newer edit, a changed module) is stale
-        valid = snap.point == 0 or (
-            snap.run == self.run_id
-            and plan is not None
+    def _valid(self, snap: _Snapshot, plan: Plan | None = None) -> bool:
+        """Whether the snapshot's state is that of the first ``snap.point`` statements of the
+        plan (same normalised code)."""
+        plan = plan or self.plan
+        if snap.point == 0:
+            return True
+        return (
+            plan is not None
             and snap.point < len(plan.prefix)
             and plan.prefix[snap.point] == snap.prefix
         )
-        if not valid:
+
+    def _add_snapshot(self, snap: _Snapshot) -> None:
+        # a late snapshot of a run given up on (a newer edit, a changed module) is not trusted
+        if snap.point != 0 and (snap.run != self.run_id or not self._valid(snap)):
             self._retire(snap)
             return
-        old = next((s for s in self.snapshots.values() if s.point == snap.point), None)
-        if old is not None:
-            self._retire(old)
+        self.seq += 1
+        snap.seq = self.seq
+        for old in list(self.snapshots.values()):
+            if old.point == snap.point and old.prefix == snap.prefix:
+                self._retire(old)
         self.snapshots[snap.pid] = snap
         if snap.point == 0 and self.pending_run is not None:
             msg, self.pending_run = self.pending_run, None
             self._resume(msg)
-        while len(self.snapshots) > self.max_snapshots:
-            assert plan is not None
+        self._enforce_cap()
+
+    def _enforce_cap(self) -> None:
+        """Keep at most ``max_snapshots``: drop those of older versions of the script first
+        (kept meanwhile: undoing an edit resumes from them), then the earliest ones, never
+        the start and the imports."""
+        plan = self.plan
+        imports = -1
+        if plan is not None:
             imports = next((p for p, label in plan.points.items() if label == "the imports"), -1)
-            victims = sorted(
-                (s for s in self.snapshots.values() if s.point not in (0, imports)),
+        while len(self.snapshots) > self.max_snapshots:
+            stale = sorted(
+                (s for s in self.snapshots.values() if not self._valid(s)), key=lambda s: s.seq
+            )
+            current = sorted(
+                (
+                    s
+                    for s in self.snapshots.values()
+                    if self._valid(s) and s.point not in (0, imports)
+                ),
                 key=lambda s: s.point,
             )
+            victims = stale + current
+            if not victims:
+                return
             self._retire(victims[0])
 
     def _retire(self, snap: _Snapshot) -> None:
@@ -939,8 +969,8 @@ class Controller:
         f = os.path.realpath(f)
         if f in self.texts:
             return
-        self.texts[f] = _read(f)
-        if f != self.path:
+        self.texts[f] = _read(f) or ""
+        if f != self.real:
             self.module_digests[f] = _module_digest(f)
         d = os.path.dirname(f)
         if d not in self.watch_dirs:
@@ -962,14 +992,14 @@ class Controller:
             if real not in self.texts:
                 continue
             text = _read(real)
-            if text == self.texts[real]:
+            if text is None or text == self.texts[real]:
                 continue
             self.texts[real] = text
             try:
                 saved = max(saved, os.stat(real).st_mtime)
             except OSError:
                 pass
-            if real == self.path:
+            if real == self.real:
                 script_changed = True
             else:
                 digest = _module_digest(real)
@@ -984,7 +1014,7 @@ class Controller:
         plan = self.plan
         if script_changed:
             try:
-                new = make_plan(self.texts[self.path], self.path)
+                new = self._parse()
             except SyntaxError as exc:
                 _print_syntax_error(exc)
                 self.say("waiting for the next save")
@@ -1001,9 +1031,16 @@ class Controller:
             reason = "edit" if not names else f"{names} changed"
             self._restart(plan, changed_modules, reason, saved)
 
-    def _load_script(self, first: bool = False) -> None:
+    def _parse(self) -> Plan:
+        text = self.texts[self.real]
+        if not text.strip():
+            # an editor that truncates, then writes: wait for the content
+            raise SyntaxError(f"{os.path.basename(self.path)} is empty")
+        return make_plan(text, self.path)
+
+    def _load_script(self) -> None:
         try:
-            plan = make_plan(self.texts[self.path], self.path)
+            plan = self._parse()
         except SyntaxError as exc:
             _print_syntax_error(exc)
             self.say("waiting for the next save")
@@ -1022,11 +1059,8 @@ class Controller:
             self.running = None
         self.plan = plan
         for snap in list(self.snapshots.values()):
-            if snap.point == 0:
-                continue
-            ok = snap.point < len(plan.prefix) and plan.prefix[snap.point] == snap.prefix
-            if not ok or snap.modules & changed_modules:
-                self._retire(snap)
+            if snap.point != 0 and snap.modules & changed_modules:
+                self._retire(snap)  # holds the old version of a changed module
         self.run_id += 1
         msg = {
             "type": "resume",
@@ -1036,7 +1070,11 @@ class Controller:
             "t0": t0,
             "saved": saved,
         }
-        best = max(self.snapshots.values(), key=lambda s: s.point, default=None)
+        best = max(
+            (s for s in self.snapshots.values() if self._valid(s, plan)),
+            key=lambda s: s.point,
+            default=None,
+        )
         if best is None:  # the start snapshot has not checked in yet
             self.pending_run = msg | {"start": 0}
             return
@@ -1071,18 +1109,19 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _read(path: str) -> str:
+def _read(path: str) -> str | None:
+    """The file's text; None when it cannot be read (an editor between delete and rename)."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             return fh.read()
     except OSError:
-        return ""
+        return None
 
 
 def _module_digest(path: str) -> str | None:
     """Normalised-AST digest of a module's source; None when it does not parse."""
     try:
-        tree = ast.parse(_read(path), path)
+        tree = ast.parse(_read(path) or "", path)
     except (SyntaxError, ValueError):
         return None
     return hashlib.blake2b(ast.dump(tree).encode(), digest_size=16).hexdigest()

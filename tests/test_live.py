@@ -64,10 +64,10 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def spawn(project: Path, *args: str) -> pexpect.spawn:
+def spawn(project: Path, *args: str, options: tuple[str, ...] = ()) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "statecache", "live", "script.py", *args],
+        ["-m", "statecache", "live", *options, "script.py", *args],
         cwd=str(project),
         env=env(),
         encoding="utf-8",
@@ -377,3 +377,56 @@ def test_tracebacks_point_at_moved_lines(project: Path) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_undoing_an_edit_resumes_from_the_old_snapshot(project: Path) -> None:
+    script = project / "script.py"
+    child = spawn(project)
+    try:
+        child.expect("tail v1 45 helper-1")
+        idle(child)
+        write(script, script_text(n=20))  # the setup changes: re-run from the imports
+        child.expect(r"run 2 from the snapshot after the imports")
+        child.expect("tail v1 190 helper-1")
+        idle(child)
+        write(script, script_text(n=10, tag="undone"))  # back to the first setup
+        child.expect(r"run 3 from the snapshot after checkpoint 'setup'")
+        child.expect("tail undone 45 helper-1")
+        assert "SETUP RAN" not in child.before and "'setup'" not in child.before
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_snapshots_are_capped(project: Path) -> None:
+    blocks = "".join(
+        f'with statecache.checkpoint("c{i}"):\n    x{i} = {i}\nprint("block", {i})\n'
+        for i in range(10)
+    )
+    write(project / "script.py", "import statecache\n" + blocks + 'print("END")\n')
+    child = spawn(project, options=("--max-snapshots", "4"))
+    try:
+        child.expect("END")
+        idle(child)
+        # the start, the imports and the latest two checkpoints; the run itself has ended
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            workers = [p for p in loop_processes(project) if p.pid != child.pid]
+            if len(workers) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(workers) == 4
+        # an edit of the tail resumes from the last block's snapshot
+        write(project / "script.py", "import statecache\n" + blocks + 'print("END2")\n')
+        child.expect(r"run 2 from the snapshot after checkpoint 'c9'")
+        child.expect("END2")
+        assert "block 9" in child.before and "block 8" not in child.before
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
