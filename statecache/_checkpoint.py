@@ -390,7 +390,7 @@ class _Cached:
         if self.settings.max_size is not None:
             from ._maintenance import after_save
 
-            after_save(self.store.root, self.settings.max_size, path)
+            after_save(self.store.root, self.settings.max_size, path, self.settings.verbose)
 
 
 def _where(filename: str, line: int) -> str:

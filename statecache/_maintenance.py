@@ -399,7 +399,9 @@ def enforce_cap(
     return removed, busy
 
 
-def after_save(cache_dir: str, max_size: int | None, written: str | None = None) -> None:
+def after_save(
+    cache_dir: str, max_size: int | None, written: str | None = None, verbose: bool | None = None
+) -> None:
     """Called by the core after every save: enforce ``max_size`` (``max_size=`` or
     ``STATECACHE_MAX_SIZE``), least recently used first, never deleting ``written`` (the entry just
     saved) nor the most recent entry. Cheap: the size comes from the usage index (one stat per
@@ -409,6 +411,7 @@ def after_save(cache_dir: str, max_size: int | None, written: str | None = None)
     """
     if max_size is None:
         return
+    quiet = _quiet() if verbose is None else not verbose
     try:
         if cache_size(cache_dir) <= max_size:
             return
@@ -416,14 +419,14 @@ def after_save(cache_dir: str, max_size: int | None, written: str | None = None)
             cache_dir, max_size, int(max_size * LOW_WATER), () if written is None else (written,)
         )
         cache_size(cache_dir)  # refresh the index for the directories we touched
-        if removed and not _quiet():
+        if removed and not quiet:
             freed = sum(e.size for e in removed)
             print(
                 f"statecache: cache over {format_size(max_size)}: removed {len(removed)} least "
                 f"recently used entr{'y' if len(removed) == 1 else 'ies'} ({format_size(freed)})",
                 file=sys.stderr,
             )
-        if busy and not removed and not _quiet():
+        if busy and not removed and not quiet:
             print(
                 f"statecache: cache over {format_size(max_size)} but its oldest entries are in use",
                 file=sys.stderr,
