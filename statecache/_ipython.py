@@ -137,6 +137,11 @@ class _Recorder:
         for event in self.events:
             if "parts" in event:
                 text = _visible("".join(event["parts"]))
+                if event["type"] == "stderr":  # status lines of checkpoints inside the cell
+                    text = "".join(
+                        line for line in text.splitlines(keepends=True)
+                        if not line.startswith("statecache: ")
+                    )
                 if text:
                     out.append({"type": event["type"], "text": text})
             else:
@@ -318,6 +323,7 @@ class StatecacheMagics(Magics):
     def checkpoint(self, line: str, cell: str) -> Any:
         """Cache this cell: ``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force]
         [--mmap] [--quiet]``. See ``help(statecache)`` and the README."""
+        __tracebackhide__ = True  # IPython leaves this frame out of the cell's traceback
         opts = parse_line(line)
         name = validate_name(opts.name)
         shell = self.shell
@@ -392,6 +398,7 @@ class StatecacheMagics(Magics):
     def _run(self, tree: ast.Module, filename: str, recorder: _Recorder | None, quiet: bool) -> Any:
         """Execute the cell's code in the user namespace; the value of a last expression is
         returned (IPython displays it as the cell's result)."""
+        __tracebackhide__ = True
         shell = self.shell
         assert shell is not None
         module = shell.transform_ast(ast.Module(body=list(tree.body), type_ignores=[]))

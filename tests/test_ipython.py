@@ -156,3 +156,26 @@ def test_ipython_ext_option_and_c(tmp_path: Path) -> None:
     assert "z is 5" in proc.stdout and "statecache:" not in proc.stderr
     assert runs(tmp_path / "marker") == 2
     assert not (tmp_path / ".statecache" / "off").exists()
+
+
+def test_nested_checkpoint_and_tracebacks(tmp_path: Path) -> None:
+    nested = (
+        "%%checkpoint outer\nimport statecache\nprint('outer body')\n"
+        "with statecache.checkpoint('inner'):\n    q = 41\nr = q + 1\nr"
+    )
+    ipython_c(tmp_path, nested, "--ext", "statecache")
+    again = ipython_c(tmp_path, nested, "--ext", "statecache")
+    assert "outer body" in again.stdout and "42" in again.stdout
+    status = [line for line in again.stderr.splitlines() if line.startswith("statecache:")]
+    assert len(status) == 1 and "'outer' restored" in status[0], "inner's old lines not replayed"
+
+    failing = "%%checkpoint err\nx = 1\n\n1/0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "--ext", "statecache", "-c", failing],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert "ZeroDivisionError" in out
+    assert "----> 4 1/0" in out, "the traceback shows the cell's own line numbers"
+    assert "_ipython.py" not in out, "statecache's frames are hidden"
+    assert not list((tmp_path / ".statecache").glob("err/*.sc"))
