@@ -435,3 +435,34 @@ def test_progress_output_replays_its_final_state(tmp_path: Path, kernel_dirs: li
     assert any("'steps' restored" in s for s in status(second))
     assert shown(second)["stderr"] == ["step 1999"], "the bar as it was left, not its 2000 steps"
     assert shown(second)["stdout"] == "done\n"
+
+
+def test_cell_ids_sent_by_the_front_end_keep_names_unique(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """JupyterLab and Notebook 7 send each cell's id with the execute request: re-running (an
+    edited) cell is fine, a second cell using the same name is refused even if never saved."""
+    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs))
+    km.start_kernel(env=subprocess_env(), cwd=str(tmp_path))
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+
+        def run(code: str, cell_id: str) -> dict[str, Any]:
+            content = {"code": code, "silent": False, "store_history": True,
+                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+            msg = kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            kc.shell_channel.send(msg)
+            reply = kc.get_shell_msg(timeout=120)
+            while reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                reply = kc.get_shell_msg(timeout=120)
+            return reply["content"]
+
+        assert run("%load_ext statecache", "c0")["status"] == "ok"
+        assert run("%%checkpoint shared\nx = 1", "c1")["status"] == "ok"
+        assert run("%%checkpoint shared\nx = 2", "c1")["status"] == "ok", "the same cell, edited"
+        refused = run("%%checkpoint shared\ny = 3", "c2")
+        assert refused["status"] == "error" and refused["ename"] == "StateCacheError"
+        assert "another cell of this notebook" in refused["evalue"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
