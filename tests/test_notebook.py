@@ -466,3 +466,24 @@ def test_cell_ids_sent_by_the_front_end_keep_names_unique(tmp_path: Path, kernel
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_updated_and_cleared_displays_replay_as_last_shown(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        "%%checkpoint shows\n"
+        "from IPython.display import HTML, clear_output, display\n"
+        "print('gone soon')\n"
+        "clear_output()\n"
+        "handle = display(HTML('<i>v1</i>'), display_id=True)\n"
+        "print('kept')\n"
+        "handle.update(HTML('<i>v2</i>'))",
+    ]
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    first = shown(nb.run().cells[1])
+    second_cell = nb.run().cells[1]
+    assert any("'shows' restored" in s for s in status(second_cell))
+    second = shown(second_cell)
+    assert [d["text/html"] for d in second["display"]] == ["<i>v2</i>"]
+    assert second["stdout"] == "kept\n"
+    assert second == first
