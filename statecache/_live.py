@@ -401,9 +401,29 @@ class _Worker:
             sys.stderr.flush()
             known_modules = len(sys.modules)
             reported: set[str] = set()
-            for i in range(start, len(plan.stmts)):
+            i = start
+            while i < len(plan.stmts):
+                update = self._poll_update()
+                if update is not None:
+                    if i <= update["first_change"]:
+                        # an edit further down than where we are: go on with the new source
+                        old_plan, plan = plan, make_plan(update["source"], path)
+                        _fix_lines(mod.__dict__, path, old_plan.stmts[:i], plan.stmts[:i])
+                        self.source = plan.source
+                        flags = _future_flags(plan.tree)
+                        linecache.checkcache()
+                        _send(self.conn, {"type": "adopted", "run": update["run"]})
+                        sys.stderr.write(
+                            f"\n── {_TAG}: run {update['run']}: run {run_id} goes on with the "
+                            f"edit ({(time.monotonic() - update['t0']) * 1000:.1f} ms) ──\n"
+                        )
+                        sys.stderr.flush()
+                        run_id = update["run"]
+                    else:
+                        _send(self.conn, {"type": "refused", "run": update["run"]})
                 if i in plan.points and i != start:
                     self.snapshot(i, plan, run_id)
+                _send(self.conn, {"type": "at", "index": i})
                 stmt = plan.stmts[i]
                 code = compile(
                     ast.Module(body=[stmt], type_ignores=[]),
@@ -420,6 +440,7 @@ class _Worker:
                         reported |= files
                         _send(self.conn, {"type": "modules", "files": sorted(files)})
                 self._reap_snapshots()
+                i += 1
             if len(plan.points) and max(plan.points) == len(plan.stmts) and start < len(plan.stmts):
                 self.snapshot(len(plan.stmts), plan, run_id)
         except SystemExit as exc:
@@ -450,6 +471,18 @@ class _Worker:
         except OSError:
             pass
         os._exit(0)
+
+    def _poll_update(self) -> dict[str, Any] | None:
+        """A newer source the controller sent while we run, if any (between statements)."""
+        import select
+
+        assert self.conn is not None
+        if not select.select([self.conn], [], [], 0)[0]:
+            return None
+        msg = _recv(self.conn)
+        if msg is None:  # the controller has gone
+            os._exit(1)
+        return msg if msg.get("type") == "update" else None
 
     def _reap_snapshots(self) -> None:
         for pid in list(self.snapshot_pids):
@@ -605,6 +638,8 @@ class Controller:
         self.seq = 0
         self.run_id = 0
         self.running: _Conn | None = None
+        self.run_at = -1  # the statement the current run is executing
+        self.update: tuple[Plan, float] | None = None  # an edit sent to the current run
         self.run_started = 0.0
         self.pending_run: dict[str, Any] | None = None  # waits for the start snapshot
         self.stopping = False
@@ -800,6 +835,9 @@ class Controller:
                 self.snapshots.pop(conn.pid, None)
             elif conn is self.running:
                 self.running = None
+                if self.update is not None:
+                    self._update_failed()
+                    return
                 self.say(f"run {self.run_id} ended abruptly (killed?)")
                 self._idle_line()
             return
@@ -829,7 +867,20 @@ class Controller:
             elif kind == "modules":
                 for f in msg["files"]:
                     self._watch_file(f)
+            elif kind == "at":
+                if conn is self.running:
+                    self.run_at = msg["index"]
+            elif kind == "adopted":
+                if conn is self.running and msg["run"] == self.run_id:
+                    self.update = None
+            elif kind == "refused":
+                if conn is self.running and msg["run"] == self.run_id and self.update:
+                    self._update_failed()
+                    return
             elif kind == "done":
+                if conn is self.running and self.update is not None:
+                    self._update_failed()  # it ended before it saw the edit
+                    return
                 if msg["run"] != self.run_id:
                     continue
                 self.running = None
@@ -921,6 +972,7 @@ class Controller:
         if conn is None:
             return
         self.running = None
+        self.update = None
         try:
             os.kill(conn.pid, signal.SIGINT)
         except ProcessLookupError:
@@ -1053,6 +1105,53 @@ class Controller:
         """Stop the current run, drop the snapshots the change invalidates, resume from the
         last one still valid."""
         t0 = time.monotonic()
+        if self._send_update(plan, changed_modules, t0, saved):
+            return
+        self._restart_from_snapshot(plan, changed_modules, t0, saved)
+
+    def _send_update(self, plan: Plan, changed_modules: set[str], t0: float, saved: float) -> bool:
+        """If the current run has not reached the first changed statement yet (a slow setup
+        still computing), let it go on with the new source instead of starting over."""
+        running, old = self.running, self.plan
+        if running is None or changed_modules or self.update is not None or old is None:
+            return False
+        first = plan.first_change(old)
+        if first is None or not 0 <= self.run_at < first:
+            return False
+        self.run_id += 1
+        try:
+            _send_blocking(
+                running.sock,
+                {
+                    "type": "update",
+                    "run": self.run_id,
+                    "source": plan.source,
+                    "first_change": first,
+                    "t0": t0,
+                },
+            )
+        except OSError:
+            return False
+        self.plan = plan
+        self.update = (plan, saved)
+        line = plan.stmts[first].lineno if first < len(plan.stmts) else "the end"
+        self.say(
+            f"edit at line {line}, after the statement running now: "
+            f"run {self.run_id - 1} will go on with it"
+        )
+        return True
+
+    def _update_failed(self) -> None:
+        """The run could not take the edit (it had gone past it, or ended): start over."""
+        assert self.update is not None
+        plan, saved = self.update
+        self._restart_from_snapshot(plan, set(), time.monotonic(), saved)
+
+    def _restart_from_snapshot(
+        self, plan: Plan, changed_modules: set[str], t0: float, saved: float
+    ) -> None:
+        self.update = None
+        self.run_at = -1
         if self.running is not None:
             self._kill(self.running.pid)
             self._drop_conn(self.running)

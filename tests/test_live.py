@@ -430,3 +430,46 @@ def test_snapshots_are_capped(project: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+GATED = """\
+import os
+import time
+import statecache
+
+print("SETUP STARTED", flush=True)
+with statecache.checkpoint("setup"):
+    while not os.path.exists("gate"):   # a slow setup, as slow as the test wants
+        time.sleep(0.01)
+    data = [1, 2, 3]
+    print("SETUP RAN")
+print("tail", "TAG", sum(data))
+"""
+
+
+def test_an_edit_below_a_running_setup_lets_it_go_on(project: Path) -> None:
+    script = project / "script.py"
+    write(script, GATED.replace("TAG", "first"))
+    child = spawn(project)
+    try:
+        child.expect("SETUP STARTED")
+        write(script, GATED.replace("TAG", "second"))
+        child.expect(r"edit at line 11, after the statement running now: run 1 will go on")
+        (project / "gate").touch()
+        child.expect(r"run 2: run 1 goes on with the edit")
+        child.expect("tail second 6")
+        out = child.before
+        idle(child)
+        assert "tail first" not in out
+        assert "SETUP STARTED" not in out  # not started over
+        # the edit of a statement that already ran still starts over from a snapshot
+        write(script, GATED.replace("TAG", "third").replace("[1, 2, 3]", "[1, 2]"))
+        child.expect(r"run 3 from the snapshot after the imports")
+        child.expect("SETUP RAN")
+        child.expect("tail third 3")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
