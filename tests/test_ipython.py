@@ -100,7 +100,7 @@ def test_terminal_session_cell_magic(tmp_path: Path) -> None:
 
 
 def ipython_c(
-    cwd: Path, code: str, *options: str, env: dict[str, str] | None = None
+    cwd: Path, code: str, *options: str, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", *options, "-c", code],
@@ -110,7 +110,7 @@ def ipython_c(
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
     return proc
 
 
@@ -179,3 +179,10 @@ def test_nested_checkpoint_and_tracebacks(tmp_path: Path) -> None:
     assert "----> 4 1/0" in out, "the traceback shows the cell's own line numbers"
     assert "_ipython.py" not in out, "statecache's frames are hidden"
     assert not list((tmp_path / ".statecache").glob("err/*.sc"))
+
+
+def test_unload_and_reload(tmp_path: Path) -> None:
+    gone = ipython_c(tmp_path, "%load_ext statecache\n%unload_ext statecache\n%statecache ls", check=False)
+    assert "Line magic function `%statecache` not found" in gone.stdout + gone.stderr
+    back = ipython_c(tmp_path, "%load_ext statecache\n%reload_ext statecache\n%statecache")
+    assert "%%checkpoint NAME" in back.stdout, "the magics are back, and bare %statecache shows usage"
