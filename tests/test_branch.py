@@ -302,3 +302,25 @@ def test_branch_map_returns_closures_and_rejects_bad_workers() -> None:
     assert branch_map(abs, []) == []
     with pytest.raises(sc.StateCacheError, match="at least 1 worker"):
         branch_map(abs, [1], workers=0)
+
+
+def test_branch_in_a_jupyter_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import statecache as sc\nx = [1]"),
+        nbformat.v4.new_code_cell(
+            "with sc.branch() as run:\n"
+            "    x.append(2)\n"
+            "    print('from the child')\n"
+            "    run.keep(n=len(x))\n"
+            "print(run.kept, x, run.exitcode)"
+        ),
+    ]
+    # the kernel imports this working tree
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nbclient.NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3").execute()
+    text = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert "from the child" in text
+    assert "{'n': 2} [1] 0" in text
