@@ -345,6 +345,9 @@ class _Worker:
                         if os.getppid() != parent:
                             os._exit(1)
                         self.snapshot_pids = []
+                        import gc
+
+                        gc.freeze()  # a collection would copy every page of the old objects
                         self.run(msg)  # never returns
         except BaseException:  # the controller has gone, or worse: leave quietly
             pass

@@ -473,3 +473,32 @@ def test_an_edit_below_a_running_setup_lets_it_go_on(project: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_a_module_in_a_subpackage_is_watched(project: Path) -> None:
+    pkg = project / "lib"
+    pkg.mkdir()
+    write(pkg / "__init__.py", "")
+    write(pkg / "tools.py", "def value():\n    return 'tools-1'\n")
+    write(
+        project / "script.py",
+        "import statecache\n"
+        'with statecache.checkpoint("setup"):\n'
+        "    base = 10\n"
+        "from lib import tools\n"
+        'print("tail", base, tools.value())\n',
+    )
+    child = spawn(project)
+    try:
+        child.expect("tail 10 tools-1")
+        idle(child)
+        write(pkg / "tools.py", "def value():\n    return 'tools-2'\n")
+        # imported after the checkpoint: resumes from there and imports the new version
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect("tail 10 tools-2")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
