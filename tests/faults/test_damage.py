@@ -7,7 +7,8 @@ and, unless the damage touched only bytes that carry nothing (alignment padding,
 signature field of an unsigned entry), a miss with a warning naming the checkpoint and the
 entry file.
 
-Default run: 50 trials. ``pytest -m extended tests/faults/test_damage.py -s``: 1000 trials.
+Default run: 50 trials, half of them on signed entries (``STATECACHE_SECRET`` set).
+``pytest -m extended tests/faults/test_damage.py -s``: 1000 trials.
 ``STATECACHE_FAULT_SEED`` changes the random trials (the seed is printed on failure).
 """
 
@@ -34,6 +35,8 @@ from ._util import STATE_SCRIPT, ForkServer, expected_digest, state_digest, warn
 
 SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
 WORKERS = 2
+# the second worker's entries are signed: damage must also be caught with STATECACHE_SECRET set
+WORKER_ENV: list[dict[str, str]] = [{}, {"STATECACHE_SECRET": "damage-trials"}]
 
 
 def _flip(rng: random.Random, data: bytearray, layout: Layout) -> str:
@@ -136,18 +139,18 @@ DAMAGES = [_flip] * 6 + [_truncate] * 3 + [_zero_page] * 2 + [_swap_blocks] * 2 
 ]
 
 
-def _project(root: Path) -> tuple[Project, Path, bytes, bytes, str]:
+def _project(root: Path, env: dict[str, str]) -> tuple[Project, Path, bytes, bytes, str]:
     """A project with the state script run once: (project, entry path, its bytes, the bytes of
     a valid entry of another key, the correct digest)."""
     project = Project(root)
     project.write("state.py", textwrap.dedent(STATE_SCRIPT))
-    expected = expected_digest(project)
-    other = project.run("state.py", env={"N_OBJ": "1999"})  # another key, another state
+    expected = expected_digest(project, env)
+    other = project.run("state.py", env={**env, "N_OBJ": "1999"})  # another key, another state
     assert state_digest(other) not in (None, expected)
     [other_path] = project.entries("state")
     other_bytes = other_path.read_bytes()
     other_path.unlink()
-    project.run("state.py")
+    project.run("state.py", env=env)
     [entry] = project.entries("state")
     return project, entry, entry.read_bytes(), other_bytes, expected
 
@@ -187,13 +190,13 @@ def _run_trials(tmp_path: Path, trials: int) -> collections.Counter:
     for w in range(WORKERS):
         root = tmp_path / f"w{w}"
         root.mkdir()
-        workers.append(_project(root))
+        workers.append(_project(root, WORKER_ENV[w]))
 
     def work(w: int) -> collections.Counter:
         project, entry, pristine, other, expected = workers[w]
         layout = layout_of(entry)  # the metadata's length varies by a byte or two (timings)
         counts: collections.Counter = collections.Counter()
-        with ForkServer(project.root) as server:
+        with ForkServer(project.root, WORKER_ENV[w]) as server:
             for t in range(w, trials, WORKERS):
                 counts[_trial(server, entry, pristine, other, expected, layout, SEED + t)] += 1
         return counts
