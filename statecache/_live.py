@@ -335,14 +335,14 @@ class _Worker:
                     break
                 if msg["type"] == "resume":
                     _flush()
+                    me = os.getpid()
                     pid = os.fork()
                     if pid == 0:
                         s.close()
                         signal.signal(signal.SIGINT, signal.default_int_handler)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                        parent = os.getppid()
                         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-                        if os.getppid() != parent:
+                        if os.getppid() != me:  # the snapshot died before prctl took hold
                             os._exit(1)
                         self.snapshot_pids = []
                         import gc
