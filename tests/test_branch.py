@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import statecache as sc
-from statecache._fork import branch_map
 
 np = pytest.importorskip("numpy")
 psutil = pytest.importorskip("psutil")
@@ -260,8 +259,7 @@ def test_no_fork_is_a_clear_error(tmp_path: Path) -> None:
         except sc.StateCacheError as exc:
             print("ERROR:", exc)
         try:
-            sc_map = __import__("statecache._fork", fromlist=["branch_map"]).branch_map
-            sc_map(abs, [1])
+            sc.branch_map(abs, [1])
         except sc.StateCacheError as exc:
             print("ERROR:", exc)
         """,
@@ -279,7 +277,7 @@ def test_branch_map_results_in_order_from_the_same_state() -> None:
         time.sleep(0.01 * (5 - k))  # finish out of order
         return k, state["count"], os.getpid()
 
-    results = branch_map(experiment, range(6), workers=3)
+    results = sc.branch_map(experiment, range(6), workers=3)
     assert [(k, c) for k, c, _ in results] == [(k, k) for k in range(6)]
     assert len({pid for _, _, pid in results}) == 6
     assert state["count"] == 0
@@ -292,16 +290,16 @@ def test_branch_map_failure_names_the_item() -> None:
         return k
 
     with pytest.raises(sc.BranchError, match=r"item 3") as info:
-        branch_map(experiment, range(5), workers=2)
+        sc.branch_map(experiment, range(5), workers=2)
     assert "KeyError: 'missing column 3'" in info.value.child_traceback
 
 
 def test_branch_map_returns_closures_and_rejects_bad_workers() -> None:
-    fns = branch_map(lambda k: lambda x: x * k, [2, 3], workers=1)
+    fns = sc.branch_map(lambda k: lambda x: x * k, [2, 3], workers=1)
     assert [f(10) for f in fns] == [20, 30]
-    assert branch_map(abs, []) == []
+    assert sc.branch_map(abs, []) == []
     with pytest.raises(sc.StateCacheError, match="at least 1 worker"):
-        branch_map(abs, [1], workers=0)
+        sc.branch_map(abs, [1], workers=0)
 
 
 def test_branch_in_a_jupyter_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
