@@ -302,16 +302,28 @@ class _Worker:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot(self, point: int, plan: Plan, run_id: int) -> None:
-        """Fork a paused copy of this process; the caller (the runner) goes on."""
+        """Fork a paused copy of this process; the caller (the runner) goes on once the copy
+        has checked in with the controller (so the controller hears of it before our next
+        message)."""
         _flush()
+        r, w = os.pipe()
         pid = os.fork()
         if pid:
+            os.close(w)
+            try:
+                os.read(r, 1)
+            finally:
+                os.close(r)
             self.snapshot_pids.append(pid)
             return
-        self.serve_snapshot(point, plan.prefix[point], plan.points.get(point, "?"), run_id)
+        os.close(r)
+        self.serve_snapshot(point, plan.prefix[point], plan.points.get(point, "?"), run_id, w)
 
-    def serve_snapshot(self, point: int, prefix: str, label: str, run_id: int) -> None:
-        """Wait for commands; each ``resume`` forks a runner. Never returns."""
+    def serve_snapshot(
+        self, point: int, prefix: str, label: str, run_id: int, ready: int = -1
+    ) -> None:
+        """Check in with the controller (then close ``ready``), wait for commands; each
+        ``resume`` forks a runner. Never returns."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reap our runners automatically
         if self.conn is not None:
@@ -329,6 +341,9 @@ class _Worker:
                     "modules": sorted(set(local_modules().values())),
                 }
             )
+            if ready >= 0:
+                os.close(ready)
+                ready = -1
             while True:
                 msg = _recv(s)
                 if msg is None or msg["type"] == "exit":
@@ -646,6 +661,7 @@ class Controller:
         self.run_started = 0.0
         self.pending_run: dict[str, Any] | None = None  # waits for the start snapshot
         self.stopping = False
+        self.idle_due = False
         self.interrupts = 0
         self.sel = selectors.DefaultSelector()
         self.pgid = 0
@@ -778,7 +794,13 @@ class Controller:
                 else:
                     self.say("bye")
                     return
-            for key, _ in self.sel.select(timeout=0.5):
+            events = self.sel.select(timeout=0.01 if self.idle_due else 0.5)
+            if not events and self.idle_due:
+                # all that the ended run's snapshots had to say has arrived
+                self.idle_due = False
+                if self.running is None:
+                    self._idle_line()
+            for key, _ in events:
                 what = key.data
                 if what == "listen":
                     self._accept()
@@ -842,7 +864,7 @@ class Controller:
                     self._update_failed()
                     return
                 self.say(f"run {self.run_id} ended abruptly (killed?)")
-                self._idle_line()
+                self.idle_due = True
             return
         for msg in msgs:
             kind = msg["type"]
@@ -891,7 +913,7 @@ class Controller:
                 took = _duration(msg["elapsed"])
                 tail = "finished" if status == "ok" else f"ended ({status})"
                 self.say(f"run {msg['run']} {tail} in {took}")
-                self._idle_line()
+                self.idle_due = True
 
     def _idle_line(self) -> None:
         n = len(self.texts) - 1

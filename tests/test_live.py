@@ -410,6 +410,8 @@ def test_snapshots_are_capped(project: Path) -> None:
     child = spawn(project, options=("--max-snapshots", "4"))
     try:
         child.expect("END")
+        child.expect(r"watching script\.py; (\d+) snapshots")
+        assert child.match.group(1) == "4"
         idle(child)
         # the start, the imports and the latest two checkpoints; the run itself has ended
         deadline = time.monotonic() + TIMEOUT
