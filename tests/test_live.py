@@ -412,7 +412,7 @@ def test_snapshots_are_capped(project: Path) -> None:
         child.expect("END")
         child.expect(r"watching script\.py; (\d+) snapshots")
         assert child.match.group(1) == "4"
-        idle(child)
+        child.expect(r"Ctrl-C: stop/quit\)")
         # the start, the imports and the latest two checkpoints; the run itself has ended
         deadline = time.monotonic() + TIMEOUT
         while True:
