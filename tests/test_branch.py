@@ -322,3 +322,36 @@ def test_branch_in_a_jupyter_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert "from the child" in text
     assert "{'n': 2} [1] 0" in text
+
+
+def test_branch_under_an_installed_tracer(tmp_path: Path) -> None:
+    """A debugger or coverage tracer keeps running and is back in place after the block."""
+    done = run_script(
+        tmp_path,
+        """
+        import sys
+        import statecache as sc
+
+        seen = []
+
+        def tracer(frame, event, arg):
+            if frame.f_code.co_filename == __file__ and event == "line":
+                seen.append(frame.f_lineno)
+            return tracer
+
+        def main():
+            ran = []
+            with sc.branch() as run:
+                ran.append("body")
+                run.keep(ok=True)
+            after = sys._getframe().f_lineno
+            print("parent ran the body:", ran, "kept:", run.kept)
+            print("tracer back:", sys.gettrace() is tracer, "saw the line after:", after in seen)
+
+        sys.settrace(tracer)
+        main()
+        sys.settrace(None)
+        """,
+    )
+    assert "parent ran the body: [] kept: {'ok': True}" in done.stdout
+    assert "tracer back: True saw the line after: True" in done.stdout
