@@ -688,7 +688,7 @@ class Controller:
         if not os.path.isfile(self.path):
             from ._errors import StateCacheError
 
-            raise StateCacheError(f"statecache live: no such file: {self.path}")
+            raise StateCacheError(f"no such file: {self.path}")
         import ctypes  # noqa: F401  (loaded once here, so that runners need not import it)
 
         self.tmp = tempfile.mkdtemp(prefix="statecache-live-")
@@ -1340,10 +1340,14 @@ class _Watcher:
 # Command line
 
 
+_USAGE = "%(prog)s [-h] [--max-snapshots N] SCRIPT [ARGS...]"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``statecache live`` with the CLI."""
     p = subparsers.add_parser(
         "live",
+        usage=_USAGE,
         help="run a script, then re-run only what changed on every save",
         description=(
             "Run SCRIPT as __main__; keep paused snapshots after its imports and after each "
@@ -1364,18 +1368,26 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"keep at most N paused snapshots (default {MAX_SNAPSHOTS}, at least 3)",
     )
-    p.add_argument("script", help="the Python script to run")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="SCRIPT [ARGS...]",
+        help="the Python script to run, and the arguments it gets",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the live loop; the exit code of ``statecache live``."""
-    return Controller(args.script, list(args.args), args.max_snapshots).main()
+    if not args.command or args.command[0].startswith("-"):
+        from ._cli import UsageError
+
+        raise UsageError("give the script to run: statecache live SCRIPT [ARGS...]")
+    return Controller(args.command[0], list(args.command[1:]), args.max_snapshots).main()
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m statecache._live SCRIPT [ARGS...]``."""
-    p = argparse.ArgumentParser(prog="python -m statecache._live")
+    p = argparse.ArgumentParser(prog="python -m statecache._live", usage=_USAGE)
     _arguments(p)
     args = p.parse_args(argv)
     try:
@@ -1385,7 +1397,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, StateCacheError):
             print(f"statecache: error: {exc}", file=sys.stderr)
-            return 1
+            return 2 if type(exc).__name__ == "UsageError" else 1
         raise
 
 

@@ -287,20 +287,6 @@ def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
     assert child.exitstatus == 0
 
 
-def test_missing_script_is_a_clear_error(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "statecache", "live", "nope.py"],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode != 0
-    assert "no such file" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
 def test_python_dash_m_entry_point(project: Path) -> None:
     child = pexpect.spawn(
         sys.executable,
@@ -504,3 +490,21 @@ def test_a_module_in_a_subpackage_is_watched(project: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    for args, code, text in (
+        ([], 2, "give the script to run"),
+        (["--max-snapshots", "5"], 2, "give the script to run"),
+        (["nope.py"], 1, "no such file"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "statecache", "live", *args],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == code, done.stderr
+        assert text in done.stderr and "Traceback" not in done.stderr
