@@ -13,6 +13,7 @@ import site
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ _recorders: list[FileRecorder] = []
 _hook_installed = False
 _lock = threading.Lock()
 _READ_FLAGS = (os.O_RDONLY, os.O_RDWR)
+_RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity
 
 
 class FileRecorder:
@@ -134,12 +136,17 @@ def file_record(path: str) -> dict[str, Any] | None:
 
     if not stat_mod.S_ISREG(st.st_mode):
         return None
+    digest = file_digest(path)
     return {
         "path": path,
         "kind": "file",
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "digest": file_digest(path),
+        "digest": digest,
+        # a file modified this close to its recording may be rewritten within the same mtime
+        # tick (same size, same mtime, new content): such a record is always re-read (like git's
+        # "racily clean" entries)
+        "racy": time.time_ns() - st.st_mtime_ns < _RACY_NS,
     }
 
 
@@ -189,7 +196,7 @@ def changed_record(record: dict[str, Any]) -> str | None:
         st = os.stat(path)
     except OSError:
         return f"file {_short(path)} is gone"
-    if st.st_size == record["size"] and st.st_mtime_ns == record["mtime_ns"]:
+    if st.st_size == record["size"] and st.st_mtime_ns == record["mtime_ns"] and not record.get("racy"):
         return None
     if st.st_size != record["size"]:
         return f"file {_short(path)} changed"

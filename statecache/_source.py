@@ -213,16 +213,59 @@ def _callee_name(func: ast.expr) -> str | None:
 def analyse_names(body: list[ast.stmt]) -> tuple[list[str], list[str]]:
     """(names the body binds, names it reads before surely binding them), both in source order."""
     assigned: dict[str, None] = {}
-    inputs: dict[str, None] = {}
-    surely_bound: set[str] = set()
     for stmt in body:
-        for name in _loads(stmt):
-            if name not in surely_bound:
-                inputs.setdefault(name, None)
         for name in _binds(stmt):
             assigned.setdefault(name, None)
-        surely_bound |= _sure_binds(stmt)
+    inputs: dict[str, None] = {}
+    _scan(body, set(), inputs)
     return list(assigned), list(inputs)
+
+
+def _scan(stmts: list[ast.stmt], bound: set[str], inputs: dict[str, None]) -> set[str]:
+    """Walk statements in execution order, noting reads of names not surely bound yet; return
+    the names surely bound once ``stmts`` complete. A branch or loop body binds nothing for
+    the code after it (it may not run), but is itself scanned in order."""
+    bound = set(bound)
+
+    def read(node: ast.AST | None) -> None:
+        if node is not None:
+            for name in _loads(node):
+                if name not in bound:
+                    inputs.setdefault(name, None)
+
+    for stmt in stmts:
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                read(item.context_expr)
+                if item.optional_vars is not None:
+                    read_targets = [n for n in ast.walk(item.optional_vars) if not isinstance(n, ast.Name)]
+                    for sub in read_targets:
+                        if isinstance(sub, (ast.Attribute, ast.Subscript)):
+                            read(sub.value)
+                    bound |= set(_binds(item.optional_vars))
+            bound = _scan(stmt.body, bound, inputs)  # a with body always runs
+        elif isinstance(stmt, ast.If):
+            read(stmt.test)
+            bound |= _scan(stmt.body, bound, inputs) & _scan(stmt.orelse, bound, inputs)
+        elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+            read(stmt.iter)
+            _scan(stmt.body, bound | set(_binds(stmt.target)), inputs)
+            _scan(stmt.orelse, bound, inputs)
+        elif isinstance(stmt, ast.While):
+            read(stmt.test)
+            _scan(stmt.body, bound, inputs)
+            _scan(stmt.orelse, bound, inputs)
+        elif isinstance(stmt, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            _scan(stmt.body, bound, inputs)
+            for handler in stmt.handlers:
+                read(handler.type)
+                _scan(handler.body, bound | ({handler.name} if handler.name else set()), inputs)
+            _scan(stmt.orelse, bound, inputs)
+            _scan(stmt.finalbody, bound, inputs)
+        else:
+            read(stmt)
+            bound |= _sure_binds(stmt)
+    return bound
 
 
 def _binds(node: ast.AST) -> list[str]:
@@ -276,12 +319,6 @@ def _sure_binds(stmt: ast.stmt) -> set[str]:
         return {n for n in _binds(stmt) if n not in _deleted(stmt)}
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return set(_binds(stmt))
-    if isinstance(stmt, (ast.With, ast.AsyncWith)):
-        bound: set[str] = set()
-        for item in stmt.items:
-            if item.optional_vars is not None:
-                bound |= set(_binds(item.optional_vars))
-        return bound
     return set()
 
 

@@ -736,3 +736,28 @@ def test_loops_inside_the_body_may_break(project: Project) -> None:
     )
     assert "found 5" in project.run("script.py").stdout
     assert project.run("script.py").hit("loop")
+
+
+def test_a_data_file_rewritten_within_the_same_mtime_tick_is_seen(project: Project) -> None:
+    """Same size, same mtime, new content: a stat comparison alone would return stale state."""
+    project.write(
+        "script.py",
+        """
+        import os
+        import sys
+        import statecache as sc
+        if len(sys.argv) > 1:
+            st = os.stat("data.txt")
+            with open("data.txt", "w") as f:
+                f.write(sys.argv[1])
+            os.utime("data.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+        with sc.checkpoint("racy"):
+            with open("data.txt") as f:
+                text = f.read()
+        print("text", text)
+        """,
+    )
+    project.write("data.txt", "aaa")
+    assert "text aaa" in project.run("script.py").stdout
+    run = project.run("script.py", "bbb")
+    assert "text bbb" in run.stdout and not run.hit("racy")
