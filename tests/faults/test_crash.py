@@ -149,6 +149,8 @@ def _step(kind):
     if _mode.isdigit() and int(_mode) == len(_steps):
         code = _ERRNO[kind.split(":")[0]]
         raise OSError(code, os.strerror(code) + " (injected)")
+    if _mode == f"interrupt:{len(_steps)}":  # Ctrl-C at this step
+        raise KeyboardInterrupt
 
 def _wrap(name, describe):
     real = getattr(os, name)
@@ -219,3 +221,25 @@ def test_short_writes_still_give_a_complete_entry(project: Project) -> None:
         assert _entries_all_verify(project.cache) == 1
         again = server.run("state.py")
         assert again.hit("state") and state_digest(again) == expected
+
+
+def test_ctrl_c_at_each_step_of_a_save_leaves_no_partial_entry(project: Project) -> None:
+    """Ctrl-C during a save stops the program (as the user asked) and leaves nothing behind."""
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    expected = expected_digest(project)
+    log = project.root / "steps.log"
+    with ForkServer(project.root) as server:
+        server.run("state.py", {"FAULT": "count", "FAULT_LOG": str(log)}, _prelude(project))
+        steps = log.read_text().split()
+        shutil.rmtree(project.cache / "state")
+        for n, kind in enumerate(steps, start=1):
+            run = server.run("state.py", {"FAULT": f"interrupt:{n}"}, _prelude(project))
+            assert "KeyboardInterrupt" in run.stderr, run.stderr
+            assert temp_files(project.cache) == []
+            if kind == "fsync:dir":  # the entry was already in place: complete
+                assert _entries_all_verify(project.cache) == 1
+            else:
+                assert run.returncode != 0 and project.entries("state") == [], (kind, run.stderr)
+            again = server.run("state.py")
+            assert state_digest(again) == expected and warnings_in(again.stderr) == [], again.stderr
+            shutil.rmtree(project.cache / "state")

@@ -93,3 +93,17 @@ def test_read_only_file_system(project: Project) -> None:
         assert "Read-only file system" in warnings_in(run.stderr)[0] or "not writable" in run.stderr
         fresh = project.run("two.py", env={"STATECACHE_DIR": str(mount / "new")})
         _check_uncached_with_one_warning(fresh, mount / "new")
+
+
+def test_unreadable_entry_is_a_miss_with_a_warning_and_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "two.py").write_text(textwrap.dedent(TWO))
+    env = {"STATECACHE_DIR": str(tmp_path / "cache")}
+    run_unprivileged(tmp_path, "two.py", env=env)
+    [entry] = (tmp_path / "cache" / "two").glob("*.sc")
+    entry.chmod(0o000)
+    run = run_unprivileged(tmp_path, "two.py", env=env)
+    assert run.returncode == 0 and "AB 1 2" in run.stdout
+    [warning] = warnings_in(run.stderr)
+    assert "'two'" in warning and entry.name in warning and "Permission denied" in warning
+    assert "'two' saved" in run.stderr and entry.stat().st_mode & 0o777 == 0o600
+    assert "'two' restored" in run_unprivileged(tmp_path, "two.py", env=env).stderr
