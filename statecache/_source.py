@@ -13,6 +13,7 @@ import linecache
 import sys
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
+from typing import Any
 
 from ._errors import SourceNotFoundError, StateCacheError
 
@@ -255,13 +256,14 @@ def _scan(stmts: list[ast.stmt], bound: set[str], inputs: dict[str, None]) -> se
             read(stmt.test)
             _scan(stmt.body, bound, inputs)
             _scan(stmt.orelse, bound, inputs)
-        elif isinstance(stmt, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-            _scan(stmt.body, bound, inputs)
-            for handler in stmt.handlers:
+        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+            tried: Any = stmt
+            _scan(tried.body, bound, inputs)
+            for handler in tried.handlers:
                 read(handler.type)
                 _scan(handler.body, bound | ({handler.name} if handler.name else set()), inputs)
-            _scan(stmt.orelse, bound, inputs)
-            _scan(stmt.finalbody, bound, inputs)
+            _scan(tried.orelse, bound, inputs)
+            _scan(tried.finalbody, bound, inputs)
         else:
             read(stmt)
             bound |= _sure_binds(stmt)
