@@ -32,6 +32,7 @@ from ._errors import (
     ConfigError,
     EntryError,
     FingerprintError,
+    InvalidNameError,
     StateCacheError,
     UnpicklableError,
 )
@@ -637,7 +638,21 @@ def cached_setup(
     def decorate(fn: F) -> F:
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise StateCacheError(f"cached_setup decorates a Python function, not {fn!r}")
-        entry_name = validate_name(name if name is not None else fn.__qualname__.replace("<locals>.", "").replace("<", "").replace(">", ""))
+        if name is not None:
+            entry_name = validate_name(name)
+        else:
+            derived = fn.__qualname__.replace("<locals>.", "").replace("<", "").replace(">", "")
+            try:
+                entry_name = validate_name(derived)
+            except InvalidNameError:
+                import re
+
+                suggestion = re.sub(r"[^A-Za-z0-9._-]", "_", derived).lstrip(".")[:100] or "setup"
+                raise InvalidNameError(
+                    f"cached_setup names its entries after the function, and {derived!r} is not a "
+                    "valid entry name (1 to 100 letters, digits, '.', '_' or '-', not starting "
+                    f"with '.'): give one, e.g. @cached_setup(name={suggestion!r})"
+                ) from None
         code = fn.__code__
         where = _where(code.co_filename, code.co_firstlineno)
         assigned_globals = _stored_globals(code)

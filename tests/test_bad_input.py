@@ -218,3 +218,25 @@ def test_cache_dir_on_a_path_with_odd_characters(project: Project, tmp_path: Pat
     project.run("script.py", env=env)
     assert project.run("script.py", env=env).hit("data")
     assert list(odd.glob("data/*.sc"))
+
+
+def test_cached_setup_on_a_function_whose_name_is_not_a_valid_entry_name(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+
+        @sc.cached_setup
+        def données():
+            return 1
+        """,
+    )
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1
+    message = last_line(run.stderr)
+    assert "InvalidNameError" in message and "'données'" in message
+    assert "@cached_setup(name='donn_es')" in message
+    project.write("script.py", "import statecache as sc\n\n@sc.cached_setup(name='donnees')\n"
+                  "def données():\n    return 1\n\nprint('R', données())\n")
+    project.run("script.py")
+    assert project.run("script.py").hit("donnees")
