@@ -413,6 +413,8 @@ class _Worker:
                 what = "from the start"
             else:
                 what = f"from the snapshot after {where} (line {line})"
+            if msg.get("reason"):
+                what += f" ({msg['reason']})"
             sys.stderr.write(
                 f"\n── {_TAG}: run {run_id} {what}, resumed in {resume_ms:.1f} ms{since} ──\n"
             )
@@ -658,7 +660,6 @@ class Controller:
         self.running: _Conn | None = None
         self.run_at = -1  # the statement the current run is executing
         self.update: tuple[Plan, float] | None = None  # an edit sent to the current run
-        self.run_started = 0.0
         self.pending_run: dict[str, Any] | None = None  # waits for the start snapshot
         self.stopping = False
         self.idle_due = False
@@ -1105,8 +1106,7 @@ class Controller:
             return
         if script_changed or changed_modules:
             names = ", ".join(sorted(os.path.basename(m) for m in changed_modules))
-            reason = "edit" if not names else f"{names} changed"
-            self._restart(plan, changed_modules, reason, saved)
+            self._restart(plan, changed_modules, f"{names} changed" if names else "", saved)
 
     def _parse(self) -> Plan:
         text = self.texts[self.real]
@@ -1122,17 +1122,17 @@ class Controller:
             _print_syntax_error(exc)
             self.say("waiting for the next save")
             return
-        self._restart(plan, set(), "start")
+        self._restart(plan, set())
 
     def _restart(
-        self, plan: Plan, changed_modules: set[str], reason: str, saved: float = 0.0
+        self, plan: Plan, changed_modules: set[str], reason: str = "", saved: float = 0.0
     ) -> None:
         """Stop the current run, drop the snapshots the change invalidates, resume from the
         last one still valid."""
         t0 = time.monotonic()
         if self._send_update(plan, changed_modules, t0, saved):
             return
-        self._restart_from_snapshot(plan, changed_modules, t0, saved)
+        self._restart_from_snapshot(plan, changed_modules, t0, saved, reason)
 
     def _send_update(self, plan: Plan, changed_modules: set[str], t0: float, saved: float) -> bool:
         """If the current run has not reached the first changed statement yet (a slow setup
@@ -1173,7 +1173,7 @@ class Controller:
         self._restart_from_snapshot(plan, set(), time.monotonic(), saved)
 
     def _restart_from_snapshot(
-        self, plan: Plan, changed_modules: set[str], t0: float, saved: float
+        self, plan: Plan, changed_modules: set[str], t0: float, saved: float, reason: str = ""
     ) -> None:
         self.update = None
         self.run_at = -1
@@ -1193,6 +1193,7 @@ class Controller:
             "changed": sorted(changed_modules),
             "t0": t0,
             "saved": saved,
+            "reason": reason,
         }
         best = max(
             (s for s in self.snapshots.values() if self._valid(s, plan)),
@@ -1216,7 +1217,6 @@ class Controller:
             if snap.point != 0:
                 self._resume(msg)
             return
-        self.run_started = time.monotonic()
 
 
 def _send_blocking(sock: socket.socket, msg: dict[str, Any]) -> None:

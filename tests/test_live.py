@@ -175,7 +175,7 @@ def test_live_loop_through_edits(project: Path) -> None:
 
         # a changed local module is imported afresh: back to before its import
         write(project / "helper.py", 'VALUE = "helper-2"\n')
-        child.expect(r"run 7 from the start")
+        child.expect(r"run 7 from the start \(helper\.py changed\)")
         child.expect(r"tail v4 190 helper-2")
         out = child.before
         assert "SETUP RAN" not in out, "the setup block is a disk-cache hit: not computed again"
