@@ -171,7 +171,13 @@ def _files_component(patterns: tuple[str, ...], base_dir: str) -> dict[str, str]
             out[f"{pattern}: no match"] = ""
         for path in matches:
             if os.path.isfile(path):
-                out[os.path.relpath(path, base_dir)] = file_digest(path)
+                try:
+                    out[os.path.relpath(path, base_dir)] = file_digest(path)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"files={pattern!r} matches {path}, which cannot be read "
+                        f"({exc.strerror or exc}): fix its permissions or leave it out of files="
+                    ) from None
     return out
 
 

@@ -202,7 +202,11 @@ def changed_record(record: dict[str, Any]) -> str | None:
         return f"file {_short(path)} changed"
     from ._fingerprint import file_digest
 
-    return None if file_digest(path) == record["digest"] else f"file {_short(path)} changed"
+    try:
+        digest = file_digest(path)
+    except OSError as exc:  # unreadable now: a miss, and the body's own open() says why
+        return f"file {_short(path)} cannot be read ({exc.strerror or exc})"
+    return None if digest == record["digest"] else f"file {_short(path)} changed"
 
 
 def _short(path: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Project, subprocess_env
-from faults._util import tiny_tmpfs
+from faults._util import run_unprivileged, tiny_tmpfs
 
 SCRIPT = """
 import statecache as sc
@@ -240,3 +240,37 @@ def test_cached_setup_on_a_function_whose_name_is_not_a_valid_entry_name(project
                   "def données():\n    return 1\n\nprint('R', données())\n")
     project.run("script.py")
     assert project.run("script.py").hit("donnees")
+
+
+def test_data_file_that_became_unreadable(project: Project) -> None:
+    """A hit re-checks the files the body read; one that can no longer be read is a miss, and
+    the body's own open() then says why, at the user's line (not deep inside statecache)."""
+    project.write("data.txt", "hello\n")
+    project.write("script.py", 'import statecache as sc\n\nwith sc.checkpoint("reads"):\n'
+                  '    text = open("data.txt").read()\nprint("TEXT", text.strip())\n')
+    assert "TEXT hello" in run_unprivileged(project.root, "script.py").stdout
+    data = project.root / "data.txt"
+    os.utime(data, (0, 0))
+    data.chmod(0)
+    try:
+        run = run_unprivileged(project.root, "script.py")
+    finally:
+        data.chmod(0o644)
+    assert run.returncode == 1
+    assert "computing (file data.txt cannot be read (Permission denied))" in run.stderr
+    assert 'text = open("data.txt").read()' in run.stderr  # the traceback ends in the user's code
+    assert last_line(run.stderr).startswith("PermissionError")
+
+
+def test_files_glob_matching_an_unreadable_file(project: Project) -> None:
+    project.write("secret.txt", "s\n")
+    project.write("script.py", SCRIPT.replace('checkpoint("data")', 'checkpoint("data", files=["*.txt"])'))
+    (project.root / "secret.txt").chmod(0)
+    try:
+        run = run_unprivileged(project.root, "script.py")
+    finally:
+        (project.root / "secret.txt").chmod(0o644)
+    assert run.returncode == 1
+    message = last_line(run.stderr)
+    assert "ConfigError" in message and "secret.txt" in message and "cannot be read" in message
+    assert "leave it out of files=" in message
