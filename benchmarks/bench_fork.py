@@ -10,6 +10,7 @@
     python benchmarks/bench_fork.py            # both
     python benchmarks/bench_fork.py --only branch --gb 1
     python benchmarks/bench_fork.py --only live --setup 10 --edits 10
+    python benchmarks/bench_fork.py --quick    # a smoke run (CI)
 """
 
 from __future__ import annotations
@@ -184,7 +185,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--setup", type=float, default=10.0, help="setup time of the live script (s)")
     p.add_argument("--edits", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="a smoke run: small and short")
     args = p.parse_args()
+    if args.quick:
+        args.gb, args.repeats, args.setup, args.edits = 0.1, 5, 1.0, 3
     if args.only in (None, "branch"):
         bench_branch(args.gb, args.repeats)
     if args.only in (None, "live"):
