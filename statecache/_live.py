@@ -26,23 +26,24 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import os
-import selectors
 import signal
-import socket
 import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # socket, selectors and hashlib load only when the loop runs
+    import socket
 
 __all__ = ["add_parser", "run", "main"]
 
 MAX_SNAPSHOTS = 8
 _TAG = "statecache live"
 _HEADER = struct.Struct("!I")
+_READ = 1  # selectors.EVENT_READ
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -156,6 +157,8 @@ def make_plan(source: str, path: str) -> Plan:
     """Parse ``source`` (raises SyntaxError) and find its snapshot points."""
     tree = ast.parse(source, path)
     prefix = [""]
+    import hashlib
+
     h = hashlib.blake2b(digest_size=16)
     for stmt in tree.body:
         h.update(ast.dump(stmt, include_attributes=False).encode())
@@ -294,6 +297,8 @@ class _Worker:
         self.snapshot_pids: list[int] = []
 
     def connect(self, hello: dict[str, Any]) -> socket.socket:
+        import socket
+
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(self.sock_path)
         _send(s, hello)
@@ -664,6 +669,8 @@ class Controller:
         self.stopping = False
         self.idle_due = False
         self.interrupts = 0
+        import selectors
+
         self.sel = selectors.DefaultSelector()
         self.pgid = 0
         self.watch_dirs: set[str] = set()
@@ -677,6 +684,8 @@ class Controller:
     # -- setup and teardown -------------------------------------------------------------------
 
     def main(self) -> int:
+        import selectors
+        import socket
         import tempfile
 
         if not hasattr(os, "fork"):
@@ -844,7 +853,7 @@ class Controller:
                 return
             sock.setblocking(False)
             conn = _Conn(sock)
-            self.sel.register(sock, selectors.EVENT_READ, conn)
+            self.sel.register(sock, _READ, conn)
 
     def _drop_conn(self, conn: _Conn) -> None:
         try:
@@ -1057,7 +1066,7 @@ class Controller:
                 self.watcher.stop()
                 self.sel.unregister(self.watcher.fd)
             self.watcher = _Watcher(sorted(self.watch_dirs))
-            self.sel.register(self.watcher.fd, selectors.EVENT_READ, "watch")
+            self.sel.register(self.watcher.fd, _READ, "watch")
 
     def _on_changes(self, paths: set[str]) -> None:
         if _CATCH_UP in paths:
@@ -1248,6 +1257,8 @@ def _module_digest(path: str) -> str | None:
         tree = ast.parse(_read(path) or "", path)
     except (SyntaxError, ValueError):
         return None
+    import hashlib
+
     return hashlib.blake2b(ast.dump(tree).encode(), digest_size=16).hexdigest()
 
 
