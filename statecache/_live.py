@@ -312,7 +312,16 @@ class _Worker:
         message)."""
         _flush()
         r, w = os.pipe()
-        pid = os.fork()
+        # a Ctrl-C must not reach the copy before it ignores SIGINT
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            raise
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if pid:
             os.close(w)
             try:
@@ -361,6 +370,7 @@ class _Worker:
                         s.close()
                         signal.signal(signal.SIGINT, signal.default_int_handler)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
                         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
                         if os.getppid() != me:  # the snapshot died before prctl took hold
                             os._exit(1)
@@ -407,6 +417,8 @@ class _Worker:
             linecache.checkcache()
             mod = sys.modules["__main__"]
             mod.__doc__ = ast.get_docstring(plan.tree, clean=False)
+            if not os.environ.get("PYTHONBREAKPOINT"):
+                sys.breakpointhook = _breakpointhook
             flags = _future_flags(plan.tree)
             resume_ms = (started - msg["t0"]) * 1000
             since = ""
@@ -427,6 +439,7 @@ class _Worker:
             known_modules = len(sys.modules)
             reported: set[str] = set()
             i = start
+            debugger = None
             while i < len(plan.stmts):
                 update = self._poll_update()
                 if update is not None:
@@ -457,7 +470,14 @@ class _Worker:
                     flags=flags,
                     dont_inherit=True,
                 )
+                if debugger is not None:
+                    sys.settrace(debugger)
                 exec(code, mod.__dict__)
+                debugger = _debugger_trace()
+                if debugger is not None:
+                    # stepping on in pdb: from this statement to the next, not through the
+                    # loop's own code (or what it calls) in between
+                    sys.settrace(None)
                 if len(sys.modules) != known_modules:
                     known_modules = len(sys.modules)
                     files = set(local_modules().values()) - reported
@@ -592,6 +612,23 @@ def _fix_lines(
         visit(value)
 
 
+def _debugger_trace() -> Any:
+    """The global trace function if it is a debugger's (bdb: pdb and friends)."""
+    trace = sys.gettrace()
+    bdb = sys.modules.get("bdb")
+    if trace is None or bdb is None:
+        return None
+    return trace if isinstance(getattr(trace, "__self__", None), bdb.Bdb) else None
+
+
+def _breakpointhook(*args: Any, **kwargs: Any) -> None:
+    """``breakpoint()`` in a live run: pdb that steps from one statement of the script to the
+    next without stopping in the loop's own code between them."""
+    import pdb
+
+    pdb.Pdb(skip=[__name__]).set_trace(sys._getframe(1))
+
+
 def _forget_bytecode(filename: str) -> None:
     """Remove the cached bytecode of an edited module: a save within the same second that keeps
     the file's size would otherwise pass the .pyc's mtime+size check and run the old code."""
@@ -603,10 +640,10 @@ def _forget_bytecode(filename: str) -> None:
         pass
 
 
-def _origin(sock_path: str, path: str, argv: list[str]) -> None:
-    """``argv``: the script's ``sys.argv``, its name first."""
-    """The first worker: becomes the script's process (``__main__``, argv, sys.path) and serves
-    as the snapshot before the first statement. Never returns."""
+def _origin(sock_path: str, path: str, argv: list[str], keep_stdin: bool) -> None:
+    """The first worker: becomes the script's process (``__main__``, ``argv`` with the script's
+    name first, sys.path) and serves as the snapshot before the first statement. Never
+    returns. Without ``keep_stdin`` the script reads /dev/null (the terminal stays the loop's)."""
     import builtins
     import importlib.machinery
     import types
@@ -615,9 +652,14 @@ def _origin(sock_path: str, path: str, argv: list[str]) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    # the workers get the terminal during runs: Ctrl-Z would stop them behind the loop's back,
+    # Ctrl-\ should only kill a run (runners take it back), never the snapshots
+    signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    if not keep_stdin:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
     sys.dont_write_bytecode = True  # a .pyc written by one run must never be read by the next
     mod = types.ModuleType("__main__")
     mod.__file__ = path
@@ -669,6 +711,9 @@ class Controller:
         self.stopping = False
         self.idle_due = False
         self.interrupts = 0
+        self.tty: list[Any] | None = None
+        self.tty_given = False
+        self.stdin_fd = -1
         import selectors
 
         self.sel = selectors.DefaultSelector()
@@ -716,6 +761,9 @@ class Controller:
             s: signal.signal(s, self._on_signal)
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
+        self.tty = self._foreground_terminal()
+        # we write to the terminal while a run holds it: never be stopped for that (TOSTOP)
+        old_ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         _flush()
         pid = os.fork()
         if pid == 0:
@@ -726,7 +774,7 @@ class Controller:
                 self.listener.close()
                 os.close(wake_r)
                 os.close(self.wake_w)
-                _origin(sock_path, self.path, [self.arg0, *self.argv])
+                _origin(sock_path, self.path, [self.arg0, *self.argv], self.tty is not None)
             finally:
                 os._exit(1)
         self.pgid = pid
@@ -737,10 +785,12 @@ class Controller:
         try:
             self.sel.register(self.listener, selectors.EVENT_READ, "listen")
             self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+            self.stdin_fd = -1
             if sys.stdin is not None and not sys.stdin.closed:
                 try:
                     os.set_blocking(sys.stdin.fileno(), True)
                     self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
+                    self.stdin_fd = sys.stdin.fileno()
                 except (ValueError, OSError):
                     pass
             self.stdin_buf = b""
@@ -752,7 +802,61 @@ class Controller:
             signal.set_wakeup_fd(-1)
             for s, h in old.items():
                 signal.signal(s, h)
+            signal.signal(signal.SIGTTOU, old_ttou)
         return self.exit_code
+
+    # -- the terminal ------------------------------------------------------------------------
+    #
+    # During a run the terminal belongs to the workers' process group, as a shell gives it to
+    # a job: the script reads it (input(), breakpoint()) and Ctrl-C goes to the script. Between
+    # runs it is the loop's again (Enter, q, Ctrl-C to quit).
+
+    def _foreground_terminal(self) -> list[Any] | None:
+        """The terminal's settings if stdin is a terminal and we are its foreground."""
+        try:
+            import termios
+
+            if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
+                return None
+            return termios.tcgetattr(0)
+        except (OSError, ImportError, ValueError):
+            return None
+
+    def _give_terminal(self) -> None:
+        if self.tty is None or self.tty_given:
+            return
+        try:
+            os.tcsetpgrp(0, self.pgid)
+        except OSError:
+            return
+        self.tty_given = True
+        if self.stdin_fd >= 0:
+            try:
+                self.sel.unregister(self.stdin_fd)
+            except (KeyError, ValueError):
+                pass
+
+    def _take_terminal(self) -> None:
+        """Back to the loop: our process group in the foreground, the terminal's settings as
+        they were (a debugger or a killed run may have changed them), typed-ahead input
+        dropped."""
+        if not self.tty_given:
+            return
+        self.tty_given = False
+        import termios
+
+        try:  # SIGTTOU is ignored: allowed from the background
+            os.tcsetpgrp(0, os.getpgrp())
+            assert self.tty is not None
+            termios.tcsetattr(0, termios.TCSADRAIN, self.tty)
+            termios.tcflush(0, termios.TCIFLUSH)
+        except (OSError, termios.error):
+            pass
+        if self.stdin_fd >= 0:
+            try:
+                self.sel.register(self.stdin_fd, _READ, "stdin")
+            except (KeyError, ValueError):
+                pass
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
@@ -765,6 +869,7 @@ class Controller:
         """Kill every worker and reap them; remove the socket directory."""
         import shutil
 
+        self._take_terminal()
         if self.watcher is not None:
             self.watcher.stop()
         if self.pgid:
@@ -799,8 +904,10 @@ class Controller:
             if self.interrupts:
                 self.interrupts = 0
                 if self.running is not None:
+                    run_id = self.run_id
                     self._stop_run()
-                    self.say("run stopped (Ctrl-C again to quit)")
+                    self.say(f"run {run_id} stopped (Ctrl-C again to quit)")
+                    self.idle_due = True
                 else:
                     self.say("bye")
                     return
@@ -870,6 +977,7 @@ class Controller:
                 self.snapshots.pop(conn.pid, None)
             elif conn is self.running:
                 self.running = None
+                self._take_terminal()
                 if self.update is not None:
                     self._update_failed()
                     return
@@ -919,8 +1027,13 @@ class Controller:
                 if msg["run"] != self.run_id:
                     continue
                 self.running = None
+                self._take_terminal()
                 status = msg["status"]
                 took = _duration(msg["elapsed"])
+                if status == "interrupted":
+                    self.say(f"run {msg['run']} stopped after {took} (Ctrl-C again to quit)")
+                    self.idle_due = True
+                    continue
                 tail = "finished" if status == "ok" else f"ended ({status})"
                 self.say(f"run {msg['run']} {tail} in {took}")
                 self.idle_due = True
@@ -1024,6 +1137,7 @@ class Controller:
                 break
         self._kill(conn.pid)
         self._drop_conn(conn)
+        self._take_terminal()
 
     def _on_stdin(self, fd: int) -> bool:
         """Enter re-runs, ``q`` quits; True to leave."""
@@ -1190,6 +1304,7 @@ class Controller:
             self._kill(self.running.pid)
             self._drop_conn(self.running)
             self.running = None
+        self._take_terminal()
         self.plan = plan
         for snap in list(self.snapshots.values()):
             if snap.point != 0 and snap.modules & changed_modules:
@@ -1220,6 +1335,7 @@ class Controller:
             msg["start"] = 0
         try:
             _send_blocking(snap.conn.sock, msg)
+            self._give_terminal()
         except OSError:
             self.say("a snapshot died; starting over from the start")
             self._retire(snap)

@@ -209,7 +209,7 @@ def test_ctrl_c_stops_the_run_then_quits(project: Path) -> None:
         workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
         child.sendintr()
         child.expect(r"KeyboardInterrupt")
-        child.expect(r"run stopped \(Ctrl-C again to quit\)")
+        child.expect(r"run 1 stopped[^\r\n]*\(Ctrl-C again to quit\)")
         # the loop is alive: an edit still runs
         write(project / "script.py", script_text(tag="after-stop"))
         child.expect("tail after-stop 45")
@@ -508,3 +508,64 @@ def test_usage_errors(tmp_path: Path) -> None:
         )
         assert done.returncode == code, done.stderr
         assert text in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_script_reads_the_terminal_during_a_run(project: Path) -> None:
+    """The run holds the terminal like a foreground job: input() reads what is typed."""
+    write(
+        project / "script.py",
+        script_text(tail='print("tail", input("name? ").upper(), sum(data))'),
+    )
+    child = spawn(project)
+    try:
+        child.expect("name\\? ")
+        child.sendline("ada")
+        child.expect("tail ADA 45")
+        idle(child)
+        child.sendline("")  # Enter: the loop has the terminal again, and re-runs
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect("name\\? ")
+        child.sendline("grace")
+        child.expect("tail GRACE 45")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
+    write(
+        project / "script.py",
+        "import statecache\n"
+        'with statecache.checkpoint("setup"):\n'
+        "    x = 41\n"
+        "breakpoint()\n"
+        "y = x + 1\n"
+        'print("after", y)\n',
+    )
+    child = spawn(project)
+    try:
+        child.expect(r"\(Pdb\) ")
+        child.sendline("p x * 2")
+        child.expect("82")
+        stepped = ""
+        for _ in range(3):  # out of breakpoint()'s statement, into the next, over its line
+            child.expect(r"\(Pdb\) ")
+            stepped += child.before
+            child.sendline("n")
+        child.expect(r"\(Pdb\) ")
+        stepped += child.before
+        assert "-> y = x + 1" in stepped
+        assert "_live.py" not in stepped  # never inside the loop's own code
+        child.sendline("p y")
+        child.expect("42")
+        child.sendline("c")
+        child.expect("after 42")
+        idle(child)
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
