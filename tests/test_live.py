@@ -569,3 +569,49 @@ def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_without_a_terminal_sigint_stops_the_run_then_quits(project: Path) -> None:
+    """Input not a terminal (a pipe, /dev/null): the loop itself takes SIGINT and passes the
+    first one on to the run; the script's input is /dev/null."""
+    write(
+        project / "script.py",
+        script_text(
+            tail='print("stdin says", repr(sys.stdin.read()))\n'
+            'print("LONG RUN", flush=True)\nimport time\ntime.sleep(600)'
+        ),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "statecache", "live", "script.py"],
+        cwd=project,
+        env=env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+
+    def read_until(text: str) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} never came:\n{''.join(seen)}")
+
+    try:
+        read_until("LONG RUN")
+        workers = [p.pid for p in loop_processes(project) if p.pid != proc.pid]
+        proc.send_signal(signal.SIGINT)
+        read_until("run 1 stopped (Ctrl-C again to quit)")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait()
+    out = "".join(seen)
+    assert "stdin says ''" in out
+    assert "KeyboardInterrupt" in out
+    assert proc.returncode == 0
+    assert wait_gone(workers) == []
