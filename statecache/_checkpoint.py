@@ -303,7 +303,12 @@ class _Cached:
         path = self.store.entry_path(self.name, self.key)
         started = time.perf_counter()
         try:
-            meta, state = read_entry(path, mmap=self.settings.mmap, secret=self.settings.secret)
+            meta, state = read_entry(
+                path,
+                mmap=self.settings.mmap,
+                secret=self.settings.secret,
+                progress=None if self.settings.verbose else False,
+            )
         except FileNotFoundError:
             return None
         except (EntryError, OSError) as exc:
@@ -377,7 +382,13 @@ class _Cached:
         }
         path = self.store.entry_path(self.name, self.key)
         try:
-            written = write_entry(path, state, meta, secret=self.settings.secret)
+            written = write_entry(
+                path,
+                state,
+                meta,
+                secret=self.settings.secret,
+                progress=None if self.settings.verbose else False,
+            )
         except UnpicklableError as exc:
             warn(f"statecache: '{self.name}' at {self.where} was not saved: {exc}")
             return
