@@ -786,7 +786,8 @@ class Controller:
             self.sel.register(self.listener, selectors.EVENT_READ, "listen")
             self.sel.register(wake_r, selectors.EVENT_READ, "wake")
             self.stdin_fd = -1
-            if sys.stdin is not None and not sys.stdin.closed:
+            background = self.tty is None and _isatty(0)  # `statecache live x.py &`
+            if sys.stdin is not None and not sys.stdin.closed and not background:
                 try:
                     os.set_blocking(sys.stdin.fileno(), True)
                     self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
@@ -1342,6 +1343,13 @@ class Controller:
             if snap.point != 0:
                 self._resume(msg)
             return
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def _send_blocking(sock: socket.socket, msg: dict[str, Any]) -> None:
