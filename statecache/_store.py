@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -58,6 +59,15 @@ def ensure_cache_dir(root: str) -> str:
     if os.path.exists(root) and not os.path.isdir(root):
         raise NotADirectoryError(f"{root} exists and is not a directory")
     os.makedirs(root, mode=0o700, exist_ok=True)
+    if not os.path.lexists(os.path.join(root, "CACHEDIR.TAG")):
+        foreign = _foreign_content(root)
+        if foreign is not None:
+            # Not a cache: marking it would git-ignore (and hide from backups) someone's files,
+            # and a checkpoint's directory could be one of theirs.
+            raise FileExistsError(
+                f"{root} already holds files that are not statecache's (e.g. {foreign}); give "
+                f"statecache a directory of its own, e.g. {os.path.join(root, '.statecache')}"
+            )
     for filename, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
         path = os.path.join(root, filename)
         if not os.path.exists(path):
@@ -73,6 +83,25 @@ def ensure_cache_dir(root: str) -> str:
         raise PermissionError(f"{root} is not writable")
     _ready_dirs.add(root)
     return root
+
+
+_OWN_TOP = re.compile(r"\.gitignore|\.statecache-usage\.json(\..*)?")
+_OWN_ENTRY = re.compile(r"[0-9a-f]{32}\.sc(\.lock)?|\.[0-9a-f]{32}\.sc\.[0-9]+\.[0-9a-f]{8}\.tmp")
+
+
+def _foreign_content(root: str) -> str | None:
+    """Something in ``root`` (a directory without CACHEDIR.TAG) that statecache did not make,
+    or None when it holds only what statecache makes (an empty or half-made cache)."""
+    with os.scandir(root) as top:
+        for item in top:
+            if item.is_dir(follow_symlinks=False):
+                with os.scandir(item.path) as inner:
+                    for f in inner:
+                        if not _OWN_ENTRY.fullmatch(f.name):
+                            return os.path.join(item.name, f.name)
+            elif not _OWN_TOP.fullmatch(item.name):
+                return item.name
+    return None
 
 
 class Store:

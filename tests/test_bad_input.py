@@ -274,3 +274,35 @@ def test_files_glob_matching_an_unreadable_file(project: Project) -> None:
     message = last_line(run.stderr)
     assert "ConfigError" in message and "secret.txt" in message and "cannot be read" in message
     assert "leave it out of files=" in message
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_cache_dir_that_is_someone_elses_directory(project: Project, how: str) -> None:
+    """cache_dir='.' or STATECACHE_DIR=$HOME: statecache will not turn a directory of other
+    files into a cache (a '.gitignore' of '*' and a CACHEDIR.TAG there would hide the user's
+    files from git and from backups, and a checkpoint's directory could be one of theirs)."""
+    project.write("data/notes.txt", "mine\n")
+    if how == "argument":
+        project.write("script.py", SCRIPT.replace('checkpoint("data")', 'checkpoint("data", cache_dir=".")'))
+        env = {}
+    else:
+        project.write("script.py", SCRIPT)
+        env = {"STATECACHE_DIR": str(project.root)}
+    before = sorted(p.relative_to(project.root) for p in project.root.rglob("*"))
+    run = project.run("script.py", env=env)
+    assert "VALUES [1, 2, 3]" in run.stdout
+    [warning] = warnings_in(run.stderr)
+    assert "already holds files that are not statecache's" in warning
+    assert os.path.join(str(project.root), ".statecache") in warning  # the fix
+    assert sorted(p.relative_to(project.root) for p in project.root.rglob("*")) == before
+
+
+def test_an_empty_existing_directory_becomes_a_cache(project: Project, tmp_path: Path) -> None:
+    cache = tmp_path / "empty"
+    cache.mkdir()
+    project.write("script.py", SCRIPT)
+    project.run("script.py", env={"STATECACHE_DIR": str(cache)})
+    assert (cache / "CACHEDIR.TAG").exists() and list(cache.glob("data/*.sc"))
+    (cache / "CACHEDIR.TAG").unlink()  # markers lost: it still holds only statecache's files
+    assert project.run("script.py", env={"STATECACHE_DIR": str(cache)}).hit("data")
+    assert (cache / "CACHEDIR.TAG").exists()
