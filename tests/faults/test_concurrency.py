@@ -196,3 +196,20 @@ def test_writer_killed_while_holding_the_lock_does_not_block_others(project: Pro
     assert "'locked' computing" in err and "'locked' saved" in err
     after = project.run("holder.py")
     assert after.hit("locked") and "VALUE 42" in after.stdout
+
+
+def test_waiter_computes_when_the_lock_holder_fails(project: Project) -> None:
+    """The process holding the lock raises in the body: it saves nothing and its waiter computes
+    (instead of waiting forever or loading nothing)."""
+    project.write("holder.py", HOLDER.replace(
+        '    if os.environ.get("HANG"):\n        time.sleep(3600)\n',
+        '    if os.environ.get("FAIL"):\n        time.sleep(1)\n        raise RuntimeError("bad input")\n'))
+    holder = _popen(project, "holder.py", FAIL="1")
+    while not (project.root / "started").exists():
+        assert holder.poll() is None, holder.communicate()
+        time.sleep(0.01)
+    waiter = _popen(project, "holder.py")
+    h_out, h_err = holder.communicate(timeout=300)
+    out, err = waiter.communicate(timeout=300)
+    assert holder.returncode == 1 and "RuntimeError: bad input" in h_err
+    assert waiter.returncode == 0 and "VALUE 42" in out and "'locked' saved" in err, err
