@@ -203,12 +203,20 @@ def test_waiter_computes_when_the_lock_holder_fails(project: Project) -> None:
     (instead of waiting forever or loading nothing)."""
     project.write("holder.py", HOLDER.replace(
         '    if os.environ.get("HANG"):\n        time.sleep(3600)\n',
-        '    if os.environ.get("FAIL"):\n        time.sleep(1)\n        raise RuntimeError("bad input")\n'))
+        '    if os.environ.get("FAIL"):\n'
+        '        while not os.path.exists("release"):\n'
+        '            time.sleep(0.01)\n'
+        '        raise RuntimeError("bad input")\n'))
     holder = _popen(project, "holder.py", FAIL="1")
     while not (project.root / "started").exists():
         assert holder.poll() is None, holder.communicate()
         time.sleep(0.01)
     waiter = _popen(project, "holder.py")
+    assert waiter.stderr is not None
+    for line in waiter.stderr:
+        if "being computed by another process" in line:
+            break
+    (project.root / "release").touch()
     h_out, h_err = holder.communicate(timeout=300)
     out, err = waiter.communicate(timeout=300)
     assert holder.returncode == 1 and "RuntimeError: bad input" in h_err
