@@ -216,6 +216,8 @@ def test_waiter_computes_when_the_lock_holder_fails(project: Project) -> None:
     for line in waiter.stderr:
         if "being computed by another process" in line:
             break
+    else:
+        raise AssertionError("the second process never waited for the lock")
     (project.root / "release").touch()
     h_out, h_err = holder.communicate(timeout=300)
     out, err = waiter.communicate(timeout=300)
