@@ -37,6 +37,13 @@ from ._util import (
 SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
 # big enough that a save takes a while (about 20 MB: raw arrays, zstd chunks, a long stream)
 BIG = {"N_RAW": "1000000", "N_INT": "1000000", "N_OBJ": "20000"}
+# the kill trials also run the size cap's bookkeeping after each save (its usage index)
+KILL_ENV = {**BIG, "STATECACHE_MAX_SIZE": "10G"}
+
+
+def _leftovers(cache: Path) -> list[Path]:
+    """Temporary files of writers: entries' and the usage index's."""
+    return temp_files(cache) + sorted(cache.glob(".statecache-usage.json.*.part"))
 
 
 def _entries_all_verify(cache: Path) -> int:
@@ -54,7 +61,7 @@ def _wait_for_computing(err: Path) -> None:
 
 def _calibrate(server: ForkServer, project: Project) -> tuple[float, float]:
     """(seconds from the 'computing' line to the end of the process, seconds of the save)."""
-    pid, out, err = server.start("state.py", BIG)
+    pid, out, err = server.start("state.py", KILL_ENV)
     _wait_for_computing(err)
     start = time.perf_counter()
     run = server.wait(out, err)
@@ -67,7 +74,7 @@ def _calibrate(server: ForkServer, project: Project) -> tuple[float, float]:
 
 def _kill_trial(server: ForkServer, project: Project, expected: str, rng: random.Random,
                 total: float, save: float) -> str:
-    pid, out, err = server.start("state.py", BIG)
+    pid, out, err = server.start("state.py", KILL_ENV)
     _wait_for_computing(err)
     if rng.random() < 0.4:  # any moment from the start of the computation to the end
         time.sleep(rng.uniform(0, total * 1.1))
@@ -78,7 +85,7 @@ def _kill_trial(server: ForkServer, project: Project, expected: str, rng: random
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     killed = server.wait(out, err).returncode == -signal.SIGKILL
-    leftovers = temp_files(project.cache)
+    leftovers = _leftovers(project.cache)
     complete = _entries_all_verify(project.cache)
     outcome = (
         "finished before the kill" if not killed
@@ -86,14 +93,14 @@ def _kill_trial(server: ForkServer, project: Project, expected: str, rng: random
         else "killed while writing" if leftovers
         else "killed before writing"
     )
-    run = server.run("state.py", BIG)
+    run = server.run("state.py", KILL_ENV)
     assert state_digest(run) == expected, run.stderr
     assert warnings_in(run.stderr) == [], run.stderr
     assert run.hit("state") == bool(complete), run.stderr
     if leftovers:
         gc = cli("gc", "--dir", str(project.cache))
         assert gc.returncode == 0, gc.stderr
-    assert temp_files(project.cache) == []
+    assert _leftovers(project.cache) == []
     assert _entries_all_verify(project.cache) == 1
     shutil.rmtree(project.cache / "state")
     return outcome
