@@ -36,7 +36,7 @@ from ._errors import (
     StateCacheError,
     UnpicklableError,
 )
-from ._frames import SkipBody, arm_skip, is_function_frame, write_names
+from ._frames import ArmedSkip, SkipBody, arm_skip, is_function_frame, write_names
 from ._source import Block, find_with_block
 from ._store import Store, warn
 
@@ -469,6 +469,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         self._mode = "idle"
         self._cached: _Cached | None = None
         self._frame: FrameType | None = None
+        self._armed: ArmedSkip | None = None
 
     def __enter__(self) -> checkpoint:
         if self._mode != "idle":
@@ -505,7 +506,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         found = cached.lookup(components)
         if found is not None:
             self._restore_on_skip = found
-            self._armed = arm_skip(frame, block.body_lines)
+            self._armed = None if block.empty else arm_skip(frame, block.body_lines)
             self._mode = "hit"
             return self
         cached.start_computing()
@@ -515,7 +516,10 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         mode, self._mode = self._mode, "done"
         if mode == "hit":
-            self._armed.disarm()
+            if self._armed is not None:
+                self._armed.disarm()
+            elif exc_type is None:
+                exc_type = SkipBody  # an empty body ran instead of being skipped: same result
             if exc_type is not SkipBody:
                 return False
             assert self._frame is not None

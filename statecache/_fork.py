@@ -59,14 +59,6 @@ def _dumps(value: Any, name: str) -> bytes:
             ) from None
 
 
-def _is_noop(stmt: Any) -> bool:
-    import ast
-
-    return isinstance(stmt, ast.Pass) or (
-        isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-    )
-
-
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -377,7 +369,7 @@ class Branch:
         self._child = _Child(pid, fd, started)
         try:
             _unblock()
-            if not all(_is_noop(stmt) for stmt in block.body):
+            if not block.empty:
                 # a body of only ``pass`` compiles to no instruction the skip could interrupt
                 # inside the block; running it in the parent does nothing anyway
                 self._armed = arm_skip(frame, block.body_lines)

@@ -30,6 +30,15 @@ class Block:
     inputs: tuple[str, ...]  # names read that the body did not bind first
     name_lines: dict[str, list[int]] = field(repr=False)  # literal checkpoint names of the file
 
+    @property
+    def empty(self) -> bool:
+        """True for a body of only ``pass``, constants or docstrings: it compiles to nothing a
+        skip could interrupt inside the block, and running it does nothing anyway."""
+        return all(
+            isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+            for s in self.body
+        )
+
 
 _parsed: dict[tuple[str, int], tuple[list[str], ast.Module]] = {}
 _blocks: dict[tuple[str, int, int], Block] = {}

@@ -761,3 +761,10 @@ def test_a_data_file_rewritten_within_the_same_mtime_tick_is_seen(project: Proje
     assert "text aaa" in project.run("script.py").stdout
     run = project.run("script.py", "bbb")
     assert "text bbb" in run.stdout and not run.hit("racy")
+
+
+def test_an_empty_body_hits_cleanly(project: Project) -> None:
+    project.write("script.py", 'import statecache as sc\nwith sc.checkpoint("empty"):\n    pass\nprint("after")\n')
+    project.run("script.py")
+    second = project.run("script.py")
+    assert second.hit("empty") and "after" in second.stdout
