@@ -294,9 +294,14 @@ def _load_usage(cache_dir: str) -> dict:
         if (
             isinstance(data, dict)
             and data.get("version") == 1
+            and isinstance(data.get("scanned", 0.0), (int, float))
             and isinstance(data.get("dirs"), dict)
+            and all(
+                isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+                for v in data["dirs"].values()
+            )
         ):
-            return data
+            return data  # anything else (a damaged index) is rebuilt from the listings
     except (OSError, ValueError):
         pass
     return {"version": 1, "scanned": 0.0, "dirs": {}}

@@ -249,3 +249,23 @@ def test_entry_file_copied_to_another_key_is_refused(tmp_path: Path) -> None:
         assert not run.hit("state")
         [warning] = warnings_in(run.stderr)
         assert "'state'" in warning and entry.name in warning
+
+
+@pytest.mark.parametrize(
+    "junk",
+    ['{"version":1,"scanned":"x","dirs":{"state":"y"}}', '{"version":1,"scanned":0,"dirs":{"state":[1,"2"]}}',
+     '{"version":1,"scanned":0,"dirs":{"state":[1,2,3]}}', "[1]", "garbage", ""],
+)
+def test_damaged_size_index_is_rebuilt_silently(project: Project, junk: str) -> None:
+    """The size cap's usage index (a cache-wide file) damaged: saves go on without a warning
+    and the index is rebuilt, instead of a warning at every save forever."""
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    env = {"STATECACHE_MAX_SIZE": "1G"}
+    project.run("state.py", env=env)
+    index = project.cache / ".statecache-usage.json"
+    assert index.exists()
+    for n in ("1000", "1001"):
+        index.write_text(junk)
+        run = project.run("state.py", env={**env, "N_OBJ": n})
+        assert "saved" in run.stderr and warnings_in(run.stderr) == [], run.stderr
+        assert json.loads(index.read_text())["dirs"]["state"][1] > 0
