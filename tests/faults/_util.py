@@ -192,7 +192,9 @@ class ForkServer:
 
         self.root = root
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER], cwd=root, env=subprocess_env(**(env or {})),
+            # one-threaded BLAS: the server forks, and a fork copies only the calling thread
+            [sys.executable, "-c", _SERVER], cwd=root,
+            env=subprocess_env(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **(env or {})),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.ids = itertools.count()
