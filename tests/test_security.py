@@ -285,3 +285,17 @@ def test_marker_files_that_are_symlinks_are_not_written_through(project: Project
     run = project.run("script.py")
     assert "VALUE [1, 2, 3]" in run.stdout
     assert victim.read_bytes() == b"precious" and not (tmp_path / "absent").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_entry_path_that_is_not_a_file_neither_hangs_nor_crashes(project: Project, kind: str) -> None:
+    """A FIFO planted at an entry's path would block a plain open() for ever."""
+    entry = first_run(project)
+    entry.unlink()
+    if kind == "fifo":
+        os.mkfifo(entry)
+    else:
+        entry.mkdir()
+    run = project.run("script.py")
+    assert run.returncode == 0 and "VALUE [1, 2, 3]" in run.stdout
+    assert any(entry.name in w for w in warnings_in(run.stderr)), run.stderr
