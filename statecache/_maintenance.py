@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterable
@@ -70,11 +71,20 @@ def is_statecache_dir(cache_dir: str) -> bool:
 
     clear and gc refuse any other directory, so a mistyped ``--dir`` cannot delete anything.
     """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        with open(os.path.join(cache_dir, "CACHEDIR.TAG"), encoding="utf-8", errors="replace") as f:
-            text = f.read(4096)
+        # non-blocking and regular files only: a FIFO planted as the tag must not hang us
+        fd = os.open(os.path.join(cache_dir, "CACHEDIR.TAG"), flags)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        text = os.read(fd, 4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return text.startswith(CACHEDIR_TAG_SIGNATURE) and "statecache" in text.lower()
 
 

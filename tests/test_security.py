@@ -299,3 +299,10 @@ def test_entry_path_that_is_not_a_file_neither_hangs_nor_crashes(project: Projec
     run = project.run("script.py")
     assert run.returncode == 0 and "VALUE [1, 2, 3]" in run.stdout
     assert any(entry.name in w for w in warnings_in(run.stderr)), run.stderr
+
+
+def test_commands_do_not_hang_on_a_fifo_planted_as_the_cache_tag(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "CACHEDIR.TAG")
+    for args in (["gc"], ["clear", "--all"]):
+        proc = cli(*args, "--dir", str(tmp_path))  # hangs (timeout) if it opens the FIFO
+        assert proc.returncode == 2 and "not a statecache directory" in proc.stderr
