@@ -298,8 +298,12 @@ def _dir_bytes(path: str) -> int:
 
 
 def _load_usage(cache_dir: str) -> dict:
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        with open(os.path.join(cache_dir, USAGE_FILE), encoding="utf-8") as f:
+        fd = os.open(os.path.join(cache_dir, USAGE_FILE), flags)  # a planted FIFO must not hang
+        with os.fdopen(fd, encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError("not a regular file")
             data = json.load(f)
         if (
             isinstance(data, dict)

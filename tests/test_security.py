@@ -306,3 +306,11 @@ def test_commands_do_not_hang_on_a_fifo_planted_as_the_cache_tag(tmp_path: Path)
     for args in (["gc"], ["clear", "--all"]):
         proc = cli(*args, "--dir", str(tmp_path))  # hangs (timeout) if it opens the FIFO
         assert proc.returncode == 2 and "not a statecache directory" in proc.stderr
+
+
+def test_saves_do_not_hang_on_a_fifo_planted_as_the_size_index(project: Project) -> None:
+    first_run(project)
+    os.mkfifo(project.cache / ".statecache-usage.json")
+    project.write("script.py", SCRIPT.replace("[1, 2, 3]", "[4]"))
+    run = project.run("script.py", env={"STATECACHE_MAX_SIZE": "1G"}, timeout=60)
+    assert "VALUE [4]" in run.stdout and "saved" in run.stderr
