@@ -8,13 +8,12 @@ can say in a few words what changed since the newest previous version.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, TypeVar, overload
 
 from . import _files, _rng
@@ -677,6 +676,8 @@ def cached_setup(
         code = fn.__code__
         where = _where(code.co_filename, code.co_firstlineno)
         assigned_globals = _stored_globals(code)
+        import inspect
+
         signature = inspect.signature(fn)
         names_used = _names_used(code)
         for ignored_name in ignored:
@@ -740,7 +741,7 @@ def _names_used(code: Any) -> set[str]:
     while stack:
         c = stack.pop()
         names.update(c.co_names)
-        stack.extend(k for k in c.co_consts if inspect.iscode(k))
+        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
     return names
 
 
@@ -755,6 +756,6 @@ def _stored_globals(code: Any) -> list[str]:
         for instr in dis.get_instructions(c):
             if instr.opname == "STORE_GLOBAL":
                 names.setdefault(instr.argval, None)
-        stack.extend(k for k in c.co_consts if inspect.iscode(k))
+        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
     return list(names)
 

@@ -12,8 +12,9 @@ from ._errors import ConfigError, InvalidNameError
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", re.IGNORECASE)
-_AGE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
+# sizes and ages are parsed rarely: their patterns compile on first use (uncompiled strings here)
+_SIZE_PATTERN = r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*"
+_AGE_PATTERN = r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -34,7 +35,7 @@ def validate_name(name: object, what: str = "checkpoint name") -> str:
 
 def parse_size(text: str, what: str = "size") -> int:
     """``'500M'`` -> bytes. Units K, M, G, T are powers of 1024; a plain number is bytes."""
-    m = _SIZE_RE.fullmatch(text or "")
+    m = re.fullmatch(_SIZE_PATTERN, text or "", re.IGNORECASE)
     if not m:
         raise ConfigError(
             f"invalid {what} {text!r}: give bytes or a number with K, M, G or T (e.g. 500M, 1.5G)"
@@ -44,7 +45,7 @@ def parse_size(text: str, what: str = "size") -> int:
 
 def parse_age(text: str, what: str = "age") -> float:
     """``'7d'`` -> seconds. Units s, m, h, d, w."""
-    m = _AGE_RE.fullmatch(text or "")
+    m = re.fullmatch(_AGE_PATTERN, text or "", re.IGNORECASE)
     if not m:
         raise ConfigError(f"invalid {what} {text!r}: give a number with s, m, h, d or w (e.g. 30s, 15m, 7d)")
     return float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]
