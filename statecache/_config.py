@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._errors import ConfigError, InvalidNameError
 
@@ -82,8 +82,7 @@ def env_flag(var: str) -> bool:
     raise ConfigError(f"environment variable {var}={raw!r} is not understood: set it to 1 or 0 (or unset it)")
 
 
-@dataclass(frozen=True)
-class Refresh:
+class Refresh(NamedTuple):
     """``STATECACHE_REFRESH``: recompute everything, or only the named checkpoints."""
 
     everything: bool = False

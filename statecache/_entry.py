@@ -48,8 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -87,8 +86,7 @@ temp_name_pattern = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.(?P<token>[0
 _local = threading.local()
 
 
-@dataclass
-class WrittenEntry:
+class WrittenEntry(NamedTuple):
     """What ``write_entry`` wrote: where, how big, which variables, which pickler, how long."""
 
     path: str

@@ -11,24 +11,24 @@ from __future__ import annotations
 import ast
 import linecache
 import sys
-from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import SourceNotFoundError, StateCacheError
 
 
-@dataclass(frozen=True)
-class Block:
-    """One ``with`` statement of a source file, as the checkpoint needs it."""
+class Block(NamedTuple):
+    """One ``with`` statement of a source file, as the checkpoint needs it. (A NamedTuple, not
+    a dataclass: dataclasses imports inspect, which the first checkpoint of a process would pay
+    for.)"""
 
     filename: str
     with_line: int
-    body: list[ast.stmt] = field(repr=False)
+    body: list[ast.stmt]
     body_lines: tuple[int, int]
     assigned: tuple[str, ...]  # names the body binds in the frame's scope, in source order
     inputs: tuple[str, ...]  # names read that the body did not bind first
-    name_lines: dict[str, list[int]] = field(repr=False)  # literal checkpoint names of the file
+    name_lines: dict[str, list[int]]  # literal checkpoint names of the file
 
     @property
     def empty(self) -> bool:
