@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import CodeType, FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import Any, TypeVar, overload
 
 from . import _files, _rng
@@ -562,7 +562,30 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             elif hasattr(builtins, name):
                 continue  # a builtin: fixed by the Python version, which is in the key
             # else: unbound before the block; nothing to fingerprint
+        values.update(self._implicit_inputs(block, values))
         return values
+
+    def _implicit_inputs(self, block: Block, values: dict[str, Any]) -> dict[str, Any]:
+        """Data read through installed modules (``sys.argv``, ``np.pi``), which count by
+        version only, and environment variables read with a constant key."""
+        from ._fingerprint import is_user_file
+
+        extra: dict[str, Any] = {}
+        for name, attribute in block.attribute_reads:
+            module = values.get(name)
+            label = f"{name}.{attribute}"
+            if not isinstance(module, ModuleType) or label in self.ignore or (name, attribute) == ("os", "environ"):
+                continue
+            if is_user_file(getattr(module, "__file__", None)):
+                continue  # the user's own modules count by their code and the values it reads
+            value = getattr(module, attribute, None)
+            if _plain_data(value):
+                extra[label] = value
+        for key in block.environ_keys:
+            label = f"os.environ[{key!r}]"
+            if label not in self.ignore:
+                extra[label] = os.environ.get(key)
+        return extra
 
     def _collect(self, frame: FrameType) -> tuple[dict[str, Any], list[str]]:
         """The names the body bound, plus inputs it mutated in place; and the unbound ones."""
@@ -580,7 +603,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 unbound.append(name)
         fp = Fingerprinter(ignore=self.ignore)
         for name, before in self._input_fps.items():
-            if name in state:
+            if name in state or not name.isidentifier():  # sys.argv, os.environ[...]: not names
                 continue
             value = self._inputs[name]
             try:
@@ -604,6 +627,18 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         for n in unbound:
             if n not in local_names:
                 frame.f_globals.pop(n, None)
+
+
+def _plain_data(value: Any, depth: int = 0) -> bool:
+    """True for values made only of str, bytes, numbers, None and containers of them (a module's
+    ``argv`` or constants); file objects, loggers and the like are not inputs of this kind."""
+    if value is None or isinstance(value, (str, bytes, int, float, complex)):
+        return True
+    if depth < 3 and isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) <= 10_000 and all(_plain_data(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, dict):
+        return len(value) <= 10_000 and all(_plain_data(k, depth + 1) and _plain_data(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

@@ -29,6 +29,8 @@ class Block(NamedTuple):
     assigned: tuple[str, ...]  # names the body binds in the frame's scope, in source order
     inputs: tuple[str, ...]  # names read that the body did not bind first
     name_lines: dict[str, list[int]]  # literal checkpoint names of the file
+    attribute_reads: tuple[tuple[str, str], ...]  # (name, attribute) of every ``name.attribute`` read
+    environ_keys: tuple[str, ...]  # constant keys of os.environ[...], os.environ.get(...), os.getenv(...)
 
     @property
     def empty(self) -> bool:
@@ -143,8 +145,10 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
             "(the body is skipped); move it after the block"
         )
     assigned, inputs = analyse_names(node.body)
+    attribute_reads, environ_keys = implicit_reads(node.body)
     block = Block(
-        filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs), checkpoint_names_in(tree)
+        filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs),
+        checkpoint_names_in(tree), attribute_reads, environ_keys,
     )
     _blocks[cache_key] = block
     return block
@@ -159,6 +163,42 @@ def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | No
             if node.lineno <= lineno <= header_end and (best is None or node.lineno >= best.lineno):
                 best = node
     return best
+
+
+def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Reads that a name's value does not show: ``module.attribute`` (``sys.argv`` belongs to a
+    module that counts by version only) and environment variables read with a constant key."""
+    attributes: dict[tuple[str, str], None] = {}
+    keys: dict[str, None] = {}
+
+    def constant_key(node: ast.expr | None) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        return None
+
+    def is_environ(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+            isinstance(node, ast.Name) and node.id == "environ"
+        )
+
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                attributes.setdefault((node.value.id, node.attr), None)
+            if isinstance(node, ast.Subscript) and is_environ(node.value):
+                key = constant_key(node.slice)
+                if key is not None:
+                    keys.setdefault(key, None)
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                getter = (isinstance(func, ast.Attribute) and func.attr == "get" and is_environ(func.value)) or (
+                    isinstance(func, (ast.Attribute, ast.Name))
+                    and (func.attr if isinstance(func, ast.Attribute) else func.id) == "getenv"
+                )
+                key = constant_key(node.args[0]) if getter else None
+                if key is not None:
+                    keys.setdefault(key, None)
+    return tuple(attributes), tuple(keys)
 
 
 def _escape(body: list[ast.stmt]) -> str | None:

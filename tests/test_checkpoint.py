@@ -768,3 +768,30 @@ def test_an_empty_body_hits_cleanly(project: Project) -> None:
     project.run("script.py")
     second = project.run("script.py")
     assert second.hit("empty") and "after" in second.stdout
+
+
+def test_command_line_arguments_and_environment_variables_read_by_the_block_count(project: Project) -> None:
+    """sys and os count by the Python version only; what the block reads through them counts by value."""
+    project.write("a.txt", "alpha")
+    project.write("b.txt", "beta")
+    project.write(
+        "script.py",
+        """
+        import os
+        import sys
+        import statecache as sc
+        with sc.checkpoint("args"):
+            print("reading", sys.argv[1], file=sys.stderr)  # sys.stderr is not data: no input
+            with open(sys.argv[1]) as f:
+                text = f.read() + os.environ.get("SUFFIX", "")
+        print("text", text)
+        """,
+    )
+    assert "text alpha" in project.run("script.py", "a.txt").stdout
+    assert project.run("script.py", "a.txt").hit("args")
+    other = project.run("script.py", "b.txt")
+    assert "text beta" in other.stdout and "input 'sys.argv' changed" in other.stderr
+    env = project.run("script.py", "b.txt", env={"SUFFIX": "!"})
+    assert "text beta!" in env.stdout and "os.environ['SUFFIX']" in env.stderr
+    # other environment variables do not matter
+    assert project.run("script.py", "b.txt", env={"SUFFIX": "!", "UNRELATED": "1"}).hit("args")
