@@ -568,7 +568,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     def _implicit_inputs(self, block: Block, values: dict[str, Any]) -> dict[str, Any]:
         """Data read through installed modules (``sys.argv``, ``np.pi``), which count by
         version only, and environment variables read with a constant key."""
-        from ._fingerprint import is_user_file
+        from ._fingerprint import is_plain_data, is_user_file
 
         extra: dict[str, Any] = {}
         for name, attribute in block.attribute_reads:
@@ -579,7 +579,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             if is_user_file(getattr(module, "__file__", None)):
                 continue  # the user's own modules count by their code and the values it reads
             value = getattr(module, attribute, None)
-            if _plain_data(value):
+            if is_plain_data(value):
                 extra[label] = value
         for key in block.environ_keys:
             label = f"os.environ[{key!r}]"
@@ -627,18 +627,6 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         for n in unbound:
             if n not in local_names:
                 frame.f_globals.pop(n, None)
-
-
-def _plain_data(value: Any, depth: int = 0) -> bool:
-    """True for values made only of str, bytes, numbers, None and containers of them (a module's
-    ``argv`` or constants); file objects, loggers and the like are not inputs of this kind."""
-    if value is None or isinstance(value, (str, bytes, int, float, complex)):
-        return True
-    if depth < 3 and isinstance(value, (list, tuple, set, frozenset)):
-        return len(value) <= 10_000 and all(_plain_data(v, depth + 1) for v in value)
-    if depth < 3 and isinstance(value, dict):
-        return len(value) <= 10_000 and all(_plain_data(k, depth + 1) and _plain_data(v, depth + 1) for k, v in value.items())
-    return False
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

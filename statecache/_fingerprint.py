@@ -337,6 +337,20 @@ def _dist_version(top: str) -> str:
     return ""
 
 
+def is_plain_data(value: Any, depth: int = 0) -> bool:
+    """True for values made only of str, bytes, numbers, None and containers of them (a module's
+    ``argv`` or flags); file objects, loggers and the like are not data of this kind."""
+    if value is None or isinstance(value, (str, bytes, int, float, complex)):
+        return True
+    if depth < 3 and isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) <= 10_000 and all(is_plain_data(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, dict):
+        return len(value) <= 10_000 and all(
+            is_plain_data(k, depth + 1) and is_plain_data(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
 def file_digest(path: str) -> str:
     """xxh3-128 hex digest of a file's content, read into one reused 256 KiB buffer.
 
@@ -936,16 +950,24 @@ class Fingerprinter:
                 continue
             try:
                 self._feed(h, val, ctx)
-                # ``helpers.SCALE``: attributes read from the user's modules count by value.
+                # ``helpers.SCALE``: attributes read from the user's modules count by value;
+                # through installed modules (which count by version) plain data does too:
+                # ``sys.argv``, ``torch.backends.cudnn.benchmark``.
                 for attr in chain[1:]:
-                    if not (isinstance(val, types.ModuleType) and _is_user_module(val)):
+                    if not isinstance(val, types.ModuleType):
                         break
+                    user = _is_user_module(val)
                     val = getattr(val, attr, _END)
-                    h.update(b"." + _s(attr))
-                    if val is _END:
-                        h.update(b"unbound")
+                    if user:
+                        h.update(b"." + _s(attr))
+                        if val is _END:
+                            h.update(b"unbound")
+                            break
+                        self._feed(h, val, ctx)
+                    elif val is not _END and is_plain_data(val):
+                        h.update(b"." + _s(attr))
+                        self._feed(h, val, ctx)
                         break
-                    self._feed(h, val, ctx)
             except _Refused as e:
                 e.where.append(f"global {name!r} read by {fn.__qualname__}()")
                 if e.suggest is None:

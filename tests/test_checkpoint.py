@@ -795,3 +795,24 @@ def test_command_line_arguments_and_environment_variables_read_by_the_block_coun
     assert "text beta!" in env.stdout and "os.environ['SUFFIX']" in env.stderr
     # other environment variables do not matter
     assert project.run("script.py", "b.txt", env={"SUFFIX": "!", "UNRELATED": "1"}).hit("args")
+
+
+def test_a_helper_reading_sys_argv_counts_it(project: Project) -> None:
+    project.write(
+        "script.py",
+        """
+        import sys
+        import statecache as sc
+
+        def pick():
+            return sys.argv[1].upper()
+
+        with sc.checkpoint("helper-args"):
+            value = pick()
+        print("value", value)
+        """,
+    )
+    assert "value A" in project.run("script.py", "a").stdout
+    assert project.run("script.py", "a").hit("helper-args")
+    other = project.run("script.py", "b")
+    assert "value B" in other.stdout and not other.hit("helper-args")
