@@ -469,6 +469,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         self._cached: _Cached | None = None
         self._frame: FrameType | None = None
         self._armed: ArmedSkip | None = None
+        self._module_chains: set[str] = set()  # input labels such as "helpers.SCALE"
 
     def __enter__(self) -> checkpoint:
         if self._mode != "idle":
@@ -562,30 +563,65 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             elif hasattr(builtins, name):
                 continue  # a builtin: fixed by the Python version, which is in the key
             # else: unbound before the block; nothing to fingerprint
-        values.update(self._implicit_inputs(block, values))
+        values.update(self._implicit_inputs(block, values, frame))
         return values
 
-    def _implicit_inputs(self, block: Block, values: dict[str, Any]) -> dict[str, Any]:
+    def _implicit_inputs(self, block: Block, values: dict[str, Any], frame: FrameType) -> dict[str, Any]:
         """Data read through installed modules (``sys.argv``, ``np.pi``), which count by
-        version only, and environment variables read with a constant key."""
-        from ._fingerprint import is_plain_data, is_user_file
+        version only; attributes of the user's modules by value (``helpers.SCALE`` may have
+        been set at run time, ``pkg.sub`` is a module of its own); environment variables read
+        with a constant key; and the modules the body imports, by their source."""
+        from ._fingerprint import Fingerprinter, _is_user_module, is_plain_data
 
         extra: dict[str, Any] = {}
-        for name, attribute in block.attribute_reads:
-            module = values.get(name)
-            label = f"{name}.{attribute}"
-            if not isinstance(module, ModuleType) or label in self.ignore or (name, attribute) == ("os", "environ"):
+        for chain in block.attribute_reads:
+            name = chain[0]
+            if name in self.ignore:
                 continue
-            if is_user_file(getattr(module, "__file__", None)):
-                continue  # the user's own modules count by their code and the values it reads
-            value = getattr(module, attribute, None)
+            module = values.get(name)
+            if module is None and name in block.assigned:
+                # ``import helpers`` above the block and again in the body: the module the
+                # body rebinds the name to is (nearly always) the one bound now.
+                module = frame.f_locals.get(name, frame.f_globals.get(name))
+            if not isinstance(module, ModuleType):
+                continue
+            if _is_user_module(module):
+                self._user_module_chain(chain, module, extra)
+                continue
+            label = f"{name}.{chain[1]}"
+            if len(chain) != 2 or label in self.ignore or chain == ("os", "environ"):
+                continue
+            value = getattr(module, chain[1], None)
             if is_plain_data(value):
                 extra[label] = value
         for key in block.environ_keys:
             label = f"os.environ[{key!r}]"
             if label not in self.ignore:
                 extra[label] = os.environ.get(key)
+        if block.imports:
+            fp = Fingerprinter()
+            package = str(frame.f_globals.get("__package__") or "")
+            for modname, level, names in block.imports:
+                label = f"import {'.' * level}{modname}" + (f" ({', '.join(names)})" if names else "")
+                if label not in self.ignore:
+                    extra[label] = fp.import_digest(modname, level, names, package)
         return extra
+
+    def _user_module_chain(self, chain: tuple[str, ...], module: ModuleType, extra: dict[str, Any]) -> None:
+        """``helpers.SCALE``, ``pkg.sub.f``: each attribute along the chain by its current value,
+        as long as it is one of the user's modules (beyond that, the value covers the rest)."""
+        from ._fingerprint import _is_user_module
+
+        value: Any = module
+        for i in range(1, len(chain)):
+            label = ".".join(chain[: i + 1])
+            if label in self.ignore:
+                return
+            value = getattr(value, chain[i], _NO_ATTRIBUTE)
+            extra[label] = value
+            self._module_chains.add(label)
+            if not (isinstance(value, ModuleType) and _is_user_module(value)):
+                return
 
     def _collect(self, frame: FrameType) -> tuple[dict[str, Any], list[str]]:
         """The names the body bound, plus inputs it mutated in place; and the unbound ones."""
@@ -603,9 +639,18 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 unbound.append(name)
         fp = Fingerprinter(ignore=self.ignore)
         for name, before in self._input_fps.items():
-            if name in state or not name.isidentifier():  # sys.argv, os.environ[...]: not names
+            if name in state:
                 continue
-            value = self._inputs[name]
+            if name in self._module_chains:  # helpers.MODEL = ..., helpers.TABLE[k] = ...
+                value = _resolve_chain(frame, name)
+                if value is _NO_ATTRIBUTE:
+                    if self._inputs[name] is not _NO_ATTRIBUTE:
+                        unbound.append(name)  # del helpers.X
+                    continue
+            elif not name.isidentifier():  # sys.argv, os.environ[...]: not names
+                continue
+            else:
+                value = self._inputs[name]
             try:
                 changed = fp.value(value, name).hex() != before
             except FingerprintError:
@@ -615,6 +660,19 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         return state, unbound
 
     def _write_back(self, frame: FrameType, state: dict[str, Any], unbound: list[str]) -> None:
+        # Attributes of the user's modules that the body set or mutated (dotted labels; the
+        # module itself is restored by reference, so only its attribute can carry the change).
+        dotted = [k for k in (*state, *unbound) if "." in k]
+        for label in dotted:
+            owner = _resolve_chain(frame, label.rpartition(".")[0])
+            attr = label.rpartition(".")[2]
+            if owner is _NO_ATTRIBUTE:
+                continue
+            if label in state:
+                setattr(owner, attr, state.pop(label))
+            elif hasattr(owner, attr):
+                delattr(owner, attr)
+        unbound = [n for n in unbound if "." not in n]
         local_names = _local_names(frame)
         if local_names is None:
             write_names(frame, state, unbound)
@@ -627,6 +685,25 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         for n in unbound:
             if n not in local_names:
                 frame.f_globals.pop(n, None)
+
+
+class _NoAttribute:
+    """Stands for an attribute of a user's module that does not exist (yet) before the block."""
+
+
+_NO_ATTRIBUTE = _NoAttribute()
+
+
+def _resolve_chain(frame: FrameType, label: str) -> Any:
+    """The current value of ``name.attr.attr`` in the frame (``_NO_ATTRIBUTE`` if any part of
+    it is missing)."""
+    name, *attrs = label.split(".")
+    value = frame.f_locals.get(name, frame.f_globals.get(name, _NO_ATTRIBUTE))
+    for attr in attrs:
+        if value is _NO_ATTRIBUTE:
+            break
+        value = getattr(value, attr, _NO_ATTRIBUTE)
+    return value
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

@@ -1001,6 +1001,16 @@ class Fingerprinter:
             roots += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
         h.update(b"imp" + self._imports_digest(tuple(roots)))
 
+    def import_digest(self, modname: str, level: int, fromlist: tuple[str, ...], package: str) -> bytes:
+        """An import statement of a checkpoint body (``import helpers``, ``from .x import f``)
+        run in a module whose package is ``package``: the user's modules it brings in by their
+        sources (transitively), installed ones by version; found from files, never imported."""
+        name = _resolve_import(modname, level, package, True)
+        if name is None:
+            return b"imp?" + _s(modname)
+        roots = [name] + [f"{name}.{sub}" if name else sub for sub in fromlist]
+        return b"imp" + self._imports_digest(tuple(roots))
+
     def _imports_digest(self, roots: tuple[str, ...]) -> bytes:
         hit = self._import_digests.get(roots)
         if hit is not None:

@@ -29,8 +29,9 @@ class Block(NamedTuple):
     assigned: tuple[str, ...]  # names the body binds in the frame's scope, in source order
     inputs: tuple[str, ...]  # names read that the body did not bind first
     name_lines: dict[str, list[int]]  # literal checkpoint names of the file
-    attribute_reads: tuple[tuple[str, str], ...]  # (name, attribute) of every ``name.attribute`` read
+    attribute_reads: tuple[tuple[str, ...], ...]  # every ``name.attr[.attr...]`` chain (prefixes too)
     environ_keys: tuple[str, ...]  # constant keys of os.environ[...], os.environ.get(...), os.getenv(...)
+    imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names) of every import
 
     @property
     def empty(self) -> bool:
@@ -148,7 +149,7 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
     attribute_reads, environ_keys = implicit_reads(node.body)
     block = Block(
         filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs),
-        checkpoint_names_in(tree), attribute_reads, environ_keys,
+        checkpoint_names_in(tree), attribute_reads, environ_keys, imports_in(node.body),
     )
     _blocks[cache_key] = block
     return block
@@ -165,10 +166,11 @@ def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | No
     return best
 
 
-def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """Reads that a name's value does not show: ``module.attribute`` (``sys.argv`` belongs to a
-    module that counts by version only) and environment variables read with a constant key."""
-    attributes: dict[tuple[str, str], None] = {}
+def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
+    """Reads that a name's value does not show: ``module.attribute`` chains (``sys.argv``
+    belongs to a module that counts by version only; ``helpers.SCALE`` may have been set at run
+    time; ``pkg.sub.f`` reaches a submodule) and environment variables read with a constant key."""
+    attributes: dict[tuple[str, ...], None] = {}
     keys: dict[str, None] = {}
 
     def constant_key(node: ast.expr | None) -> str | None:
@@ -183,8 +185,10 @@ def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, str], ...], t
 
     for stmt in body:
         for node in ast.walk(stmt):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                attributes.setdefault((node.value.id, node.attr), None)
+            if isinstance(node, ast.Attribute):
+                chain = _attribute_chain(node)
+                if chain is not None:
+                    attributes.setdefault(chain, None)
             if isinstance(node, ast.Subscript) and is_environ(node.value):
                 key = constant_key(node.slice)
                 if key is not None:
@@ -199,6 +203,35 @@ def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, str], ...], t
                 if key is not None:
                     keys.setdefault(key, None)
     return tuple(attributes), tuple(keys)
+
+
+def _attribute_chain(node: ast.Attribute) -> tuple[str, ...] | None:
+    """``a.b.c`` -> ("a", "b", "c"); None when the chain does not start at a plain name."""
+    parts = [node.attr]
+    value = node.value
+    while isinstance(value, ast.Attribute):
+        parts.append(value.attr)
+        value = value.value
+    if not isinstance(value, ast.Name):
+        return None
+    parts.append(value.id)
+    return tuple(reversed(parts))
+
+
+def imports_in(body: list[ast.stmt]) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
+    """(module, level, imported names) of every import statement of the body, nested code
+    included: a module imported there is bound by the body, so it is no input, and if it was
+    imported before the block, running the body opens none of its files either."""
+    found: dict[tuple[str, int, tuple[str, ...]], None] = {}
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    found.setdefault((alias.name, 0, ()), None)
+            elif isinstance(node, ast.ImportFrom):
+                names = tuple(alias.name for alias in node.names if alias.name != "*")
+                found.setdefault((node.module or "", node.level, names), None)
+    return tuple(found)
 
 
 def _escape(body: list[ast.stmt]) -> str | None:
@@ -411,6 +444,10 @@ def _loads(node: ast.AST) -> list[str]:
             class_local = local | {b for stmt in n.body for b in _binds(stmt)}
             for stmt in n.body:
                 visit(stmt, frozenset(class_local))
+                # Functions, lambdas and comprehensions in a class body do not see the class
+                # scope: a name there that the class binds is still read from outside.
+                for scope in _nested_scopes(stmt):
+                    visit(scope, local)
             return
         if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
             targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
@@ -431,6 +468,17 @@ def _loads(node: ast.AST) -> list[str]:
 
     visit(node, frozenset())
     return out
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _nested_scopes(node: ast.AST) -> list[ast.AST]:
+    """The outermost function, lambda and comprehension nodes in ``node`` (itself included),
+    nested classes' bodies included (no class scope is visible to them)."""
+    if isinstance(node, _SCOPES):
+        return [node]
+    return [s for child in ast.iter_child_nodes(node) for s in _nested_scopes(child)]
 
 
 def _declared_global(body: list[ast.AST]) -> set[str]:
