@@ -1079,6 +1079,12 @@ class Fingerprinter:
             ):
                 h.update(b"a" + _s(key))
                 self._feed(h, val, ctx)
+            elif not key.startswith("__") and is_plain_data(val):
+                # Module-level data by its current value, not the source's: ``config.lr =
+                # args.lr`` at run time, read by code that reaches the module through a local
+                # import or a closure rather than as a global (those count the attribute too).
+                h.update(b"v" + _s(key))
+                self._feed(h, val, ctx)
 
     def _code_digest(self, co: types.CodeType) -> bytes:
         """Normalised code object: bytecode, constants (nested code recursively), names and
