@@ -633,10 +633,20 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         unbound: list[str] = []
         for name in self._block.assigned:
             space = namespace if (local_names is None or name in local_names) else frame.f_globals
-            if name in space:
-                state[name] = space[name]
-            else:
+            if name not in space:
                 unbound.append(name)
+            elif _reopen_hazard(space[name]):
+                # ``with open(path, "w") as f``: dill would pickle f as a handle and reopen it,
+                # mode "w", when the entry is loaded, emptying the file the block wrote. Left
+                # out: after a hit the name is unbound (loud), never a truncated file (silent).
+                unbound.append(name)
+                if not space[name].closed:
+                    warn(
+                        f"statecache: '{self.name}' does not save {name!r}, a file open for "
+                        "writing: restoring it would reopen and empty the file. Open it after "
+                        "the block.")
+            else:
+                state[name] = space[name]
         fp = Fingerprinter(ignore=self.ignore)
         for name, before in self._input_fps.items():
             if name in state:
@@ -685,6 +695,17 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         for n in unbound:
             if n not in local_names:
                 frame.f_globals.pop(n, None)
+
+
+def _reopen_hazard(value: Any) -> bool:
+    """A file object that dill would reopen on load with a mode that creates or truncates the
+    file (``"w"``, ``"x"``), or a closed one (the ``with open(...) as f`` idiom)."""
+    import io
+
+    if not isinstance(value, io.IOBase):
+        return False
+    mode = getattr(value, "mode", "")
+    return value.closed or (isinstance(mode, str) and ("w" in mode or "x" in mode))
 
 
 class _NoAttribute:

@@ -28,7 +28,8 @@ class FileRecorder:
     """Collects the paths opened for reading (and directories listed) while it is active."""
 
     def __init__(self) -> None:
-        self.opened: dict[str, None] = {}
+        # path -> (size, mtime_ns) when first opened (None: it did not exist then)
+        self.opened: dict[str, tuple[int, int] | None] = {}
         self.listed: dict[str, None] = {}
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
@@ -84,8 +85,20 @@ def _note(path: Any, kind: str) -> None:
         path = os.path.abspath(path)
     except (TypeError, ValueError):
         return
+    stamp: tuple[int, int] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
-        getattr(recorder, kind)[path] = None
+        seen = getattr(recorder, kind)
+        if path in seen:
+            continue
+        if kind == "opened" and stamp is False:
+            # The stat before the first read (audit events come before the open), so that a
+            # file changed while the block runs is not recorded as what the block read.
+            try:
+                st = os.stat(path)
+                stamp = (st.st_size, st.st_mtime_ns)
+            except (OSError, ValueError):
+                stamp = None
+        seen[path] = None if stamp is False else stamp
 
 
 def _system_roots() -> tuple[str, ...]:
@@ -164,11 +177,18 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
     """Records of the data files and directories the recorder saw, plus inner hits' records."""
     cache_dirs = list(cache_dirs)
     records: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in recorder.opened:
+    for path, before in recorder.opened.items():
         if is_data_path(path, cache_dirs):
             record = file_record(path)
-            if record is not None:
-                records[(path, record["kind"])] = record
+            if record is None:
+                continue
+            if record["kind"] == "file" and before is not None and before != (record["size"], record["mtime_ns"]):
+                # Changed after the block first opened it (an editor saved it meanwhile, or the
+                # block rewrote what it had read): the content now is not what the block read,
+                # so no content can match; every later run recomputes until a run sees it stable.
+                record["digest"] = "changed while the block ran"
+                record["racy"] = True
+            records[(path, record["kind"])] = record
     for path in recorder.listed:
         if is_data_path(path, cache_dirs):
             record = listing_record(path)
