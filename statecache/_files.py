@@ -31,6 +31,7 @@ class FileRecorder:
         # path -> (size, mtime_ns) when first opened (None: it did not exist then)
         self.opened: dict[str, tuple[int, int] | None] = {}
         self.listed: dict[str, None] = {}
+        self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
@@ -81,10 +82,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 
 def _note(path: Any, kind: str) -> None:
     try:
-        path = os.fsdecode(os.fspath(path))
-        path = os.path.abspath(path)
+        given = os.fsdecode(os.fspath(path))
+        path = os.path.abspath(given)
     except (TypeError, ValueError):
         return
+    if not os.path.isabs(given):
+        for recorder in list(_recorders):
+            recorder.relative.setdefault(path, given)
     stamp: tuple[int, int] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
         seen = getattr(recorder, kind)
@@ -194,6 +198,10 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record = listing_record(path)
             if record is not None:
                 records[(path, "dir")] = record
+    for (path, _kind), record in records.items():
+        if path in recorder.relative:
+            # open("data.csv") from another working directory is another file
+            record["relative"] = recorder.relative[path]
     for record in recorder.extra:
         records.setdefault((record["path"], record["kind"]), record)
     return list(records.values())
@@ -205,6 +213,9 @@ def changed_record(record: dict[str, Any]) -> str | None:
     A stat that matches (size and mtime) is trusted; otherwise the content digest decides.
     """
     path = record["path"]
+    relative = record.get("relative")
+    if isinstance(relative, str) and os.path.abspath(relative) != path:
+        return f"working directory changed ({relative} is now {os.path.abspath(relative)})"
     if record["kind"] == "missing":
         return f"file {_short(path)} appeared" if os.path.exists(path) else None
     if record["kind"] == "dir":

@@ -360,3 +360,24 @@ print("result", result, "f" in globals())
     second = project.run("script.py")
     assert second.hit("a")
     assert (project.root / "out.txt").read_text() == "42"
+
+
+def test_a_relative_path_read_from_another_working_directory(project: Project) -> None:
+    # ``python ../script.py`` from a/ then from b/: the cache beside the script is shared, and
+    # open("data.csv") is another file.
+    project.write("script.py", """
+import os
+import statecache as sc
+with sc.checkpoint("a"):
+    with open("data.csv") as f:
+        y = f.read()
+    names = sorted(os.listdir("."))
+print("y", y, names)
+""")
+    project.write("a/data.csv", "AAA")
+    project.write("b/data.csv", "BBB")
+    script = str(project.root / "script.py")
+    first = project.run("-c", f"import os, runpy; os.chdir('a'); runpy.run_path({script!r}, run_name='__main__')")
+    assert "y AAA" in first.stdout
+    second = project.run("-c", f"import os, runpy; os.chdir('b'); runpy.run_path({script!r}, run_name='__main__')")
+    assert "y BBB" in second.stdout and not second.hit("a")
