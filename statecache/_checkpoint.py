@@ -679,10 +679,22 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             if owner is _NO_ATTRIBUTE:
                 continue
             if label in state:
-                setattr(owner, attr, state.pop(label))
+                value = state.pop(label)
+                if not _update_in_place(getattr(owner, attr, _NO_ATTRIBUTE), value):
+                    setattr(owner, attr, value)
             elif hasattr(owner, attr):
                 delattr(owner, attr)
         unbound = [n for n in unbound if "." not in n]
+        # Inputs the body mutated (not names it bound): other names may refer to the same
+        # object (model_cfg = cfg["model"]), so the object itself takes the saved content.
+        assigned = set(self._block.assigned)
+        for name in [k for k in state if k not in assigned]:
+            current, saved = _resolve_chain(frame, name), state[name]
+            if _update_in_place(current, saved):
+                del state[name]
+                for other, value in state.items():  # y = x in the body: y is x again
+                    if value is saved:
+                        state[other] = current
         local_names = _local_names(frame)
         if local_names is None:
             write_names(frame, state, unbound)
@@ -695,6 +707,29 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         for n in unbound:
             if n not in local_names:
                 frame.f_globals.pop(n, None)
+
+
+def _update_in_place(current: Any, saved: Any) -> bool:
+    """Give ``current`` the content of ``saved`` without changing its identity, for the common
+    mutable containers and numpy arrays of the same type (and shape and dtype); False (nothing
+    done) for anything else."""
+    kind = type(current)
+    if kind is not type(saved) or current is saved:
+        return False
+    if kind is list or kind is bytearray:
+        current[:] = saved
+    elif kind is dict or kind is set:
+        current.clear()
+        current.update(saved)
+    else:
+        np = sys.modules.get("numpy")
+        if (
+            np is None or kind is not np.ndarray or current.shape != saved.shape
+            or current.dtype != saved.dtype or not current.flags.writeable or current.dtype.hasobject
+        ):
+            return False
+        current[...] = saved
+    return True
 
 
 def _reopen_hazard(value: Any) -> bool:

@@ -381,3 +381,47 @@ print("y", y, names)
     assert "y AAA" in first.stdout
     second = project.run("-c", f"import os, runpy; os.chdir('b'); runpy.run_path({script!r}, run_name='__main__')")
     assert "y BBB" in second.stdout and not second.hit("a")
+
+
+def test_inputs_mutated_by_the_block_are_restored_in_place(project: Project) -> None:
+    # The block mutates objects that other names also refer to: a hit must change the objects
+    # themselves, not rebind the names to copies.
+    project.write("helpers.py", "TABLE = {}\n")
+    project.write("script.py", """
+import numpy as np
+import statecache as sc
+import helpers
+from helpers import TABLE
+cfg = {"model": {"lr": 1}}
+model_cfg = cfg["model"]
+arr = np.zeros(3)
+holder = [arr]
+seen = []
+log = seen
+with sc.checkpoint("a"):
+    model_cfg["lr"] = 5
+    arr[0] = 7
+    log.append("x")
+    helpers.TABLE["k"] = 1
+print("after", cfg, holder[0][0], seen, TABLE)
+""")
+    expected = "after {'model': {'lr': 5}} 7.0 ['x'] {'k': 1}"
+    assert expected in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("a") and expected in second.stdout
+
+
+def test_a_name_bound_to_a_mutated_input_stays_the_same_object(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+items = []
+with sc.checkpoint("a"):
+    items.append(1)
+    same = items
+items.append(2)
+print("after", same, same is items)
+""")
+    expected = "after [1, 2] True"
+    assert expected in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("a") and expected in second.stdout
