@@ -71,7 +71,10 @@ def ensure_cache_dir(root: str) -> str:
     for filename, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
         path = os.path.join(root, filename)
         if not os.path.exists(path):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:  # another process is making the same cache directory
+                continue
             try:
                 with os.fdopen(fd, "w") as f:
                     f.write(text)
@@ -85,7 +88,7 @@ def ensure_cache_dir(root: str) -> str:
     return root
 
 
-_OWN_TOP = re.compile(r"\.gitignore|\.statecache-usage\.json(\..*)?")
+_OWN_TOP = re.compile(r"\.gitignore|CACHEDIR\.TAG|\.statecache-usage\.json(\..*)?")
 _OWN_ENTRY = re.compile(r"[0-9a-f]{32}\.sc(\.lock)?|\.[0-9a-f]{32}\.sc\.[0-9]+\.[0-9a-f]{8}\.tmp")
 
 
