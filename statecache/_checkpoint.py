@@ -524,6 +524,8 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 return False
             assert self._frame is not None
             meta, state = self._restore_on_skip
+            if self._block.as_name:
+                state = {**state, self._block.as_name: self}
             self._write_back(self._frame, state, meta.get("unbound", []))
             _rng.restore(meta.get("rng", {}))
             self._frame = None

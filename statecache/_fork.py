@@ -332,6 +332,8 @@ class Branch:
         self._in_child = False
         self._fd = -1
         self._armed: Any = None
+        self._frame: Any = None
+        self._as_name: str | None = None
         self._where = "branch"
 
     def __repr__(self) -> str:
@@ -357,6 +359,7 @@ class Branch:
         from ._source import find_with_block
 
         block = find_with_block(frame, what="branch")
+        self._frame, self._as_name = frame, block.as_name
         self._where = f"branch at {frame.f_code.co_filename}:{block.with_line}"
         started = time.perf_counter()
         pid, fd = _fork_child()
@@ -401,6 +404,11 @@ class Branch:
         self.exitcode = _exitcode(child.status or 0)
         self.duration = (child.finished or time.perf_counter()) - child.started
         result = child.payload()
+        if self._as_name and self._armed is not None:
+            from ._frames import write_names
+
+            write_names(self._frame, {self._as_name: self})  # the skip came before Python's store
+        self._frame = None
         if result is not None and "kept" in result:
             self.kept = self._unpickle_kept(result["kept"])
         if result is not None and result.get("ok"):

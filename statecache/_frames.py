@@ -2,9 +2,14 @@
 block, and read or write the names of the frame that holds it.
 
 Skipping: Python has no way for ``__enter__`` to skip the body, so, like marimo and the old
-``withhacks``, we arm a trace function on the caller's frame. Its first ``line`` event inside the
-body raises ``SkipBody``; the context manager's ``__exit__`` swallows it. A tracer that was
-already installed (coverage, a debugger) keeps receiving every event and is put back afterwards.
+``withhacks``, we arm a trace function on the caller's frame. It raises ``SkipBody`` on the
+frame's first *opcode* event, the instruction right after ``__enter__`` returns, which is the
+first one the ``with``'s exception handler covers (checked on 3.10 to 3.13); the context
+manager's ``__exit__`` swallows it. (A first *line* event is not enough: the ``NOP`` of a
+``try:`` or ``pass`` opening the body lies outside every handler, and an exception raised there
+escapes the ``with``; and a later line inside a ``try`` would run the body's ``except`` and
+``finally`` clauses.) A tracer that was already installed (coverage, a debugger) keeps receiving
+its events and is put back afterwards.
 
 Writing: module and class frames hold a dict; function frames (before 3.13, PEP 667) keep fast
 locals that a ``f_locals`` dict only mirrors, so writes go through ``PyFrame_LocalsToFast``.
@@ -42,14 +47,19 @@ class ArmedSkip:
         self.first, self.last = body_lines
         self.previous_global = sys.gettrace()
         self.previous_local = frame.f_trace
+        self.previous_opcodes = frame.f_trace_opcodes
         self.armed = True
         frame.f_trace = self._local_trace
         frame.f_trace_lines = True
+        frame.f_trace_opcodes = True
         sys.settrace(self._global_trace if self.previous_global is not None else _no_trace)
 
     def _local_trace(self, fr: FrameType, event: str, arg: Any) -> Any:
-        if fr is self.frame and event == "line" and self.first <= fr.f_lineno <= self.last:
+        if fr is self.frame and event == "opcode":
+            fr.f_trace_opcodes = self.previous_opcodes
             raise SkipBody
+        if event == "opcode" and not self.previous_opcodes:
+            return self._local_trace
         if self.previous_local is not None:
             result = self.previous_local(fr, event, arg)
             return self._local_trace if result is not None else None
@@ -70,6 +80,7 @@ class ArmedSkip:
         if not self.armed:
             return
         self.armed = False
+        self.frame.f_trace_opcodes = self.previous_opcodes
         if self.previous_global is None and self.previous_local is None:
             self.frame.f_trace = None
             sys.settrace(None)

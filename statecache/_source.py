@@ -32,6 +32,7 @@ class Block(NamedTuple):
     attribute_reads: tuple[tuple[str, ...], ...]  # every ``name.attr[.attr...]`` chain (prefixes too)
     environ_keys: tuple[str, ...]  # constant keys of os.environ[...], os.environ.get(...), os.getenv(...)
     imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names) of every import
+    as_name: str | None  # ``with ... as NAME`` of this item: a skip happens before Python binds it
 
     @property
     def empty(self) -> bool:
@@ -150,6 +151,7 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
     block = Block(
         filename, node.lineno, node.body, (first, last), tuple(assigned), tuple(inputs),
         checkpoint_names_in(tree), attribute_reads, environ_keys, imports_in(node.body),
+        _as_name(node, what, where),
     )
     _blocks[cache_key] = block
     return block
@@ -164,6 +166,21 @@ def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | No
             if node.lineno <= lineno <= header_end and (best is None or node.lineno >= best.lineno):
                 best = node
     return best
+
+
+def _as_name(node: ast.With | ast.AsyncWith, what: str, where: str) -> str | None:
+    """The plain name after ``as`` in this item of the ``with``, if any. The skip raises before
+    Python stores the ``as`` target, so the context manager binds it itself."""
+    items = node.items
+    if len(items) > 1:
+        mine = [i for i in items if isinstance(i.context_expr, ast.Call) and _callee_name(i.context_expr.func) == what]
+        items = mine[:1] or items[:0]
+    if not items or items[0].optional_vars is None:
+        return None
+    target = items[0].optional_vars
+    if not isinstance(target, ast.Name):
+        raise StateCacheError(f"{what} at {where}: use a plain name after 'as' (for example 'as run')")
+    return target.id
 
 
 def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:

@@ -816,3 +816,46 @@ def test_a_helper_reading_sys_argv_counts_it(project: Project) -> None:
     assert project.run("script.py", "a").hit("helper-args")
     other = project.run("script.py", "b")
     assert "value B" in other.stdout and not other.hit("helper-args")
+
+
+def test_bodies_that_open_with_try_or_nested_blocks_are_skipped_whole(project: Project) -> None:
+    """A body opening with ``try:`` starts with an instruction outside the with's handler; the
+    skip must still happen before any of the body runs, its except/finally clauses included."""
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        with sc.checkpoint("guarded"):
+            try:
+                open('runs.log', 'a').write('guarded\\n')
+                value = 1
+            except BaseException:
+                open('runs.log', 'a').write('except\\n')
+                raise
+            finally:
+                open('runs.log', 'a').write('finally\\n')
+        with sc.checkpoint("opened"), open("runs.log", "a") as log:
+            log.write("opened\\n")
+            other = 2
+        print("values", value, other)
+        """,
+    )
+    assert "values 1 2" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("guarded") and second.hit("opened") and "values 1 2" in second.stdout
+    log = (project.root / "runs.log").read_text().split()
+    assert log.count("guarded") == 1 and log.count("finally") == 1 and log.count("except") == 0
+    assert log.count("opened") == 1
+
+
+def test_processes_creating_the_cache_directory_at_once_all_use_it(project: Project) -> None:
+    """The first save of a project often happens in several processes at once (a sweep)."""
+    project.write("script.py", BASIC)
+    procs = [
+        subprocess.Popen([sys.executable, "script.py"], cwd=project.root, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert all("StateCacheWarning" not in err for _, err in outputs), outputs
+    assert runs(project, "data") == 1
