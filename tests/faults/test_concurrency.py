@@ -158,6 +158,9 @@ def test_readers_during_writes_see_one_whole_version_long(project: Project) -> N
     _reads_during_writes(project, generations=100)
 
 
+# The first process to enter the body (it creates "claim") plays the lock holder. Which one
+# it is must not show in the key: an environment variable read by the body would be an input,
+# and the two processes would want two different entries.
 HOLDER = """
 import os
 import time
@@ -165,8 +168,13 @@ import time
 import statecache as sc
 
 with sc.checkpoint("locked"):
+    try:
+        os.close(os.open("claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        first = True
+    except FileExistsError:
+        first = False
     open("started", "w").close()
-    if os.environ.get("HANG"):
+    if first:
         time.sleep(3600)
     value = 42
 print("VALUE", value)
@@ -175,7 +183,7 @@ print("VALUE", value)
 
 def test_writer_killed_while_holding_the_lock_does_not_block_others(project: Project) -> None:
     project.write("holder.py", HOLDER)
-    holder = _popen(project, "holder.py", HANG="1")
+    holder = _popen(project, "holder.py")
     try:
         while not (project.root / "started").exists():
             assert holder.poll() is None, holder.communicate()
@@ -202,12 +210,12 @@ def test_waiter_computes_when_the_lock_holder_fails(project: Project) -> None:
     """The process holding the lock raises in the body: it saves nothing and its waiter computes
     (instead of waiting forever or loading nothing)."""
     project.write("holder.py", HOLDER.replace(
-        '    if os.environ.get("HANG"):\n        time.sleep(3600)\n',
-        '    if os.environ.get("FAIL"):\n'
+        '    if first:\n        time.sleep(3600)\n',
+        '    if first:\n'
         '        while not os.path.exists("release"):\n'
         '            time.sleep(0.01)\n'
         '        raise RuntimeError("bad input")\n'))
-    holder = _popen(project, "holder.py", FAIL="1")
+    holder = _popen(project, "holder.py")
     while not (project.root / "started").exists():
         assert holder.poll() is None, holder.communicate()
         time.sleep(0.01)
