@@ -295,12 +295,32 @@ class _Cached:
                 pass
             self.lock = None
 
+    def _stale_dependency(self, meta: dict[str, Any]) -> str | None:
+        """Why the entry's recorded files or random generators no longer match (None: they do)."""
+        for record in meta.get("files", []):
+            changed = _files.changed_record(record)
+            if changed:
+                return changed
+        return _rng.changed(meta.get("rng", {}))
+
     def _load(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        from ._entry import read_entry
+        from ._entry import read_entry, read_meta
 
         assert self.store is not None
         path = self.store.entry_path(self.name, self.key)
         started = time.perf_counter()
+        try:
+            # The metadata alone can already tell a changed data file: no unpickling (and no
+            # gigabytes read) for an entry that would be refused. It can only decide a miss; a
+            # hit is decided below on the verified entry.
+            changed = self._stale_dependency(read_meta(path))
+        except FileNotFoundError:
+            return None
+        except Exception:
+            changed = None  # damaged metadata: read_entry below says what is wrong
+        if changed:
+            self.reason = changed
+            return None
         try:
             meta, state = read_entry(
                 path,
@@ -323,12 +343,7 @@ class _Cached:
                 "copied or renamed into place); computing it again")
             self.reason = "the cached entry could not be read"
             return None
-        for record in meta.get("files", []):
-            changed = _files.changed_record(record)
-            if changed:
-                self.reason = changed
-                return None
-        changed = _rng.changed(meta.get("rng", {}))
+        changed = self._stale_dependency(meta)
         if changed:
             self.reason = changed
             return None

@@ -859,3 +859,37 @@ def test_processes_creating_the_cache_directory_at_once_all_use_it(project: Proj
     assert all(p.returncode == 0 for p in procs), outputs
     assert all("StateCacheWarning" not in err for _, err in outputs), outputs
     assert runs(project, "data") == 1
+
+
+def test_a_changed_data_file_is_seen_before_the_entry_is_unpickled(project: Project) -> None:
+    """The refusal comes from the metadata: a large entry is not read, and nothing in it runs."""
+    project.write(
+        "tracked.py",
+        """
+        class Tracked:
+            def __init__(self, text):
+                self.text = text
+            def __setstate__(self, state):
+                open("unpickled.log", "a").write("x\\n")
+                self.__dict__.update(state)
+        """,
+    )
+    project.write(
+        "script.py",
+        """
+        import statecache as sc
+        from tracked import Tracked
+        with sc.checkpoint("tracked"):
+            with open("data.txt") as f:
+                obj = Tracked(f.read())
+        print("text", obj.text)
+        """,
+    )
+    project.write("data.txt", "one")
+    project.run("script.py")
+    assert project.run("script.py").hit("tracked")
+    assert (project.root / "unpickled.log").read_text().count("x") == 1
+    project.write("data.txt", "two!")
+    run = project.run("script.py")
+    assert "text two!" in run.stdout and "data.txt changed" in run.stderr
+    assert (project.root / "unpickled.log").read_text().count("x") == 1  # not unpickled again
