@@ -4,11 +4,13 @@ controller; afterwards no process of the loop may be left."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,20 @@ def wait_gone(pids: list[int], allow_zombies: bool = False) -> list[int]:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def live_session(project: Path, *args: str, options: tuple[str, ...] = ()) -> Iterator[pexpect.spawn]:
+    """A `statecache live` session; when the block ends the loop is left with `q` and must
+    exit cleanly (status 0), and the terminal is closed whatever happened."""
+    child = spawn(project, *args, options=options)
+    try:
+        yield child
+        child.sendline("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
 def idle(child: pexpect.spawn) -> str:
     """Wait for the end of a run; return what the run printed."""
     child.expect(r"watching script\.py")
@@ -122,8 +138,7 @@ def idle(child: pexpect.spawn) -> str:
 
 def test_live_loop_through_edits(project: Path) -> None:
     script = project / "script.py"
-    child = spawn(project, "--alpha", "7")
-    try:
+    with live_session(project, "--alpha", "7") as child:
         # first run: everything, as __main__, with the arguments given
         child.expect(r"run 1 from the start")
         child.expect(r"argv \['--alpha', '7'\] __main__")
@@ -189,11 +204,6 @@ def test_live_loop_through_edits(project: Path) -> None:
         workers = [p.pid for p in loop_processes(project) if p.pid != child.pid]
 
         # q leaves, and takes every snapshot with it
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
     assert wait_gone(workers) == []
     assert loop_processes(project) == []
 
@@ -273,18 +283,12 @@ def test_live_checkpoint_is_a_disk_hit_afterwards(project: Path) -> None:
 
 def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
     write(project / "script.py", "print('x'\n")
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("SyntaxError")
         child.expect("waiting for the next save")
         write(project / "script.py", script_text(tag="fixed"))
         child.expect("tail fixed 45 helper-1")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_python_dash_m_entry_point(project: Path) -> None:
@@ -367,8 +371,7 @@ def test_tracebacks_point_at_moved_lines(project: Path) -> None:
 
 def test_undoing_an_edit_resumes_from_the_old_snapshot(project: Path) -> None:
     script = project / "script.py"
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("tail v1 45 helper-1")
         idle(child)
         write(script, script_text(n=20))  # the setup changes: re-run from the imports
@@ -380,11 +383,6 @@ def test_undoing_an_edit_resumes_from_the_old_snapshot(project: Path) -> None:
         child.expect("tail undone 45 helper-1")
         assert "SETUP RAN" not in child.before and "'setup'" not in child.before
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_snapshots_are_capped(project: Path) -> None:
@@ -393,8 +391,7 @@ def test_snapshots_are_capped(project: Path) -> None:
         for i in range(10)
     )
     write(project / "script.py", "import statecache\n" + blocks + 'print("END")\n')
-    child = spawn(project, options=("--max-snapshots", "4"))
-    try:
+    with live_session(project, options=("--max-snapshots", "4")) as child:
         child.expect("END")
         child.expect(r"watching script\.py; (\d+) snapshots")
         assert child.match.group(1) == "4"
@@ -413,11 +410,6 @@ def test_snapshots_are_capped(project: Path) -> None:
         child.expect("END2")
         assert "block 9" in child.before and "block 8" not in child.before
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 GATED = """\
@@ -438,8 +430,7 @@ print("tail", "TAG", sum(data))
 def test_an_edit_below_a_running_setup_lets_it_go_on(project: Path) -> None:
     script = project / "script.py"
     write(script, GATED.replace("TAG", "first"))
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("SETUP STARTED")
         write(script, GATED.replace("TAG", "second"))
         child.expect(r"edit at line 11, after the statement running now: run 1 will go on")
@@ -456,11 +447,6 @@ def test_an_edit_below_a_running_setup_lets_it_go_on(project: Path) -> None:
         child.expect("SETUP RAN")
         child.expect("tail third 3")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_a_module_in_a_subpackage_is_watched(project: Path) -> None:
@@ -476,8 +462,7 @@ def test_a_module_in_a_subpackage_is_watched(project: Path) -> None:
         "from lib import tools\n"
         'print("tail", base, tools.value())\n',
     )
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("tail 10 tools-1")
         idle(child)
         write(pkg / "tools.py", "def value():\n    return 'tools-2'\n")
@@ -485,11 +470,6 @@ def test_a_module_in_a_subpackage_is_watched(project: Path) -> None:
         child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
         child.expect("tail 10 tools-2")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_usage_errors(tmp_path: Path) -> None:
@@ -516,8 +496,7 @@ def test_the_script_reads_the_terminal_during_a_run(project: Path) -> None:
         project / "script.py",
         script_text(tail='print("tail", input("name? ").upper(), sum(data))'),
     )
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("name\\? ")
         child.sendline("ada")
         child.expect("tail ADA 45")
@@ -528,11 +507,6 @@ def test_the_script_reads_the_terminal_during_a_run(project: Path) -> None:
         child.sendline("grace")
         child.expect("tail GRACE 45")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
@@ -545,8 +519,7 @@ def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
         "y = x + 1\n"
         'print("after", y)\n',
     )
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect(r"\(Pdb\) ")
         child.sendline("p x * 2")
         child.expect("82")
@@ -566,11 +539,6 @@ def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
         child.sendline("c")
         child.expect("after 42")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_without_a_terminal_sigint_stops_the_run_then_quits(project: Path) -> None:
