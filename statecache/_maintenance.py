@@ -88,8 +88,10 @@ def is_statecache_dir(cache_dir: str) -> bool:
     return text.startswith(CACHEDIR_TAG_SIGNATURE) and "statecache" in text.lower()
 
 
-def name_dirs(cache_dir: str) -> list[tuple[str, str]]:
-    """``(name, path)`` of every checkpoint directory, sorted; symlinks and foreign names skipped."""
+def name_dirs(cache_dir: str, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """``(name, path)`` of every checkpoint directory (only ``names`` when given), sorted;
+    symlinks and foreign names skipped."""
+    wanted = None if names is None else set(names)
     out = []
     try:
         it = os.scandir(cache_dir)
@@ -103,7 +105,8 @@ def name_dirs(cache_dir: str) -> list[tuple[str, str]]:
                 validate_name(d.name)
             except InvalidNameError:
                 continue
-            out.append((d.name, d.path))
+            if wanted is None or d.name in wanted:
+                out.append((d.name, d.path))
     out.sort()
     return out
 
@@ -118,12 +121,9 @@ def scan(
     cache_dir: str, names: Iterable[str] | None = None
 ) -> tuple[list[EntryFile], list[TempFile]]:
     """Every entry (and writers' temp file) under ``cache_dir``, from directory listings only."""
-    wanted = None if names is None else set(names)
     entries: list[EntryFile] = []
     temps: list[TempFile] = []
-    for name, path in name_dirs(cache_dir):
-        if wanted is not None and name not in wanted:
-            continue
+    for name, path in name_dirs(cache_dir, names):
         try:
             it = os.scandir(path)
         except OSError:
@@ -216,11 +216,8 @@ def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> i
     """Remove lock files whose entry is gone and that nobody holds (each under that lock)."""
     import filelock
 
-    wanted = None if names is None else set(names)
     removed = 0
-    for name, path in name_dirs(cache_dir):
-        if wanted is not None and name not in wanted:
-            continue
+    for _name, path in name_dirs(cache_dir, names):
         try:
             files = os.listdir(path)
         except OSError:
