@@ -243,7 +243,7 @@ print("y", y)
 
 @pytest.mark.xfail(strict=True, reason=(
     "another program started by the block reads files statecache cannot see (no audit event in "
-    "this process); untracked by design, but the README does not list it"))
+    "this process); untracked by design and listed in the README"))
 def test_a_file_read_by_a_subprocess_of_the_block(project: Project) -> None:
     project.write("data.txt", "a")
     project.write("script.py", """
