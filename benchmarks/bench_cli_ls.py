@@ -25,10 +25,10 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from statecache._cli import main  # noqa: E402
-from statecache._entry import write_entry  # noqa: E402
-from statecache._maintenance import after_save, cache_size  # noqa: E402
-from statecache._store import ensure_cache_dir  # noqa: E402
+from statecache.cli.main import main  # noqa: E402
+from statecache.entry.format import write_entry  # noqa: E402
+from statecache.store.maintenance import after_save, cache_size  # noqa: E402
+from statecache.store.store import ensure_cache_dir  # noqa: E402
 
 
 def build(cache: str, entries: int, names: int) -> int:

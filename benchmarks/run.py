@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from statecache._entry import read_entry, write_entry  # noqa: E402
+from statecache.entry.format import read_entry, write_entry  # noqa: E402
 
 MB = 1 << 20
 GB = 1 << 30
@@ -395,7 +395,7 @@ def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Call
 def bench_fingerprint(nbytes: int, rounds: int, quick: bool) -> dict:
     import xxhash
 
-    from statecache._fingerprint import Fingerprinter
+    from statecache.key.fingerprint import Fingerprinter
 
     a = np.random.default_rng(3).standard_normal(nbytes // 8)
     ours = []
@@ -431,8 +431,8 @@ def child_env() -> dict[str, str]:
 def bench_import(runs: int) -> dict:
     code = (
         "import time; t = time.perf_counter(); import statecache; "
-        "t1 = time.perf_counter(); import statecache._checkpoint, statecache._fingerprint, "
-        "statecache._entry, statecache._store, filelock; t2 = time.perf_counter(); "
+        "t1 = time.perf_counter(); import statecache._checkpoint, statecache.key.fingerprint, "
+        "statecache.entry.format, statecache.store.store, filelock; t2 = time.perf_counter(); "
         "print(t1 - t, t2 - t1)"
     )
     times, lazy = [], []

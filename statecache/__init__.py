@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BranchError, StateCacheError, StateCacheWarning
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "BranchError",

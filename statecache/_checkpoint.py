@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import CodeType, FrameType, ModuleType
 from typing import Any, TypeVar, overload
 
-from . import _files, _rng
 from ._config import (
     env_dir,
     env_flag,
@@ -36,8 +35,10 @@ from ._errors import (
     UnpicklableError,
 )
 from ._frames import ArmedSkip, SkipBody, arm_skip, is_function_frame, write_names
-from ._source import Block, find_with_block
-from ._store import Store, warn
+from .key import files as _files
+from .key import rng as _rng
+from .key.source import Block, find_with_block
+from .store.store import Store, warn
 
 F = TypeVar("F", bound=Callable[..., Any])
 _RETURN = "return"
@@ -150,7 +151,7 @@ def _status(settings: _Settings, text: str) -> None:
 
 
 def _env_component() -> str:
-    from ._entry import FORMAT_VERSION
+    from .entry.format import FORMAT_VERSION
 
     return f"python{sys.version_info[0]}.{sys.version_info[1]}/format{FORMAT_VERSION}"
 
@@ -160,7 +161,7 @@ def _files_component(patterns: tuple[str, ...], base_dir: str) -> dict[str, str]
     the digest runs at several GB/s)."""
     import glob
 
-    from ._fingerprint import file_digest
+    from .key.fingerprint import file_digest
 
     out: dict[str, str] = {}
     for pattern in patterns:
@@ -181,7 +182,7 @@ def _files_component(patterns: tuple[str, ...], base_dir: str) -> dict[str, str]
 
 
 def _key_of(components: Mapping[str, Any]) -> str:
-    from ._fingerprint import digest
+    from .key.fingerprint import digest
 
     return digest(json.dumps(components, sort_keys=True).encode()).hex()
 
@@ -304,7 +305,7 @@ class _Cached:
         return _rng.changed(meta.get("rng", {}))
 
     def _load(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        from ._entry import read_entry, read_meta
+        from .entry.format import read_entry, read_meta
 
         assert self.store is not None
         path = self.store.entry_path(self.name, self.key)
@@ -379,7 +380,7 @@ class _Cached:
             self.release()
 
     def _save(self, state: dict[str, Any], extra_meta: dict[str, Any], compute_seconds: float) -> None:
-        from ._entry import write_entry
+        from .entry.format import write_entry
 
         assert self.store is not None and self.recorder is not None
         files = _files.snapshot(self.recorder, [self.store.root])
@@ -420,7 +421,7 @@ class _Cached:
             f"(computed in {format_duration(compute_seconds)})",
         )
         if self.settings.max_size is not None:
-            from ._maintenance import after_save
+            from .store.maintenance import after_save
 
             after_save(self.store.root, self.settings.max_size, path, self.settings.verbose)
 
@@ -506,7 +507,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             return self
         inputs = self._input_values(frame, block)
         context = f"checkpoint '{self.name}' at {where}"
-        from ._fingerprint import Fingerprinter, ast_digest
+        from .key.fingerprint import Fingerprinter, ast_digest
 
         fp = Fingerprinter(ignore=self.ignore)
         self._input_fps = _fingerprint_inputs(fp, inputs, lambda n: n, context)
@@ -588,7 +589,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         version only; attributes of the user's modules by value (``helpers.SCALE`` may have
         been set at run time, ``pkg.sub`` is a module of its own); environment variables read
         with a constant key; and the modules the body imports, by their source."""
-        from ._fingerprint import Fingerprinter, _is_user_module, is_plain_data
+        from .key.fingerprint import Fingerprinter, _is_user_module, is_plain_data
 
         extra: dict[str, Any] = {}
         for chain in block.attribute_reads:
@@ -627,7 +628,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     def _user_module_chain(self, chain: tuple[str, ...], module: ModuleType, extra: dict[str, Any]) -> None:
         """``helpers.SCALE``, ``pkg.sub.f``: each attribute along the chain by its current value,
         as long as it is one of the user's modules (beyond that, the value covers the rest)."""
-        from ._fingerprint import _is_user_module
+        from .key.fingerprint import _is_user_module
 
         value: Any = module
         for i in range(1, len(chain)):
@@ -642,7 +643,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
 
     def _collect(self, frame: FrameType) -> tuple[dict[str, Any], list[str]]:
         """The names the body bound, plus inputs it mutated in place; and the unbound ones."""
-        from ._fingerprint import Fingerprinter
+        from .key.fingerprint import Fingerprinter
 
         namespace = frame.f_locals
         local_names = _local_names(frame)
@@ -869,7 +870,7 @@ def cached_setup(
             cached = _Cached("cached_setup", entry_name, where, settings, root)
             if not cached.open_store():
                 return fn(*args, **kwargs)
-            from ._fingerprint import Fingerprinter
+            from .key.fingerprint import Fingerprinter
 
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()

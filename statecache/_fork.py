@@ -356,7 +356,7 @@ class Branch:
         _require_fork("statecache.branch()")
         frame = sys._getframe(1)
         from ._frames import arm_skip
-        from ._source import find_with_block
+        from .key.source import find_with_block
 
         block = find_with_block(frame, what="branch")
         self._frame, self._as_name = frame, block.as_name

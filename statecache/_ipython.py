@@ -27,7 +27,6 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from . import _rng
 from ._checkpoint import (
     _Cached,
     _env_component,
@@ -40,7 +39,8 @@ from ._checkpoint import (
 )
 from ._config import env_dir, validate_name
 from ._errors import FingerprintError, StateCacheError
-from ._source import analyse_names
+from .key import rng as _rng
+from .key.source import analyse_names
 
 #: Metadata key of an entry that holds the outputs a ``%%checkpoint`` cell produced.
 OUTPUTS_META = "cell_outputs"
@@ -357,7 +357,7 @@ class StatecacheMagics(Magics):
         if not cached.open_store():
             return self._run(tree, filename, None, quiet_result)
         values = self._input_values(inputs, opts.ignore)
-        from ._fingerprint import Fingerprinter, ast_digest
+        from .key.fingerprint import Fingerprinter, ast_digest
 
         try:
             fp = Fingerprinter(ignore=opts.ignore)
@@ -448,7 +448,7 @@ class StatecacheMagics(Magics):
         ignore: tuple[str, ...],
     ) -> tuple[dict[str, Any], list[str]]:
         """What the cell bound, plus inputs it mutated in place; and the names it unbound."""
-        from ._fingerprint import Fingerprinter
+        from .key.fingerprint import Fingerprinter
 
         assert self.shell is not None
         namespace = self.shell.user_ns
@@ -495,7 +495,7 @@ class StatecacheMagics(Magics):
     def statecache(self, line: str) -> None:
         """The statecache command line on this notebook's cache directory:
         ``%statecache ls``, ``%statecache clear NAME``, ``show``, ``gc``, ``verify``."""
-        from ._cli import BUILTIN, main
+        from .cli.main import BUILTIN, main
 
         try:
             argv = shlex.split(line)

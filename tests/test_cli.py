@@ -407,7 +407,7 @@ def test_gc_keeps_n_old_versions_per_name(proj: Project) -> None:
 
 
 def test_gc_removes_temp_files_of_dead_writers_only(proj: Project) -> None:
-    from statecache._entry import is_temp_file
+    from statecache.entry.format import is_temp_file
 
     key = proj.save("features", 1000)
     dead = subprocess.run(
@@ -626,7 +626,7 @@ CLEARER = """\
 import os
 import sys
 
-from statecache._cli import main
+from statecache.cli.main import main
 
 cache, stop = sys.argv[1], sys.argv[2]
 sys.stdout = open(os.devnull, "w")

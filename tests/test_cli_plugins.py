@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from statecache import _cli
+from statecache.cli import main as _cli
 
 GOOD = """
 import argparse

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import xxhash
 
-from statecache import _entry
-from statecache._entry import (
+from statecache._errors import EntryError, UnpicklableError
+from statecache.entry import format as _entry
+from statecache.entry.format import (
     ENTRY_SUFFIX,
     FORMAT_VERSION,
     WrittenEntry,
@@ -30,7 +31,6 @@ from statecache._entry import (
     verify_entry,
     write_entry,
 )
-from statecache._errors import EntryError, UnpicklableError
 
 MB = 1 << 20
 
@@ -650,7 +650,7 @@ def run_limited_writer(tmp_path, ignore_sigxfsz: bool) -> subprocess.CompletedPr
         f"""
         import errno, resource, signal, sys
         import numpy as np
-        from statecache._entry import write_entry
+        from statecache.entry.format import write_entry
         # Python ignores SIGXFSZ at start-up; the default action kills the writer mid-write
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN if {ignore_sigxfsz} else signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))

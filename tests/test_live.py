@@ -294,7 +294,7 @@ def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
 def test_python_dash_m_entry_point(project: Path) -> None:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "statecache._live", "script.py"],
+        ["-m", "statecache.live.loop", "script.py"],
         cwd=str(project),
         env=env(),
         encoding="utf-8",
@@ -533,7 +533,7 @@ def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
                 break
             child.sendline("n")
         assert "-> y = x + 1" in stepped and '-> print("after", y)' in stepped
-        assert "_live.py" not in stepped  # never inside the loop's own code
+        assert "live/loop.py" not in stepped and "statecache/" not in stepped  # never inside the loop's own code
         child.sendline("p y")
         child.expect("42")
         child.sendline("c")

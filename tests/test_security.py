@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, subprocess_env
 
-from statecache._entry import read_meta, write_entry
+from statecache.entry.format import read_meta, write_entry
 
 SCRIPT = """
 import statecache as sc

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from statecache._entry import _HEADER, _TRAILER, _Reader
+from statecache.entry.format import _HEADER, _TRAILER, _Reader
 
 
 @dataclass

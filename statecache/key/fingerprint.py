@@ -39,7 +39,7 @@ from typing import Any
 
 import xxhash
 
-from ._errors import FingerprintError
+from .._errors import FingerprintError
 
 __all__ = [
     "Fingerprinter",
@@ -263,7 +263,7 @@ def _is_user_file(path: str) -> bool:
     if _ROOTS is None:
         # statecache's own files too (an editable install lives outside site-packages): its
         # wrappers count by version, and what they wrap (the user's function) by content.
-        own = os.path.dirname(os.path.abspath(__file__))
+        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         _ROOTS = (*_excluded_roots(), own + os.sep, os.path.realpath(own) + os.sep)
     for form in {os.path.abspath(path), os.path.realpath(path)}:
         parts = form.split(os.sep)

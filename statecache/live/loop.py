@@ -233,7 +233,7 @@ def _excluded_dirs() -> list[str]:
             dirs.add(site.getusersitepackages())
         except AttributeError:  # pragma: no cover - virtualenv's old site.py
             pass
-        dirs.add(os.path.dirname(os.path.abspath(__file__)))  # statecache itself
+        dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # statecache itself
         _excluded = sorted({os.path.realpath(d) + os.sep for d in dirs if d})
     return _excluded
 
@@ -734,14 +734,14 @@ class Controller:
         import tempfile
 
         if not hasattr(os, "fork"):
-            from ._errors import StateCacheError
+            from .._errors import StateCacheError
 
             raise StateCacheError(
                 f"statecache live needs os.fork(), which this platform ({sys.platform}) lacks; "
                 "use it on Linux or macOS (or under WSL)"
             )
         if not os.path.isfile(self.path):
-            from ._errors import StateCacheError
+            from .._errors import StateCacheError
 
             raise StateCacheError(f"no such file: {self.path}")
         import ctypes  # noqa: F401  (loaded once here, so that runners need not import it)
@@ -1361,7 +1361,7 @@ def _send_blocking(sock: socket.socket, msg: dict[str, Any]) -> None:
 
 
 def _duration(seconds: float) -> str:
-    from ._config import format_duration
+    from .._config import format_duration
 
     return format_duration(seconds)
 
@@ -1514,21 +1514,21 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the live loop; the exit code of ``statecache live``."""
     if not args.command or args.command[0].startswith("-"):
-        from ._cli import UsageError
+        from ..cli.main import UsageError
 
         raise UsageError("give the script to run: statecache live SCRIPT [ARGS...]")
     return Controller(args.command[0], list(args.command[1:]), args.max_snapshots).main()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m statecache._live SCRIPT [ARGS...]``."""
-    p = argparse.ArgumentParser(prog="python -m statecache._live", usage=_USAGE)
+    """``python -m statecache.live.loop SCRIPT [ARGS...]``."""
+    p = argparse.ArgumentParser(prog="python -m statecache.live.loop", usage=_USAGE)
     _arguments(p)
     args = p.parse_args(argv)
     try:
         return run(args)
     except Exception as exc:
-        from ._errors import StateCacheError
+        from .._errors import StateCacheError
 
         if isinstance(exc, StateCacheError):
             print(f"statecache: error: {exc}", file=sys.stderr)

@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._config import format_size, validate_name
-from ._errors import InvalidNameError
+from .._config import format_size, validate_name
+from .._errors import InvalidNameError
 
 ENTRY_SUFFIX = ".sc"
 LOCK_SUFFIX = ".sc.lock"
@@ -112,7 +112,7 @@ def name_dirs(cache_dir: str, names: Iterable[str] | None = None) -> list[tuple[
 
 
 def _is_temp(filename: str) -> int | None:
-    from ._entry import is_temp_file
+    from ..entry.format import is_temp_file
 
     return is_temp_file(filename)
 
@@ -390,7 +390,7 @@ def _quiet() -> bool:
 def _warn(message: str) -> None:
     import warnings
 
-    from ._errors import StateCacheWarning
+    from .._errors import StateCacheWarning
 
     warnings.warn(f"statecache: {message}", StateCacheWarning, stacklevel=3)
 

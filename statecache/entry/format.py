@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from ._errors import EntryError, UnpicklableError
+from .._errors import EntryError, UnpicklableError
 
 FORMAT_VERSION = 1
 ENTRY_SUFFIX = ".sc"
@@ -214,7 +214,7 @@ class _Progress(_NoProgress):
                 self._draw(now)
 
     def _draw(self, now: float) -> None:
-        from ._config import format_size
+        from .._config import format_size
 
         elapsed = now - self.started
         if self.total:
@@ -581,7 +581,7 @@ def write_entry(
     bar = _progress("saving", meta.get("name"), None, progress)
     try:
         ser = _serialise(state, pool, bar)
-        from . import __version__
+        from .._version import __version__
 
         full_meta = dict(meta)
         state_size = ser.sink.pos + sum(b.nbytes for b in ser.buffers)

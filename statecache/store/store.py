@@ -16,7 +16,7 @@ import time
 import warnings
 from typing import Any
 
-from ._errors import StateCacheWarning
+from .._errors import StateCacheWarning
 
 _GITIGNORE = "# Created by statecache: cached program state, not for version control.\n*\n"
 _CACHEDIR_TAG = (
@@ -39,10 +39,10 @@ def warn(message: str) -> None:
 
 def _user_stacklevel() -> int:
     """How many frames up ``warnings.warn`` must look to leave the statecache package."""
-    package_dir = os.path.dirname(os.path.abspath(__file__))
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame = sys._getframe(2)
     level = 2
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package_dir:
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
@@ -131,7 +131,7 @@ class Store:
 
     def versions(self, name: str) -> list[tuple[str, dict[str, Any]]]:
         """(path, metadata) of every readable entry of ``name``, newest first."""
-        from ._entry import read_meta
+        from ..entry.format import read_meta
 
         directory = self.name_dir(name)
         try:

@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__
-from ._config import (
+from .._config import (
     env_dir,
     env_max_size,
     env_secret,
@@ -35,8 +34,9 @@ from ._config import (
     parse_size,
     validate_name,
 )
-from ._errors import ConfigError, EntryError, InvalidNameError, StateCacheError
-from ._maintenance import (
+from .._errors import ConfigError, EntryError, InvalidNameError, StateCacheError
+from .._version import __version__
+from ..store.maintenance import (
     KEY_RE,
     EntryFile,
     is_statecache_dir,
@@ -53,7 +53,7 @@ from ._maintenance import (
 PROG = "statecache"
 DEFAULT_DIR = ".statecache"
 #: Subcommands defined elsewhere: name -> module with ``add_parser(subparsers)`` and ``run(args)``.
-PLUGINS = {"live": "statecache._live"}
+PLUGINS = {"live": "statecache.live.loop"}
 
 
 class UsageError(StateCacheError):
@@ -149,7 +149,7 @@ def _note_missing(cache_dir: str) -> bool:
 
 def _meta(e: EntryFile) -> tuple[dict[str, Any], str | None]:
     """The entry's metadata (header only), or an empty dict and the reason it cannot be read."""
-    from ._entry import read_meta
+    from ..entry.format import read_meta
 
     try:
         meta = read_meta(e.path)
@@ -269,7 +269,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def _file_state(rec: dict[str, Any]) -> str:
     """unchanged / changed / missing for a recorded data file (or directory listing, or a file
     that was absent), judged as a hit would judge it: stat first, content only if the stat differs."""
-    from ._files import changed_record
+    from ..key.files import changed_record
 
     path = rec.get("path")
     if not isinstance(path, str):
@@ -587,7 +587,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check every entry's checksums (and signature with STATECACHE_SECRET); exit 1 if any is bad."""
-    from ._entry import verify_entry
+    from ..entry.format import verify_entry
 
     cache_dir = _cache_dir(args)
     missing = _note_missing(cache_dir)

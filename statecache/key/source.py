@@ -14,7 +14,7 @@ import sys
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
-from ._errors import SourceNotFoundError, StateCacheError
+from .._errors import SourceNotFoundError, StateCacheError
 
 
 class Block(NamedTuple):

@@ -1,0 +1,1 @@
+"""The ``statecache`` command: parser, plugins and one module per command group."""

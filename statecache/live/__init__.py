@@ -1,0 +1,1 @@
+"""``statecache live``: the edit-and-rerun loop on forked snapshots."""
