@@ -35,10 +35,11 @@ from ._errors import (
     UnpicklableError,
 )
 from ._frames import ArmedSkip, SkipBody, arm_skip, is_function_frame, write_names
+from ._warnings import warn
 from .key import files as _files
 from .key import rng as _rng
 from .key.source import Block, find_with_block
-from .store.store import Store, warn
+from .store.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 _RETURN = "return"
@@ -589,7 +590,8 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         version only; attributes of the user's modules by value (``helpers.SCALE`` may have
         been set at run time, ``pkg.sub`` is a module of its own); environment variables read
         with a constant key; and the modules the body imports, by their source."""
-        from .key.fingerprint import Fingerprinter, _is_user_module, is_plain_data
+        from .key.fingerprint import Fingerprinter, is_plain_data
+        from .key.provenance import is_user_module
 
         extra: dict[str, Any] = {}
         for chain in block.attribute_reads:
@@ -603,7 +605,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 module = frame.f_locals.get(name, frame.f_globals.get(name))
             if not isinstance(module, ModuleType):
                 continue
-            if _is_user_module(module):
+            if is_user_module(module):
                 self._user_module_chain(chain, module, extra)
                 continue
             label = f"{name}.{chain[1]}"
@@ -628,7 +630,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     def _user_module_chain(self, chain: tuple[str, ...], module: ModuleType, extra: dict[str, Any]) -> None:
         """``helpers.SCALE``, ``pkg.sub.f``: each attribute along the chain by its current value,
         as long as it is one of the user's modules (beyond that, the value covers the rest)."""
-        from .key.fingerprint import _is_user_module
+        from .key.provenance import is_user_module
 
         value: Any = module
         for i in range(1, len(chain)):
@@ -638,7 +640,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             value = getattr(value, chain[i], _NO_ATTRIBUTE)
             extra[label] = value
             self._module_chains.add(label)
-            if not (isinstance(value, ModuleType) and _is_user_module(value)):
+            if not (isinstance(value, ModuleType) and is_user_module(value)):
                 return
 
     def _collect(self, frame: FrameType) -> tuple[dict[str, Any], list[str]]:

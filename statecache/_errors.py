@@ -44,6 +44,10 @@ class UnpicklableError(StateCacheError):
         self.names = list(names)
 
 
+class UsageError(StateCacheError):
+    """A mistake in the command line: exit code 2."""
+
+
 class StateCacheWarning(UserWarning):
     """A cache problem that does not stop the program: a damaged entry, a full disk, an
     unpicklable variable. The program goes on with the state it computed."""

@@ -34,7 +34,7 @@ from .._config import (
     parse_size,
     validate_name,
 )
-from .._errors import ConfigError, EntryError, InvalidNameError, StateCacheError
+from .._errors import ConfigError, EntryError, InvalidNameError, StateCacheError, UsageError
 from .._version import __version__
 from ..store.maintenance import (
     KEY_RE,
@@ -54,10 +54,6 @@ PROG = "statecache"
 DEFAULT_DIR = ".statecache"
 #: Subcommands defined elsewhere: name -> module with ``add_parser(subparsers)`` and ``run(args)``.
 PLUGINS = {"live": "statecache.live.loop"}
-
-
-class UsageError(StateCacheError):
-    """A mistake in the command line: exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,13 +9,13 @@ content digest) that a later hit re-checks, stat first and content only when the
 from __future__ import annotations
 
 import os
-import site
 import sys
-import sysconfig
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from .provenance import is_data_path
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False
@@ -103,41 +103,6 @@ def _note(path: Any, kind: str) -> None:
             except (OSError, ValueError):
                 stamp = None
         seen[path] = None if stamp is False else stamp
-
-
-def _system_roots() -> tuple[str, ...]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            roots.add(sysconfig.get_paths()[key])
-        except KeyError:
-            pass
-    try:
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except AttributeError:  # virtualenv's old site module
-        pass
-    roots.update(("/proc", "/sys", "/dev", "/run"))
-    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
-
-
-_SYSTEM_ROOTS: tuple[str, ...] | None = None
-
-
-def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
-    """False for the interpreter's and installed packages' own files, bytecode and the cache."""
-    global _SYSTEM_ROOTS
-    if _SYSTEM_ROOTS is None:
-        _SYSTEM_ROOTS = _system_roots()
-    if path.endswith((".pyc", ".pyo")) or f"{os.sep}__pycache__{os.sep}" in path:
-        return False
-    real = os.path.join(os.path.realpath(path), "")
-    if real.startswith(_SYSTEM_ROOTS):
-        return False
-    for cache_dir in cache_dirs:
-        if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
-            return False
-    return True
 
 
 def file_record(path: str) -> dict[str, Any] | None:

@@ -29,10 +29,8 @@ import functools
 import importlib.util
 import os
 import pickle
-import site
 import struct
 import sys
-import sysconfig
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +38,8 @@ from typing import Any
 import xxhash
 
 from .._errors import FingerprintError
+from .astdigest import ast_digest
+from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 
 __all__ = [
     "Fingerprinter",
@@ -72,40 +72,6 @@ def _s(text: str) -> bytes:
     """A length-prefixed UTF-8 string (lone surrogates kept), as used inside every digest."""
     data = text.encode("utf-8", "surrogatepass")
     return _U64(len(data)) + data
-
-
-# --------------------------------------------------------------------------- AST
-
-# Fields that carry formatting, not meaning: ``u"x"`` vs ``"x"``, ``# type:`` comments.
-# Positions (lineno, col_offset, ...) are ``_attributes``, never visited.
-_AST_SKIP = frozenset({"kind", "type_comment", "type_ignores"})
-
-
-def ast_digest(node: ast.AST | list[ast.stmt]) -> bytes:
-    """Digest of an AST without positions: comments, blank lines and formatting don't count.
-
-    Node types, field values and constants (with their types) do, so any change in meaning
-    changes the digest; docstrings count (they are observable through ``__doc__``).
-    """
-    h = xxhash.xxh3_128()
-    _feed_ast(h.update, node)
-    return h.digest()
-
-
-def _feed_ast(upd: Callable[[bytes], object], node: object) -> None:
-    if isinstance(node, ast.AST):
-        upd(b"N" + _s(type(node).__name__))
-        for field in node._fields:
-            if field not in _AST_SKIP:
-                _feed_ast(upd, getattr(node, field, None))
-    elif isinstance(node, list):
-        upd(b"[" + _U64(len(node)))
-        for item in node:
-            _feed_ast(upd, item)
-    elif node is None:
-        upd(b"0")
-    else:  # identifiers and constants: str, bytes, int, float, complex, bool, Ellipsis
-        upd(b"C" + _s(type(node).__name__) + _s(repr(node)))
 
 
 _Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
@@ -202,87 +168,6 @@ def _resolve_import(module: str, level: int, importer: str, is_package: bool) ->
         return None
 
 
-# ------------------------------------------------------------------ user files
-
-
-def _excluded_roots() -> tuple[str, ...]:
-    """Directories that hold the interpreter's and installed packages' files, never the user's."""
-    roots: set[str] = set()
-    paths = sysconfig.get_paths()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        if paths.get(key):
-            roots.add(paths[key])
-    try:
-        roots.update(site.getsitepackages())
-    except AttributeError:  # old virtualenv's site module
-        pass
-    user_site = getattr(site, "getusersitepackages", lambda: None)()
-    if user_site:
-        roots.add(user_site)
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        if not prefix:
-            continue
-        norm = os.path.normpath(prefix)
-        if norm in ("/", "/usr", "/usr/local", "/opt/homebrew"):
-            # A system-wide prefix also holds user code (/usr/src/app, /usr/local/src):
-            # only its interpreter directories are excluded.
-            for sub in ("lib", "lib64", "Lib", "include", "bin", "share", "libexec"):
-                roots.add(os.path.join(norm, sub))
-        else:
-            roots.add(norm)
-    out: set[str] = set()
-    for root in roots:
-        for form in (os.path.abspath(root), os.path.realpath(root)):
-            out.add(form.rstrip(os.sep) + os.sep)
-    return tuple(sorted(out))
-
-
-_USER_FILE_CACHE: dict[str, bool] = {}
-_ROOTS: tuple[str, ...] | None = None
-
-
-def is_user_file(path: str | None) -> bool:
-    """True for the user's own code: not stdlib, site-/dist-packages, the interpreter's prefixes
-    or pseudo-files such as ``<frozen os>``, ``<string>``, ``<stdin>``.
-
-    IPython cells (``<ipython-input-...>``) and Jupyter cell files count as the user's.
-    Results are cached per path.
-    """
-    if not path:
-        return False
-    hit = _USER_FILE_CACHE.get(path)
-    if hit is None:
-        hit = _USER_FILE_CACHE[path] = _is_user_file(path)
-    return hit
-
-
-def _is_user_file(path: str) -> bool:
-    global _ROOTS
-    if path.startswith("<"):
-        return path.startswith("<ipython-input-")
-    if _ROOTS is None:
-        # statecache's own files too (an editable install lives outside site-packages): its
-        # wrappers count by version, and what they wrap (the user's function) by content.
-        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        _ROOTS = (*_excluded_roots(), own + os.sep, os.path.realpath(own) + os.sep)
-    for form in {os.path.abspath(path), os.path.realpath(path)}:
-        parts = form.split(os.sep)
-        if "site-packages" in parts or "dist-packages" in parts:
-            return False
-        if any(form.startswith(root) for root in _ROOTS):
-            return False
-    return True
-
-
-def _stdlib_names() -> frozenset[str]:
-    names = set(sys.builtin_module_names)
-    names.update(getattr(sys, "stdlib_module_names", ()))
-    return frozenset(names)
-
-
-_STDLIB = _stdlib_names()
-
-
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
     import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
@@ -305,7 +190,7 @@ def package_version(module_name: str) -> str:
     function that a hit skips) use ``_dist_version`` so their key cannot depend on it.
     """
     top = module_name.partition(".")[0]
-    if not top or top in _STDLIB or top == "__main__":
+    if not top or top in STDLIB_NAMES or top == "__main__":
         return ""
     module = sys.modules.get(top)
     if module is None:
@@ -321,7 +206,7 @@ def package_version(module_name: str) -> str:
 @functools.cache
 def _dist_version(top: str) -> str:
     """Installed metadata version of an import name ("" if none); cached."""
-    if not top or top in _STDLIB:
+    if not top or top in STDLIB_NAMES:
         return ""
     import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
 
@@ -783,7 +668,7 @@ class Fingerprinter:
             return True
         if isinstance(obj, type):
             return self._is_user_class(obj)
-        return _is_user_module(obj)
+        return is_user_module(obj)
 
     def _ref(self, obj: Any, ctx: _Ctx) -> bytes:
         """How a function/class/module appears inside a digest, depending on the traversal."""
@@ -813,7 +698,7 @@ class Fingerprinter:
             version = package_version(module) if module else ""
             extra = b""
             mod_file = getattr(sys.modules.get(module), "__file__", None) if module else None
-            if not version and mod_file and module.partition(".")[0] not in _STDLIB:
+            if not version and mod_file and module.partition(".")[0] not in STDLIB_NAMES:
                 # Unversioned non-stdlib code (e.g. a user's compiled extension): its file's stat.
                 try:
                     st = os.stat(mod_file)
@@ -956,7 +841,7 @@ class Fingerprinter:
                 for attr in chain[1:]:
                     if not isinstance(val, types.ModuleType):
                         break
-                    user = _is_user_module(val)
+                    user = is_user_module(val)
                     val = getattr(val, attr, _END)
                     if user:
                         h.update(b"." + _s(attr))
@@ -1022,7 +907,7 @@ class Fingerprinter:
             if not name or name in records:
                 continue
             top = name.partition(".")[0]
-            if top in _STDLIB:
+            if top in STDLIB_NAMES:
                 records[name] = b"std"
                 continue
             path = _module_file(name)
@@ -1144,13 +1029,13 @@ class Fingerprinter:
             # exec'd / generated code (<string>, <stdin>, dataclass methods): there is no
             # package version to stand in for it, so it counts by content unless it belongs
             # to a library module.
-            return _is_user_module_name(str(fn.__module__))
+            return is_user_module_name(str(fn.__module__))
         return False
 
     def _is_user_class(self, cls: type) -> bool:
         hit = self._user_types.get(cls)
         if hit is None:
-            hit = _is_user_module_name(str(getattr(cls, "__module__", "")))
+            hit = is_user_module_name(str(getattr(cls, "__module__", "")))
             if not hit:
                 try:
                     members = list(vars(cls).values())
@@ -1257,45 +1142,6 @@ def _scan_code(co: types.CodeType, chains: dict, imports: dict) -> None:
             _scan_code(const, chains, imports)
 
 
-def _is_user_module_name(name: str) -> bool:
-    module = sys.modules.get(name)
-    if module is None:
-        # Unknown module (a dynamically made class or function): count by content.
-        return name not in _STDLIB
-    return _is_user_module(module)
-
-
-_USER_MODULES: dict[str, bool] = {}
-
-
-def _is_user_module(module: Any) -> bool:
-    if not isinstance(module, types.ModuleType):
-        return False
-    name = module.__name__
-    hit = _USER_MODULES.get(name) if sys.modules.get(name) is module else None
-    if hit is None:
-        hit = _module_is_user(module)
-        if sys.modules.get(name) is module:
-            _USER_MODULES[name] = hit
-    return hit
-
-
-def _module_is_user(module: types.ModuleType) -> bool:
-    name = module.__name__
-    if name in sys.builtin_module_names:
-        return False
-    path = getattr(module, "__file__", None)
-    if path:
-        return is_user_file(path)
-    spec = getattr(module, "__spec__", None)
-    origin = getattr(spec, "origin", None)
-    if origin in ("built-in", "frozen"):
-        return False
-    locations = list(getattr(spec, "submodule_search_locations", None) or [])
-    if locations:  # namespace package
-        return is_user_file(locations[0])
-    # No file: __main__ of a REPL, IPython or ``python -c``, or a module made at runtime.
-    return name.partition(".")[0] not in _STDLIB or name == "__main__"
 
 
 def _feed_int(upd: Callable[[bytes], object], v: int) -> None:

@@ -212,42 +212,13 @@ def _future_flags(tree: ast.Module) -> int:
 # Which modules are the user's own
 
 
-_excluded: list[str] | None = None
-_local_cache: dict[str, bool] = {}
-
-
-def _excluded_dirs() -> list[str]:
-    global _excluded
-    if _excluded is None:
-        import site
-        import sysconfig
-
-        dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-            try:
-                dirs.add(sysconfig.get_path(key))
-            except KeyError:  # pragma: no cover
-                pass
-        try:
-            dirs.update(site.getsitepackages())
-            dirs.add(site.getusersitepackages())
-        except AttributeError:  # pragma: no cover - virtualenv's old site.py
-            pass
-        dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # statecache itself
-        _excluded = sorted({os.path.realpath(d) + os.sep for d in dirs if d})
-    return _excluded
 
 
 def _is_local(filename: str | None) -> bool:
-    """A module file the user may edit: a .py outside the interpreter's and site-packages'."""
-    if not filename or not filename.endswith(".py"):
-        return False
-    hit = _local_cache.get(filename)
-    if hit is None:
-        real = os.path.realpath(filename)
-        hit = not any(real.startswith(d) for d in _excluded_dirs())
-        _local_cache[filename] = hit
-    return hit
+    """A module file the user may edit: a .py that is the user's code."""
+    from ..key.provenance import is_user_file
+
+    return bool(filename and filename.endswith(".py") and is_user_file(filename))
 
 
 def local_modules() -> dict[str, str]:
@@ -1514,7 +1485,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the live loop; the exit code of ``statecache live``."""
     if not args.command or args.command[0].startswith("-"):
-        from ..cli.main import UsageError
+        from .._errors import UsageError
 
         raise UsageError("give the script to run: statecache live SCRIPT [ARGS...]")
     return Controller(args.command[0], list(args.command[1:]), args.max_snapshots).main()

@@ -11,12 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 import time
-import warnings
 from typing import Any
-
-from .._errors import StateCacheWarning
 
 _GITIGNORE = "# Created by statecache: cached program state, not for version control.\n*\n"
 _CACHEDIR_TAG = (
@@ -25,27 +21,8 @@ _CACHEDIR_TAG = (
     "# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
 _ready_dirs: set[str] = set()
-_warned: set[str] = set()
 
 
-def warn(message: str) -> None:
-    """A ``StateCacheWarning`` attributed to the user's line that called into statecache;
-    the same message is shown once per process."""
-    if message in _warned:
-        return
-    _warned.add(message)
-    warnings.warn(message, StateCacheWarning, stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """How many frames up ``warnings.warn`` must look to leave the statecache package."""
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame = sys._getframe(2)
-    level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
 
 
 def ensure_cache_dir(root: str) -> str:
