@@ -691,12 +691,13 @@ def test_is_temp_file_ignores_entries_and_other_names(tmp_path):
 
 
 def test_json_metadata_is_plain_json(tmp_path):
-    w = write_entry(tmp_path / "e.sc", {"x": 1}, {"name": "ü-name", "files": [["a.csv", 3, 1.5]]})
+    record = {"path": "/d/a.csv", "kind": "file", "size": 3, "mtime_ns": 15, "digest": "00"}
+    w = write_entry(tmp_path / "e.sc", {"x": 1}, {"name": "ü-name", "files": [record]})
     with open(w.path, "rb") as f:
         data = f.read()
     (meta_len,) = struct.unpack_from("<Q", data, 16)
     meta = json.loads(data[64 : 64 + meta_len])
-    assert meta["name"] == "ü-name" and meta["files"] == [["a.csv", 3, 1.5]]
+    assert meta["name"] == "ü-name" and meta["files"] == [record]
     assert data[:8] == b"\x89SCACHE\n"
 
 

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from .._errors import EntryError, UnpicklableError
+from .meta import EntryMeta, parse_meta
 
 FORMAT_VERSION = 1
 ENTRY_SUFFIX = ".sc"
@@ -574,7 +575,9 @@ def write_entry(
     accepts the state, and re-raises any OSError after removing the temp file.
 
     ``progress``: draw a progress bar on stderr once the save runs past a second (None: only
-    when stderr is a terminal and STATECACHE_QUIET is not set)."""
+    when stderr is a terminal and STATECACHE_QUIET is not set). A ``meta`` that breaks the
+    schema raises EntryError before anything is written: never an entry no reader accepts."""
+    parse_meta(meta, written=False)
     t0 = time.perf_counter()
     path = os.fspath(path)
     pool = _Pool()
@@ -858,9 +861,10 @@ class _Reader:
             meta = json.loads(self.meta_bytes.decode("utf-8"))
         except ValueError as exc:
             raise self.error(f"damaged metadata (not JSON: {exc})") from exc
-        if not isinstance(meta, dict):
-            raise self.error("damaged metadata (not a JSON object)")
-        self.meta: dict[str, Any] = meta
+        try:
+            self.meta: EntryMeta = parse_meta(meta)
+        except EntryError as exc:
+            raise self.error(f"damaged metadata ({exc})") from exc
 
     def header_bytes(self) -> bytes:
         return self.head[: _HEADER.size]

@@ -1,0 +1,207 @@
+"""The entry metadata schema: what the JSON section of an entry holds, and its one parser.
+
+Every module that writes or reads metadata (the writer, the reader, the engine, the command
+line, maintenance, IPython) uses ``EntryMeta`` and gets it through ``parse_meta``, so a field
+has one name and one type everywhere. The types are TypedDicts: at run time the metadata stays
+the plain dict that ``json`` produced (``meta.get("unbound", [])`` keeps working), and fields
+this schema does not name pass through untouched (a newer writer may add some).
+
+``parse_meta`` checks the type of every field it knows, recursively. JSON that is valid but
+has a wrong type inside (a hand edit, a foreign tool, damage that kept the checksum) raises
+EntryError naming the field: the caller turns that into a miss with a warning, never a crash
+further down and never a wrong hit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+from .._errors import EntryError
+
+FILE_KINDS = ("file", "dir", "missing")  # the kinds of recorded data-file records
+
+
+class SourceRecord(TypedDict):
+    """Where the checkpoint is: the file holding it and the line of the ``with``/``def``."""
+
+    file: str
+    line: int
+
+
+class FileRecord(TypedDict, total=False):
+    """One data file or directory listing the computation read (see ``key.files``)."""
+
+    path: str  # absolute
+    kind: str  # one of FILE_KINDS
+    size: int  # "file" only
+    mtime_ns: int  # "file" only
+    digest: str  # "file" and "dir": content (or listing) digest, hex
+    racy: bool  # modified too close to its recording: always re-read the content
+    relative: str  # the relative path it was opened by (another cwd is another file)
+
+
+class VariableRecord(TypedDict):
+    """One saved variable: its type's qualified name and its pickled size in bytes."""
+
+    type: str
+    size: int
+
+
+class RngRecord(TypedDict):
+    """A random generator the computation advanced: its fingerprint before, its state after."""
+
+    before: str
+    after: Any
+
+
+class EntryMeta(TypedDict, total=False):
+    """The metadata of one entry. The first group is the caller's (the engine), the second is
+    added by the writer; ``cell``/``cell_outputs`` come from ``%%checkpoint`` only."""
+
+    name: str
+    key: str
+    kind: str  # "checkpoint", "cached_setup", "cell"
+    source: SourceRecord
+    created: float  # seconds since the epoch
+    compute_seconds: float
+    files: list[FileRecord]
+    components: dict[str, Any]  # the key's components (their contents belong to key/)
+    unbound: list[str]  # names the block deleted
+    rng: dict[str, RngRecord]
+    cell: str
+    cell_outputs: list[dict[str, Any]]
+
+    format: int
+    pickler: str
+    variables: dict[str, VariableRecord]
+    state_size: int
+    python: str  # "3.11"
+    statecache_version: str
+    signed: bool
+
+
+_INT = "int"
+_NUMBER = "number"
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _fail(field: str, value: Any, expected: str) -> EntryError:
+    return EntryError(f"metadata field {field!r} is {_type_name(value)}, expected {expected}")
+
+
+def _check(field: str, value: Any, expected: Any) -> None:
+    if expected is _INT:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        name = "integer"
+    elif expected is _NUMBER:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        name = "number"
+    elif isinstance(expected, type):
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        name = _type_name(expected())
+    else:
+        expected(field, value)
+        return
+    if not ok:
+        raise _fail(field, value, name)
+
+
+def _record(fields: dict[str, Any], required: tuple[str, ...]) -> Any:
+    """A checker for a JSON object with these typed fields (extra fields are allowed)."""
+
+    def check(field: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise _fail(field, value, "object")
+        for name in required:
+            if name not in value:
+                raise EntryError(f"metadata field {field!r} has no {name!r}")
+        for name, expected in fields.items():
+            if name in value:
+                _check(f"{field}.{name}", value[name], expected)
+
+    return check
+
+
+def _list_of(item: Any) -> Any:
+    def check(field: str, value: Any) -> None:
+        if not isinstance(value, list):
+            raise _fail(field, value, "array")
+        for i, element in enumerate(value):
+            _check(f"{field}[{i}]", element, item)
+
+    return check
+
+
+def _dict_of(item: Any) -> Any:
+    def check(field: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise _fail(field, value, "object")
+        for name, element in value.items():
+            _check(f"{field}[{name!r}]", element, item)
+
+    return check
+
+
+_FILE_FIELDS = {"path": str, "kind": str, "size": _INT, "mtime_ns": _INT, "digest": str,
+                "racy": bool, "relative": str}
+_FILE_REQUIRED = {"file": ("size", "mtime_ns", "digest"), "dir": ("digest",), "missing": ()}
+
+
+def _file_record(field: str, value: Any) -> None:
+    _record(_FILE_FIELDS, ("path", "kind"))(field, value)
+    kind = value["kind"]
+    if kind not in FILE_KINDS:
+        raise EntryError(f"metadata field {field + '.kind'!r} is {kind!r}, expected one of "
+                         f"{', '.join(FILE_KINDS)}")
+    for name in _FILE_REQUIRED[kind]:
+        if name not in value:
+            raise EntryError(f"metadata field {field!r} (a {kind!r} record) has no {name!r}")
+
+
+# field -> expected JSON type: a Python type, _INT (not bool), _NUMBER (int or float, not bool)
+# or a checker function for nested records
+_TOP: dict[str, Any] = dict(
+    name=str,
+    key=str,
+    kind=str,
+    source=_record({"file": str, "line": _INT}, ("file", "line")),
+    created=_NUMBER,
+    compute_seconds=_NUMBER,
+    files=_list_of(_file_record),
+    components=dict,
+    unbound=_list_of(str),
+    rng=_dict_of(_record({"before": str}, ("before", "after"))),
+    cell=str,
+    cell_outputs=_list_of(dict),
+    format=_INT,
+    pickler=str,
+    variables=_dict_of(_record({"type": str, "size": _INT}, ("type", "size"))),
+    state_size=_INT,
+    python=str,
+    statecache_version=str,
+    signed=bool,
+)
+
+WRITER_FIELDS = ("format", "pickler", "variables", "state_size", "python", "statecache_version",
+                 "signed")  # what write_entry adds: present in every entry it wrote
+
+
+def parse_meta(raw: object, *, written: bool = True) -> EntryMeta:
+    """``raw`` (decoded JSON) checked against the schema and returned as EntryMeta (the same
+    dict). ``written=False`` checks a caller's metadata before the writer adds its fields.
+    Raises EntryError naming the first bad or missing field."""
+    if not isinstance(raw, dict):
+        raise EntryError(f"metadata is {_type_name(raw)}, expected object")
+    if written:
+        for name in WRITER_FIELDS:
+            if name not in raw:
+                raise EntryError(f"metadata has no {name!r} field")
+    for name, expected in _TOP.items():
+        if name in raw:
+            _check(name, raw[name], expected)
+    return cast(EntryMeta, raw)
