@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .provenance import is_data_path
+from .provenance import Kind, classify, is_data_path, is_import_system
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False
@@ -75,9 +75,41 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         _note(path, "opened")
     elif event in ("os.listdir", "os.scandir"):
         path = args[0] if args else "."
-        if isinstance(path, int):
+        if isinstance(path, int) or not _listed_by_user(sys._getframe(1)):
             return
         _note(path if path is not None else ".", "listed")
+
+
+_FRAME_VERDICTS: dict[str, bool | None] = {}
+
+
+def _listed_by_user(frame: Any) -> bool:
+    """Whether a directory listing is the user's code looking at its data, judged by the
+    nearest calling frame that is not the standard library's: the user's code (or code of
+    no file, exec'd by the user) says yes; the import system (finders, ``importlib.metadata``
+    scanning sys.path), an installed library or statecache say no. When in doubt, yes."""
+    for _depth in range(64):
+        if frame is None:
+            break
+        filename = frame.f_code.co_filename
+        try:
+            verdict = _FRAME_VERDICTS[filename]
+        except KeyError:
+            verdict = _FRAME_VERDICTS[filename] = _frame_verdict(filename)
+        if verdict is not None:
+            return verdict
+        frame = frame.f_back
+    return True
+
+
+def _frame_verdict(filename: str) -> bool | None:
+    """True: the user's; False: not the user's listing; None: look further up."""
+    if is_import_system(filename):
+        return False
+    kind = classify(filename)
+    if kind is Kind.STDLIB or filename.startswith("<frozen "):
+        return None
+    return kind is Kind.USER or kind is Kind.PSEUDO
 
 
 def _note(path: Any, kind: str) -> None:

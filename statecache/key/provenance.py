@@ -1,11 +1,17 @@
 """Which files and modules are the interpreter's, the installed packages', statecache's own,
 or the user's (code and data). One place decides it; keys, file recording and live mode ask here.
+
+The decision comes from where this interpreter really keeps its files (the stdlib directories,
+site-packages, the stdlib zip on ``sys.path``), never from prefixes such as ``/usr`` or
+``/opt``: a project under ``/usr/src/app`` or inside a virtualenv's directory is the user's.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import site
+import stat
 import sys
 import sysconfig
 import types
@@ -13,73 +19,141 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def _excluded_roots() -> tuple[str, ...]:
-    """Directories that hold the interpreter's and installed packages' files, never the user's."""
-    roots: set[str] = set()
+class Kind(enum.Enum):
+    """Where a file belongs."""
+
+    PSEUDO = "pseudo"  # no file: <string>, <frozen ...>, kernel pseudo-files (/proc, /sys)
+    STDLIB = "stdlib"  # the interpreter's standard library
+    INSTALLED = "installed"  # site-packages, dist-packages, the user site directory
+    STATECACHE = "statecache"  # this package's own files (an editable install too)
+    USER = "user"  # everything else: the user's code and data
+
+
+# Kernel pseudo-filesystems: their regular files change on every read (/proc/self/stat).
+_PSEUDO_FS = ("/proc/", "/sys/")
+
+
+def _dir_forms(paths: Iterable[str | None]) -> tuple[str, ...]:
+    """Each directory as an absolute and a real path, with a trailing separator."""
+    out: set[str] = set()
+    for path in paths:
+        if path:
+            for form in (os.path.abspath(path), os.path.realpath(path)):
+                out.add(os.path.join(form, ""))
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def _installed_dirs() -> list[str | None]:
     paths = sysconfig.get_paths()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        if paths.get(key):
-            roots.add(paths[key])
+    dirs: list[str | None] = [paths.get("purelib"), paths.get("platlib")]
     try:
-        roots.update(site.getsitepackages())
+        dirs.extend(site.getsitepackages())
     except AttributeError:  # old virtualenv's site module
         pass
-    user_site = getattr(site, "getusersitepackages", lambda: None)()
-    if user_site:
-        roots.add(user_site)
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        if not prefix:
-            continue
-        norm = os.path.normpath(prefix)
-        if norm in ("/", "/usr", "/usr/local", "/opt/homebrew"):
-            # A system-wide prefix also holds user code (/usr/src/app, /usr/local/src):
-            # only its interpreter directories are excluded.
-            for sub in ("lib", "lib64", "Lib", "include", "bin", "share", "libexec"):
-                roots.add(os.path.join(norm, sub))
-        else:
-            roots.add(norm)
-    out: set[str] = set()
-    for root in roots:
-        for form in (os.path.abspath(root), os.path.realpath(root)):
-            out.add(form.rstrip(os.sep) + os.sep)
-    return tuple(sorted(out))
+    dirs.append(getattr(site, "getusersitepackages", lambda: None)())
+    return dirs
 
 
-_USER_FILE_CACHE: dict[str, bool] = {}
-_ROOTS: tuple[str, ...] | None = None
+def _stdlib_dirs() -> list[str | None]:
+    paths = sysconfig.get_paths()
+    dirs: list[str | None] = [paths.get(k) for k in ("stdlib", "platstdlib", "include", "platinclude")]
+    for entry in sys.path:
+        # The stdlib zip (lib/python311.zip) is a sys.path entry that is a file.
+        name = os.path.basename(entry)
+        if name.startswith("python") and name.endswith(".zip"):
+            dirs.append(entry)
+    return dirs
 
 
-def is_user_file(path: str | None) -> bool:
-    """True for the user's own code: not stdlib, site-/dist-packages, the interpreter's prefixes
-    or pseudo-files such as ``<frozen os>``, ``<string>``, ``<stdin>``.
+class _Roots:
+    """The directories computed once per process (sys.path hardly changes after start)."""
 
-    IPython cells (``<ipython-input-...>``) and Jupyter cell files count as the user's.
-    Results are cached per path.
+    def __init__(self) -> None:
+        installed = _dir_forms(_installed_dirs())
+        # A site-packages directory inside the stdlib directory (a venv's lib/python3.x holds
+        # one; so does a system lib/python3.x) is installed code: test the longer roots first.
+        stdlib = tuple(r for r in _dir_forms(_stdlib_dirs()) if r not in installed)
+        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.ordered: list[tuple[str, Kind]] = sorted(
+            [(r, Kind.INSTALLED) for r in installed]
+            + [(r, Kind.STDLIB) for r in stdlib]
+            + [(r, Kind.STATECACHE) for r in _dir_forms([own])],
+            key=lambda rk: len(rk[0]),
+            reverse=True,
+        )
+
+
+_roots: _Roots | None = None
+_KINDS: dict[str, Kind] = {}
+
+
+def classify(path: str | None) -> Kind:
+    """Where the file at ``path`` belongs; cached per path.
+
+    IPython cells (``<ipython-input-...>``) are the user's; other ``<...>`` names, an empty
+    path and files of /proc and /sys are PSEUDO. A directory named ``site-packages`` or
+    ``dist-packages`` anywhere in the path is INSTALLED (another interpreter's packages).
     """
     if not path:
-        return False
-    hit = _USER_FILE_CACHE.get(path)
+        return Kind.PSEUDO
+    hit = _KINDS.get(path)
     if hit is None:
-        hit = _USER_FILE_CACHE[path] = _is_user_file(path)
+        hit = _KINDS[path] = _classify(path)
     return hit
 
 
-def _is_user_file(path: str) -> bool:
-    global _ROOTS
+def _classify(path: str) -> Kind:
+    global _roots
     if path.startswith("<"):
-        return path.startswith("<ipython-input-")
-    if _ROOTS is None:
-        # statecache's own files too (an editable install lives outside site-packages): its
-        # wrappers count by version, and what they wrap (the user's function) by content.
-        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        _ROOTS = (*_excluded_roots(), own + os.sep, os.path.realpath(own) + os.sep)
-    for form in {os.path.abspath(path), os.path.realpath(path)}:
+        return Kind.USER if path.startswith("<ipython-input-") else Kind.PSEUDO
+    if _roots is None:
+        _roots = _Roots()
+    for form in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        if form.startswith(_PSEUDO_FS):
+            return Kind.PSEUDO
         parts = form.split(os.sep)
         if "site-packages" in parts or "dist-packages" in parts:
+            return Kind.INSTALLED
+        for root, kind in _roots.ordered:
+            if form.startswith(root) or form + os.sep == root:
+                return kind
+    return Kind.USER
+
+
+def is_import_system(path: str) -> bool:
+    """True for the import system's own code (importlib, importlib.metadata, zipimport):
+    what it lists and reads while looking for modules or distributions is not the user's data."""
+    if path.startswith(("<frozen importlib", "<frozen zipimport")):
+        return True
+    if classify(path) is not Kind.STDLIB:
+        return False
+    parts = os.path.realpath(path).split(os.sep)
+    return "importlib" in parts or parts[-1] == "zipimport.py"
+
+
+def is_user_file(path: str | None) -> bool:
+    """True for the user's own code (IPython cells included): not the interpreter's, an
+    installed package's, statecache's own file or a pseudo-file such as ``<string>``."""
+    return classify(path) is Kind.USER
+
+
+def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
+    """True for a file (or directory) that counts as data a block read: the user's files,
+    not bytecode, the cache, device files, FIFOs or sockets; a path that does not exist yet
+    is data (a file that appears later is a change)."""
+    if path.endswith((".pyc", ".pyo")) or f"{os.sep}__pycache__{os.sep}" in path:
+        return False
+    if classify(path) is not Kind.USER:
+        return False
+    real = os.path.join(os.path.realpath(path), "")
+    for cache_dir in cache_dirs:
+        if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
             return False
-        if any(form.startswith(root) for root in _ROOTS):
-            return False
-    return True
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _stdlib_names() -> frozenset[str]:
@@ -92,6 +166,7 @@ STDLIB_NAMES = _stdlib_names()
 
 
 def is_user_module_name(name: str) -> bool:
+    """True when the module of this name is the user's (an unknown one counts by content)."""
     module = sys.modules.get(name)
     if module is None:
         # Unknown module (a dynamically made class or function): count by content.
@@ -103,6 +178,7 @@ _USER_MODULES: dict[str, bool] = {}
 
 
 def is_user_module(module: Any) -> bool:
+    """True for a module of the user's code (by its file; ``__main__`` of a REPL too)."""
     if not isinstance(module, types.ModuleType):
         return False
     name = module.__name__
@@ -130,38 +206,3 @@ def _module_is_user(module: types.ModuleType) -> bool:
         return is_user_file(locations[0])
     # No file: __main__ of a REPL, IPython or ``python -c``, or a module made at runtime.
     return name.partition(".")[0] not in STDLIB_NAMES or name == "__main__"
-
-
-def _system_roots() -> tuple[str, ...]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            roots.add(sysconfig.get_paths()[key])
-        except KeyError:
-            pass
-    try:
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except AttributeError:  # virtualenv's old site module
-        pass
-    roots.update(("/proc", "/sys", "/dev", "/run"))
-    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
-
-
-_SYSTEM_ROOTS: tuple[str, ...] | None = None
-
-
-def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
-    """False for the interpreter's and installed packages' own files, bytecode and the cache."""
-    global _SYSTEM_ROOTS
-    if _SYSTEM_ROOTS is None:
-        _SYSTEM_ROOTS = _system_roots()
-    if path.endswith((".pyc", ".pyo")) or f"{os.sep}__pycache__{os.sep}" in path:
-        return False
-    real = os.path.join(os.path.realpath(path), "")
-    if real.startswith(_SYSTEM_ROOTS):
-        return False
-    for cache_dir in cache_dirs:
-        if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
-            return False
-    return True
