@@ -138,3 +138,41 @@ def env_dir() -> str | None:
     if "\0" in raw:
         raise ConfigError("environment variable STATECACHE_DIR contains a NUL byte: set it to a directory path")
     return os.path.expanduser(raw)
+
+
+def env_remote() -> str | None:
+    """``STATECACHE_REMOTE``: the URL of the shared tier (``s3://bucket/prefix``,
+    ``file:///mnt/team/cache``, any fsspec URL), or None when unset."""
+    raw = os.environ.get("STATECACHE_REMOTE", "").strip()
+    if not raw:
+        return None
+    if "\0" in raw or ("://" not in raw and not os.path.isabs(os.path.expanduser(raw))):
+        raise ConfigError(
+            f"environment variable STATECACHE_REMOTE={raw!r} is not understood: give a URL such "
+            "as s3://bucket/prefix or file:///mnt/team/statecache"
+        )
+    return raw if "://" in raw else "file://" + os.path.expanduser(raw)
+
+
+def _env_age(var: str, default: float, example: str) -> float:
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_age(raw)
+    except ConfigError:
+        raise ConfigError(
+            f"environment variable {var}={raw!r} is not understood: give a duration such as {example}"
+        ) from None
+
+
+def env_remote_wait() -> float:
+    """``STATECACHE_REMOTE_WAIT``: how long to wait for another machine computing the same
+    entry before computing it here as well (default 10m)."""
+    return _env_age("STATECACHE_REMOTE_WAIT", 600.0, "90s or 10m")
+
+
+def env_remote_lease() -> float:
+    """``STATECACHE_REMOTE_LEASE``: a remote lease's time-to-live; a holder that has not renewed
+    it for this long is taken to be gone (default 60s)."""
+    return max(1.0, _env_age("STATECACHE_REMOTE_LEASE", 60.0, "60s"))

@@ -1,0 +1,170 @@
+"""A real S3 server on loopback for the remote-tier tests, and a TCP proxy in front of it that
+can stall or answer garbage (the faults a remote shows). Only 127.0.0.1 is ever used.
+
+Import the fixtures into a test module with ``from tests.remote_server import *`` or by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """Dummy credentials, the test server as the S3 endpoint, and no look-up of any real
+    configuration or instance metadata (nothing may leave the machine)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": HOST,
+        "no_proxy": HOST,
+    }
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    port: int
+
+    def env(self, endpoint: str | None = None) -> dict[str, str]:
+        return aws_env(endpoint or self.endpoint)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def new_bucket(self) -> str:
+        name = "sc-" + uuid.uuid4().hex[:20]
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == HOST
+    try:
+        yield S3Server(f"http://{HOST}:{port}", port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The test server's endpoint and dummy credentials in this process's environment."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    return s3_server
+
+
+@pytest.fixture
+def bucket_url(s3_server: S3Server) -> str:
+    """``s3://<a fresh bucket>/team``."""
+    return f"s3://{s3_server.new_bucket()}/team"
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``. ``mode``: ``"pass"`` forwards,
+    ``"stall"`` reads requests and never answers, ``"garbage"`` answers every request with
+    bytes that are not HTTP. ``connections`` counts the clients; ``closed_by_client`` counts
+    those that hung up (an exiting process does)."""
+
+    def __init__(self, port: int, mode: str = "pass") -> None:
+        self.target = port
+        self.mode = mode
+        self.connections = 0
+        self.closed_by_client = 0
+        self.received = 0
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = f"http://{HOST}:{self.port}"
+        self._stop = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        if self.mode == "pass":
+            upstream = socket.create_connection((HOST, self.target))
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            self._pipe(client, upstream, True)
+            return
+        try:
+            while True:
+                data = client.recv(1 << 16)
+                if not data:
+                    with self._lock:
+                        self.closed_by_client += 1
+                    return
+                with self._lock:
+                    self.received += len(data)
+                if self.mode == "garbage" and b"\r\n\r\n" in data:
+                    client.sendall(b"\x00\xffnot http at all\r\n\r\n")
+                    client.close()
+                    return
+        except OSError:
+            with self._lock:
+                self.closed_by_client += 1
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server) -> Iterator[Proxy]:
+    p = Proxy(s3_server.port, "stall")
+    try:
+        yield p
+    finally:
+        p.close()
