@@ -1,0 +1,125 @@
+"""Watching the script's and modules' folders for saves, in a thread that wakes the
+controller's ``select`` through a pipe.
+
+``watchfiles`` (the ``[live]`` extra) when it is installed, else polling the folders' entries
+(size, mtime, inode) a few times a second. Either way the first report is ``CATCH_UP``, sent
+once watching has surely begun, so that saves made while it was being set up are not lost;
+the controller compares file contents itself, so a spurious report costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+from .terminal import say
+
+CATCH_UP = "\0catch-up"
+POLL_SECONDS = 0.1
+
+
+class Watcher:
+    """Reports changed paths in ``dirs`` (not recursive). ``fd`` is readable when there are."""
+
+    def __init__(self, dirs: list[str], polling: bool | None = None):
+        if polling is None:
+            try:
+                import watchfiles  # noqa: F401
+            except ImportError:
+                polling = True
+            else:
+                polling = False
+        self.polling = polling
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.fd = self.r
+        self.changes: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(dirs,), daemon=True)
+        self.thread.start()
+
+    def _run(self, dirs: list[str]) -> None:
+        batches = _poll(dirs, self.stop_event) if self.polling else _watchfiles(dirs, self.stop_event)
+        ready = False
+        try:
+            for changes in batches:
+                with self.lock:
+                    if not ready:
+                        ready = True
+                        self.changes.add(CATCH_UP)
+                    elif not changes:
+                        continue
+                    self.changes.update(changes)
+                try:
+                    os.write(self.w, b"!")
+                except OSError:
+                    return
+        except Exception as exc:  # pragma: no cover - a vanished directory
+            say(f"file watching stopped: {exc}")
+
+    def take(self) -> set[str]:
+        """The paths reported since the last call."""
+        try:
+            while os.read(self.r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        with self.lock:
+            out, self.changes = self.changes, set()
+        return out
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=2)
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _watchfiles(dirs: list[str], stop: threading.Event) -> Iterator[set[str]]:
+    """Batches of changed paths; an empty batch on every idle tick."""
+    import watchfiles
+
+    for changes in watchfiles.watch(
+        *dirs,
+        watch_filter=None,
+        debounce=400,
+        step=20,
+        stop_event=stop,
+        recursive=False,
+        raise_interrupt=False,
+        rust_timeout=200,
+        yield_on_timeout=True,
+    ):
+        yield {p for _, p in changes}
+
+
+def _listing(dirs: list[str]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for d in dirs:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=True)
+            except OSError:
+                continue
+            out[e.path] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def _poll(dirs: list[str], stop: threading.Event) -> Iterator[set[str]]:
+    """Batches of paths whose entry appeared, vanished or changed since the last look."""
+    before = _listing(dirs)
+    yield set()
+    while not stop.wait(POLL_SECONDS):
+        now = _listing(dirs)
+        changed = {p for p in before.keys() | now.keys() if before.get(p) != now.get(p)}
+        before = now
+        yield changed
