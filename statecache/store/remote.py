@@ -61,7 +61,8 @@ class RemoteEntry(NamedTuple):
     key: str
     key_id: str
     size: int
-    last_modified: float
+    last_modified: float  # the server's clock
+    age: float  # seconds since last_modified, by the server's clock
     path: str
 
 
@@ -319,12 +320,27 @@ class RemoteTier:
                 if len(parts) != 4 or not parts[3].endswith(".sc"):
                     continue
                 key, _, kid = parts[3][: -len(".sc")].partition(".")
-                found.append(RemoteEntry(parts[2], key, kid, info.size, info.last_modified, info.path))
+                found.append(
+                    RemoteEntry(
+                        parts[2], key, kid, info.size, info.last_modified,
+                        info.server_now - info.last_modified, info.path,
+                    )
+                )
         return found
 
     def leases(self) -> list[Any]:
         """Every lease object (Info), for ``gc``."""
         return list(self.store().list(f"{LAYOUT}/leases"))
+
+    def remove(self, path: str) -> None:
+        """Delete one object (an entry's or a lease's ``path`` as listed), for ``gc``."""
+        self.store().delete(path)
+
+    def abort_stale_uploads(self, older_than: float) -> int:
+        """Abort unfinished multipart uploads (S3 only) started more than ``older_than`` s ago."""
+        store = self.store()
+        abort = getattr(store, "abort_stale_uploads", None)
+        return int(abort(older_than)) if abort is not None else 0
 
 
 class Upload:
