@@ -59,6 +59,22 @@ def env() -> dict[str, str]:
     return e
 
 
+@pytest.fixture(autouse=True)
+def live_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The temporary directory of every loop a test starts: it must be left empty (no socket,
+    no directory). Short, for the socket path's length limit."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="sclt-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    try:
+        yield tmp
+        assert sorted(p.name for p in tmp.iterdir()) == [], "the loop left files behind"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     write(tmp_path / "helper.py", 'VALUE = "helper-1"\n')
@@ -294,7 +310,7 @@ def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
 def test_python_dash_m_entry_point(project: Path) -> None:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "statecache.live.loop", "script.py"],
+        ["-m", "statecache.live", "script.py"],
         cwd=str(project),
         env=env(),
         encoding="utf-8",
@@ -533,7 +549,7 @@ def test_breakpoint_steps_from_statement_to_statement(project: Path) -> None:
                 break
             child.sendline("n")
         assert "-> y = x + 1" in stepped and '-> print("after", y)' in stepped
-        assert "live/loop.py" not in stepped and "statecache/" not in stepped  # never inside the loop's own code
+        assert "statecache/" not in stepped  # never inside the loop's own code
         child.sendline("p y")
         child.expect("42")
         child.sendline("c")

@@ -3,8 +3,8 @@ private temporary directory; the first worker, forked as the leader of their own
 group; and, on the way out, every one of them killed and reaped and the directory removed.
 
 On Linux the controller is the workers' subreaper, so the orphans (snapshots whose runner
-ended) are its children to reap. Were the controller killed without cleaning up, the last
-snapshot to notice removes the directory (``worker.Worker.serve``).
+ended) are its children to reap. Were the controller killed without cleaning up, a snapshot
+that notices removes the directory (``worker.Worker.serve``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The first worker (``origin``) becomes the script's process, as ``python script.p
 it, and serves as the snapshot before the first statement. A runner forks a new snapshot at
 each snapshot point it passes; a snapshot waits on its own connection to the controller. No
 orphans: a paused snapshot exits when that connection closes, a runner dies with its snapshot
-(PR_SET_PDEATHSIG), and the last to notice a vanished controller removes its socket directory.
+(PR_SET_PDEATHSIG), and a snapshot that sees the controller vanish removes its socket directory.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ class Worker:
         ``resume`` forks a runner. Never returns."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reap our runners automatically
+        # a hangup of the terminal reaches the controller too, which then ends us all; if it has
+        # died instead, our connection's end of file says so
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if self.conn is not None:
             self.conn.close()  # the runner's connection; ours is new
             self.conn = None
@@ -130,6 +133,7 @@ class Worker:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != me:  # the snapshot died before prctl took hold
             os._exit(1)
@@ -142,18 +146,11 @@ class Worker:
         Run(self, msg).main()
 
     def _controller_gone(self) -> None:
-        """Our connection closed without ``exit``: if nobody listens any more, the controller
-        died without cleaning up (SIGKILL): remove its socket directory."""
+        """Our connection closed without ``exit``: the controller died without cleaning up
+        (SIGKILL; when it leaves in order, it kills us first). Remove its socket directory."""
         import shutil
-        import socket
 
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(self.sock_path)
-        except OSError:
-            shutil.rmtree(os.path.dirname(self.sock_path), ignore_errors=True)
-        finally:
-            probe.close()
+        shutil.rmtree(os.path.dirname(self.sock_path), ignore_errors=True)
 
     def reap_snapshots(self) -> None:
         for pid in list(self.snapshot_pids):
