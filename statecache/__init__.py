@@ -35,7 +35,7 @@ __all__ = [
 
 _LAZY = {
     "checkpoint": "._checkpoint",
-    "cached_setup": "._checkpoint",
+    "cached_setup": "._setup",
     "branch": "._fork",
     "branch_map": "._fork",
     "load_ipython_extension": "._ipython",
@@ -43,9 +43,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from ._checkpoint import cached_setup, checkpoint
+    from ._checkpoint import checkpoint
     from ._fork import branch, branch_map
     from ._ipython import load_ipython_extension
+    from ._setup import cached_setup
 
 
 def __getattr__(name: str) -> Any:

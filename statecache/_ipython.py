@@ -27,20 +27,13 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from ._checkpoint import (
-    _Cached,
-    _env_component,
-    _files_component,
-    _fingerprint_inputs,
-    _Settings,
-    _source_id,
-    default_cache_dir,
-    notebook_path,
-)
+from ._binders import NamespaceBinder
 from ._config import env_dir, validate_name
+from ._engine import Settings, default_cache_dir, open_engine
 from ._errors import FingerprintError, StateCacheError
-from .key import rng as _rng
-from .key.source import analyse_names
+from .key import components as _components
+from .key.components import notebook_path
+from .key.inputs import reads_of
 
 #: Metadata key of an entry that holds the outputs a ``%%checkpoint`` cell produced.
 OUTPUTS_META = "cell_outputs"
@@ -50,7 +43,7 @@ OUTPUTS_META = "cell_outputs"
 _LIVE_ONLY = ("application/vnd.jupyter.widget-view+json",)
 
 _USAGE = (
-    "Usage: %%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet]\n"
+    "Usage: %%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--version V]\n"
     "         (the first line of a cell; the rest of the cell is the cached block)\n"
     "       %statecache ls|show|clear|gc|verify [ARGS]  (the statecache command line, on the\n"
     "         notebook's cache directory unless --dir or STATECACHE_DIR says otherwise)"
@@ -70,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--mmap", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--version", default=None, metavar="V")
     return p
 
 
@@ -322,10 +316,13 @@ class StatecacheMagics(Magics):
     @cell_magic
     def checkpoint(self, line: str, cell: str) -> Any:
         """Cache this cell: ``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force]
-        [--mmap] [--quiet]``. See ``help(statecache)`` and the README."""
+        [--mmap] [--quiet] [--version V]``. See ``help(statecache)`` and the README."""
         __tracebackhide__ = True  # IPython leaves this frame out of the cell's traceback
         opts = parse_line(line)
-        name = validate_name(opts.name)
+        try:
+            name = validate_name(opts.name)
+        except StateCacheError as exc:
+            raise UsageError(f"%%checkpoint: {exc}") from None
         shell = self.shell
         assert shell is not None
         count = shell.execution_count
@@ -340,60 +337,60 @@ class StatecacheMagics(Magics):
             quiet_result = bool(shell.displayhook.semicolon_at_end_of_expression(code))
         except Exception:  # tokenize errors: the compile below reports them
             quiet_result = False
-        settings = _Settings(name, None, False if opts.quiet else None, True if opts.mmap else None, None)
+        settings = Settings(name, verbose=False if opts.quiet else None, mmap=True if opts.mmap else None)
         if opts.force:
             settings.refresh = True
-        if settings.disabled:
-            return self._run(tree, filename, None, quiet_result)
         notebook = notebook_path()
         label = f"cell In[{count}]" + (f" of {notebook}" if notebook else "")
         context = f"%%checkpoint '{name}' ({label})"
-        number = self._check_unique(name, notebook, context)
-        assigned, inputs = analyse_names(tree.body)
-        root = settings.cache_dir or notebook_cache_dir()
-        # the entry's source: the notebook and the cell's number in it (else In[n])
-        where = f"{notebook or '<ipython>'}:{number or (count if isinstance(count, int) else 0)}"
-        cached = _Cached("cell", name, where, settings, root)
-        if not cached.open_store():
-            return self._run(tree, filename, None, quiet_result)
-        values = self._input_values(inputs, opts.ignore)
-        from .key.fingerprint import Fingerprinter, ast_digest
+
+        def locate() -> tuple[str, str]:
+            number = self._check_unique(name, notebook, context)
+            # the entry's source: the notebook and the cell's number in it (else In[n])
+            return f"{notebook or '<ipython>'}:{number or (count if isinstance(count, int) else 0)}", notebook_cache_dir()
+
+        engine = open_engine("cell", name, settings, locate)
+        binder = NamespaceBinder(shell.user_ns, reads_of(tree.body), name, opts.ignore, context)
+        found = engine.lookup(lambda: self._components(binder, tree, filename, opts, notebook, engine.cache_dir))
+        if found is not None:
+            engine.restore(binder, found)
+            return replay(shell, found.meta.get(OUTPUTS_META, []))
+        engine.start()
+        recorder = _Recorder(shell) if engine.enabled else None
+        try:
+            value = self._run(tree, filename, recorder, quiet_result)
+        except BaseException:
+            engine.abort()
+            raise
+
+        def collect() -> tuple[dict[str, Any], dict[str, Any]]:
+            state, extra = binder.state()
+            outputs = recorder.outputs() if recorder is not None else []
+            return state, {**extra, OUTPUTS_META: outputs, "cell": label}
+
+        engine.save(collect)
+        return value
+
+    @staticmethod
+    def _components(
+        binder: NamespaceBinder, tree: ast.Module, filename: str, opts: argparse.Namespace,
+        notebook: str | None, cache_dir: str,
+    ) -> dict[str, Any]:
+        from .key.astdigest import ast_digest
 
         try:
-            fp = Fingerprinter(ignore=opts.ignore)
-            input_fps = _fingerprint_inputs(fp, values, lambda n: n, context)
+            inputs = binder.inputs()
         except FingerprintError as exc:
             raise FingerprintError(
                 f"{exc}\n(in a %%checkpoint cell, leave an input out with --ignore NAME)"
             ) from None
         base_dir = os.path.dirname(notebook) if notebook else os.getcwd()
-        components = {
-            "code": ast_digest(tree.body).hex(),
-            "source": _source_id(filename, cached.cache_dir),
-            "inputs": input_fps,
-            "files": _files_component(tuple(opts.files), base_dir),
-            "env": _env_component(),
-        }
-        found = cached.lookup(components)
-        if found is not None:
-            meta, state = found
-            namespace = shell.user_ns
-            namespace.update(state)
-            for gone in meta.get("unbound", []):
-                if gone not in state:
-                    namespace.pop(gone, None)
-            _rng.restore(meta.get("rng", {}))
-            return replay(shell, meta.get(OUTPUTS_META, []))
-        cached.start_computing()
-        recorder = _Recorder(shell)
-        try:
-            value = self._run(tree, filename, recorder, quiet_result)
-        except BaseException:
-            cached.finish(None, {})
-            raise
-        state, unbound = self._collect(assigned, values, input_fps, opts.ignore)
-        cached.finish(state, {"unbound": unbound, OUTPUTS_META: recorder.outputs(), "cell": label})
-        return value
+        return _components.components(
+            code=_components.code_component(lambda: ast_digest(tree.body), opts.version),
+            source=_components.source_component(filename, cache_dir),
+            inputs=inputs,
+            files=_components.files_component(tuple(opts.files), base_dir),
+        )
 
     def _run(self, tree: ast.Module, filename: str, recorder: _Recorder | None, quiet: bool) -> Any:
         """Execute the cell's code in the user namespace; the value of a last expression is
@@ -424,47 +421,6 @@ class StatecacheMagics(Magics):
             if recorder is not None:
                 recorder.__exit__(None, None, None)
         return value
-
-    def _input_values(self, inputs: list[str], ignore: tuple[str, ...]) -> dict[str, Any]:
-        import builtins
-
-        assert self.shell is not None
-        namespace = self.shell.user_ns
-        values: dict[str, Any] = {}
-        for name in inputs:
-            if name in ignore:
-                continue
-            if name in namespace:
-                values[name] = namespace[name]
-            elif hasattr(builtins, name):
-                continue  # fixed by the Python version, which is in the key
-        return values
-
-    def _collect(
-        self,
-        assigned: list[str],
-        values: dict[str, Any],
-        input_fps: dict[str, str],
-        ignore: tuple[str, ...],
-    ) -> tuple[dict[str, Any], list[str]]:
-        """What the cell bound, plus inputs it mutated in place; and the names it unbound."""
-        from .key.fingerprint import Fingerprinter
-
-        assert self.shell is not None
-        namespace = self.shell.user_ns
-        state = {n: namespace[n] for n in assigned if n in namespace}
-        unbound = [n for n in assigned if n not in namespace]
-        fp = Fingerprinter(ignore=ignore)
-        for name, before in input_fps.items():
-            if name in state:
-                continue
-            try:
-                changed = fp.value(values[name], name).hex() != before
-            except FingerprintError:
-                changed = True
-            if changed:
-                state[name] = values[name]
-        return state, unbound
 
     def _check_unique(self, name: str, notebook: str | None, context: str) -> int | None:
         """One ``%%checkpoint`` cell per name and notebook: the cells seen in this session (by

@@ -425,3 +425,86 @@ print("after", same, same is items)
     assert expected in project.run("script.py").stdout
     second = project.run("script.py")
     assert second.hit("a") and expected in second.stdout
+
+
+# --- cached_setup gets the same implicit inputs and state rules as a checkpoint -------------
+
+
+def test_an_environment_variable_read_by_a_cached_setup_body_is_an_input(project: Project) -> None:
+    project.write("script.py", """
+import os
+import statecache as sc
+
+@sc.cached_setup
+def load():
+    return int(os.environ["N"]) * 10
+
+print("value", load())
+""")
+    assert "value 10" in project.run("script.py", env={"N": "1"}).stdout
+    assert project.run("script.py", env={"N": "1"}).hit("load")
+    third = project.run("script.py", env={"N": "2"})
+    assert "value 20" in third.stdout and not third.hit("load")
+    assert "os.environ['N']" in third.stderr  # the miss says which input changed
+
+
+def test_argv_and_user_module_attributes_read_by_a_cached_setup_body(project: Project) -> None:
+    project.write("helpers.py", HELPERS)
+    project.write("script.py", """
+import sys
+import helpers
+import statecache as sc
+
+if len(sys.argv) > 2:
+    helpers.SCALE = int(sys.argv[2])
+
+@sc.cached_setup
+def load():
+    return sys.argv[1] * helpers.SCALE
+
+print("value", load())
+""")
+    assert "value aa" in project.run("script.py", "a").stdout
+    assert project.run("script.py", "a").hit("load")
+    assert "value bb" in project.run("script.py", "b").stdout
+    assert "value bbb" in project.run("script.py", "b", "3").stdout
+
+
+def test_a_cached_setup_hit_does_not_reopen_a_file_it_wrote(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+f = None
+
+@sc.cached_setup
+def load():
+    global f
+    with open("out.txt", "w") as f:
+        f.write("42")
+    return 42
+
+print("value", load())
+""")
+    assert "value 42" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("load") and "value 42" in second.stdout
+    assert (project.root / "out.txt").read_text() == "42"
+
+
+def test_an_argument_a_cached_setup_function_mutates_is_restored_in_place(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+
+@sc.cached_setup
+def load(registry, n):
+    registry["n"] = n
+    registry.setdefault("seen", []).append(n)
+    return n * 2
+
+registry = {}
+alias = registry
+print("value", load(registry, 3), alias, alias is registry)
+""")
+    first = project.run("script.py")
+    assert "value 6 {'n': 3, 'seen': [3]} True" in first.stdout
+    second = project.run("script.py")
+    assert second.hit("load") and second.stdout == first.stdout

@@ -1,0 +1,372 @@
+"""Binders: how a front end's code meets its namespace. A binder collects the code's inputs
+(by the rules of ``key.inputs``), collects the state it produced, and puts a hit's state back.
+
+- ``FrameBinder``: a ``with checkpoint`` block, in a module frame or a function frame (its
+  locals are written back through ``_frames.write_names``);
+- ``GlobalsBinder``: a ``cached_setup`` function (arguments, return value, ``global`` names);
+- ``NamespaceBinder``: a ``%%checkpoint`` cell in an IPython user namespace.
+
+The rules on state are the same for all three and live here once: a file object open for
+writing is never saved (restoring it would reopen and empty the file the code wrote); an
+input the code mutated in place is saved and, on a hit, its object takes the saved content
+(other names for it see the change); attributes of the user's modules that the code set are
+set again.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
+from typing import Any
+
+from ._errors import FingerprintError
+from ._frames import is_function_frame, write_names
+from ._warnings import warn
+from .key.components import fingerprint_values
+from .key.inputs import MISSING, Reads, implicit_values, input_values, resolve
+
+#: The name under which a ``cached_setup`` function's return value is saved.
+RETURN = "return"
+_ARGUMENT = "argument "  # prefix of the saved state of an argument the function mutated
+
+EMPTY_READS = Reads((), (), (), (), ())
+
+
+class Binder:
+    """Inputs, state and restore for one namespace; subclasses say how names are looked up
+    and bound."""
+
+    def __init__(self, reads: Reads, name: str, ignore: Iterable[str], context: str, package: str = ""):
+        self.reads = reads
+        self.name = name
+        self.ignore = tuple(ignore)
+        self.context = context
+        self.package = package
+        self.values: dict[str, Any] = {}  # input label -> the value it had before the code ran
+        self.fingerprints: dict[str, str] = {}
+        self.chains: set[str] = set()  # labels that are attributes of the user's modules
+
+    # -- the namespace (subclasses) --
+
+    def lookup(self, name: str) -> Any:
+        """The current value of ``name`` as the code reads it, or MISSING."""
+        raise NotImplementedError
+
+    def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
+        """Bind ``values`` and unbind ``unbound`` where the code binds names."""
+        raise NotImplementedError
+
+    def assigned_value(self, name: str) -> Any:
+        """The value of a name the code binds, in the scope it binds it (MISSING if unbound)."""
+        return self.lookup(name)
+
+    def label(self, name: str) -> str:
+        """How an input is named in an error message."""
+        return name
+
+    # -- inputs --
+
+    def inputs(self) -> dict[str, str]:
+        """label -> fingerprint of every input (FingerprintError names the one that fails)."""
+        self.values, self.chains = input_values(self.reads, self.lookup, self.ignore, self.package)
+        self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
+        return self.fingerprints
+
+    # -- state --
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what the code bound, plus inputs it mutated in place; ``{"unbound": [...]}``)."""
+        state: dict[str, Any] = {}
+        unbound: list[str] = []
+        for name in self.reads.assigned:
+            value = self.assigned_value(name)
+            if value is MISSING:
+                unbound.append(name)
+            elif reopen_hazard(value):
+                unbound.append(name)  # after a hit the name is unbound (loud), never an empty file
+                if not value.closed:
+                    warn(
+                        f"statecache: '{self.name}' does not save {name!r}, a file open for "
+                        "writing: restoring it would reopen and empty the file. Open it after "
+                        "the block.")
+            else:
+                state[name] = value
+        mutated, gone = self.mutated_inputs(set(state))
+        return {**state, **mutated}, {"unbound": unbound + gone}
+
+    def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
+        """Inputs whose fingerprint changed while the code ran (attributes of the user's modules
+        included: ``helpers.TABLE[k] = v``); and such attributes the code deleted."""
+        from .key.fingerprint import Fingerprinter
+
+        fp = Fingerprinter(ignore=self.ignore)
+        state: dict[str, Any] = {}
+        gone: list[str] = []
+        for label, before in self.fingerprints.items():
+            if label in bound:
+                continue
+            if label in self.chains:
+                value = resolve(self.lookup, label)
+                if value is MISSING:
+                    if self.values[label] is not MISSING:
+                        gone.append(label)  # del helpers.X
+                    continue
+            elif not self.restorable(label):  # sys.argv, os.environ[...], imports: not names
+                continue
+            else:
+                value = self.values[label]
+            try:
+                changed = fp.value(value, label).hex() != before
+            except FingerprintError:
+                changed = True
+            if changed:
+                state[label] = value
+        return state, gone
+
+    def restorable(self, label: str) -> bool:
+        """Whether an input label names something this binder can put back."""
+        return label.isidentifier()
+
+    # -- restore --
+
+    def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
+        """Put a hit's state back: module attributes, mutated inputs in place, then names."""
+        state = dict(state)
+        self._restore_attributes(state, unbound)
+        unbound = [n for n in unbound if "." not in n]
+        assigned = set(self.reads.assigned)
+        for label in [k for k in state if k not in assigned]:
+            saved = state[label]
+            if update_in_place(self.current_input(label), saved):
+                del state[label]
+                for other, value in state.items():  # y = x in the body: y is x again
+                    if value is saved:
+                        state[other] = self.current_input(label)
+        self.bind(state, unbound)
+
+    def current_input(self, label: str) -> Any:
+        return resolve(self.lookup, label)
+
+    def _restore_attributes(self, state: dict[str, Any], unbound: list[str]) -> None:
+        """Attributes of the user's modules that the code set, mutated or deleted (dotted
+        labels; the module itself is restored by reference, so only its attribute can carry
+        the change)."""
+        for label in [k for k in (*state, *unbound) if "." in k and not k.startswith(_ARGUMENT)]:
+            prefix, _, attr = label.rpartition(".")
+            owner = resolve(self.lookup, prefix)
+            if owner is MISSING:
+                state.pop(label, None)
+                continue
+            if label in state:
+                value = state.pop(label)
+                if not update_in_place(getattr(owner, attr, MISSING), value):
+                    setattr(owner, attr, value)
+            elif hasattr(owner, attr):
+                delattr(owner, attr)
+
+
+class FrameBinder(Binder):
+    """The frame holding a ``with checkpoint`` block: module globals, or a function's locals
+    (names local to the function are read and written there, the others in its globals)."""
+
+    def __init__(self, frame: FrameType, reads: Reads, name: str, ignore: Iterable[str], context: str):
+        super().__init__(reads, name, ignore, context, str(frame.f_globals.get("__package__") or ""))
+        self.frame = frame
+        self.as_value: tuple[str, Any] | None = None  # ``with ... as cp``: bound on a restore
+        self._locals = frame.f_locals
+        self._local_names = _local_names(frame)
+
+    def refresh(self) -> None:
+        """Read the frame's locals again (a function frame's ``f_locals`` is a snapshot)."""
+        self._locals = self.frame.f_locals
+
+    def lookup(self, name: str) -> Any:
+        if name in self._locals:
+            return self._locals[name]
+        return self.frame.f_globals.get(name, MISSING)
+
+    def assigned_value(self, name: str) -> Any:
+        local = self._local_names is None or name in self._local_names
+        return (self._locals if local else self.frame.f_globals).get(name, MISSING)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.refresh()
+        return super().state()
+
+    def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
+        self.refresh()
+        if self.as_value is not None:
+            state = {**state, self.as_value[0]: self.as_value[1]}
+        super().restore(state, unbound)
+
+    def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
+        local_names = self._local_names
+        if local_names is None:
+            write_names(self.frame, values, unbound)
+            return
+        write_names(
+            self.frame,
+            {k: v for k, v in values.items() if k in local_names},
+            [n for n in unbound if n in local_names],
+        )
+        for k, v in values.items():
+            if k not in local_names:
+                self.frame.f_globals[k] = v
+        for n in unbound:
+            if n not in local_names:
+                self.frame.f_globals.pop(n, None)
+
+
+class NamespaceBinder(Binder):
+    """An IPython user namespace (``%%checkpoint`` cells)."""
+
+    def __init__(self, namespace: dict[str, Any], reads: Reads, name: str, ignore: Iterable[str], context: str):
+        super().__init__(reads, name, ignore, context, str(namespace.get("__package__") or ""))
+        self.namespace = namespace
+
+    def lookup(self, name: str) -> Any:
+        return self.namespace.get(name, MISSING)
+
+    def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
+        self.namespace.update(values)
+        for name in unbound:
+            if name not in values:
+                self.namespace.pop(name, None)
+
+
+class GlobalsBinder(Binder):
+    """A ``cached_setup`` function: its inputs are its arguments (its code's fingerprint covers
+    the globals it reads) and the implicit inputs of its own body; its state is the return
+    value, the globals it assigns (``global x``), and the arguments, globals and module
+    attributes it mutated in place."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        reads: Reads | None,
+        stored_globals: Iterable[str],
+        name: str,
+        ignore: Iterable[str],
+        context: str,
+    ):
+        self.globals: dict[str, Any] = fn.__globals__
+        self.stored = tuple(stored_globals)
+        self.global_reads: tuple[str, ...] = ()  # globals keyed by value (see key_globals)
+        self._body_inputs = reads.inputs if reads is not None else ()
+        reads = (reads or EMPTY_READS)._replace(assigned=self.stored, inputs=())
+        super().__init__(reads, name, ignore, context, str(self.globals.get("__package__") or ""))
+        self.arguments: dict[str, Any] = {}
+        self.result: Any = None
+
+    def lookup(self, name: str) -> Any:
+        return self.globals.get(name, MISSING)
+
+    def label(self, name: str) -> str:
+        return f"argument '{name}'" if name in self.arguments else name
+
+    def bind_arguments(self, arguments: dict[str, Any]) -> None:
+        self.arguments = {k: v for k, v in arguments.items() if k not in self.ignore}
+
+    def key_globals(self) -> None:
+        """Key the globals the body reads by value, one by one (used with ``version=``, when
+        the function's own fingerprint, which covers them, is left out of the key)."""
+        self.global_reads = self._body_inputs
+
+    def inputs(self) -> dict[str, str]:
+        self.chains = set()
+        ignored = set(self.ignore)
+        implicit = implicit_values(self.reads, dict(self.arguments), self.lookup, ignored, self.package, self.chains)
+        read = {
+            n: self.globals[n] for n in self.global_reads
+            if n in self.globals and n not in self.arguments and n not in ignored
+        }
+        self.values = {**self.arguments, **read, **implicit}
+        self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
+        return self.fingerprints
+
+    def restorable(self, label: str) -> bool:
+        return label in self.arguments
+
+    def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
+        state, gone = super().mutated_inputs(bound)
+        return {(_ARGUMENT + k if k in self.arguments else k): v for k, v in state.items()}, gone
+
+    def collect(self, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        state, extra = self.state()
+        return {RETURN: result, **state}, extra
+
+    def current_input(self, label: str) -> Any:
+        if label.startswith(_ARGUMENT):
+            return self.arguments.get(label[len(_ARGUMENT):], MISSING)
+        return super().current_input(label)
+
+    def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
+        state = dict(state)
+        self.result = state.pop(RETURN, None)
+        for label in [k for k in state if k.startswith(_ARGUMENT)]:
+            update_in_place(self.current_input(label), state.pop(label))
+        super().restore(state, unbound)
+
+    def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
+        self.globals.update(values)
+        for name in unbound:
+            if name not in values:
+                self.globals.pop(name, None)
+
+
+def update_in_place(current: Any, saved: Any) -> bool:
+    """Give ``current`` the content of ``saved`` without changing its identity, for the common
+    mutable containers and numpy arrays of the same type (and shape and dtype); False (nothing
+    done) for anything else."""
+    kind = type(current)
+    if kind is not type(saved) or current is saved:
+        return False
+    if kind is list or kind is bytearray:
+        current[:] = saved
+    elif kind is dict or kind is set:
+        current.clear()
+        current.update(saved)
+    else:
+        np = sys.modules.get("numpy")
+        if (
+            np is None or kind is not np.ndarray or current.shape != saved.shape
+            or current.dtype != saved.dtype or not current.flags.writeable or current.dtype.hasobject
+        ):
+            return False
+        current[...] = saved
+    return True
+
+
+def reopen_hazard(value: Any) -> bool:
+    """A file object that dill would reopen on load with a mode that creates or truncates the
+    file (``"w"``, ``"x"``), or a closed one (the ``with open(...) as f`` idiom)."""
+    import io
+
+    if not isinstance(value, io.IOBase):
+        return False
+    mode = getattr(value, "mode", "")
+    return value.closed or (isinstance(mode, str) and ("w" in mode or "x" in mode))
+
+
+def _local_names(frame: FrameType) -> set[str] | None:
+    """The names local to a function frame (None for module and class frames)."""
+    if not is_function_frame(frame):
+        return None
+    code = frame.f_code
+    return set(code.co_varnames) | set(code.co_cellvars) | set(code.co_freevars)
+
+
+def stored_globals(code: CodeType) -> list[str]:
+    """Names a function assigns with ``global`` (STORE_GLOBAL), its nested code included."""
+    import dis
+
+    names: dict[str, None] = {}
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        for instr in dis.get_instructions(c):
+            if instr.opname == "STORE_GLOBAL":
+                names.setdefault(instr.argval, None)
+        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
+    return list(names)

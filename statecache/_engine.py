@@ -1,0 +1,488 @@
+"""The life of one cached computation, the same for every front end: settings, store,
+per-key lock, lookup, hit or compute, save, the status line and the miss reason.
+
+A front end (``checkpoint``, ``cached_setup``, ``%%checkpoint``) says what its code is and how
+its state is collected and put back (a binder, see ``_binders``), and drives an engine::
+
+    engine = open_engine("checkpoint", name, settings, locate)
+    found = engine.lookup(make_components)      # None: compute
+    if found: engine.restore(binder, found)
+    else:
+        engine.start()
+        ... run the code (engine.abort() if it raises) ...
+        engine.save(binder.state)
+
+When caching is off (``STATECACHE_DISABLE``, an unusable cache directory) ``open_engine``
+returns a ``NullEngine`` with the same API that never calls ``make_components`` nor saves, so
+front ends have no "disabled" branches.
+
+Second store tiers (a remote cache) plug in through ``Tier`` and ``add_tier``: a tier is asked
+for an entry after a local miss (it copies the entry into the local store, which then loads
+and verifies it as any other), and is given every entry after a local save.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from ._config import (
+    env_dir,
+    env_flag,
+    env_max_size,
+    env_refresh,
+    env_secret,
+    format_duration,
+    format_size,
+    parse_age,
+    parse_size,
+)
+from ._errors import ConfigError, EntryError, UnpicklableError
+from ._warnings import warn
+from .key import components as _components
+from .key import files as _files
+from .key import rng as _rng
+
+if TYPE_CHECKING:
+    from .entry.meta import EntryMeta
+    from .store.store import Store
+
+
+class Settings:
+    """Arguments merged with the ``STATECACHE_*`` environment, read once per use."""
+
+    def __init__(
+        self,
+        name: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        verbose: bool | None = None,
+        mmap: bool | None = None,
+        max_size: int | str | None = None,
+        max_age: float | str | None = None,
+    ):
+        self.disabled = env_flag("STATECACHE_DISABLE")
+        self.refresh = env_refresh().applies_to(name)
+        self.verbose = (not env_flag("STATECACHE_QUIET")) if verbose is None else bool(verbose)
+        self.mmap = env_flag("STATECACHE_MMAP") if mmap is None else bool(mmap)
+        self.secret = env_secret()
+        if max_size is None:
+            self.max_size = env_max_size()
+        elif isinstance(max_size, str):
+            self.max_size = parse_size(max_size, "max_size")
+        else:
+            self.max_size = int(max_size)
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise ConfigError(
+                f"cache_dir must be a directory path (a str or pathlib.Path), got {cache_dir!r} "
+                f"({type(cache_dir).__name__}); pass e.g. cache_dir='.statecache' or leave it out"
+            )
+        if isinstance(max_age, str):
+            max_age = parse_age(max_age, "max_age")
+        elif max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (int, float))):
+            raise ConfigError(f"max_age must be an age such as '7d' or '12h' (or seconds), got {max_age!r}")
+        if max_age is not None and max_age <= 0:
+            raise ConfigError(f"max_age must be positive, got {max_age!r}")
+        self.max_age: float | None = None if max_age is None else float(max_age)
+        directory = os.fspath(cache_dir) if cache_dir is not None else env_dir()
+        self.cache_dir: str | None = os.fsdecode(directory) if directory is not None else None
+
+
+def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
+    """An ``ignore=``/``files=`` argument as a tuple of strings (one string is one name)."""
+    if isinstance(value, str):
+        items: tuple[Any, ...] = (value,)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise ConfigError(
+                f"{what} must be a name or a list of names (e.g. {what}=['logger']), got {value!r}"
+            ) from None
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{what} must be a name or a list of names, got {item!r}")
+    return items
+
+
+def default_cache_dir(filename: str) -> str:
+    """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
+    notebook; else in the working directory."""
+    if _components.is_cell_file(filename):
+        notebook = _components.notebook_path()
+        base = os.path.dirname(notebook) if notebook else os.getcwd()
+        return os.path.join(base, ".statecache")
+    if os.path.isfile(filename):
+        return os.path.join(os.path.dirname(os.path.abspath(filename)), ".statecache")
+    return os.path.join(os.getcwd(), ".statecache")
+
+
+def where(filename: str, line: int) -> str:
+    """``file:line`` of a checkpoint, the file absolute when it exists."""
+    return f"{os.path.abspath(filename) if os.path.exists(filename) else filename}:{line}"
+
+
+class Tier(Protocol):
+    """A second store consulted on a local miss and fed after a local save (e.g. remote)."""
+
+    def fetch(self, name: str, key: str, dest: str) -> bool:
+        """Put the entry ``name``/``key`` at the path ``dest`` (atomically: write a temporary
+        file beside it, then rename); True when it did. Never raises for a missing entry."""
+        ...
+
+    def publish(self, name: str, key: str, path: str) -> None:
+        """Offer the entry just saved at ``path``; must not delay the program (queue it)."""
+        ...
+
+
+_tiers: list[Tier] = []
+
+
+def add_tier(tier: Tier) -> None:
+    """Consult ``tier`` after every local miss and feed it every local save, from now on."""
+    if tier not in _tiers:
+        _tiers.append(tier)
+
+
+def remove_tier(tier: Tier) -> None:
+    if tier in _tiers:
+        _tiers.remove(tier)
+
+
+class Found(NamedTuple):
+    """A hit: the entry's metadata and the saved state (name -> value)."""
+
+    meta: EntryMeta
+    state: dict[str, Any]
+
+
+class Binder(Protocol):
+    """How a front end puts state back (see ``_binders``)."""
+
+    def restore(self, state: dict[str, Any], unbound: list[str]) -> None: ...
+
+
+Collected = tuple[dict[str, Any], dict[str, Any]]  # (state, extra metadata)
+
+
+class NullEngine:
+    """Caching off: the same API as ``Engine``; nothing is looked up, keyed or saved."""
+
+    enabled = False
+    key = ""
+    cache_dir = ""
+    entry_path: str | None = None
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+        self.hit = False
+
+    def lookup(self, make_components: Callable[[], dict[str, Any]]) -> Found | None:
+        return None
+
+    def restore(self, binder: Binder, found: Found) -> None:
+        raise AssertionError("a null engine never finds an entry")
+
+    def start(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def save(self, collect: Callable[[], Collected]) -> None:
+        pass
+
+
+_unusable_dirs: set[str] = set()  # cache directories already warned about in this process
+
+
+def open_engine(
+    kind: str, name: str, settings: Settings, locate: Callable[[], tuple[str, str]]
+) -> Engine | NullEngine:
+    """The engine of one use of checkpoint ``name``. ``locate()`` gives (``file:line``, the
+    default cache directory); it is not called when caching is disabled."""
+    if settings.disabled:
+        return NullEngine(name, "caching disabled (STATECACHE_DISABLE)")
+    site, default_dir = locate()
+    cache_dir = settings.cache_dir or default_dir
+    from .store.store import Store
+
+    try:
+        store = Store(cache_dir)
+    except OSError as exc:
+        if cache_dir not in _unusable_dirs:  # one warning per directory, not per checkpoint
+            _unusable_dirs.add(cache_dir)
+            warn(
+                f"statecache: cannot use the cache directory {cache_dir} ({exc.strerror or exc}); "
+                f"'{name}' and every other checkpoint using it run without caching. Set "
+                "STATECACHE_DIR or cache_dir= to a writable directory.")
+        return NullEngine(name, f"cache directory {cache_dir} unusable")
+    return Engine(kind, name, site, settings, store)
+
+
+class Engine:
+    """Lookup, locking, loading, recording and saving of one cached computation."""
+
+    enabled = True
+
+    def __init__(self, kind: str, name: str, site: str, settings: Settings, store: Store):
+        self.kind = kind
+        self.name = name
+        self.where = site
+        self.settings = settings
+        self.store: Store | None = store
+        self.cache_dir = store.root
+        self.key = ""
+        self.components: dict[str, Any] = {}
+        self.reason = ""
+        self.hit = False
+        self.entry_path: str | None = None
+        self._lock: Any = None
+        self._recorder: _files.FileRecorder | None = None
+        self._rng_before: dict[str, Any] = {}
+        self._started = 0.0
+
+    def status(self, text: str) -> None:
+        """One status line on stderr, unless quiet."""
+        if self.settings.verbose:
+            print(f"statecache: {text}", file=sys.stderr, flush=True)
+
+    # -- lookup --
+
+    def lookup(self, make_components: Callable[[], dict[str, Any]]) -> Found | None:
+        """The cached entry for these components, or None: then the per-key lock is held
+        (another process computing the same key is waited for) and ``start()`` comes next."""
+        assert self.store is not None
+        self.components = make_components()
+        self.key = _components.key_of(self.components)
+        self.entry_path = self.store.entry_path(self.name, self.key)
+        if self.settings.refresh:
+            self.reason = "refresh requested"
+        else:
+            found = self._load()
+            if found is not None:
+                return found
+        try:
+            self._lock = self.store.lock(self.name, self.key)
+            self._acquire()
+        except OSError as exc:
+            warn(f"statecache: cannot lock '{self.name}' in {self.cache_dir} ({exc}); computing without caching")
+            self.store = None
+            return None
+        if not self.settings.refresh:
+            found = self._load_after_wait()
+            if found is not None:
+                self._release()
+                return found
+        if not self.reason:
+            self.reason = self._miss_reason()
+        return None
+
+    def _load_after_wait(self) -> Found | None:
+        """Another process computed the entry while we waited, or a tier has it."""
+        assert self.store is not None and self.entry_path is not None
+        if os.path.exists(self.entry_path):
+            return self._load()
+        for tier in list(_tiers):
+            try:
+                fetched = tier.fetch(self.name, self.key, self.entry_path)
+            except Exception as exc:  # a tier's failure is a miss, never a crash
+                warn(f"statecache: could not fetch '{self.name}' from {tier!r} ({exc})")
+                continue
+            if fetched:
+                found = self._load()
+                if found is not None:
+                    return found
+        return None
+
+    def _acquire(self) -> None:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=0.2)
+        except Timeout:
+            self.status(f"'{self.name}' is being computed by another process; waiting for it")
+            self._lock.acquire()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            try:
+                self._lock.release()
+            except Exception:
+                pass
+            self._lock = None
+
+    def _miss_reason(self) -> str:
+        """What changed since the newest entry of the same checkpoint, in a few words."""
+        assert self.store is not None
+        source = self.components.get("source")
+        for _, meta in self.store.versions(self.name):
+            old = meta.get("components", {})
+            if old.get("source") == source:
+                return _components.summary(_components.changes(old, self.components))
+        return "not cached yet"
+
+    def _stale_dependency(self, meta: EntryMeta) -> str | None:
+        """Why the entry's recorded files or random generators no longer match (None: they do)."""
+        for record in meta.get("files", []):
+            changed = _files.changed_record(dict(record))
+            if changed:
+                return changed
+        return _rng.changed(dict(meta.get("rng", {})))
+
+    def _expired(self, meta: EntryMeta) -> str | None:
+        """"expired" for an entry older than ``max_age`` (None: no limit, or young enough)."""
+        limit = self.settings.max_age
+        if limit is not None and time.time() - meta.get("created", 0.0) > limit:
+            return f"expired (older than max_age={format_duration(limit)})"
+        return None
+
+    def _load(self) -> Found | None:
+        from .entry.reader import read_entry, read_meta
+
+        assert self.store is not None and self.entry_path is not None
+        path = self.entry_path
+        started = time.perf_counter()
+        try:
+            # The metadata alone can already tell a changed data file: no unpickling (and no
+            # gigabytes read) for an entry that would be refused. It can only decide a miss; a
+            # hit is decided below on the verified entry.
+            early = read_meta(path)
+            changed = self._stale_dependency(early) or self._expired(early)
+        except FileNotFoundError:
+            return None
+        except Exception:
+            changed = None  # damaged metadata: read_entry below says what is wrong
+        if changed:
+            self.reason = changed
+            return None
+        try:
+            meta, state = read_entry(
+                path, mmap=self.settings.mmap, secret=self.settings.secret,
+                progress=None if self.settings.verbose else False,
+            )
+        except FileNotFoundError:
+            return None
+        except (EntryError, OSError) as exc:
+            warn(f"statecache: ignoring the cache entry of '{self.name}' ({exc}); computing it again")
+            self.reason = "the cached entry could not be read"
+            return None
+        if meta.get("name") != self.name or meta.get("key") != self.key:
+            # A valid entry of another checkpoint or key renamed or copied into place (by hand,
+            # a sync tool, or replayed by someone who can write the cache dir): never its state.
+            warn(
+                f"statecache: ignoring the cache entry of '{self.name}' (cache entry {path}: it "
+                f"holds '{meta.get('name')}' key {str(meta.get('key'))[:32]}, not this key; a file "
+                "copied or renamed into place); computing it again")
+            self.reason = "the cached entry could not be read"
+            return None
+        changed = self._stale_dependency(meta) or self._expired(meta)
+        if changed:
+            self.reason = changed
+            return None
+        self.store.touch(path)
+        size = meta.get("state_size", os.path.getsize(path))
+        computed = meta.get("compute_seconds")
+        self.status(
+            f"'{self.name}' restored {format_size(size)} in {format_duration(time.perf_counter() - started)}"
+            + (f" (computed in {format_duration(computed)})" if computed is not None else ""),
+        )
+        _files.add_to_active(meta.get("files", []))
+        self.hit, self.reason = True, ""
+        return Found(meta, state)
+
+    # -- hit --
+
+    def restore(self, binder: Binder, found: Found) -> None:
+        """Put a hit's state back through the front end's binder, and its random generators."""
+        binder.restore(found.state, list(found.meta.get("unbound", [])))
+        _rng.restore(dict(found.meta.get("rng", {})))
+
+    # -- compute and save --
+
+    def start(self) -> None:
+        """The code runs now: record the files it opens and the random generators it advances."""
+        self.status(f"'{self.name}' computing ({self.reason})")
+        self._recorder = _files.FileRecorder().__enter__()
+        self._rng_before = _rng.capture()
+        self._started = time.perf_counter()
+
+    def abort(self) -> None:
+        """The code raised: save nothing, release the lock."""
+        self._finish(None)
+
+    def save(self, collect: Callable[[], Collected]) -> None:
+        """The code completed: save what ``collect()`` gives (state, extra metadata)."""
+        self._finish(collect)
+
+    def _finish(self, collect: Callable[[], Collected] | None) -> None:
+        compute_seconds = time.perf_counter() - self._started
+        try:
+            rng = _rng.records(self._rng_before, _rng.capture()) if collect is not None else {}
+            if self._recorder is not None:
+                self._recorder.__exit__(None, None, None)
+            if collect is None:
+                return
+            state, extra = collect()
+            if self.store is not None:
+                self._save(state, {**extra, "rng": rng}, compute_seconds)
+        finally:
+            self._release()
+
+    def _meta(self, extra: dict[str, Any], compute_seconds: float) -> EntryMeta:
+        assert self.store is not None and self._recorder is not None
+        file, _, line = self.where.rpartition(":")
+        meta: dict[str, Any] = {
+            "name": self.name,
+            "key": self.key,
+            "kind": self.kind,
+            "source": {"file": file, "line": int(line)},
+            "created": time.time(),
+            "compute_seconds": compute_seconds,
+            "files": _files.snapshot(self._recorder, [self.store.root]),
+            "components": self.components,
+            **extra,
+        }
+        return meta  # type: ignore[return-value]
+
+    def _save(self, state: dict[str, Any], extra: dict[str, Any], compute_seconds: float) -> None:
+        from .entry.writer import write_entry
+
+        assert self.store is not None and self.entry_path is not None
+        meta = self._meta(extra, compute_seconds)
+        path = self.entry_path
+        try:
+            written = write_entry(
+                path, state, dict(meta), secret=self.settings.secret,
+                progress=None if self.settings.verbose else False,
+            )
+        except UnpicklableError as exc:
+            warn(f"statecache: '{self.name}' at {self.where} was not saved: {exc}")
+            return
+        except OSError as exc:
+            warn(
+                f"statecache: '{self.name}' at {self.where} was not saved ({exc.strerror or exc}); the "
+                "program goes on with the state it computed. Free some space or point "
+                "STATECACHE_DIR elsewhere.")
+            return
+        _files.add_to_active(meta["files"])
+        self.status(
+            f"'{self.name}' saved {format_size(sum(v.get('size', 0) for v in written.variables.values()))} "
+            f"({format_size(written.size)} on disk) in {format_duration(written.seconds)} "
+            f"(computed in {format_duration(compute_seconds)})",
+        )
+        if self.settings.max_size is not None:
+            from .store.maintenance import after_save
+
+            after_save(self.store.root, self.settings.max_size, path, self.settings.verbose)
+        self._publish(path)
+
+    def _publish(self, path: str) -> None:
+        for tier in list(_tiers):
+            try:
+                tier.publish(self.name, self.key, path)
+            except Exception as exc:
+                warn(f"statecache: could not publish '{self.name}' to {tier!r} ({exc})")

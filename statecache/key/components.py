@@ -1,0 +1,187 @@
+"""The key of a cached computation: its components and their digest.
+
+A key is the xxh3-128 digest of a small JSON document of components: ``code`` (the block's
+normalised AST, or the user's ``version=`` string), ``source`` (the file holding it),
+``inputs`` (label -> fingerprint), ``files`` (explicit ``files=`` globs, by content) and
+``env`` (Python major.minor, entry format version, ``KEY_SCHEMA_VERSION``). Every front end
+builds its components here, so a key means the same thing whichever front end made it. The
+components are stored in the entry's metadata, so that a miss can say what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .._errors import ConfigError, FingerprintError
+
+#: Bump when the meaning or the encoding of a component changes: every older key then misses,
+#: instead of a new rule silently reusing state that an old rule keyed.
+KEY_SCHEMA_VERSION = 1
+
+#: Length (hex digits) of a key as used in entry names.
+KEY_LENGTH = 32
+
+
+def env_component() -> str:
+    """Python major.minor, the entry format version and the key schema version."""
+    from ..entry.format import FORMAT_VERSION
+
+    major, minor = sys.version_info[:2]
+    return f"python{major}.{minor}/format{FORMAT_VERSION}/key{KEY_SCHEMA_VERSION}"
+
+
+def code_component(body_digest: bytes | Callable[[], bytes], version: str | None = None) -> str:
+    """The block's own code: its normalised-AST digest, or ``version:<string>`` when the user
+    gave ``version=`` (then edits of the block itself do not count; its helpers still do)."""
+    if version is not None:
+        return f"version:{version}"
+    return (body_digest() if callable(body_digest) else body_digest).hex()
+
+
+def files_component(patterns: Iterable[str], base_dir: str) -> dict[str, str]:
+    """Explicit ``files=``: every file each glob matches, by content (relative globs are
+    relative to ``base_dir``; a glob that matches nothing counts as such)."""
+    import glob
+
+    from .fingerprint import file_digest
+
+    out: dict[str, str] = {}
+    for pattern in patterns:
+        full = os.path.join(base_dir, os.path.expanduser(pattern))
+        matches = sorted(glob.glob(full, recursive=True))
+        if not matches:
+            out[f"{pattern}: no match"] = ""
+        for path in matches:
+            if os.path.isfile(path):
+                try:
+                    out[os.path.relpath(path, base_dir)] = file_digest(path)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"files={pattern!r} matches {path}, which cannot be read "
+                        f"({exc.strerror or exc}): fix its permissions or leave it out of files="
+                    ) from None
+    return out
+
+
+def is_cell_file(filename: str) -> bool:
+    """True for the pseudo-file of an IPython or Jupyter cell: ``<ipython-input-3-...>`` in the
+    terminal, ``<tmp>/ipykernel_<pid>/<hash>.py`` under ipykernel (a name that changes with
+    every kernel, so it must never reach a key)."""
+    if filename.startswith("<ipython-input-"):
+        return True
+    head, base = os.path.split(filename)
+    parent = os.path.basename(head)
+    return (
+        parent.startswith("ipykernel_") and parent[10:].isdigit()
+        and base.endswith(".py") and base[:-3].isdigit()
+    )
+
+
+def notebook_path() -> str | None:
+    """The notebook the running kernel serves: VS Code's ``__vsc_ipynb_file__``, else Jupyter's
+    ``JPY_SESSION_NAME`` (absolute in recent servers; a relative one is looked up from the
+    kernel's working directory, which Jupyter sets to the notebook's). None when unknown."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    if shell is not None:
+        vsc = shell.user_ns.get("__vsc_ipynb_file__")
+        if isinstance(vsc, str) and vsc:
+            return os.path.abspath(os.path.expanduser(vsc))
+    session = os.environ.get("JPY_SESSION_NAME")
+    if not session:
+        return None
+    path = os.path.expanduser(session)
+    if os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.abspath(os.path.basename(path))
+
+
+def source_component(filename: str, cache_dir: str) -> str:
+    """The checkpoint's file as the key sees it: relative to the cache directory's parent, so
+    that moving a project together with its cache keeps the keys. Notebook cells count as
+    their notebook's (``<ipython>`` when it is unknown): cell file names change per kernel."""
+    if is_cell_file(filename):
+        filename = notebook_path() or "<ipython>"
+    if not os.path.exists(filename):
+        return filename
+    try:
+        return os.path.relpath(os.path.abspath(filename), os.path.dirname(os.path.abspath(cache_dir)))
+    except ValueError:
+        return os.path.abspath(filename)
+
+
+def fingerprint_values(
+    values: Mapping[str, Any],
+    ignore: Iterable[str] = (),
+    label: Callable[[str], str] = str,
+    context: str = "",
+) -> dict[str, str]:
+    """label -> hex fingerprint of each value; a FingerprintError names the input and, when
+    ``context`` is given, the checkpoint it belongs to."""
+    from .fingerprint import Fingerprinter
+
+    fp = Fingerprinter(ignore=tuple(ignore))
+    out = {}
+    for name, value in values.items():
+        try:
+            out[name] = fp.value(value, label(name)).hex()
+        except FingerprintError as exc:
+            raise FingerprintError(f"{context}: {exc}" if context else str(exc)) from None
+    return out
+
+
+def components(
+    code: str, source: str, inputs: Mapping[str, str], files: Mapping[str, str]
+) -> dict[str, Any]:
+    """The components document of one key (the environment component added here)."""
+    return {
+        "code": code,
+        "source": source,
+        "inputs": dict(inputs),
+        "files": dict(files),
+        "env": env_component(),
+    }
+
+
+def key_of(parts: Mapping[str, Any]) -> str:
+    """The key of a components document: its xxh3-128 digest, ``KEY_LENGTH`` hex digits."""
+    from .fingerprint import digest
+
+    return digest(json.dumps(parts, sort_keys=True).encode()).hex()[:KEY_LENGTH]
+
+
+def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two components documents, in a few words each, most telling
+    first (an empty list when they are equal)."""
+    if old.get("env") != new.get("env"):
+        return ["Python, statecache format or key schema version changed"]
+    if old.get("code") != new.get("code"):
+        return ["code changed"]
+    reasons = []
+    old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
+    for label, value in new_inputs.items():
+        if label not in old_inputs:
+            reasons.append(f"new input '{label}'")
+        elif old_inputs[label] != value:
+            reasons.append(f"input '{label}' changed")
+    reasons += [f"input '{label}' gone" for label in old_inputs if label not in new_inputs]
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    for path, digest in new_files.items():
+        if path not in old_files:
+            reasons.append(f"new file {path}")
+        elif old_files[path] != digest:
+            reasons.append(f"file {path} changed")
+    reasons += [f"file {p} gone" for p in old_files if p not in new_files]
+    return reasons
+
+
+def summary(reasons: list[str], limit: int = 3) -> str:
+    """A few reasons joined for a status line (``settings changed`` when there are none)."""
+    if not reasons:
+        return "settings changed"
+    more = len(reasons) - limit
+    return ", ".join(reasons[:limit]) + (f" (+{more} more)" if more > 0 else "")
