@@ -489,3 +489,27 @@ def test_updated_and_cleared_displays_replay_as_last_shown(tmp_path: Path, kerne
     assert [d["text/html"] for d in second["display"]] == ["<i>v2</i>"]
     assert second["stdout"] == "kept\n"
     assert second == first
+
+
+def test_a_cell_that_writes_a_file_or_reads_the_environment(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    # The same rules as a script's checkpoint: a hit must not reopen (and empty) a file the
+    # cell wrote, and os.environ["N"] read by the cell is an input by value.
+    cells = [
+        "%load_ext statecache",
+        "%%checkpoint written\nimport os\nresult = int(os.environ['N']) * 10\n"
+        "with open('out.txt', 'w') as f:\n    f.write(str(result))\n"
+        "open('marker', 'a').write('ran\\n')",
+        "print('result', result, open('out.txt').read())",
+    ]
+    nb = Notebook(tmp_path / "w.ipynb", kernel_dirs, cells)
+    marker, out = tmp_path / "marker", tmp_path / "out.txt"
+    first = nb.run(env={"N": "1"})
+    assert streams(first.cells[2], "stdout") == "result 10 10\n"
+    second = nb.run(env={"N": "1"})
+    assert runs(marker) == 1 and any("'written' restored" in s for s in status(second.cells[1]))
+    assert out.read_text() == "10", "the hit emptied the file the cell wrote"
+    assert streams(second.cells[2], "stdout") == "result 10 10\n"
+    third = nb.run(env={"N": "2"})
+    assert runs(marker) == 2, "os.environ['N'] changed: the cell must run again"
+    assert any("os.environ['N']" in s for s in status(third.cells[1])), status(third.cells[1])
+    assert streams(third.cells[2], "stdout") == "result 20 20\n"
