@@ -390,7 +390,7 @@ class Engine:
             f"'{self.name}' restored {format_size(size)} in {format_duration(time.perf_counter() - started)}"
             + (f" (computed in {format_duration(computed)})" if computed is not None else ""),
         )
-        _files.add_to_active(meta.get("files", []))
+        _files.add_to_active([dict(r) for r in meta.get("files", [])])
         self.hit, self.reason = True, ""
         return Found(meta, state)
 
@@ -468,7 +468,7 @@ class Engine:
                 "program goes on with the state it computed. Free some space or point "
                 "STATECACHE_DIR elsewhere.")
             return
-        _files.add_to_active(meta["files"])
+        _files.add_to_active([dict(r) for r in meta["files"]])
         self.status(
             f"'{self.name}' saved {format_size(sum(v.get('size', 0) for v in written.variables.values()))} "
             f"({format_size(written.size)} on disk) in {format_duration(written.seconds)} "

@@ -375,7 +375,7 @@ class Branch:
             if not block.empty:
                 # a body of only ``pass`` compiles to no instruction the skip could interrupt
                 # inside the block; running it in the parent does nothing anyway
-                self._armed = arm_skip(frame, block.body_lines)
+                self._armed = arm_skip(frame)
         except BaseException:  # Ctrl-C before the block began: stop the child
             if self._armed is not None:
                 self._armed.disarm()

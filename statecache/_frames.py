@@ -18,7 +18,7 @@ locals that a ``f_locals`` dict only mirrors, so writes go through ``PyFrame_Loc
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -27,7 +27,8 @@ _PEP667 = sys.version_info >= (3, 13)
 
 
 class SkipBody(Exception):
-    """Raised on the first line of a skipped body; the context manager's ``__exit__`` swallows it."""
+    """Raised by the trace function on the first opcode event of the frame after ``__enter__``
+    returned (the body's first instruction); the context manager's ``__exit__`` swallows it."""
 
 
 def _no_trace(frame: FrameType, event: str, arg: Any) -> None:
@@ -42,9 +43,8 @@ class ArmedSkip:
     installed before (coverage, a debugger) must be reinstalled after the ``SkipBody`` raise.
     """
 
-    def __init__(self, frame: FrameType, body_lines: tuple[int, int]):
+    def __init__(self, frame: FrameType):
         self.frame = frame
-        self.first, self.last = body_lines
         self.previous_global = sys.gettrace()
         self.previous_local = frame.f_trace
         self.previous_opcodes = frame.f_trace_opcodes
@@ -98,18 +98,14 @@ class ArmedSkip:
         return None
 
 
-def arm_skip(frame: FrameType, body_lines: tuple[int, int]) -> ArmedSkip:
-    """Make the next line event of ``frame`` inside ``body_lines`` (first, last) raise ``SkipBody``.
+def arm_skip(frame: FrameType) -> ArmedSkip:
+    """Make the first opcode event of ``frame`` after this call (``__enter__`` returning into
+    the ``with`` body) raise ``SkipBody``.
 
-    Events of other frames, and of this frame before the body starts, go to whatever tracer
-    was installed before. The caller's ``__exit__`` must call ``disarm()`` on the result.
+    Events of other frames go to whatever tracer was installed before. Call it last in
+    ``__enter__``; the caller's ``__exit__`` must call ``disarm()`` on the result.
     """
-    return ArmedSkip(frame, body_lines)
-
-
-def frame_namespace(frame: FrameType) -> Mapping[str, Any]:
-    """The frame's current local names (for module frames, its globals)."""
-    return frame.f_locals
+    return ArmedSkip(frame)
 
 
 def is_function_frame(frame: FrameType) -> bool:
@@ -143,10 +139,3 @@ def write_names(frame: FrameType, values: Mapping[str, Any], unbind: Iterable[st
         namespace.pop(name, None)
     ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
 
-
-def caller_frame(depth: int) -> FrameType:
-    """The frame ``depth`` levels above the caller of this function."""
-    return sys._getframe(depth + 1)
-
-
-Tracer = Callable[[FrameType, str, Any], Any]

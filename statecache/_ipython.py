@@ -354,7 +354,7 @@ class StatecacheMagics(Magics):
         found = engine.lookup(lambda: self._components(binder, tree, filename, opts, notebook, engine.cache_dir))
         if found is not None:
             engine.restore(binder, found)
-            return replay(shell, found.meta.get(OUTPUTS_META, []))
+            return replay(shell, found.meta.get("cell_outputs", []))  # OUTPUTS_META
         engine.start()
         recorder = _Recorder(shell) if engine.enabled else None
         try:
