@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from statecache.cli.main import main  # noqa: E402
-from statecache.entry.format import write_entry  # noqa: E402
+from statecache.entry.writer import write_entry  # noqa: E402
 from statecache.store.maintenance import after_save, cache_size  # noqa: E402
 from statecache.store.store import ensure_cache_dir  # noqa: E402
 

@@ -38,7 +38,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from statecache.entry.format import read_entry, write_entry  # noqa: E402
+from statecache.entry.reader import read_entry  # noqa: E402
+from statecache.entry.writer import write_entry  # noqa: E402
 
 MB = 1 << 20
 GB = 1 << 30

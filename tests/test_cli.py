@@ -407,7 +407,7 @@ def test_gc_keeps_n_old_versions_per_name(proj: Project) -> None:
 
 
 def test_gc_removes_temp_files_of_dead_writers_only(proj: Project) -> None:
-    from statecache.entry.format import is_temp_file
+    from statecache.store.layout import is_temp_file
 
     key = proj.save("features", 1000)
     dead = subprocess.run(

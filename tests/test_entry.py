@@ -19,18 +19,11 @@ import pytest
 import xxhash
 
 from statecache._errors import EntryError, UnpicklableError
-from statecache.entry import format as _entry
-from statecache.entry.format import (
-    ENTRY_SUFFIX,
-    FORMAT_VERSION,
-    WrittenEntry,
-    _Reader,
-    is_temp_file,
-    read_entry,
-    read_meta,
-    verify_entry,
-    write_entry,
-)
+from statecache.entry import progress as _progress
+from statecache.entry.format import FORMAT_VERSION
+from statecache.entry.reader import Reader, read_entry, read_meta, verify_entry
+from statecache.entry.writer import WrittenEntry, write_entry
+from statecache.store.layout import ENTRY_SUFFIX, is_temp_file
 
 MB = 1 << 20
 
@@ -63,7 +56,7 @@ def is_mapped(array):
 
 def entry_regions(path):
     """Byte ranges of the file that checksums cover, from the file's own table."""
-    with _Reader(path) as r:
+    with Reader(path) as r:
         r.read_table()
         meta_len = len(r.meta_bytes)
         regions = [(0, 64), (64, 64 + meta_len)]
@@ -596,7 +589,7 @@ def test_forged_pickle_stream_is_refused_with_the_secret(tmp_path):
     path = tmp_path / "e.sc"
     write_entry(path, {"x": "AAAA"}, {}, secret=b"k")
     data = bytearray(path.read_bytes())
-    with _Reader(path) as r:
+    with Reader(path) as r:
         r.read_table()
         sec = r.sections[0]
         table_offset = r.size - 64 - len(r.table_bytes)
@@ -650,7 +643,7 @@ def run_limited_writer(tmp_path, ignore_sigxfsz: bool) -> subprocess.CompletedPr
         f"""
         import errno, resource, signal, sys
         import numpy as np
-        from statecache.entry.format import write_entry
+        from statecache.entry.writer import write_entry
         # Python ignores SIGXFSZ at start-up; the default action kills the writer mid-write
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN if {ignore_sigxfsz} else signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
@@ -744,8 +737,8 @@ def progress_state():
 def test_progress_bar_on_a_terminal_once_past_the_delay_then_erased(tmp_path, monkeypatch, mmap):
     term = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", term)
-    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
-    monkeypatch.setattr(_entry._Progress, "INTERVAL", 0.0)
+    monkeypatch.setattr(_progress.Progress, "DELAY", 0.0)
+    monkeypatch.setattr(_progress.Progress, "INTERVAL", 0.0)
     path = tmp_path / "e.sc"
     write_entry(path, progress_state(), {"name": "features"})
     out = term.getvalue()
@@ -770,7 +763,7 @@ def test_no_progress_bar_for_quick_work_pipes_quiet_or_when_disabled(tmp_path, m
     read_entry(path)
     assert term.getvalue() == ""
 
-    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
+    monkeypatch.setattr(_progress.Progress, "DELAY", 0.0)
     write_entry(path, progress_state(), {"name": "t"}, progress=False)
     read_entry(path, progress=False)
     assert term.getvalue() == ""
@@ -792,7 +785,7 @@ def test_progress_bar_on_a_broken_stderr_does_not_break_the_save(tmp_path, monke
             raise OSError(5, "I/O error")
 
     monkeypatch.setattr(sys, "stderr", Broken())
-    monkeypatch.setattr(_entry._Progress, "DELAY", 0.0)
+    monkeypatch.setattr(_progress.Progress, "DELAY", 0.0)
     path = tmp_path / "e.sc"
     write_entry(path, progress_state(), {"name": "t"})
     _, got = read_entry(path)
@@ -861,7 +854,7 @@ def test_env_mmap_and_a_damaged_raw_section_is_a_miss_without_mmap(project):
     assert plain.hit("weights") and _lines(plain, "MAPPED") == ["MAPPED False False False"]
     assert _lines(plain, "SUM") == [expected]
 
-    with _Reader(entry) as reader:  # flip one byte in the middle of the biggest raw section
+    with Reader(entry) as reader:  # flip one byte in the middle of the biggest raw section
         reader.read_table()
         raw = max(
             (s for s in reader.sections[1:] if s.all_raw), key=lambda s: s.raw_len

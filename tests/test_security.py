@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, subprocess_env
 
-from statecache.entry.format import read_meta, write_entry
+from statecache.entry.reader import read_meta
+from statecache.entry.writer import write_entry
 
 SCRIPT = """
 import statecache as sc

@@ -36,8 +36,8 @@ from .._config import (
 )
 from .._errors import ConfigError, EntryError, InvalidNameError, StateCacheError, UsageError
 from .._version import __version__
+from ..store.layout import KEY_RE
 from ..store.maintenance import (
-    KEY_RE,
     EntryFile,
     is_statecache_dir,
     name_dirs,
@@ -145,7 +145,7 @@ def _note_missing(cache_dir: str) -> bool:
 
 def _meta(e: EntryFile) -> tuple[dict[str, Any], str | None]:
     """The entry's metadata (header only), or an empty dict and the reason it cannot be read."""
-    from ..entry.format import read_meta
+    from ..entry.reader import read_meta
 
     try:
         meta = read_meta(e.path)
@@ -583,7 +583,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check every entry's checksums (and signature with STATECACHE_SECRET); exit 1 if any is bad."""
-    from ..entry.format import verify_entry
+    from ..entry.reader import verify_entry
 
     cache_dir = _cache_dir(args)
     missing = _note_missing(cache_dir)

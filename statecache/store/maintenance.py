@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 import sys
 import time
@@ -22,14 +21,20 @@ from dataclasses import dataclass
 
 from .._config import format_size, validate_name
 from .._errors import InvalidNameError
+from .layout import (
+    CACHEDIR_TAG,
+    CACHEDIR_TAG_SIGNATURE,
+    RACY_NS,
+    USAGE_FILE,
+    entry_filename,
+    entry_key,
+    is_temp_file,
+    lock_key,
+    lock_path,
+    usage_temp_path,
+    usage_temp_pid,
+)
 
-ENTRY_SUFFIX = ".sc"
-LOCK_SUFFIX = ".sc.lock"
-KEY_RE = re.compile(r"[0-9a-f]{32}")
-#: The line every CACHEDIR.TAG starts with (https://bford.info/cachedir/).
-CACHEDIR_TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
-#: The small index that lets ``after_save`` know the cache's size without a full scan.
-USAGE_FILE = ".statecache-usage.json"
 #: After the cap is passed, evict down to this fraction of it, so that a cache that hovers at the
 #: cap is not rescanned on every save.
 LOW_WATER = 0.9
@@ -37,9 +42,6 @@ LOW_WATER = 0.9
 LOCK_TIMEOUT = 0.2
 #: ``after_save`` re-reads every directory at least this often, to correct any drift.
 FULL_RESCAN_SECONDS = 3600.0
-#: A directory mtime younger than this is not trusted by the index (coarse timestamps).
-RACY_NS = 2_000_000_000
-
 
 @dataclass
 class EntryFile:
@@ -53,7 +55,7 @@ class EntryFile:
 
     @property
     def lock_path(self) -> str:
-        return self.path + ".lock"
+        return lock_path(self.path)
 
 
 @dataclass
@@ -74,7 +76,7 @@ def is_statecache_dir(cache_dir: str) -> bool:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
         # non-blocking and regular files only: a FIFO planted as the tag must not hang us
-        fd = os.open(os.path.join(cache_dir, "CACHEDIR.TAG"), flags)
+        fd = os.open(os.path.join(cache_dir, CACHEDIR_TAG), flags)
     except OSError:
         return False
     try:
@@ -111,12 +113,6 @@ def name_dirs(cache_dir: str, names: Iterable[str] | None = None) -> list[tuple[
     return out
 
 
-def _is_temp(filename: str) -> int | None:
-    from ..entry.format import is_temp_file
-
-    return is_temp_file(filename)
-
-
 def scan(
     cache_dir: str, names: Iterable[str] | None = None
 ) -> tuple[list[EntryFile], list[TempFile]]:
@@ -132,17 +128,14 @@ def scan(
             for f in it:
                 fn = f.name
                 try:
-                    if fn.endswith(ENTRY_SUFFIX) and KEY_RE.fullmatch(fn[: -len(ENTRY_SUFFIX)]):
+                    key = entry_key(fn)
+                    if key is not None:
                         if not f.is_file(follow_symlinks=False):
                             continue
                         st = f.stat(follow_symlinks=False)
-                        entries.append(
-                            EntryFile(
-                                name, fn[: -len(ENTRY_SUFFIX)], f.path, st.st_size, st.st_mtime
-                            )
-                        )
-                    elif fn.startswith(".") and fn.endswith(".tmp"):
-                        pid = _is_temp(fn)
+                        entries.append(EntryFile(name, key, f.path, st.st_size, st.st_mtime))
+                    else:
+                        pid = is_temp_file(fn)
                         if pid is not None and f.is_file(follow_symlinks=False):
                             temps.append(
                                 TempFile(name, f.path, f.stat(follow_symlinks=False).st_size, pid)
@@ -224,20 +217,19 @@ def remove_orphan_locks(cache_dir: str, names: Iterable[str] | None = None) -> i
             continue
         present = set(files)
         for fn in files:
-            if not fn.endswith(LOCK_SUFFIX) or not KEY_RE.fullmatch(fn[: -len(LOCK_SUFFIX)]):
+            key = lock_key(fn)
+            if key is None or entry_filename(key) in present:
                 continue
-            if fn[: -len(".lock")] in present:
-                continue
-            lock_path = os.path.join(path, fn)
-            lock = filelock.FileLock(lock_path, timeout=0)
+            held = os.path.join(path, fn)
+            lock = filelock.FileLock(held, timeout=0)
             try:
                 lock.acquire()
             except (filelock.Timeout, OSError):
                 continue
             try:
-                if not os.path.exists(lock_path[: -len(".lock")]):
+                if not os.path.exists(os.path.join(path, entry_filename(key))):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock_path)
+                        os.unlink(held)
                         removed += 1
             finally:
                 lock.release()
@@ -287,8 +279,7 @@ def _dir_bytes(path: str) -> int:
     total = 0
     with os.scandir(path) as it:
         for f in it:
-            fn = f.name
-            if fn.endswith(ENTRY_SUFFIX) and KEY_RE.fullmatch(fn[: -len(ENTRY_SUFFIX)]):
+            if entry_key(f.name) is not None:
                 with contextlib.suppress(FileNotFoundError):
                     total += f.stat(follow_symlinks=False).st_size
     return total
@@ -320,7 +311,7 @@ def _load_usage(cache_dir: str) -> dict:
 
 def _save_usage(cache_dir: str, data: dict) -> None:
     path = os.path.join(cache_dir, USAGE_FILE)
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.part"
+    tmp = usage_temp_path(cache_dir)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, separators=(",", ":"))
@@ -328,9 +319,6 @@ def _save_usage(cache_dir: str, data: dict) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-_USAGE_TEMP_RE = re.compile(re.escape(USAGE_FILE) + r"\.(\d+)\.[0-9a-f]{8}\.part")
 
 
 def remove_stale_usage_temps(cache_dir: str) -> int:
@@ -341,8 +329,8 @@ def remove_stale_usage_temps(cache_dir: str) -> int:
     except OSError:
         return 0
     for fn in names:
-        m = _USAGE_TEMP_RE.fullmatch(fn)
-        if m and not pid_alive(int(m.group(1))):
+        pid = usage_temp_pid(fn)
+        if pid is not None and not pid_alive(pid):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(cache_dir, fn))
                 removed += 1
@@ -384,7 +372,13 @@ def cache_size(cache_dir: str) -> int:
 
 
 def _quiet() -> bool:
-    return os.environ.get("STATECACHE_QUIET", "").strip().lower() in {"1", "true", "yes", "on"}
+    from .._config import env_flag
+    from .._errors import ConfigError
+
+    try:
+        return env_flag("STATECACHE_QUIET")
+    except ConfigError:  # after a save, a bad value is not worth failing for: not quiet
+        return False
 
 
 def _warn(message: str) -> None:

@@ -1,7 +1,7 @@
 """A cache directory: where entries live, how they are locked, loaded and saved.
 
-Layout: ``<cache_dir>/<name>/<key>.sc`` (one file per entry version), ``<key>.sc.lock`` beside
-it, a ``.gitignore`` of ``*`` and a ``CACHEDIR.TAG`` at the top. Loading never locks (writes are
+One file per entry version, its lock beside it, a ``.gitignore`` and a ``CACHEDIR.TAG`` at the
+top (the names are in ``store.layout``). Loading never locks (writes are
 atomic renames and a reader keeps its open descriptor); computing holds the per-key lock, so a
 second process that wants the same entry waits for the first and then loads its result.
 """
@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_GITIGNORE = "# Created by statecache: cached program state, not for version control.\n*\n"
-_CACHEDIR_TAG = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This file is a cache directory tag created by statecache.\n"
-    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+from .layout import (
+    CACHEDIR_TAG,
+    CACHEDIR_TAG_TEXT,
+    GITIGNORE,
+    GITIGNORE_TEXT,
+    entry_filename,
+    entry_key,
+    is_own_in_name_dir,
+    is_own_top,
+    lock_path,
 )
+
+if TYPE_CHECKING:
+    from ..entry.meta import EntryMeta
+
 _ready_dirs: set[str] = set()
-
-
 
 
 def ensure_cache_dir(root: str) -> str:
@@ -36,7 +42,7 @@ def ensure_cache_dir(root: str) -> str:
     if os.path.exists(root) and not os.path.isdir(root):
         raise NotADirectoryError(f"{root} exists and is not a directory")
     os.makedirs(root, mode=0o700, exist_ok=True)
-    if not os.path.lexists(os.path.join(root, "CACHEDIR.TAG")):
+    if not os.path.lexists(os.path.join(root, CACHEDIR_TAG)):
         foreign = _foreign_content(root)
         if foreign is not None:
             # Not a cache: marking it would git-ignore (and hide from backups) someone's files,
@@ -45,7 +51,7 @@ def ensure_cache_dir(root: str) -> str:
                 f"{root} already holds files that are not statecache's (e.g. {foreign}); give "
                 f"statecache a directory of its own, e.g. {os.path.join(root, '.statecache')}"
             )
-    for filename, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
+    for filename, text in ((GITIGNORE, GITIGNORE_TEXT), (CACHEDIR_TAG, CACHEDIR_TAG_TEXT)):
         path = os.path.join(root, filename)
         if not os.path.exists(path):
             try:
@@ -65,10 +71,6 @@ def ensure_cache_dir(root: str) -> str:
     return root
 
 
-_OWN_TOP = re.compile(r"\.gitignore|CACHEDIR\.TAG|\.statecache-usage\.json(\..*)?")
-_OWN_ENTRY = re.compile(r"[0-9a-f]{32}\.sc(\.lock)?|\.[0-9a-f]{32}\.sc\.[0-9]+\.[0-9a-f]{8}\.tmp")
-
-
 def _foreign_content(root: str) -> str | None:
     """Something in ``root`` (a directory without CACHEDIR.TAG) that statecache did not make,
     or None when it holds only what statecache makes (an empty or half-made cache)."""
@@ -77,9 +79,9 @@ def _foreign_content(root: str) -> str | None:
             if item.is_dir(follow_symlinks=False):
                 with os.scandir(item.path) as inner:
                     for f in inner:
-                        if not _OWN_ENTRY.fullmatch(f.name):
+                        if not is_own_in_name_dir(f.name):
                             return os.path.join(item.name, f.name)
-            elif not _OWN_TOP.fullmatch(item.name):
+            elif not is_own_top(item.name):
                 return item.name
     return None
 
@@ -94,7 +96,7 @@ class Store:
         return os.path.join(self.root, name)
 
     def entry_path(self, name: str, key: str) -> str:
-        return os.path.join(self.root, name, key + ".sc")
+        return os.path.join(self.root, name, entry_filename(key))
 
     def lock(self, name: str, key: str) -> Any:
         """The per-key inter-process lock (``filelock``), held while computing and writing."""
@@ -104,15 +106,15 @@ class Store:
         if os.path.islink(directory):
             raise OSError(f"{directory} is a symbolic link; statecache does not write through links")
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        return FileLock(self.entry_path(name, key) + ".lock", mode=0o600)  # private, whatever the umask
+        return FileLock(lock_path(self.entry_path(name, key)), mode=0o600)  # private, whatever the umask
 
-    def versions(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+    def versions(self, name: str) -> list[tuple[str, EntryMeta]]:
         """(path, metadata) of every readable entry of ``name``, newest first."""
-        from ..entry.format import read_meta
+        from ..entry.reader import read_meta
 
         directory = self.name_dir(name)
         try:
-            filenames = [f for f in os.listdir(directory) if f.endswith(".sc") and not f.startswith(".")]
+            filenames = [f for f in os.listdir(directory) if entry_key(f) is not None]
         except OSError:
             return []
         found = []

@@ -8,7 +8,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from statecache.entry.format import _HEADER, _TRAILER, _Reader
+from statecache.entry.format import HEADER, TRAILER
+from statecache.entry.reader import Reader
 
 
 @dataclass
@@ -21,11 +22,11 @@ class Layout:
 
 
 def layout_of(path: Path) -> Layout:
-    with _Reader(path) as reader:
+    with Reader(path) as reader:
         reader.read_table()
         size = reader.size
-        meta_end = _HEADER.size + len(reader.meta_bytes)
-        regions = {"header": (0, _HEADER.size), "meta": (_HEADER.size, meta_end)}
+        meta_end = HEADER.size + len(reader.meta_bytes)
+        regions = {"header": (0, HEADER.size), "meta": (HEADER.size, meta_end)}
         unchecked = [(meta_end, reader.data_start)]
         end = reader.data_start
         buffers = []
@@ -40,10 +41,10 @@ def layout_of(path: Path) -> Layout:
         if table_offset > end:
             unchecked.append((end, table_offset))
         regions["table"] = (table_offset, table_offset + table_len)
-        regions["trailer"] = (size - _TRAILER.size, size)
+        regions["trailer"] = (size - TRAILER.size, size)
         signed = bool(reader.flags & 1)
         if not signed:  # the 32-byte signature field, zero and unread without a secret
-            unchecked.append((size - _TRAILER.size + 24, size - _TRAILER.size + 56))
+            unchecked.append((size - TRAILER.size + 24, size - TRAILER.size + 56))
         return Layout(size, regions, [r for r in unchecked if r[0] < r[1]], buffers, signed)
 
 

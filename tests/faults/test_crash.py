@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from statecache.entry.format import verify_entry
+from statecache.entry.reader import verify_entry
 
 from ._util import (
     STATE_SCRIPT,
@@ -146,7 +146,7 @@ _ERRNO = {"open": errno.EDQUOT, "write": errno.ENOSPC, "fchmod": errno.EPERM,
 
 def _from_writer():
     f = sys._getframe(2)
-    return f.f_code.co_filename.endswith(os.path.join("statecache", "entry", "format.py"))
+    return f.f_code.co_filename.endswith(os.path.join("statecache", "entry", "writer.py"))
 
 def _step(kind):
     _steps.append(kind)

@@ -43,7 +43,7 @@ def test_entry_of_another_python_minor_version_is_a_clean_miss(project: Project)
     assert '"python":"3.99"' in entry.read_bytes()[:4096].decode("latin-1")
     run = project.run("state.py")
     assert state_digest(run) == expected and warnings_in(run.stderr) == []
-    assert "computing (Python or statecache format version changed)" in run.stderr
+    assert "computing (Python, statecache format or key schema version changed)" in run.stderr
     assert len(project.entries("state")) == 2  # both versions kept side by side
     assert project.run("state.py").hit("state")
     assert project.run("state.py", env=fake).hit("state")

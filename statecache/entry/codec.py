@@ -1,0 +1,242 @@
+"""How the bytes of a section are stored: cut into chunks, each raw or one zstd frame, encoded
+and decoded on a few threads.
+
+The compress decision lives here alone (``worth_compressing``, ``encode``): the writer asks for
+it, the reader only follows what the table says. Nothing here knows about pickling or files.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .format import CHUNK, RAW, ZSTD, xxh
+from .progress import NoProgress
+
+ZSTD_LEVEL = 3
+MIN_COMPRESS = 32 << 10  # smaller sections are stored raw (and need no zstandard import)
+RAW_RATIO = 0.9  # compress only when zstd shrinks a sample below this fraction
+SAMPLE = 8 << 10
+SAMPLES = 8
+PARALLEL_MIN = 8 << 20  # below this many bytes, threads cost more than they save
+
+# (codec, stored bytes, xxh3 of the stored bytes)
+Encoded = tuple[int, Any, int]
+
+_local = threading.local()
+
+
+def threads() -> int:
+    """How many threads encode or decode: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def compressor() -> Any:
+    """This thread's zstd compressor (zstandard is imported on first use only)."""
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        import zstandard
+
+        c = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def decompressor() -> Any:
+    """This thread's zstd decompressor."""
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        import zstandard
+
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def worth_compressing(mv: memoryview) -> bool:
+    """Whether zstd shrinks ``mv`` usefully, judged from a few small samples spread over it."""
+    n = len(mv)
+    if n < MIN_COMPRESS:
+        return False
+    cctx = compressor()
+    if n <= SAMPLE * SAMPLES * 2:
+        pieces = [mv]
+    else:
+        step = (n - SAMPLE) // (SAMPLES - 1)
+        pieces = [mv[i * step : i * step + SAMPLE] for i in range(SAMPLES)]
+    raw = sum(len(p) for p in pieces)
+    packed = sum(len(cctx.compress(p)) for p in pieces)
+    return packed < RAW_RATIO * raw
+
+
+def encode(chunk: Any, compress: bool | None) -> Encoded:
+    """Encode one chunk: (codec, stored bytes, xxh3 of stored bytes). ``compress=None``: decide
+    here (small chunks are compressed and kept if that saves enough, big ones sampled first)."""
+    n = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+    threshold = n
+    if compress is None:
+        if n <= SAMPLE * SAMPLES * 2:
+            compress = n >= MIN_COMPRESS
+            threshold = int(n * RAW_RATIO)
+        else:
+            compress = worth_compressing(memoryview(chunk))
+    if compress:
+        packed = compressor().compress(chunk)
+        if len(packed) < threshold:
+            return ZSTD, packed, xxh(packed)
+    return RAW, chunk, xxh(chunk)
+
+
+def chunks_of(mv: memoryview) -> list[memoryview]:
+    return [mv[i : i + CHUNK] for i in range(0, len(mv), CHUNK)] if len(mv) else []
+
+
+def buffer_tasks(buffers: list[memoryview]) -> Iterator[tuple[memoryview, bool | None]]:
+    """(chunk, compress) for every chunk of every buffer; one decision per big buffer, so that a
+    buffer is raw as a whole and can be memory-mapped."""
+    for buf in buffers:
+        if buf.nbytes <= CHUNK:
+            if buf.nbytes:
+                yield buf, None
+            continue
+        compress = worth_compressing(buf)
+        for piece in chunks_of(buf):
+            yield piece, compress
+
+
+def unzstd_into(stored: Any, target: memoryview) -> None:
+    """Decompress one zstd frame into ``target``, which it must fill exactly; ValueError if not."""
+    try:
+        stream = decompressor().stream_reader(stored)
+        done = 0
+        while done < target.nbytes:
+            n = stream.readinto(target[done:])
+            if not n:
+                break
+            done += n
+        extra = stream.read(1)
+    except Exception as exc:  # zstd.ZstdError and friends
+        raise ValueError(f"damaged compressed chunk ({exc})") from exc
+    if done != target.nbytes or extra:
+        raise ValueError("damaged compressed chunk (wrong decompressed size)")
+
+
+class Pool:
+    """A thread pool created on first use; small entries never start a thread."""
+
+    def __init__(self) -> None:
+        self._executor: Any = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(threads(), thread_name_prefix="statecache")
+        return self._executor.submit(fn, *args)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+class Done:
+    """A finished result with the ``Future.result()`` interface, for work done inline."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def encoded_ahead(pool: Pool, tasks: Iterator[tuple], window: int) -> Iterator[Any]:
+    """Futures of encoded chunks, in order, with up to ``window`` in flight ahead of the writer."""
+    queue: collections.deque[Any] = collections.deque()
+    for task in tasks:
+        queue.append(pool.submit(encode, *task))
+        if len(queue) >= window:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+def encode_buffers(pool: Pool, buffers: list[memoryview]) -> Iterator[Any]:
+    """Futures of every buffer chunk's encoding, in order: on the pool when there is enough to
+    share, inline otherwise."""
+    tasks = buffer_tasks(buffers)
+    if sum(b.nbytes for b in buffers) >= PARALLEL_MIN:
+        return encoded_ahead(pool, tasks, 2 * threads())
+    return (Done(encode(*task)) for task in tasks)
+
+
+class StreamSink:
+    """The pickler's output file: cuts the stream into chunks and compresses full chunks on the
+    pool while pickling goes on (the C pickler writes each ~64 KB frame as it completes)."""
+
+    def __init__(self, pool: Pool, progress: NoProgress) -> None:
+        self.pool = pool
+        self.progress = progress
+        self.pending = bytearray()
+        self.chunks: list[Any] = []  # futures of encode results, in order
+        self.pos = 0
+
+    def write(self, data: Any) -> int:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.pending += data
+        self.pos += n
+        self.progress.add(n)
+        while len(self.pending) >= CHUNK:
+            with memoryview(self.pending) as view:
+                chunk = bytes(view[:CHUNK])
+            del self.pending[:CHUNK]
+            self.chunks.append(self.pool.submit(encode, chunk, None))
+        return n
+
+    def finish(self) -> None:
+        if self.pending:
+            chunk = bytes(self.pending)
+            self.pending = bytearray()
+            if self.chunks:
+                self.chunks.append(self.pool.submit(encode, chunk, None))
+            else:
+                self.chunks.append(Done(encode(chunk, None)))
+
+
+def run_jobs(jobs: list, fn: Callable[[Any], None], *, parallel: bool) -> None:
+    """Run ``fn`` on every job, on a few threads when ``parallel``; re-raise the first error."""
+    n = min(threads(), len(jobs)) if parallel else 1
+    if n <= 1:
+        for job in jobs:
+            fn(job)
+        return
+    it = iter(jobs)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not errors:
+            with lock:
+                job = next(it, None)
+            if job is None:
+                return
+            try:
+                fn(job)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads_ = [threading.Thread(target=work, name="statecache-read", daemon=True) for _ in range(n)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -1,0 +1,211 @@
+"""Turning the state into a pickle stream and back: pickle first, then cloudpickle, then dill
+for what plain pickle refuses (lambdas, local classes, closures), and the error that names the
+variables no pickler accepts.
+
+Protocol 5 with one Pickler per attempt (one shared memo, so references between variables
+survive); buffers of INBAND_MAX bytes or more go out of band, for the codec to store raw or
+compressed. Where the stream goes is the caller's: ``serialise`` takes a sink factory.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from .._errors import UnpicklableError
+from .meta import VariableRecord
+
+PICKLERS = ("pickle", "cloudpickle", "dill")
+INBAND_MAX = 16 << 10  # smaller buffers ride in the pickle stream: a section each costs more
+
+
+class Sink(Protocol):
+    """Where the pickle stream goes: a write-only file that counts its bytes."""
+
+    pos: int
+
+    def write(self, data: Any) -> int: ...
+
+    def finish(self) -> None: ...
+
+
+def type_name(value: Any) -> str:
+    """The qualified name of the value's type, as ``ls``/``show`` print it."""
+    t = type(value)
+    module = getattr(t, "__module__", None)
+    qualname = getattr(t, "__qualname__", t.__name__)
+    return qualname if module in (None, "builtins") else f"{module}.{qualname}"
+
+
+class _NullSink:
+    """A file that discards what is written (to test each variable alone)."""
+
+
+    def write(self, data: Any) -> int:
+        return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+
+def pickler_module(name: str) -> Any:
+    if name == "pickle":
+        return pickle
+    if name == "cloudpickle":
+        import cloudpickle
+
+        return cloudpickle
+    import dill
+
+    return dill
+
+
+def main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | None:
+    """For a function or class of ``__main__``: True when it must be pickled by value, because
+    it is one of the variables being saved (defined by the block, so it will not exist in
+    ``__main__`` when a later run loads the entry), False when it can go by reference (defined
+    outside the block: restored instances then keep ``isinstance`` with the live class).
+    None for every other object."""
+    if not isinstance(obj, type) and type(obj).__name__ != "function":
+        return None
+    if getattr(obj, "__module__", None) != "__main__":
+        return None
+    qualname = getattr(obj, "__qualname__", "")
+    if "<locals>" in qualname:
+        return True
+    main = sys.modules.get("__main__")
+    found: Any = main
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is not obj or qualname.split(".")[0] in saved_names
+
+
+def pickler_class(pickler: str, saved_names: frozenset[str]) -> Any:
+    """The pickler for one attempt. ``__main__`` functions and classes defined by the block go
+    by value (plain pickle refuses them so that cloudpickle takes over); those defined before
+    the block go by reference, also under cloudpickle."""
+    module = pickler_module(pickler)
+    if pickler == "dill":
+        return module.Pickler
+    base = module.Pickler
+
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        def reducer_override(self, obj: Any) -> Any:
+            by_value = main_object_saved_by_value(obj, saved_names)
+            if by_value is False:
+                return NotImplemented
+            if by_value and pickler == "pickle":
+                raise pickle.PicklingError(f"{obj!r} is defined by the block in __main__")
+            parent = getattr(super(), "reducer_override", None)
+            return parent(obj) if parent is not None else NotImplemented
+
+    return Pickler
+
+
+class Serialised(NamedTuple):
+    """One successful pickling of the whole state."""
+
+    pickler: str
+    sink: Any  # the sink the stream went to
+    buffers: list[memoryview]  # out-of-band buffers, in the order the stream refers to them
+    variables: dict[str, VariableRecord]
+
+
+def serialise(state: dict[str, Any], new_sink: Callable[[], Sink]) -> Serialised:
+    """Pickle the whole state with pickle, else cloudpickle, else dill, into a fresh sink per
+    attempt; else raise UnpicklableError naming the variables that no pickler accepts."""
+    failures: dict[str, BaseException] = {}
+    for pickler in PICKLERS:
+        sink = new_sink()
+        buffers: list[memoryview] = []
+        keep: list[Any] = []
+
+        def out_of_band(
+            pb: pickle.PickleBuffer, buffers: list[memoryview] = buffers, keep: list[Any] = keep
+        ) -> bool:
+            try:
+                raw = pb.raw()
+            except BufferError:  # not contiguous: let the pickler copy it in-band
+                return True
+            if raw.nbytes < INBAND_MAX:
+                return True
+            keep.append(pb)
+            buffers.append(raw)
+            return False
+
+        variables: dict[str, VariableRecord] = {}
+        try:
+            p = pickler_class(pickler, frozenset(state))(sink, protocol=5, buffer_callback=out_of_band)
+            for name, value in state.items():
+                start, first = sink.pos, len(buffers)
+                p.dump(value)
+                size = sink.pos - start + sum(b.nbytes for b in buffers[first:])
+                variables[name] = {"type": type_name(value), "size": size}
+            sink.finish()
+        except Exception as exc:
+            failures[pickler] = exc
+            continue
+        return Serialised(pickler, sink, buffers, variables)
+    raise unpicklable_error(state, failures)
+
+
+def unpicklable_error(
+    state: dict[str, Any], failures: dict[str, BaseException]
+) -> UnpicklableError:
+    """The error for a state that no pickler accepts: each variable is tried alone to name the
+    culprits and what each pickler said, or, if each works alone, the ones involved."""
+    culprits: dict[str, dict[str, str]] = {}
+    involved: list[str] = []
+    for name, value in state.items():
+        complaints: dict[str, str] = {}
+        for pickler in PICKLERS:
+            try:
+                module = pickler_module(pickler)
+                module.Pickler(_NullSink(), protocol=5, buffer_callback=lambda pb: False).dump(
+                    value
+                )
+            except Exception as exc:
+                complaints[pickler] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                break
+        if len(complaints) == len(PICKLERS):
+            culprits[name] = complaints
+        elif complaints:
+            involved.append(name)
+    if culprits:
+        lines = []
+        for name, complaints in culprits.items():
+            distinct = list(dict.fromkeys(complaints.values()))
+            lines.append(f"  {name!r} ({type_name(state[name])}): " + "; ".join(distinct))
+        names = list(culprits)
+        return UnpicklableError(
+            "cannot save the state: no pickler (pickle, cloudpickle, dill) accepts "
+            + ("this variable" if len(names) == 1 else "these variables")
+            + ":\n"
+            + "\n".join(lines)
+            + f"\nFix: `del {', '.join(names)}` before the end of the block (create it after the "
+            "block instead), or make it picklable (define __getstate__/__reduce__). Nothing was "
+            "written; the program goes on with the state it computed.",
+            names=names,
+        )
+    complaint = "; ".join(f"{k}: {type(v).__name__}: {v}"[:300] for k, v in failures.items())
+    names = involved or list(state)
+    return UnpicklableError(
+        "cannot save the state: each variable can be pickled on its own, but no single pickler "
+        f"accepts them all together ({complaint}). Variables involved: {names!r}. Fix: leave "
+        "some out with ignore=[...] or `del` them before the end of the block. Nothing was written.",
+        names=names,
+    )
+
+
+def unpickler_class(pickler: object) -> Any:
+    """The Unpickler for an entry written by ``pickler``; LookupError (saying why) if none here.
+    cloudpickle's output loads with plain pickle."""
+    if pickler in ("pickle", "cloudpickle"):
+        return pickle.Unpickler
+    if pickler == "dill":
+        try:
+            import dill
+        except ImportError as exc:
+            raise LookupError("needs dill to load, and dill is not installed") from exc
+        return dill.Unpickler
+    raise LookupError(f"unknown pickler {pickler!r} in the metadata")

@@ -1,0 +1,428 @@
+"""Reading an entry: one open descriptor, ``preadv`` straight into the final memory (or a
+copy-on-write map), every byte checked against the table's checksums, the signature checked
+with a secret, and any damage an EntryError naming the file: never a crash, never a wrong value.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import struct
+import sys
+from typing import Any
+
+import xxhash
+
+from .._errors import EntryError
+from .codec import PARALLEL_MIN, run_jobs, unzstd_into
+from .format import (
+    ALIGN,
+    FLAG_SIGNED,
+    FORMAT_VERSION,
+    HEADER,
+    KIND_STREAM,
+    MAGIC,
+    RAW,
+    TRAILER,
+    TRAILER_MAGIC,
+    Section,
+    align,
+    parse_table,
+    xxh,
+)
+from .meta import EntryMeta, parse_meta
+from .pickling import unpickler_class
+from .progress import NoProgress, progress_bar
+from .stream import StreamFile
+
+READ_PIECE = 256 << 10  # raw chunks are read and hashed this much at a time (cache-resident)
+HEAD_READ = 64 << 10  # first read of an entry: header + meta, often the whole file
+
+
+class Reader:
+    """One open entry file: every read goes through this one fd, so a concurrent replace or
+    unlink of the path leaves us with the complete old file or an error, never a mix."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = os.fspath(path)
+        self.progress: NoProgress = NoProgress()
+        try:
+            # O_NONBLOCK: a FIFO planted under an entry's name must not hang the open
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            self.fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise EntryError(
+                f"cache entry {self.path}: cannot open it: {exc.strerror or exc}"
+            ) from exc
+        try:
+            self._open()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def error(self, what: str) -> EntryError:
+        return EntryError(f"cache entry {self.path}: {what}")
+
+    def pread(self, n: int, offset: int) -> bytes:
+        data = os.pread(self.fd, n, offset)
+        while len(data) < n:
+            more = os.pread(self.fd, n - len(data), offset + len(data))
+            if not more:
+                raise self.error(
+                    f"truncated: expected {n} bytes at offset {offset}, the file ends early"
+                )
+            data += more
+        return data
+
+    def _open(self) -> None:
+        st = os.fstat(self.fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise self.error("not a regular file")
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise self.error(
+                f"owned by uid {st.st_uid}, not by you (uid {os.getuid()}); refusing to load it"
+            )
+        self.size = st.st_size
+        self.head = os.pread(self.fd, min(self.size, HEAD_READ), 0)
+        if len(self.head) < 12 or self.head[:8] != MAGIC:
+            raise self.error(
+                "not a statecache entry (empty file)"
+                if not self.head
+                else "not a statecache entry (wrong magic bytes)"
+            )
+        (version,) = struct.unpack_from("<I", self.head, 8)
+        if version != FORMAT_VERSION:
+            raise self.error(
+                f"written in entry format version {version}, this statecache reads version "
+                f"{FORMAT_VERSION} (it will be recomputed)"
+            )
+        if len(self.head) < HEADER.size:
+            raise self.error("truncated header")
+        _, _, self.flags, meta_len, meta_hash, self.data_start, header_hash = HEADER.unpack_from(
+            self.head
+        )
+        if xxh(self.head[: HEADER.size - 8]) != header_hash:
+            raise self.error("damaged header (checksum mismatch)")
+        meta_end = HEADER.size + meta_len
+        if self.data_start != align(meta_end) or self.data_start + TRAILER.size > self.size:
+            raise self.error("truncated or damaged (metadata runs past the end of the file)")
+        if meta_end <= len(self.head):
+            self.meta_bytes = self.head[HEADER.size : meta_end]
+        else:
+            self.meta_bytes = self.pread(meta_len, HEADER.size)
+        if xxh(self.meta_bytes) != meta_hash:
+            raise self.error("damaged metadata (checksum mismatch)")
+        try:
+            meta = json.loads(self.meta_bytes.decode("utf-8"))
+        except ValueError as exc:
+            raise self.error(f"damaged metadata (not JSON: {exc})") from exc
+        try:
+            self.meta: EntryMeta = parse_meta(meta)
+        except EntryError as exc:
+            raise self.error(f"damaged metadata ({exc})") from exc
+
+    def header_bytes(self) -> bytes:
+        return self.head[: HEADER.size]
+
+    def read_table(self) -> None:
+        """Read and check the trailer and the section table."""
+        size = self.size
+        small = size <= len(self.head)
+        if small:
+            trailer = self.head[size - TRAILER.size : size]
+        else:
+            trailer = self.pread(TRAILER.size, size - TRAILER.size)
+        table_offset, table_len, table_hash, self.digest, magic = TRAILER.unpack(trailer)
+        self.trailer_head = trailer[:24]
+        if magic != TRAILER_MAGIC:
+            raise self.error("truncated or damaged (no valid trailer at the end of the file)")
+        if (
+            table_offset % ALIGN
+            or table_offset < self.data_start
+            or table_offset + table_len != size - TRAILER.size
+        ):
+            raise self.error("truncated or damaged (trailer points outside the file)")
+        if small:
+            table = self.head[table_offset : table_offset + table_len]
+        else:
+            table = self.pread(table_len, table_offset)
+        if xxh(table) != table_hash:
+            raise self.error("damaged section table (checksum mismatch)")
+        self.table_bytes = table
+        try:
+            self.sections, self.chunk_size = parse_table(table, self.data_start, table_offset)
+        except (struct.error, ValueError) as exc:
+            raise self.error(f"damaged section table ({exc})") from exc
+        if not self.sections or self.sections[0].kind != KIND_STREAM:
+            raise self.error("damaged section table (no pickle stream)")
+
+    def check_signature(self, secret: bytes | None, stream_stored: Any) -> None:
+        if secret is None:
+            return
+        if not self.flags & FLAG_SIGNED:
+            raise self.error("not signed, but STATECACHE_SECRET is set; refusing to load it")
+        import hmac
+
+        mac = hmac.new(secret, digestmod="sha256")
+        mac.update(self.header_bytes())
+        mac.update(self.meta_bytes)
+        mac.update(stream_stored)
+        mac.update(self.table_bytes)
+        mac.update(self.trailer_head)
+        if not hmac.compare_digest(mac.digest(), self.digest):
+            raise self.error(
+                "wrong signature (signed with another secret, or altered); refusing to load it"
+            )
+
+    def read_stored(self, sec: Section) -> bytes:
+        return self.pread(sec.stored_len, sec.offset) if sec.stored_len else b""
+
+    def stream_file(self, stored: bytes) -> Any:
+        """The pickle stream as a file for the Unpickler, every chunk checksummed first."""
+        sec = self.sections[0]
+        view = memoryview(stored)
+        pieces = []
+        pos = 0
+        for codec, n, checksum in sec.chunks:
+            piece = view[pos : pos + n]
+            pos += n
+            if xxh(piece) != checksum:
+                raise self.error("damaged pickle stream (checksum mismatch)")
+            pieces.append((codec, piece))
+        if all(codec == RAW for codec, _ in pieces):
+            self.progress.add(sec.raw_len)
+            return io.BytesIO(stored)
+        return StreamFile(pieces, sec.raw_len, self.chunk_size, self.error, self.progress)
+
+    def buffer_jobs(self, sec: Section, target: memoryview) -> list[tuple]:
+        jobs = []
+        pos = sec.offset
+        for i, (codec, n, checksum) in enumerate(sec.chunks):
+            start = i * self.chunk_size
+            end = min(start + self.chunk_size, sec.raw_len)
+            jobs.append((codec, pos, n, checksum, target[start:end]))
+            pos += n
+        return jobs
+
+    def read_chunk(self, job: tuple) -> None:
+        """Read one buffer chunk into its final memory and check it; raw chunks go straight in."""
+        codec, offset, n, checksum, target = job
+        if codec == RAW:
+            # Read and hash in pieces small enough to stay in the CPU cache between the copy
+            # and the hash: one pass over memory instead of two (~15 % faster on 1 GB).
+            if target.nbytes <= READ_PIECE:
+                _pread_into(self, target, offset)
+                digest = xxh(target)
+            else:
+                h = xxhash.xxh3_64()
+                for start in range(0, target.nbytes, READ_PIECE):
+                    piece = target[start : start + READ_PIECE]
+                    _pread_into(self, piece, offset + start)
+                    h.update(piece)
+                digest = h.intdigest()
+            if digest != checksum:
+                raise self.error("damaged buffer section (checksum mismatch)")
+        else:
+            stored = self.pread(n, offset)
+            if xxh(stored) != checksum:
+                raise self.error("damaged buffer section (checksum mismatch)")
+            try:
+                unzstd_into(stored, target)
+            except ValueError as exc:
+                raise self.error(str(exc)) from exc
+        self.progress.add(target.nbytes)
+
+    def verify_chunk(self, job: tuple) -> None:
+        offset, n, checksum = job
+        if xxh(self.pread(n, offset)) != checksum:
+            raise self.error(f"damaged section at offset {offset} (checksum mismatch)")
+
+
+def _pread_into(reader: Reader, target: memoryview, offset: int) -> None:
+    preadv = getattr(os, "preadv", None)
+    done, total = 0, target.nbytes
+    while done < total:
+        if preadv is not None:
+            n = preadv(reader.fd, [target[done:]], offset + done)
+        else:
+            data = os.pread(reader.fd, total - done, offset + done)
+            n = len(data)
+            target[done : done + n] = data
+        if n <= 0:
+            raise reader.error("truncated (a buffer section ends early)")
+        done += n
+
+
+def _willneed(fd: int, offset: int, length: int) -> None:
+    fadvise = getattr(os, "posix_fadvise", None)
+    if fadvise is not None and length > 0:
+        try:
+            fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+
+
+def _alloc(n: int) -> Any:
+    """Uninitialised writable memory for one buffer. numpy's allocator skips the zero-fill that
+    ``bytearray(n)`` pays and asks for huge pages, which halves the cost of first touch."""
+    if n >= (1 << 20):
+        np = sys.modules.get("numpy")
+        if np is None:
+            try:
+                import numpy as np
+            except ImportError:
+                np = None
+        if np is not None:
+            return np.empty(n, dtype=np.uint8)
+    return bytearray(n)
+
+
+def _map(reader: Reader) -> memoryview:
+    """The whole file mapped copy-on-write, or an empty view where mapping is refused (some
+    network file systems), in which case buffers are read as usual."""
+    import mmap
+
+    try:
+        return memoryview(mmap.mmap(reader.fd, reader.size, access=mmap.ACCESS_COPY))
+    except (OSError, ValueError):
+        return memoryview(b"")
+
+
+def read_meta(path: Any) -> EntryMeta:
+    """The entry's metadata, from the header and the JSON section only (one read, no table,
+    no checksums of the data): cheap enough to list thousands of entries."""
+    with Reader(path) as reader:
+        return reader.meta
+
+
+def read_entry(
+    path: Any, *, mmap: bool = False, secret: bytes | None = None, progress: bool | None = None
+) -> tuple[EntryMeta, dict[str, Any]]:
+    """Load an entry: ``(meta, state)``. Raises EntryError for any damage, a wrong or missing
+    signature (when ``secret`` is given), or a variable that cannot be unpickled here.
+
+    With ``mmap=True`` the file is mapped copy-on-write (MAP_PRIVATE) and raw buffer sections
+    become slices of the map: restoring costs page-table setup, not reading, and writes into a
+    restored array stay private to this process. The checksums of mapped raw buffers are NOT
+    verified (that would read every page); the header, metadata, table, pickle stream and
+    compressed sections are. ``verify_entry`` checks everything.
+
+    ``progress``: as for ``write_entry`` (a bar once the load runs past a second).
+    """
+    with Reader(path) as reader:
+        reader.read_table()
+        reader.progress = progress_bar(
+            "restoring",
+            reader.meta.get("name"),
+            sum(s.raw_len for s in reader.sections),
+            progress,
+        )
+        try:
+            return _read_state(reader, mmap, secret)
+        finally:
+            reader.progress.close()
+
+
+def _read_state(
+    reader: Reader, mmap: bool, secret: bytes | None
+) -> tuple[EntryMeta, dict[str, Any]]:
+    stream_sec = reader.sections[0]
+    if not mmap and sum(sec.stored_len for sec in reader.sections[1:]) >= PARALLEL_MIN:
+        # Parallel readers at interleaved offsets defeat the kernel's sequential readahead on
+        # a cold file: ask for the whole data range at once (about a millisecond when cached).
+        last = reader.sections[-1]
+        _willneed(reader.fd, reader.data_start, last.offset + last.stored_len - reader.data_start)
+    stored = reader.read_stored(stream_sec)
+    reader.check_signature(secret, stored)
+    source = reader.stream_file(stored)
+    names = reader.meta.get("variables")
+    if not isinstance(names, dict):
+        raise reader.error("damaged metadata (no variable list)")
+    try:
+        unpickler = unpickler_class(reader.meta.get("pickler"))
+    except LookupError as exc:
+        raise reader.error(str(exc)) from exc
+
+    buffers: list[Any] = []
+    jobs: list[tuple] = []
+    mapped: memoryview | None = None
+    total = 0
+    for sec in reader.sections[1:]:
+        if mmap and sec.all_raw and sec.raw_len:
+            if mapped is None:
+                mapped = _map(reader)
+            if mapped:
+                buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
+                reader.progress.add(sec.raw_len)
+                continue
+        try:
+            memory = memoryview(_alloc(sec.raw_len)).cast("B")
+        except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
+            raise reader.error(
+                f"damaged section table (buffer of {sec.raw_len} bytes)"
+            ) from exc
+        buffers.append(memory)
+        jobs.extend(reader.buffer_jobs(sec, memory))
+        total += sec.raw_len
+    run_jobs(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
+
+    state: dict[str, Any] = {}
+    remaining = iter(buffers)
+    load = unpickler(source, buffers=remaining).load
+    for name in names:
+        try:
+            state[name] = load()
+        except (MemoryError, EntryError):
+            raise
+        except Exception as exc:
+            raise reader.error(
+                f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
+        raise reader.error("damaged (the pickle stream does not match the variable list)")
+    return reader.meta, state
+
+
+def verify_entry(path: Any, *, secret: bytes | None = None) -> EntryMeta:
+    """Check every checksum (and the signature, with ``secret``) without unpickling anything;
+    return the metadata. Raises EntryError on the first problem found."""
+    with Reader(path) as reader:
+        reader.read_table()
+        stream_sec = reader.sections[0]
+        stored = reader.read_stored(stream_sec)
+        reader.check_signature(secret, stored)
+        _check_stream(reader, stored)
+        jobs = []
+        total = 0
+        for sec in reader.sections[1:]:
+            pos = sec.offset
+            for _codec, n, checksum in sec.chunks:
+                jobs.append((pos, n, checksum))
+                pos += n
+            total += sec.stored_len
+        run_jobs(jobs, reader.verify_chunk, parallel=total >= PARALLEL_MIN)
+        return reader.meta
+
+
+def _check_stream(reader: Reader, stored: bytes) -> None:
+    pos = 0
+    view = memoryview(stored)
+    for _codec, n, checksum in reader.sections[0].chunks:
+        if xxh(view[pos : pos + n]) != checksum:
+            raise reader.error("damaged pickle stream (checksum mismatch)")
+        pos += n
