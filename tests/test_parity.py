@@ -1,0 +1,217 @@
+"""The parity matrix: every key rule through every front end, so that the front ends cannot drift.
+
+For each (rule, front end): run once (computes), again unchanged (hits, with what the computing
+run showed), apply the rule's change, run again: a change that can change the result recomputes
+and shows what a fresh run with ``STATECACHE_DISABLE=1`` shows; a comment-only edit hits. The
+programs are rendered from one description by the adapters of ``_frontends``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from _frontends import (
+    OUT,
+    Block,
+    Case,
+    LiveFrontEnd,
+    NotebookFrontEnd,
+    ScriptFrontEnd,
+    make_kernel_spec,
+    render_cached_setup,
+    render_function,
+    render_module,
+    runs,
+)
+
+P = f"print({OUT!r}"  # the start of a print of an OUT line
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A key rule: the case before and after the change, and whether the change must miss.
+    ``skip`` maps a front end id to why the rule does not apply to it."""
+
+    id: str
+    before: Case
+    after: Case
+    miss: bool = True
+    skip: tuple[tuple[str, str], ...] = ()
+
+
+def simple(body: str, *, defs: str = "", setup: str = "", after: str = "", files: tuple[str, ...] = ()) -> Case:
+    """One block ``blk`` that assigns ``result``; ``after`` adds OUT lines to the result's."""
+    return Case(
+        defs=defs,
+        setup=setup,
+        blocks=(Block("blk", body, ("result",), files),),
+        after=f"{P}, 'result', repr(result))\n" + after,
+    )
+
+
+def edit(case: Case, old: str, new: str) -> Case:
+    """The case with ``old`` replaced by ``new`` in its code (exactly once somewhere)."""
+    fields = {"defs": case.defs, "setup": case.setup, "after": case.after}
+    hits = [k for k, v in fields.items() if old in v]
+    blocks = tuple(replace(b, body=b.body.replace(old, new)) for b in case.blocks)
+    hits += [b.name for b in case.blocks if old in b.body]
+    assert len(hits) == 1, f"{old!r} found in {hits}"
+    return replace(case, blocks=blocks, **{k: v.replace(old, new) for k, v in fields.items()})
+
+
+CODE = simple("result = [base * i for i in range(5)]", setup="base = 10")
+MUTATION = Case(
+    defs="",
+    setup="data = [1, 2]\nalias = data",
+    blocks=(
+        Block("blk", "data.append(3)\nresult = sum(data)", ("result",)),
+        Block("down", "total = sum(data) * 2", ("total",)),
+    ),
+    after=f"{P}, result, total, data, alias, alias is data)",
+)
+# the helper calls a method of a module imported in another statement: live mode compiles the
+# statements one by one, which changes the helper's bytecode but not its source
+SAME_FILE = simple("result = helper(4)", defs="import math\n\n\ndef helper(x):\n    return math.floor(x * 10.5)")
+MODULE = simple("result = helpers_mod.scale(4)", defs="import helpers_mod")
+MODULE = replace(MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 10\n"})
+FROM_MODULE = replace(MODULE, defs="from helpers_mod import scale", blocks=(Block("blk", "result = scale(4)", ("result",)),))
+DATA = replace(
+    simple("with open('data.txt') as fh:\n    result = sum(map(int, fh.read().split()))"),
+    files={"data.txt": "1 2 3\n"},
+)
+# the block reads the files where statecache cannot see it (a child process): only files= keys them
+GLOB_READER = (
+    "result = subprocess.run([sys.executable, '-c', "
+    "\"import glob; print(sorted(open(p).read().strip() for p in glob.glob('inputs/*.csv')))\"], "
+    "capture_output=True, text=True, check=True).stdout.strip()"
+)
+GLOB = replace(
+    simple(GLOB_READER, defs="import subprocess\nimport sys", files=("inputs/*.csv",)),
+    files={"inputs/a.csv": "1\n", "inputs/b.csv": "2\n"},
+)
+
+
+def env_case(read: str) -> Case:
+    return replace(simple(f"result = int({read}) * 10", defs="import os"), env={"N": "3"})
+
+
+ARGV = replace(simple("result = [int(a) * 10 for a in sys.argv[1:]]", defs="import sys"), argv=("3",))
+RNG = simple(
+    "result = round(random.random(), 6)",
+    defs="import random",
+    setup="random.seed(1)",
+    after=f"{P}, 'next draw', round(random.random(), 6))",
+)
+NP_RNG = simple(
+    "result = np.random.randint(0, 10**6, 3).tolist()",
+    defs="import numpy as np",
+    setup="np.random.seed(1)",
+    after=f"{P}, 'next draw', int(np.random.randint(0, 10**6)))",
+)
+WRITES = simple(
+    "with open('out.txt', 'w') as f:\n    f.write('hello ' + str(base))\nresult = len(str(base))",
+    setup="base = 10",
+    after=f"{P}, 'out.txt', repr(open('out.txt').read()))",
+)
+NO_ARGV = (("notebook", "a notebook has no sys.argv of its own"),)
+
+RULES = [
+    Rule("code-change", CODE, edit(CODE, "range(5)", "range(15)")),
+    Rule(
+        "comment-only",
+        CODE,
+        edit(CODE, "result = [base * i for i in range(5)]", "# a comment\n\nresult = [ base*i  for i in range( 5 ) ]  # note"),
+        miss=False,
+    ),
+    Rule("input-value", CODE, edit(CODE, "base = 10", "base = 110")),
+    Rule("in-place-mutation", MUTATION, edit(MUTATION, "data = [1, 2]", "data = [1, 20]")),
+    Rule("helper-same-file", SAME_FILE, edit(SAME_FILE, "x * 10.5", "x * 110.5")),
+    Rule("helper-local-module", MODULE, replace(MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
+    Rule("helper-local-module-from", FROM_MODULE, replace(FROM_MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
+    Rule("data-file", DATA, replace(DATA, files={"data.txt": "1 2 3 40\n"})),
+    Rule("files-glob-edit", GLOB, replace(GLOB, files={"inputs/a.csv": "10\n"})),
+    Rule("files-glob-new", GLOB, replace(GLOB, files={"inputs/c.csv": "3\n"})),
+    Rule("env-item", env_case("os.environ['N']"), replace(env_case("os.environ['N']"), env={"N": "30"})),
+    Rule("env-get", env_case("os.environ.get('N')"), replace(env_case("os.environ.get('N')"), env={"N": "30"})),
+    Rule("env-getenv", env_case("os.getenv('N')"), replace(env_case("os.getenv('N')"), env={"N": "30"})),
+    Rule("sys-argv", ARGV, replace(ARGV, argv=("30",)), skip=NO_ARGV),
+    Rule("random-seed", RNG, edit(RNG, "random.seed(1)", "random.seed(12)")),
+    Rule("numpy-seed", NP_RNG, edit(NP_RNG, "np.random.seed(1)", "np.random.seed(12)")),
+    Rule("writes-file", WRITES, edit(WRITES, "base = 10", "base = 110")),
+]
+
+FRONT_ENDS = ["module", "function", "cached_setup", "notebook", "live-then-python"]
+KERNEL = "statecache-parity"
+
+
+@pytest.fixture(scope="module")
+def kernel_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return make_kernel_spec(tmp_path_factory.mktemp("kernels"), KERNEL)
+
+
+def make_front_end(ident: str, kernel_dirs: Callable[[], list[str]]) -> ScriptFrontEnd | NotebookFrontEnd:
+    if ident == "module":
+        return ScriptFrontEnd(ident, render_module)
+    if ident == "function":
+        return ScriptFrontEnd(ident, render_function)
+    if ident == "cached_setup":
+        return ScriptFrontEnd(ident, render_cached_setup)
+    if ident == "notebook":
+        pytest.importorskip("nbclient")
+        pytest.importorskip("ipykernel")
+        return NotebookFrontEnd(kernel_dirs(), KERNEL)
+    pytest.importorskip("pexpect")
+    pytest.importorskip("watchfiles")
+    if not hasattr(os, "fork"):
+        pytest.skip("live mode needs fork")
+    return LiveFrontEnd()
+
+
+@pytest.fixture
+def front(request: pytest.FixtureRequest) -> Iterator[ScriptFrontEnd | NotebookFrontEnd]:
+    fe = make_front_end(request.param, lambda: request.getfixturevalue("kernel_dirs"))
+    try:
+        yield fe
+    finally:
+        fe.close()
+
+
+def blocks_of(rule: Rule) -> list[str]:
+    return [b.name for b in rule.before.blocks]
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS, indirect=True)
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
+def test_parity(rule: Rule, front: ScriptFrontEnd | NotebookFrontEnd, tmp_path: Path) -> None:
+    reason = dict(rule.skip).get(front.id)
+    if reason:
+        pytest.skip(f"{rule.id} does not apply to {front.id}: {reason}")
+    root = tmp_path / "project"
+    root.mkdir()
+    front.write(root, rule.before)
+
+    first = front.first(root, rule.before)
+    assert first.computed("blk"), first.text
+    second = front.again(root, rule.before)
+    for name in blocks_of(rule):
+        assert second.hit(name), f"unchanged rerun of {name!r} did not hit\n{second.text}"
+        assert runs(root, name) == 1
+    expected = front.fresh(root, rule.before)
+    assert second.out == expected.out, "a hit showed what a fresh run does not"
+    if not isinstance(front, LiveFrontEnd):
+        assert first.out == expected.out
+
+    front.write(root, rule.after)
+    third = front.again(root, rule.after)
+    fresh = front.fresh(root, rule.after)
+    assert third.out == fresh.out, f"after the change ({rule.id}) the run shows a stale result\n{third.text}"
+    if rule.miss:
+        assert fresh.out != expected.out, "the change must change the result (else the rule proves nothing)"
+        assert third.computed("blk"), third.text
+        assert runs(root, "blk") == 2
+    else:
+        assert third.hit("blk"), f"a comment-only edit recomputed\n{third.text}"
+        assert runs(root, "blk") == 1
