@@ -1,10 +1,18 @@
 """Settings from arguments and ``STATECACHE_*`` environment variables, and the small parsers
-they share with the command line (names, sizes, ages). Arguments win over the environment."""
+they share with the command line (names, sizes, ages). Arguments win over the environment.
+
+A mistake is caught where it is made: a yes/no argument takes True or False only (a string such
+as ``mmap="no"`` would be true in Python), a size is above 0, and a ``STATECACHE_*`` value that
+is not understood is an error naming the variable and the fix. ``STATECACHE_*`` is read here
+and nowhere else."""
 
 from __future__ import annotations
 
+import atexit
+import math
 import os
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ._errors import ConfigError, InvalidNameError
@@ -82,6 +90,100 @@ def env_flag(var: str) -> bool:
     raise ConfigError(f"environment variable {var}={raw!r} is not understood: set it to 1 or 0 (or unset it)")
 
 
+def env_quiet() -> bool:
+    """``STATECACHE_QUIET`` for code that must not fail over it (a progress bar, a note after a
+    save): a value that is not understood counts as not quiet, because the engine's settings,
+    read before, already reported it as an error."""
+    try:
+        return env_flag("STATECACHE_QUIET")
+    except ConfigError:
+        return False
+
+
+def flag_argument(value: object, what: str) -> bool | None:
+    """A yes/no argument (``verbose=``, ``mmap=``): None when left out, else True or False.
+
+    Real booleans only (0 and 1 too): a string is refused, since ``mmap="no"`` is true in
+    Python; strings are the environment's form (``STATECACHE_MMAP=0``)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    fix = f"{what}=True or {what}=False (or leave it out)"
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        meant = value.strip().lower() in _TRUE
+        fix = f"{what}={meant} (a bool, not the string {value!r}, which counts as true)"
+    raise ConfigError(f"{what} must be True or False, got {value!r}: write {fix}")
+
+
+def size_argument(value: object, what: str = "max_size") -> int | None:
+    """A size cap argument: None when left out, else bytes above 0, from a number of bytes or
+    a string such as ``'500M'`` (powers of 1024). Zero or negative caps are refused: they
+    would evict every entry after every save."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        size = parse_size(value, what)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        size = int(value)
+    else:
+        raise ConfigError(
+            f"invalid {what} {value!r}: give a number of bytes or a string such as '500M' or '20G'"
+        )
+    if size <= 0:
+        raise ConfigError(
+            f"invalid {what} {value!r}: a size cap must be above 0 (e.g. {what}='20G'); "
+            "leave it out for no cap"
+        )
+    return size
+
+
+def age_argument(value: object, what: str = "max_age") -> float | None:
+    """An age argument: None when left out, else seconds above 0, from a number of seconds or a
+    string such as ``'7d'`` or ``'12h'``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        age = parse_age(value, what)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        age = float(value)
+    else:
+        raise ConfigError(f"{what} must be an age such as '7d' or '12h' (or seconds), got {value!r}")
+    if age <= 0:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+    return age
+
+
+def dir_argument(value: object) -> str | None:
+    """``cache_dir=`` as a str path, else ``STATECACHE_DIR``, else None (the default beside
+    the code)."""
+    if value is None:
+        return env_dir()
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise ConfigError(
+            f"cache_dir must be a directory path (a str or pathlib.Path), got {value!r} "
+            f"({type(value).__name__}); pass e.g. cache_dir='.statecache' or leave it out"
+        )
+    return os.fsdecode(os.fspath(value))
+
+
+def verbose_setting(verbose: object) -> bool:
+    """``verbose=`` when given, else not ``STATECACHE_QUIET``."""
+    given = flag_argument(verbose, "verbose")
+    return (not env_flag("STATECACHE_QUIET")) if given is None else given
+
+
+def mmap_setting(mmap: object) -> bool:
+    """``mmap=`` when given, else ``STATECACHE_MMAP``."""
+    given = flag_argument(mmap, "mmap")
+    return env_flag("STATECACHE_MMAP") if given is None else given
+
+
+def max_size_setting(max_size: object) -> int | None:
+    """``max_size=`` when given, else ``STATECACHE_MAX_SIZE``, else None (no cap)."""
+    return env_max_size() if max_size is None else size_argument(max_size, "max_size")
+
+
 class Refresh(NamedTuple):
     """``STATECACHE_REFRESH``: recompute everything, or only the named checkpoints."""
 
@@ -111,17 +213,59 @@ def env_refresh() -> Refresh:
     return Refresh(names=frozenset(names))
 
 
+_seen_names: set[str] = set()
+_exit_check_pid: int | None = None
+
+
+def refresh_applies(name: str) -> bool:
+    """Whether ``STATECACHE_REFRESH`` asks to recompute checkpoint ``name``; call it once for
+    every checkpoint use. It records the name, so that at exit a refreshed name that no
+    checkpoint of the process used (a typo: ``featurs``) is warned about, with the names used."""
+    global _exit_check_pid
+    refresh = env_refresh()
+    _seen_names.add(name)
+    if refresh.names and _exit_check_pid != os.getpid():
+        _exit_check_pid = os.getpid()  # once per process; a forked child registers its own
+        atexit.register(_warn_refresh_names_not_seen, _exit_check_pid)
+    return refresh.applies_to(name)
+
+
+def refresh_names_not_seen(seen: Iterable[str]) -> list[str]:
+    """The names in ``STATECACHE_REFRESH`` that are not in ``seen``, sorted."""
+    return sorted(env_refresh().names - set(seen))
+
+
+def _warn_refresh_names_not_seen(pid: int) -> None:
+    if os.getpid() != pid:  # a forked child (branch, live) that exits through Python
+        return
+    try:
+        missing = refresh_names_not_seen(_seen_names)
+    except ConfigError:  # changed since: it was reported when read
+        return
+    if missing:
+        from ._warnings import warn
+
+        used = ", ".join(repr(n) for n in sorted(_seen_names))
+        warn(
+            f"STATECACHE_REFRESH names {', '.join(repr(n) for n in missing)}, but no checkpoint "
+            f"of that name ran; the checkpoints that ran: {used}. Check the spelling."
+        )
+
+
 def env_max_size() -> int | None:
     raw = os.environ.get("STATECACHE_MAX_SIZE", "").strip()
     if not raw:
         return None
     try:
-        return parse_size(raw)
+        size = parse_size(raw)
     except ConfigError:
+        size = 0
+    if size <= 0:
         raise ConfigError(
             f"environment variable STATECACHE_MAX_SIZE={raw!r} is not understood: "
-            "give a size such as 500M or 20G"
-        ) from None
+            "give a size above 0 such as 500M or 20G (or unset it for no cap)"
+        )
+    return size
 
 
 def env_secret() -> bytes | None:
