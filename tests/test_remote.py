@@ -23,9 +23,12 @@ import pytest
 
 from statecache._errors import ConfigError, StateCacheWarning
 from tests.conftest import Project, subprocess_env
-from tests.remote_server import Proxy, S3Server, bucket_url, proxy, s3_env, s3_server  # noqa: F401
+
+pytest.register_assert_rewrite("tests.remote_server")
+from tests.remote_server import Proxy, S3Server  # noqa: E402
 
 pytest.importorskip("s3fs")
+pytest_plugins = ("tests.remote_server",)  # the S3 server and proxy fixtures
 
 SECRET = "team-secret"
 NAME, KEY = "features", "ab" * 16
