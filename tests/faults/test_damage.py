@@ -31,7 +31,7 @@ import pytest
 from conftest import Project
 
 from ._layout import Layout, layout_of, only_unchecked
-from ._util import STATE_SCRIPT, ForkServer, expected_digest, state_digest, warnings_in
+from ._util import STATE_SCRIPT, ForkServer, cli, expected_digest, state_digest, warnings_in
 
 SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
 WORKERS = 2
@@ -269,3 +269,76 @@ def test_damaged_size_index_is_rebuilt_silently(project: Project, junk: str) -> 
         run = project.run("state.py", env={**env, "N_OBJ": n})
         assert "saved" in run.stderr and warnings_in(run.stderr) == [], run.stderr
         assert json.loads(index.read_text())["dirs"]["state"][1] > 0
+
+
+def _rewrite_meta(entry: Path, change) -> None:
+    """Give ``entry`` new metadata with valid checksums: valid JSON, wrong types inside. The new
+    JSON is padded with spaces to the old length, so the data start stays where it was."""
+    import xxhash
+
+    data = bytearray(entry.read_bytes())
+    (meta_len,) = struct.unpack_from("<Q", data, 16)
+    meta = json.loads(data[64 : 64 + meta_len])
+    meta["created"] = 0  # room for the change
+    change(meta)
+    new = json.dumps(meta, separators=(",", ":")).encode()
+    assert len(new) <= meta_len
+    new = new.ljust(meta_len)
+    data[64 : 64 + meta_len] = new
+    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(new))
+    struct.pack_into("<Q", data, 56, xxhash.xxh3_64_intdigest(bytes(data[:56])))
+    entry.write_bytes(bytes(data))
+
+
+def _set(path: str, value: object):
+    def change(meta: dict) -> None:
+        *parents, last = path.split(".")
+        target = meta
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (_set("variables", ["raw1"]), "'variables'"),
+        (_set("files", {"path": "x"}), "'files'"),
+        (_set("source.line", "7"), "'source.line'"),
+        (_set("compute_seconds", "fast"), "'compute_seconds'"),
+        (_set("pickler", 3), "'pickler'"),
+        (_set("rng", []), "'rng'"),
+    ],
+)
+def test_wrong_types_in_valid_metadata_are_a_clean_miss(
+    project: Project, change, field: str
+) -> None:
+    """Metadata that is valid JSON with valid checksums but a wrong type inside (a hand edit,
+    another tool): a miss with one warning naming the field, the right values, exit 0."""
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    expected = expected_digest(project)
+    project.run("state.py")
+    [entry] = project.entries("state")
+    _rewrite_meta(entry, change)
+    run = project.run("state.py")
+    assert state_digest(run) == expected, run.stderr
+    assert not run.hit("state") and "Traceback" not in run.stderr
+    [warning] = warnings_in(run.stderr)
+    assert "'state'" in warning and field in warning, warning
+    assert project.run("state.py").hit("state")  # the recomputed entry replaced it
+
+
+def test_wrong_types_in_valid_metadata_are_reported_by_ls_show_and_verify(
+    project: Project,
+) -> None:
+    project.write("state.py", textwrap.dedent(STATE_SCRIPT))
+    project.run("state.py")
+    [entry] = project.entries("state")
+    _rewrite_meta(entry, _set("variables", "raw1"))
+    cache = str(project.cache)
+    for args, code in ((["ls"], 0), (["show", "state"], 1), (["verify"], 1)):
+        proc = cli(*args, "--dir", cache)
+        assert proc.returncode == code and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "'variables'" in proc.stdout + proc.stderr, (args, proc.stdout)
