@@ -865,3 +865,55 @@ def test_env_mmap_and_a_damaged_raw_section_is_a_miss_without_mmap(project):
     assert "checksum" in damaged.stderr and "ignoring the cache entry" in damaged.stderr
     assert _lines(damaged, "SUM") == [expected]
     assert project.run("job.py").hit("weights")  # the recomputed entry replaced it
+
+
+# ---------------------------------------------------------------- the metadata schema
+
+
+def _written_meta(**fields):
+    base = {"format": 1, "pickler": "pickle", "variables": {"x": {"type": "int", "size": 5}},
+            "state_size": 5, "python": "3.11", "statecache_version": "0", "signed": False}
+    return {**base, **fields}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"name": 3}, "'name'"),
+        ({"created": True}, "'created'"),
+        ({"source": {"file": "a.py"}}, "'line'"),
+        ({"source": {"file": "a.py", "line": 2.5}}, "'source.line'"),
+        ({"files": [{"path": "/a", "kind": "file", "size": 1, "mtime_ns": 2}]}, "'digest'"),
+        ({"files": [{"path": "/a", "kind": "socket"}]}, "'files[0].kind'"),
+        ({"files": [{"path": "/a", "kind": "missing", "racy": "no"}]}, "'files[0].racy'"),
+        ({"variables": {"x": {"type": "int", "size": "5"}}}, "\"variables['x'].size\""),
+        ({"unbound": "x"}, "'unbound'"),
+        ({"rng": {"random": {"after": 1}}}, "'before'"),
+        ({"cell_outputs": [1]}, "'cell_outputs[0]'"),
+        ({"signed": 0}, "'signed'"),
+    ],
+)
+def test_parse_meta_names_the_field_of_a_wrong_type(fields, named):
+    from statecache.entry.meta import parse_meta
+
+    with pytest.raises(EntryError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        parse_meta(_written_meta(**fields))
+
+
+def test_parse_meta_keeps_the_dict_and_unknown_fields():
+    from statecache.entry.meta import parse_meta
+
+    raw = _written_meta(name="a", files=[{"path": "/a", "kind": "dir", "digest": "00"}],
+                        added_by_a_newer_writer={"x": 1})
+    assert parse_meta(raw) is raw and raw["added_by_a_newer_writer"] == {"x": 1}
+    with pytest.raises(EntryError, match="no 'pickler'"):
+        parse_meta({k: v for k, v in raw.items() if k != "pickler"})
+    with pytest.raises(EntryError, match="expected object"):
+        parse_meta([raw])
+
+
+def test_writer_refuses_metadata_no_reader_would_accept(tmp_path):
+    path = tmp_path / "e.sc"
+    with pytest.raises(EntryError, match="'source.line'"):
+        write_entry(path, {"x": 1}, {"source": {"file": "a.py", "line": "3"}})
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temp file left
