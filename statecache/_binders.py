@@ -262,9 +262,6 @@ class GlobalsBinder(Binder):
     def lookup(self, name: str) -> Any:
         return self.globals.get(name, MISSING)
 
-    def label(self, name: str) -> str:
-        return f"argument '{name}'" if name in self.arguments else name
-
     def bind_arguments(self, arguments: dict[str, Any]) -> None:
         self.arguments = {k: v for k, v in arguments.items() if k not in self.ignore}
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from ._binders import RETURN
 from ._config import (
     env_dir,
     env_flag,
@@ -460,7 +461,7 @@ class Engine:
                 progress=None if self.settings.verbose else False,
             )
         except UnpicklableError as exc:
-            warn(f"statecache: '{self.name}' at {self.where} was not saved: {exc}")
+            warn(f"statecache: '{self.name}' at {self.where} was not saved: {self._unpicklable(exc)}")
             return
         except OSError as exc:
             warn(
@@ -479,6 +480,18 @@ class Engine:
 
             after_save(self.store.root, self.settings.max_size, path, self.settings.verbose)
         self._publish(path)
+
+    def _unpicklable(self, exc: UnpicklableError) -> str:
+        """The pickler's message; for a function's return value, a fix that applies to it
+        (there is no name to ``del``)."""
+        text = str(exc)
+        if RETURN not in exc.names or "\nFix:" not in text:
+            return text
+        return text.split("\nFix:", 1)[0] + (
+            "\nFix: make the function return values that can be pickled (build the others "
+            "after the call), or make the type picklable (define __getstate__/__reduce__). "
+            "Nothing was written; the program goes on with the value it computed."
+        )
 
     def _publish(self, path: str) -> None:
         for tier in list(_tiers):

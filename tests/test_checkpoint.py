@@ -893,3 +893,140 @@ def test_a_changed_data_file_is_seen_before_the_entry_is_unpickled(project: Proj
     run = project.run("script.py")
     assert "text two!" in run.stdout and "data.txt changed" in run.stderr
     assert (project.root / "unpickled.log").read_text().count("x") == 1  # not unpickled again
+
+
+# --- what a user can ask and control (hit, reason, key; version=, max_age=) -----------------
+
+
+def test_the_checkpoint_object_says_whether_it_hit_and_why_it_missed(project: Project) -> None:
+    project.write("script.py", """
+import os, sys
+import statecache as sc
+n = int(sys.argv[1])
+with sc.checkpoint("a") as cp:
+    y = n * 2
+print("info", cp.hit, repr(cp.reason), len(cp.key), cp.entry_path and os.path.isfile(cp.entry_path), y)
+""")
+    assert "info False 'not cached yet' 32 True 2" in project.run("script.py", "1").stdout
+    assert "info True '' 32 True 2" in project.run("script.py", "1").stdout
+    assert "info False \"input 'n' changed\" 32 True 4" in project.run("script.py", "2").stdout
+    off = project.run("script.py", "2", env={"STATECACHE_DISABLE": "1"})
+    assert "info False 'caching disabled (STATECACHE_DISABLE)' 0 None 4" in off.stdout
+
+
+def test_cache_info_of_a_cached_setup_function(project: Project) -> None:
+    project.write("script.py", """
+import sys
+import statecache as sc
+
+@sc.cached_setup
+def load(n):
+    return n * 2
+
+print("before", load.cache_info().reason)
+load(int(sys.argv[1]))
+info = load.cache_info()
+print("info", info.hit, repr(info.reason), len(info.key), info.entry_path.endswith(".sc"))
+""")
+    first = project.run("script.py", "1").stdout
+    assert "before not called yet" in first and "info False 'not cached yet' 32 True" in first
+    assert "info True '' 32 True" in project.run("script.py", "1").stdout
+    assert "info False \"input 'n' changed\"" in project.run("script.py", "2").stdout
+
+
+VERSIONED = """
+import statecache as sc
+import helpers
+with sc.checkpoint("a", version="1"):
+    print("computing")  # a log line
+    y = helpers.f(3)
+print("y", y)
+
+@sc.cached_setup(version="1")
+def load():
+    print("loading")
+    return helpers.f(4)
+print("z", load())
+"""
+
+
+def test_version_keeps_the_cache_across_edits_of_the_block_but_not_of_helpers(project: Project) -> None:
+    project.write("helpers.py", "def f(x):\n    return x * 10\n")
+    project.write("script.py", VERSIONED)
+    project.run("script.py")
+    edited = VERSIONED.replace('print("computing")', 'print("computing", 1)').replace(
+        'print("loading")', 'print("loading", 1)')
+    project.write("script.py", edited)
+    second = project.run("script.py")
+    assert second.hit("a") and second.hit("load") and "y 30" in second.stdout and "z 40" in second.stdout
+    project.write("helpers.py", "def f(x):\n    return x * 100\n")
+    third = project.run("script.py")
+    assert "y 300" in third.stdout and "z 400" in third.stdout, "a helper's edit still counts"
+    project.write("script.py", edited.replace('version="1"', 'version="2"'))
+    fourth = project.run("script.py")
+    assert fourth.computed("a") and fourth.computed("load") and "code changed" in fourth.stderr
+
+
+def test_max_age_makes_an_older_entry_a_miss(project: Project) -> None:
+    project.write("script.py", """
+import sys
+import statecache as sc
+with sc.checkpoint("a", max_age=sys.argv[1]):
+    y = 1
+""")
+    project.run("script.py", "1d")
+    assert project.run("script.py", "1d").hit("a")
+    # the entry was created by an earlier process: it is older than a millisecond
+    expired = project.run("script.py", "0.001s")
+    assert expired.computed("a") and "(expired (older than max_age=" in expired.stderr, expired.stderr
+    assert project.run("script.py", "1d").hit("a"), "the recomputed entry is young again"
+    bad = project.run("script.py", "soon", check=False)
+    assert bad.returncode == 1 and "invalid max_age 'soon'" in bad.stderr
+
+
+def test_a_checkpoint_that_is_never_entered_or_used_as_a_decorator(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+sc.checkpoint("forgotten")
+try:
+    @sc.checkpoint("deco")
+    def f():
+        return 1
+except sc.StateCacheError as exc:
+    print("error:", exc)
+""")
+    run = project.run("script.py")
+    assert "checkpoint 'forgotten' was created but never entered" in run.stderr
+    assert "@statecache.cached_setup(name='deco')" in run.stdout
+
+
+def test_cached_setup_messages_suggest_what_works(project: Project) -> None:
+    project.write("script.py", """
+import threading
+import statecache as sc
+
+@sc.cached_setup
+def load(lock, n):
+    return n
+
+try:
+    load(threading.Lock(), 1)
+except sc.StateCacheError as exc:
+    print("error:", exc)
+
+@sc.cached_setup(ignore=["lock"])
+def load2(lock, n):
+    return n
+
+print("ignored", load2(threading.Lock(), 1))
+
+@sc.cached_setup
+def gen():
+    return (i for i in range(3))
+
+print("gen", list(gen()))
+""")
+    run = project.run("script.py")
+    assert "ignore=['lock']" in run.stdout and "ignored 1" in run.stdout
+    assert "gen [0, 1, 2]" in run.stdout
+    assert "was not saved" in run.stderr and "del return" not in run.stderr

@@ -131,7 +131,6 @@ def test_cached_setup_reads_come_from_the_function_body(monkeypatch: pytest.Monk
     binder = GlobalsBinder(load, function_reads(load), stored_globals(load.__code__), "load", (), "test")
     binder.bind_arguments({"registry": {}})
     assert set(binder.inputs()) == {"registry", "os.environ['N']"}
-    assert binder.label("registry") == "argument 'registry'"
     result = load(binder.arguments["registry"])
     state, _ = binder.collect(result)
     assert state == {"return": 5, "argument registry": {"n": 1}}

@@ -513,3 +513,20 @@ def test_a_cell_that_writes_a_file_or_reads_the_environment(tmp_path: Path, kern
     assert runs(marker) == 2, "os.environ['N'] changed: the cell must run again"
     assert any("os.environ['N']" in s for s in status(third.cells[1])), status(third.cells[1])
     assert streams(third.cells[2], "stdout") == "result 20 20\n"
+
+
+def test_cell_magic_version_keeps_the_cache_across_edits_of_the_cell(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    cells = [
+        "%load_ext statecache",
+        "%%checkpoint v --version 1\nopen('marker', 'a').write('ran\\n')\nprint('log line')\ny = 7",
+        "print('y', y)",
+    ]
+    nb = Notebook(tmp_path / "v.ipynb", kernel_dirs, cells)
+    marker = tmp_path / "marker"
+    nb.run()
+    nb.edit(1, cells[1].replace("'log line'", "'log line, edited'"))
+    second = nb.run()
+    assert runs(marker) == 1 and streams(second.cells[2], "stdout") == "y 7\n"
+    nb.edit(1, cells[1].replace("--version 1", "--version 2"))
+    third = nb.run()
+    assert runs(marker) == 2 and any("code changed" in s for s in status(third.cells[1]))
