@@ -7,18 +7,12 @@ Comments, blank lines and formatting don't count; node types, field values and c
 from __future__ import annotations
 
 import ast
-import struct
 from collections.abc import Callable
 
 import xxhash
 
-_U64 = struct.Struct("<Q").pack
-
-
-def _s(text: str) -> bytes:
-    data = text.encode("utf-8", "surrogatepass")
-    return _U64(len(data)) + data
-
+from .hashing import U64 as _U64
+from .hashing import encode_str as _s
 
 # Fields that carry formatting, not meaning: ``u"x"`` vs ``"x"``, ``# type:`` comments.
 # Positions (lineno, col_offset, ...) are ``_attributes``, never visited.

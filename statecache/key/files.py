@@ -140,7 +140,7 @@ def _note(path: Any, kind: str) -> None:
 def file_record(path: str) -> dict[str, Any] | None:
     """size, mtime and content digest of a regular file; a missing one is recorded as such
     (a file that appears later is a change); None for anything else (a pipe, a device)."""
-    from .fingerprint import file_digest
+    from .hashing import file_digest
 
     try:
         st = os.stat(path)
@@ -169,7 +169,7 @@ def listing_record(path: str) -> dict[str, Any] | None:
         names = sorted(os.listdir(path))
     except OSError:
         return None
-    from .fingerprint import digest
+    from .hashing import digest
 
     return {"path": path, "kind": "dir", "digest": digest(*(n.encode("utf-8", "surrogateescape") for n in names)).hex()}
 
@@ -228,7 +228,7 @@ def changed_record(record: dict[str, Any]) -> str | None:
         return None
     if st.st_size != record["size"]:
         return f"file {_short(path)} changed"
-    from .fingerprint import file_digest
+    from .hashing import file_digest
 
     try:
         digest = file_digest(path)

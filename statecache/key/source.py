@@ -44,7 +44,7 @@ class Block(NamedTuple):
         )
 
 
-_parsed: dict[tuple[str, int], tuple[list[str], ast.Module]] = {}
+_parsed: dict[tuple[str, int], tuple[str, ast.Module]] = {}
 _blocks: dict[tuple[str, int, int], Block] = {}
 
 
@@ -88,14 +88,16 @@ def _contains_code(code: CodeType, target: CodeType) -> bool:
     return any(isinstance(c, CodeType) and _contains_code(c, target) for c in code.co_consts)
 
 
-def _parse(filename: str, lines: list[str]) -> ast.Module:
+def parse_lines(filename: str, lines: list[str]) -> ast.Module:
+    """The AST of a source text, parsed once per text (the block finder and the code keys
+    share it); raises SyntaxError (or ValueError for a null byte) when it does not parse."""
     text = "".join(lines)
     cache_key = (filename, hash(text))
     cached = _parsed.get(cache_key)
-    if cached is not None:
+    if cached is not None and cached[0] == text:
         return cached[1]
     tree = ast.parse(text, filename)
-    _parsed[cache_key] = (lines, tree)
+    _parsed[cache_key] = (text, tree)
     return tree
 
 
@@ -116,7 +118,7 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
             "file and run that file."
         )
     try:
-        tree = _parse(filename, lines)
+        tree = parse_lines(filename, lines)
     except SyntaxError as exc:
         raise SourceNotFoundError(
             f"{what} at {where}: the source file on disk no longer parses ({exc.msg}, line "

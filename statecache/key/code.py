@@ -1,0 +1,285 @@
+"""What a code object is, for keys: its normalised source when that source is what runs, else
+its bytecode; and the global names and imports it reads.
+
+Helper code counts by the normalised AST of its ``def`` (or ``lambda``), found through the
+code object's file and first line, so that a key does not depend on how the code was
+compiled: ``python script.py`` compiles the whole file, ``statecache live`` one statement at a
+time, and on 3.11+ the two give different bytecode for the same text (a module imported in the
+same compilation unit turns ``LOAD_METHOD`` into ``LOAD_GLOBAL NULL + LOAD_ATTR``).
+
+The file may have been edited since Python loaded the code (the user keeps editing while the
+script runs). The source is used only when compiling it, whole or statement by statement,
+gives exactly the running code (bytecode, constants, names; not line numbers); otherwise the
+running code's bytecode is the digest, which can never key a new text on old code.
+"""
+
+from __future__ import annotations
+import __future__
+
+import ast
+import bisect
+import dis
+import linecache
+import struct
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import xxhash
+
+from .astdigest import ast_digest
+from .hashing import U64, encode_str
+from .source import parse_lines
+
+_FUTURE_MASK = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_MASK |= getattr(__future__, _feature).compiler_flag
+
+
+class _Unit:
+    """One source text of a file, parsed, with its statements compiled on demand the ways the
+    running code may have been compiled."""
+
+    __slots__ = ("compiled", "filename", "flags", "imports", "lines", "spans", "tree")
+
+    def __init__(self, lines: list[str], filename: str):
+        self.lines = lines  # identity: linecache returns the same list while the text is the same
+        self.filename = filename
+        self.tree: ast.Module | None = None
+        self.compiled: dict[tuple[str, int], types.CodeType | None] = {}
+        try:
+            self.tree = parse_lines(filename, lines)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            self.tree = None
+            return
+        self.flags = _future_flags(self.tree)
+        self.spans = [(_first_line(s), s.end_lineno or s.lineno) for s in self.tree.body]
+        self.imports = [n for s in self.tree.body for n in _module_scope_imports(s)]
+
+    def statement_at(self, line: int) -> int | None:
+        """Index of the top-level statement whose lines (decorators included) hold ``line``."""
+        i = bisect.bisect_right(self.spans, (line, sys.maxsize)) - 1
+        return i if i >= 0 and self.spans[i][0] <= line <= self.spans[i][1] else None
+
+    def compiled_as(self, how: str, index: int) -> types.CodeType | None:
+        """Statement ``index`` compiled as ``python file.py`` compiles it (``"file"``: with the
+        module's imports, which change the bytecode of calls on imported names), alone as live
+        mode compiles it (``"alone"``), or the whole text (``"whole"``)."""
+        key = (how, index if how != "whole" else -1)
+        if key not in self.compiled:
+            assert self.tree is not None
+            stmt = self.tree.body[index]
+            body = {"file": [*self.imports, stmt], "alone": [stmt], "whole": self.tree.body}[how]
+            try:
+                module = ast.Module(body=body, type_ignores=[])
+                code = compile(module, self.filename, "exec", flags=self.flags, dont_inherit=True)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                code = None
+            self.compiled[key] = code
+        return self.compiled[key]
+
+
+def _module_scope_imports(stmt: ast.stmt) -> list[ast.stmt]:
+    """Import statements that bind names in the module's scope (inside if/try/with/loops too),
+    not those inside functions or classes."""
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return [stmt]
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return []
+    found: list[ast.stmt] = []
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for child in getattr(stmt, field, None) or ():
+            # except handlers and match cases hold statements in their own body
+            subs = [child] if isinstance(child, ast.stmt) else list(getattr(child, "body", ()))
+            for sub in subs:
+                found.extend(_module_scope_imports(sub))
+    return found
+
+
+def _future_flags(tree: ast.Module) -> int:
+    flags = 0
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
+            for alias in stmt.names:
+                flags |= getattr(getattr(__future__, alias.name, None), "compiler_flag", 0)
+        elif not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            break
+    return flags
+
+
+_UNITS: dict[str, _Unit] = {}
+_DIGESTS: dict[int, tuple[types.CodeType, list[str] | None, bytes]] = {}
+
+
+def code_digest(co: types.CodeType) -> bytes:
+    """Digest of a function's (or lambda's) code: ``b"src"`` + the normalised AST of its
+    definition when the current source compiles to exactly this code, else ``b"bc"`` + its
+    bytecode digest. Cached per code object while the source text is the same."""
+    filename = co.co_filename
+    linecache.checkcache(filename)  # keeps entries without an mtime: IPython cells, live mode
+    lines = linecache.getlines(filename) if filename else []
+    hit = _DIGESTS.get(id(co))
+    if hit is not None and hit[0] is co and hit[1] is (lines or None):
+        return hit[2]
+    node = _source_node(co, filename, lines) if lines else None
+    result = b"src" + ast_digest(node) if node is not None else b"bc" + bytecode_digest(co)
+    _DIGESTS[id(co)] = (co, lines or None, result)
+    return result
+
+
+def _source_node(co: types.CodeType, filename: str, lines: list[str]) -> ast.AST | None:
+    """The def or lambda node of ``co`` in ``lines``, if they compile to ``co`` exactly."""
+    unit = _UNITS.get(filename)
+    if unit is None or unit.lines is not lines:
+        unit = _UNITS[filename] = _Unit(lines, filename)
+    index = unit.statement_at(co.co_firstlineno) if unit.tree is not None else None
+    if index is None or unit.tree is None:
+        return None
+    nodes = [n for n in ast.walk(unit.tree.body[index]) if _defines(n, co)]
+    if len(nodes) != 1:  # not found, or ambiguous (two lambdas on one line)
+        return None
+    for how in ("file", "alone", "whole"):
+        code = unit.compiled_as(how, index)
+        if code is not None and _found_in(code, co):
+            return nodes[0]
+    return None
+
+
+def _first_line(node: Any) -> int:
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+
+
+def _defines(node: ast.AST, co: types.CodeType) -> bool:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name == co.co_name and _first_line(node) == co.co_firstlineno
+    if isinstance(node, ast.Lambda):
+        return co.co_name == "<lambda>" and node.lineno == co.co_firstlineno
+    return False
+
+
+def _codes(co: types.CodeType) -> Iterator[types.CodeType]:
+    yield co
+    for const in co.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def _found_in(unit: types.CodeType, co: types.CodeType) -> bool:
+    return any(
+        c.co_firstlineno == co.co_firstlineno and c.co_name == co.co_name and same_code(c, co)
+        for c in _codes(unit)
+    )
+
+
+def _shape(co: types.CodeType) -> tuple[Any, ...]:
+    return (
+        co.co_code,
+        co.co_names,
+        co.co_varnames,
+        co.co_freevars,
+        co.co_cellvars,
+        co.co_argcount,
+        co.co_posonlyargcount,
+        co.co_kwonlyargcount,
+        co.co_nlocals,
+        co.co_flags & ~_FUTURE_MASK,
+        co.co_name,
+        getattr(co, "co_qualname", None),
+        getattr(co, "co_exceptiontable", None),
+        len(co.co_consts),
+    )
+
+
+def same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """True when ``a`` and ``b`` are the same code but for positions (lines, columns)."""
+    return _shape(a) == _shape(b) and all(map(_same_const, a.co_consts, b.co_consts))
+
+
+def _same_const(a: object, b: object) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, types.CodeType) and isinstance(b, types.CodeType):
+        return same_code(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(map(_same_const, a, b))
+    return _const_bytes(a) == _const_bytes(b)
+
+
+# ------------------------------------------------------------------ bytecode, where no source
+
+
+def bytecode_digest(co: types.CodeType) -> bytes:
+    """Normalised code object: bytecode, constants (nested code recursively), names and
+    counts; not the file name, first line or line table (blank lines don't count)."""
+    h = xxhash.xxh3_128()
+    h.update(b"code" + encode_str(co.co_name))
+    for count in (co.co_argcount, co.co_posonlyargcount, co.co_kwonlyargcount, co.co_nlocals, co.co_flags):
+        h.update(U64(count))
+    h.update(U64(len(co.co_code)) + co.co_code)
+    table = getattr(co, "co_exceptiontable", b"")  # 3.11+: try/except ranges are meaning
+    h.update(U64(len(table)) + table)
+    for names in (co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars):
+        h.update(U64(len(names)))
+        for ident in names:
+            h.update(encode_str(ident))
+    h.update(U64(len(co.co_consts)))
+    for const in co.co_consts:
+        if isinstance(const, types.CodeType):
+            h.update(b"c" + bytecode_digest(const))
+        else:
+            h.update(_const_bytes(const))
+    return h.digest()
+
+
+def _const_bytes(v: object) -> bytes:
+    """A constant of compiled code (atoms, tuples and frozensets of them), type and value."""
+    t = type(v)
+    if isinstance(v, tuple):
+        return b"(" + U64(len(v)) + b"".join(_const_bytes(x) for x in v)
+    if isinstance(v, frozenset):
+        return b"{" + U64(len(v)) + b"".join(sorted(_const_bytes(x) for x in v))
+    if t is float:
+        return b"d" + struct.pack("<d", v)
+    if t is complex:
+        return b"j" + struct.pack("<dd", v.real, v.imag)  # type: ignore[attr-defined]
+    if isinstance(v, types.CodeType):
+        return b"c" + bytecode_digest(v)
+    return encode_str(t.__qualname__) + encode_str(repr(v))
+
+
+# ------------------------------------------------------------------ what the code reads
+
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+_ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_SKIP_OPS = frozenset({"EXTENDED_ARG", "CACHE"})
+
+
+def scan_refs(co: types.CodeType, chains: dict[tuple[str, ...], None], imports: dict[tuple[Any, ...], None]) -> None:
+    """Add the global names ``co`` (and its nested code) loads, each with the attribute chain
+    that follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), and its imports (module,
+    level, fromlist), in code order."""
+    chain: list[str] | None = None
+    consts: list[Any] = [None, None]
+    for ins in dis.get_instructions(co):
+        op = ins.opname
+        if op in _SKIP_OPS:
+            continue
+        if op in _ATTR_OPS and chain is not None and isinstance(ins.argval, str):
+            chain.append(ins.argval)
+            continue
+        if chain is not None:
+            chains[tuple(chain)] = None
+            chain = None
+        if op in _GLOBAL_OPS and isinstance(ins.argval, str):
+            chain = [ins.argval]
+        elif op == "IMPORT_NAME":
+            level = consts[0] if isinstance(consts[0], int) else 0
+            imports[(str(ins.argval), level, consts[1] if isinstance(consts[1], tuple) else None)] = None
+        if op == "LOAD_CONST":
+            consts = [consts[1], ins.argval]
+    if chain is not None:
+        chains[tuple(chain)] = None
+    for const in co.co_consts:
+        if isinstance(const, types.CodeType):
+            scan_refs(const, chains, imports)

@@ -1,0 +1,382 @@
+"""Code as a graph: functions, classes and modules are nodes, each with a local digest whose
+references to other code are numbered edges; a node's fingerprint is a canonical depth-first
+walk of the graph from it, so recursion terminates and the result does not depend on what was
+fingerprinted before.
+
+The user's functions count by their code (``code.code_digest``: the normalised source when
+it is what runs), defaults, closure values and the globals they read; library code counts by
+name and package version; the user's classes by their dict; the user's modules by source and
+current data attributes. ``CodeGraph`` holds this half of a ``Fingerprinter``; the value
+walker (``values``) subclasses it and supplies ``_feed`` and ``_sub``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any
+
+import xxhash
+
+from .code import code_digest, scan_refs
+from .hashing import U64, digest, encode_str, file_digest
+from .imports import imports_digest, resolve_import, source_digest
+from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
+from .versions import package_version
+from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
+
+END = object()
+
+# Class dict entries that are bookkeeping, not code: instance-dict/weakref slots, the pickle
+# cache copyreg adds on first pickling (would change the key after a save), the ABC registry
+# cache (changes with isinstance calls).
+CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__slotnames__", "__module__", "_abc_impl"})
+
+_Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]
+
+
+class CodeGraph:
+    """The code half of one key computation; memoises code fingerprints within it."""
+
+    def __init__(self, ignore: Iterable[str] = ()) -> None:
+        self._ignore = frozenset(ignore)
+        self._locals: dict[int, tuple[bytes, list[object]]] = {}
+        self._fulls: dict[int, bytes] = {}
+        self._leaves: dict[int, bytes] = {}
+        self._shallows: dict[int, bytes] = {}
+        self._code_refs: dict[int, _Refs] = {}
+        self._user_types: dict[type, bool] = {}
+        self._import_digests: dict[tuple[str, ...], bytes] = {}
+        self._keep: list[object] = []  # every object whose id is a memo key stays alive
+
+    def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
+        raise NotImplementedError  # the value walker's
+
+    def _sub(self, obj: Any, ctx: Ctx) -> bytes:
+        raise NotImplementedError  # the value walker's
+
+    def _feed_code_node(self, h: Any, obj: Any, ctx: Ctx) -> None:
+        h.update(self._ref(obj, ctx))
+
+    def _is_node(self, obj: Any) -> bool:
+        """Code followed transitively: every function (a library wrapper's closure may hold a
+        user function), the user's classes and modules. Others are leaves (name + version)."""
+        if isinstance(obj, types.FunctionType):
+            return True
+        if isinstance(obj, type):
+            return self._is_user_class(obj)
+        return is_user_module(obj)
+
+    def _ref(self, obj: Any, ctx: Ctx) -> bytes:
+        """How a function/class/module appears inside a digest, depending on the traversal."""
+        if not self._is_node(obj):
+            return b"X" + self._leaf(obj)
+        if ctx.mode == TOP:
+            return b"F" + self._full(obj)
+        if ctx.mode == LOCAL:
+            i = ctx.edge_index.get(id(obj))
+            if i is None:
+                i = ctx.edge_index[id(obj)] = len(ctx.edges)
+                ctx.edges.append(obj)
+            return b"E" + U64(i)
+        ctx.saw_code = True
+        return b"K" + self._shallow(obj)
+
+    def _leaf(self, obj: Any) -> bytes:
+        """Library/builtin code: module, qualified name and the package's version."""
+        hit = self._leaves.get(id(obj))
+        if hit is None:
+            module: str
+            if isinstance(obj, types.ModuleType):
+                module, name = obj.__name__, ""
+            else:
+                module = str(getattr(obj, "__module__", None) or "")
+                name = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", ""))
+            version = package_version(module) if module else ""
+            extra = b""
+            mod_file = getattr(sys.modules.get(module), "__file__", None) if module else None
+            if not version and mod_file and module.partition(".")[0] not in STDLIB_NAMES:
+                # Unversioned non-stdlib code (e.g. a user's compiled extension): its file's stat.
+                try:
+                    st = os.stat(mod_file)
+                    extra = U64(st.st_size) + U64(st.st_mtime_ns)
+                except OSError:
+                    pass
+            hit = digest(module.encode(), name.encode(), version.encode(), extra)
+            self._leaves[id(obj)] = hit
+            self._keep.append(obj)
+        return hit
+
+    def _shallow(self, obj: Any) -> bytes:
+        """Name-level identity of a code node (sort keys only): no transitive content."""
+        hit = self._shallows.get(id(obj))
+        if hit is None:
+            if isinstance(obj, types.ModuleType):
+                hit = digest(b"M", obj.__name__.encode())
+            else:
+                code = getattr(obj, "__code__", None)
+                hit = digest(
+                    b"f" if code is not None else b"c",
+                    str(getattr(obj, "__module__", "")).encode(),
+                    str(getattr(obj, "__qualname__", "")).encode(),
+                    code_digest(code) if isinstance(code, types.CodeType) else b"",
+                )
+            self._shallows[id(obj)] = hit
+            self._keep.append(obj)
+        return hit
+
+    def _full(self, root: Any) -> bytes:
+        """Transitive fingerprint of a code node: a canonical depth-first walk of the code graph.
+
+        Every node is fed as its own (local) digest the first time it is reached and as its
+        discovery index afterwards, so recursion and mutual recursion terminate, and the
+        result depends only on the graph seen from ``root`` (not on what was computed before).
+        """
+        hit = self._fulls.get(id(root))
+        if hit is not None:
+            return hit
+        h = xxhash.xxh3_128()
+        index = {id(root): 0}
+        local, edges = self._local(root)
+        h.update(b"N" + local + U64(len(edges)))
+        stack = [iter(edges)]
+        while stack:
+            node = next(stack[-1], END)
+            if node is END:
+                stack.pop()
+                continue
+            i = index.get(id(node))
+            if i is not None:
+                h.update(b"R" + U64(i))
+                continue
+            index[id(node)] = len(index)
+            local, edges = self._local(node)
+            h.update(b"N" + local + U64(len(edges)))
+            stack.append(iter(edges))
+        hit = self._fulls[id(root)] = h.digest()
+        self._keep.append(root)
+        return hit
+
+    def _local(self, node: Any) -> tuple[bytes, list[object]]:
+        hit = self._locals.get(id(node))
+        if hit is None:
+            ctx = Ctx(LOCAL)
+            h = xxhash.xxh3_128()
+            if isinstance(node, types.FunctionType):
+                self._local_function(h, node, ctx)
+            elif isinstance(node, type):
+                self._local_class(h, node, ctx)
+            else:
+                self._local_module(h, node, ctx)
+            hit = self._locals[id(node)] = (h.digest(), ctx.edges)
+            self._keep.append(node)
+        return hit
+
+    def _feed_or_fallback(self, h: Any, obj: Any, ctx: Ctx) -> None:
+        """Feed ``obj``; if it cannot be fingerprinted, feed its type's qualified name instead.
+
+        Used only where refusing would block the user for something that almost never
+        decides a result (a lock in a library closure, a slot descriptor in a class dict).
+        """
+        try:
+            d = self._sub(obj, ctx)
+        except Refused:
+            t = type(obj)
+            d = b"?" + encode_str(f"{t.__module__}.{t.__qualname__}")
+        h.update(d)
+
+    def _local_function(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
+        user = self._is_user_function(fn)
+        h.update(b"fn" + encode_str(str(fn.__module__)) + encode_str(fn.__qualname__))
+        if not user:
+            self._library_function(h, fn, ctx)
+            return
+        h.update(b"user" + code_digest(fn.__code__))
+        self._feed(h, fn.__defaults__, ctx)
+        self._feed(h, fn.__kwdefaults__, ctx)
+        try:
+            self._feed(h, cells(fn), ctx)
+        except Refused as e:
+            e.where.append(f"a variable closed over by {fn.__qualname__}()")
+            raise
+        self._function_globals(h, fn, ctx)
+        for modname, level, fromlist in self._code_refs_of(fn.__code__)[1]:
+            self._feed_import(h, fn, modname, level, fromlist, ctx)
+        if fn.__dict__:
+            h.update(b"attrs")
+            for k, v in fn.__dict__.items():
+                self._feed(h, k, ctx)
+                self._feed_or_fallback(h, v, ctx)
+
+    def _library_function(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
+        """Library code counts by name and version; what it closes over counts by value
+        (a decorator's wrapper holds the user's function, a factory's closure its args)."""
+        h.update(b"lib" + encode_str(package_version(str(fn.__module__ or ""))))
+        # Item by item, so that one unpicklable cell (a weak dict of a dispatch cache)
+        # does not hide the others (the registry of a singledispatch function).
+        parts: list[Any] = [
+            *(fn.__defaults__ or ()),
+            *(fn.__kwdefaults__ or {}).items(),
+            *(cells(fn) or ()),
+            *(fn.__dict__ or {}).items(),
+        ]
+        h.update(U64(len(parts)))
+        for part in parts:
+            self._feed_or_fallback(h, part, ctx)
+
+    def _function_globals(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
+        """The globals a user function's code reads, by value, with the attribute chains that
+        follow them through modules."""
+        glb = fn.__globals__
+        bltins = glb.get("__builtins__", builtins.__dict__)
+        if isinstance(bltins, types.ModuleType):
+            bltins = vars(bltins)
+        for chain in self._code_refs_of(fn.__code__)[0]:
+            name = chain[0]
+            h.update(b"g" + encode_str(name))
+            if name in self._ignore:
+                h.update(b"ignored")
+                continue
+            if name in glb:
+                val = glb[name]
+            elif name in bltins:
+                val = bltins[name]
+            else:
+                h.update(b"unbound")
+                continue
+            try:
+                self._feed(h, val, ctx)
+                # ``helpers.SCALE``: attributes read from the user's modules count by value;
+                # through installed modules (which count by version) plain data does too:
+                # ``sys.argv``, ``torch.backends.cudnn.benchmark``.
+                for attr in chain[1:]:
+                    if not isinstance(val, types.ModuleType):
+                        break
+                    user = is_user_module(val)
+                    val = getattr(val, attr, END)
+                    if user:
+                        h.update(b"." + encode_str(attr))
+                        if val is END:
+                            h.update(b"unbound")
+                            break
+                        self._feed(h, val, ctx)
+                    elif val is not END and is_plain_data(val):
+                        h.update(b"." + encode_str(attr))
+                        self._feed(h, val, ctx)
+                        break
+            except Refused as e:
+                e.where.append(f"global {name!r} read by {fn.__qualname__}()")
+                if e.suggest is None:
+                    e.suggest = name
+                raise
+
+    def _feed_import(
+        self, h: Any, fn: Any, modname: str, level: int, fromlist: Any, ctx: Ctx
+    ) -> None:
+        """An import inside a function body (``import helpers`` in ``def load():``).
+
+        The user's modules it brings in count by their source, with the sources of the
+        user's modules those import, transitively; installed ones by version. Found from
+        files, never by importing, and the same whether or not the module is already
+        imported: a run whose checkpoint hit (and so never ran the import) keys the same.
+        """
+        package = str(fn.__globals__.get("__package__") or "")
+        name = resolve_import(modname, level, package, True)
+        if name is None:
+            h.update(b"imp?" + encode_str(modname))
+            return
+        roots = [name]
+        if isinstance(fromlist, tuple):
+            roots += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
+        h.update(b"imp" + imports_digest(tuple(roots), self._import_digests))
+
+    def import_digest(self, modname: str, level: int, fromlist: tuple[str, ...], package: str) -> bytes:
+        """An import statement of a checkpoint body (``import helpers``, ``from .x import f``)
+        run in a module whose package is ``package``: the user's modules it brings in by their
+        sources (transitively), installed ones by version; found from files, never imported."""
+        name = resolve_import(modname, level, package, True)
+        if name is None:
+            return b"imp?" + encode_str(modname)
+        roots = [name] + [f"{name}.{sub}" if name else sub for sub in fromlist]
+        return b"imp" + imports_digest(tuple(roots), self._import_digests)
+
+    def _local_class(self, h: Any, cls: type, ctx: Ctx) -> None:
+        h.update(b"cls" + encode_str(str(cls.__module__)) + encode_str(cls.__qualname__))
+        if type(cls) is not type:
+            self._feed(h, type(cls), ctx)  # the metaclass
+        self._feed(h, cls.__bases__, ctx)
+        for key, val in vars(cls).items():
+            if key in CLASS_SKIP:
+                continue
+            h.update(b"a" + encode_str(key))
+            # An attribute that cannot be fingerprinted (slot descriptors, locks, ...) counts
+            # by its type's qualified name: refusing the class would block every input that
+            # is an instance of it, for state that is not the class's code.
+            self._feed_or_fallback(h, val, ctx)
+
+    def _local_module(self, h: Any, mod: types.ModuleType, ctx: Ctx) -> None:
+        h.update(b"mod" + encode_str(mod.__name__))
+        path = getattr(mod, "__file__", None)
+        if path and path.endswith(".py"):
+            h.update(source_digest(path))
+        elif path:
+            try:
+                h.update(b"file" + bytes.fromhex(file_digest(path)))
+            except OSError:
+                h.update(b"unreadable")
+        for key, val in list(vars(mod).items()):
+            if (
+                isinstance(val, (types.FunctionType, type))
+                and getattr(val, "__module__", None) == mod.__name__
+            ):
+                h.update(b"a" + encode_str(key))
+                self._feed(h, val, ctx)
+            elif not key.startswith("__") and is_plain_data(val):
+                # Module-level data by its current value, not the source's: ``config.lr =
+                # args.lr`` at run time, read by code that reaches the module through a local
+                # import or a closure rather than as a global (those count the attribute too).
+                h.update(b"v" + encode_str(key))
+                self._feed(h, val, ctx)
+
+    def _code_refs_of(self, co: types.CodeType) -> _Refs:
+        """Global names the code (and its nested code) loads, each with the attribute chain that
+        follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), and its imports, in code order."""
+        hit = self._code_refs.get(id(co))
+        if hit is None:
+            chains: dict[tuple[str, ...], None] = {}
+            imports: dict[tuple[Any, ...], None] = {}
+            scan_refs(co, chains, imports)
+            hit = self._code_refs[id(co)] = (tuple(chains), tuple(imports))
+            self._keep.append(co)
+        return hit
+
+    def _is_user_function(self, fn: types.FunctionType) -> bool:
+        filename = fn.__code__.co_filename
+        if is_user_file(filename):
+            return True
+        if filename.startswith("<") and not filename.startswith("<frozen"):
+            # exec'd / generated code (<string>, <stdin>, dataclass methods): there is no
+            # package version to stand in for it, so it counts by content unless it belongs
+            # to a library module.
+            return is_user_module_name(str(fn.__module__))
+        return False
+
+    def _is_user_class(self, cls: type) -> bool:
+        hit = self._user_types.get(cls)
+        if hit is None:
+            hit = is_user_module_name(str(getattr(cls, "__module__", "")))
+            if not hit:
+                try:
+                    members = list(vars(cls).values())
+                except TypeError:
+                    members = []
+                hit = any(
+                    isinstance(m, types.FunctionType) and is_user_file(m.__code__.co_filename)
+                    for m in members
+                )
+            self._user_types[cls] = hit
+        return hit
+

@@ -1,0 +1,155 @@
+"""Modules an import statement brings in, found from files without importing anything, and
+the digest of what they are: the user's modules by their normalised source (with the modules
+those import, transitively), installed ones by distribution version, the stdlib by name.
+
+Used for imports inside functions and checkpoint bodies: a run whose checkpoint hit (and so
+never ran the import) must key the same as the run that imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+
+import xxhash
+
+from .astdigest import ast_digest
+from .hashing import encode_str, file_digest
+from .provenance import STDLIB_NAMES, is_user_file
+from .versions import distribution_version
+
+_Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
+_SOURCES: dict[str, tuple[tuple[int, ...], bytes, _Imports]] = {}
+
+
+def source_info(path: str) -> tuple[bytes, _Imports]:
+    """ast_digest of a Python source file and its import statements (module, level, names).
+
+    Cached per path while its stat is unchanged; the raw file digest if it does not parse.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b"missing:" + encode_str(path), ()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    hit = _SOURCES.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    imports: list[tuple[str, int, tuple[str, ...]]] = []
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+        result = b"ast" + ast_digest(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imports.extend((alias.name, 0, ()) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names = tuple(alias.name for alias in node.names if alias.name != "*")
+                imports.append((node.module or "", node.level, names))
+    except (OSError, SyntaxError, ValueError):
+        try:
+            result = b"raw" + bytes.fromhex(file_digest(path))
+        except OSError:
+            result = b"unreadable:" + encode_str(path)
+    _SOURCES[path] = (stamp, result, tuple(imports))
+    return result, tuple(imports)
+
+
+def source_digest(path: str) -> bytes:
+    return source_info(path)[0]
+
+
+def module_file(name: str) -> str | None:
+    """The file a module name would be imported from, found without importing anything.
+
+    The top-level package through the import system's finders; submodules of the user's
+    packages by looking into the package directories (finding them through the import system
+    would execute the package's ``__init__``).
+    """
+    top, *rest = name.split(".")
+    if not top:
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None:
+        return None
+    path = spec.origin if spec.origin not in (None, "built-in", "frozen", "namespace") else None
+    locations = list(spec.submodule_search_locations or [])
+    for part in rest:
+        found = None
+        for loc in locations:
+            for candidate in (
+                os.path.join(loc, part, "__init__.py"),
+                os.path.join(loc, part + ".py"),
+            ):
+                if os.path.isfile(candidate):
+                    found = candidate
+                    break
+            if found is None and os.path.isdir(os.path.join(loc, part)):
+                found = ""  # a namespace package
+            if found is not None:
+                break
+        if found is None:
+            return None  # an attribute, not a module
+        path = found or None
+        locations = (
+            [os.path.dirname(found)]
+            if found.endswith("__init__.py")
+            else ([os.path.join(loc, part) for loc in locations] if found == "" else [])
+        )
+    return path
+
+
+def resolve_import(module: str, level: int, importer: str, is_package: bool) -> str | None:
+    if not level:
+        return module
+    package = importer if is_package else importer.rpartition(".")[0]
+    try:
+        return importlib.util.resolve_name("." * level + module, package)
+    except (ImportError, ValueError):
+        return None
+
+
+def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -> bytes:
+    """The modules ``roots`` name (an import statement's targets), with what they import,
+    transitively: the user's by their sources, installed ones by distribution version, the
+    stdlib by name. Found from files, never by importing; memoised in ``memo``."""
+    hit = memo.get(roots)
+    if hit is not None:
+        return hit
+    records: dict[str, bytes] = {}
+    queue = list(roots)
+    while queue:
+        name = queue.pop()
+        if not name or name in records:
+            continue
+        top = name.partition(".")[0]
+        if top in STDLIB_NAMES:
+            records[name] = b"std"
+            continue
+        path = module_file(name)
+        if path is None or not is_user_file(path):
+            records[name] = b"ext" + encode_str(distribution_version(top) if path else "")
+            continue
+        source, imports = source_info(path)
+        records[name] = b"src" + source
+        is_package = os.path.basename(path) == "__init__.py"
+        for module, lvl, names in imports:
+            target = resolve_import(module, lvl, name, is_package)
+            if target is None:
+                continue
+            queue.append(target)
+            queue.extend(f"{target}.{sub}" for sub in names)
+    # Candidates that are attributes rather than modules ("pkg.func") resolve to no
+    # file and are dropped unless they were asked for, so the set is the same each run.
+    hx = xxhash.xxh3_128()
+    for name in sorted(records):
+        if records[name] == b"ext" + encode_str("") and name not in roots and "." in name:
+            continue
+        hx.update(encode_str(name) + encode_str(records[name].hex()))
+    hit = memo[roots] = hx.digest()
+    return hit
+

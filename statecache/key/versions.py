@@ -1,0 +1,170 @@
+"""Versions of installed packages, by which installed code counts in a key.
+
+A module's distribution is found from where its files are: the ``.dist-info`` (or
+``.egg-info``) directories beside its top-level package, matched by name, ``top_level.txt``
+or ``RECORD``, which reads a few small files of that one directory. Only when that fails does
+it fall back to ``importlib.metadata`` (whose ``packages_distributions()`` reads the file list
+of every installed package: 80 ms on a machine with scikit-learn). Results are cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from typing import Any
+
+from .provenance import STDLIB_NAMES
+
+_LOADED_VERSIONS: dict[str, str] = {}
+
+
+def package_version(module_name: str) -> str:
+    """Version of the top-level package of ``module_name`` (``__version__``, else installed
+    metadata); ``""`` for stdlib, builtins and anything without one (the user's modules).
+
+    Cached per package once it is imported. For a package not imported (yet), the metadata
+    alone: callers that may meet a package both imported and not (an import inside a
+    function that a hit skips) use ``distribution_version`` so their key cannot depend on it.
+    """
+    top = module_name.partition(".")[0]
+    if not top or top in STDLIB_NAMES or top == "__main__":
+        return ""
+    module = sys.modules.get(top)
+    if module is None:
+        return distribution_version(top)
+    hit = _LOADED_VERSIONS.get(top)
+    if hit is None:
+        version = getattr(module, "__version__", None)
+        hit = version if isinstance(version, str) and version else distribution_version(top)
+        _LOADED_VERSIONS[top] = hit
+    return hit
+
+
+@functools.cache
+def distribution_version(top: str) -> str:
+    """Installed metadata version of the distribution providing import name ``top`` ("" if
+    none), the same whether or not ``top`` is imported; cached."""
+    if not top or top in STDLIB_NAMES:
+        return ""
+    site_dir = _site_dir_of(top)
+    if site_dir is not None:
+        meta = _metadata_dir(site_dir, top)
+        if meta is not None:
+            version = _read_version(meta)
+            if version:
+                return version
+    return _metadata_version(top)
+
+
+def _site_dir_of(top: str) -> str | None:
+    """The directory that holds the top-level package or module ``top`` (found, not imported)."""
+    module = sys.modules.get(top)
+    path: Any = getattr(module, "__file__", None) if module is not None else None
+    locations = list(getattr(module, "__path__", None) or []) if module is not None else []
+    if module is None:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError, AttributeError):
+            return None
+        if spec is None:
+            return None
+        path = spec.origin if spec.has_location else None
+        locations = list(spec.submodule_search_locations or [])
+    if isinstance(path, str) and path:
+        is_package = os.path.splitext(os.path.basename(path))[0] == "__init__"
+        return os.path.dirname(os.path.dirname(path) if is_package else path)
+    if locations and isinstance(locations[0], str):  # a namespace package
+        return os.path.dirname(locations[0])
+    return None
+
+
+@functools.cache
+def _meta_dirs(site_dir: str) -> tuple[str, ...]:
+    try:
+        names = os.listdir(site_dir)
+    except OSError:
+        return ()
+    return tuple(sorted(n for n in names if n.endswith((".dist-info", ".egg-info"))))
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _metadata_dir(site_dir: str, top: str) -> str | None:
+    """The metadata directory in ``site_dir`` of the distribution that installs ``top``."""
+    metas = _meta_dirs(site_dir)
+    wanted = _normalise(top)
+    for meta in metas:  # the common case: the distribution is named like the package
+        if _normalise(meta.partition("-")[0].rsplit(".", 1)[0]) == wanted:
+            return os.path.join(site_dir, meta)
+    record = re.compile(rf"(?:^|\n){re.escape(top)}(?:/|\.py,|\.[^/\n,]*(?:so|pyd),)")
+    # Most likely first: an import name is usually a subsequence of its distribution's name
+    # (sklearn in scikit_learn, yaml in PyYAML), so a few small files are read, not all.
+    ordered = sorted(metas, key=lambda meta: not _subsequence(wanted.strip("_"), _normalise(meta)))
+    for meta in ordered:
+        path = os.path.join(site_dir, meta)
+        tops = _read(os.path.join(path, "top_level.txt"))
+        if tops is not None:
+            if top in tops.split():
+                return path
+            continue
+        # No top_level.txt (meson, hatch, flit wheels): the file list.
+        files = _read(os.path.join(path, "RECORD")) or _read(os.path.join(path, "installed-files.txt"))
+        if files is not None and record.search(files):
+            return path
+    return None
+
+
+def _subsequence(short: str, long: str) -> bool:
+    chars = iter(long)
+    return all(c in chars for c in short)
+
+
+def _read(path: str, limit: int = -1) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return None
+
+
+def _read_version(meta: str) -> str:
+    text = _read(os.path.join(meta, "METADATA"), 1 << 16) or _read(os.path.join(meta, "PKG-INFO"), 1 << 16)
+    if text is None and os.path.isfile(meta):  # an .egg-info file is PKG-INFO itself
+        text = _read(meta, 1 << 16)
+    for line in (text or "").splitlines():
+        if not line:
+            break  # the headers end at the first blank line
+        if line.startswith("Version:"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
+
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # broken metadata of some installed package: no mapping
+        return {}
+
+
+def _metadata_version(top: str) -> str:
+    import importlib.metadata  # heavy (email, zipfile): only when a version is looked up
+
+    try:
+        return importlib.metadata.version(top)
+    except Exception:  # PackageNotFoundError, or a broken METADATA file
+        pass
+    for dist in _distributions().get(top, []):  # import name != distribution name
+        try:
+            return importlib.metadata.version(dist)
+        except Exception:
+            continue
+    return ""
