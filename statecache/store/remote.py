@@ -19,12 +19,9 @@ forked child: ``branch()`` and ``live`` fork).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
 import os
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -33,7 +30,8 @@ from .._errors import ConfigError, EntryError
 from .._warnings import warn
 from .layout import temp_path
 from .lease import Lease
-from .objects import RemoteError, open_store
+from .objects import RemoteError
+from .upload import Upload, status_line, track
 
 LAYOUT = "v1"
 _HEAD_READ = 64 << 10  # the first ranged read: header and metadata of nearly every entry
@@ -64,6 +62,25 @@ class RemoteEntry(NamedTuple):
     last_modified: float  # the server's clock
     age: float  # seconds since last_modified, by the server's clock
     path: str
+
+
+def open_store(url: str, options: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+    """The object store for ``url``: ``s3://bucket/prefix``, ``file:///shared/dir`` (or a plain
+    path), or any other fsspec URL."""
+    protocol, _, rest = url.partition("://")
+    if not rest:
+        protocol, rest = "file", url
+    if protocol == "file":
+        from .filestores import DirectoryStore
+
+        return DirectoryStore(rest)
+    if protocol in ("s3", "s3a"):
+        from .s3 import S3Store
+
+        return S3Store(rest, dict(options or {}), timeout)
+    from .filestores import FsspecStore
+
+    return FsspecStore(protocol, rest, dict(options or {}))
 
 
 def key_id(secret: bytes) -> str:
@@ -97,9 +114,10 @@ class RemoteTier:
         self.exit_wait = exit_wait
         self.timeout = timeout
         self.storage_options = dict(storage_options or {})
-        self.status = status or _status
+        self.status = status or status_line
         self._stores: dict[int, Any] = {}
-        self._down: tuple[int, str] | None = None
+        self._down: tuple[int, str] | None = None  # (pid, why): skip the remote from now on
+        self._unusable: set[tuple[str, str]] = set()  # (name, key) whose remote entry we refused
 
     # ------------------------------------------------------------------ names and the client
 
@@ -130,7 +148,7 @@ class RemoteTier:
             self._stores[pid] = found
         return found
 
-    def _failed(self, exc: RemoteError, doing: str, name: str) -> None:
+    def failed(self, exc: RemoteError, doing: str, name: str) -> None:
         if exc.down:
             self._down = (os.getpid(), str(exc))
         advice = (
@@ -164,7 +182,7 @@ class RemoteTier:
             if not self._download(store, info, name, key, local_path, check):
                 return None
         except RemoteError as exc:
-            self._failed(exc, "fetching", name)
+            self.failed(exc, "fetching", name)
             return None
         return Fetched(local_path, info.size, time.perf_counter() - started, self.url)
 
@@ -200,6 +218,7 @@ class RemoteTier:
             except EntryError:
                 meta = None  # metadata past the first read, or garbage: verify_entry decides
             if meta is not None and not self._acceptable(meta, name, key, check):
+                self._unusable.add((name, key))
                 return False
             store.download(info.path, fd, head, info.size, info.etag, lambda n: None)
             os.fsync(fd)
@@ -208,10 +227,13 @@ class RemoteTier:
             except EntryError as exc:
                 warn(
                     f"statecache: ignoring the remote entry {self.url}/{info.path} ({exc}); "
-                    f"computing '{name}' here. Remove it with `statecache remote gc --key {key[:12]}`."
+                    f"computing '{name}' here. Remove it with "
+                    f"`statecache remote gc --older-than 0s --key {key[:12]}`."
                 )
+                self._unusable.add((name, key))
                 return False
             if not self._acceptable(meta, name, key, check):
+                self._unusable.add((name, key))
                 return False
             os.replace(tmp, local_path)
             done = True
@@ -246,38 +268,51 @@ class RemoteTier:
             lease = Lease(self.store(), self.lease_object(name, key), self.lease_ttl)
         except RemoteError:
             return _unheld()
+        if (name, key) in self._unusable:
+            # the remote holds this key but it is damaged or does not fit here: no waiting
+            self._try(lease, name)
+            return lease
+        return self._wait(lease, name, key, local_path, check)
+
+    def _try(self, lease: Lease, name: str) -> bool | None:
+        """Take the lease: True (held), False (another holder keeps it), None (remote failed)."""
+        try:
+            if not lease.try_acquire():
+                return False
+        except RemoteError as exc:
+            self.failed(exc, "leasing", name)
+            return None
+        if lease.took_over_from:
+            warn(
+                f"statecache: '{name}' was being computed by {lease.took_over_from}, which "
+                f"stopped renewing its lease on {self.url}; computing it here."
+            )
+        return True
+
+    def _wait(self, lease: Lease, name: str, key: str, local_path: str, check: Check | None) -> Fetched | Lease:
         deadline = time.monotonic() + self.wait_seconds
         announced = False
-        while True:
-            try:
-                if lease.try_acquire():
-                    if lease.took_over_from:
-                        warn(
-                            f"statecache: '{name}' was being computed by {lease.took_over_from}, "
-                            f"which stopped renewing its lease on {self.url}; computing it here."
-                        )
-                    return lease
-            except RemoteError as exc:
-                self._failed(exc, "leasing", name)
-                return lease
+        while self._try(lease, name) is False:
             if time.monotonic() >= deadline:
                 warn(
                     f"statecache: waited {self.wait_seconds:.0f} s for {lease.holder} to compute "
                     f"'{name}' (lease on {self.url}); computing it here as well. Raise "
                     "STATECACHE_REMOTE_WAIT to wait longer."
                 )
-                return lease
+                break
             if not announced:
-                self.status(
-                    f"'{name}' is being computed by {lease.holder}; waiting for it on {self.url}"
-                )
+                self.status(f"'{name}' is being computed by {lease.holder}; waiting for it on {self.url}")
                 announced = True
             time.sleep(min(_POLL, self.lease_ttl / 4, max(0.0, deadline - time.monotonic())))
             fetched = self._fetch(name, key, local_path, check, explain=False)
             if fetched is not None:
                 return fetched
-            if self._down is not None:
-                return lease
+            if self._is_down() or (name, key) in self._unusable:
+                break
+        return lease
+
+    def _is_down(self) -> bool:
+        return self._down is not None and self._down[0] == os.getpid()
 
     # ------------------------------------------------------------------ publishing
 
@@ -292,7 +327,7 @@ class RemoteTier:
                 lease.release()
             return None
         upload = Upload(self, store, name, key, local_path, fd, lease)
-        _track(upload)
+        track(upload)
         upload.thread.start()
         return upload
 
@@ -343,113 +378,18 @@ class RemoteTier:
         return int(abort(older_than)) if abort is not None else 0
 
 
-class Upload:
-    """One background upload of a local entry: verified locally first (only signed, intact
-    entries leave the machine), then create-only; someone else publishing first is fine."""
-
-    def __init__(
-        self, tier: RemoteTier, store: Any, name: str, key: str, local_path: str, fd: int, lease: Lease | None
-    ) -> None:
-        self.tier = tier
-        self.store = store
-        self.name = name
-        self.key = key
-        # the open descriptor keeps the entry readable if the local tier evicts it meanwhile
-        self.fd = fd
-        self.source = f"/dev/fd/{fd}" if os.path.isdir("/dev/fd") else local_path
-        self.lease = lease
-        self.pid = os.getpid()
-        self.created = False
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"statecache-upload-{name}", daemon=True)
-
-    def _run(self) -> None:
-        from ..entry.reader import verify_entry
-
-        try:
-            verify_entry(self.source, secret=self.tier.secret)
-            size = os.fstat(self.fd).st_size
-            path = self.tier.entry_object(self.name, self.key)
-            if self.store.head(path) is None:
-                self.created = self.store.upload_create(path, self.fd, size, lambda n: None)
-        except RemoteError as exc:
-            self.error = exc
-            self.tier._failed(exc, "publishing", self.name)
-        except EntryError as exc:
-            self.error = exc
-            warn(f"statecache: not publishing '{self.name}' to {self.tier.url}: {exc}")
-        except BaseException as exc:  # never let a background thread die with a traceback
-            self.error = exc
-            warn(f"statecache: publishing '{self.name}' to {self.tier.url} failed ({type(exc).__name__}: {exc})")
-        finally:
-            os.close(self.fd)
-            if self.lease is not None:
-                self.lease.release()
-
-
-_uploads: list[Upload] = []
-_uploads_lock = threading.Lock()
-_at_exit: list[int] = []  # the pids that registered wait_for_uploads
-
-
-def _track(upload: Upload) -> None:
-    with _uploads_lock:
-        if os.getpid() not in _at_exit:
-            atexit.register(wait_for_uploads)
-            _at_exit.append(os.getpid())
-        _uploads[:] = [u for u in _uploads if u.thread.is_alive() or not u.thread.ident]
-        _uploads.append(upload)
-
-
-def wait_for_uploads(limit: float | None = None) -> list[Upload]:
-    """At exit: wait at most ``limit`` seconds (default: the longest ``exit_wait`` of the tiers
-    uploading) for uploads in progress; say on stderr when some are cut short. Returns those."""
-    pending = [u for u in _uploads if u.pid == os.getpid() and u.thread.is_alive()]
-    if not pending:
-        return []
-    limit = max(u.tier.exit_wait for u in pending) if limit is None else limit
-    deadline = time.monotonic() + limit
-    pending[0].thread.join(timeout=min(0.5, limit))
-    if any(u.thread.is_alive() for u in pending):
-        names = ", ".join(f"'{u.name}'" for u in pending if u.thread.is_alive())
-        _status(f"waiting up to {limit:.0f} s for the upload of {names} to {pending[0].tier.url}")
-    for u in pending:
-        u.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    cut = [u for u in pending if u.thread.is_alive()]
-    if cut:
-        names = ", ".join(f"'{u.name}'" for u in cut)
-        print(
-            f"statecache: the upload of {names} to {cut[0].tier.url} did not finish in "
-            f"{limit:.0f} s and was abandoned (the local cache has it; `statecache remote push` "
-            "publishes it later)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return cut
-
-
 def _unheld() -> Lease:
     """A lease that is not held: the caller computes; releasing it does nothing."""
     return Lease(None, "", 1.0)
 
 
-def _status(text: str) -> None:
-    from .._config import env_flag
-
-    try:
-        quiet = env_flag("STATECACHE_QUIET")
-    except ConfigError:
-        quiet = False
-    if not quiet:
-        print(f"statecache: {text}", file=sys.stderr, flush=True)
-
-
-def remote_from_env(status: Callable[[str], None] | None = None) -> RemoteTier | None:
-    """The tier named by ``STATECACHE_REMOTE`` (None when unset). Without ``STATECACHE_SECRET``
+def remote_from_env(url: str | None = None, status: Callable[[str], None] | None = None) -> RemoteTier | None:
+    """The tier at ``url`` (default ``STATECACHE_REMOTE``; None when neither is set), with
+    ``STATECACHE_REMOTE_WAIT`` and ``STATECACHE_REMOTE_LEASE``. Without ``STATECACHE_SECRET``
     it is refused with a warning that says why, and None is returned: the local cache works."""
     from .._config import env_remote, env_remote_lease, env_remote_wait, env_secret
 
-    url = env_remote()
+    url = url or env_remote()
     if url is None:
         return None
     try:
@@ -459,3 +399,53 @@ def remote_from_env(status: Callable[[str], None] | None = None) -> RemoteTier |
     except ConfigError as exc:
         warn(f"statecache: {exc}")
         return None
+
+
+class EngineTier:
+    """A RemoteTier through the engine's second-tier hooks: ``fetch`` is ``obtain`` (fetch, or
+    take the lease, or wait for the machine that holds it), ``publish`` uploads in the
+    background and then releases the lease, ``abandon`` releases it when computing failed."""
+
+    def __init__(self, remote: RemoteTier) -> None:
+        self.remote = remote
+        self._leases: dict[tuple[str, str], Lease] = {}
+
+    def __repr__(self) -> str:
+        return f"the remote cache {self.remote.url}"
+
+    def fetch(self, name: str, key: str, dest: str, check: Check | None = None) -> bool:
+        got = self.remote.obtain(name, key, dest, check)
+        if isinstance(got, Fetched):
+            from .._config import format_duration, format_size
+
+            self.remote.status(
+                f"'{name}' fetched {format_size(got.size)} from {got.url} in {format_duration(got.seconds)}"
+            )
+            return True
+        self._leases[(name, key)] = got
+        return False
+
+    def publish(self, name: str, key: str, path: str) -> None:
+        self.remote.publish(name, key, path, lease=self._leases.pop((name, key), None))
+
+    def abandon(self, name: str, key: str) -> None:
+        lease = self._leases.pop((name, key), None)
+        if lease is not None:
+            lease.release()
+
+
+_engine_tiers: dict[str, EngineTier | None] = {}
+
+
+def engine_tier(url: str | None = None) -> EngineTier | None:
+    """The process's one EngineTier for ``url`` (default ``STATECACHE_REMOTE``), or None when
+    no remote is set or it was refused (warned once)."""
+    from .._config import env_remote
+
+    url = url or env_remote()
+    if url is None:
+        return None
+    if url not in _engine_tiers:
+        remote = remote_from_env(url)
+        _engine_tiers[url] = EngineTier(remote) if remote is not None else None
+    return _engine_tiers[url]
