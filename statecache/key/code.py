@@ -30,6 +30,7 @@ import xxhash
 
 from .astdigest import ast_digest
 from .hashing import U64, encode_str
+from .provenance import is_user_file
 from .source import parse_lines
 
 _FUTURE_MASK = 0
@@ -115,10 +116,13 @@ _DIGESTS: dict[int, tuple[types.CodeType, list[str] | None, bytes]] = {}
 def code_digest(co: types.CodeType) -> bytes:
     """Digest of a function's (or lambda's) code: ``b"src"`` + the normalised AST of its
     definition when the current source compiles to exactly this code, else ``b"bc"`` + its
-    bytecode digest. Cached per code object while the source text is the same."""
+    bytecode digest (always for code that is not the user's: its key is its package version).
+    Cached per code object while the source text is the same."""
     filename = co.co_filename
+    if not is_user_file(filename):  # installed code is compiled whole, from its .pyc
+        return b"bc" + bytecode_digest(co)
     linecache.checkcache(filename)  # keeps entries without an mtime: IPython cells, live mode
-    lines = linecache.getlines(filename) if filename else []
+    lines = linecache.getlines(filename)
     hit = _DIGESTS.get(id(co))
     if hit is not None and hit[0] is co and hit[1] is (lines or None):
         return hit[2]
