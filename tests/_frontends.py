@@ -155,23 +155,30 @@ def write_case(root: Path, case: Case, script: str | None) -> None:
         (root / "script.py").write_text(script)
 
 
-def run_python(root: Path, case: Case, *, disabled: bool = False, python: str = sys.executable) -> Outcome:
-    """``python script.py ARGS`` in ``root``, with the case's environment."""
-    extra = dict(case.env)
-    if disabled:
-        extra["STATECACHE_DISABLE"] = "1"
+def run_script(
+    cwd: Path, script: str = "script.py", *args: str, env: dict[str, str] | None = None, python: str = sys.executable
+) -> Outcome:
+    """``python SCRIPT ARGS`` in ``cwd`` as a user runs it; a non-zero exit fails the test."""
     proc = subprocess.run(
-        [python, "script.py", *case.argv],
-        cwd=root,
-        env=child_env(**extra),
+        [python, script, *args],
+        cwd=cwd,
+        env=child_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
     )
     outcome = _outcome(proc.stdout, proc.stderr)
     if proc.returncode != 0:
-        raise AssertionError(f"python script.py exited {proc.returncode}\n{outcome.text}")
+        raise AssertionError(f"python {script} exited {proc.returncode}\n{outcome.text}")
     return outcome
+
+
+def run_python(root: Path, case: Case, *, disabled: bool = False) -> Outcome:
+    """``python script.py ARGS`` in ``root``, with the case's environment."""
+    extra = dict(case.env)
+    if disabled:
+        extra["STATECACHE_DISABLE"] = "1"
+    return run_script(root, "script.py", *case.argv, env=extra)
 
 
 def fresh_run(root: Path, case: Case, script: str) -> Outcome:
@@ -332,3 +339,29 @@ def make_kernel_spec(root: Path, name: str) -> list[str]:
 
 def with_env(case: Case, **env: str) -> Case:
     return replace(case, env={**case.env, **env})
+
+
+def execute_notebook(path: Path, kernel_dirs: list[str], kernel_name: str, **env: str) -> Outcome:
+    """Execute a saved notebook in a new kernel (as after a restart), with ``JPY_SESSION_NAME``
+    set to its path as Jupyter does and ``env`` in the kernel's environment."""
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    ksm = KernelSpecManager(kernel_dirs=kernel_dirs)
+    km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=ksm)
+    client = NotebookClient(nb, km=km, timeout=TIMEOUT)
+    client.execute(env=child_env(JPY_SESSION_NAME=str(path), **env), cwd=str(path.parent))
+    streams = [o for c in nb.cells for o in c.outputs if o["output_type"] == "stream"]
+    stdout = "".join(o["text"] for o in streams if o["name"] == "stdout")
+    stderr = "".join(o["text"] for o in streams if o["name"] != "stdout")
+    return _outcome(stdout, stderr)
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    import nbformat
+
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
+    return path
