@@ -5,6 +5,7 @@ gets a message that names the problem and the fix, and nothing worse."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -37,12 +38,14 @@ def last_line(stderr: str) -> str:
         ("STATECACHE_DISABLE", "maybe", "set it to 1 or 0"),
         ("STATECACHE_DISABLE", "2", "set it to 1 or 0"),
         ("STATECACHE_QUIET", "loud", "set it to 1 or 0"),
+        ("STATECACHE_QUIET", "2", "set it to 1 or 0"),
         ("STATECACHE_MMAP", "sometimes", "set it to 1 or 0"),
         ("STATECACHE_REFRESH", "../etc", "comma list of checkpoint names"),
         ("STATECACHE_REFRESH", "a b", "comma list of checkpoint names"),
         ("STATECACHE_MAX_SIZE", "lots", "500M or 20G"),
         ("STATECACHE_MAX_SIZE", "-5G", "500M or 20G"),
         ("STATECACHE_MAX_SIZE", "1.5X", "500M or 20G"),
+        ("STATECACHE_MAX_SIZE", "0", "a size above 0 such as 500M or 20G (or unset it for no cap)"),
     ],
 )
 def test_garbage_environment_values(project: Project, var: str, value: str, fix: str) -> None:
@@ -94,14 +97,81 @@ def test_cache_dir_that_is_a_file(project: Project, how: str) -> None:
         ("ignore=[1]", "ignore must be a name or a list of names"),
         ("files=3.5", "files must be a name or a list of names"),
         ("max_size='lots'", "invalid max_size 'lots'"),
+        ("max_size=-1", "invalid max_size -1: a size cap must be above 0"),
+        ("max_size=0", "invalid max_size 0: a size cap must be above 0"),
+        ("max_size='0'", "invalid max_size '0': a size cap must be above 0"),
+        ("max_size=True", "invalid max_size True"),
+        ("mmap='no'", "mmap must be True or False, got 'no': write mmap=False"),
+        ("verbose='false'", "verbose must be True or False, got 'false': write verbose=False"),
+        ("verbose='loud'", "verbose must be True or False, got 'loud'"),
+        ("mmap=2", "mmap must be True or False, got 2"),
     ],
 )
 def test_wrong_argument_types(project: Project, argument: str, says: str) -> None:
     project.write("script.py", SCRIPT.replace('checkpoint("data")', f'checkpoint("data", {argument})'))
     run = project.run("script.py", check=False)
-    assert run.returncode == 1
+    assert run.returncode == 1 and "VALUES" not in run.stdout
     message = last_line(run.stderr)
     assert "ConfigError" in message and says in message, message
+    assert not project.entries()  # refused before anything was computed or saved
+
+
+@pytest.mark.parametrize("argument", ["max_size=-1", "mmap='no'", "verbose='false'"])
+def test_wrong_arguments_of_cached_setup(project: Project, argument: str) -> None:
+    project.write("script.py", f"""
+        import statecache as sc
+
+        @sc.cached_setup({argument})
+        def load():
+            return [1, 2, 3]
+
+        print("LOADED", load())
+        """)
+    run = project.run("script.py", check=False)
+    assert run.returncode == 1 and "LOADED" not in run.stdout
+    message = last_line(run.stderr)
+    assert "ConfigError" in message and argument.split("=")[0] in message, message
+
+
+def test_real_booleans_and_sizes_work(project: Project) -> None:
+    project.write("script.py", SCRIPT.replace('checkpoint("data")', 'checkpoint("data", verbose=False, mmap=True, max_size=1 << 30)'))
+    first = project.run("script.py")
+    assert first.status == [] and "VALUES [1, 2, 3]" in first.stdout  # verbose=False is quiet
+    assert len(project.entries("data")) == 1
+    project.write("script.py", SCRIPT.replace('checkpoint("data")', 'checkpoint("data", verbose=1, mmap=0, max_size="1G")'))
+    assert project.run("script.py").hit("data")
+
+
+TWO_CHECKPOINTS = """
+import statecache as sc
+
+with sc.checkpoint("features"):
+    features = [1, 2]
+with sc.checkpoint("model"):
+    model = sum(features)
+print("MODEL", model)
+"""
+
+
+def test_refresh_of_a_name_no_checkpoint_used_is_warned_at_exit(project: Project) -> None:
+    project.write("script.py", TWO_CHECKPOINTS)
+    project.run("script.py")
+    run = project.run("script.py", env={"STATECACHE_REFRESH": "featurs"})
+    assert "MODEL 3" in run.stdout and run.returncode == 0
+    assert run.hit("features") and run.hit("model")  # the typo refreshed nothing...
+    [warning] = warnings_in(run.stderr)  # ...and says so, once, with the names that ran
+    assert "STATECACHE_REFRESH names 'featurs', but no checkpoint of that name ran" in warning
+    assert "'features', 'model'" in warning and "Check the spelling" in warning
+
+
+def test_refresh_of_names_that_ran_is_not_warned(project: Project) -> None:
+    project.write("script.py", TWO_CHECKPOINTS)
+    project.run("script.py")
+    run = project.run("script.py", env={"STATECACHE_REFRESH": "features, model"})
+    assert run.computed("features") and run.computed("model")
+    assert warnings_in(run.stderr) == []
+    run = project.run("script.py", env={"STATECACHE_REFRESH": "1"})
+    assert run.computed("features") and warnings_in(run.stderr) == []
 
 
 @pytest.mark.parametrize(
@@ -139,24 +209,28 @@ def test_input_that_cannot_be_fingerprinted(project: Project, make: str, kind: s
 
 
 def test_unhashable_argument_of_cached_setup(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
+    """The error names the argument and suggests the ignore= form that then works."""
+    body = """
         import threading
 
         import statecache as sc
 
-        @sc.cached_setup
+        @sc.cached_setup{options}
         def load(n, lock):
             return list(range(n))
 
         print("LOADED", len(load(5, threading.Lock())))
-        """,
-    )
+        """
+    project.write("script.py", body.format(options=""))
     run = project.run("script.py", check=False)
     assert run.returncode == 1
     message = last_line(run.stderr)
-    assert "argument 'lock'" in message and "ignore=" in message, message
+    assert "FingerprintError" in message and "'lock'" in message and "'load'" in message, message
+    suggested = re.search(r"ignore=\[[^\]]*\]", message)
+    assert suggested and suggested.group(0) == "ignore=['lock']", message
+    project.write("script.py", body.format(options=f"({suggested.group(0)})"))
+    assert "LOADED 5" in project.run("script.py").stdout
+    assert project.run("script.py").hit("load")
 
 
 def test_state_of_no_variables(project: Project) -> None:
