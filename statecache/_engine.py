@@ -31,15 +31,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._binders import RETURN
 from ._config import (
-    env_dir,
+    age_argument,
+    dir_argument,
     env_flag,
-    env_max_size,
-    env_refresh,
+    env_remote,
     env_secret,
     format_duration,
     format_size,
-    parse_age,
-    parse_size,
+    max_size_setting,
+    mmap_setting,
+    refresh_applies,
+    verbose_setting,
 )
 from ._errors import ConfigError, EntryError, UnpicklableError
 from ._warnings import warn
@@ -65,30 +67,13 @@ class Settings:
         max_age: float | str | None = None,
     ):
         self.disabled = env_flag("STATECACHE_DISABLE")
-        self.refresh = env_refresh().applies_to(name)
-        self.verbose = (not env_flag("STATECACHE_QUIET")) if verbose is None else bool(verbose)
-        self.mmap = env_flag("STATECACHE_MMAP") if mmap is None else bool(mmap)
+        self.refresh = refresh_applies(name)
+        self.verbose = verbose_setting(verbose)
+        self.mmap = mmap_setting(mmap)
         self.secret = env_secret()
-        if max_size is None:
-            self.max_size = env_max_size()
-        elif isinstance(max_size, str):
-            self.max_size = parse_size(max_size, "max_size")
-        else:
-            self.max_size = int(max_size)
-        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
-            raise ConfigError(
-                f"cache_dir must be a directory path (a str or pathlib.Path), got {cache_dir!r} "
-                f"({type(cache_dir).__name__}); pass e.g. cache_dir='.statecache' or leave it out"
-            )
-        if isinstance(max_age, str):
-            max_age = parse_age(max_age, "max_age")
-        elif max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (int, float))):
-            raise ConfigError(f"max_age must be an age such as '7d' or '12h' (or seconds), got {max_age!r}")
-        if max_age is not None and max_age <= 0:
-            raise ConfigError(f"max_age must be positive, got {max_age!r}")
-        self.max_age: float | None = None if max_age is None else float(max_age)
-        directory = os.fspath(cache_dir) if cache_dir is not None else env_dir()
-        self.cache_dir: str | None = os.fsdecode(directory) if directory is not None else None
+        self.max_size = max_size_setting(max_size)
+        self.max_age = age_argument(max_age)
+        self.cache_dir = dir_argument(cache_dir)
 
 
 def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
@@ -126,11 +111,17 @@ def where(filename: str, line: int) -> str:
 
 
 class Tier(Protocol):
-    """A second store consulted on a local miss and fed after a local save (e.g. remote)."""
+    """A second store consulted on a local miss and fed after a local save (e.g. remote).
 
-    def fetch(self, name: str, key: str, dest: str) -> bool:
+    ``fetch`` may hold something for the key (a lease: "this machine computes it"); the engine
+    then calls ``publish`` after a save, or ``abandon`` (if the tier has it) when nothing is
+    saved (the code raised, the state could not be pickled, the disk was full)."""
+
+    def fetch(self, name: str, key: str, dest: str, check: Callable[[Any], bool] | None = None) -> bool:
         """Put the entry ``name``/``key`` at the path ``dest`` (atomically: write a temporary
-        file beside it, then rename); True when it did. Never raises for a missing entry."""
+        file beside it, then rename); True when it did. ``check(meta)`` says whether an entry's
+        metadata is still valid here (its recorded files, its age). Never raises for a
+        missing entry."""
         ...
 
     def publish(self, name: str, key: str, path: str) -> None:
@@ -142,7 +133,8 @@ _tiers: list[Tier] = []
 
 
 def add_tier(tier: Tier) -> None:
-    """Consult ``tier`` after every local miss and feed it every local save, from now on."""
+    """Consult ``tier`` after every local miss and feed it every local save, from now on (the
+    remote tier of ``STATECACHE_REMOTE`` is added by the engine itself)."""
     if tier not in _tiers:
         _tiers.append(tier)
 
@@ -150,6 +142,18 @@ def add_tier(tier: Tier) -> None:
 def remove_tier(tier: Tier) -> None:
     if tier in _tiers:
         _tiers.remove(tier)
+
+
+def active_tiers() -> list[Tier]:
+    """The tiers added with ``add_tier``, then the remote of ``STATECACHE_REMOTE`` if set."""
+    tiers = list(_tiers)
+    if env_remote() is not None:
+        from .store.remote import engine_tier
+
+        remote = engine_tier()
+        if remote is not None and remote not in tiers:
+            tiers.append(remote)
+    return tiers
 
 
 class Found(NamedTuple):
@@ -241,6 +245,8 @@ class Engine:
         self.reason = ""
         self.hit = False
         self.entry_path: str | None = None
+        self.tiers: list[Tier] = active_tiers()
+        self._consulted: list[Tier] = []  # tiers asked for this key: each gets publish or abandon
         self._lock: Any = None
         self._recorder: _files.FileRecorder | None = None
         self._rng_before: dict[str, Any] = {}
@@ -287,17 +293,23 @@ class Engine:
         assert self.store is not None and self.entry_path is not None
         if os.path.exists(self.entry_path):
             return self._load()
-        for tier in list(_tiers):
+        for tier in self.tiers:
+            self._consulted.append(tier)
             try:
-                fetched = tier.fetch(self.name, self.key, self.entry_path)
+                fetched = tier.fetch(self.name, self.key, self.entry_path, check=self._still_valid)
             except Exception as exc:  # a tier's failure is a miss, never a crash
                 warn(f"statecache: could not fetch '{self.name}' from {tier!r} ({exc})")
                 continue
             if fetched:
                 found = self._load()
                 if found is not None:
+                    self._abandon()
                     return found
         return None
+
+    def _still_valid(self, meta: Any) -> bool:
+        """Whether an entry's metadata still holds here (for a tier, before it downloads)."""
+        return not (self._stale_dependency(meta) or self._expired(meta))
 
     def _acquire(self) -> None:
         from filelock import Timeout
@@ -432,6 +444,7 @@ class Engine:
                 self._save(state, {**extra, "rng": rng}, compute_seconds)
         finally:
             self._release()
+            self._abandon()  # after a publish, nothing is left to abandon
 
     def _meta(self, extra: dict[str, Any], compute_seconds: float) -> EntryMeta:
         assert self.store is not None and self._recorder is not None
@@ -494,8 +507,20 @@ class Engine:
         )
 
     def _publish(self, path: str) -> None:
-        for tier in list(_tiers):
+        consulted, self._consulted = self._consulted, []
+        for tier in consulted:
             try:
                 tier.publish(self.name, self.key, path)
             except Exception as exc:
                 warn(f"statecache: could not publish '{self.name}' to {tier!r} ({exc})")
+
+    def _abandon(self) -> None:
+        """Nothing will be published for this key: tiers let go of what they hold for it."""
+        consulted, self._consulted = self._consulted, []
+        for tier in consulted:
+            abandon = getattr(tier, "abandon", None)
+            if abandon is not None:
+                try:
+                    abandon(self.name, self.key)
+                except Exception as exc:
+                    warn(f"statecache: could not release '{self.name}' on {tier!r} ({exc})")

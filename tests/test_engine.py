@@ -217,10 +217,12 @@ class DirectoryTier:
         self.root = root
         self.fetched: list[str] = []
         self.published: list[str] = []
+        self.abandoned: list[str] = []
 
-    def fetch(self, name: str, key: str, dest: str) -> bool:
+    def fetch(self, name: str, key: str, dest: str, check: Any = None) -> bool:
         source = self.root / name / f"{key}.sc"
         self.fetched.append(key)
+        assert callable(check)
         if not source.exists():
             return False
         shutil.copyfile(source, dest + ".part")
@@ -231,6 +233,9 @@ class DirectoryTier:
         (self.root / name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, self.root / name / f"{key}.sc")
         self.published.append(key)
+
+    def abandon(self, name: str, key: str) -> None:
+        self.abandoned.append(key)
 
 
 def test_a_tier_is_fed_after_a_save_and_consulted_after_a_local_miss(tmp_path: Path) -> None:
@@ -244,5 +249,21 @@ def test_a_tier_is_fed_after_a_save_and_consulted_after_a_local_miss(tmp_path: P
         second = compute(tmp_path, fresh, "y = x + 1\n")
         assert second.hit and fresh["y"] == 2
         assert second.entry_path is not None and os.path.exists(second.entry_path)
+    finally:
+        remove_tier(tier)
+
+
+def test_a_tier_is_released_when_nothing_is_saved(tmp_path: Path) -> None:
+    tier = DirectoryTier(tmp_path / "remote")
+    add_tier(tier)
+    try:
+        binder = cell_binder("y = x\n", {"x": 1})
+        eng = engine(tmp_path)
+        assert eng.lookup(lambda: C.components("code", "nb.ipynb", binder.inputs(), {})) is None
+        eng.start()
+        eng.abort()  # the code raised
+        assert tier.fetched == [eng.key] and tier.abandoned == [eng.key] and tier.published == []
+        first = compute(tmp_path, {"x": 1}, "y = x\n")
+        assert tier.published == [first.key] and tier.abandoned == [eng.key]
     finally:
         remove_tier(tier)

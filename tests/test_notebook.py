@@ -78,7 +78,13 @@ def execute(
         extra["JPY_SESSION_NAME"] = str(path)
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs))
     client = NotebookClient(nb, km=km, timeout=180, allow_errors=allow_errors)
-    client.execute(env=subprocess_env(**extra), cwd=str(cwd or path.parent))
+    try:
+        client.execute(env=subprocess_env(**extra), cwd=str(cwd or path.parent))
+    finally:
+        # nbclient leaves a kernel it did not create running: stop it (and remove its
+        # connection file), so no kernel outlives its test
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb
 
 
