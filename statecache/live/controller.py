@@ -18,7 +18,7 @@ from . import protocol
 from .plan import Plan, make_plan
 from .snapshots import MAX_SNAPSHOTS, Snapshot, Snapshots, kill
 from .sources import Sources, print_syntax_error
-from .terminal import Terminal, isatty, say
+from .terminal import Terminal, say
 from .watcher import CATCH_UP, Watcher
 
 if TYPE_CHECKING:
@@ -48,8 +48,6 @@ class Controller:
         self.stopping = False
         self.idle_due = False
         self.interrupts = 0
-        self.stdin_fd = -1
-        self.stdin_buf = b""
         self.group: WorkerGroup | None = None
         self.watcher: Watcher | None = None
         self.exit_code = 0
@@ -85,14 +83,14 @@ class Controller:
             s: signal.signal(s, self._on_signal)
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
-        self.terminal = Terminal(self._stop_reading_stdin, self._read_stdin)
+        self.terminal = Terminal(self.sel)
         # we write to the terminal while a run holds it: never be stopped for that (TOSTOP)
         old_ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         try:
             argv = [self.arg0, *self.argv]
             self.group.spawn(self.path, argv, self.terminal.owned, (wake_r, wake_w), list(old))
             self.sel.register(wake_r, _READ, "wake")
-            self._open_stdin()
+            self.terminal.open_input()
             self._watch_file(self.real)
             self._load_script()
             self._loop()
@@ -117,38 +115,7 @@ class Controller:
         if self.sel is not None:
             self.sel.close()
 
-    # -- stdin and signals -----------------------------------------------------------------
-
-    def _open_stdin(self) -> None:
-        """Listen to stdin (Enter, q), unless we run in the background of a terminal."""
-        assert self.terminal is not None
-        background = not self.terminal.owned and isatty(0)  # `statecache live x.py &`
-        if sys.stdin is None or sys.stdin.closed or background:
-            return
-        assert self.sel is not None
-        try:
-            fd = sys.stdin.fileno()
-            os.set_blocking(fd, True)
-            self.sel.register(fd, _READ, "stdin")  # a regular file cannot be: EPERM
-        except (ValueError, OSError):
-            return
-        self.stdin_fd = fd
-
-    def _read_stdin(self) -> None:
-        assert self.sel is not None
-        if self.stdin_fd >= 0:
-            try:
-                self.sel.register(self.stdin_fd, _READ, "stdin")
-            except (KeyError, ValueError):
-                pass
-
-    def _stop_reading_stdin(self) -> None:
-        assert self.sel is not None
-        if self.stdin_fd >= 0:
-            try:
-                self.sel.unregister(self.stdin_fd)
-            except (KeyError, ValueError):
-                pass
+    # -- signals and commands --------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
@@ -157,21 +124,10 @@ class Controller:
             self.exit_code = 128 + signum
             self.stopping = True
 
-    def _on_stdin(self, fd: int) -> bool:
+    def _on_stdin(self) -> bool:
         """Enter re-runs, ``q`` quits; True to leave."""
-        assert self.sel is not None
-        try:
-            data = os.read(fd, 1024)
-        except OSError:
-            data = b""
-        if not data:
-            self.sel.unregister(fd)  # end of input: keep watching files
-            self.stdin_fd = -1
-            return False
-        self.stdin_buf += data
-        while b"\n" in self.stdin_buf:
-            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
-            cmd = line.strip().decode(errors="replace")
+        assert self.terminal is not None
+        for cmd in self.terminal.commands() or []:
             if cmd in ("q", "quit", "exit"):
                 say("bye")
                 return True
@@ -219,7 +175,7 @@ class Controller:
             except BlockingIOError:
                 pass
         elif what == "stdin":
-            return self._on_stdin(fd)
+            return self._on_stdin()
         elif what == "watch":
             assert self.watcher is not None
             self._on_changes(self.watcher.take())

@@ -1,4 +1,5 @@
-"""The terminal between the loop and its runs, as a shell shares it with a foreground job.
+"""The terminal between the loop and its runs, as a shell shares it with a foreground job,
+and the loop's own output and commands.
 
 During a run the terminal belongs to the workers' process group: the script reads it
 (``input()``, ``breakpoint()``) and Ctrl-C goes to the script. Between runs it is the loop's
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import selectors
 
 TAG = "statecache live"
+_READ = 1  # selectors.EVENT_READ
 
 
 def say(text: str) -> None:
@@ -50,20 +54,62 @@ def foreground_settings() -> list[Any] | None:
 
 
 class Terminal:
-    """Hands the controlling terminal to a process group and takes it back.
+    """Hands the controlling terminal to a process group and takes it back, and reads the
+    loop's own commands from stdin while it has it (registered in ``sel`` as "stdin")."""
 
-    ``on_give`` / ``on_take`` let the controller stop and resume reading stdin."""
-
-    def __init__(self, on_give: Callable[[], None], on_take: Callable[[], None]):
+    def __init__(self, sel: selectors.BaseSelector):
+        self.sel = sel
         self.settings = foreground_settings()
         self.given = False
-        self.on_give = on_give
-        self.on_take = on_take
+        self.stdin_fd = -1
+        self.buf = b""
 
     @property
     def owned(self) -> bool:
         """Whether we hold a terminal at all (else runs read /dev/null)."""
         return self.settings is not None
+
+    def open_input(self) -> None:
+        """Read commands from stdin, unless we run in the background of a terminal."""
+        background = not self.owned and isatty(0)  # `statecache live x.py &`
+        if sys.stdin is None or sys.stdin.closed or background:
+            return
+        try:
+            fd = sys.stdin.fileno()
+            os.set_blocking(fd, True)
+            self.sel.register(fd, _READ, "stdin")  # a regular file cannot be: EPERM
+        except (ValueError, OSError):
+            return
+        self.stdin_fd = fd
+
+    def commands(self) -> list[str] | None:
+        """The lines typed since the last call, stripped; None at the end of the input (then
+        stdin is not read any more)."""
+        try:
+            data = os.read(self.stdin_fd, 1024)
+        except OSError:
+            data = b""
+        if not data:
+            self._listen(False)
+            self.stdin_fd = -1
+            return None
+        self.buf += data
+        lines = []
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            lines.append(line.strip().decode(errors="replace"))
+        return lines
+
+    def _listen(self, on: bool) -> None:
+        if self.stdin_fd < 0:
+            return
+        try:
+            if on:
+                self.sel.register(self.stdin_fd, _READ, "stdin")
+            else:
+                self.sel.unregister(self.stdin_fd)
+        except (KeyError, ValueError):
+            pass
 
     def give(self, pgid: int) -> None:
         if self.settings is None or self.given:
@@ -73,7 +119,7 @@ class Terminal:
         except OSError:
             return
         self.given = True
-        self.on_give()
+        self._listen(False)
 
     def take(self) -> None:
         """Back to the loop: our process group in the foreground, the terminal's settings as
@@ -91,4 +137,4 @@ class Terminal:
             termios.tcflush(0, termios.TCIFLUSH)
         except (OSError, termios.error):
             pass
-        self.on_take()
+        self._listen(True)
