@@ -341,8 +341,10 @@ def test_clear_all_and_unknown_name(proj: Project) -> None:
     proj.save("features", 1000)
     proj.save("load", 1000)
     r = cli("clear", "nothere", cache=proj.cache)
-    assert r.returncode == 0
-    assert "nothing named 'nothere'" in r.stderr
+    assert r.returncode == 1  # like `show nothere`
+    assert one_line_error(r) == (
+        f"statecache: nothing named 'nothere' in {proj.cache}; names here: features, load"
+    )
     assert len(proj.all_keys()) == 2
     r = cli("clear", "--all", cache=proj.cache)
     assert r.returncode == 0
@@ -516,6 +518,84 @@ def test_verify_checks_signatures_with_statecache_secret(proj: Project) -> None:
     assert r.returncode == 1 and "BAD features/" in r.stdout
 
 
+def test_verify_without_a_cache_says_so_and_exits_1(tmp_path: Path) -> None:
+    r = cli("verify", cache=tmp_path / "nothing")
+    assert r.returncode == 1 and r.stdout == ""
+    assert one_line_error(r).startswith(f"statecache: no cache directory at {tmp_path / 'nothing'}")
+    r = cli("verify", "--json", cache=tmp_path / "nothing")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"] == "no cache directory"
+
+
+# ---------------------------------------------------------------------------------------------
+# finding the cache, filtering by name, tables that fit the names
+
+
+def run_in(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "statecache", *args], capture_output=True, text=True, cwd=cwd,
+        env=env(**extra),
+    )
+
+
+def test_the_cache_is_found_like_git_finds_its_root(proj: Project, tmp_path: Path) -> None:
+    """No --dir, no STATECACHE_DIR: the nearest .statecache in the working directory or above."""
+    proj.save("features", 1000)
+    deep = proj.root / "src" / "pkg"
+    deep.mkdir(parents=True)
+    r = run_in(deep, "ls")
+    assert r.returncode == 0, r.stderr
+    assert "features" in r.stdout and r.stdout.rstrip().endswith(f" in {proj.cache}")
+    assert run_in(deep, "show", "features").returncode == 0
+    assert "1 entry" in run_in(deep, "verify").stdout
+    # a nearer one wins; STATECACHE_DIR wins over both; --dir wins over everything
+    nearer = proj.root / "src" / ".statecache"
+    nearer.mkdir()
+    assert run_in(deep, "ls").stdout == f"no entries in {nearer}\n"
+    assert "features" in run_in(deep, "ls", STATECACHE_DIR=str(proj.cache)).stdout
+    r = run_in(deep, "ls", "--dir", str(nearer), STATECACHE_DIR=str(proj.cache))
+    assert r.stdout == f"no entries in {nearer}\n"
+    # nowhere above: named as ./.statecache of the working directory
+    alone = tmp_path.parent / f"{tmp_path.name}-alone"
+    alone.mkdir()
+    r = run_in(alone, "verify")
+    assert r.returncode == 1 and str(alone / ".statecache") in r.stderr
+
+
+def test_ls_names_filters_and_an_unknown_name_exits_1(proj: Project) -> None:
+    feat = proj.save("features", 1000)
+    load = proj.save("load", 1000)
+    r = cli("ls", "load", cache=proj.cache)
+    assert r.returncode == 0, r.stderr
+    assert [row.split()[:2] for row in r.stdout.splitlines()[1:-1]] == [["load", load[:8]]]
+    assert r.stdout.splitlines()[-1].startswith("1 entry (1 name), ")
+    r = cli("ls", "--json", "features", "load", cache=proj.cache)
+    assert [e["key"] for e in json.loads(r.stdout)["entries"]] == [feat, load]
+    r = cli("ls", "features", "nosuch", cache=proj.cache)
+    assert r.returncode == 1 and "features" in r.stdout
+    assert one_line_error(r) == (
+        f"statecache: nothing named 'nosuch' in {proj.cache}; names here: features, load"
+    )
+    assert cli("ls", "../x", cache=proj.cache).returncode == 2
+
+
+def test_clear_and_gc_tables_fit_the_longest_name(proj: Project) -> None:
+    long = "a_checkpoint_name_longer_than_twenty_columns"
+    proj.save("a", 1000)
+    proj.save(long, 1000)
+
+    r = cli("clear", "--all", "--dry-run", cache=proj.cache)
+    rows = [line for line in r.stdout.splitlines() if line.startswith("would remove ")]
+    # the size column lines up: "would remove " NAME/KEY8 padded to the longest, " ", SIZE (9)
+    assert [line.index("  last used") for line in rows] == [13 + len(long) + 9 + 1 + 9] * 2
+    r = cli("clear", "a", "--dry-run", cache=proj.cache)
+    [row] = [line for line in r.stdout.splitlines() if line.startswith("would remove ")]
+    assert re.fullmatch(r"would remove a/[0-9a-f]{8} +\S+ \S+  last used .*", row)
+    assert row.index("  last used") == 13 + len("a/12345678") + 1 + 9  # not padded to 20
+    r = cli("gc", "--keep-versions", "0", "--max-size", "1", "--dry-run", cache=proj.cache)
+    rows = [line for line in r.stdout.splitlines() if line.startswith("would remove ")]
+    assert len({line.index("  over ") for line in rows}) == 1 and len(rows) == 2, r.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # usage, safety, the two ways to run it
 
@@ -583,9 +663,16 @@ def test_nothing_outside_the_cache_is_deleted_through_a_symlink(
     (proj.cache / "evil").symlink_to(outside, target_is_directory=True)
     assert cli("clear", "--all", cache=proj.cache).returncode == 0
     assert cli("gc", "--max-size", "0", "--keep-versions", "0", cache=proj.cache).returncode == 0
-    assert cli("clear", "evil", cache=proj.cache).returncode == 0
+    r = cli("clear", "evil", cache=proj.cache)  # a link is not a checkpoint: nothing named so
+    assert r.returncode == 1 and "nothing named 'evil'" in r.stderr
     assert f.read_bytes() == b"important"
     assert proj.all_keys() == set()
+
+
+def without_ages(text: str) -> str:
+    text = re.sub(r"\(?(just now|\d+[smhd] ago)\)?", "AGE", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "TIME", text)
+    return re.sub(r" +", " ", text)  # column widths follow the ages' widths
 
 
 def test_python_m_statecache_equals_the_console_script(proj: Project) -> None:
@@ -602,7 +689,10 @@ def test_python_m_statecache_equals_the_console_script(proj: Project) -> None:
     ):
         a = cli(*args, cache=proj.cache if args[0] != "--help" else None)
         b = cli(*args, cache=proj.cache if args[0] != "--help" else None, module=False)
-        assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
+        # the two runs may straddle a second: ages ("just now", "1s ago") are not compared
+        assert [a.returncode, *map(without_ages, (a.stdout, a.stderr))] == [
+            b.returncode, *map(without_ages, (b.stdout, b.stderr))
+        ]
 
 
 # ---------------------------------------------------------------------------------------------

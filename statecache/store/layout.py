@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 
+CACHE_DIR_NAME = ".statecache"  # the default cache directory, beside the script or notebook
 ENTRY_SUFFIX = ".sc"
 LOCK_SUFFIX = ".lock"  # appended to an entry's file name
 KEY_RE = re.compile(r"[0-9a-f]{32}")
