@@ -66,7 +66,8 @@ def live_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     import shutil
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp(prefix="sclt-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    short = len(tempfile.gettempdir()) <= 40 or not os.path.isdir("/tmp")
+    tmp = Path(tempfile.mkdtemp(prefix="sclt-", dir=None if short else "/tmp"))
     monkeypatch.setenv("TMPDIR", str(tmp))
     try:
         yield tmp
@@ -858,3 +859,18 @@ def test_the_polling_watcher_reports_saves(tmp_path: Path) -> None:
         assert str(f) in next_batch()
     finally:
         w.stop()
+
+
+def test_a_long_tmpdir_still_works(project: Path, live_tmpdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket path has a small limit (108 bytes on Linux): a TMPDIR longer than that is not
+    where the loop's socket goes, and the loop runs anyway."""
+    deep = live_tmpdir / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    with live_session(project) as child:
+        child.expect("tail v1 45 helper-1")
+        idle(child)
+    assert list(deep.iterdir()) == []
+    import shutil
+
+    shutil.rmtree(live_tmpdir / ("d" * 60))
