@@ -14,6 +14,8 @@ from typing import Any
 
 from .objects import CONCURRENCY, PIECE, Info, Progress, RemoteError, pwrite_all
 
+STREAMS = 4  # concurrent GETs of one download
+
 
 class S3Store:
     """A bucket and prefix, spoken to with botocore's requests on fsspec's IO loop."""
@@ -96,21 +98,29 @@ class S3Store:
         return data
 
     def download(self, path: str, fd: int, start: int, size: int, etag: str, progress: Progress) -> None:
-        """Bytes ``start..size`` of the object (pinned to ``etag``) into ``fd`` at the same offsets."""
+        """Bytes ``start..size`` of the object (pinned to ``etag``) into ``fd`` at the same
+        offsets: a few contiguous ranged GETs streamed concurrently (one request per stream,
+        since some servers pay per request for the whole object)."""
 
         async def go() -> None:
             import asyncio
 
             s3 = await self._client()
-            gate = asyncio.Semaphore(CONCURRENCY)
+            step = max(PIECE, -(-(size - start) // STREAMS))
 
-            async def piece(offset: int) -> None:
-                async with gate:
-                    data = await self._get_range(s3, path, offset, min(size, offset + PIECE), etag)
-                pwrite_all(fd, data, offset)
-                progress(len(data))
+            async def stream(offset: int, end: int) -> None:
+                r = await s3.get_object(
+                    Bucket=self.bucket, Key=self._key(path), Range=f"bytes={offset}-{end - 1}", IfMatch=etag
+                )
+                async with r["Body"] as body:
+                    while offset < end and (data := await body.read(min(PIECE, end - offset))):
+                        pwrite_all(fd, data, offset)
+                        offset += len(data)
+                        progress(len(data))
+                if offset != end:
+                    raise RemoteError(f"truncated download: the object ends at {offset} of {size} bytes")
 
-            await asyncio.gather(*(piece(o) for o in range(start, size, PIECE)))
+            await asyncio.gather(*(stream(o, min(size, o + step)) for o in range(start, size, step)))
 
         self._run(go, timeout=None)
 

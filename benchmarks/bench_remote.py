@@ -1,0 +1,193 @@
+"""The remote tier over loopback: a remote hit of a big state against a local hit (warm and
+cold page cache) and against recomputing it, and what publishing adds to the program.
+
+A real S3 server (moto's ThreadedMotoServer on 127.0.0.1) runs in this process; every figure
+comes from a fresh ``python`` process running a script with one checkpoint of random float64
+weights (incompressible: every byte travels), as a user meets it:
+
+- recompute: the block's time on a miss, without a remote;
+- local hit: the block's time when the entry is in the local cache (warm: in the page cache;
+  cold: evicted with ``posix_fadvise(DONTNEED)`` first);
+- remote hit: the block's time with an empty local cache: HEAD, ranged read of the metadata,
+  download into the local tier, verification of every checksum and the HMAC, load;
+- publish: the block's time on a miss with the remote set (the upload runs in the background)
+  against the same miss without it, and how long the process then waits at exit for the
+  upload to finish (bounded by the tier's exit wait).
+
+    python benchmarks/bench_remote.py             # 1 GB, 3 rounds
+    python benchmarks/bench_remote.py --quick     # 256 MB, 1 round
+    python benchmarks/bench_remote.py --gb 2 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SCRIPT = """
+import json, os, time
+import numpy as np
+import statecache as sc
+from statecache._engine import add_tier
+from statecache.store.remote import engine_tier
+
+if os.environ.get("STATECACHE_REMOTE"):
+    add_tier(engine_tier())
+started = time.perf_counter()
+with sc.checkpoint("weights"):
+    W = np.random.default_rng(0).standard_normal(int(os.environ["N"]))
+block = time.perf_counter() - started
+print(json.dumps({"block": block, "check": float(W[:1000].sum())}), flush=True)
+"""
+
+
+def start_s3() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": endpoint, "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def run(project: Path, env: dict[str, str]) -> dict[str, float]:
+    """One fresh process; the block's time, and the process's time from start to exit."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("STATECACHE_")}
+    full.update(env, PYTHONPATH=str(REPO), STATECACHE_QUIET="1")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "run.py"], cwd=project, env=full, capture_output=True, text=True)
+    total = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"run.py failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process"] = total
+    return result
+
+
+def evict(cache: Path) -> None:
+    for path in cache.glob("*/*.sc"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1000:8.0f} ms" if seconds < 10 else f"{seconds:8.1f} s "
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gb", type=float, default=1.0, help="state size in GB (default 1)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="256 MB, one round")
+    p.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
+    args = p.parse_args(argv)
+    nbytes = int((0.25 if args.quick else args.gb) * (1 << 30))
+    rounds = 1 if args.quick else args.rounds
+    server, endpoint = start_s3()
+    import boto3
+
+    bucket = f"bench-{os.getpid()}"
+    boto3.client("s3", endpoint_url=endpoint, **{
+        "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"
+    }).create_bucket(Bucket=bucket)
+    scratch = Path(tempfile.mkdtemp(prefix="sc-bench-remote-", dir=args.dir))
+    try:
+        figures = measure(scratch, nbytes, rounds, {
+            "N": str(nbytes // 8), "STATECACHE_SECRET": "bench-secret",
+        }, {"STATECACHE_REMOTE": f"s3://{bucket}/team", **aws_env(endpoint)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        server.stop()  # type: ignore[attr-defined]
+    report(figures, nbytes, rounds)
+    return 0
+
+
+def measure(scratch: Path, nbytes: int, rounds: int, base: dict[str, str], remote: dict[str, str]) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {k: [] for k in (
+        "recompute", "recompute_process", "publish_block", "publish_process",
+        "local_warm", "local_cold", "remote_hit")}
+    for r in range(rounds):
+        local, publisher, fetcher = (scratch / f"{kind}{r}" for kind in ("local", "publisher", "fetcher"))
+        for project in (local, publisher, fetcher):
+            project.mkdir()
+            (project / "run.py").write_text(SCRIPT)
+        miss = run(local, base)
+        figures["recompute"].append(miss["block"])
+        figures["recompute_process"].append(miss["process"])
+        published = run(publisher, {**base, **remote})
+        figures["publish_block"].append(published["block"])
+        figures["publish_process"].append(published["process"])
+        ensure_published(publisher / ".statecache", remote, base)
+        figures["local_warm"].append(run(local, base)["block"])
+        evict(local / ".statecache")
+        figures["local_cold"].append(run(local, base)["block"])
+        hit = run(fetcher, {**base, **remote})
+        assert hit["check"] == miss["check"], "the remote hit restored another state"
+        figures["remote_hit"].append(hit["block"])
+        for project in (local, publisher, fetcher):
+            shutil.rmtree(project)
+    return figures
+
+
+def ensure_published(cache: Path, remote: dict[str, str], base: dict[str, str]) -> None:
+    """Finish an upload that the publisher's exit wait cut short (a slow server), so that the
+    remote hit below measures a hit."""
+    from statecache.store.maintenance import scan
+    from statecache.store.remote import RemoteTier
+
+    os.environ.update({k: v for k, v in remote.items() if k.startswith("AWS_")})
+    tier = RemoteTier(remote["STATECACHE_REMOTE"], secret=base["STATECACHE_SECRET"].encode())
+    for entry in scan(str(cache))[0]:
+        if tier.push(entry.name, entry.key, entry.path):
+            print(f"  (the publisher's upload did not finish before its exit wait; pushed {entry.name})")
+
+
+def report(figures: dict[str, list[float]], nbytes: int, rounds: int) -> None:
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    print(f"remote tier over loopback (moto S3 on 127.0.0.1), {nbytes / (1 << 30):.2f} GB of "
+          f"random float64, median of {rounds} round(s), a fresh process per figure")
+    rows = [
+        ("recompute (miss, no remote)", med["recompute"]),
+        ("local hit, warm page cache", med["local_warm"]),
+        ("local hit, cold page cache", med["local_cold"]),
+        ("remote hit (download, verify, load)", med["remote_hit"]),
+        ("miss with publish (block only)", med["publish_block"]),
+    ]
+    for label, value in rows:
+        print(f"  {label:<40} {fmt(value)}")
+    print(f"  remote hit / local cold hit            {med['remote_hit'] / med['local_cold']:8.2f}x  (target <= 2x)")
+    print(f"  remote hit / local warm hit            {med['remote_hit'] / med['local_warm']:8.2f}x")
+    print(f"  recompute / remote hit                 {med['recompute'] / med['remote_hit']:8.2f}x")
+    print(f"  miss with publish / miss without       {med['publish_block'] / med['recompute']:8.2f}x  "
+          "(the block; target ~1x: the upload is in the background)")
+    print(f"  exit waited for the upload             {fmt(med['publish_process'] - med['recompute_process'])}"
+          "  (the process's extra time to exit: the background upload finishing)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
