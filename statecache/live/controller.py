@@ -73,8 +73,6 @@ class Controller:
         from .group import WorkerGroup
 
         self.sel = selectors.DefaultSelector()
-        self.group = WorkerGroup()
-        self.sel.register(self.group.listener, _READ, "listen")
         wake_r, wake_w = os.pipe()
         for fd in (wake_r, wake_w):
             os.set_blocking(fd, False)
@@ -83,10 +81,12 @@ class Controller:
             s: signal.signal(s, self._on_signal)
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
-        self.terminal = Terminal(self.sel)
         # we write to the terminal while a run holds it: never be stopped for that (TOSTOP)
         old_ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         try:
+            self.terminal = Terminal(self.sel)
+            self.group = WorkerGroup()
+            self.sel.register(self.group.listener, _READ, "listen")
             argv = [self.arg0, *self.argv]
             self.group.spawn(self.path, argv, self.terminal.owned, (wake_r, wake_w), list(old))
             self.sel.register(wake_r, _READ, "wake")
