@@ -252,6 +252,75 @@ def test_a_forked_child_uses_the_remote_too(s3_server: S3Server, tmp_path: Path)
     assert (p.root / "child" / NAME / f"{KEY}.sc").read_bytes() == path.read_bytes()
 
 
+# ----------------------------------------------------------------------------- real checkpoints
+
+CHECKPOINT = r"""
+import os, time
+import numpy as np
+import statecache as sc
+from statecache._engine import add_tier
+from statecache.store.remote import engine_tier
+
+add_tier(engine_tier())  # the engine's second-tier hook, fed from STATECACHE_REMOTE
+if "BARRIER" in os.environ:
+    open(os.path.join(os.environ["BARRIER"], os.environ["IDX"]), "w").close()
+with sc.checkpoint("features"):
+    with open(os.environ["LOG"], "a") as log:
+        log.write(f"{os.getpid()}\n")
+    if "BARRIER" in os.environ:  # compute only once every process is looking for the entry
+        while not all(os.path.exists(os.path.join(os.environ["BARRIER"], str(i))) for i in range(4)):
+            time.sleep(0.02)
+    X = np.arange(1_000_000) * 7
+print("sum", int(X.sum()))
+"""
+
+
+def clone(root: Path) -> Project:
+    project = Project(root)
+    project.write("run.py", CHECKPOINT)
+    return project
+
+
+def checkpoint_env(remote: str, server: S3Server | None, log: Path, **extra: str) -> dict[str, str]:
+    env = {"STATECACHE_REMOTE": remote, "STATECACHE_SECRET": SECRET, "LOG": str(log), **extra}
+    if server is not None:
+        env.update(server.env())
+    return env
+
+
+def test_checkpoints_in_two_clones_share_through_the_remote(url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote, server = url
+    log = tmp_path / "computed.log"
+    env = checkpoint_env(remote, server, log)
+    one, two = clone(tmp_path / "alice" / "project"), clone(tmp_path / "bob" / "work" / "project")
+    first = one.run("run.py", env=env)
+    second = two.run("run.py", env=env)
+    assert first.computed("features") and not second.computed("features")
+    assert second.hit("features") and any("fetched" in line and remote in line for line in second.status)
+    assert first.stdout == second.stdout
+    assert len(log.read_text().split()) == 1
+    assert two.entries("features")[0].read_bytes() == one.entries("features")[0].read_bytes()
+
+
+def test_four_checkpoint_processes_on_two_machines_run_the_body_once(s3_server: S3Server, tmp_path: Path) -> None:
+    remote = f"s3://{s3_server.new_bucket()}/team"
+    log, barrier = tmp_path / "computed.log", tmp_path / "started"
+    barrier.mkdir()
+    machines = [clone(tmp_path / "m1" / "project"), clone(tmp_path / "m2" / "project")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "run.py"], cwd=machines[i % 2].root,
+            env=subprocess_env(**checkpoint_env(remote, s3_server, log, BARRIER=str(barrier), IDX=str(i))),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(4)
+    ]
+    outs = [finish(p) for p in procs]
+    assert len(log.read_text().split()) == 1, "\n".join(err for _, err in outs)  # one body ran
+    assert len({out for out, _ in outs}) == 1
+    assert sum("'features' computing" in err for _, err in outs) == 1
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

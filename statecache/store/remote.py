@@ -203,11 +203,13 @@ class RemoteTier:
     def _download(
         self, store: Any, info: Any, name: str, key: str, local_path: str, check: Check | None
     ) -> bool:
+        from ..entry.progress import progress_bar
         from ..entry.reader import read_meta, verify_entry
 
         os.makedirs(os.path.dirname(local_path), mode=0o700, exist_ok=True)
         tmp = temp_path(local_path)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        bar = progress_bar(f"fetching from {self.url}", name, info.size, None)
         done = False
         try:
             os.ftruncate(fd, info.size)  # sparse: read_meta sees the header in a file of full size
@@ -220,7 +222,8 @@ class RemoteTier:
             if meta is not None and not self._acceptable(meta, name, key, check):
                 self._unusable.add((name, key))
                 return False
-            store.download(info.path, fd, head, info.size, info.etag, lambda n: None)
+            bar.add(head)
+            store.download(info.path, fd, head, info.size, info.etag, bar.add)
             os.fsync(fd)
             try:
                 meta = verify_entry(tmp, secret=self.secret)
@@ -239,6 +242,7 @@ class RemoteTier:
             done = True
             return True
         finally:
+            bar.close()
             os.close(fd)
             if not done:
                 with contextlib.suppress(OSError):
@@ -309,6 +313,12 @@ class RemoteTier:
                 return fetched
             if self._is_down() or (name, key) in self._unusable:
                 break
+        if lease.held:
+            # the holder may have published and released between our last look and taking it
+            fetched = self._fetch(name, key, local_path, check, explain=False)
+            if fetched is not None:
+                lease.release()
+                return fetched
         return lease
 
     def _is_down(self) -> bool:
