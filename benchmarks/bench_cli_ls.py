@@ -52,6 +52,7 @@ def build(cache: str, entries: int, names: int) -> int:
         "files": [
             {
                 "path": f"/home/user/project/data/part{i}.csv",
+                "kind": "file",
                 "size": 123456,
                 "mtime_ns": 1,
                 "digest": "ab" * 16,

@@ -68,6 +68,52 @@ def _plugin(subparsers: Any, name: str, module_name: str) -> None:
     p.set_defaults(func=broken)
 
 
+_DIR_HELP = (
+    "cache directory (default: $STATECACHE_DIR, else the nearest .statecache in the working "
+    "directory or above it)"
+)
+
+
+def _command(
+    sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, json: bool = False
+) -> argparse.ArgumentParser:
+    """A built-in subcommand with the options they all take."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    p.add_argument("--dir", metavar="D", help=_DIR_HELP)
+    if json:
+        p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_builtins(sub: Any) -> None:
+    p = _command(sub, "ls", cmd_ls,
+                 "list entries: name, key, size, variables, created, last used, compute time", True)
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these checkpoint names")
+    p = _command(sub, "show", cmd_show,
+                 "one entry in full: metadata, variables, recorded files, source", True)
+    p.add_argument(
+        "entry", metavar="NAME_OR_KEY", help="a checkpoint name, a key prefix, or NAME/KEYPREFIX"
+    )
+    p = _command(sub, "clear", cmd_clear,
+                 "delete entries (each under its lock; entries in use are skipped)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="checkpoint names (or NAME/KEYPREFIX) to delete"
+    )
+    p.add_argument("--all", action="store_true", help="delete every entry")
+    p.add_argument("--older-than", metavar="AGE", help="only entries not used for AGE (e.g. 7d)")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
+    p = _command(sub, "gc", cmd_gc, "enforce a size cap (least recently used first), prune old "
+                 "versions, remove temp files of dead writers")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="size cap, e.g. 10G (default: $STATECACHE_MAX_SIZE, else none)")
+    p.add_argument("--keep-versions", metavar="N", type=int, default=3,
+                   help="old versions kept per name besides the most recently used one (default 3)")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
+    _command(sub, "verify", cmd_verify,
+             "check every entry's checksums (and signature when STATECACHE_SECRET is set)", True)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``argv`` naming a built-in command, plug-ins are not imported
     (``statecache ls`` does not pay for importing ``live``)."""
@@ -79,68 +125,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    dir_help = (
-        "cache directory (default: $STATECACHE_DIR, else the nearest .statecache in the "
-        "working directory or above it)"
-    )
-
-    def add(
-        name: str, func: Callable[[argparse.Namespace], int], help: str, json_flag: bool = False
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--dir", metavar="D", help=dir_help)
-        if json_flag:
-            p.add_argument(
-                "--json", action="store_true", help="machine-readable output (see README)"
-            )
-        p.set_defaults(func=func)
-        return p
-
-    p = add(
-        "ls",
-        cmd_ls,
-        "list entries: name, key, size, variables, created, last used, compute time",
-        True,
-    )
-    p.add_argument("names", nargs="*", metavar="NAME", help="only these checkpoint names")
-    p = add(
-        "show", cmd_show, "one entry in full: metadata, variables, recorded files, source", True
-    )
-    p.add_argument(
-        "entry", metavar="NAME_OR_KEY", help="a checkpoint name, a key prefix, or NAME/KEYPREFIX"
-    )
-    p = add("clear", cmd_clear, "delete entries (each under its lock; entries in use are skipped)")
-    p.add_argument(
-        "names", nargs="*", metavar="NAME", help="checkpoint names (or NAME/KEYPREFIX) to delete"
-    )
-    p.add_argument("--all", action="store_true", help="delete every entry")
-    p.add_argument("--older-than", metavar="AGE", help="only entries not used for AGE (e.g. 7d)")
-    p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
-    p = add(
-        "gc",
-        cmd_gc,
-        "enforce a size cap (least recently used first), prune old versions, "
-        "remove temp files of dead writers",
-    )
-    p.add_argument(
-        "--max-size",
-        metavar="SIZE",
-        help="size cap, e.g. 10G (default: $STATECACHE_MAX_SIZE, else none)",
-    )
-    p.add_argument(
-        "--keep-versions",
-        metavar="N",
-        type=int,
-        default=3,
-        help="old versions kept per name besides the most recently used one (default 3)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
-    add(
-        "verify",
-        cmd_verify,
-        "check every entry's checksums (and signature when STATECACHE_SECRET is set)",
-        True,
-    )
+    _add_builtins(sub)
     first = next((a for a in (argv or ()) if not a.startswith("-")), None)
     if argv is None or first not in BUILTIN:
         for name, module_name in PLUGINS.items():

@@ -80,82 +80,93 @@ class EntryMeta(TypedDict, total=False):
     signed: bool
 
 
-_INT = "int"
-_NUMBER = "number"
+# An expected JSON type is a Python type (checked exactly: JSON gives exact types, and a bool
+# is not an int here), a tuple of types, or a checker function for a nested record. The checks
+# are plain ``type() is`` tests: ``ls`` parses the metadata of every entry in the cache.
+_NUMBER = (int, float)
+_NAMES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+          list: "array", dict: "object"}
+
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return _NAMES.get(type(value), type(value).__name__)
+
+
+def _expected_name(expected: Any) -> str:
+    if isinstance(expected, tuple):
+        return "number"
+    return _NAMES.get(expected, "object")
+
+
+def _check(field: str, value: Any, expected: Any) -> None:
+    if type(expected) is type:
+        if type(value) is not expected:
+            raise _fail(field, value, _expected_name(expected))
+    elif type(expected) is tuple:
+        if type(value) not in expected:
+            raise _fail(field, value, _expected_name(expected))
+    else:
+        expected(field, value)
 
 
 def _fail(field: str, value: Any, expected: str) -> EntryError:
     return EntryError(f"metadata field {field!r} is {_type_name(value)}, expected {expected}")
 
 
-def _check(field: str, value: Any, expected: Any) -> None:
-    if expected is _INT:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        name = "integer"
-    elif expected is _NUMBER:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        name = "number"
-    elif isinstance(expected, type):
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        name = _type_name(expected())
-    else:
-        expected(field, value)
-        return
-    if not ok:
-        raise _fail(field, value, name)
-
-
-def _record(fields: dict[str, Any], required: tuple[str, ...]) -> Any:
-    """A checker for a JSON object with these typed fields (extra fields are allowed)."""
-
-    def check(field: str, value: Any) -> None:
-        if not isinstance(value, dict):
-            raise _fail(field, value, "object")
-        for name in required:
-            if name not in value:
-                raise EntryError(f"metadata field {field!r} has no {name!r}")
-        for name, expected in fields.items():
-            if name in value:
-                _check(f"{field}.{name}", value[name], expected)
-
-    return check
+def _check_record(field: str, value: Any, fields: dict[str, Any], required: tuple[str, ...]) -> None:
+    if type(value) is not dict:
+        raise _fail(field, value, "object")
+    for name in required:
+        if name not in value:
+            raise EntryError(f"metadata field {field!r} has no {name!r}")
+    for name, expected in fields.items():
+        if name in value:
+            v = value[name]
+            if type(v) is not expected:  # the field's name is built only when needed
+                _check(f"{field}.{name}", v, expected)
 
 
 def _list_of(item: Any) -> Any:
     def check(field: str, value: Any) -> None:
-        if not isinstance(value, list):
+        if type(value) is not list:
             raise _fail(field, value, "array")
         for i, element in enumerate(value):
-            _check(f"{field}[{i}]", element, item)
+            if type(element) is not item:
+                _check(f"{field}[{i}]", element, item)
 
     return check
 
 
 def _dict_of(item: Any) -> Any:
     def check(field: str, value: Any) -> None:
-        if not isinstance(value, dict):
+        if type(value) is not dict:
             raise _fail(field, value, "object")
         for name, element in value.items():
-            _check(f"{field}[{name!r}]", element, item)
+            if type(element) is not item:
+                _check(f"{field}[{name!r}]", element, item)
 
     return check
 
 
-_FILE_FIELDS = {"path": str, "kind": str, "size": _INT, "mtime_ns": _INT, "digest": str,
+def _record(fields: dict[str, Any], required: tuple[str, ...]) -> Any:
+    """A checker for a JSON object with these typed fields (extra fields are allowed)."""
+
+    def check(field: str, value: Any) -> None:
+        _check_record(field, value, fields, required)
+
+    return check
+
+
+_FILE_FIELDS = {"path": str, "kind": str, "size": int, "mtime_ns": int, "digest": str,
                 "racy": bool, "relative": str}
+_FILE_KEYS = ("path", "kind")
 _FILE_REQUIRED = {"file": ("size", "mtime_ns", "digest"), "dir": ("digest",), "missing": ()}
 
 
 def _file_record(field: str, value: Any) -> None:
-    _record(_FILE_FIELDS, ("path", "kind"))(field, value)
+    _check_record(field, value, _FILE_FIELDS, _FILE_KEYS)
     kind = value["kind"]
-    if kind not in FILE_KINDS:
+    if kind not in _FILE_REQUIRED:
         raise EntryError(f"metadata field {field + '.kind'!r} is {kind!r}, expected one of "
                          f"{', '.join(FILE_KINDS)}")
     for name in _FILE_REQUIRED[kind]:
@@ -163,13 +174,17 @@ def _file_record(field: str, value: Any) -> None:
             raise EntryError(f"metadata field {field!r} (a {kind!r} record) has no {name!r}")
 
 
-# field -> expected JSON type: a Python type, _INT (not bool), _NUMBER (int or float, not bool)
-# or a checker function for nested records
+def _variable(field: str, value: Any) -> None:
+    if type(value) is dict and type(value.get("type")) is str and type(value.get("size")) is int:
+        return  # the common case, fast: every entry has one record per saved variable
+    _check_record(field, value, {"type": str, "size": int}, ("type", "size"))
+
+
 _TOP: dict[str, Any] = dict(
     name=str,
     key=str,
     kind=str,
-    source=_record({"file": str, "line": _INT}, ("file", "line")),
+    source=_record({"file": str, "line": int}, ("file", "line")),
     created=_NUMBER,
     compute_seconds=_NUMBER,
     files=_list_of(_file_record),
@@ -178,10 +193,10 @@ _TOP: dict[str, Any] = dict(
     rng=_dict_of(_record({"before": str}, ("before", "after"))),
     cell=str,
     cell_outputs=_list_of(dict),
-    format=_INT,
+    format=int,
     pickler=str,
-    variables=_dict_of(_record({"type": str, "size": _INT}, ("type", "size"))),
-    state_size=_INT,
+    variables=_dict_of(_variable),
+    state_size=int,
     python=str,
     statecache_version=str,
     signed=bool,
@@ -191,17 +206,16 @@ WRITER_FIELDS = ("format", "pickler", "variables", "state_size", "python", "stat
                  "signed")  # what write_entry adds: present in every entry it wrote
 
 
-def parse_meta(raw: object, *, written: bool = True) -> EntryMeta:
+def parse_meta(raw: object) -> EntryMeta:
     """``raw`` (decoded JSON) checked against the schema and returned as EntryMeta (the same
-    dict). ``written=False`` checks a caller's metadata before the writer adds its fields.
-    Raises EntryError naming the first bad or missing field."""
+    dict). Raises EntryError naming the first bad or missing field."""
     if not isinstance(raw, dict):
         raise EntryError(f"metadata is {_type_name(raw)}, expected object")
-    if written:
-        for name in WRITER_FIELDS:
-            if name not in raw:
-                raise EntryError(f"metadata has no {name!r} field")
-    for name, expected in _TOP.items():
-        if name in raw:
-            _check(name, raw[name], expected)
+    for name in WRITER_FIELDS:
+        if name not in raw:
+            raise EntryError(f"metadata has no {name!r} field")
+    for name, value in raw.items():
+        expected = _TOP.get(name)
+        if expected is not None:
+            _check(name, value, expected)
     return cast(EntryMeta, raw)

@@ -99,7 +99,6 @@ def write_entry(
     ``progress``: draw a progress bar on stderr once the save runs past a second (None: only
     when stderr is a terminal and STATECACHE_QUIET is not set). A ``meta`` that breaks the
     schema raises EntryError before anything is written: never an entry no reader accepts."""
-    parse_meta(meta, written=False)
     t0 = time.perf_counter()
     path = os.fspath(path)
     pool = Pool()
@@ -126,7 +125,8 @@ def _state_size(ser: Serialised) -> int:
 
 
 def _meta_bytes(meta: EntryMeta | dict[str, Any], ser: Serialised, signed: bool) -> bytes:
-    """The caller's metadata plus the writer's fields, as compact JSON."""
+    """The caller's metadata plus the writer's fields, as compact JSON, checked as the reader
+    will check it (tuples are arrays by then)."""
     from .._version import __version__
 
     full: dict[str, Any] = dict(meta)
@@ -139,7 +139,9 @@ def _meta_bytes(meta: EntryMeta | dict[str, Any], ser: Serialised, signed: bool)
         statecache_version=__version__,
         signed=signed,
     )
-    return json.dumps(full, separators=(",", ":")).encode()
+    encoded = json.dumps(full, separators=(",", ":")).encode()
+    parse_meta(json.loads(encoded))
+    return encoded
 
 
 def _write_parts(
