@@ -218,3 +218,26 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert m, "the README has no 'Test it' command"
     for part in m.group(1).split(" && "):
         assert part in ci, f"README step {part!r} is not in .ci/run"
+
+
+PEP723_BLOCK = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"  # PEP 723's own
+
+
+def test_the_pep723_example_declares_its_dependencies_and_hits_on_its_second_run(tmp_path: Path) -> None:
+    from conftest import Project
+
+    text = (REPO / "examples" / "pep723_example.py").read_text()
+    [block] = [m for m in re.finditer(PEP723_BLOCK, text) if m.group("type") == "script"]
+    content = "".join(line[2:] if line.startswith("# ") else line[1:]
+                      for line in block.group("content").splitlines(keepends=True))
+    meta = tomllib.loads(content)
+    assert {re.split(r"[<>=\[ ]", d, maxsplit=1)[0] for d in meta["dependencies"]} == {"statecache", "numpy"}
+    assert meta["requires-python"] == PROJECT["requires-python"]
+    assert meta["tool"]["uv"]["sources"]["statecache"]["path"] == ".."  # the checkout, from examples/
+    project = Project(tmp_path)
+    project.write("pep723_example.py", text)
+    first = project.run("pep723_example.py")
+    second = project.run("pep723_example.py")
+    assert first.computed("embeddings") and second.hit("embeddings")
+    result = [line for line in first.stdout.splitlines() if line.startswith("nearest")]
+    assert result and result == [line for line in second.stdout.splitlines() if line.startswith("nearest")]
