@@ -135,6 +135,12 @@ RULES = [
     Rule("input-value", CODE, edit(CODE, "base = 10", "base = 110")),
     Rule("in-place-mutation", MUTATION, edit(MUTATION, "data = [1, 2]", "data = [1, 20]")),
     Rule("helper-same-file", SAME_FILE, edit(SAME_FILE, "x * 10.5", "x * 110.5")),
+    Rule(
+        "helper-comment-only",
+        SAME_FILE,
+        edit(SAME_FILE, "    return math.floor(x * 10.5)", "    # scaled\n\n    return math.floor( x*10.5 )  # note"),
+        miss=False,
+    ),
     Rule("helper-local-module", MODULE, replace(MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
     Rule("helper-local-module-from", FROM_MODULE, replace(FROM_MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
     Rule("data-file", DATA, replace(DATA, files={"data.txt": "1 2 3 40\n"})),
