@@ -874,3 +874,38 @@ def test_a_long_tmpdir_still_works(project: Path, live_tmpdir: Path, monkeypatch
     import shutil
 
     shutil.rmtree(live_tmpdir / ("d" * 60))
+
+
+HANDLERS = """\
+import signal
+import statecache
+
+
+def on_signal(signum, frame):
+    pass
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGHUP, on_signal)
+with statecache.checkpoint("setup"):
+    x = 1
+handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT)]
+names = [h.__name__ if callable(h) else h.name for h in handlers]
+print("handlers", *names, "TAG")
+"""
+
+
+def test_signal_handlers_the_script_set_are_its_own_after_a_resume(project: Path) -> None:
+    """A snapshot ignores signals while it waits; the runs it starts get the script's own
+    handlers back, as they were when the snapshot was taken."""
+    write(project / "script.py", HANDLERS)
+    expected = "handlers on_signal on_signal SIG_DFL SIG_DFL"
+    with live_session(project) as child:
+        child.expect(f"{expected} TAG")
+        idle(child)
+        write(project / "script.py", HANDLERS.replace("TAG", "again"))
+        child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
+        child.expect(r"handlers [^\r\n]* again")
+        assert child.after.startswith(expected), child.after
+        idle(child)
+    assert expected in plain_run(project).stdout

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import types
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import protocol
 from .modules import local_modules
@@ -52,6 +52,13 @@ class Worker:
         self.source = ""
         self.conn: socket.socket | None = None
         self.snapshot_pids: list[int] = []
+        # the script's own signal handlers, which a snapshot replaces and its runners get back
+        self.handlers: dict[int, Any] = {
+            signal.SIGINT: signal.default_int_handler,
+            signal.SIGCHLD: signal.SIG_DFL,
+            signal.SIGHUP: signal.SIG_DFL,
+            signal.SIGQUIT: signal.SIG_DFL,
+        }
 
     def connect(self, hello: protocol.Message) -> socket.socket:
         import socket
@@ -65,6 +72,7 @@ class Worker:
         """Fork a paused copy of this process; return once the copy has checked in with the
         controller (so the controller hears of it before this runner's next message)."""
         flush_std()
+        self.handlers = {sig: signal.getsignal(sig) for sig in self.handlers}
         r, w = os.pipe()
         # a Ctrl-C must not reach the copy before it ignores SIGINT
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -130,10 +138,8 @@ class Worker:
         if os.fork():
             return
         s.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != me:  # the snapshot died before prctl took hold
             os._exit(1)
