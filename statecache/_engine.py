@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ._binders import RETURN
+from ._binders import RETURN, Binder
 from ._config import (
     age_argument,
     dir_argument,
@@ -161,12 +161,6 @@ class Found(NamedTuple):
 
     meta: EntryMeta
     state: dict[str, Any]
-
-
-class Binder(Protocol):
-    """How a front end puts state back (see ``_binders``)."""
-
-    def restore(self, state: dict[str, Any], unbound: list[str]) -> None: ...
 
 
 Collected = tuple[dict[str, Any], dict[str, Any]]  # (state, extra metadata)

@@ -1030,3 +1030,22 @@ print("gen", list(gen()))
     assert "ignore=['lock']" in run.stdout and "ignored 1" in run.stdout
     assert "gen [0, 1, 2]" in run.stdout
     assert "was not saved" in run.stderr and "del return" not in run.stderr
+
+
+def test_settings_that_python_would_read_as_true_are_refused(project: Project) -> None:
+    project.write("script.py", """
+import sys
+import statecache as sc
+option = sys.argv[1]
+value = {"mmap": "no", "verbose": "false", "max_size": -1, "max_age": "0s"}[option]
+try:
+    with sc.checkpoint("a", **{option: value}):
+        y = 1
+except sc.StateCacheError as exc:
+    print("error:", exc)
+""")
+    assert "mmap=False (a bool, not the string 'no'" in project.run("script.py", "mmap").stdout
+    assert "verbose=False (a bool" in project.run("script.py", "verbose").stdout
+    assert "a size cap must be above 0" in project.run("script.py", "max_size").stdout
+    assert "max_age must be positive" in project.run("script.py", "max_age").stdout
+    assert not project.entries("a")
