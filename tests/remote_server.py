@@ -1,7 +1,6 @@
-"""A real S3 server on loopback for the remote-tier tests, and a TCP proxy in front of it that
-can stall or answer garbage (the faults a remote shows). Only 127.0.0.1 is ever used.
-
-Import the fixtures into a test module with ``from tests.remote_server import *`` or by name.
+"""A real S3 server on loopback for the remote-tier tests, and broken endpoints beside it that
+stall, answer garbage or refuse the credentials (the faults a remote shows). Only 127.0.0.1 is
+ever used. Test modules load the fixtures with ``pytest_plugins = ("tests.remote_server",)``.
 """
 
 from __future__ import annotations
@@ -91,14 +90,22 @@ def bucket_url(s3_server: S3Server) -> str:
     return f"s3://{s3_server.new_bucket()}/team"
 
 
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of ``port``. ``mode``: ``"pass"`` forwards,
-    ``"stall"`` reads requests and never answers, ``"garbage"`` answers every request with
-    bytes that are not HTTP. ``connections`` counts the clients; ``closed_by_client`` counts
+_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code><Message>The '
+    b"AWS Access Key Id you provided does not exist in our records.</Message></Error>"
+)
+FORBIDDEN = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: "
+    + str(len(_DENIED)).encode() + b"\r\n\r\n" + _DENIED
+)
+
+
+class BrokenEndpoint:
+    """A broken S3 endpoint on 127.0.0.1. ``mode``: ``"stall"`` reads requests and never answers, ``"garbage"`` answers every request with
+    bytes that are not HTTP, ``"forbidden"`` refuses every request as S3 does wrong keys. ``connections`` counts the clients; ``closed_by_client`` counts
     those that hung up (an exiting process does)."""
 
-    def __init__(self, port: int, mode: str = "pass") -> None:
-        self.target = port
+    def __init__(self, mode: str) -> None:
         self.mode = mode
         self.connections = 0
         self.closed_by_client = 0
@@ -121,11 +128,10 @@ class Proxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        if self.mode == "pass":
-            upstream = socket.create_connection((HOST, self.target))
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-            self._pipe(client, upstream, True)
-            return
+        with client:
+            self._answer(client)
+
+    def _answer(self, client: socket.socket) -> None:
         try:
             while True:
                 data = client.recv(1 << 16)
@@ -137,24 +143,13 @@ class Proxy:
                     self.received += len(data)
                 if self.mode == "garbage" and b"\r\n\r\n" in data:
                     client.sendall(b"\x00\xffnot http at all\r\n\r\n")
-                    client.close()
                     return
+                if self.mode == "forbidden" and b"\r\n\r\n" in data:
+                    # a HEAD response has no body, or the client reads it as the next response
+                    client.sendall(FORBIDDEN.split(b"\r\n\r\n")[0] + b"\r\n\r\n" if data.startswith(b"HEAD") else FORBIDDEN)
         except OSError:
             with self._lock:
                 self.closed_by_client += 1
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._stop = True
@@ -162,8 +157,8 @@ class Proxy:
 
 
 @pytest.fixture
-def proxy(s3_server: S3Server) -> Iterator[Proxy]:
-    p = Proxy(s3_server.port, "stall")
+def stalled_endpoint() -> Iterator[BrokenEndpoint]:
+    p = BrokenEndpoint("stall")
     try:
         yield p
     finally:

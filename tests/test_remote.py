@@ -25,10 +25,10 @@ from statecache._errors import ConfigError, StateCacheWarning
 from tests.conftest import Project, subprocess_env
 
 pytest.register_assert_rewrite("tests.remote_server")
-from tests.remote_server import Proxy, S3Server  # noqa: E402
+from tests.remote_server import BrokenEndpoint, S3Server  # noqa: E402
 
 pytest.importorskip("s3fs")
-pytest_plugins = ("tests.remote_server",)  # the S3 server and proxy fixtures
+pytest_plugins = ("tests.remote_server",)  # the S3 server and broken-endpoint fixtures
 
 SECRET = "team-secret"
 NAME, KEY = "features", "ab" * 16
@@ -459,6 +459,57 @@ def test_a_duplicate_s3_publish_leaves_no_multipart_upload(s3_env: S3Server, tmp
     assert not s3_env.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
+def test_a_damaged_remote_entry_is_computed_here_without_waiting(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    said: list[str] = []
+    tier = tier_for(f"file://{shared}", status=said.append)
+    publish_now(tier, make_entry(tmp_path / "one"))
+    corrupt(f"file://{shared}", None, tier.entry_object(NAME, KEY), flip_middle)
+    with pytest.warns(StateCacheWarning, match="ignoring the remote entry"):
+        lease = tier.obtain(NAME, KEY, str(tmp_path / "two" / NAME / f"{KEY}.sc"))
+    assert getattr(lease, "held", False) and said == []  # computed at once, no wait announced
+    lease.release()  # type: ignore[union-attr]
+    assert not (shared / tier.lease_object(NAME, KEY)).exists()
+
+
+def test_an_abandoned_lease_is_taken_over_at_once(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    lease_file = shared / tier_for(f"file://{shared}").lease_object(NAME, KEY)
+    lease_file.parent.mkdir(parents=True)
+    lease_file.write_bytes(b"\x00garbage")
+    old = time.time() - 3600
+    os.utime(lease_file, (old, old))
+    tier = tier_for(f"file://{shared}", lease_ttl=60)
+    with pytest.warns(StateCacheWarning, match="an unknown process .*stopped renewing its lease"):
+        lease = tier.obtain(NAME, KEY, str(tmp_path / "local" / NAME / f"{KEY}.sc"))
+    assert getattr(lease, "held", False)
+    assert json.loads(lease_file.read_bytes())["pid"] == os.getpid()
+    lease.release()  # type: ignore[union-attr]
+
+
+def test_the_engine_hooks_lease_publish_and_abandon(tmp_path: Path) -> None:
+    from statecache.store.remote import EngineTier
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    hooks = EngineTier(tier_for(f"file://{shared}", status=lambda _text: None))
+    lease_file = shared / hooks.remote.lease_object(NAME, KEY)
+    local = tmp_path / "one" / NAME / f"{KEY}.sc"
+    assert hooks.fetch(NAME, KEY, str(local)) is False and lease_file.exists()  # compute: leased
+    hooks.abandon(NAME, KEY)  # the body raised
+    assert not lease_file.exists()
+    assert hooks.fetch(NAME, KEY, str(local)) is False and lease_file.exists()
+    make_entry(tmp_path / "one")
+    hooks.publish(NAME, KEY, str(local))
+    from statecache.store.upload import wait_for_uploads
+
+    assert wait_for_uploads(limit=600) == []
+    assert (shared / hooks.remote.entry_object(NAME, KEY)).exists() and not lease_file.exists()
+    other = tmp_path / "two" / NAME / f"{KEY}.sc"
+    assert hooks.fetch(NAME, KEY, str(other)) is True and other.read_bytes() == local.read_bytes()
+
+
 # ----------------------------------------------------------------------------- faults
 
 
@@ -486,7 +537,7 @@ def test_a_remote_that_is_down_is_a_warning_then_local(s3_env: S3Server, tmp_pat
 
 @pytest.mark.parametrize("mode", ["stall", "garbage"])
 def test_a_stalled_or_garbled_remote_is_a_warning_not_a_hang(s3_env: S3Server, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = Proxy(s3_env.port, mode)
+    bad = BrokenEndpoint(mode)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", bad.endpoint)
         tier = tier_for(f"s3://{s3_env.new_bucket()}/team", timeout=1)
@@ -497,6 +548,18 @@ def test_a_stalled_or_garbled_remote_is_a_warning_not_a_hang(s3_env: S3Server, m
         bad.close()
 
 
+def test_refused_credentials_are_a_warning_naming_them(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refusing = BrokenEndpoint("forbidden")
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", refusing.endpoint)
+        tier = tier_for("s3://some-bucket/team", timeout=2)
+        with pytest.warns(StateCacheWarning, match="access refused .*check the AWS credentials"):
+            assert tier.fetch(NAME, KEY, str(tmp_path / NAME / f"{KEY}.sc")) is None
+        assert refusing.connections >= 1
+    finally:
+        refusing.close()
+
+
 def test_missing_credentials_are_a_warning_naming_them(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var)
@@ -505,7 +568,7 @@ def test_missing_credentials_are_a_warning_naming_them(s3_env: S3Server, tmp_pat
         assert tier.fetch(NAME, KEY, str(tmp_path / NAME / f"{KEY}.sc")) is None
 
 
-def test_an_upload_in_progress_does_not_block_exit_past_its_limit(s3_server: S3Server, proxy: Proxy, tmp_path: Path) -> None:
+def test_an_upload_in_progress_does_not_block_exit_past_its_limit(s3_server: S3Server, stalled_endpoint: BrokenEndpoint, tmp_path: Path) -> None:
     p = Project(tmp_path / "slow")
     entry = make_entry(tmp_path / "one")
     go = tmp_path / "go"
@@ -522,15 +585,15 @@ def test_an_upload_in_progress_does_not_block_exit_past_its_limit(s3_server: S3S
         """,
     )
     proc = subprocess.Popen(
-        [sys.executable, "publish.py"], cwd=p.root, env=subprocess_env(**s3_server.env(proxy.endpoint)),
+        [sys.executable, "publish.py"], cwd=p.root, env=subprocess_env(**s3_server.env(stalled_endpoint.endpoint)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    wait_until(lambda: proxy.received > 0, "the upload's first request reaches the (stalled) remote")
+    wait_until(lambda: stalled_endpoint.received > 0, "the upload's first request reaches the (stalled) remote")
     go.touch()
     out, err = finish(proc)
     assert out == "program done\n"
     assert "did not finish in 1 s and was abandoned" in err
-    wait_until(lambda: proxy.closed_by_client >= 1, "the exiting process drops its connection")
+    wait_until(lambda: stalled_endpoint.closed_by_client >= 1, "the exiting process drops its connection")
 
 
 # ----------------------------------------------------------------------------- the CLI
