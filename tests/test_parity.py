@@ -40,6 +40,7 @@ class Rule:
     after: Case
     miss: bool = True
     skip: tuple[tuple[str, str], ...] = ()
+    reason: str = ""  # what the miss's status line names, the same in every front end
 
 
 def simple(body: str, *, defs: str = "", setup: str = "", after: str = "", files: tuple[str, ...] = ()) -> Case:
@@ -125,14 +126,14 @@ WRITES = simple(
 NO_ARGV = (("notebook", "a notebook has no sys.argv of its own"),)
 
 RULES = [
-    Rule("code-change", CODE, edit(CODE, "range(5)", "range(15)")),
+    Rule("code-change", CODE, edit(CODE, "range(5)", "range(15)"), reason="code changed"),
     Rule(
         "comment-only",
         CODE,
         edit(CODE, "result = [base * i for i in range(5)]", "# a comment\n\nresult = [ base*i  for i in range( 5 ) ]  # note"),
         miss=False,
     ),
-    Rule("input-value", CODE, edit(CODE, "base = 10", "base = 110")),
+    Rule("input-value", CODE, edit(CODE, "base = 10", "base = 110"), reason="input 'base' changed"),
     Rule("in-place-mutation", MUTATION, edit(MUTATION, "data = [1, 2]", "data = [1, 20]")),
     Rule("helper-same-file", SAME_FILE, edit(SAME_FILE, "x * 10.5", "x * 110.5")),
     Rule(
@@ -143,13 +144,13 @@ RULES = [
     ),
     Rule("helper-local-module", MODULE, replace(MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
     Rule("helper-local-module-from", FROM_MODULE, replace(FROM_MODULE, files={"helpers_mod.py": "def scale(x):\n    return x * 110\n"})),
-    Rule("data-file", DATA, replace(DATA, files={"data.txt": "1 2 3 40\n"})),
-    Rule("files-glob-edit", GLOB, replace(GLOB, files={"inputs/a.csv": "10\n"})),
-    Rule("files-glob-new", GLOB, replace(GLOB, files={"inputs/c.csv": "3\n"})),
+    Rule("data-file", DATA, replace(DATA, files={"data.txt": "1 2 3 40\n"}), reason="data.txt changed"),
+    Rule("files-glob-edit", GLOB, replace(GLOB, files={"inputs/a.csv": "10\n"}), reason="inputs/a.csv"),
+    Rule("files-glob-new", GLOB, replace(GLOB, files={"inputs/c.csv": "3\n"}), reason="inputs/c.csv"),
     Rule("env-item", env_case("os.environ['N']"), replace(env_case("os.environ['N']"), env={"N": "30"})),
     Rule("env-get", env_case("os.environ.get('N')"), replace(env_case("os.environ.get('N')"), env={"N": "30"})),
     Rule("env-getenv", env_case("os.getenv('N')"), replace(env_case("os.getenv('N')"), env={"N": "30"})),
-    Rule("sys-argv", ARGV, replace(ARGV, argv=("30",)), skip=NO_ARGV),
+    Rule("sys-argv", ARGV, replace(ARGV, argv=("30",)), skip=NO_ARGV, reason="sys.argv"),
     Rule("random-seed", RNG, edit(RNG, "random.seed(1)", "random.seed(12)")),
     Rule("numpy-seed", NP_RNG, edit(NP_RNG, "np.random.seed(1)", "np.random.seed(12)")),
     Rule("writes-file", WRITES, edit(WRITES, "base = 10", "base = 110")),
@@ -222,6 +223,8 @@ def test_parity(rule: Rule, front: ScriptFrontEnd | NotebookFrontEnd, tmp_path: 
         assert fresh.out != first.out, "the change must change the result (else the rule proves nothing)"
         assert third.computed("blk"), third.text
         assert runs(root, "blk") == 2
+        why = [line for line in third.status if "'blk' computing" in line]
+        assert all(rule.reason in line for line in why), f"the miss does not say {rule.reason!r}: {why}"
     else:
         assert third.hit("blk"), f"a comment-only edit recomputed\n{third.text}"
         assert runs(root, "blk") == 1
