@@ -559,6 +559,8 @@ def test_the_cache_is_found_like_git_finds_its_root(proj: Project, tmp_path: Pat
     alone.mkdir()
     r = run_in(alone, "verify")
     assert r.returncode == 1 and str(alone / ".statecache") in r.stderr
+    (alone / ".statecache").symlink_to(proj.cache)  # a cache moved to a bigger disk
+    assert "features" in run_in(alone, "ls").stdout
 
 
 def test_ls_names_filters_and_an_unknown_name_exits_1(proj: Project) -> None:

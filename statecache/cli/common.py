@@ -41,7 +41,7 @@ def find_cache_dir(arg: str | None, cwd: str | None = None) -> CacheDir:
         here = start
         while True:
             candidate = os.path.join(here, CACHE_DIR_NAME)
-            if os.path.isdir(candidate) and not os.path.islink(candidate):
+            if os.path.isdir(candidate):  # a link to a bigger disk counts, as for the library
                 return CacheDir(candidate, "found")
             parent = os.path.dirname(here)
             if parent == here:
