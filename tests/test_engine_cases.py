@@ -182,6 +182,32 @@ def test_project_inside_the_python_prefix_sees_data_edits(venv_python: tuple[Pat
     edit_is_seen(app, app / "data.txt", python=python)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX venv layout")
+def test_project_inside_the_python_prefix_keys_its_own_modules(venv_python: tuple[Path, str]) -> None:
+    """The same class: the project's own module is user code there, not an installed library."""
+    venv, python = venv_python
+    app = venv / "src" / "app"
+    write(app / "helpers.py", "def scale(x):\n    return x * 10\n")
+    write(
+        app / "script.py",
+        """
+        import helpers
+        import statecache as sc
+        with sc.checkpoint("scaled"):
+            open('runs.log', 'a').write('scaled\\n')
+            value = helpers.scale(4)
+        print("OUT", value)
+        """,
+    )
+    assert run_script(app, python=python).out == ["OUT 40"]
+    again = run_script(app, python=python)
+    assert again.hit("scaled"), again.text
+    write(app / "helpers.py", "def scale(x):\n    return x * 110\n")
+    changed = run_script(app, python=python)
+    assert changed.out == fresh(app, python=python) == ["OUT 440"], f"the edit of helpers.py was not seen\n{changed.text}"
+    assert changed.computed("scaled") and runs(app, "scaled") == 2
+
+
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
 def test_data_under_dev_shm_is_recorded(tmp_path: Path) -> None:
     shm = Path("/dev/shm") / f"statecache-test-{uuid.uuid4().hex}"
