@@ -7,10 +7,14 @@ hits. The programs are rendered from one description by the adapters of ``_front
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _frontends import (
@@ -20,6 +24,7 @@ from _frontends import (
     LiveFrontEnd,
     NotebookFrontEnd,
     ScriptFrontEnd,
+    child_env,
     make_kernel_spec,
     render_cached_setup,
     render_function,
@@ -228,3 +233,39 @@ def test_parity(rule: Rule, front: ScriptFrontEnd | NotebookFrontEnd, tmp_path: 
     else:
         assert third.hit("blk"), f"a comment-only edit recomputed\n{third.text}"
         assert runs(root, "blk") == 1
+
+
+def listed(root: Path) -> list[dict[str, Any]]:
+    """``statecache ls --json`` on the project's cache: the entries as the CLI reads them."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "statecache", "ls", "--json", "--dir", str(root / ".statecache")],
+        cwd=root,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries: list[dict[str, Any]] = json.loads(proc.stdout)["entries"]
+    return entries
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS, indirect=True)
+def test_every_front_end_entry_reads_back_through_the_cli(front: ScriptFrontEnd | NotebookFrontEnd, tmp_path: Path) -> None:
+    """One metadata schema: the CLI lists what every front end saved, with the block's variable and
+    its source file; two versions of the code coexist."""
+    rule = RULES[0]
+    root = tmp_path / "project"
+    root.mkdir()
+    front.write(root, rule.before)
+    front.first(root, rule.before)
+    source = "analysis.ipynb" if isinstance(front, NotebookFrontEnd) else "script.py"
+    [entry] = listed(root)
+    assert entry["name"] == "blk" and entry["error"] is None, entry
+    assert entry["variables"]["result"]["type"] == "list", entry
+    assert entry["source"]["file"] == str(root / source), entry
+    front.write(root, rule.after)
+    front.again(root, rule.after)
+    assert sorted(e["name"] for e in listed(root)) == ["blk", "blk"]
+    front.write(root, rule.before)
+    assert front.again(root, rule.before).hit("blk"), "switching the code back must hit its version"
