@@ -217,3 +217,32 @@ def test_a_directory_the_users_code_lists_still_counts(project: Project) -> None
     project.write("b.csv", "2\n")
     run = project.run("main.py")
     assert run.computed("ls") and "'a.csv', 'b.csv'" in run.stdout, run.stderr
+
+
+def test_a_library_listing_a_data_folder_counts_its_scan_of_sys_path_does_not(project: Project) -> None:
+    """An installed library that lists the user's folder (a dataset class reading an image
+    folder) lists data; the same library scanning a sys.path entry for plugins does not."""
+    site_dir = project.root / "venv" / "lib" / "site-packages"
+    (site_dir / "fakelib").mkdir(parents=True)
+    (site_dir / "fakelib" / "__init__.py").write_text(
+        "import os, sys\n"
+        "def folder(d):\n    return sorted(os.listdir(d))\n"
+        "def plugins():\n    return [n for p in sys.path if os.path.isdir(p or '.') for n in os.listdir(p or '.')]\n"
+    )
+    project.write(
+        "main.py",
+        textwrap.dedent("""
+        import fakelib, statecache
+        with statecache.checkpoint("data"):
+            images = fakelib.folder("images")
+            n = len(fakelib.plugins()) > 0
+        print("images", images)
+        """) + WRITES_BESIDE,
+    )
+    project.write("images/a.png", "a")
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(site_dir)])}
+    assert project.run("main.py", env=env).computed("data")
+    assert project.run("main.py", env=env).hit("data")  # new files beside the script: no change
+    project.write("images/b.png", "b")
+    run = project.run("main.py", env=env)
+    assert run.computed("data") and "'a.png', 'b.png'" in run.stdout, run.stderr

@@ -75,41 +75,57 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         _note(path, "opened")
     elif event in ("os.listdir", "os.scandir"):
         path = args[0] if args else "."
-        if isinstance(path, int) or not _listed_by_user(sys._getframe(1)):
+        if isinstance(path, int):
             return
-        _note(path if path is not None else ".", "listed")
+        path = path if path is not None else "."
+        lister = _lister(sys._getframe(1))
+        if lister == _IMPORTS or (lister == _LIBRARY and _on_sys_path(path)):
+            return
+        _note(path, "listed")
 
 
-_FRAME_VERDICTS: dict[str, bool | None] = {}
+# Who lists a directory: the import system (finders, ``importlib.metadata`` scanning sys.path
+# for distributions and entry points), an installed library (or statecache), or the user.
+_IMPORTS, _LIBRARY, _USER = "imports", "library", "user"
+_LISTERS: dict[str, str | None] = {}
 
 
-def _listed_by_user(frame: Any) -> bool:
-    """Whether a directory listing is the user's code looking at its data, judged by the
-    nearest calling frame that is not the standard library's: the user's code (or code of
-    no file, exec'd by the user) says yes; the import system (finders, ``importlib.metadata``
-    scanning sys.path), an installed library or statecache say no. When in doubt, yes."""
+def _lister(frame: Any) -> str:
+    """Who lists, judged by the nearest calling frame that is not the standard library's
+    (``glob``, ``pathlib`` and ``os`` list for whoever calls them). When in doubt, the user."""
     for _depth in range(64):
         if frame is None:
             break
         filename = frame.f_code.co_filename
         try:
-            verdict = _FRAME_VERDICTS[filename]
+            who = _LISTERS[filename]
         except KeyError:
-            verdict = _FRAME_VERDICTS[filename] = _frame_verdict(filename)
-        if verdict is not None:
-            return verdict
+            who = _LISTERS[filename] = _frame_lister(filename)
+        if who is not None:
+            return who
         frame = frame.f_back
-    return True
+    return _USER
 
 
-def _frame_verdict(filename: str) -> bool | None:
-    """True: the user's; False: not the user's listing; None: look further up."""
+def _frame_lister(filename: str) -> str | None:
     if is_import_system(filename):
-        return False
+        return _IMPORTS
     kind = classify(filename)
     if kind is Kind.STDLIB or filename.startswith("<frozen "):
-        return None
-    return kind is Kind.USER or kind is Kind.PSEUDO
+        return None  # look further up
+    if kind is Kind.INSTALLED or kind is Kind.STATECACHE:
+        return _LIBRARY
+    return _USER  # the user's files, and code of no file that the user exec'd
+
+
+def _on_sys_path(path: Any) -> bool:
+    """A listing of a sys.path entry by a library is a scan for modules or plugins; a library
+    listing any other directory (an image folder a dataset class reads) lists the user's data."""
+    try:
+        listed = os.path.abspath(os.fsdecode(os.fspath(path)))
+    except (TypeError, ValueError):
+        return False
+    return any(os.path.abspath(entry or ".") == listed for entry in sys.path if isinstance(entry, str))
 
 
 def _note(path: Any, kind: str) -> None:
