@@ -493,7 +493,7 @@ def test_usage_errors(tmp_path: Path) -> None:
     for args, code, text in (
         ([], 2, "give the script to run"),
         (["--max-snapshots", "5"], 2, "give the script to run"),
-        (["nope.py"], 1, "no such file"),
+        (["nope.py"], 2, "no such file"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "statecache", "live", *args],

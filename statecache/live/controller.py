@@ -58,7 +58,7 @@ class Controller:
 
     def main(self) -> int:
         """Run the loop until ``q``, a second Ctrl-C, SIGTERM or SIGHUP; the exit code."""
-        from .._errors import StateCacheError
+        from .._errors import StateCacheError, UsageError
 
         if not hasattr(os, "fork"):
             raise StateCacheError(
@@ -66,7 +66,7 @@ class Controller:
                 "use it on Linux or macOS (or under WSL)"
             )
         if not os.path.isfile(self.path):
-            raise StateCacheError(f"no such file: {self.path}")
+            raise UsageError(f"no such file: {self.path}")  # a bad argument: exit status 2
         import ctypes  # noqa: F401  (loaded once here, so that runners need not import it)
         import selectors
 
