@@ -174,7 +174,7 @@ def test_four_processes_on_two_machines_compute_a_cold_key_once(url, tmp_path: P
     barrier = tmp_path / "started"
     barrier.mkdir()
     log = tmp_path / "computed.log"
-    env = remote_env(remote, server, LOG=str(log), BARRIER=str(barrier), N="4")
+    env = remote_env(remote, server, LOG=str(log), BARRIER=str(barrier), N="4", TTL="4")  # polls each 1 s
     projects = [machine(tmp_path / f"m{i}") for i in range(4)]
     procs = [spawn(p, env) for p in projects]
     outs = [finish(p)[0].split() for p in procs]
@@ -199,6 +199,12 @@ def test_a_renewed_lease_keeps_waiters_waiting(s3_server: S3Server, tmp_path: Pa
         etags.add(client.head_object(Bucket=bucket, Key=lease_key)["ETag"])
         return len(etags) >= 7  # 6 renewals, one every ttl/3: two whole TTLs
 
+    assert waiter.stderr is not None
+    seen = ""
+    while "is being computed by" not in seen:  # the waiter has found the live lease
+        line = waiter.stderr.readline()
+        assert line, f"the waiter ended without waiting: {seen}"
+        seen += line
     wait_until(renewed_past_two_ttls, "the holder renews its lease")
     assert waiter.poll() is None  # still waiting: it did not take a live lease over
     release.touch()
@@ -206,7 +212,7 @@ def test_a_renewed_lease_keeps_waiters_waiting(s3_server: S3Server, tmp_path: Pa
     out, err = finish(waiter)
     assert out.split()[0] == "remote"
     assert len(log.read_text().split()) == 1
-    assert "is being computed by" in err and "stopped renewing" not in err
+    assert "stopped renewing" not in seen + err
 
 
 def test_a_killed_lease_holder_is_taken_over_after_its_ttl(url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -310,7 +316,9 @@ def test_four_checkpoint_processes_on_two_machines_run_the_body_once(s3_server: 
     procs = [
         subprocess.Popen(
             [sys.executable, "run.py"], cwd=machines[i % 2].root,
-            env=subprocess_env(**checkpoint_env(remote, s3_server, log, BARRIER=str(barrier), IDX=str(i))),
+            env=subprocess_env(**checkpoint_env(
+                remote, s3_server, log, BARRIER=str(barrier), IDX=str(i), STATECACHE_REMOTE_LEASE="4s"
+            )),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for i in range(4)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .objects import PIECE, Info, Progress, RemoteError, pwrite_all
+from .objects import PIECE, Info, Progress, RemoteError, pwrite_all, write_local
 
 
 class DirectoryStore:
@@ -75,7 +75,7 @@ class DirectoryStore:
                 data = os.pread(src, min(PIECE, size - offset), offset)
                 if len(data) != min(PIECE, size - offset):
                     raise RemoteError(f"truncated download: the file ends before {size} bytes")
-                pwrite_all(fd, data, offset)
+                write_local(fd, data, offset)
                 progress(len(data))
 
     def _write_temp(self, path: str, fill: Callable[[int], None]) -> str:
@@ -216,7 +216,7 @@ class FsspecStore:
     def download(self, path: str, fd: int, start: int, size: int, etag: str, progress: Progress) -> None:
         for offset in range(start, size, PIECE):
             data = self.read_range(path, offset, min(size, offset + PIECE), etag)
-            pwrite_all(fd, data, offset)
+            write_local(fd, data, offset)
             progress(len(data))
 
     def _create(self, path: str, write: Callable[[Any], None]) -> bool:
@@ -224,7 +224,7 @@ class FsspecStore:
         with self._lock:
             if self.fs.exists(full):
                 return False
-            self.fs.makedirs(self.fs._parent(full), exist_ok=True)
+            self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
             try:
                 with self.fs.open(full, "xb") as f:
                     write(f)

@@ -29,6 +29,10 @@ class RemoteError(StateCacheError):
         self.down = down
 
 
+class LocalDiskError(Exception):
+    """Writing a download into the local cache failed (a full disk): not the remote's fault."""
+
+
 class Info(NamedTuple):
     """An object as the server sees it. ``server_now`` is the server's clock when it answered
     (its ``Date`` header), so that ages compare two readings of one clock."""
@@ -49,3 +53,11 @@ def pwrite_all(fd: int, data: Any, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+
+
+def write_local(fd: int, data: Any, offset: int) -> None:
+    """``pwrite_all`` into the local cache's temp file; its failure is a LocalDiskError."""
+    try:
+        pwrite_all(fd, data, offset)
+    except OSError as exc:
+        raise LocalDiskError(f"cannot write the local cache: {exc.strerror or exc}") from exc

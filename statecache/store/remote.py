@@ -30,7 +30,7 @@ from .._errors import ConfigError, EntryError
 from .._warnings import warn
 from .layout import temp_path
 from .lease import Lease
-from .objects import RemoteError
+from .objects import LocalDiskError, RemoteError, write_local
 from .upload import Upload, status_line, track
 
 LAYOUT = "v1"
@@ -179,10 +179,20 @@ class RemoteTier:
                 if explain:
                     self._explain_miss(store, name, key)
                 return None
+            if info.size == 0:
+                warn(f"statecache: ignoring the remote entry {self.url}/{info.path} (an empty object)")
+                self._unusable.add((name, key))
+                return None
             if not self._download(store, info, name, key, local_path, check):
                 return None
         except RemoteError as exc:
             self.failed(exc, "fetching", name)
+            return None
+        except (LocalDiskError, OSError) as exc:
+            warn(
+                f"statecache: could not fetch '{name}' from {self.url} into the local cache "
+                f"({exc}); computing it here. Free some space or point STATECACHE_DIR elsewhere."
+            )
             return None
         return Fetched(local_path, info.size, time.perf_counter() - started, self.url)
 
@@ -214,7 +224,7 @@ class RemoteTier:
         try:
             os.ftruncate(fd, info.size)  # sparse: read_meta sees the header in a file of full size
             head = min(info.size, _HEAD_READ)
-            os.pwrite(fd, store.read_range(info.path, 0, head, info.etag), 0)
+            write_local(fd, store.read_range(info.path, 0, head, info.etag), 0)
             try:
                 meta = read_meta(tmp)
             except EntryError:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .objects import CONCURRENCY, PIECE, Info, Progress, RemoteError, pwrite_all
+from .objects import CONCURRENCY, PIECE, Info, LocalDiskError, Progress, RemoteError, write_local
 
 STREAMS = 4  # concurrent GETs of one download
 
@@ -39,15 +39,20 @@ class S3Store:
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _run(self, coro_fn: Callable[..., Any], *args: Any, timeout: float | None = -1.0) -> Any:
+        import asyncio
+
         from botocore.exceptions import BotoCoreError, ClientError
         from fsspec.asyn import sync
 
         try:
             return sync(self.fs.loop, coro_fn, *args, timeout=self.timeout * 4 if timeout == -1.0 else timeout)
+        except (RemoteError, LocalDiskError):
+            raise
         except ClientError as exc:
             raise _client_error(exc) from None
-        except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise RemoteError(f"{type(exc).__name__}: {exc}", down=True) from None
+        except Exception as exc:  # aiohttp's and botocore's own: the request did not go through
+            unreachable = isinstance(exc, (BotoCoreError, OSError, TimeoutError, asyncio.TimeoutError))
+            raise RemoteError(f"{type(exc).__name__}: {exc}", down=unreachable) from None
 
     async def _client(self) -> Any:
         await self.fs.set_session()
@@ -114,7 +119,7 @@ class S3Store:
                 )
                 async with r["Body"] as body:
                     while offset < end and (data := await body.read(min(PIECE, end - offset))):
-                        pwrite_all(fd, data, offset)
+                        write_local(fd, data, offset)
                         offset += len(data)
                         progress(len(data))
                 if offset != end:
