@@ -142,7 +142,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         if found is not None:
             block = found_block[0]
             self._found = found
-            self._armed = None if block.empty else arm_skip(frame, block.body_lines)
+            self._armed = None if block.empty else arm_skip(frame)
             self._mode = "hit"
             return self
         engine.start()
