@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,11 +144,12 @@ def edit_is_seen(app: Path, data: Path, python: str = sys.executable) -> None:
     assert changed.computed("load") and runs(app, "load") == 2
 
 
-@pytest.fixture
-def venv_python(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A venv made in tmp_path (its sys.prefix is that directory), with this environment's
-    installed packages reachable through a .pth file (as a system Python's dist-packages)."""
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def venv_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A venv made in a temporary directory (its sys.prefix is that directory), with this
+    environment's installed packages reachable through a .pth file (as a system Python's
+    dist-packages are); each test makes its own project inside it."""
+    venv = tmp_path_factory.mktemp("prefix") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     purelib = subprocess.run(
@@ -161,7 +161,7 @@ def venv_python(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     ).stdout.strip()
     Path(purelib).mkdir(parents=True, exist_ok=True)
     (Path(purelib) / "host-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    yield venv, python
+    return venv, python
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX venv layout")
@@ -186,7 +186,7 @@ def test_project_inside_the_python_prefix_sees_data_edits(venv_python: tuple[Pat
 def test_project_inside_the_python_prefix_keys_its_own_modules(venv_python: tuple[Path, str]) -> None:
     """The same class: the project's own module is user code there, not an installed library."""
     venv, python = venv_python
-    app = venv / "src" / "app"
+    app = venv / "src" / "app-modules"
     write(app / "helpers.py", "def scale(x):\n    return x * 10\n")
     write(
         app / "script.py",
