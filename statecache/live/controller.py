@@ -345,7 +345,7 @@ class Controller:
         if self.watcher is not None:
             self.watcher.stop()
             self.sel.unregister(self.watcher.fd)
-        self.watcher = Watcher(sorted(self.sources.dirs))
+        self.watcher = Watcher(sorted(self.sources.dirs), lambda: list(self.sources.texts))
         self.sel.register(self.watcher.fd, _READ, "watch")
 
     def _on_changes(self, paths: set[str]) -> None:

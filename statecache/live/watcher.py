@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .terminal import say
 
@@ -20,9 +20,17 @@ POLL_SECONDS = 0.1
 
 
 class Watcher:
-    """Reports changed paths in ``dirs`` (not recursive). ``fd`` is readable when there are."""
+    """Reports changed paths in ``dirs`` (not recursive). ``fd`` is readable when there are.
 
-    def __init__(self, dirs: list[str], polling: bool | None = None):
+    Polling looks only at the paths ``files()`` returns, when given (a folder of data beside the
+    script is not listed ten times a second)."""
+
+    def __init__(
+        self,
+        dirs: list[str],
+        files: Callable[[], list[str]] | None = None,
+        polling: bool | None = None,
+    ):
         if polling is None:
             try:
                 import watchfiles  # noqa: F401
@@ -37,11 +45,12 @@ class Watcher:
         self.changes: set[str] = set()
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(dirs,), daemon=True)
+        paths = files or (lambda: _entries(dirs))
+        batches = _poll(paths, self.stop_event) if polling else _watchfiles(dirs, self.stop_event)
+        self.thread = threading.Thread(target=self._run, args=(batches,), daemon=True)
         self.thread.start()
 
-    def _run(self, dirs: list[str]) -> None:
-        batches = _poll(dirs, self.stop_event) if self.polling else _watchfiles(dirs, self.stop_event)
+    def _run(self, batches: Iterator[set[str]]) -> None:
         ready = False
         try:
             for changes in batches:
@@ -98,28 +107,33 @@ def _watchfiles(dirs: list[str], stop: threading.Event) -> Iterator[set[str]]:
         yield {p for _, p in changes}
 
 
-def _listing(dirs: list[str]) -> dict[str, tuple[int, int, int]]:
-    out = {}
+def _entries(dirs: list[str]) -> list[str]:
+    out = []
     for d in dirs:
         try:
-            entries = list(os.scandir(d))
+            out += [e.path for e in os.scandir(d)]
         except OSError:
             continue
-        for e in entries:
-            try:
-                st = e.stat(follow_symlinks=True)
-            except OSError:
-                continue
-            out[e.path] = (st.st_size, st.st_mtime_ns, st.st_ino)
     return out
 
 
-def _poll(dirs: list[str], stop: threading.Event) -> Iterator[set[str]]:
-    """Batches of paths whose entry appeared, vanished or changed since the last look."""
-    before = _listing(dirs)
+def _stats(paths: list[str]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        out[p] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def _poll(paths: Callable[[], list[str]], stop: threading.Event) -> Iterator[set[str]]:
+    """Batches of paths that appeared, vanished or changed since the last look."""
+    before = _stats(paths())
     yield set()
     while not stop.wait(POLL_SECONDS):
-        now = _listing(dirs)
+        now = _stats(paths())
         changed = {p for p in before.keys() | now.keys() if before.get(p) != now.get(p)}
         before = now
         yield changed
