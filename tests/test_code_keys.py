@@ -154,7 +154,7 @@ def test_two_lambdas_on_one_line_are_told_apart(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ real scripts
 
 
-@pytest.mark.parametrize("where", ["module", "script"])
+@pytest.mark.parametrize("where", ["module", "script", "local-import"])
 def test_a_helper_edited_while_the_script_runs_is_not_keyed_by_the_new_text(project: Project, where: str) -> None:
     """An editor saves the helper after Python loaded it, before the block: the result of the
     old code must not be saved under the new text's key (the next run would restore it)."""
@@ -163,6 +163,10 @@ def test_a_helper_edited_while_the_script_runs_is_not_keyed_by_the_new_text(proj
     if where == "module":
         project.write("helpers.py", helper)
         target, call, head = "helpers.py", "helpers.f(6)", "import helpers"
+    elif where == "local-import":  # the module counts through an import inside a function
+        project.write("helpers.py", helper)
+        local = "def run():\n    import helpers\n    return helpers.f(6)\n"
+        target, call, head = "helpers.py", "run()", "import helpers\n" + local
     else:
         target, call, head = "main.py", "f(6)", helper
     project.write(

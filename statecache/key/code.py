@@ -210,6 +210,37 @@ def _same_const(a: object, b: object) -> bool:
     return _const_bytes(a) == _const_bytes(b)
 
 
+def edited_after_loading(module: types.ModuleType) -> bytes:
+    """``b""`` when every function and method that ``module`` defined from its file still
+    matches the file's text; else ``b"ran"`` + the bytecode digests of those that do not (the
+    file was edited after the module was loaded), so that a key taken from the file's new text
+    differs from the key of the run that loads that text."""
+    path = getattr(module, "__file__", None)
+    stale: list[tuple[str, bytes]] = []
+    for value in list(vars(module).values()):
+        for fn in _defined_functions(value, module.__name__):
+            co = fn.__code__
+            if co.co_filename == path and not code_digest(co).startswith(b"src"):
+                stale.append((fn.__qualname__, bytecode_digest(co)))
+    if not stale:
+        return b""
+    h = xxhash.xxh3_128()
+    for qualname, digest in sorted(stale):
+        h.update(encode_str(qualname) + digest)
+    return b"ran" + h.digest()
+
+
+def _defined_functions(value: object, module_name: str) -> list[types.FunctionType]:
+    if not isinstance(value, (types.FunctionType, type)) or value.__module__ != module_name:
+        return []
+    if isinstance(value, types.FunctionType):
+        return [value]
+    if isinstance(value, type):
+        members = [getattr(m, "__func__", m) for m in vars(value).values()]
+        return [m for m in members if isinstance(m, types.FunctionType)]
+    return []
+
+
 # ------------------------------------------------------------------ bytecode, where no source
 
 

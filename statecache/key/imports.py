@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
+import types
 
 import xxhash
 
 from .astdigest import ast_digest
+from .code import edited_after_loading
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
 from .versions import distribution_version
@@ -135,7 +138,11 @@ def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -
             records[name] = b"ext" + encode_str(distribution_version(top) if path else "")
             continue
         source, imports = source_info(path)
-        records[name] = b"src" + source
+        loaded = sys.modules.get(name)
+        # the module already loaded is what the import gives the code: if its file was edited
+        # since, the new text alone would key the old code's result
+        stale = edited_after_loading(loaded) if isinstance(loaded, types.ModuleType) else b""
+        records[name] = b"src" + source + stale
         is_package = os.path.basename(path) == "__init__.py"
         for module, lvl, names in imports:
             target = resolve_import(module, lvl, name, is_package)
