@@ -1,6 +1,7 @@
 """A real S3 server on loopback for the remote-tier tests, and broken endpoints beside it that
 stall, answer garbage or refuse the credentials (the faults a remote shows). Only 127.0.0.1 is
-ever used. Test modules load the fixtures with ``pytest_plugins = ("tests.remote_server",)``.
+ever used. Test modules load the fixtures with ``pytest_plugins = ("tests.remote_server",)``;
+the helpers below (an entry, a tier, a damaged object) are shared by the remote test modules.
 """
 
 from __future__ import annotations
@@ -8,14 +9,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 HOST = "127.0.0.1"
+SECRET = "team-secret"
+NAME, KEY = "features", "ab" * 16
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
@@ -163,3 +169,82 @@ def stalled_endpoint() -> Iterator[BrokenEndpoint]:
         yield p
     finally:
         p.close()
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def wait_until(test, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(20_000):  # a guard against a hang, not a limit the behaviour is held to
+        if test():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture(params=["s3", "dir"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, S3Server | None]:
+    """The remote in both forms a team uses: an S3 bucket, a directory on a shared mount."""
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        return f"s3://{server.new_bucket()}/team", server
+    shared = tmp_path / "shared-mount"
+    shared.mkdir()
+    return f"file://{shared}", None
+
+
+def make_entry(directory: Path, secret: bytes = SECRET.encode(), n: int = 300_000, noise: bool = False) -> Path:
+    import numpy as np
+
+    from statecache.entry.writer import write_entry
+
+    path = directory / NAME / f"{KEY}.sc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(0).random(n) if noise else np.arange(n)
+    write_entry(str(path), {"X": data}, {"name": NAME, "key": KEY, "created": time.time()}, secret=secret)
+    return path
+
+
+def tier_for(url: str, secret: str = SECRET, **kw):  # type: ignore[no-untyped-def]
+    from statecache.store.remote import RemoteTier
+
+    return RemoteTier(url, secret=secret.encode(), **kw)
+
+
+def publish_now(tier, path: Path) -> None:  # type: ignore[no-untyped-def]
+    upload = tier.publish(NAME, KEY, str(path))
+    upload.thread.join()
+    assert upload.error is None and upload.created
+
+
+def corrupt(remote: str, server: S3Server | None, object_path: str, change) -> None:  # type: ignore[no-untyped-def]
+    if server is None:
+        target = Path(remote[len("file://") :]) / object_path
+        data = change(target.read_bytes())
+        target.unlink()  # objects are create-only: an attacker replaces the file
+        target.write_bytes(data)
+        return
+    bucket, prefix = remote[len("s3://") :].split("/", 1)
+    client = server.client()
+    key = f"{prefix}/{object_path}"
+    data = change(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def flip_middle(data: bytes) -> bytes:
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    return out, err

@@ -5,7 +5,6 @@ saying so on stderr when an upload is cut short (the local cache keeps the entry
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import threading
@@ -34,6 +33,7 @@ class Upload:
         self.lease = lease
         self.pid = os.getpid()
         self.created = False
+        self.abandoned = False  # cut short at exit: the process is going away, stay quiet
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"statecache-upload-{name}", daemon=True)
 
@@ -48,13 +48,15 @@ class Upload:
                 self.created = self.store.upload_create(path, self.fd, size, lambda n: None)
         except RemoteError as exc:
             self.error = exc
-            self.tier.failed(exc, "publishing", self.name)
+            if not self.abandoned:
+                self.tier.failed(exc, "publishing", self.name)
         except EntryError as exc:
             self.error = exc
             warn(f"statecache: not publishing '{self.name}' to {self.tier.url}: {exc}")
         except BaseException as exc:  # never let a background thread die with a traceback
             self.error = exc
-            warn(f"statecache: publishing '{self.name}' to {self.tier.url} failed ({type(exc).__name__}: {exc})")
+            if not self.abandoned:  # else the interpreter is tearing the client down under us
+                warn(f"statecache: publishing '{self.name}' to {self.tier.url} failed ({type(exc).__name__}: {exc})")
         finally:
             os.close(self.fd)
             if self.lease is not None:
@@ -63,16 +65,25 @@ class Upload:
 
 _uploads: list[Upload] = []
 _uploads_lock = threading.Lock()
-_at_exit: list[int] = []  # the pids that registered wait_for_uploads
+_watching: list[int] = []  # the pids whose exit is watched by _wait_at_exit
 
 
 def track(upload: Upload) -> None:
+    """Remember an upload, so that the process's exit waits for it (boundedly)."""
     with _uploads_lock:
-        if os.getpid() not in _at_exit:
-            atexit.register(wait_for_uploads)
-            _at_exit.append(os.getpid())
+        if os.getpid() not in _watching:
+            # A non-daemon thread is joined when the main thread ends, before atexit handlers
+            # run: the wait happens while the S3 client still works (s3fs closes its session
+            # in an atexit-time finaliser).
+            threading.Thread(target=_wait_at_exit, name="statecache-exit-wait", daemon=False).start()
+            _watching.append(os.getpid())
         _uploads[:] = [u for u in _uploads if u.thread.is_alive() or not u.thread.ident]
         _uploads.append(upload)
+
+
+def _wait_at_exit() -> None:
+    threading.main_thread().join()
+    wait_for_uploads()
 
 
 def wait_for_uploads(limit: float | None = None) -> list[Upload]:
@@ -90,6 +101,9 @@ def wait_for_uploads(limit: float | None = None) -> list[Upload]:
     for u in pending:
         u.thread.join(timeout=max(0.0, deadline - time.monotonic()))
     cut = [u for u in pending if u.thread.is_alive()]
+    for u in cut:
+        u.abandoned = True
+        _uploads.remove(u)
     if cut:
         names = ", ".join(f"'{u.name}'" for u in cut)
         print(
