@@ -250,6 +250,8 @@ def test_live_then_python_hits_with_a_helper_calling_a_module_function(tmp_path:
     plain = run_script(tmp_path)
     assert plain.hit("setup"), f"python did not reuse the entry that statecache live saved\n{plain.text}"
     assert plain.out == fresh(tmp_path) == ["OUT 42"]
+    back = run_live(tmp_path, Case(defs="", setup="", blocks=(), after=""))
+    assert back.hit("setup") and back.out == ["OUT 42"], f"statecache live did not reuse python's entry\n{back.text}"
     assert runs(tmp_path, "setup") == 1
 
 
