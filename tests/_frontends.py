@@ -121,6 +121,16 @@ def notebook_cells(case: Case) -> list[str]:
     return cells
 
 
+def notebook_with_cells(case: Case) -> list[str]:
+    """The notebook form with ``with checkpoint`` blocks in cells instead of the cell magic."""
+    cells = notebook_cells(replace(case, blocks=()))
+    blocks = [
+        f"with sc.checkpoint({b.name!r}{_files_arg(b)}):\n" + _indent(mark(b.name)) + _indent(b.body)
+        for b in case.blocks
+    ]
+    return [cells[0] + "\nimport statecache as sc", *cells[1:-1], *blocks, cells[-1]]
+
+
 @dataclass
 class Outcome:
     """What one run showed: the ``OUT`` lines, the status lines, everything for messages."""
@@ -256,13 +266,13 @@ def run_live(root: Path, case: Case) -> Outcome:
 
 
 class NotebookFrontEnd:
-    """``%%checkpoint`` cells executed by one real kernel (nbclient) for the whole test: each
+    """``%%checkpoint`` cells (or ``with checkpoint`` in cells) executed by one real kernel (nbclient) for the whole test: each
     run starts from an empty namespace (``%reset -f``) with the project's own modules
     forgotten, as after a restart, and executes every cell of the notebook as saved."""
 
-    id = "notebook"
-
-    def __init__(self, kernel_dirs: list[str], kernel_name: str):
+    def __init__(self, kernel_dirs: list[str], kernel_name: str, ident: str = "notebook", cells: Any = notebook_cells):
+        self.id = ident
+        self.cells = cells
         self.kernel_dirs = kernel_dirs
         self.kernel_name = kernel_name
         self.client: Any = None
@@ -273,7 +283,7 @@ class NotebookFrontEnd:
         import nbformat
 
         write_case(root, case, None)
-        cells = [nbformat.v4.new_code_cell(c) for c in notebook_cells(case)]
+        cells = [nbformat.v4.new_code_cell(c) for c in self.cells(case)]
         nbformat.write(nbformat.v4.new_notebook(cells=cells), root / "analysis.ipynb")
 
     def _start(self, root: Path) -> None:
