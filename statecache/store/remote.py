@@ -36,6 +36,7 @@ from .upload import Upload, status_line, track
 LAYOUT = "v1"
 _HEAD_READ = 64 << 10  # the first ranged read: header and metadata of nearly every entry
 _POLL = 2.0  # seconds between looks while another machine computes
+DOWN_SECONDS = 300.0  # an unreachable remote is not asked again for this long
 REFUSED = (
     "a remote cache ({url}) needs STATECACHE_SECRET: entries are pickles, and loading a pickle "
     "runs code, so statecache only shares entries signed with a secret the team holds. Set "
@@ -116,7 +117,7 @@ class RemoteTier:
         self.storage_options = dict(storage_options or {})
         self.status = status or status_line
         self._stores: dict[int, Any] = {}
-        self._down: tuple[int, str] | None = None  # (pid, why): skip the remote from now on
+        self._down: tuple[int, str, float] | None = None  # (pid, why, when): skip the remote a while
         self._unusable: set[tuple[str, str]] = set()  # (name, key) whose remote entry we refused
 
     # ------------------------------------------------------------------ names and the client
@@ -130,8 +131,8 @@ class RemoteTier:
     def store(self) -> Any:
         """This process's client for the remote (a forked child makes its own)."""
         pid = os.getpid()
-        if self._down is not None and self._down[0] == pid:
-            raise RemoteError(self._down[1], down=True)
+        if self._is_down():
+            raise RemoteError(self._down[1] if self._down else "", down=True)
         found = self._stores.get(pid)
         if found is None:
             self._stores.clear()  # a parent's client is unusable after fork
@@ -149,8 +150,10 @@ class RemoteTier:
         return found
 
     def failed(self, exc: RemoteError, doing: str, name: str) -> None:
+        """Warn that ``doing`` (fetching, leasing, publishing) ``name`` failed; a remote that
+        cannot be reached is skipped for ``DOWN_SECONDS``, so that no checkpoint waits on it."""
         if exc.down:
-            self._down = (os.getpid(), str(exc))
+            self._down = (os.getpid(), str(exc), time.monotonic())
         advice = (
             "check the network, the URL and the credentials (AWS_* variables or ~/.aws)"
             if exc.down
@@ -332,7 +335,8 @@ class RemoteTier:
         return lease
 
     def _is_down(self) -> bool:
-        return self._down is not None and self._down[0] == os.getpid()
+        down = self._down
+        return down is not None and down[0] == os.getpid() and time.monotonic() - down[2] < DOWN_SECONDS
 
     # ------------------------------------------------------------------ publishing
 
