@@ -236,8 +236,8 @@ class NamespaceBinder(Binder):
 
 
 class GlobalsBinder(Binder):
-    """A ``cached_setup`` function: its inputs are its arguments (its code's fingerprint covers
-    the globals it reads) and the implicit inputs of its own body; its state is the return
+    """A ``cached_setup`` function: its inputs are its arguments, the globals and closure
+    variables its code reads, and the implicit inputs of its body; its state is the return
     value, the globals it assigns (``global x``), and the arguments, globals and module
     attributes it mutated in place."""
 
@@ -250,10 +250,16 @@ class GlobalsBinder(Binder):
         ignore: Iterable[str],
         context: str,
     ):
+        self.fn = fn
         self.globals: dict[str, Any] = fn.__globals__
         self.stored = tuple(stored_globals)
-        self.global_reads: tuple[str, ...] = ()  # globals keyed by value (see key_globals)
-        self._body_inputs = reads.inputs if reads is not None else ()
+        # every global name the code (nested code too) may load; a name the function only
+        # assigns (``global x; x = ...``) is its output, not its input
+        read_first = set(reads.inputs) if reads is not None else set(self.stored)
+        self.global_reads: tuple[str, ...] = tuple(
+            n for n in sorted(names_used(fn.__code__))
+            if n in self.globals and (n not in self.stored or n in read_first)
+        )
         reads = (reads or EMPTY_READS)._replace(assigned=self.stored, inputs=())
         super().__init__(reads, name, ignore, context, str(self.globals.get("__package__") or ""))
         self.arguments: dict[str, Any] = {}
@@ -265,25 +271,24 @@ class GlobalsBinder(Binder):
     def bind_arguments(self, arguments: dict[str, Any]) -> None:
         self.arguments = {k: v for k, v in arguments.items() if k not in self.ignore}
 
-    def key_globals(self) -> None:
-        """Key the globals the body reads by value, one by one (used with ``version=``, when
-        the function's own fingerprint, which covers them, is left out of the key)."""
-        self.global_reads = self._body_inputs
-
     def inputs(self) -> dict[str, str]:
         self.chains = set()
         ignored = set(self.ignore)
-        implicit = implicit_values(self.reads, dict(self.arguments), self.lookup, ignored, self.package, self.chains)
         read = {
             n: self.globals[n] for n in self.global_reads
             if n in self.globals and n not in self.arguments and n not in ignored
         }
-        self.values = {**self.arguments, **read, **implicit}
+        read.update(_closure_values(self.fn, ignored))
+        named = {**self.arguments, **read}
+        implicit = implicit_values(self.reads, named, self.lookup, ignored, self.package, self.chains)
+        if getattr(self.fn, "__dict__", None) and "attributes of the function" not in ignored:
+            implicit["attributes of the function"] = dict(self.fn.__dict__)
+        self.values = {**named, **implicit}
         self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
         return self.fingerprints
 
     def restorable(self, label: str) -> bool:
-        return label in self.arguments
+        return label in self.arguments or label in self.global_reads
 
     def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
         state, gone = super().mutated_inputs(bound)
@@ -310,6 +315,30 @@ class GlobalsBinder(Binder):
         for name in unbound:
             if name not in values:
                 self.globals.pop(name, None)
+
+
+def _closure_values(fn: Any, ignored: set[str]) -> dict[str, Any]:
+    """The variables a nested function closes over, by current value (empty cells left out)."""
+    values: dict[str, Any] = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+        if name in ignored:
+            continue
+        try:
+            values[name] = cell.cell_contents
+        except ValueError:  # not assigned yet
+            continue
+    return values
+
+
+def names_used(code: CodeType) -> set[str]:
+    """Every global or attribute name a function's code (nested code included) mentions."""
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
+    return names
 
 
 def update_in_place(current: Any, saved: Any) -> bool:

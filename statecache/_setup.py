@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterable
-from types import CodeType
 from typing import Any, NamedTuple, TypeVar, overload
 
-from ._binders import GlobalsBinder, stored_globals
+from ._binders import GlobalsBinder, names_used, stored_globals
 from ._config import validate_name
 from ._engine import Engine, NullEngine, Settings, as_names, default_cache_dir, open_engine, where
 from ._errors import ConfigError, InvalidNameError, StateCacheError
 from .key import components as _components
-from .key.inputs import function_reads
+from .key.inputs import function_node, reads_of
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The engine of each function's last call, kept outside the function's own state: a block
+# that calls a cached_setup function fingerprints it, and must not see a call's details.
+_last_calls: weakref.WeakKeyDictionary[Any, Engine | NullEngine] = weakref.WeakKeyDictionary()
 
 
 class CacheInfo(NamedTuple):
@@ -122,11 +126,11 @@ class _Setup:
         self.where = where(code.co_filename, code.co_firstlineno)
         self.signature = inspect.signature(fn)
         self.stored = stored_globals(code)
-        self.reads = function_reads(fn)
-        self.last: Engine | NullEngine | None = None
-        names_used = _names_used(code)
+        self.node = function_node(fn)
+        self.reads = reads_of(self.node.body) if self.node is not None else None
+        used = names_used(code)
         for ignored_name in ignore:
-            if ignored_name not in self.signature.parameters and ignored_name not in names_used:
+            if ignored_name not in self.signature.parameters and ignored_name not in used:
                 raise ConfigError(
                     f"cached_setup {name!r}: ignore= names {ignored_name!r}, which is neither a "
                     f"parameter of {fn.__qualname__}{self.signature} nor a global it reads"
@@ -143,7 +147,7 @@ class _Setup:
 
     def cache_info(self) -> CacheInfo:
         """What the last call did (before any call: not a hit, reason "not called yet")."""
-        engine = self.last
+        engine = _last_calls.get(self)
         if engine is None:
             return CacheInfo(False, "not called yet", "", None)
         return CacheInfo(engine.hit, engine.reason, engine.key, engine.entry_path)
@@ -152,7 +156,7 @@ class _Setup:
         fn = self.fn
         code = fn.__code__
         settings = Settings(self.name, **self.options)
-        engine = self.last = open_engine(
+        engine = _last_calls[self] = open_engine(
             "cached_setup", self.name, settings, lambda: (self.where, default_cache_dir(code.co_filename))
         )
         context = f"cached_setup '{self.name}' ({fn.__qualname__} at {self.where})"
@@ -170,6 +174,20 @@ class _Setup:
         engine.save(lambda: binder.collect(result))
         return result
 
+    def _code(self) -> str:
+        """The function's own code, keyed like any helper's (normalised source while it
+        compiles to the running code, else bytecode), or ``version=``; what it reads counts
+        as inputs (see ``GlobalsBinder``). Without source, its whole fingerprint (code,
+        globals, closures), which ``version=`` cannot replace."""
+        fn = self.fn
+        if self.node is None:
+            from .key.fingerprint import Fingerprinter
+
+            return Fingerprinter(ignore=self.ignore).value(fn, f"function {fn.__qualname__}").hex()
+        from .key.code import code_digest
+
+        return _components.code_component(lambda: code_digest(fn.__code__), self.version)
+
     def _components(
         self, binder: GlobalsBinder, args: tuple[Any, ...], kwargs: dict[str, Any], cache_dir: str
     ) -> dict[str, Any]:
@@ -178,16 +196,8 @@ class _Setup:
         bound.apply_defaults()
         binder.bind_arguments(dict(bound.arguments))
 
-        def code_digest() -> bytes:
-            from .key.fingerprint import Fingerprinter
-
-            return Fingerprinter(ignore=self.ignore).value(fn, f"function {fn.__qualname__}")
-
-        version = self.version if self.reads is not None else None  # no source: keep the code
-        if version is not None:
-            binder.key_globals()
         try:
-            code = _components.code_component(code_digest, version)
+            code = self._code()
         except StateCacheError as exc:
             raise type(exc)(f"{binder.context}: {exc}") from None
         return _components.components(
@@ -197,13 +207,3 @@ class _Setup:
             files=_components.files_component(self.patterns, os.path.dirname(os.path.abspath(fn.__code__.co_filename))),
         )
 
-
-def _names_used(code: Any) -> set[str]:
-    """Every global or attribute name the function's code (nested code included) mentions."""
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        c = stack.pop()
-        names.update(c.co_names)
-        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
-    return names

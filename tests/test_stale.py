@@ -508,3 +508,26 @@ print("value", load(registry, 3), alias, alias is registry)
     assert "value 6 {'n': 3, 'seen': [3]} True" in first.stdout
     second = project.run("script.py")
     assert second.hit("load") and second.stdout == first.stdout
+
+
+def test_a_global_a_cached_setup_function_mutates_is_restored_in_place(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+data = [1, 2]
+alias = data
+
+@sc.cached_setup
+def grow():
+    data.append(3)
+    return len(data)
+
+@sc.cached_setup
+def total():
+    return sum(data) * 2
+
+print("out", grow(), total(), data, alias is data)
+""")
+    first = project.run("script.py")
+    assert "out 3 12 [1, 2, 3] True" in first.stdout
+    second = project.run("script.py")
+    assert second.hit("grow") and second.hit("total") and second.stdout == first.stdout

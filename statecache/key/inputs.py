@@ -53,21 +53,25 @@ def reads_of(body: list[ast.stmt]) -> Reads:
     return Reads(tuple(assigned), tuple(inputs), chains, environ, imports_in(body))
 
 
-def function_reads(fn: Any) -> Reads | None:
-    """The reads of a function's own body, from its source (None when there is none: the
-    function's fingerprint still covers its globals through its code)."""
+def function_node(fn: Any) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The ``def`` of a function, from its source (None when there is none)."""
     import inspect
     import textwrap
 
     try:
-        text = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(text)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn.__name__:
-            return reads_of(node.body)
+            return node
     return None
+
+
+def function_reads(fn: Any) -> Reads | None:
+    """The reads of a function's own body, from its source (None when there is none)."""
+    node = function_node(fn)
+    return reads_of(node.body) if node is not None else None
 
 
 def resolve(lookup: Lookup, label: str) -> Any:
