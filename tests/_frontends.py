@@ -236,18 +236,19 @@ class LiveFrontEnd(ScriptFrontEnd):
         super().__init__("live-then-python", render_module)
 
     def first(self, root: Path, case: Case) -> Outcome:
-        return run_live(root, case)
+        return run_live(root, case.argv, case.env)
 
 
-def run_live(root: Path, case: Case) -> Outcome:
-    """One run of ``python -m statecache live script.py ARGS`` in a pseudo-terminal."""
+def run_live(root: Path, argv: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Outcome:
+    """One run of ``python -m statecache live script.py ARGS`` in a pseudo-terminal, left with
+    ``q`` once the run is over."""
     import pexpect
 
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "statecache", "live", "script.py", *case.argv],
+        ["-m", "statecache", "live", "script.py", *argv],
         cwd=str(root),
-        env={**child_env(**case.env), "PYTHONUNBUFFERED": "1", "TERM": "dumb"},
+        env={**child_env(**(env or {})), "PYTHONUNBUFFERED": "1", "TERM": "dumb"},
         encoding="utf-8",
         timeout=TIMEOUT,
         dimensions=(50, 200),
@@ -345,10 +346,6 @@ def make_kernel_spec(root: Path, name: str) -> list[str]:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
     return [str(root)]
-
-
-def with_env(case: Case, **env: str) -> Case:
-    return replace(case, env={**case.env, **env})
 
 
 def execute_notebook(path: Path, kernel_dirs: list[str], kernel_name: str, **env: str) -> Outcome:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from _frontends import (
-    Case,
     child_env,
     execute_notebook,
     make_kernel_spec,
@@ -245,12 +244,12 @@ def test_live_then_python_hits_with_a_helper_calling_a_module_function(tmp_path:
     pytest.importorskip("pexpect")
     pytest.importorskip("watchfiles")
     write(tmp_path / "script.py", LIVE_HELPER)
-    live = run_live(tmp_path, Case(defs="", setup="", blocks=(), after=""))
+    live = run_live(tmp_path)
     assert live.computed("setup") and live.out == ["OUT 42"], live.text
     plain = run_script(tmp_path)
     assert plain.hit("setup"), f"python did not reuse the entry that statecache live saved\n{plain.text}"
     assert plain.out == fresh(tmp_path) == ["OUT 42"]
-    back = run_live(tmp_path, Case(defs="", setup="", blocks=(), after=""))
+    back = run_live(tmp_path)
     assert back.hit("setup") and back.out == ["OUT 42"], f"statecache live did not reuse python's entry\n{back.text}"
     assert runs(tmp_path, "setup") == 1
 
