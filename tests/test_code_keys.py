@@ -261,3 +261,30 @@ def test_version_found_from_the_dist_info_beside_the_package(tmp_path: Path, lay
     # found without importlib.metadata (which reads every package's file list), the same
     # before and after the package is imported
     assert out == ["1.2.3", "False", "1.2.3"]
+
+
+FRAMES = """\
+import sys
+SCALE = 7
+def frame_of_g():
+    return sys._getframe()
+FRAME = sys._getframe()
+"""
+
+
+@pytest.mark.parametrize("load", [load_whole, load_by_statement])
+def test_a_frame_knows_whether_its_file_still_holds_its_code(tmp_path: Path, load) -> None:
+    from statecache.key.code import frame_edited_after_loading
+
+    path = tmp_path / "frames.py"
+    path.write_text(FRAMES)
+    ns = load(path)
+    module_frame, function_frame = ns["FRAME"], ns["frame_of_g"]()
+    assert frame_edited_after_loading(module_frame) == b""
+    assert frame_edited_after_loading(function_frame) == b""
+    path.write_text(FRAMES.replace("SCALE = 7", "SCALE = 8").replace("    return sys._getframe()", "    return sys._getframe(0)"))
+    assert frame_edited_after_loading(function_frame).startswith(b"ran")
+    if load is load_whole:  # the module's code holds SCALE = 7, the file says 8
+        assert frame_edited_after_loading(module_frame).startswith(b"ran")
+    else:  # live mode ran that statement alone, and it is unchanged
+        assert frame_edited_after_loading(module_frame) == b""

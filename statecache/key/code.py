@@ -70,8 +70,11 @@ class _Unit:
         key = (how, index if how != "whole" else -1)
         if key not in self.compiled:
             assert self.tree is not None
-            stmt = self.tree.body[index]
-            body = {"file": [*self.imports, stmt], "alone": [stmt], "whole": self.tree.body}[how]
+            if how == "whole":
+                body = self.tree.body
+            else:
+                stmt = self.tree.body[index]
+                body = [*self.imports, stmt] if how == "file" else [stmt]
             try:
                 module = ast.Module(body=body, type_ignores=[])
                 code = compile(module, self.filename, "exec", flags=self.flags, dont_inherit=True)
@@ -132,11 +135,44 @@ def code_digest(co: types.CodeType) -> bytes:
     return result
 
 
-def _source_node(co: types.CodeType, filename: str, lines: list[str]) -> ast.AST | None:
-    """The def or lambda node of ``co`` in ``lines``, if they compile to ``co`` exactly."""
+def frame_edited_after_loading(frame: types.FrameType) -> bytes:
+    """``b""`` when the code the frame runs is what its file's current text compiles to (the
+    whole file, the one statement live mode compiled, or the function); else ``b"ran"`` + the
+    running code's bytecode digest. A checkpoint whose key is read from the text mixes this
+    in, so that a file saved while the script ran never keys the old code's result: the run
+    that loads the new text computes again."""
+    co = frame.f_code
+    filename = co.co_filename
+    if filename and not filename.startswith("<"):
+        linecache.checkcache(filename)
+    lines = linecache.getlines(filename, frame.f_globals) if filename else []
+    if lines and _runs_text(co, filename, lines, frame.f_lineno):
+        return b""
+    return b"ran" + bytecode_digest(co)
+
+
+def _runs_text(co: types.CodeType, filename: str, lines: list[str], lineno: int) -> bool:
+    if co.co_name != "<module>":
+        return _source_node(co, filename, lines) is not None
+    unit = _unit(filename, lines)
+    if unit.tree is None:
+        return False
+    index = unit.statement_at(lineno)
+    whole = unit.compiled_as("whole", 0)
+    alone = unit.compiled_as("alone", index) if index is not None else None
+    return any(code is not None and same_code(code, co) for code in (whole, alone))
+
+
+def _unit(filename: str, lines: list[str]) -> _Unit:
     unit = _UNITS.get(filename)
     if unit is None or unit.lines is not lines:
         unit = _UNITS[filename] = _Unit(lines, filename)
+    return unit
+
+
+def _source_node(co: types.CodeType, filename: str, lines: list[str]) -> ast.AST | None:
+    """The def or lambda node of ``co`` in ``lines``, if they compile to ``co`` exactly."""
+    unit = _unit(filename, lines)
     index = unit.statement_at(co.co_firstlineno) if unit.tree is not None else None
     if index is None or unit.tree is None:
         return None
