@@ -28,8 +28,8 @@ class FileRecorder:
     """Collects the paths opened for reading (and directories listed) while it is active."""
 
     def __init__(self) -> None:
-        # path -> (size, mtime_ns) when first opened (None: it did not exist then)
-        self.opened: dict[str, tuple[int, int] | None] = {}
+        # path -> its stat stamp when first opened (None: it did not exist then)
+        self.opened: dict[str, tuple[int, ...] | None] = {}
         self.listed: dict[str, None] = {}
         self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
@@ -137,7 +137,7 @@ def _note(path: Any, kind: str) -> None:
     if not os.path.isabs(given):
         for recorder in list(_recorders):
             recorder.relative.setdefault(path, given)
-    stamp: tuple[int, int] | None | bool = False  # False: not looked up yet
+    stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
         seen = getattr(recorder, kind)
         if path in seen:
@@ -146,11 +146,21 @@ def _note(path: Any, kind: str) -> None:
             # The stat before the first read (audit events come before the open), so that a
             # file changed while the block runs is not recorded as what the block read.
             try:
-                st = os.stat(path)
-                stamp = (st.st_size, st.st_mtime_ns)
+                stamp = stat_stamp(os.stat(path))
             except (OSError, ValueError):
                 stamp = None
         seen[path] = None if stamp is False else stamp
+
+
+def stat_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What a stat says about a file's content: size, mtime, ctime and inode. A same-size edit
+    whose mtime was put back (``touch -r``, ``cp -p``, unpacking an archive) still moves the
+    ctime, and a file replaced by another one has another inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _record_stamp(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (record.get("size"), record.get("mtime_ns"), record.get("ctime_ns"), record.get("inode"))
 
 
 def file_record(path: str) -> dict[str, Any] | None:
@@ -172,6 +182,8 @@ def file_record(path: str) -> dict[str, Any] | None:
         "kind": "file",
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
         "digest": digest,
         # a file modified this close to its recording may be rewritten within the same mtime
         # tick (same size, same mtime, new content): such a record is always re-read (like git's
@@ -199,7 +211,7 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record = file_record(path)
             if record is None:
                 continue
-            if record["kind"] == "file" and before is not None and before != (record["size"], record["mtime_ns"]):
+            if record["kind"] == "file" and before is not None and before != _record_stamp(record):
                 # Changed after the block first opened it (an editor saved it meanwhile, or the
                 # block rewrote what it had read): the content now is not what the block read,
                 # so no content can match; every later run recomputes until a run sees it stable.
@@ -223,7 +235,8 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
 def changed_record(record: dict[str, Any]) -> str | None:
     """None when the file or directory still matches its record, else a few words why not.
 
-    A stat that matches (size and mtime) is trusted; otherwise the content digest decides.
+    A stat that matches (size, mtime, ctime and inode) is trusted; otherwise the content
+    digest decides (a record without ctime or inode, from an older version, is re-read).
     """
     path = record["path"]
     relative = record.get("relative")
@@ -240,7 +253,7 @@ def changed_record(record: dict[str, Any]) -> str | None:
         st = os.stat(path)
     except OSError:
         return f"file {_short(path)} is gone"
-    if st.st_size == record["size"] and st.st_mtime_ns == record["mtime_ns"] and not record.get("racy"):
+    if stat_stamp(st) == _record_stamp(record) and not record.get("racy"):
         return None
     if st.st_size != record["size"]:
         return f"file {_short(path)} changed"
