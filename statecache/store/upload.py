@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from .._errors import ConfigError, EntryError
+from .._errors import EntryError
 from .._warnings import warn
 from .objects import RemoteError
 
@@ -118,11 +118,7 @@ def wait_for_uploads(limit: float | None = None) -> list[Upload]:
 
 def status_line(text: str) -> None:
     """One status line on stderr unless STATECACHE_QUIET is set."""
-    from .._config import env_flag
+    from .._config import env_quiet
 
-    try:
-        quiet = env_flag("STATECACHE_QUIET")
-    except ConfigError:
-        quiet = False
-    if not quiet:
+    if not env_quiet():
         print(f"statecache: {text}", file=sys.stderr, flush=True)
