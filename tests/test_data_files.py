@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Project, Run
 
 OLD = time.time_ns() - 600 * 1_000_000_000  # well outside the racily-clean window
@@ -81,3 +82,39 @@ def test_a_chmod_alone_rereads_the_content_and_still_hits(project: Project) -> N
     data.chmod(0o600)  # moves the ctime; the content decides
     run = project.run("script.py")
     assert run.hit("a") and value(run) == fresh(project)
+
+
+def test_a_directory_pattern_expands_to_every_file_under_it(tmp_path: Path) -> None:
+    from statecache.key.files import expand_files_pattern
+
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "a.csv").write_text("1")
+    (tmp_path / "data" / "sub" / "b.csv").write_text("2")
+    (tmp_path / "data" / ".statecache").mkdir()
+    (tmp_path / "data" / ".statecache" / "x.sc").write_text("entry")
+    (tmp_path / "empty").mkdir()
+    data = tmp_path / "data"
+    assert expand_files_pattern("data", str(tmp_path)) == [str(data / "a.csv"), str(data / "sub" / "b.csv")]
+    assert expand_files_pattern("d*", str(tmp_path)) == [str(data / "a.csv"), str(data / "sub" / "b.csv")]
+    assert expand_files_pattern("data/*.csv", str(tmp_path)) == [str(data / "a.csv")]
+    assert expand_files_pattern("empty", str(tmp_path)) == []
+    assert expand_files_pattern("missing", str(tmp_path)) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "until key/components.py files_component takes each pattern's files from "
+    "key.files.expand_files_pattern (a change for the lead)"))
+def test_files_naming_a_directory_keys_on_its_contents(project: Project) -> None:
+    project.write("data/sub/b.txt", "b")
+    project.write("script.py", """
+import statecache as sc
+with sc.checkpoint("a", files=["data"]):
+    y = 1  # reads nothing itself: only files= can make it miss
+print("y", y)
+""")
+    assert value(project.run("script.py")) == "y 1"
+    assert project.run("script.py").hit("a")
+    project.write("data/sub/b.txt", "bb")
+    check_miss(project)
+    project.write("data/c.txt", "c")
+    check_miss(project)

@@ -272,3 +272,24 @@ def _short(path: str) -> str:
     except ValueError:
         return path
     return rel if not rel.startswith("..") else path
+
+
+def expand_files_pattern(pattern: str, base: str) -> list[str]:
+    """The files an explicit ``files=`` pattern names, sorted: a glob's matches (relative to
+    ``base``), and for a directory every file under it, recursively, so that ``files=["data"]``
+    keys on the folder's contents instead of adding nothing. Cache directories are left out
+    (a key cannot depend on the entries it is stored beside). An empty result is "no match"."""
+    import glob
+
+    from ..store.layout import CACHE_DIR_NAME
+
+    full = os.path.join(base, os.path.expanduser(pattern))
+    found: set[str] = set()
+    for match in glob.glob(full, recursive=True):
+        if os.path.isdir(match):
+            for root, dirs, names in os.walk(match):
+                dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
+                found.update(os.path.join(root, n) for n in names if os.path.isfile(os.path.join(root, n)))
+        elif os.path.isfile(match):
+            found.add(match)
+    return sorted(found)
