@@ -45,7 +45,8 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     it reads, the code of the user's functions it calls, the data files it opens (re-checked on
     a hit), ``files=`` globs and the implicit inputs of ``key.inputs``. Inputs that the body
     mutates in place are saved and restored too. After the ``with`` line, ``cp.hit``,
-    ``cp.reason``, ``cp.key`` and ``cp.entry_path`` say what happened.
+    ``cp.reason``, ``cp.key`` and ``cp.entry_path`` say what happened. ``remote=`` (default
+    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss and fed after a save.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         max_size: int | str | None = None,
         version: str | None = None,
         max_age: float | str | None = None,
+        remote: str | None = None,
     ):
         self._mode = "new"
         self.name = validate_name(name)
@@ -68,7 +70,9 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         if version is not None and not isinstance(version, str):
             raise StateCacheError(f"checkpoint '{self.name}': version= takes a string, e.g. version='2'")
         self.version = version
-        self._options = dict(cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age)
+        self._options = dict(
+            cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age, remote=remote
+        )
         self._engine: Engine | NullEngine | None = None
         self._binder: FrameBinder | None = None
         self._found: Found | None = None
@@ -155,9 +159,15 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         if block.as_name:
             binder.as_value = (block.as_name, self)
         from .key.astdigest import ast_digest
+        from .key.code import frame_edited_after_loading
+
+        # The body's key is read from the file's text; if the file was saved after Python
+        # loaded it, the marker keys the code that really runs instead (issue 11 item 1).
+        def body_digest() -> bytes:
+            return ast_digest(block.body) + frame_edited_after_loading(frame)
 
         return _components.components(
-            code=_components.code_component(lambda: ast_digest(block.body), self.version),
+            code=_components.code_component(body_digest, self.version),
             source=_components.source_component(block.filename, cache_dir),
             inputs=binder.inputs(),
             files=_components.files_component(self.files, os.path.dirname(os.path.abspath(block.filename))),

@@ -65,6 +65,7 @@ class Settings:
         mmap: bool | None = None,
         max_size: int | str | None = None,
         max_age: float | str | None = None,
+        remote: str | None = None,
     ):
         self.disabled = env_flag("STATECACHE_DISABLE")
         self.refresh = refresh_applies(name)
@@ -74,6 +75,7 @@ class Settings:
         self.max_size = max_size_setting(max_size)
         self.max_age = age_argument(max_age)
         self.cache_dir = dir_argument(cache_dir)
+        self.remote = remote_argument(remote)
 
 
 def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
@@ -93,16 +95,36 @@ def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     return items
 
 
+def remote_argument(remote: str | None) -> str | None:
+    """``remote=`` (a URL or an absolute path, as ``STATECACHE_REMOTE`` takes it), else
+    ``STATECACHE_REMOTE``; None: no remote tier."""
+    if remote is None:
+        return env_remote()
+    if not isinstance(remote, str) or not remote.strip():
+        raise ConfigError(f"remote= takes a URL such as 's3://bucket/prefix', got {remote!r}")
+    remote = remote.strip()
+    if "://" in remote:
+        return remote
+    path = os.path.expanduser(remote)
+    if not os.path.isabs(path):
+        raise ConfigError(
+            f"remote={remote!r} is not understood: give a URL such as s3://bucket/prefix or "
+            "file:///mnt/team/statecache")
+    return "file://" + path
+
+
 def default_cache_dir(filename: str) -> str:
     """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
     notebook; else in the working directory."""
+    from .store.layout import CACHE_DIR_NAME
+
     if _components.is_cell_file(filename):
         notebook = _components.notebook_path()
         base = os.path.dirname(notebook) if notebook else os.getcwd()
-        return os.path.join(base, ".statecache")
+        return os.path.join(base, CACHE_DIR_NAME)
     if os.path.isfile(filename):
-        return os.path.join(os.path.dirname(os.path.abspath(filename)), ".statecache")
-    return os.path.join(os.getcwd(), ".statecache")
+        return os.path.join(os.path.dirname(os.path.abspath(filename)), CACHE_DIR_NAME)
+    return os.path.join(os.getcwd(), CACHE_DIR_NAME)
 
 
 def where(filename: str, line: int) -> str:
@@ -144,13 +166,14 @@ def remove_tier(tier: Tier) -> None:
         _tiers.remove(tier)
 
 
-def active_tiers() -> list[Tier]:
-    """The tiers added with ``add_tier``, then the remote of ``STATECACHE_REMOTE`` if set."""
+def active_tiers(remote_url: str | None) -> list[Tier]:
+    """The tiers added with ``add_tier``, then the remote tier of ``remote_url`` (``remote=``
+    or ``STATECACHE_REMOTE``) if any."""
     tiers = list(_tiers)
-    if env_remote() is not None:
+    if remote_url is not None:
         from .store.remote import engine_tier
 
-        remote = engine_tier()
+        remote = engine_tier(remote_url)
         if remote is not None and remote not in tiers:
             tiers.append(remote)
     return tiers
@@ -239,7 +262,7 @@ class Engine:
         self.reason = ""
         self.hit = False
         self.entry_path: str | None = None
-        self.tiers: list[Tier] = active_tiers()
+        self.tiers: list[Tier] = active_tiers(settings.remote)
         self._consulted: list[Tier] = []  # tiers asked for this key: each gets publish or abandon
         self._lock: Any = None
         self._recorder: _files.FileRecorder | None = None
@@ -469,6 +492,10 @@ class Engine:
             )
         except UnpicklableError as exc:
             warn(f"statecache: '{self.name}' at {self.where} was not saved: {self._unpicklable(exc)}")
+            return
+        except EntryError as exc:
+            warn(f"statecache: '{self.name}' at {self.where} was not saved ({exc}); the program goes on "
+                 "with the state it computed")
             return
         except OSError as exc:
             warn(

@@ -54,6 +54,7 @@ def cached_setup(
     max_size: int | str | None = None,
     version: str | None = None,
     max_age: float | str | None = None,
+    remote: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -69,6 +70,7 @@ def cached_setup(
     max_size: int | str | None = None,
     version: str | None = None,
     max_age: float | str | None = None,
+    remote: str | None = None,
 ) -> Any:
     """Cache a setup function's return value and the module globals it assigns (``global x``).
 
@@ -76,9 +78,12 @@ def cached_setup(
     user's functions it calls, its argument values (``ignore=`` leaves some out), the globals
     it reads, the environment variables, ``sys.argv`` and user-module attributes its body
     reads, the data files it opens, ``files=`` globs and the Python version. After a call,
-    ``fn.cache_info()`` says whether it hit and why it missed.
+    ``fn.cache_info()`` says whether it hit and why it missed. ``remote=`` (default
+    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss.
     """
-    options = dict(cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age)
+    options = dict(
+        cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age, remote=remote
+    )
     ignored = as_names(ignore, "ignore")
     patterns = as_names(files, "files")
     if version is not None and not isinstance(version, str):

@@ -1051,3 +1051,24 @@ except sc.StateCacheError as exc:
     assert "a size cap must be above 0" in project.run("script.py", "max_size").stdout
     assert "max_age must be positive" in project.run("script.py", "max_age").stdout
     assert not project.entries("a")
+
+
+def test_remote_argument_shares_entries_between_cache_directories(project: Project, tmp_path) -> None:
+    # remote= works like STATECACHE_REMOTE for one checkpoint: a second project directory
+    # (its own empty local cache) restores what the first computed, from the shared tier.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    script = f"""
+import statecache as sc
+with sc.checkpoint("a", remote={str(shared)!r}):
+    y = sum(range(10))
+print("y", y)
+"""
+    project.write("one/script.py", script)
+    project.write("two/script.py", script)
+    env = {"STATECACHE_SECRET": "team secret"}
+    first = project.run("one/script.py", env=env)
+    assert "y 45" in first.stdout and first.computed("a")
+    second = project.run("two/script.py", env=env)
+    assert "y 45" in second.stdout and second.hit("a"), second.stderr
+    assert any(p.is_file() for p in shared.rglob("*"))

@@ -20,7 +20,7 @@ from .._errors import ConfigError, FingerprintError
 
 #: Bump when the meaning or the encoding of a component changes: every older key then misses,
 #: instead of a new rule silently reusing state that an old rule keyed.
-KEY_SCHEMA_VERSION = 1
+KEY_SCHEMA_VERSION = 2
 
 #: Length (hex digits) of a key as used in entry names.
 KEY_LENGTH = 32
