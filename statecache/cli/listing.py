@@ -323,6 +323,10 @@ def _render_matches(cache: str, query: str, matches: list[EntryFile]) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """One entry in full: metadata, variables, recorded files and their state now, source."""
+    if getattr(args, "explain", False):
+        from .explain import cmd_explain
+
+        return cmd_explain(args)
     cache = cache_dir(args)
     parse_query(args.entry)  # a malformed query is a usage error even without a cache
     if note_missing(cache):

@@ -95,6 +95,9 @@ def _add_builtins(sub: Any) -> None:
     p.add_argument(
         "entry", metavar="NAME_OR_KEY", help="a checkpoint name, a key prefix, or NAME/KEYPREFIX"
     )
+    p.add_argument("--explain", action="store_true",
+                   help="every version of the NAME: its key's components, and what differs "
+                   "between the newest two")
     p = _command(sub, "clear", cmd_clear,
                  "delete entries (each under its lock; entries in use are skipped)")
     p.add_argument(
