@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from . import _effects
 from ._binders import RETURN, Binder
 from ._config import (
     age_argument,
@@ -267,6 +268,7 @@ class Engine:
         self._lock: Any = None
         self._recorder: _files.FileRecorder | None = None
         self._rng_before: dict[str, Any] = {}
+        self._process_before: _effects.ProcessState | None = None
         self._started = 0.0
 
     def status(self, text: str) -> None:
@@ -427,9 +429,11 @@ class Engine:
     # -- hit --
 
     def restore(self, binder: Binder, found: Found) -> None:
-        """Put a hit's state back through the front end's binder, and its random generators."""
+        """Put a hit's state back through the front end's binder, its random generators and
+        what the computing run changed in the process (``sys.path``, ``sys.argv``, environment)."""
         binder.restore(found.state, list(found.meta.get("unbound", [])))
         _rng.restore(dict(found.meta.get("rng", {})))
+        _effects.replay(found.meta.get("effects", {}))
 
     # -- compute and save --
 
@@ -438,6 +442,7 @@ class Engine:
         self.status(f"'{self.name}' computing ({self.reason})")
         self._recorder = _files.FileRecorder().__enter__()
         self._rng_before = _rng.capture()
+        self._process_before = _effects.capture()
         self._started = time.perf_counter()
 
     def abort(self) -> None:
@@ -456,7 +461,10 @@ class Engine:
                 self._recorder.__exit__(None, None, None)
             if collect is None:
                 return
+            effects = _effects.difference(self._process_before, _effects.capture()) if self._process_before is not None else {}
             state, extra = collect()
+            if effects:
+                extra = {**extra, "effects": effects}
             if self.store is not None:
                 self._save(state, {**extra, "rng": rng}, compute_seconds)
         finally:

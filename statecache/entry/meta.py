@@ -54,6 +54,16 @@ class RngRecord(TypedDict):
     after: Any
 
 
+class EffectsRecord(TypedDict, total=False):
+    """What the computing run changed in the process, replayed on a hit (see ``_effects``)."""
+
+    path_added: list[dict[str, Any]]  # {"entry": str, "before": the entry it precedes, or None}
+    path_removed: list[str]
+    argv: list[str]  # sys.argv after the run
+    environ_set: dict[str, str]
+    environ_unset: list[str]
+
+
 class EntryMeta(TypedDict, total=False):
     """The metadata of one entry. The first group is the caller's (the engine), the second is
     added by the writer; ``cell``/``cell_outputs`` come from ``%%checkpoint`` only."""
@@ -70,6 +80,7 @@ class EntryMeta(TypedDict, total=False):
     rng: dict[str, RngRecord]
     cell: str
     cell_outputs: list[dict[str, Any]]
+    effects: EffectsRecord
 
     format: int
     pickler: str
@@ -193,6 +204,8 @@ _TOP: dict[str, Any] = dict(
     rng=_dict_of(_record({"before": str}, ("before", "after"))),
     cell=str,
     cell_outputs=_list_of(dict),
+    effects=_record({"path_added": _list_of(dict), "path_removed": _list_of(str), "argv": _list_of(str),
+                     "environ_set": _dict_of(str), "environ_unset": _list_of(str)}, ()),
     format=int,
     pickler=str,
     variables=_dict_of(_variable),

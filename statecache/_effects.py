@@ -1,0 +1,79 @@
+"""Changes a computation makes to the process itself, recorded and replayed on a hit.
+
+A block that runs ``sys.path.insert(0, "src")``, ``os.environ["MODE"] = "eval"`` or
+``del sys.argv[1:]`` leaves the process changed, and the code after it relies on that (a later
+import, a library reading the variable). A hit skips the block, so the engine records the
+difference of these before and after the computing run in the entry (``effects``) and applies
+it after restoring the state: the process then looks as the computing run left it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .entry.meta import EffectsRecord
+
+
+class ProcessState(NamedTuple):
+    """A copy of the process state a computation may change."""
+
+    path: list[str]
+    argv: list[str]
+    environ: dict[str, str]
+
+
+def capture() -> ProcessState:
+    return ProcessState(list(sys.path), list(sys.argv), dict(os.environ))
+
+
+def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
+    """What changed from ``before`` to ``after`` (an empty record when nothing did)."""
+    out: dict[str, Any] = {}
+    old = set(before.path)
+    added = []
+    for i, entry in enumerate(after.path):
+        if entry not in old:
+            # anchored to the next entry that was already there, so that the replay puts it at
+            # the same place relative to the entries the process had (front, middle or end)
+            following = next((e for e in after.path[i + 1:] if e in old), None)
+            added.append({"entry": entry, "before": following})
+    if added:
+        out["path_added"] = added
+    new = set(after.path)
+    removed = [entry for entry in before.path if entry not in new]
+    if removed:
+        out["path_removed"] = removed
+    if after.argv != before.argv:
+        out["argv"] = list(after.argv)
+    changed = {k: v for k, v in after.environ.items() if before.environ.get(k) != v}
+    if changed:
+        out["environ_set"] = changed
+    unset = [k for k in before.environ if k not in after.environ]
+    if unset:
+        out["environ_unset"] = unset
+    return out  # type: ignore[return-value]
+
+
+def replay(effects: EffectsRecord) -> None:
+    """Apply a recorded difference to this process."""
+    for gone in effects.get("path_removed", []):
+        while gone in sys.path:
+            sys.path.remove(gone)
+    for record in effects.get("path_added", []):
+        entry: Any = record.get("entry")
+        anchor: Any = record.get("before")
+        if not isinstance(entry, str) or entry in sys.path:
+            continue
+        if isinstance(anchor, str) and anchor in sys.path:
+            sys.path.insert(sys.path.index(anchor), entry)
+        else:
+            sys.path.append(entry)
+    if "argv" in effects:
+        sys.argv[:] = effects["argv"]
+    for name, value in effects.get("environ_set", {}).items():
+        os.environ[name] = value
+    for name in effects.get("environ_unset", []):
+        os.environ.pop(name, None)
