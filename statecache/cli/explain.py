@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._config import format_size, validate_name
-from ..entry.meta import EntryMeta
+from ..entry.meta import EntryMeta, FileRecord
 from ..store.maintenance import EntryFile, scan
 from .common import PROG, cache_dir, entry_meta, note_missing, plural, table, when
 from .listing import file_state, names_hint
@@ -39,7 +39,7 @@ class Version:
     meta: EntryMeta
     error: str | None
     parts: dict[str, Any]  # the key's components, plus "recorded" and "rng"
-    states: dict[str, str]  # recorded data file -> unchanged / changed / missing now
+    states: dict[str, str]  # recorded data file (its label) -> unchanged / changed / missing now
 
 
 @dataclass
@@ -61,20 +61,24 @@ class Explained:
     differences: list[Difference] = field(default_factory=list)
 
 
-def _parts(meta: EntryMeta) -> dict[str, Any]:
-    parts = dict(meta.get("components", {}))
-    recorded = {}
-    for rec in meta.get("files", []):
-        recorded[rec["path"]] = rec.get("digest", rec["kind"])
-    parts["recorded"] = recorded
-    parts["rng"] = {gen: rec["before"] for gen, rec in meta.get("rng", {}).items()}
-    return parts
+def _recorded_label(rec: FileRecord, taken: dict[str, Any]) -> str:
+    """A recorded file as the script opened it (its relative path), else its absolute path."""
+    label = rec.get("relative") or rec["path"]
+    return rec["path"] if label in taken else label
 
 
 def _version(e: EntryFile) -> Version:
     meta, error = entry_meta(e)
-    states = {rec["path"]: file_state(rec) for rec in meta.get("files", [])}
-    return Version(e, meta, error, _parts(meta) if error is None else {}, states)
+    parts = dict(meta.get("components", {}))
+    recorded: dict[str, Any] = {}
+    states: dict[str, str] = {}
+    for rec in meta.get("files", []):
+        label = _recorded_label(rec, recorded)
+        recorded[label] = rec.get("digest", rec["kind"])
+        states[label] = file_state(rec)
+    parts["recorded"] = recorded
+    parts["rng"] = {gen: rec["before"] for gen, rec in meta.get("rng", {}).items()}
+    return Version(e, meta, error, parts if error is None else {}, states)
 
 
 def _diff_map(component: str, old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
@@ -206,7 +210,10 @@ def explain_json(ex: Explained) -> dict[str, Any]:
             "created": v.meta.get("created"), "last_used": v.entry.last_used,
             "kind": v.meta.get("kind"), "source": v.meta.get("source"),
             "components": v.meta.get("components"),
-            "recorded_files": [{"path": p, "state": s} for p, s in v.states.items()],
+            "recorded_files": [
+                {"path": rec["path"], "digest": rec.get("digest"), "state": file_state(rec)}
+                for rec in v.meta.get("files", [])
+            ],
             "rng": v.parts.get("rng", {}), "error": v.error,
         }
         for v in ex.versions
