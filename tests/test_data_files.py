@@ -118,3 +118,79 @@ print("y", y)
     check_miss(project)
     project.write("data/c.txt", "c")
     check_miss(project)
+
+
+def write_table(path: Path, n: int) -> None:
+    """A small table in the format the path's suffix names (real pyarrow, sqlite3)."""
+    if path.suffix == ".db":
+        import sqlite3
+
+        path.unlink(missing_ok=True)
+        with sqlite3.connect(path) as db:
+            db.execute("create table t (x integer)")
+            db.executemany("insert into t values (?)", [(i,) for i in range(n)])
+        db.close()
+        return
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"x": list(range(n))})
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif path.suffix == ".feather":
+        import pyarrow.feather as feather
+
+        feather.write_feather(table, path)
+    else:
+        path.write_text("x\n" + "".join(f"{i}\n" for i in range(n)))
+
+
+READERS = {
+    "pandas-parquet": ("t.parquet", "import pandas as pd", "int(pd.read_parquet('t.parquet')['x'].sum())"),
+    "pyarrow-parquet": ("t.parquet", "import pyarrow.parquet as pq", "pq.read_table('t.parquet')['x'].to_pylist()"),
+    "pyarrow-csv": ("t.csv", "from pyarrow import csv", "csv.read_csv('t.csv')['x'].to_pylist()"),
+    "pyarrow-feather": ("t.feather", "import pyarrow.feather as ft", "ft.read_table('t.feather')['x'].to_pylist()"),
+    "polars-csv": ("t.csv", "import polars as pl", "pl.read_csv('t.csv')['x'].to_list()"),
+    "polars-scan-parquet": ("t.parquet", "import polars as pl", "pl.scan_parquet('t.parquet').collect()['x'].to_list()"),
+    "polars-glob": ("t.parquet", "import polars as pl", "pl.read_parquet('*.parquet')['x'].to_list()"),
+    "sqlite3": ("t.db", "import sqlite3", "sqlite3.connect('t.db').execute('select sum(x) from t').fetchone()"),
+}
+
+
+@pytest.mark.parametrize("case", list(READERS))
+def test_a_file_read_from_compiled_code_is_seen(project: Project, case: str) -> None:
+    filename, imports, expression = READERS[case]
+    pytest.importorskip(imports.split()[1].split(".")[0])
+    data = project.root / filename
+    write_table(data, 3)
+    age(data)
+    # the reader's module is imported inside the block in the first case, before it in the others
+    inside = case == "pyarrow-parquet"
+    project.write("script.py", f"""
+import statecache as sc
+{"" if inside else imports}
+with sc.checkpoint("a"):
+    {imports if inside else "pass"}
+    y = {expression}
+print("y", y)
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    second = project.run("script.py")
+    assert second.hit("a") and value(second) == value(first), second.stderr
+    write_table(data, 4)
+    assert value(check_miss(project)) != value(first)
+
+
+def test_a_library_whose_reads_cannot_be_seen_is_named_in_a_warning(project: Project) -> None:
+    project.write("h5py.py", "def File(path):\n    return open(path).read()\n")  # stands in for h5py
+    project.write("script.py", """
+import statecache as sc
+import h5py
+with sc.checkpoint("a"):
+    y = 1
+print("y", y)
+""")
+    run = project.run("script.py")
+    assert "h5py open files from compiled code" in run.stderr and "files=[...]" in run.stderr
+    assert project.run("script.py").hit("a")

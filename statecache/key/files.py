@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from . import readers
 from .provenance import Kind, classify, is_data_path, is_import_system
 
 _recorders: list[FileRecorder] = []
@@ -36,6 +37,7 @@ class FileRecorder:
 
     def __enter__(self) -> FileRecorder:
         _install_hook()
+        readers.install(note_read)
         with _lock:
             _recorders.append(self)
         return self
@@ -73,6 +75,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
             return
         _note(path, "opened")
+    elif event == "sqlite3.connect":
+        _note_database(args[0] if args else None)
     elif event in ("os.listdir", "os.scandir"):
         path = args[0] if args else "."
         if isinstance(path, int):
@@ -82,6 +86,28 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         if lister == _IMPORTS or (lister == _LIBRARY and _on_sys_path(path)):
             return
         _note(path, "listed")
+
+
+def note_read(path: Any, listed: bool = False) -> None:
+    """Tell the recording checkpoints that a library read ``path`` (or listed it) outside
+    Python's ``open()``, where no audit event says so."""
+    if _recorders:
+        _note(path, "listed" if listed else "opened")
+
+
+def _note_database(database: Any) -> None:
+    """sqlite3 opens its database from C: the ``sqlite3.connect`` event names it (a
+    ``file:`` URI by its path; an in-memory database is no file)."""
+    if isinstance(database, bytes):
+        database = os.fsdecode(database)
+    if not isinstance(database, (str, os.PathLike)):
+        return
+    path = os.fspath(database)
+    if path.startswith("file:"):
+        path = path[5:].split("?", 1)[0]
+        path = path[2:] if path.startswith("//") else path
+    if path and path != ":memory:" and "mode=memory" not in os.fspath(database):
+        _note(path, "opened")
 
 
 # Who lists a directory: the import system (finders, ``importlib.metadata`` scanning sys.path
@@ -229,7 +255,21 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record["relative"] = recorder.relative[path]
     for record in recorder.extra:
         records.setdefault((record["path"], record["kind"]), record)
+    _warn_unseen()
     return list(records.values())
+
+
+def _warn_unseen() -> None:
+    """Say so when a library that reads files statecache cannot see was loaded."""
+    names = readers.unseen()
+    if names:
+        from .._warnings import warn
+
+        warn(
+            f"statecache: {', '.join(names)} open files from compiled code, which statecache "
+            "cannot see: a checkpoint that reads files through them must name those files with "
+            "files=[...], or an edit of them restores the old state"
+        )
 
 
 def changed_record(record: dict[str, Any]) -> str | None:
