@@ -335,7 +335,13 @@ class NotebookFrontEnd:
 
     def close(self) -> None:
         if self.ctx is not None:
-            self.ctx.__exit__(None, None, None)
+            km = self.client.km if self.client is not None else None
+            try:
+                self.ctx.__exit__(None, None, None)
+            finally:
+                # nbclient leaves running a kernel whose manager it was handed
+                if km is not None and km.has_kernel:
+                    km.shutdown_kernel(now=True)
             self.ctx = self.client = None
 
 
@@ -360,7 +366,11 @@ def execute_notebook(path: Path, kernel_dirs: list[str], kernel_name: str, **env
     ksm = KernelSpecManager(kernel_dirs=kernel_dirs)
     km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=ksm)
     client = NotebookClient(nb, km=km, timeout=TIMEOUT)
-    client.execute(env=child_env(JPY_SESSION_NAME=str(path), **env), cwd=str(path.parent))
+    try:
+        client.execute(env=child_env(JPY_SESSION_NAME=str(path), **env), cwd=str(path.parent))
+    finally:
+        if km.has_kernel:  # nbclient leaves running a kernel whose manager it was handed
+            km.shutdown_kernel(now=True)
     streams = [o for c in nb.cells for o in c.outputs if o["output_type"] == "stream"]
     stdout = "".join(o["text"] for o in streams if o["name"] == "stdout")
     stderr = "".join(o["text"] for o in streams if o["name"] != "stdout")
