@@ -105,6 +105,29 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
     return out
 
 
+def code_lines(old: EntryMeta, new: EntryMeta) -> list[str] | None:
+    """The changed lines of the block, ``-  12 old text`` / ``+  12 new text``, when both entries
+    store its text (a ``block_source`` of ``{"first_line", "text"}``); None when one does not."""
+    import difflib
+
+    a, b = old.get("block_source"), new.get("block_source")
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None
+    try:
+        a_lines, b_lines = a["text"].splitlines(), b["text"].splitlines()
+        a_first, b_first = int(a["first_line"]), int(b["first_line"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    out = []
+    matcher = difflib.SequenceMatcher(None, a_lines, b_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        out += [f"- {a_first + i:>4} {a_lines[i]}" for i in range(i1, i2)]
+        out += [f"+ {b_first + j:>4} {b_lines[j]}" for j in range(j1, j2)]
+    return out
+
+
 def gather_explain(cache: str, name: str) -> Explained:
     """Every readable version of ``name``, newest (by creation) first, and for the newest two
     the reason a miss would have given and every difference."""
@@ -190,7 +213,11 @@ def render_explain(ex: Explained) -> None:
     if ex.differences:
         print(table([_difference_row(d) for d in ex.differences]))
     if any(d.component == "code" for d in ex.differences):
-        print("  (entries do not store the block's text: which lines changed is not known)")
+        lines = code_lines(readable[1].meta, readable[0].meta)
+        if lines is None:
+            print("  (entries do not store the block's text: which lines changed is not known)")
+        for line in lines or ():
+            print("    " + line)
 
 
 def explain_json(ex: Explained) -> dict[str, Any]:
@@ -203,6 +230,7 @@ def explain_json(ex: Explained) -> dict[str, Any]:
             "reasons": ex.reasons,
             "summary": ex.summary,
             "differences": [d.__dict__ for d in ex.differences],
+            "code_lines": code_lines(readable[1].meta, readable[0].meta),
         }
     versions = [
         {
