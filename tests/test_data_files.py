@@ -194,3 +194,57 @@ print("y", y)
     run = project.run("script.py")
     assert "h5py open files from compiled code" in run.stderr and "files=[...]" in run.stderr
     assert project.run("script.py").hit("a")
+
+
+def test_a_project_copied_with_its_cache_checks_its_own_files(tmp_path: Path) -> None:
+    import subprocess
+
+    exp1 = Project(tmp_path / "exp1")
+    data = exp1.write("data.txt", "one")
+    age(data)
+    exp1.write("helpers.py", """
+import os
+def load(name):
+    with open(os.path.join(os.path.dirname(__file__), name)) as f:  # beside this file
+        return f.read()
+""")
+    exp1.write("script.py", """
+import statecache as sc
+import helpers
+with sc.checkpoint("a"):
+    y = helpers.load("data.txt")
+print("y", y)
+""")
+    assert value(exp1.run("script.py")) == "y one"
+    subprocess.run(["cp", "-r", str(exp1.root), str(tmp_path / "exp2")], check=True)
+    exp2 = Project(tmp_path / "exp2")
+    (exp2.root / "data.txt").write_text("two")
+    assert value(check_miss(exp2)) == "y two"
+    again = exp1.run("script.py")
+    assert again.hit("a") and value(again) == "y one"
+
+
+def test_a_record_inside_the_project_is_checked_in_the_copy_and_the_original(tmp_path: Path) -> None:
+    from statecache.key.files import FileRecorder, changed_record, snapshot
+
+    exp1, exp2 = tmp_path / "exp1", tmp_path / "exp2"
+    for root in (exp1, exp2):
+        (root / ".statecache").mkdir(parents=True)
+        (root / "data.txt").write_text("one")
+    outside = tmp_path / "shared.txt"
+    outside.write_text("shared")
+    with FileRecorder() as recorder:
+        for path in (exp1 / "data.txt", outside):
+            with open(path) as f:  # absolute paths, as code built from __file__ opens them
+                f.read()
+    records = {r["path"]: r for r in snapshot(recorder, [str(exp1 / ".statecache")])}
+    inside, shared = records[str(exp1 / "data.txt")], records[str(outside)]
+    assert inside["project_path"] == "data.txt" and "project_path" not in shared
+    cache2 = str(exp2 / ".statecache")
+    assert changed_record(inside, cache2) is None and changed_record(shared, cache2) is None
+    (exp2 / "data.txt").write_text("two")  # the copy's file: read by a path built from __file__
+    assert changed_record(inside, cache2) == f"file {exp2 / 'data.txt'} changed"
+    assert changed_record(inside) is None  # without the cache's place, only the original
+    (exp2 / "data.txt").write_text("one")
+    (exp1 / "data.txt").write_text("uno")  # the original: read by a path written out in full
+    assert changed_record(inside, cache2) == f"file {exp1 / 'data.txt'} changed"

@@ -249,7 +249,12 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record = listing_record(path)
             if record is not None:
                 records[(path, "dir")] = record
+    project = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
     for (path, _kind), record in records.items():
+        inside = _inside(path, project)
+        if inside is not None:
+            # a project copied with its cache (cp -r exp1 exp2) checks its own files
+            record["project_path"] = inside
         if path in recorder.relative:
             # open("data.csv") from another working directory is another file
             record["relative"] = recorder.relative[path]
@@ -272,16 +277,47 @@ def _warn_unseen() -> None:
         )
 
 
-def changed_record(record: dict[str, Any]) -> str | None:
+def _inside(path: str, root: str | None) -> str | None:
+    """``path`` relative to ``root`` when it is inside it, else None."""
+    if root is None:
+        return None
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:
+        return None
+    return None if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel) else rel
+
+
+def record_path(record: dict[str, Any], cache_dir: str | None = None) -> str:
+    """Where a record's file is now: a file inside the project (the cache directory's parent)
+    is found relative to where the cache is now, so a copied project checks its own copy."""
+    inside = record.get("project_path")
+    if cache_dir is not None and isinstance(inside, str):
+        return os.path.join(os.path.dirname(os.path.abspath(cache_dir)), inside)
+    return str(record["path"])
+
+
+def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str | None:
     """None when the file or directory still matches its record, else a few words why not.
+    ``cache_dir`` is where the entry holding the record is now: in a copied project a file is
+    checked both where it was recorded and in the copy (see ``record_path``), since a path
+    derived from ``__file__`` reads the copy and a path written out in full the original.
 
     A stat that matches (size, mtime, ctime and inode) is trusted; otherwise the content
     digest decides (a record without ctime or inode, from an older version, is re-read).
     """
-    path = record["path"]
+    path, moved = str(record["path"]), record_path(record, cache_dir)
     relative = record.get("relative")
-    if isinstance(relative, str) and os.path.abspath(relative) != path:
-        return f"working directory changed ({relative} is now {os.path.abspath(relative)})"
+    if isinstance(relative, str):
+        target = os.path.abspath(relative)
+        if target not in (path, moved):
+            return f"working directory changed ({relative} is now {target})"
+        return _changed_at(record, target)
+    return _changed_at(record, path) or (_changed_at(record, moved) if moved != path else None)
+
+
+def _changed_at(record: dict[str, Any], path: str) -> str | None:
+    """Whether the file or directory at ``path`` still matches ``record``."""
     if record["kind"] == "missing":
         return f"file {_short(path)} appeared" if os.path.exists(path) else None
     if record["kind"] == "dir":
