@@ -23,7 +23,7 @@ import xxhash
 
 from .code import code_digest, scan_refs
 from .hashing import U64, digest, encode_str, file_digest
-from .imports import imports_digest, resolve_import, source_digest
+from .imports import imports_digest, resolve_import, source_digest, top_level_digest
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 from .versions import package_version
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
@@ -248,11 +248,11 @@ class CodeGraph:
                 h.update(b"unbound")
                 continue
             try:
-                self._feed(h, val, ctx)
+                self._feed_chain_root(h, val, len(chain) > 1, ctx)
                 # ``helpers.SCALE``: attributes read from the user's modules count by value;
                 # through installed modules (which count by version) plain data does too:
                 # ``sys.argv``, ``torch.backends.cudnn.benchmark``.
-                for attr in chain[1:]:
+                for i, attr in enumerate(chain[1:], 2):
                     if not isinstance(val, types.ModuleType):
                         break
                     user = is_user_module(val)
@@ -262,7 +262,7 @@ class CodeGraph:
                         if val is END:
                             h.update(b"unbound")
                             break
-                        self._feed(h, val, ctx)
+                        self._feed_chain_root(h, val, len(chain) > i, ctx)
                     elif val is not END and is_plain_data(val):
                         h.update(b"." + encode_str(attr))
                         self._feed(h, val, ctx)
@@ -272,6 +272,19 @@ class CodeGraph:
                 if e.suggest is None:
                     e.suggest = name
                 raise
+
+    def _feed_chain_root(self, h: Any, val: Any, followed: bool, ctx: Ctx) -> None:
+        """A value the code reads, or, for a user module whose attributes the code reads
+        (``helpers.f``), only its top level: those attributes count by value after it, so an
+        edit of another function or of the docstring, or data that only other functions use,
+        does not count. A module used on its own (passed on, ``getattr`` with a computed name)
+        is read by another chain of the same code, without attributes, and counts whole."""
+        if followed and isinstance(val, types.ModuleType) and is_user_module(val):
+            path = getattr(val, "__file__", None)
+            if path and path.endswith(".py"):
+                h.update(b"modtop" + encode_str(val.__name__) + top_level_digest(path))
+                return
+        self._feed(h, val, ctx)
 
     def _feed_import(
         self, h: Any, fn: Any, modname: str, level: int, fromlist: Any, ctx: Ctx

@@ -63,6 +63,38 @@ def source_digest(path: str) -> bytes:
     return source_info(path)[0]
 
 
+_TOPS: dict[str, tuple[tuple[int, ...], bytes]] = {}
+
+
+def top_level_digest(path: str) -> bytes:
+    """ast_digest of a module's top level without its docstring and its functions' bodies
+    (signatures, decorators and class headers stay): what importing it does, for code that
+    reads some of its attributes (``helpers.f``), which count by value on their own. Cached
+    per path while its stat is unchanged; the whole source's digest if it does not parse."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b"missing:" + encode_str(path)
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    hit = _TOPS.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return source_digest(path)
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]  # the docstring: observable as ``__doc__`` only, which counts by value
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.body = [ast.Pass()]
+    result = b"top" + ast_digest(body)
+    _TOPS[path] = (stamp, result)
+    return result
+
+
 def module_file(name: str) -> str | None:
     """The file a module name would be imported from, found without importing anything.
 

@@ -246,6 +246,24 @@ def _attribute_chain(node: ast.Attribute) -> tuple[str, ...] | None:
     return tuple(reversed(parts))
 
 
+def bare_names(body: list[ast.stmt]) -> tuple[str, ...]:
+    """Names the body reads other than as the root of an attribute chain: ``g(helpers)`` and
+    ``getattr(helpers, name)`` read ``helpers`` itself, ``helpers.f()`` reads only its ``f``.
+    A user module read only through chains can count by those attributes (and its top level,
+    ``imports.top_level_digest``) instead of its whole file."""
+    roots: set[int] = set()
+    found: dict[str, None] = {}
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                roots.add(id(node.value))
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in roots:
+                found.setdefault(node.id, None)
+    return tuple(found)
+
+
 def imports_in(body: list[ast.stmt]) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
     """(module, level, imported names) of every import statement of the body, nested code
     included: a module imported there is bound by the body, so it is no input, and if it was

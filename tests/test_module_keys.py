@@ -1,0 +1,116 @@
+"""A user module reached through its attributes (``helpers.f()`` in a helper) counts by what
+is read from it, not its whole file (issue 11 item 12): an edit of an unrelated function or of
+the docstring, and data only other functions use, keep the hit; whatever the called code can
+reach still counts, and a module used on its own (``getattr`` with a computed name) counts
+whole. Real scripts, run twice or more; each value is compared with a fresh run under
+``STATECACHE_DISABLE=1``."""
+
+from __future__ import annotations
+
+from conftest import Project, Run
+
+HELPERS = '''"""Helpers."""
+import sys
+import time
+
+LAST = {}
+SCALE = 2
+sys.setrecursionlimit(5000)
+
+
+def f(x):
+    return k(x) * SCALE
+
+
+def k(x):
+    return x + 1
+
+
+def unrelated():
+    return "old"
+
+
+def stamp():
+    LAST["t"] = time.time()
+'''
+
+MAIN = """
+import statecache as sc
+import helpers
+
+def run():
+    return helpers.f(3)
+
+helpers.stamp()  # an unrelated function updates a timing dict of the module
+with sc.checkpoint("a"):
+    y = run()
+print("y", y)
+"""
+
+
+def value(run: Run) -> str:
+    lines = [line for line in run.stdout.splitlines() if line.startswith("y ")]
+    assert lines, run.stdout + run.stderr
+    return lines[-1]
+
+
+def setup(project: Project, main: str = MAIN) -> str:
+    project.write("helpers.py", HELPERS)
+    project.write("main.py", main)
+    first = project.run("main.py")
+    assert first.computed("a")
+    second = project.run("main.py")
+    assert second.hit("a") and value(second) == value(first), second.stderr
+    return value(first)
+
+
+def edit(project: Project, old: str, new: str) -> None:
+    text = (project.root / "helpers.py").read_text()
+    assert old in text
+    project.write("helpers.py", text.replace(old, new))
+
+
+def outcome(project: Project, main: str = "main.py") -> tuple[bool, str]:
+    run = project.run(main)
+    fresh = project.run(main, env={"STATECACHE_DISABLE": "1"})
+    assert value(run) == value(fresh), run.stderr
+    again = project.run(main)
+    assert again.hit("a") and value(again) == value(run), again.stderr
+    return run.hit("a"), value(run)
+
+
+def test_edits_the_called_code_cannot_see_keep_the_hit(project: Project) -> None:
+    assert setup(project) == "y 8"
+    edit(project, 'return "old"', 'return "new"')
+    assert outcome(project) == (True, "y 8")
+    edit(project, '"""Helpers."""', '"""Helpers, documented."""')
+    assert outcome(project) == (True, "y 8")
+
+
+def test_what_the_called_code_reaches_still_counts(project: Project) -> None:
+    setup(project)
+    edit(project, "SCALE = 2", "SCALE = 3")  # a global of the called function
+    assert outcome(project) == (False, "y 12")
+    edit(project, "return x + 1", "return x + 2")  # a function it calls
+    assert outcome(project) == (False, "y 15")
+    edit(project, "setrecursionlimit(5000)", "setrecursionlimit(6000)")  # what importing it does
+    assert outcome(project) == (False, "y 15")
+
+
+def test_a_module_used_on_its_own_counts_whole(project: Project) -> None:
+    main = MAIN.replace("return helpers.f(3)", "return getattr(helpers, NAME)(3)").replace(
+        "def run():", 'NAME = "f"\n\ndef run():'
+    )
+    setup(project, main.replace("helpers.stamp()", "pass"))
+    edit(project, 'return "old"', 'return "new"')
+    assert outcome(project) == (False, "y 8")
+
+
+def test_bare_names_are_the_reads_that_are_not_attribute_roots() -> None:
+    import ast
+
+    from statecache.key.source import bare_names
+
+    body = ast.parse("y = helpers.f(x)\nz = pkg.sub.g()\nh = getattr(other, n)\nhelpers.X = 1\n").body
+    assert set(bare_names(body)) == {"x", "getattr", "other", "n"}
+    assert "helpers" in bare_names(ast.parse("g(helpers)\nhelpers.f()").body)
