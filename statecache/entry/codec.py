@@ -1,8 +1,9 @@
 """How the bytes of a section are stored: cut into chunks, each raw or one zstd frame, encoded
 and decoded on a few threads.
 
-The compress decision lives here alone (``worth_compressing``, ``encode``): the writer asks for
-it, the reader only follows what the table says. Nothing here knows about pickling or files.
+The compress decision is made here alone (``assess``, ``encode``), by ``policy.choose`` from a
+sample's measured ratio and decode speed: the writer asks for it, the reader only follows what
+the table says. Nothing here knows about pickling or files.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .format import CHUNK, RAW, ZSTD, xxh
+from .policy import choose, needs_speeds, read_speed
 from .progress import NoProgress
 
 ZSTD_LEVEL = 3
 MIN_COMPRESS = 32 << 10  # smaller sections are stored raw (and need no zstandard import)
-RAW_RATIO = 0.9  # compress only when zstd shrinks a sample below this fraction
 SAMPLE = 8 << 10
 SAMPLES = 8
 PARALLEL_MIN = 8 << 20  # below this many bytes, threads cost more than they save
@@ -58,36 +60,56 @@ def decompressor() -> Any:
     return d
 
 
-def worth_compressing(mv: memoryview) -> bool:
-    """Whether zstd shrinks ``mv`` usefully, judged from a few small samples spread over it."""
+def samples_of(mv: memoryview) -> list[memoryview]:
+    """The whole of a small ``mv``, else SAMPLES pieces of SAMPLE bytes spread over it."""
+    n = len(mv)
+    if n <= SAMPLE * SAMPLES * 2:
+        return [mv]
+    step = (n - SAMPLE) // (SAMPLES - 1)
+    return [mv[i * step : i * step + SAMPLE] for i in range(SAMPLES)]
+
+
+def measure(pieces: list[memoryview], packed: list[bytes]) -> float:
+    """Raw bytes per second at which zstd decodes ``packed`` (the frames of ``pieces``) here."""
+    dctx = decompressor()
+    t0 = time.perf_counter()
+    for piece, frame in zip(pieces, packed, strict=True):
+        dctx.decompress(frame, max_output_size=len(piece))
+    return sum(len(p) for p in pieces) / max(time.perf_counter() - t0, 1e-9)
+
+
+def assess(mv: memoryview, mode: str) -> tuple[bool, bytes | None]:
+    """Whether to store ``mv`` compressed (the policy's choice from samples of it), and its
+    zstd frame when the sample was all of it (so a small chunk is compressed only once)."""
     n = len(mv)
     if n < MIN_COMPRESS:
-        return False
+        return False, None
     cctx = compressor()
-    if n <= SAMPLE * SAMPLES * 2:
-        pieces = [mv]
-    else:
-        step = (n - SAMPLE) // (SAMPLES - 1)
-        pieces = [mv[i * step : i * step + SAMPLE] for i in range(SAMPLES)]
-    raw = sum(len(p) for p in pieces)
-    packed = sum(len(cctx.compress(p)) for p in pieces)
-    return packed < RAW_RATIO * raw
+    pieces = samples_of(mv)
+    packed = [cctx.compress(p) for p in pieces]
+    ratio = sum(map(len, packed)) / sum(len(p) for p in pieces)
+    whole = packed[0] if len(pieces) == 1 and pieces[0].nbytes == n else None
+    if not needs_speeds(ratio, mode):
+        return choose(ratio, 0.0, 0.0, mode), whole
+    return choose(ratio, measure(pieces, packed), read_speed(), mode), whole
 
 
-def encode(chunk: Any, compress: bool | None) -> Encoded:
+def worth_compressing(mv: memoryview, mode: str = "auto") -> bool:
+    """Whether ``mv`` is stored compressed under ``mode`` (see ``policy``), from samples."""
+    return assess(mv, mode)[0]
+
+
+def encode(chunk: Any, compress: bool | None, mode: str = "auto") -> Encoded:
     """Encode one chunk: (codec, stored bytes, xxh3 of stored bytes). ``compress=None``: decide
-    here (small chunks are compressed and kept if that saves enough, big ones sampled first)."""
-    n = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
-    threshold = n
+    here, from samples of the chunk (the whole of a small one) under ``mode``."""
+    packed = None
     if compress is None:
-        if n <= SAMPLE * SAMPLES * 2:
-            compress = n >= MIN_COMPRESS
-            threshold = int(n * RAW_RATIO)
-        else:
-            compress = worth_compressing(memoryview(chunk))
+        compress, packed = assess(memoryview(chunk).cast("B"), mode)
     if compress:
-        packed = compressor().compress(chunk)
-        if len(packed) < threshold:
+        if packed is None:
+            packed = compressor().compress(chunk)
+        n = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+        if len(packed) < n:
             return ZSTD, packed, xxh(packed)
     return RAW, chunk, xxh(chunk)
 
@@ -96,17 +118,19 @@ def chunks_of(mv: memoryview) -> list[memoryview]:
     return [mv[i : i + CHUNK] for i in range(0, len(mv), CHUNK)] if len(mv) else []
 
 
-def buffer_tasks(buffers: list[memoryview]) -> Iterator[tuple[memoryview, bool | None]]:
-    """(chunk, compress) for every chunk of every buffer; one decision per big buffer, so that a
-    buffer is raw as a whole and can be memory-mapped."""
+def buffer_tasks(
+    buffers: list[memoryview], mode: str = "auto"
+) -> Iterator[tuple[memoryview, bool | None, str]]:
+    """(chunk, compress, mode) for every chunk of every buffer; one decision per big buffer, so
+    that a buffer is raw as a whole and can be memory-mapped."""
     for buf in buffers:
         if buf.nbytes <= CHUNK:
             if buf.nbytes:
-                yield buf, None
+                yield buf, None, mode
             continue
-        compress = worth_compressing(buf)
+        compress = worth_compressing(buf, mode)
         for piece in chunks_of(buf):
-            yield piece, compress
+            yield piece, compress, mode
 
 
 def unzstd_into(stored: Any, target: memoryview) -> None:
@@ -168,10 +192,10 @@ def encoded_ahead(pool: Pool, tasks: Iterator[tuple], window: int) -> Iterator[A
         yield queue.popleft()
 
 
-def encode_buffers(pool: Pool, buffers: list[memoryview]) -> Iterator[Any]:
-    """Futures of every buffer chunk's encoding, in order: on the pool when there is enough to
-    share, inline otherwise."""
-    tasks = buffer_tasks(buffers)
+def encode_buffers(pool: Pool, buffers: list[memoryview], mode: str = "auto") -> Iterator[Any]:
+    """Futures of every buffer chunk's encoding under ``mode``, in order: on the pool when there
+    is enough to share, inline otherwise."""
+    tasks = buffer_tasks(buffers, mode)
     if sum(b.nbytes for b in buffers) >= PARALLEL_MIN:
         return encoded_ahead(pool, tasks, 2 * threads())
     return (Done(encode(*task)) for task in tasks)
@@ -181,9 +205,10 @@ class StreamSink:
     """The pickler's output file: cuts the stream into chunks and compresses full chunks on the
     pool while pickling goes on (the C pickler writes each ~64 KB frame as it completes)."""
 
-    def __init__(self, pool: Pool, progress: NoProgress) -> None:
+    def __init__(self, pool: Pool, progress: NoProgress, mode: str = "auto") -> None:
         self.pool = pool
         self.progress = progress
+        self.mode = mode
         self.pending = bytearray()
         self.chunks: list[Any] = []  # futures of encode results, in order
         self.pos = 0
@@ -197,7 +222,7 @@ class StreamSink:
             with memoryview(self.pending) as view:
                 chunk = bytes(view[:CHUNK])
             del self.pending[:CHUNK]
-            self.chunks.append(self.pool.submit(encode, chunk, None))
+            self.chunks.append(self.pool.submit(encode, chunk, None, self.mode))
         return n
 
     def finish(self) -> None:
@@ -205,9 +230,9 @@ class StreamSink:
             chunk = bytes(self.pending)
             self.pending = bytearray()
             if self.chunks:
-                self.chunks.append(self.pool.submit(encode, chunk, None))
+                self.chunks.append(self.pool.submit(encode, chunk, None, self.mode))
             else:
-                self.chunks.append(Done(encode(chunk, None)))
+                self.chunks.append(Done(encode(chunk, None, self.mode)))
 
 
 def run_jobs(jobs: list, fn: Callable[[Any], None], *, parallel: bool) -> None:

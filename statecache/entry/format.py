@@ -20,8 +20,8 @@ Layout (all integers little-endian; every section starts at a multiple of 64 byt
 
 A section is cut into chunks of ``chunk size`` raw bytes (the last one shorter); each chunk
 is stored raw or as one zstd frame, so big sections compress and decompress in parallel
-threads and every stored byte is covered by a checksum. Buffers that a cheap sample shows zstd
-would not shrink by 10 % are stored raw, and raw sections are contiguous in the file, so a
+threads and every stored byte is covered by a checksum. Which chunks are compressed is the
+writer's policy (``policy``), not the format; raw sections are contiguous in the file, so a
 reader can ``readinto`` them straight into their final memory or memory-map them.
 
 The HMAC (with a secret) covers the header, the meta, the stored pickle stream, the table and
@@ -33,6 +33,7 @@ The table sits at the end because compressed sizes are known only once a section
 ``read_meta`` needs only the header and the meta, one read at the start of the file.
 
 The other modules of this package: ``meta`` (the JSON schema), ``codec`` (chunks, zstd, threads),
+``policy`` (which chunks are compressed),
 ``pickling`` (pickle, cloudpickle, dill), ``writer``, ``reader``, ``stream`` and ``progress``.
 """
 

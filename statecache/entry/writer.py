@@ -31,6 +31,7 @@ from .format import (
 )
 from .meta import EntryMeta, VariableRecord, parse_meta
 from .pickling import Serialised, serialise
+from .policy import check_mode
 from .progress import NoProgress, progress_bar
 
 
@@ -91,6 +92,7 @@ def write_entry(
     *,
     secret: bytes | None = None,
     progress: bool | None = None,
+    compress: str = "auto",
 ) -> WrittenEntry:
     """Serialise ``state`` and write it with ``meta`` to ``path``, atomically (temp file, fsync,
     rename, fsync of the directory). Raises UnpicklableError (nothing written) when no pickler
@@ -98,26 +100,29 @@ def write_entry(
 
     ``progress``: draw a progress bar on stderr once the save runs past a second (None: only
     when stderr is a terminal and STATECACHE_QUIET is not set). A ``meta`` that breaks the
-    schema raises EntryError before anything is written: never an entry no reader accepts."""
+    schema raises EntryError before anything is written: never an entry no reader accepts.
+    ``compress``: "auto", "speed" or "size", which buffers are stored compressed (``policy``)."""
     t0 = time.perf_counter()
+    mode = check_mode(compress)
     path = os.fspath(path)
     pool = Pool()
     bar = progress_bar("saving", meta.get("name"), None, progress)
     try:
-        ser = serialise(state, lambda: _fresh_sink(pool, bar))
+        ser = serialise(state, lambda: _fresh_sink(pool, bar, mode))
         meta_bytes = _meta_bytes(meta, ser, secret is not None)
         bar.set_total(_state_size(ser))
-        size = _write_atomically(path, lambda out: _write_parts(out, meta_bytes, ser, pool, bar),
-                                 secret, bar)
+        size = _write_atomically(
+            path, lambda out: _write_parts(out, meta_bytes, ser, pool, bar, mode), secret, bar
+        )
     finally:
         bar.close()
         pool.close()
     return WrittenEntry(path, size, ser.variables, ser.pickler, time.perf_counter() - t0)
 
 
-def _fresh_sink(pool: Pool, bar: NoProgress) -> StreamSink:
+def _fresh_sink(pool: Pool, bar: NoProgress, mode: str) -> StreamSink:
     bar.restart()  # a new pickler attempt starts the count again
-    return StreamSink(pool, bar)
+    return StreamSink(pool, bar, mode)
 
 
 def _state_size(ser: Serialised) -> int:
@@ -145,14 +150,14 @@ def _meta_bytes(meta: EntryMeta | dict[str, Any], ser: Serialised, signed: bool)
 
 
 def _write_parts(
-    out: _Out, meta_bytes: bytes, ser: Serialised, pool: Pool, bar: NoProgress
+    out: _Out, meta_bytes: bytes, ser: Serialised, pool: Pool, bar: NoProgress, mode: str
 ) -> None:
     """Header, metadata, the stream and buffer sections, the table and the trailer."""
     out.write(pack_header(meta_bytes, out.mac is not None), mac=True)
     out.write(meta_bytes, mac=True)
     out.pad()
     table = [_write_section(out, KIND_STREAM, ser.sink.pos, ser.sink.chunks, mac=True)]
-    results = encode_buffers(pool, ser.buffers)
+    results = encode_buffers(pool, ser.buffers, mode)
     for buf in ser.buffers:
         n_chunks = -(-buf.nbytes // CHUNK)
         table.append(
