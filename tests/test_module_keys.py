@@ -7,6 +7,7 @@ whole. Real scripts, run twice or more; each value is compared with a fresh run 
 
 from __future__ import annotations
 
+import pytest
 from conftest import Project, Run
 
 HELPERS = '''"""Helpers."""
@@ -114,3 +115,18 @@ def test_bare_names_are_the_reads_that_are_not_attribute_roots() -> None:
     body = ast.parse("y = helpers.f(x)\nz = pkg.sub.g()\nh = getattr(other, n)\nhelpers.X = 1\n").body
     assert set(bare_names(body)) == {"x", "getattr", "other", "n"}
     assert "helpers" in bare_names(ast.parse("g(helpers)\nhelpers.f()").body)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "until key/inputs.py counts a user module the block reads only through attribute chains "
+    "(not in source.bare_names(body)) by imports.top_level_digest instead of its whole file "
+    "(a change for the lead)"))
+def test_the_block_itself_calling_helpers_f_keys_on_what_it_reads(project: Project) -> None:
+    main = MAIN.replace("    y = run()", "    y = helpers.f(3)")
+    assert setup(project, main) == "y 8"
+    edit(project, 'return "old"', 'return "new"')
+    assert outcome(project) == (True, "y 8")
+    edit(project, "SCALE = 2", "SCALE = 3")
+    assert outcome(project) == (False, "y 12")
+    edit(project, "setrecursionlimit(5000)", "setrecursionlimit(6000)")
+    assert outcome(project) == (False, "y 12")
