@@ -29,13 +29,14 @@ from ._errors import StateCacheError
 from ._frames import ArmedSkip, SkipBody, arm_skip
 from ._warnings import warn
 from .key import components as _components
-from .key.inputs import Reads
+from .key.inputs import Reads, with_process_reads
 from .key.source import Block, find_with_block
 
 
 def block_reads(block: Block) -> Reads:
     """What a ``with`` block reads and binds, as the key rules take it."""
-    return Reads(block.assigned, block.inputs, block.attribute_reads, block.environ_keys, block.imports)
+    reads = Reads(block.assigned, block.inputs, block.attribute_reads, block.environ_keys, block.imports)
+    return with_process_reads(reads, block.body)
 
 
 class checkpoint:  # noqa: N801 - used as a lower-case context manager, like open()
@@ -149,7 +150,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             self._armed = None if block.empty else arm_skip(frame)
             self._mode = "hit"
             return self
-        engine.start()
+        engine.start(self._binder.reads.seeded if self._binder is not None else ())
         self._mode = "compute"
         return self
 

@@ -209,7 +209,7 @@ class NullEngine:
     def restore(self, binder: Binder, found: Found) -> None:
         raise AssertionError("a null engine never finds an entry")
 
-    def start(self) -> None:
+    def start(self, seeded: Iterable[str] = ()) -> None:
         pass
 
     def abort(self) -> None:
@@ -269,6 +269,7 @@ class Engine:
         self._recorder: _files.FileRecorder | None = None
         self._rng_before: dict[str, Any] = {}
         self._process_before: _effects.ProcessState | None = None
+        self._seeded: tuple[str, ...] = ()
         self._started = 0.0
 
     def status(self, text: str) -> None:
@@ -363,7 +364,7 @@ class Engine:
             changed = _files.changed_record(dict(record))
             if changed:
                 return changed
-        return _rng.changed(dict(meta.get("rng", {})))
+        return _rng.changed({k: r for k, r in meta.get("rng", {}).items() if not r.get("seeded")})
 
     def _expired(self, meta: EntryMeta) -> str | None:
         """"expired" for an entry older than ``max_age`` (None: no limit, or young enough)."""
@@ -437,8 +438,10 @@ class Engine:
 
     # -- compute and save --
 
-    def start(self) -> None:
-        """The code runs now: record the files it opens and the random generators it advances."""
+    def start(self, seeded: Iterable[str] = ()) -> None:
+        """The code runs now: record the files it opens and the random generators it advances
+        (``seeded``: generators it seeds before drawing, whose state before does not count)."""
+        self._seeded = tuple(seeded)
         self.status(f"'{self.name}' computing ({self.reason})")
         self._recorder = _files.FileRecorder().__enter__()
         self._rng_before = _rng.capture()
@@ -457,6 +460,9 @@ class Engine:
         compute_seconds = time.perf_counter() - self._started
         try:
             rng = _rng.records(self._rng_before, _rng.capture()) if collect is not None else {}
+            for generator in self._seeded:
+                if generator in rng:
+                    rng[generator]["seeded"] = True  # its state before does not count
             if self._recorder is not None:
                 self._recorder.__exit__(None, None, None)
             if collect is None:

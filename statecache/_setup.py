@@ -170,7 +170,7 @@ class _Setup:
         if found is not None:
             engine.restore(binder, found)
             return binder.result
-        engine.start()
+        engine.start(binder.reads.seeded)
         try:
             result = fn(*args, **kwargs)
         except BaseException:

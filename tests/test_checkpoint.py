@@ -656,12 +656,12 @@ def test_ignore_also_covers_globals_read_by_helpers(project: Project) -> None:
 
 
 RNG_SCRIPT = """
+import os
 import random
-import sys
 import numpy as np
 import statecache as sc
-random.seed(int(sys.argv[1]))
-np.random.seed(int(sys.argv[1]))
+random.seed(int(os.environ["SEED"]))
+np.random.seed(int(os.environ["SEED"]))
 with sc.checkpoint("sample"):
     open('runs.log', 'a').write('sample\\n')
     picks = [random.random() for _ in range(3)]
@@ -672,12 +672,14 @@ print("values", picks, noise.tolist(), after)
 
 
 def test_the_seed_of_a_global_generator_is_an_input_and_its_state_an_output(project: Project) -> None:
+    # the seed comes from the environment, not the command line (another command line is
+    # another run whatever the generators say)
     project.write("script.py", RNG_SCRIPT)
-    first = project.run("script.py", "0").stdout
-    second = project.run("script.py", "0")
+    first = project.run("script.py", env={"SEED": "0"}).stdout
+    second = project.run("script.py", env={"SEED": "0"})
     # the restored run continues the random streams exactly where the computed run left them
     assert second.hit("sample") and second.stdout == first
-    reseeded = project.run("script.py", "1")
+    reseeded = project.run("script.py", env={"SEED": "1"})
     assert not reseeded.hit("sample") and "random state" in reseeded.stderr
     assert reseeded.stdout != first
     assert runs(project, "sample") == 2
@@ -902,23 +904,23 @@ def test_a_changed_data_file_is_seen_before_the_entry_is_unpickled(project: Proj
 
 def test_the_checkpoint_object_says_whether_it_hit_and_why_it_missed(project: Project) -> None:
     project.write("script.py", """
-import os, sys
+import os
 import statecache as sc
-n = int(sys.argv[1])
+n = int(os.environ["N"])
 with sc.checkpoint("a") as cp:
     y = n * 2
 print("info", cp.hit, repr(cp.reason), len(cp.key), cp.entry_path and os.path.isfile(cp.entry_path), y)
 """)
-    assert "info False 'not cached yet' 32 True 2" in project.run("script.py", "1").stdout
-    assert "info True '' 32 True 2" in project.run("script.py", "1").stdout
-    assert "info False \"input 'n' changed\" 32 True 4" in project.run("script.py", "2").stdout
-    off = project.run("script.py", "2", env={"STATECACHE_DISABLE": "1"})
+    assert "info False 'not cached yet' 32 True 2" in project.run("script.py", env={"N": "1"}).stdout
+    assert "info True '' 32 True 2" in project.run("script.py", env={"N": "1"}).stdout
+    assert "info False \"input 'n' changed\" 32 True 4" in project.run("script.py", env={"N": "2"}).stdout
+    off = project.run("script.py", env={"N": "2", "STATECACHE_DISABLE": "1"})
     assert "info False 'caching disabled (STATECACHE_DISABLE)' 0 None 4" in off.stdout
 
 
 def test_cache_info_of_a_cached_setup_function(project: Project) -> None:
     project.write("script.py", """
-import sys
+import os
 import statecache as sc
 
 @sc.cached_setup
@@ -926,14 +928,14 @@ def load(n):
     return n * 2
 
 print("before", load.cache_info().reason)
-load(int(sys.argv[1]))
+load(int(os.environ["N"]))
 info = load.cache_info()
 print("info", info.hit, repr(info.reason), len(info.key), info.entry_path.endswith(".sc"))
 """)
-    first = project.run("script.py", "1").stdout
+    first = project.run("script.py", env={"N": "1"}).stdout
     assert "before not called yet" in first and "info False 'not cached yet' 32 True" in first
-    assert "info True '' 32 True" in project.run("script.py", "1").stdout
-    assert "info False \"input 'n' changed\"" in project.run("script.py", "2").stdout
+    assert "info True '' 32 True" in project.run("script.py", env={"N": "1"}).stdout
+    assert "info False \"input 'n' changed\"" in project.run("script.py", env={"N": "2"}).stdout
 
 
 VERSIONED = """
@@ -971,18 +973,18 @@ def test_version_keeps_the_cache_across_edits_of_the_block_but_not_of_helpers(pr
 
 def test_max_age_makes_an_older_entry_a_miss(project: Project) -> None:
     project.write("script.py", """
-import sys
+import os
 import statecache as sc
-with sc.checkpoint("a", max_age=sys.argv[1]):
+with sc.checkpoint("a", max_age=os.environ["AGE"]):
     y = 1
 """)
-    project.run("script.py", "1d")
-    assert project.run("script.py", "1d").hit("a")
+    project.run("script.py", env={"AGE": "1d"})
+    assert project.run("script.py", env={"AGE": "1d"}).hit("a")
     # the entry was created by an earlier process: it is older than a millisecond
-    expired = project.run("script.py", "0.001s")
+    expired = project.run("script.py", env={"AGE": "0.001s"})
     assert expired.computed("a") and "(expired (older than max_age=" in expired.stderr, expired.stderr
-    assert project.run("script.py", "1d").hit("a"), "the recomputed entry is young again"
-    bad = project.run("script.py", "soon", check=False)
+    assert project.run("script.py", env={"AGE": "1d"}).hit("a"), "the recomputed entry is young again"
+    bad = project.run("script.py", env={"AGE": "soon"}, check=False)
     assert bad.returncode == 1 and "invalid max_age 'soon'" in bad.stderr
 
 

@@ -130,7 +130,8 @@ def test_cached_setup_reads_come_from_the_function_body(monkeypatch: pytest.Monk
     monkeypatch.setenv("N", "5")
     binder = GlobalsBinder(load, function_reads(load), stored_globals(load.__code__), "load", (), "test")
     binder.bind_arguments({"registry": {}})
-    assert set(binder.inputs()) == {"registry", "os", "os.environ['N']"}  # os: a global it reads
+    # os: a global it reads; the command line always counts outside IPython
+    assert set(binder.inputs()) == {"registry", "os", "os.environ['N']", "sys.argv[1:]"}
     result = load(binder.arguments["registry"])
     state, _ = binder.collect(result)
     assert state == {"return": 5, "argument registry": {"n": 1}}
@@ -267,3 +268,44 @@ def test_a_tier_is_released_when_nothing_is_saved(tmp_path: Path) -> None:
         assert tier.published == [first.key] and tier.abandoned == [eng.key]
     finally:
         remove_tier(tier)
+
+
+# --- process state read by the code -------------------------------------------------------------
+
+
+def body_reads(code: str) -> Any:
+    return reads_of(ast.parse(textwrap.dedent(code)).body)
+
+
+def test_environment_reads_by_constant_key_and_whole() -> None:
+    reads = body_reads("""
+        a = "K1" in os.environ
+        b = os.environ.setdefault("K2", "x")
+        c = os.environ.pop("K3", None)
+        os.environ.update(K4="1")
+        os.environ["K5"] = "v"
+    """)
+    assert set(reads.environ_keys) == {"K1", "K2", "K3", "K5"}
+    assert "environ" not in reads.process
+    assert "environ" in body_reads("e = dict(os.environ)").process
+    assert "environ" in body_reads("e = os.environ[name]").process  # not a constant key
+
+
+def test_working_directory_reads() -> None:
+    for code in ("p = os.getcwd()", "p = Path('x').resolve()", "p = os.path.abspath('x')", "p = Path.cwd()"):
+        assert "cwd" in body_reads(code).process, code
+    assert "cwd" not in body_reads("p = os.path.join('a', 'b')").process
+
+
+def test_generators_seeded_before_any_draw() -> None:
+    assert body_reads("""
+        import random
+        random.seed(0)
+        np.random.seed(seed)
+        torch.manual_seed(0)
+        x = random.random()
+    """).seeded == ("random", "numpy", "torch")
+    assert body_reads("x = random.random()\nrandom.seed(0)").seeded == ()  # a draw comes first
+    assert body_reads("helper()\nrandom.seed(0)").seeded == ()  # a call could draw
+    assert body_reads("random.seed()").seeded == ()  # seeded from the OS: not fixed
+    assert body_reads("random.seed(random.random())").seeded == ()

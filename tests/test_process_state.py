@@ -5,7 +5,11 @@ with a run where caching is off."""
 
 from __future__ import annotations
 
-from conftest import Project
+import subprocess
+import sys
+
+import pytest
+from conftest import Project, Run, subprocess_env
 
 
 def fresh(project: Project, *args: str, env: dict[str, str] | None = None) -> str:
@@ -119,3 +123,222 @@ print("values", mylib.VALUE, os.environ.get("MODE"), n)
 """)
     out = runs_hit_like_fresh(project, "script.py")
     assert "values 7 eval 1" in out
+
+
+def reruns(project: Project, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run once more after a change: it must compute, and a run after it must hit and print
+    the same. Returns what it printed."""
+    second = project.run(*args, env=env)
+    assert second.computed("a"), second.stderr
+    third = project.run(*args, env=env)
+    assert third.hit("a") and third.stdout == second.stdout, third.stderr
+    return second.stdout
+
+
+def run_in(project: Project, folder: str, script: str) -> Run:
+    """``python script`` from another working directory (the same cache: beside the script)."""
+    proc = subprocess.run(
+        [sys.executable, script], cwd=project.root / folder, env=subprocess_env(),
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+ARGPARSE = """
+import argparse
+import statecache as sc
+from helpers import options
+with sc.checkpoint("a"):
+    {body}
+print("n", n)
+"""
+
+
+def test_arguments_read_through_a_library_are_inputs(project: Project) -> None:
+    # argparse reads sys.argv inside the standard library, through a helper or in the block
+    project.write("helpers.py", """
+import argparse
+def options():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1)
+    return parser.parse_args()
+""")
+    bodies = (
+        "parser = argparse.ArgumentParser()\n    parser.add_argument('--n', type=int)\n"
+        "    n = parser.parse_args().n * 10",
+        "n = options().n * 10",
+    )
+    for i, body in enumerate(bodies):
+        project.write(f"s{i}.py", ARGPARSE.format(body=body))
+        first = project.run(f"s{i}.py", "--n", "3")
+        assert "n 30" in first.stdout and first.computed("a")
+        assert project.run(f"s{i}.py", "--n", "3").hit("a")
+        out = reruns(project, f"s{i}.py", "--n", "5")
+        assert "n 50" in out and out == fresh(project, f"s{i}.py", "--n", "5")
+
+
+def test_environment_variables_tested_or_defaulted_are_inputs(project: Project) -> None:
+    bodies = {
+        "in": "n = 'FAST' in os.environ",
+        "not in": "n = 'FAST' not in os.environ",
+        "setdefault": "n = os.environ.setdefault('FAST', 'no')",
+        "pop": "n = os.environ.pop('FAST', 'no')",
+        "whole": "n = sorted(k for k in dict(os.environ) if k.startswith('FAST'))",
+        "loop": "n = [k for k in os.environ if k == 'FAST']",
+    }
+    for i, body in enumerate(bodies.values()):
+        project.write(f"s{i}.py", f"""
+import os
+import statecache as sc
+with sc.checkpoint("a"):
+    {body}
+print("n", n)
+""")
+        first = project.run(f"s{i}.py")
+        assert first.computed("a") and project.run(f"s{i}.py").hit("a")
+        out = reruns(project, f"s{i}.py", env={"FAST": "yes"})
+        assert out == fresh(project, f"s{i}.py", env={"FAST": "yes"}) != first.stdout, body
+
+
+def test_a_volatile_variable_does_not_change_a_block_reading_the_whole_environment(project: Project) -> None:
+    project.write("script.py", """
+import os
+import statecache as sc
+with sc.checkpoint("a"):
+    n = len([k for k in os.environ if k.startswith("X_")])
+print("n", n)
+""")
+    assert project.run("script.py", env={"OLDPWD": "/a"}).computed("a")
+    assert project.run("script.py", env={"OLDPWD": "/b"}).hit("a")
+
+
+def test_the_working_directory_is_an_input_when_the_block_resolves_paths(project: Project) -> None:
+    bodies = (
+        "n = os.getcwd()",
+        "n = os.path.abspath('data')",
+        "n = os.path.realpath('.')",
+        "n = str(Path('data').resolve())",
+        "n = str(Path.cwd())",
+    )
+    (project.root / "sub").mkdir()
+    for i, body in enumerate(bodies):
+        project.write(f"s{i}.py", f"""
+import os
+from pathlib import Path
+import statecache as sc
+with sc.checkpoint("a"):
+    {body}
+print("n", n)
+""")
+        first = project.run(f"s{i}.py")
+        assert first.computed("a") and project.run(f"s{i}.py").hit("a")
+        other = run_in(project, "sub", f"../s{i}.py")
+        assert other.computed("a"), (body, other.stderr)
+        assert other.stdout != first.stdout
+        assert run_in(project, "sub", f"../s{i}.py").hit("a")
+
+
+SEEDS = {
+    "random": ("import random", "random.seed(0)", "random.random()"),
+    "numpy": ("import numpy as np", "np.random.seed(0)", "float(np.random.rand())"),
+    "numpy Generator": ("import numpy as np", "rng = np.random.default_rng(0)", "float(rng.random())"),
+    "torch": ("import torch", "torch.manual_seed(0)", "float(torch.rand(1))"),
+}
+
+
+@pytest.mark.parametrize("generator", list(SEEDS))
+def test_a_block_seeding_its_own_generator_hits(project: Project, generator: str) -> None:
+    imports, seed, draw = SEEDS[generator]
+    if generator == "torch":
+        pytest.importorskip("torch", reason="torch is not installed (the [torch] extra)")
+    project.write("script.py", f"""
+{imports}
+import statecache as sc
+with sc.checkpoint("a"):
+    {seed}
+    x = {draw}
+print("x", x, "next", {draw})
+""")
+    first = project.run("script.py")
+    assert first.computed("a")
+    second = project.run("script.py")
+    assert second.hit("a"), second.stderr
+    assert second.stdout == first.stdout == fresh(project, "script.py")
+
+
+def test_a_generator_drawn_from_before_it_is_seeded_still_counts(project: Project) -> None:
+    project.write("script.py", """
+import os, random
+import statecache as sc
+random.seed(int(os.environ["S"]))
+with sc.checkpoint("a"):
+    x = random.random()
+    random.seed(0)
+print("x", x)
+""")
+    assert project.run("script.py", env={"S": "1"}).computed("a")
+    assert project.run("script.py", env={"S": "1"}).hit("a")
+    second = project.run("script.py", env={"S": "2"})
+    assert second.computed("a") and second.stdout == fresh(project, "script.py", env={"S": "2"})
+
+
+def test_an_object_the_block_mutates_keeps_its_identity_after_a_hit(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+
+class Corpus:
+    def __init__(self, words):
+        self.words = words
+
+    def build(self):
+        with sc.checkpoint("a"):
+            self.vocab = sorted(set(self.words))
+        return self
+
+corpus = Corpus(["b", "a", "b"])
+other_name = corpus
+corpus.build()
+print("vocab", other_name.vocab, other_name is corpus)
+""")
+    out = runs_hit_like_fresh(project, "script.py")
+    assert "vocab ['a', 'b'] True" in out
+
+
+def test_a_fitted_estimator_is_seen_by_every_name_for_it(project: Project) -> None:
+    pytest.importorskip("sklearn")
+    project.write("script.py", """
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+import statecache as sc
+X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
+model = LogisticRegression()
+held = model
+with sc.checkpoint("a"):
+    model.fit(X, y)
+print("fitted", hasattr(held, "coef_"), held is model, np.round(held.predict_proba(X)[:, 1], 3).tolist())
+""")
+    out = runs_hit_like_fresh(project, "script.py")
+    assert "fitted True True" in out
+
+
+def test_a_cached_setup_argument_object_it_mutates_is_updated(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+
+class Config:
+    def __init__(self):
+        self.n = 1
+
+@sc.cached_setup(name="a")
+def prepare(config):
+    config.n = 2
+    config.ready = True
+    return config.n * 10
+
+config = Config()
+alias = config
+print("result", prepare(config), alias.n, getattr(alias, "ready", False))
+""")
+    out = runs_hit_like_fresh(project, "script.py")
+    assert "result 20 2 True" in out

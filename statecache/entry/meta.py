@@ -47,11 +47,16 @@ class VariableRecord(TypedDict):
     size: int
 
 
-class RngRecord(TypedDict):
-    """A random generator the computation advanced: its fingerprint before, its state after."""
-
+class _RngFields(TypedDict):
     before: str
     after: Any
+
+
+class RngRecord(_RngFields, total=False):
+    """A random generator the computation advanced: its fingerprint before, its state after;
+    ``seeded`` when the code seeded it before drawing (then its state before is not checked)."""
+
+    seeded: bool
 
 
 class EffectsRecord(TypedDict, total=False):
@@ -201,7 +206,7 @@ _TOP: dict[str, Any] = dict(
     files=_list_of(_file_record),
     components=dict,
     unbound=_list_of(str),
-    rng=_dict_of(_record({"before": str}, ("before", "after"))),
+    rng=_dict_of(_record({"before": str, "seeded": bool}, ("before", "after"))),
     cell=str,
     cell_outputs=_list_of(dict),
     effects=_record({"path_added": _list_of(dict), "path_removed": _list_of(str), "argv": _list_of(str),

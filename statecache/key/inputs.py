@@ -8,7 +8,14 @@ IPython namespace). The implicit inputs are the same for every front end:
   in the user's modules (``helpers.SCALE`` may have been set at run time);
 - plain data read through installed modules (``sys.argv``, ``np.pi``): the module itself counts
   by version only, so its data must count by value;
-- environment variables read with a constant key (``os.environ["N"]``, ``os.getenv("N")``);
+- environment variables read with a constant key (``os.environ["N"]``, ``os.getenv("N")``,
+  ``"N" in os.environ``, ``os.environ.setdefault("N", ...)``), and the whole environment (minus
+  ``VOLATILE_ENVIRON``) when the code uses ``os.environ`` otherwise (``dict(os.environ)``, a loop);
+- the command line arguments ``sys.argv[1:]``, always outside IPython: argparse, click and
+  the like read them inside installed code, where no scan of the body sees it, and a run with
+  other arguments is another run (``ignore=["sys.argv[1:]"]`` leaves them out);
+- the working directory, when the code can make a result depend on it (``os.getcwd()``,
+  ``Path.cwd()``, ``.resolve()``, ``.absolute()``, ``os.path.abspath``/``realpath``);
 - the modules the code imports, by their source.
 """
 
@@ -42,6 +49,8 @@ class Reads(NamedTuple):
     attribute_reads: tuple[tuple[str, ...], ...]  # ``name.attr[.attr]`` chains, prefixes too
     environ_keys: tuple[str, ...]  # constant keys of os.environ[...] / getenv(...)
     imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names)
+    process: tuple[str, ...] = ()  # process state read: "argv", "cwd", "environ" (see below)
+    seeded: tuple[str, ...] = ()  # global generators the code seeds before any draw (see below)
 
 
 def reads_of(body: list[ast.stmt]) -> Reads:
@@ -50,7 +59,140 @@ def reads_of(body: list[ast.stmt]) -> Reads:
 
     assigned, inputs = analyse_names(body)
     chains, environ = implicit_reads(body)
-    return Reads(tuple(assigned), tuple(inputs), chains, environ, imports_in(body))
+    return with_process_reads(Reads(tuple(assigned), tuple(inputs), chains, environ, imports_in(body)), body)
+
+
+#: Variables of the environment that change between shells and sessions without changing what
+#: a program computes: left out when a block reads the whole environment.
+VOLATILE_ENVIRON = frozenset({
+    "_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_CLIENT",
+    "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "TMUX", "TMUX_PANE", "STY", "PS1", "PROMPT_COMMAND",
+    "SECURITYSESSIONID", "XDG_SESSION_ID", "DBUS_SESSION_BUS_ADDRESS",
+})
+
+# Calls whose result depends on the working directory.
+_CWD_CALLS = frozenset({"getcwd", "getcwdb", "cwd", "resolve", "absolute", "abspath", "realpath"})
+# os.environ methods that take a key (a constant one is read as that variable) or only write.
+_KEYED = frozenset({"get", "setdefault", "pop", "__contains__", "__getitem__"})
+_WRITES = frozenset({"update", "clear", "__setitem__", "__delitem__"})
+
+
+def with_process_reads(reads: Reads, body: list[ast.stmt]) -> Reads:
+    """``reads`` with the process state the code reads: environment variables read by ``in``,
+    ``setdefault`` or ``pop``, the whole environment, the working directory, and always
+    ``sys.argv[1:]`` except under IPython (a kernel's ``sys.argv`` is its own launch line, new
+    at every start)."""
+    process: set[str] = set() if _in_ipython() else {"argv"}
+    keys = dict.fromkeys(reads.environ_keys)
+    skip: set[int] = set()  # os.environ nodes read with a constant key, or only written
+    for stmt in body:
+        for node in ast.walk(stmt):
+            key, environ = _keyed_environ(node)
+            if environ is not None:
+                skip.add(id(environ))
+                if key is not None:
+                    keys.setdefault(key, None)
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+            if name in _CWD_CALLS:
+                process.add("cwd")
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if _is_environ(node) and id(node) not in skip:
+                process.add("environ")
+    return reads._replace(environ_keys=tuple(keys), process=tuple(sorted(process)), seeded=seeded_first(body))
+
+
+# Seed calls of the global generators of ``key.rng``, as attribute chains.
+_SEED_CALLS = {
+    ("random", "seed"): "random",
+    ("np", "random", "seed"): "numpy",
+    ("numpy", "random", "seed"): "numpy",
+    ("torch", "manual_seed"): "torch",
+    ("torch", "random", "manual_seed"): "torch",
+}
+
+
+def seeded_first(body: list[ast.stmt]) -> tuple[str, ...]:
+    """The global generators (``key.rng`` names) that the code surely seeds before anything
+    can draw from them: seed calls with a fixed seed among the body's leading statements, which
+    call nothing else (imports and call-free assignments may come between). The state such a
+    generator had before the code does not matter, so it must not be checked on a hit (a block
+    seeding its own generators would never hit)."""
+    seeded: list[str] = []
+    for stmt in body:
+        call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
+        if call is not None and isinstance(call.func, ast.Attribute):
+            name = _SEED_CALLS.get(_dotted(call.func))
+            args = [*call.args, *(k.value for k in call.keywords)]
+            fixed = len(args) == 1 and not (isinstance(args[0], ast.Constant) and args[0].value is None)
+            if name is not None and fixed and not any(isinstance(n, ast.Call) for n in ast.walk(args[0])):
+                if name not in seeded:
+                    seeded.append(name)
+                continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue
+        if any(isinstance(node, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom)) for node in ast.walk(stmt)):
+            break
+    return tuple(seeded)
+
+
+def _dotted(node: ast.expr) -> tuple[str, ...]:
+    """``a.b.c`` -> ("a", "b", "c"); () when it does not start at a plain name."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return (node.id, *reversed(parts)) if isinstance(node, ast.Name) else ()
+
+
+def _in_ipython() -> bool:
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ")
+
+
+def _constant(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _keyed_environ(node: ast.AST) -> tuple[str | None, ast.AST | None]:
+    """(the constant key, the ``os.environ`` node) when ``node`` reads or writes one variable
+    (``os.environ["K"]``, ``.get("K")``, ``"K" in os.environ``) or only writes (``.update``);
+    (None, None) otherwise. A key that is not a constant reads the whole environment."""
+    if isinstance(node, ast.Subscript) and _is_environ(node.value):
+        key = _constant(node.slice)
+        return (key, node.value) if key is not None else (None, None)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+        key = _constant(node.left)
+        if key is not None and _is_environ(node.comparators[0]):
+            return key, node.comparators[0]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_environ(node.func.value):
+        if node.func.attr in _WRITES:
+            return None, node.func.value
+        key = _constant(node.args[0]) if node.args and node.func.attr in _KEYED else None
+        if key is not None:
+            return key, node.func.value
+    return None, None
+
+
+def _process_value(what: str) -> tuple[str, Any]:
+    """The label and current value of one kind of process state."""
+    import sys
+
+    if what == "argv":
+        return "sys.argv[1:]", list(sys.argv[1:])
+    if what == "cwd":
+        return "working directory", os.getcwd()
+    return "os.environ", {
+        k: v for k, v in os.environ.items() if k not in VOLATILE_ENVIRON and not k.startswith("STATECACHE_")
+    }
 
 
 def function_node(fn: Any) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -143,6 +285,10 @@ def implicit_values(
         label = f"os.environ[{key!r}]"
         if label not in ignored:
             extra[label] = os.environ.get(key)
+    for what in reads.process:
+        label, value = _process_value(what)
+        if label not in ignored:
+            extra[label] = value
     if reads.imports:
         fp = Fingerprinter()
         for modname, level, names in reads.imports:
