@@ -343,8 +343,10 @@ def names_used(code: CodeType) -> set[str]:
 
 def update_in_place(current: Any, saved: Any) -> bool:
     """Give ``current`` the content of ``saved`` without changing its identity, for the common
-    mutable containers and numpy arrays of the same type (and shape and dtype); False (nothing
-    done) for anything else."""
+    mutable containers, numpy arrays of the same type (and shape and dtype) and instances of
+    Python classes with a plain ``__dict__`` (``self.vocab = ...`` reaches the caller's object);
+    False (nothing done) for anything else. Like a list's items, the attributes are the saved
+    ones: objects they refer to are not merged further."""
     kind = type(current)
     if kind is not type(saved) or current is saved:
         return False
@@ -353,6 +355,15 @@ def update_in_place(current: Any, saved: Any) -> bool:
     elif kind is dict or kind is set:
         current.clear()
         current.update(saved)
+    elif plain_instance(current):
+        setstate = getattr(kind, "__setstate__", None)
+        getstate = getattr(saved, "__getstate__", None)
+        state = getstate() if setstate is not None and getstate is not None else vars(saved)
+        vars(current).clear()
+        if setstate is not None:
+            current.__setstate__(state)  # pandas rebuilds what refers back to the object
+        else:
+            vars(current).update(state)
     else:
         np = sys.modules.get("numpy")
         if (
@@ -362,6 +373,18 @@ def update_in_place(current: Any, saved: Any) -> bool:
             return False
         current[...] = saved
     return True
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+
+
+def plain_instance(value: Any) -> bool:
+    """An instance whose whole state is its ``__dict__``: every class of its type is defined in
+    Python (no C base holding state), without ``__slots__``, and it is no class or exception."""
+    kind = type(value)
+    if isinstance(value, (type, BaseException)) or not isinstance(getattr(value, "__dict__", None), dict):
+        return False
+    return all(c is object or (c.__flags__ & _HEAPTYPE and "__slots__" not in c.__dict__) for c in kind.__mro__)
 
 
 def reopen_hazard(value: Any) -> bool:
