@@ -27,157 +27,28 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _effects
 from ._binders import RETURN, Binder
-from ._config import (
-    age_argument,
-    dir_argument,
-    env_flag,
-    env_remote,
-    env_secret,
-    format_duration,
-    format_size,
-    max_size_setting,
-    mmap_setting,
-    refresh_applies,
-    verbose_setting,
-)
-from ._errors import ConfigError, EntryError, UnpicklableError
+from ._config import format_duration, format_size
+from ._errors import EntryError, UnpicklableError
+from ._settings import Settings, as_names, default_cache_dir, where
+from ._tiers import Tier, active_tiers, add_tier, remove_tier
 from ._warnings import warn
 from .key import components as _components
 from .key import files as _files
 from .key import rng as _rng
 
+# what front ends and plug-ins take from here (settings and tiers live in their own modules)
+__all__ = [
+    "Engine", "Found", "NullEngine", "Settings", "Tier", "add_tier", "as_names", "default_cache_dir",
+    "open_engine", "remove_tier", "where",
+]
+
 if TYPE_CHECKING:
     from .entry.meta import EntryMeta
     from .store.store import Store
-
-
-class Settings:
-    """Arguments merged with the ``STATECACHE_*`` environment, read once per use."""
-
-    def __init__(
-        self,
-        name: str,
-        cache_dir: str | os.PathLike[str] | None = None,
-        verbose: bool | None = None,
-        mmap: bool | None = None,
-        max_size: int | str | None = None,
-        max_age: float | str | None = None,
-        remote: str | None = None,
-    ):
-        self.disabled = env_flag("STATECACHE_DISABLE")
-        self.refresh = refresh_applies(name)
-        self.verbose = verbose_setting(verbose)
-        self.mmap = mmap_setting(mmap)
-        self.secret = env_secret()
-        self.max_size = max_size_setting(max_size)
-        self.max_age = age_argument(max_age)
-        self.cache_dir = dir_argument(cache_dir)
-        self.remote = remote_argument(remote)
-
-
-def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
-    """An ``ignore=``/``files=`` argument as a tuple of strings (one string is one name)."""
-    if isinstance(value, str):
-        items: tuple[Any, ...] = (value,)
-    else:
-        try:
-            items = tuple(value)
-        except TypeError:
-            raise ConfigError(
-                f"{what} must be a name or a list of names (e.g. {what}=['logger']), got {value!r}"
-            ) from None
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigError(f"{what} must be a name or a list of names, got {item!r}")
-    return items
-
-
-def remote_argument(remote: str | None) -> str | None:
-    """``remote=`` (a URL or an absolute path, as ``STATECACHE_REMOTE`` takes it), else
-    ``STATECACHE_REMOTE``; None: no remote tier."""
-    if remote is None:
-        return env_remote()
-    if not isinstance(remote, str) or not remote.strip():
-        raise ConfigError(f"remote= takes a URL such as 's3://bucket/prefix', got {remote!r}")
-    remote = remote.strip()
-    if "://" in remote:
-        return remote
-    path = os.path.expanduser(remote)
-    if not os.path.isabs(path):
-        raise ConfigError(
-            f"remote={remote!r} is not understood: give a URL such as s3://bucket/prefix or "
-            "file:///mnt/team/statecache")
-    return "file://" + path
-
-
-def default_cache_dir(filename: str) -> str:
-    """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
-    notebook; else in the working directory."""
-    from .store.layout import CACHE_DIR_NAME
-
-    if _components.is_cell_file(filename):
-        notebook = _components.notebook_path()
-        base = os.path.dirname(notebook) if notebook else os.getcwd()
-        return os.path.join(base, CACHE_DIR_NAME)
-    if os.path.isfile(filename):
-        return os.path.join(os.path.dirname(os.path.abspath(filename)), CACHE_DIR_NAME)
-    return os.path.join(os.getcwd(), CACHE_DIR_NAME)
-
-
-def where(filename: str, line: int) -> str:
-    """``file:line`` of a checkpoint, the file absolute when it exists."""
-    return f"{os.path.abspath(filename) if os.path.exists(filename) else filename}:{line}"
-
-
-class Tier(Protocol):
-    """A second store consulted on a local miss and fed after a local save (e.g. remote).
-
-    ``fetch`` may hold something for the key (a lease: "this machine computes it"); the engine
-    then calls ``publish`` after a save, or ``abandon`` (if the tier has it) when nothing is
-    saved (the code raised, the state could not be pickled, the disk was full)."""
-
-    def fetch(self, name: str, key: str, dest: str, check: Callable[[Any], bool] | None = None) -> bool:
-        """Put the entry ``name``/``key`` at the path ``dest`` (atomically: write a temporary
-        file beside it, then rename); True when it did. ``check(meta)`` says whether an entry's
-        metadata is still valid here (its recorded files, its age). Never raises for a
-        missing entry."""
-        ...
-
-    def publish(self, name: str, key: str, path: str) -> None:
-        """Offer the entry just saved at ``path``; must not delay the program (queue it)."""
-        ...
-
-
-_tiers: list[Tier] = []
-
-
-def add_tier(tier: Tier) -> None:
-    """Consult ``tier`` after every local miss and feed it every local save, from now on (the
-    remote tier of ``STATECACHE_REMOTE`` is added by the engine itself)."""
-    if tier not in _tiers:
-        _tiers.append(tier)
-
-
-def remove_tier(tier: Tier) -> None:
-    if tier in _tiers:
-        _tiers.remove(tier)
-
-
-def active_tiers(remote_url: str | None) -> list[Tier]:
-    """The tiers added with ``add_tier``, then the remote tier of ``remote_url`` (``remote=``
-    or ``STATECACHE_REMOTE``) if any."""
-    tiers = list(_tiers)
-    if remote_url is not None:
-        from .store.remote import engine_tier
-
-        remote = engine_tier(remote_url)
-        if remote is not None and remote not in tiers:
-            tiers.append(remote)
-    return tiers
 
 
 class Found(NamedTuple):
