@@ -186,3 +186,19 @@ def test_unload_and_reload(tmp_path: Path) -> None:
     assert "Line magic function `%statecache` not found" in gone.stdout + gone.stderr
     back = ipython_c(tmp_path, "%load_ext statecache\n%reload_ext statecache\n%statecache")
     assert "%%checkpoint NAME" in back.stdout, "the magics are back, and bare %statecache shows usage"
+
+
+def test_a_checkpoint_cell_replays_process_changes_and_reads_tested_variables(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "mylib.py").write_text("VALUE = 7\n")
+    code = """\
+get_ipython().run_cell_magic("checkpoint", "cell", "import os, sys\\nsys.path.insert(0, os.path.abspath('lib'))\\nos.environ['MODE'] = 'eval'\\nfast = 'FAST' in os.environ\\nopen('marker', 'a').write('ran\\\\n')\\n")
+import mylib, os
+print("values", mylib.VALUE, os.environ.get("MODE"), fast)
+"""
+    first = ipython_c(tmp_path, code, "--ext", "statecache")
+    second = ipython_c(tmp_path, code, "--ext", "statecache")
+    assert "values 7 eval False" in first.stdout and second.stdout == first.stdout, second.stdout + second.stderr
+    assert runs(tmp_path / "marker") == 1
+    third = ipython_c(tmp_path, code, "--ext", "statecache", env={"FAST": "1"})
+    assert "values 7 eval True" in third.stdout and runs(tmp_path / "marker") == 2
