@@ -309,3 +309,32 @@ def test_generators_seeded_before_any_draw() -> None:
     assert body_reads("helper()\nrandom.seed(0)").seeded == ()  # a call could draw
     assert body_reads("random.seed()").seeded == ()  # seeded from the OS: not fixed
     assert body_reads("random.seed(random.random())").seeded == ()
+
+
+# --- process changes replayed on a hit -----------------------------------------------------------
+
+
+def test_process_changes_are_replayed_at_the_same_places(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from statecache import _effects
+
+    monkeypatch.setattr(sys, "path", ["/a", "/b", "/gone"])
+    monkeypatch.setattr(sys, "argv", ["s.py", "--n", "3"])
+    monkeypatch.setenv("KEEP", "1")
+    monkeypatch.setenv("DROP", "1")
+    before = _effects.capture()
+    sys.path[:] = ["/front", "/a", "/mid", "/b", "/end"]
+    del sys.argv[1:]
+    os.environ["NEW"] = "x"
+    del os.environ["DROP"]
+    effects = _effects.difference(before, _effects.capture())
+    assert _effects.difference(before, before) == {}
+    # another process, where sys.path has one more entry of its own
+    sys.path[:] = ["/a", "/b", "/gone", "/other"]
+    sys.argv[:] = ["s.py", "--n", "3"]
+    os.environ["DROP"] = "1"
+    del os.environ["NEW"]
+    _effects.replay(effects)
+    assert sys.path == ["/front", "/a", "/mid", "/b", "/other", "/end"]
+    assert sys.argv == ["s.py"] and os.environ["NEW"] == "x" and "DROP" not in os.environ
