@@ -121,7 +121,7 @@ class Binder:
             except FingerprintError:
                 changed = True
             if changed:
-                state[label] = value
+                state[label] = ClassState.of(value) if isinstance(value, type) else value
         return state, gone
 
     def restorable(self, label: str) -> bool:
@@ -341,12 +341,50 @@ def names_used(code: CodeType) -> set[str]:
     return names
 
 
+class ClassState:
+    """The data attributes of a class the code changed (``Model.default = 5``). A class is
+    pickled by reference, so its attributes must be saved apart and set back on a hit; its
+    methods are code, which the key covers."""
+
+    def __init__(self, attributes: dict[str, Any]):
+        self.attributes = attributes
+
+    @classmethod
+    def of(cls, kind: type) -> ClassState:
+        import types
+
+        code = (types.FunctionType, classmethod, staticmethod, property, type)
+        return cls({
+            k: v for k, v in vars(kind).items()
+            if not (k.startswith("__") and k.endswith("__")) and not isinstance(v, code) and _picklable(v)
+        })
+
+    def apply(self, kind: type) -> None:
+        for name, value in self.attributes.items():
+            setattr(kind, name, value)
+
+
+def _picklable(value: Any) -> bool:
+    """Whether a class attribute can be saved (a lock or a client on a class stays out)."""
+    import pickle
+
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
 def update_in_place(current: Any, saved: Any) -> bool:
     """Give ``current`` the content of ``saved`` without changing its identity, for the common
     mutable containers, numpy arrays of the same type (and shape and dtype) and instances of
     Python classes with a plain ``__dict__`` (``self.vocab = ...`` reaches the caller's object);
     False (nothing done) for anything else. Like a list's items, the attributes are the saved
     ones: objects they refer to are not merged further."""
+    if isinstance(saved, ClassState):
+        if isinstance(current, type):
+            saved.apply(current)
+        return True  # never bind the record itself to a name
     kind = type(current)
     if kind is not type(saved) or current is saved:
         return False

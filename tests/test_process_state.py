@@ -342,3 +342,19 @@ print("result", prepare(config), alias.n, getattr(alias, "ready", False))
 """)
     out = runs_hit_like_fresh(project, "script.py")
     assert "result 20 2 True" in out
+
+
+def test_a_class_attribute_the_block_sets_on_a_class_of_a_local_module_is_restored(project: Project) -> None:
+    project.write("helpers.py", "class Model:\n    default = 1\n    table = {}\n\n    def size(self):\n        return 3\n")
+    project.write("script.py", """
+import helpers
+from helpers import Model
+import statecache as sc
+with sc.checkpoint("a"):
+    Model.default = 5
+    helpers.Model.table["k"] = 2
+    n = Model().size()
+print("class", Model.default, Model.table, helpers.Model is Model, n)
+""")
+    out = runs_hit_like_fresh(project, "script.py")
+    assert "class 5 {'k': 2} True 3" in out
