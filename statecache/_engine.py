@@ -6,9 +6,9 @@ its state is collected and put back (a binder, see ``_binders``), and drives an 
 
     engine = open_engine("checkpoint", name, settings, locate)
     found = engine.lookup(make_components)      # None: compute
-    if found: engine.restore(binder, found)
+    if found: engine.restore(binder, found)     # state, generators, process changes
     else:
-        engine.start()
+        engine.start(binder.reads.seeded)
         ... run the code (engine.abort() if it raises) ...
         engine.save(binder.state)
 
@@ -16,8 +16,8 @@ When caching is off (``STATECACHE_DISABLE``, an unusable cache directory) ``open
 returns a ``NullEngine`` with the same API that never calls ``make_components`` nor saves, so
 front ends have no "disabled" branches.
 
-Second store tiers (a remote cache) plug in through ``Tier`` and ``add_tier``: a tier is asked
-for an entry after a local miss (it copies the entry into the local store, which then loads
+Second store tiers (a remote cache, see ``_tiers``) plug in through ``Tier`` and ``add_tier``
+or ``remote=``/``STATECACHE_REMOTE``: a tier is asked for an entry after a local miss (it copies the entry into the local store, which then loads
 and verifies it as any other), and is given every entry after a local save.
 """
 
