@@ -34,11 +34,6 @@ def first(project: Project, *args: str, env: dict[str, str] | None = None) -> Ru
 # -- source-keyed helpers ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/code.py _source_node: a lambda's statement is found by its first line, so with two "
-    "statements on one line ('f = lambda: 1; g = lambda: 2') f's code is looked up in g's "
-    "statement, matched against the WHOLE file's compile (which holds f's code) and keyed by "
-    "g's source: an edit of f is not seen (bytecode keying saw it)"))
 @pytest.mark.parametrize("where", ["script", "module"])
 def test_two_lambdas_on_one_line_each_key_their_own_source(project: Project, where: str) -> None:
     defs = "f = lambda: 1; g = lambda: 2\n"

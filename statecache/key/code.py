@@ -63,6 +63,11 @@ class _Unit:
         i = bisect.bisect_right(self.spans, (line, sys.maxsize)) - 1
         return i if i >= 0 and self.spans[i][0] <= line <= self.spans[i][1] else None
 
+    def statements_on(self, line: int) -> list[int]:
+        """Indexes of every top-level statement whose lines hold ``line`` (several when
+        statements share a line through ``;``)."""
+        return [i for i, (first, last) in enumerate(self.spans) if first <= line <= last]
+
     def compiled_as(self, how: str, index: int) -> types.CodeType | None:
         """Statement ``index`` compiled as ``python file.py`` compiles it (``"file"``: with the
         module's imports, which change the bytecode of calls on imported names), alone as live
@@ -176,13 +181,21 @@ def _source_node(co: types.CodeType, filename: str, lines: list[str]) -> ast.AST
     index = unit.statement_at(co.co_firstlineno) if unit.tree is not None else None
     if index is None or unit.tree is None:
         return None
-    nodes = [n for n in ast.walk(unit.tree.body[index]) if _defines(n, co)]
-    if len(nodes) != 1:  # not found, or ambiguous (two lambdas on one line)
+    # Every statement on that line: `f = lambda: 1; g = lambda: 2` puts two on one line, and a
+    # candidate found in only one of them could be the other function's source.
+    found = [
+        (i, n)
+        for i in unit.statements_on(co.co_firstlineno)
+        for n in ast.walk(unit.tree.body[i])
+        if _defines(n, co)
+    ]
+    if len(found) != 1:  # not found, or ambiguous (two lambdas on one line)
         return None
+    index, node = found[0]
     for how in ("file", "alone", "whole"):
         code = unit.compiled_as(how, index)
         if code is not None and _found_in(code, co):
-            return nodes[0]
+            return node
     return None
 
 
