@@ -22,22 +22,24 @@ _LOADED_VERSIONS: dict[str, str] = {}
 
 def package_version(module_name: str) -> str:
     """Version of the top-level package of ``module_name`` (``__version__``, else installed
-    metadata); ``""`` for stdlib, builtins and anything without one (the user's modules).
+    metadata) with its installed dependencies' (``dependencies_suffix``); ``""`` for stdlib,
+    builtins and anything without one (the user's modules).
 
     Cached per package once it is imported. For a package not imported (yet), the metadata
     alone: callers that may meet a package both imported and not (an import inside a
-    function that a hit skips) use ``distribution_version`` so their key cannot depend on it.
+    function that a hit skips) use ``installed_version`` so their key cannot depend on it.
     """
     top = module_name.partition(".")[0]
     if not top or top in STDLIB_NAMES or top == "__main__":
         return ""
     module = sys.modules.get(top)
     if module is None:
-        return distribution_version(top)
+        return installed_version(top)
     hit = _LOADED_VERSIONS.get(top)
     if hit is None:
         version = getattr(module, "__version__", None)
-        hit = version if isinstance(version, str) and version else distribution_version(top)
+        hit = (version if isinstance(version, str) and version else distribution_version(top))
+        hit += dependencies_suffix(top)
         _LOADED_VERSIONS[top] = hit
     return hit
 
@@ -48,14 +50,80 @@ def distribution_version(top: str) -> str:
     none), the same whether or not ``top`` is imported; cached."""
     if not top or top in STDLIB_NAMES:
         return ""
-    site_dir = _site_dir_of(top)
-    if site_dir is not None:
-        meta = _metadata_dir(site_dir, top)
-        if meta is not None:
-            version = _read_version(meta)
-            if version:
-                return version
+    meta = _metadata_of(top)
+    if meta is not None:
+        version = _read_version(meta)
+        if version:
+            return version
     return _metadata_version(top)
+
+
+def installed_version(top: str) -> str:
+    """What an installed package counts by in a key, whether or not it is imported: its
+    distribution's version and its dependencies' (``dependencies_suffix``)."""
+    version = distribution_version(top)
+    return version + dependencies_suffix(top) if version else ""
+
+
+@functools.cache
+def _metadata_of(top: str) -> str | None:
+    site_dir = _site_dir_of(top)
+    return _metadata_dir(site_dir, top) if site_dir is not None else None
+
+
+@functools.cache
+def dependencies_suffix(top: str) -> str:
+    """``+deps.<digest>`` of the versions of every installed distribution that the one
+    providing ``top`` requires (``Requires-Dist``, extras included: pandas reads parquet
+    through pyarrow, an extra), transitively, so that upgrading pyarrow under pandas or scipy
+    under scikit-learn changes the key; ``""`` when none is installed or nothing is known."""
+    meta = _metadata_of(top)
+    if meta is None:
+        return ""
+    index = _installed_index()
+    versions: dict[str, str] = {}
+    queue = list(_requirements(meta, True))
+    while queue:
+        name = queue.pop()
+        if name in versions or name not in index:
+            continue
+        versions[name] = _read_version(index[name])
+        queue.extend(_requirements(index[name], False))
+    if not versions:
+        return ""
+    from .hashing import digest
+
+    listed = "\n".join(f"{n}=={v}" for n, v in sorted(versions.items()))
+    return "+deps." + digest(listed.encode()).hex()[:16]
+
+
+@functools.cache
+def _installed_index() -> dict[str, str]:
+    """Normalised distribution name -> its metadata directory, over the sys.path entries
+    (the first one found wins, as for imports)."""
+    index: dict[str, str] = {}
+    for entry in sys.path:
+        if not isinstance(entry, str) or not os.path.isdir(entry or "."):
+            continue
+        for meta in _meta_dirs(entry or "."):
+            name = _normalise(meta.partition("-")[0].rsplit(".", 1)[0])
+            index.setdefault(name, os.path.join(entry or ".", meta))
+    return index
+
+
+_REQUIREMENT = re.compile(r"^Requires-Dist:\s*([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$", re.MULTILINE)
+
+
+@functools.cache
+def _requirements(meta: str, extras: bool) -> tuple[str, ...]:
+    """Normalised names of the distributions a metadata directory requires; with ``extras``
+    those of its optional extras too (the package itself may use them when installed; further
+    down the tree only what is required, so that pytest's version is no part of pandas')."""
+    text = _read(os.path.join(meta, "METADATA")) or _read(os.path.join(meta, "PKG-INFO")) or ""
+    headers = text.split("\n\n", 1)[0]
+    return tuple(
+        _normalise(name) for name, rest in _REQUIREMENT.findall(headers) if extras or "extra" not in rest
+    )
 
 
 def _site_dir_of(top: str) -> str | None:

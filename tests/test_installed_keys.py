@@ -1,0 +1,83 @@
+"""Installed code below the surface (issue 11 item 4): an installed package counts by its
+version and by the versions of the installed distributions it requires, transitively (its
+own optional extras too), so that upgrading a dependency (pyarrow under pandas, scipy under
+scikit-learn) is a miss. Fake distributions in a temporary ``site-packages`` directory;
+real scripts run twice or more, each value compared with a fresh run under
+``STATECACHE_DISABLE=1``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import Project, Run
+
+MAIN = """
+import statecache as sc
+import fakelib
+with sc.checkpoint("a"):
+    y = fakelib.f()
+print("y", y)
+"""
+
+
+def install(site: Path, dist: str, module: str, version: str, source: str, requires: tuple[str, ...] = ()) -> None:
+    """A distribution as pip leaves it: the package and its .dist-info (any older one removed)."""
+    for old in site.glob(f"{dist.replace('-', '_')}-*.dist-info"):
+        shutil.rmtree(old)
+    (site / module).mkdir(parents=True, exist_ok=True)
+    (site / module / "__init__.py").write_text(source)
+    meta = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    meta.mkdir()
+    lines = ["Metadata-Version: 2.1", f"Name: {dist}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    (meta / "METADATA").write_text("\n".join(lines) + "\n\nA fake distribution.\n")
+    (meta / "top_level.txt").write_text(module + "\n")
+
+
+def value(run: Run) -> str:
+    lines = [line for line in run.stdout.splitlines() if line.startswith("y ")]
+    assert lines, run.stdout + run.stderr
+    return lines[-1]
+
+
+def setup(tmp_path: Path) -> tuple[Project, Path, dict[str, str]]:
+    site = tmp_path / "lib" / "site-packages"
+    install(site, "fake-lib", "fakelib", "1.0", "import fakedep\n__version__ = '1.0'\n"
+            "def f():\n    import fakeopt\n    return fakedep.value() + fakeopt.BONUS\n",
+            ("fakedep>=1", 'fakeopt; extra == "fast"'))
+    install(site, "fakedep", "fakedep", "1.0", "import fakedeeper\ndef value():\n    return fakedeeper.VALUE\n",
+            ("fakedeeper", 'pytest; extra == "test"'))
+    install(site, "fakedeeper", "fakedeeper", "1.0", "VALUE = 1\n")
+    install(site, "fakeopt", "fakeopt", "1.0", "BONUS = 10\n")
+    project = Project(tmp_path / "project")
+    project.write("main.py", MAIN)
+    env = {"PYTHONPATH": str(site)}
+    first = project.run("main.py", env=env)
+    assert value(first) == "y 11"
+    second = project.run("main.py", env=env)
+    assert second.hit("a") and value(second) == "y 11", second.stderr
+    return project, site, env
+
+
+def outcome(project: Project, env: dict[str, str]) -> tuple[bool, str]:
+    run = project.run("main.py", env=env)
+    fresh = project.run("main.py", env={**env, "STATECACHE_DISABLE": "1"})
+    assert value(run) == value(fresh), run.stderr
+    again = project.run("main.py", env=env)
+    assert again.hit("a") and value(again) == value(run), again.stderr
+    return run.hit("a"), value(run)
+
+
+def test_upgrading_a_dependency_of_an_installed_package_is_a_miss(tmp_path: Path) -> None:
+    project, site, env = setup(tmp_path)
+    install(site, "fakedeeper", "fakedeeper", "1.1", "VALUE = 2\n")  # two levels down
+    assert outcome(project, env) == (False, "y 12")
+    install(site, "fakeopt", "fakeopt", "1.1", "BONUS = 20\n")  # an optional extra it uses
+    assert outcome(project, env) == (False, "y 22")
+
+
+def test_what_the_dependencies_do_not_require_does_not_count(tmp_path: Path) -> None:
+    project, site, env = setup(tmp_path)
+    install(site, "pytest-fake-unrelated", "unrelated", "9.9", "")  # required by no one
+    assert outcome(project, env) == (True, "y 11")
