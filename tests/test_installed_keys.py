@@ -81,3 +81,29 @@ def test_what_the_dependencies_do_not_require_does_not_count(tmp_path: Path) -> 
     project, site, env = setup(tmp_path)
     install(site, "pytest-fake-unrelated", "unrelated", "9.9", "")  # required by no one
     assert outcome(project, env) == (True, "y 11")
+
+
+NAMESPACE = """
+import numpy as np
+import statecache as sc
+import fixes
+np.mean = fixes.mean  # the user's code put into an installed library's namespace
+
+def run():
+    return float(np.mean([1.0, 2.0, 3.0]))
+
+with sc.checkpoint("a"):
+    y = run()
+print("y", y)
+"""
+
+
+def test_user_code_installed_into_a_library_namespace_counts_by_its_code(project: Project) -> None:
+    project.write("fixes.py", "def mean(values):\n    return sum(values) / len(values) * 10\n")
+    project.write("main.py", NAMESPACE)
+    assert value(project.run("main.py")) == "y 20.0"
+    assert project.run("main.py").hit("a")
+    project.write("fixes.py", "def mean(values):\n    return sum(values) / len(values) * 100\n")
+    assert outcome(project, {}) == (False, "y 200.0")
+    project.write("fixes.py", "def mean(values):  # a comment\n    return sum(values) / len(values) * 100\n")
+    assert outcome(project, {}) == (True, "y 200.0")

@@ -263,7 +263,9 @@ class CodeGraph:
                             h.update(b"unbound")
                             break
                         self._feed_chain_root(h, val, len(chain) > i, ctx)
-                    elif val is not END and is_plain_data(val):
+                    elif val is not END and (is_plain_data(val) or self._is_user_code(val)):
+                        # plain data by value; the user's code put into a library's namespace
+                        # (``np.mean = fixes.mean``) by its code: neither is the version's
                         h.update(b"." + encode_str(attr))
                         self._feed(h, val, ctx)
                         break
@@ -365,6 +367,11 @@ class CodeGraph:
             hit = self._code_refs[id(co)] = (tuple(chains), tuple(imports))
             self._keep.append(co)
         return hit
+
+    def _is_user_code(self, obj: Any) -> bool:
+        if isinstance(obj, types.FunctionType):
+            return self._is_user_function(obj)
+        return isinstance(obj, type) and self._is_user_class(obj)
 
     def _is_user_function(self, fn: types.FunctionType) -> bool:
         filename = fn.__code__.co_filename
