@@ -54,6 +54,13 @@ def build_incompressible(nbytes: int) -> dict[str, Any]:
     return {f"w{i}": rng.standard_normal(n) for i in range(4)}
 
 
+def build_uniform(nbytes: int) -> dict[str, Any]:
+    """Uniform float32 (embeddings, features): zstd saves about 11 %, too little to pay for
+    decoding it on a warm restore (issue 12)."""
+    rng = np.random.default_rng(3)
+    return {"features": rng.random(nbytes // 4, dtype=np.float32)}
+
+
 def build_compressible(nbytes: int) -> dict[str, Any]:
     """Half small integers (labels, counts), half a mostly-zero float matrix."""
     rng = np.random.default_rng(1)
@@ -104,7 +111,7 @@ def build_small(_: int = 0) -> dict[str, Any]:
 
 
 def describe(spec: StateSpec, size: int) -> str:
-    if spec.key in ("incompressible", "compressible"):
+    if spec.key in ("incompressible", "uniform", "compressible"):
         return fmt_size(size)
     return f"{size / 1e6:g}M" if size >= 1_000_000 else f"{size:,}"
 
@@ -122,6 +129,7 @@ class StateSpec:
 STATES = [
     StateSpec("incompressible", "{size} of incompressible float64 arrays (4 arrays)",
               build_incompressible, GB, 32 * MB),
+    StateSpec("uniform", "{size} of uniform float32 (one array)", build_uniform, GB // 2, 32 * MB),
     StateSpec("compressible", "{size} of compressible arrays (small ints + 99 % zeros)",
               build_compressible, GB, 32 * MB, compressible=True),
     StateSpec("objects", "{size} small Python objects (dict of tuples and strings)",
@@ -699,7 +707,7 @@ def report(args: argparse.Namespace, results: list[dict], fp: dict | None, imp: 
     if "restore_vs_pickle_loads" in obj:
         t("1M objects restore ≤ 1.15× `pickle.loads` of the same bytes",
           f"{obj['restore_vs_pickle_loads']:.2f}×", obj["restore_vs_pickle_loads"] <= 1.15)
-    for k in ("incompressible", "compressible", "objects", "frame"):
+    for k in ("incompressible", "uniform", "compressible", "objects", "frame"):
         if "save_vs_pickle_write_fsync" in keys.get(k, {}):
             a = keys[k]["save_vs_pickle_write_fsync"]
             b = keys[k].get("save_vs_pickle_write")
