@@ -20,8 +20,10 @@ import ast
 import bisect
 import dis
 import linecache
+import os
 import struct
 import sys
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -271,12 +273,82 @@ def edited_after_loading(module: types.ModuleType) -> bytes:
             co = fn.__code__
             if co.co_filename == path and not code_digest(co).startswith(b"src"):
                 stale.append((fn.__qualname__, bytecode_digest(co)))
+    if isinstance(path, str):
+        stale += _stale_data(module, path)
     if not stale:
         return b""
     h = xxhash.xxh3_128()
     for qualname, digest in sorted(stale):
         h.update(encode_str(qualname) + digest)
     return b"ran" + h.digest()
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _plain_repr(value: object, depth: int = 0) -> str | None:
+    """A repr that is the same in every process (no sets, no objects), or None."""
+    if isinstance(value, _PLAIN):
+        return f"{type(value).__name__}:{value!r}"
+    if depth < 4 and isinstance(value, (list, tuple)):
+        parts = [_plain_repr(v, depth + 1) for v in value]
+        return None if None in parts else f"{type(value).__name__}[{','.join(parts)}]"  # type: ignore[arg-type]
+    if depth < 4 and isinstance(value, dict):
+        items = [(_plain_repr(k, depth + 1), _plain_repr(v, depth + 1)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
+            return None
+        return "dict{" + ",".join(f"{k}={v}" for k, v in items) + "}"
+    if depth < 4 and isinstance(value, (set, frozenset)):
+        members = [_plain_repr(v, depth + 1) for v in value]
+        return None if None in members else f"{type(value).__name__}{{{','.join(sorted(members))}}}"  # type: ignore[arg-type]
+    return None
+
+
+def _stale_data(module: types.ModuleType, path: str) -> list[tuple[str, bytes]]:
+    """Top-level ``NAME = <literal>`` assignments of the file's current text whose value in the
+    loaded module differs: the file was edited after loading (or the value set at run time),
+    so the text alone must not key what the loaded value computes. The loaded value counts
+    where it has a stable repr; otherwise the marker is unique to this process, so nothing
+    saved from it is ever reused (a miss, never a stale hit)."""
+    linecache.checkcache(path)
+    try:
+        tree = ast.parse("".join(linecache.getlines(path)), path)
+    except (SyntaxError, ValueError):
+        return []
+    stale: list[tuple[str, bytes]] = []
+    for name, value_node in _literal_assignments(tree):
+        try:
+            literal = ast.literal_eval(value_node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        loaded = vars(module).get(name, _MISSING_VALUE)
+        if loaded is not _MISSING_VALUE and _same_value(loaded, literal):
+            continue
+        shown = _plain_repr(loaded) if loaded is not _MISSING_VALUE else "<unset>"
+        if shown is None:
+            shown = f"<unreproducible {os.getpid()} {time.time_ns()}>"
+        stale.append((f"data {name}", encode_str(shown)))
+    return stale
+
+
+def _literal_assignments(tree: ast.Module) -> list[tuple[str, ast.expr]]:
+    out: list[tuple[str, ast.expr]] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out.append((node.targets[0].id, node.value))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            out.append((node.target.id, node.value))
+    return out
+
+
+def _same_value(loaded: object, literal: object) -> bool:
+    try:
+        return type(loaded) is type(literal) and bool(loaded == literal)
+    except Exception:  # an object whose == raises or is not a truth value: not the literal
+        return False
+
+
+_MISSING_VALUE = object()
 
 
 def _defined_functions(value: object, module_name: str) -> list[types.FunctionType]:
