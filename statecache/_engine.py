@@ -230,7 +230,11 @@ class Engine:
         return "not cached yet"
 
     def _stale_dependency(self, meta: EntryMeta) -> str | None:
-        """Why the entry's recorded files or random generators no longer match (None: they do)."""
+        """Why the entry's recorded files or random generators no longer match (None: they do).
+        An entry that records no files list at all (another writer, a damaged copy) cannot say
+        what it read: a miss, never a hit on trust."""
+        if "files" not in meta:
+            return "the entry records no data files"
         for record in meta.get("files", []):
             changed = _files.changed_record(dict(record))
             if changed:

@@ -251,10 +251,6 @@ print(y)
 # -- entry metadata --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "entry/meta.py does not require 'files' and _engine.py reads meta.get('files', []): an entry "
-    "without the field (another writer, another version, through the remote tier) is taken to "
-    "depend on no data file, and restores after the data changed; when in doubt, miss"))
 def test_an_entry_without_a_files_field_is_a_miss_after_a_data_edit(project: Project) -> None:
     from statecache.entry.meta import WRITER_FIELDS
     from statecache.entry.reader import read_entry
