@@ -60,7 +60,8 @@ def plant(entry: Path, marker: Path, secret: bytes | None = None) -> None:
     runs a command when loaded."""
     meta = read_meta(entry)
     entry.unlink()
-    write_entry(entry, {"value": Payload(marker)}, {"name": meta["name"], "key": meta["key"]},
+    write_entry(entry, {"value": Payload(marker)},
+                {"name": meta["name"], "key": meta["key"], "files": meta.get("files", [])},
                 secret=secret)
 
 
