@@ -163,6 +163,9 @@ class Fingerprinter(CodeGraph):
             handler(h, obj, ctx)
             return
         module = t.__module__
+        if module.startswith("torch") and _is_tensor_type(t):
+            self._feed_tensor(h, obj, ctx)
+            return
         if module == "numpy" or module.startswith("numpy."):
             np = sys.modules.get("numpy")
             if np is not None:
@@ -282,6 +285,24 @@ class Fingerprinter(CodeGraph):
             chunk = np.ascontiguousarray(a[start : start + step])
             h.update(chunk.reshape(-1).view(np.uint8))
 
+    def _feed_tensor(self, h: Any, t: Any, ctx: Ctx) -> None:
+        """A torch tensor like a numpy array: type, dtype, device, shape, strides, whether it
+        needs gradients, and its bytes (its pickle holds storage addresses, so it never hits)."""
+        if self._memo(h, t, ctx):
+            return
+        torch = sys.modules["torch"]
+        head = b"T" + encode_str(typename(type(t))) + encode_str(str(t.dtype)) + encode_str(str(t.device))
+        head += U64(t.dim()) + b"".join(U64(n) for n in t.shape)
+        head += b"".join(struct.pack("<q", s if n > 1 else 0) for n, s in zip(t.shape, t.stride(), strict=True))
+        h.update(head + (b"g" if t.requires_grad else b"-"))
+        if t.layout != torch.strided or t.is_quantized:
+            self._feed_pickled(h, t.detach().cpu(), ctx)  # sparse, quantized: by their parts
+            return
+        if t.device.type == "meta" or t.numel() == 0:
+            return  # no data
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(flat.view(torch.uint8).numpy())
+
     def _feed_pickled(self, h: Any, obj: Any, ctx: Ctx) -> None:
         """Lists, tuples, dicts and every other object: through _KeyPickler (C speed).
 
@@ -338,6 +359,7 @@ class Fingerprinter(CodeGraph):
             t in self._dispatch
             or issubclass(t, (type, set, frozenset, functools.partial))
             or _is_numpy_array_type(t)
+            or _is_tensor_type(t)
         ):
             return _PID_WALK
         return _PID_USER_INSTANCE if self._is_user_class(t) else _PID_PLAIN
@@ -411,3 +433,10 @@ def _is_numpy_array_type(t: type) -> bool:
     return np is not None and (t is np.ndarray or t is np.memmap)
 
 
+
+
+def _is_tensor_type(t: type) -> bool:
+    """A torch tensor type (``torch`` is loaded whenever such a value exists: never imported
+    here)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(getattr(torch, "Tensor", None), type) and issubclass(t, torch.Tensor)
