@@ -209,11 +209,6 @@ def test_a_helper_dispatching_through_globals(project: Project) -> None:
 # -- provenance ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/provenance.py _classify tests the absolute path first, and any 'site-packages' in it "
-    "makes the file INSTALLED: a package linked into site-packages (flit install --symlink, a "
-    "hand-made link) has its real files in the user's tree, yet its package data is never "
-    "recorded (classify by the real path first)"))
 def test_package_data_of_a_package_symlinked_into_site_packages(project: Project) -> None:
     project.write("src/mypkg/__init__.py", "def f():\n    return 1\n")
     project.write("src/mypkg/table.txt", "1")

@@ -108,15 +108,17 @@ def _classify(path: str) -> Kind:
         return Kind.USER if path.startswith("<ipython-input-") else Kind.PSEUDO
     if _roots is None:
         _roots = _Roots()
-    for form in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
-        if form.startswith(_PSEUDO_FS):
-            return Kind.PSEUDO
-        parts = form.split(os.sep)
-        if "site-packages" in parts or "dist-packages" in parts:
-            return Kind.INSTALLED
-        for root, kind in _roots.ordered:
-            if form.startswith(root) or form + os.sep == root:
-                return kind
+    absolute, real = os.path.abspath(path), os.path.realpath(path)
+    if absolute.startswith(_PSEUDO_FS) or real.startswith(_PSEUDO_FS):
+        return Kind.PSEUDO
+    # Where the bytes are decides: a package symlinked into site-packages (flit install
+    # --symlink) is the user's tree, its code by source and its data files recorded.
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return Kind.INSTALLED
+    for root, kind in _roots.ordered:
+        if real.startswith(root) or real + os.sep == root:
+            return kind
     return Kind.USER
 
 
