@@ -236,7 +236,7 @@ class Engine:
         if "files" not in meta:
             return "the entry records no data files"
         for record in meta.get("files", []):
-            changed = _files.changed_record(dict(record))
+            changed = _files.changed_record(dict(record), self.store.root if self.store else None)
             if changed:
                 return changed
         return _rng.changed({k: r for k, r in meta.get("rng", {}).items() if not r.get("seeded")})

@@ -204,6 +204,7 @@ def test_live_and_python_share_helper_keys_in_a_real_process(project: Project) -
         """
         import ast, sys
         path = sys.argv[1]
+        sys.argv[:] = sys.argv[1:]  # as python main.py (and live mode) give it
         ns = {"__name__": "__main__", "__file__": path}
         sys.modules["__main__"].__dict__.update(ns)
         for stmt in ast.parse(open(path).read()).body:

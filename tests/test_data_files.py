@@ -101,9 +101,6 @@ def test_a_directory_pattern_expands_to_every_file_under_it(tmp_path: Path) -> N
     assert expand_files_pattern("missing", str(tmp_path)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "until key/components.py files_component takes each pattern's files from "
-    "key.files.expand_files_pattern (a change for the lead)"))
 def test_files_naming_a_directory_keys_on_its_contents(project: Project) -> None:
     project.write("data/sub/b.txt", "b")
     project.write("script.py", """

@@ -43,16 +43,15 @@ def code_component(body_digest: bytes | Callable[[], bytes], version: str | None
 
 
 def files_component(patterns: Iterable[str], base_dir: str) -> dict[str, str]:
-    """Explicit ``files=``: every file each glob matches, by content (relative globs are
-    relative to ``base_dir``; a glob that matches nothing counts as such)."""
-    import glob
-
+    """Explicit ``files=``: every file each glob matches, and every file under a directory it
+    names, by content (relative globs are relative to ``base_dir``; a pattern that matches no
+    file counts as such)."""
+    from .files import expand_files_pattern
     from .fingerprint import file_digest
 
     out: dict[str, str] = {}
     for pattern in patterns:
-        full = os.path.join(base_dir, os.path.expanduser(pattern))
-        matches = sorted(glob.glob(full, recursive=True))
+        matches = expand_files_pattern(pattern, base_dir)
         if not matches:
             out[f"{pattern}: no match"] = ""
         for path in matches:
