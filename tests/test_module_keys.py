@@ -117,10 +117,6 @@ def test_bare_names_are_the_reads_that_are_not_attribute_roots() -> None:
     assert "helpers" in bare_names(ast.parse("g(helpers)\nhelpers.f()").body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "until key/inputs.py counts a user module the block reads only through attribute chains "
-    "(not in source.bare_names(body)) by imports.top_level_digest instead of its whole file "
-    "(a change for the lead)"))
 def test_the_block_itself_calling_helpers_f_keys_on_what_it_reads(project: Project) -> None:
     main = MAIN.replace("    y = run()", "    y = helpers.f(3)")
     assert setup(project, main) == "y 8"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import os
+import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -51,6 +52,7 @@ class Reads(NamedTuple):
     imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names)
     process: tuple[str, ...] = ()  # process state read: "argv", "cwd", "environ" (see below)
     seeded: tuple[str, ...] = ()  # global generators the code seeds before any draw (see below)
+    bare: tuple[str, ...] | None = None  # names read other than as a chain's root (None: unknown)
 
 
 def reads_of(body: list[ast.stmt]) -> Reads:
@@ -99,7 +101,12 @@ def with_process_reads(reads: Reads, body: list[ast.stmt]) -> Reads:
         for node in ast.walk(stmt):
             if _is_environ(node) and id(node) not in skip:
                 process.add("environ")
-    return reads._replace(environ_keys=tuple(keys), process=tuple(sorted(process)), seeded=seeded_first(body))
+    from .source import bare_names
+
+    return reads._replace(
+        environ_keys=tuple(keys), process=tuple(sorted(process)), seeded=seeded_first(body),
+        bare=bare_names(body),
+    )
 
 
 # Seed calls of the global generators of ``key.rng``, as attribute chains.
@@ -243,7 +250,29 @@ def input_values(
                 values[name] = value
     chains: set[str] = set()
     values.update(implicit_values(reads, values, lookup, ignored, package, chains))
+    _modules_read_through_chains(reads, values)
     return values, chains
+
+
+def _modules_read_through_chains(reads: Reads, values: dict[str, Any]) -> None:
+    """A user module the code reads only as ``helpers.f`` / ``helpers.SCALE`` counts by those
+    attributes (implicit inputs, by value) and by its top level, not by its whole file: an edit
+    of a function it never reaches keeps the hit. ``g(helpers)`` or ``getattr(helpers, n)``
+    (a bare read) still counts the whole module. The loaded module's own drift from its file
+    (edited after loading) is added, so its new text never keys the old module's results."""
+    if reads.bare is None:
+        return
+    from .code import edited_after_loading
+    from .imports import top_level_digest
+    from .provenance import is_user_module
+
+    for name in reads.inputs:
+        module = values.get(name)
+        if name in reads.bare or not isinstance(module, types.ModuleType) or not is_user_module(module):
+            continue
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.endswith(".py"):
+            values[name] = (top_level_digest(path) + edited_after_loading(module)).hex()
 
 
 def implicit_values(
