@@ -310,8 +310,6 @@ def _stale_data(module: types.ModuleType, path: str) -> list[tuple[str, bytes]]:
     so the text alone must not key what the loaded value computes. The loaded value counts
     where it has a stable repr; otherwise the marker is unique to this process, so nothing
     saved from it is ever reused (a miss, never a stale hit)."""
-    if not _touched_since_start(path):
-        return []  # not saved since this process started: what was loaded is what the file says
     linecache.checkcache(path)
     try:
         tree = ast.parse("".join(linecache.getlines(path)), path)
@@ -331,39 +329,6 @@ def _stale_data(module: types.ModuleType, path: str) -> list[tuple[str, bytes]]:
             shown = f"<unreproducible {os.getpid()} {time.time_ns()}>"
         stale.append((f"data {name}", encode_str(shown)))
     return stale
-
-
-def _touched_since_start(path: str) -> bool:
-    """Whether ``path`` was modified after this process started: only then can the loaded
-    module differ from its file. Unknown start or stat: True (compare)."""
-    started = _process_started_ns()
-    if started is None:
-        return True
-    try:
-        return os.stat(path).st_mtime_ns >= started
-    except OSError:
-        return True
-
-
-_STARTED: list[int | None] = []
-
-
-def _process_started_ns() -> int | None:
-    """When this process started (Linux: /proc), in ns since the epoch; None elsewhere. A forked
-    child reports its fork: live mode's snapshots re-check from there (see the README)."""
-    if not _STARTED:
-        try:
-            with open("/proc/self/stat") as f:
-                ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-            with open("/proc/uptime") as f:
-                uptime = float(f.read().split()[0])
-            age = uptime - ticks / os.sysconf("SC_CLK_TCK")  # seconds since this process started
-            # /proc counts in 10 ms ticks: +-10 ms. No module is loaded within the interpreter's
-            # first 10 ms, so a file saved before start + 10 ms was read as it is now.
-            _STARTED.append(time.time_ns() - int((age - 0.01) * 1e9))
-        except (OSError, ValueError, IndexError):
-            _STARTED.append(None)
-    return _STARTED[0]
 
 
 def _literal_assignments(tree: ast.Module) -> list[tuple[str, ast.expr]]:

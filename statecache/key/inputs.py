@@ -258,11 +258,10 @@ def _modules_read_through_chains(reads: Reads, values: dict[str, Any]) -> None:
     """A user module the code reads only as ``helpers.f`` / ``helpers.SCALE`` counts by those
     attributes (implicit inputs, by value) and by its top level, not by its whole file: an edit
     of a function it never reaches keeps the hit. ``g(helpers)`` or ``getattr(helpers, n)``
-    (a bare read) still counts the whole module. The loaded module's own drift from its file
-    (edited after loading) is added, so its new text never keys the old module's results."""
+    (a bare read) still counts the whole module. Its attributes count by their loaded values,
+    so a module edited after loading is keyed by what ran where the code reads it."""
     if reads.bare is None:
         return
-    from .code import edited_after_loading
     from .imports import top_level_digest
     from .provenance import is_user_module
 
@@ -272,7 +271,7 @@ def _modules_read_through_chains(reads: Reads, values: dict[str, Any]) -> None:
             continue
         path = getattr(module, "__file__", None)
         if isinstance(path, str) and path.endswith(".py"):
-            values[name] = (top_level_digest(path) + edited_after_loading(module)).hex()
+            values[name] = top_level_digest(path).hex()
 
 
 def implicit_values(
