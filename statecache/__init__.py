@@ -31,6 +31,7 @@ __all__ = [
     "cached_setup",
     "checkpoint",
     "load_ipython_extension",
+    "register_fingerprint",
 ]
 
 _LAZY = {
@@ -40,6 +41,7 @@ _LAZY = {
     "branch_map": "._fork",
     "load_ipython_extension": "._ipython",
     "unload_ipython_extension": "._ipython",
+    "register_fingerprint": ".key.registry",
 }
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from ._fork import branch, branch_map
     from ._ipython import load_ipython_extension
     from ._setup import cached_setup
+    from .key.registry import register_fingerprint
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,6 @@ whole. Real scripts, run twice or more; each value is compared with a fresh run 
 
 from __future__ import annotations
 
-import pytest
 from conftest import Project, Run
 
 HELPERS = '''"""Helpers."""

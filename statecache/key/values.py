@@ -34,6 +34,7 @@ from .._errors import FingerprintError
 from .code import code_digest
 from .codegraph import CodeGraph
 from .hashing import U64, encode_str
+from .registry import registered_for
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
@@ -161,6 +162,10 @@ class Fingerprinter(CodeGraph):
         handler = self._dispatch.get(t)
         if handler is not None:
             handler(h, obj, ctx)
+            return
+        registered = registered_for(t)
+        if registered is not None:
+            self._feed_registered(h, obj, registered, ctx)
             return
         module = t.__module__
         if module.startswith("torch") and _is_tensor_type(t):
@@ -360,9 +365,21 @@ class Fingerprinter(CodeGraph):
             or issubclass(t, (type, set, frozenset, functools.partial))
             or _is_numpy_array_type(t)
             or _is_tensor_type(t)
+            or registered_for(t) is not None
         ):
             return _PID_WALK
         return _PID_USER_INSTANCE if self._is_user_class(t) else _PID_PLAIN
+
+    def _feed_registered(self, h: Any, obj: Any, fingerprint: Callable[[Any], Any], ctx: Ctx) -> None:
+        t = type(obj)
+        try:
+            value = fingerprint(obj)
+        except Exception as exc:
+            raise FingerprintError(
+                f"the function registered with register_fingerprint for {t.__module__}."
+                f"{t.__qualname__} raised {type(exc).__name__}: {exc}") from None
+        h.update(b"R" + encode_str(f"{t.__module__}.{t.__qualname__}"))
+        self._feed(h, value, ctx)
 
     def _feed_method(self, h: Any, obj: types.MethodType, ctx: Ctx) -> None:
         h.update(b"m")
@@ -419,7 +436,8 @@ def _message(label: str, obj: object, e: Refused) -> str:
         f"cannot fingerprint input {label!r} ({typename(type(obj))}){inner}; {e.reason}. "
         f"statecache needs the content of every input to know whether a cached result is "
         f"still valid. If it does not affect the result, leave it out of the key with "
-        f"ignore=[{suggest!r}]."
+        f"ignore=[{suggest!r}]; if it does, say what counts with "
+        f"statecache.register_fingerprint({typename(e.culprit).rpartition('.')[2]}, lambda value: ...)."
     )
 
 
