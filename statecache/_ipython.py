@@ -28,7 +28,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ._binders import NamespaceBinder
-from ._config import env_dir, validate_name
+from ._config import validate_name
 from ._engine import Settings, default_cache_dir, open_engine
 from ._errors import FingerprintError, StateCacheError
 from .key import components as _components
@@ -464,9 +464,13 @@ class StatecacheMagics(Magics):
             raise UsageError(
                 f"%statecache: unknown command {argv[0]!r}; use one of {', '.join(BUILTIN)}"
             )
-        has_dir = any(a == "--dir" or a.startswith("--dir=") for a in argv[1:])
-        if not has_dir and not env_dir():
-            argv[1:1] = ["--dir", notebook_cache_dir()]
+        if not any(a == "--dir" or a.startswith("--dir=") for a in argv[1:]):
+            # as the command line finds it (STATECACHE_DIR, else the nearest .statecache),
+            # looking from the notebook's folder rather than the kernel's working directory
+            from .cli.common import find_cache_dir
+
+            start = os.path.dirname(notebook_cache_dir())
+            argv[1:1] = ["--dir", find_cache_dir(None, cwd=start).path]
         sys.stdout.flush()
         main(argv)
         sys.stdout.flush()

@@ -202,3 +202,22 @@ print("values", mylib.VALUE, os.environ.get("MODE"), fast)
     assert runs(tmp_path / "marker") == 1
     third = ipython_c(tmp_path, code, "--ext", "statecache", env={"FAST": "1"})
     assert "values 7 eval True" in third.stdout and runs(tmp_path / "marker") == 2
+
+
+def test_statecache_magic_finds_the_cache_like_the_command_line(tmp_path: Path) -> None:
+    # A project's cache one folder up from where IPython runs: %statecache finds it as
+    # `statecache ls` does from there, instead of showing an empty cache beside the kernel.
+    (tmp_path / "script.py").write_text(
+        "import statecache as sc\nwith sc.checkpoint('upstairs'):\n    x = 1\n")
+    subprocess.run([sys.executable, "script.py"], cwd=tmp_path, env=subprocess_env(), check=True,
+                   capture_output=True, timeout=120)
+    sub = tmp_path / "notebooks"
+    sub.mkdir()
+    shown = ipython_c(sub, "%load_ext statecache\n%statecache ls")
+    assert "upstairs" in shown.stdout, shown.stdout + shown.stderr
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / ".statecache").mkdir()
+    pinned = ipython_c(sub, "%load_ext statecache\n%statecache ls",
+                       env={"STATECACHE_DIR": str(elsewhere / ".statecache")})
+    assert "upstairs" not in pinned.stdout, pinned.stdout
