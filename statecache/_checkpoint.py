@@ -65,6 +65,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         remote: str | None = None,
     ):
         self._mode = "new"
+        self._block_source: dict[str, Any] | None = None
         self.name = validate_name(name)
         self.ignore = as_names(ignore, "ignore")
         self.files = as_names(files, "files")
@@ -155,6 +156,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         return self
 
     def _components(self, frame: FrameType, block: Block, cache_dir: str) -> dict[str, Any]:
+        self._block_source = _block_source(block)
         context = f"checkpoint '{self.name}' at {self._where}"
         binder = self._binder = FrameBinder(frame, block_reads(block), self.name, self.ignore, context)
         if block.as_name:
@@ -203,7 +205,10 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
 
     def _collect(self) -> tuple[dict[str, Any], dict[str, Any]]:
         assert self._binder is not None
-        return self._binder.state()
+        state, extra = self._binder.state()
+        if self._block_source is not None:
+            extra = {**extra, "block_source": self._block_source}
+        return state, extra
 
     def _check_unique(self, block: Block) -> None:
         others = [line for line in block.name_lines.get(self.name, []) if line != block.with_line]
@@ -212,3 +217,13 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
                 f"checkpoint '{self.name}' at {self._where}: the name is also used at line {others[0]} "
                 "of the same file; give each checkpoint of a file its own name"
             )
+
+
+def _block_source(block: Block) -> dict[str, Any] | None:
+    """The block's lines as this run reads them (``with`` line to the body's end), stored so that
+    ``statecache show --explain`` can say which lines changed; None when linecache has none."""
+    import linecache
+
+    last = max((getattr(stmt, "end_lineno", None) or stmt.lineno) for stmt in block.body) if block.body else block.with_line
+    lines = linecache.getlines(block.filename)[block.with_line - 1 : last]
+    return {"first_line": block.with_line, "text": "".join(lines)} if lines else None

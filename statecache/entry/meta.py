@@ -69,6 +69,13 @@ class EffectsRecord(TypedDict, total=False):
     environ_unset: list[str]
 
 
+class BlockSource(TypedDict):
+    """The lines of a checkpoint block as it was computed: ``with`` line first."""
+
+    first_line: int
+    text: str
+
+
 class EntryMeta(TypedDict, total=False):
     """The metadata of one entry. The first group is the caller's (the engine), the second is
     added by the writer; ``cell``/``cell_outputs`` come from ``%%checkpoint`` only."""
@@ -86,6 +93,7 @@ class EntryMeta(TypedDict, total=False):
     cell: str
     cell_outputs: list[dict[str, Any]]
     effects: EffectsRecord
+    block_source: BlockSource  # the block's text as computed, for `show --explain`'s line diff
 
     format: int
     pickler: str
@@ -209,6 +217,7 @@ _TOP: dict[str, Any] = dict(
     rng=_dict_of(_record({"before": str, "seeded": bool}, ("before", "after"))),
     cell=str,
     cell_outputs=_list_of(dict),
+    block_source=_record({"first_line": int, "text": str}, ("first_line", "text")),
     effects=_record({"path_added": _list_of(dict), "path_removed": _list_of(str), "argv": _list_of(str),
                      "environ_set": _dict_of(str), "environ_unset": _list_of(str)}, ()),
     format=int,
