@@ -404,7 +404,7 @@ def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Call
 def bench_fingerprint(nbytes: int, rounds: int, quick: bool) -> dict:
     import xxhash
 
-    from statecache.key.fingerprint import Fingerprinter
+    from statecache.key.values import Fingerprinter
 
     a = np.random.default_rng(3).standard_normal(nbytes // 8)
     ours = []

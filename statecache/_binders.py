@@ -98,7 +98,7 @@ class Binder:
     def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
         """Inputs whose fingerprint changed while the code ran (attributes of the user's modules
         included: ``helpers.TABLE[k] = v``); and such attributes the code deleted."""
-        from .key.fingerprint import Fingerprinter
+        from .key.values import Fingerprinter
 
         fp = Fingerprinter(ignore=self.ignore)
         state: dict[str, Any] = {}

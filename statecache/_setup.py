@@ -186,7 +186,7 @@ class _Setup:
         globals, closures), which ``version=`` cannot replace."""
         fn = self.fn
         if self.node is None:
-            from .key.fingerprint import Fingerprinter
+            from .key.values import Fingerprinter
 
             return Fingerprinter(ignore=self.ignore).value(fn, f"function {fn.__qualname__}").hex()
         from .key.code import code_digest

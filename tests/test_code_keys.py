@@ -16,7 +16,7 @@ import pytest
 from conftest import Project, subprocess_env
 
 from statecache.key.code import code_digest
-from statecache.key.fingerprint import Fingerprinter
+from statecache.key.values import Fingerprinter
 from statecache.key.versions import distribution_version
 
 HELPERS = '''\

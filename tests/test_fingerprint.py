@@ -24,14 +24,11 @@ import xxhash
 
 import statecache
 from statecache._errors import FingerprintError, StateCacheError
-from statecache.key.fingerprint import (
-    Fingerprinter,
-    ast_digest,
-    digest,
-    file_digest,
-    is_user_file,
-    package_version,
-)
+from statecache.key.astdigest import ast_digest
+from statecache.key.hashing import digest, file_digest
+from statecache.key.provenance import is_user_file
+from statecache.key.values import Fingerprinter
+from statecache.key.versions import package_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +56,7 @@ def run_script(directory: Path, files: dict[str, str], seed: int | str = 0) -> l
 
 
 PRINT_FP = """
-from statecache.key.fingerprint import Fingerprinter
+from statecache.key.values import Fingerprinter
 def show(*objs):
     for o in objs:
         print(Fingerprinter().value(o, "x").hex())
@@ -645,7 +642,7 @@ def test_unfingerprintable_global_of_a_helper_names_the_global():
 
 def test_import_is_light():
     code = (
-        "import sys, statecache.key.fingerprint\n"
+        "import sys, statecache.key.values\n"
         "print(sorted(m for m in ('numpy', 'pandas', 'cloudpickle', 'dill') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -755,7 +752,7 @@ def test_module_imported_inside_a_function_counts(tmp_path):
 def test_code_from_python_c_counts_by_content():
     def run(body: str) -> str:
         code = (
-            "from statecache.key.fingerprint import Fingerprinter\n"
+            "from statecache.key.values import Fingerprinter\n"
             f"def helper():\n    {body}\n"
             "def top():\n    return helper()\n"
             "print(Fingerprinter().value(top, 'top').hex())\n"

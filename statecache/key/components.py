@@ -47,7 +47,7 @@ def files_component(patterns: Iterable[str], base_dir: str) -> dict[str, str]:
     names, by content (relative globs are relative to ``base_dir``; a pattern that matches no
     file counts as such)."""
     from .files import expand_files_pattern
-    from .fingerprint import file_digest
+    from .hashing import file_digest
 
     out: dict[str, str] = {}
     for pattern in patterns:
@@ -121,7 +121,7 @@ def fingerprint_values(
 ) -> dict[str, str]:
     """label -> hex fingerprint of each value; a FingerprintError names the input and, when
     ``context`` is given, the checkpoint it belongs to."""
-    from .fingerprint import Fingerprinter
+    from .values import Fingerprinter
 
     fp = Fingerprinter(ignore=tuple(ignore))
     out = {}
@@ -148,7 +148,7 @@ def components(
 
 def key_of(parts: Mapping[str, Any]) -> str:
     """The key of a components document: its xxh3-128 digest, ``KEY_LENGTH`` hex digits."""
-    from .fingerprint import digest
+    from .hashing import digest
 
     return digest(json.dumps(parts, sort_keys=True).encode()).hex()[:KEY_LENGTH]
 

@@ -285,8 +285,9 @@ def implicit_values(
     """What the code reads that no name's value shows (see the module docstring); adds the
     labels of user-module attributes to ``chains`` (they are restored when the code sets
     them)."""
-    from .fingerprint import Fingerprinter, is_plain_data
     from .provenance import is_user_module
+    from .values import Fingerprinter
+    from .walk import is_plain_data
 
     extra: dict[str, Any] = {}
     for chain in reads.attribute_reads:

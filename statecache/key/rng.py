@@ -65,7 +65,7 @@ def _decode(name: str, data: Any) -> Any:
 def fingerprint(name: str, state: Any) -> str:
     import json
 
-    from .fingerprint import digest
+    from .hashing import digest
 
     return digest(json.dumps(_encode(name, state)).encode()).hex()
 
