@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _effects
 from ._binders import RETURN, Binder
 from ._config import format_duration, format_size
 from ._errors import EntryError, UnpicklableError
@@ -47,6 +46,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._effects import ProcessState
     from .entry.meta import EntryMeta
     from .store.store import Store
 
@@ -139,7 +139,7 @@ class Engine:
         self._lock: Any = None
         self._recorder: _files.FileRecorder | None = None
         self._rng_before: dict[str, Any] = {}
-        self._process_before: _effects.ProcessState | None = None
+        self._process_before: ProcessState | None = None
         self._seeded: tuple[str, ...] = ()
         self._started = 0.0
 
@@ -309,7 +309,11 @@ class Engine:
         what the computing run changed in the process (``sys.path``, ``sys.argv``, environment)."""
         binder.restore(found.state, list(found.meta.get("unbound", [])))
         _rng.restore(dict(found.meta.get("rng", {})))
-        _effects.replay(found.meta.get("effects", {}))
+        effects = found.meta.get("effects")
+        if effects:  # most blocks change nothing in the process: no import on their hits
+            from . import _effects
+
+            _effects.replay(effects)
 
     # -- compute and save --
 
@@ -320,6 +324,8 @@ class Engine:
         self.status(f"'{self.name}' computing ({self.reason})")
         self._recorder = _files.FileRecorder().__enter__()
         self._rng_before = _rng.capture()
+        from . import _effects
+
         self._process_before = _effects.capture()
         self._started = time.perf_counter()
 
@@ -342,7 +348,11 @@ class Engine:
                 self._recorder.__exit__(None, None, None)
             if collect is None:
                 return
-            effects = _effects.difference(self._process_before, _effects.capture()) if self._process_before is not None else {}
+            effects: dict[str, Any] = {}
+            if self._process_before is not None:
+                from . import _effects
+
+                effects = dict(_effects.difference(self._process_before, _effects.capture()))
             state, extra = collect()
             if effects:
                 extra = {**extra, "effects": effects}

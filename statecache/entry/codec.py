@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .format import CHUNK, RAW, ZSTD, xxh
-from .policy import choose, needs_speeds, read_speed
 from .progress import NoProgress
 
 ZSTD_LEVEL = 3
@@ -89,6 +88,8 @@ def assess(mv: memoryview, mode: str) -> tuple[bool, bytes | None]:
     packed = [cctx.compress(p) for p in pieces]
     ratio = sum(map(len, packed)) / sum(len(p) for p in pieces)
     whole = packed[0] if len(pieces) == 1 and pieces[0].nbytes == n else None
+    from .policy import choose, needs_speeds, read_speed  # the write path only
+
     if not needs_speeds(ratio, mode):
         return choose(ratio, 0.0, 0.0, mode), whole
     return choose(ratio, measure(pieces, packed), read_speed(), mode), whole

@@ -25,7 +25,6 @@ from .code import code_digest, scan_refs
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, resolve_import, source_digest, top_level_digest
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
-from .versions import package_version
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
 
 END = object()
@@ -95,7 +94,7 @@ class CodeGraph:
             else:
                 module = str(getattr(obj, "__module__", None) or "")
                 name = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", ""))
-            version = package_version(module) if module else ""
+            version = _package_version(module) if module else ""
             extra = b""
             mod_file = getattr(sys.modules.get(module), "__file__", None) if module else None
             if not version and mod_file and module.partition(".")[0] not in STDLIB_NAMES:
@@ -214,7 +213,7 @@ class CodeGraph:
     def _library_function(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
         """Library code counts by name and version; what it closes over counts by value
         (a decorator's wrapper holds the user's function, a factory's closure its args)."""
-        h.update(b"lib" + encode_str(package_version(str(fn.__module__ or ""))))
+        h.update(b"lib" + encode_str(_package_version(str(fn.__module__ or ""))))
         # Item by item, so that one unpicklable cell (a weak dict of a dispatch cache)
         # does not hide the others (the registry of a singledispatch function).
         parts: list[Any] = [
@@ -400,3 +399,10 @@ class CodeGraph:
             self._user_types[cls] = hit
         return hit
 
+
+def _package_version(module_name: str) -> str:
+    """``versions.package_version``, imported on first use: a hit on code that reaches no
+    installed package never reads a dist-info."""
+    from .versions import package_version
+
+    return package_version(module_name)

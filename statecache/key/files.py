@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import readers
 from .provenance import Kind, classify, is_data_path, is_import_system
 
 _recorders: list[FileRecorder] = []
@@ -36,6 +35,8 @@ class FileRecorder:
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
+        from . import readers  # compiled-code readers: wrapped only once something computes
+
         _install_hook()
         readers.install(note_read)
         with _lock:
@@ -266,6 +267,8 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
 
 def _warn_unseen() -> None:
     """Say so when a library that reads files statecache cannot see was loaded."""
+    from . import readers
+
     names = readers.unseen()
     if names:
         from .._warnings import warn

@@ -20,7 +20,6 @@ from .astdigest import ast_digest
 from .code import edited_after_loading
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
-from .versions import installed_version
 
 _Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
 _SOURCES: dict[str, tuple[tuple[int, ...], bytes, _Imports]] = {}
@@ -167,6 +166,8 @@ def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -
             continue
         path = module_file(name)
         if path is None or not is_user_file(path):
+            from .versions import installed_version
+
             records[name] = b"ext" + encode_str(installed_version(top) if path else "")
             continue
         source, imports = source_info(path)
