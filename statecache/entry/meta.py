@@ -2,9 +2,10 @@
 
 Every module that writes or reads metadata (the writer, the reader, the engine, the command
 line, maintenance, IPython) uses ``EntryMeta`` and gets it through ``parse_meta``, so a field
-has one name and one type everywhere. The types are TypedDicts: at run time the metadata stays
-the plain dict that ``json`` produced (``meta.get("unbound", [])`` keeps working), and fields
-this schema does not name pass through untouched (a newer writer may add some).
+has one name and one type everywhere. The types are TypedDicts for the type checker: at run
+time the metadata stays the plain dict that ``json`` produced (``meta.get("unbound", [])``
+keeps working), and fields this schema does not name pass through untouched (a newer writer
+may add some).
 
 ``parse_meta`` checks the type of every field it knows, recursively. JSON that is valid but
 has a wrong type inside (a hand edit, a foreign tool, damage that kept the checksum) raises
@@ -14,94 +15,97 @@ further down and never a wrong hit.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import EntryError
 
 FILE_KINDS = ("file", "dir", "missing")  # the kinds of recorded data-file records
 
 
-class SourceRecord(TypedDict):
-    """Where the checkpoint is: the file holding it and the line of the ``with``/``def``."""
+# The records are TypedDicts for the type checker only: at run time each name is ``dict``
+# (what ``json`` gives and what calling a TypedDict returns). Building them costs more than a
+# millisecond of import on every first hit (typing compiles each string annotation).
+if TYPE_CHECKING:
+    from typing import TypedDict
 
-    file: str
-    line: int
+    class SourceRecord(TypedDict):
+        """Where the checkpoint is: the file holding it and the line of the ``with``/``def``."""
 
+        file: str
+        line: int
 
-class FileRecord(TypedDict, total=False):
-    """One data file or directory listing the computation read (see ``key.files``)."""
+    class FileRecord(TypedDict, total=False):
+        """One data file or directory listing the computation read (see ``key.files``)."""
 
-    path: str  # absolute
-    kind: str  # one of FILE_KINDS
-    size: int  # "file" only
-    mtime_ns: int  # "file" only
-    digest: str  # "file" and "dir": content (or listing) digest, hex
-    racy: bool  # modified too close to its recording: always re-read the content
-    relative: str  # the relative path it was opened by (another cwd is another file)
+        path: str  # absolute
+        kind: str  # one of FILE_KINDS
+        size: int  # "file" only
+        mtime_ns: int  # "file" only
+        digest: str  # "file" and "dir": content (or listing) digest, hex
+        racy: bool  # modified too close to its recording: always re-read the content
+        relative: str  # the relative path it was opened by (another cwd is another file)
 
+    class VariableRecord(TypedDict):
+        """One saved variable: its type's qualified name and its pickled size in bytes."""
 
-class VariableRecord(TypedDict):
-    """One saved variable: its type's qualified name and its pickled size in bytes."""
+        type: str
+        size: int
 
-    type: str
-    size: int
+    class _RngFields(TypedDict):
+        before: str
+        after: Any
 
+    class RngRecord(_RngFields, total=False):
+        """A random generator the computation advanced: its fingerprint before, its state after;
+        ``seeded`` when the code seeded it before drawing (then its state before is not checked)."""
 
-class _RngFields(TypedDict):
-    before: str
-    after: Any
+        seeded: bool
 
+    class EffectsRecord(TypedDict, total=False):
+        """What the computing run changed in the process, replayed on a hit (see ``_effects``)."""
 
-class RngRecord(_RngFields, total=False):
-    """A random generator the computation advanced: its fingerprint before, its state after;
-    ``seeded`` when the code seeded it before drawing (then its state before is not checked)."""
+        path_added: list[dict[str, Any]]  # {"entry": str, "before": the entry it precedes, or None}
+        path_removed: list[str]
+        argv: list[str]  # sys.argv after the run
+        environ_set: dict[str, str]
+        environ_unset: list[str]
 
-    seeded: bool
+    class BlockSource(TypedDict):
+        """The lines of a checkpoint block as it was computed: ``with`` line first."""
 
+        first_line: int
+        text: str
 
-class EffectsRecord(TypedDict, total=False):
-    """What the computing run changed in the process, replayed on a hit (see ``_effects``)."""
+    class EntryMeta(TypedDict, total=False):
+        """The metadata of one entry. The first group is the caller's (the engine), the second is
+        added by the writer; ``cell``/``cell_outputs`` come from ``%%checkpoint`` only."""
 
-    path_added: list[dict[str, Any]]  # {"entry": str, "before": the entry it precedes, or None}
-    path_removed: list[str]
-    argv: list[str]  # sys.argv after the run
-    environ_set: dict[str, str]
-    environ_unset: list[str]
+        name: str
+        key: str
+        kind: str  # "checkpoint", "cached_setup", "cell"
+        source: SourceRecord
+        created: float  # seconds since the epoch
+        compute_seconds: float
+        files: list[FileRecord]
+        components: dict[str, Any]  # the key's components (their contents belong to key/)
+        unbound: list[str]  # names the block deleted
+        rng: dict[str, RngRecord]
+        cell: str
+        cell_outputs: list[dict[str, Any]]
+        effects: EffectsRecord
+        block_source: BlockSource  # the block's text as computed, for `show --explain`'s line diff
 
+        format: int
+        pickler: str
+        variables: dict[str, VariableRecord]
+        state_size: int
+        python: str  # "3.11"
+        statecache_version: str
+        signed: bool
 
-class BlockSource(TypedDict):
-    """The lines of a checkpoint block as it was computed: ``with`` line first."""
-
-    first_line: int
-    text: str
-
-
-class EntryMeta(TypedDict, total=False):
-    """The metadata of one entry. The first group is the caller's (the engine), the second is
-    added by the writer; ``cell``/``cell_outputs`` come from ``%%checkpoint`` only."""
-
-    name: str
-    key: str
-    kind: str  # "checkpoint", "cached_setup", "cell"
-    source: SourceRecord
-    created: float  # seconds since the epoch
-    compute_seconds: float
-    files: list[FileRecord]
-    components: dict[str, Any]  # the key's components (their contents belong to key/)
-    unbound: list[str]  # names the block deleted
-    rng: dict[str, RngRecord]
-    cell: str
-    cell_outputs: list[dict[str, Any]]
-    effects: EffectsRecord
-    block_source: BlockSource  # the block's text as computed, for `show --explain`'s line diff
-
-    format: int
-    pickler: str
-    variables: dict[str, VariableRecord]
-    state_size: int
-    python: str  # "3.11"
-    statecache_version: str
-    signed: bool
+else:
+    SourceRecord = FileRecord = VariableRecord = RngRecord = EffectsRecord = dict
+    BlockSource = EntryMeta = dict
 
 
 # An expected JSON type is a Python type (checked exactly: JSON gives exact types, and a bool
