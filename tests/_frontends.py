@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import subprocess_env
+
 REPO = Path(os.environ.get("STATECACHE_TEST_REPO") or Path(__file__).resolve().parent.parent)
 TIMEOUT = 120  # only against hangs; nothing here measures time
 OUT = "OUT "  # prefix of the lines a case prints after its blocks: what the user sees
@@ -27,11 +29,7 @@ OUT = "OUT "  # prefix of the lines a case prints after its blocks: what the use
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child that imports statecache from ``REPO``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATECACHE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra)
-    return env
+    return subprocess_env(REPO, **extra)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python that imports this working tree's statecache."""
+def subprocess_env(repo: Path = REPO, /, **extra: str) -> dict[str, str]:
+    """The environment for a child Python that imports statecache from ``repo`` (this working
+    tree unless told), with no ``STATECACHE_*`` variable but those in ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATECACHE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
