@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_env
+
 pexpect = pytest.importorskip("pexpect")
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("watchfiles")
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60  # only against hangs; nothing here measures time
 
 SCRIPT = """\
@@ -45,21 +46,20 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e.pop("STATECACHE_DIR", None)
-    e.pop("STATECACHE_DISABLE", None)
-    e.pop("STATECACHE_QUIET", None)
-    e["PYTHONUNBUFFERED"] = "1"
-    e["TERM"] = "dumb"
-    return e
+def env(**extra: str) -> dict[str, str]:
+    """The environment of every process of these tests: bytecode is written (as a user's
+    ``python`` writes it, unless the environment says not to), so that a stale .pyc shows."""
+    dont_write = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
+    return subprocess_env(
+        PYTHONUNBUFFERED="1", TERM="dumb", PYTHONDONTWRITEBYTECODE=dont_write, **extra
+    )
 
 
-def empty_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The body of a test module's ``live_tmpdir`` fixture: the temporary directory of every
-    loop a test starts, which must be left empty (no socket, no directory). Short, for the
-    socket path's length limit."""
+@pytest.fixture(autouse=True)
+def live_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For the test modules that import it: the temporary directory of every loop a test
+    starts, which must be left empty (no socket, no directory). Short, for the socket path's
+    length limit."""
     import shutil
     import tempfile
 
@@ -73,24 +73,34 @@ def empty_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_project(root: Path) -> Path:
-    """``script.py`` (SCRIPT) and the module ``helper.py`` it imports, in ``root``."""
-    write(root / "helper.py", 'VALUE = "helper-1"\n')
-    write(root / "script.py", script_text())
-    return root
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """``script.py`` (SCRIPT) and the module ``helper.py`` it imports, in ``tmp_path``."""
+    write(tmp_path / "helper.py", 'VALUE = "helper-1"\n')
+    write(tmp_path / "script.py", script_text())
+    return tmp_path
 
 
-def spawn(project: Path, *args: str, options: tuple[str, ...] = ()) -> pexpect.spawn:
-    child = pexpect.spawn(
+LIVE = ("-m", "statecache", "live")
+
+
+def spawn(
+    project: Path,
+    *args: str,
+    options: tuple[str, ...] = (),
+    command: tuple[str, ...] = LIVE,
+    environ: dict[str, str] | None = None,
+) -> pexpect.spawn:
+    """``python <command> <options> script.py <args>`` in a pseudo-terminal, in ``project``."""
+    return pexpect.spawn(
         sys.executable,
-        ["-m", "statecache", "live", *options, "script.py", *args],
+        [*command, *options, "script.py", *args],
         cwd=str(project),
-        env=env(),
+        env=env() if environ is None else environ,
         encoding="utf-8",
         timeout=TIMEOUT,
         dimensions=(50, 200),
     )
-    return child
 
 
 def loop_processes(project: Path) -> list[psutil.Process]:
@@ -130,10 +140,17 @@ def wait_gone(pids: list[int], allow_zombies: bool = False) -> list[int]:
 
 
 @contextlib.contextmanager
-def live_session(project: Path, *args: str, options: tuple[str, ...] = ()) -> Iterator[pexpect.spawn]:
-    """A `statecache live` session; when the block ends the loop is left with `q` and must
-    exit cleanly (status 0), and the terminal is closed whatever happened."""
-    child = spawn(project, *args, options=options)
+def live_session(
+    project: Path,
+    *args: str,
+    options: tuple[str, ...] = (),
+    command: tuple[str, ...] = LIVE,
+    environ: dict[str, str] | None = None,
+) -> Iterator[pexpect.spawn]:
+    """A `statecache live` session (``spawn``'s arguments); when the block ends the loop is
+    left with `q` and must exit cleanly (status 0), and the terminal is closed whatever
+    happened."""
+    child = spawn(project, *args, options=options, command=command, environ=environ)
     try:
         yield child
         child.sendline("q")
@@ -150,15 +167,16 @@ def idle(child: pexpect.spawn) -> str:
     return child.before
 
 
-def plain_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "script.py", *args],
-        cwd=project,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
+def python(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``cwd``, its output captured (its exit status not checked)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=TIMEOUT
     )
+
+
+def plain_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python script.py ARGS``, which must succeed."""
+    done = python(project, "script.py", *args)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -167,14 +185,7 @@ def keys_of(project: Path, name: str) -> list[str]:
     """The keys of the entries of checkpoint ``name``, from ``statecache ls --json``."""
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-m", "statecache", "ls", "--json"],
-        cwd=project,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    done = python(project, "-m", "statecache", "ls", "--json")
     assert done.returncode == 0, done.stderr
     return sorted(e["key"] for e in json.loads(done.stdout)["entries"] if e["name"] == name)
 
@@ -185,14 +196,7 @@ def components(project: Path, name: str) -> dict[str, object]:
 
     out = {}
     for key in keys_of(project, name):
-        done = subprocess.run(
-            [sys.executable, "-m", "statecache", "show", f"{name}/{key}", "--json"],
-            cwd=project,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        done = python(project, "-m", "statecache", "show", f"{name}/{key}", "--json")
         out[key] = json.loads(done.stdout).get("components") if done.returncode == 0 else None
     return out
 

@@ -10,21 +10,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import live_helpers
+from tests.conftest import REPO
 from tests.live_helpers import (
-    REPO,
+    LIVE,
     TIMEOUT,
-    empty_tmpdir,
     env,
     idle,
+    live_first_run,
     live_session,
     loop_processes,
-    make_project,
     pexpect,
+    plain_run,
+    python,
     script_text,
     spawn,
     wait_gone,
@@ -33,16 +35,8 @@ from tests.live_helpers import (
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="live mode needs fork")
 
-
-@pytest.fixture(autouse=True)
-def live_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every loop's temporary directory, left empty."""
-    yield from empty_tmpdir(monkeypatch)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path)
+# the fixtures: the project (a script and its module), and every loop's TMPDIR, left empty
+project, live_tmpdir = live_helpers.project, live_helpers.live_tmpdir
 
 
 def test_live_loop_through_edits(project: Path) -> None:
@@ -168,23 +162,8 @@ def test_no_process_left_when_the_controller_goes(project: Path, how: str) -> No
 
 
 def test_live_checkpoint_is_a_disk_hit_afterwards(project: Path) -> None:
-    child = spawn(project)
-    try:
-        child.expect("SETUP RAN")
-        idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    done = subprocess.run(
-        [sys.executable, "script.py"],
-        cwd=project,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, done.stderr
+    assert "SETUP RAN" in live_first_run(project)
+    done = plain_run(project)
     assert "tail v1 45 helper-1" in done.stdout
     assert "SETUP RAN" not in done.stdout
     assert "'setup' restored" in done.stderr
@@ -201,27 +180,13 @@ def test_syntax_error_at_start_waits_for_a_fix(project: Path) -> None:
 
 
 def test_python_dash_m_entry_point(project: Path) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "statecache.live", "script.py"],
-        cwd=str(project),
-        env=env(),
-        encoding="utf-8",
-        timeout=TIMEOUT,
-    )
-    try:
+    with live_session(project, command=("-m", "statecache.live")) as child:
         child.expect("tail v1 45 helper-1")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_module_edit_of_comments_only_runs_nothing(project: Path) -> None:
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("tail v1 45 helper-1")
         idle(child)
         write(project / "helper.py", '# just a comment\nVALUE = "helper-1"  # same\n')
@@ -230,10 +195,6 @@ def test_module_edit_of_comments_only_runs_nothing(project: Path) -> None:
         child.expect(r"run 2 from the snapshot after checkpoint 'setup'")
         child.expect("tail later 45 helper-1")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
 
 
 FUNCS = """\
@@ -257,8 +218,7 @@ def test_tracebacks_point_at_moved_lines(project: Path) -> None:
     reports its new line numbers when the re-run (resumed after it) fails inside it."""
     script = project / "script.py"
     write(script, FUNCS)
-    child = spawn(project)
-    try:
+    with live_session(project) as child:
         child.expect("tail 1")
         idle(child)
         moved = "# one\n# two\n" + FUNCS
@@ -272,10 +232,6 @@ def test_tracebacks_point_at_moved_lines(project: Path) -> None:
         assert child.match.group(2).startswith("raise ValueError"), repr(child.after)
         child.expect("ValueError: x too big: 2")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
 
 
 def test_undoing_an_edit_resumes_from_the_old_snapshot(project: Path) -> None:
@@ -387,14 +343,7 @@ def test_usage_errors(tmp_path: Path) -> None:
         (["--max-snapshots", "5"], 2, "give the script to run"),
         (["nope.py"], 2, "no such file"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "statecache", "live", *args],
-            cwd=tmp_path,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        done = python(tmp_path, *LIVE, *args)
         assert done.returncode == code, done.stderr
         assert text in done.stderr and "Traceback" not in done.stderr
 
@@ -461,7 +410,7 @@ def test_without_a_terminal_sigint_stops_the_run_then_quits(project: Path) -> No
         ),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "statecache", "live", "script.py"],
+        [sys.executable, *LIVE, "script.py"],
         cwd=project,
         env=env(),
         stdin=subprocess.DEVNULL,
@@ -502,15 +451,7 @@ def test_without_watchfiles_saves_are_polled(project: Path) -> None:
     (hide / "watchfiles").mkdir(parents=True)
     write(hide / "watchfiles" / "__init__.py", 'raise ImportError("not installed")\n')
     script = project / "script.py"
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "statecache", "live", "script.py"],
-        cwd=str(project),
-        env=env() | {"PYTHONPATH": f"{hide}{os.pathsep}{REPO}"},
-        encoding="utf-8",
-        timeout=TIMEOUT,
-    )
-    try:
+    with live_session(project, environ=env(PYTHONPATH=f"{hide}{os.pathsep}{REPO}")) as child:
         child.expect("tail v1 45 helper-1")
         idle(child)
         write(script, script_text(tag="polled"))
@@ -521,11 +462,6 @@ def test_without_watchfiles_saves_are_polled(project: Path) -> None:
         child.expect(r"run 3 from the start \(helper\.py changed\)")
         child.expect("tail polled 45 helper-2")
         idle(child)
-        child.sendline("q")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_a_long_tmpdir_still_works(project: Path, live_tmpdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

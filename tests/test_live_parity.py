@@ -5,36 +5,26 @@ runs. Also in-process: where two versions of a script differ, and the polling wa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import live_helpers
 from tests.live_helpers import (
     TIMEOUT,
     components,
-    empty_tmpdir,
     idle,
     keys_of,
     live_first_run,
     live_session,
-    make_project,
     plain_run,
     write,
 )
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="live mode needs fork")
 
-
-@pytest.fixture(autouse=True)
-def live_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every loop's temporary directory, left empty."""
-    yield from empty_tmpdir(monkeypatch)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path)
+# the fixtures: the project (a script and its module), and every loop's TMPDIR, left empty
+project, live_tmpdir = live_helpers.project, live_helpers.live_tmpdir
 
 
 HELPER_SCRIPT = """\
