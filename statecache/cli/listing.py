@@ -14,7 +14,7 @@ from typing import Any
 from .._config import format_duration, format_size, validate_name
 from .._errors import InvalidNameError, UsageError
 from ..entry.meta import EntryMeta, FileRecord
-from ..store.layout import KEY_RE
+from ..store.layout import is_key
 from ..store.maintenance import EntryFile, name_dirs, scan
 from .common import (
     PROG,
@@ -174,7 +174,7 @@ def file_state(rec: FileRecord) -> str:
 
 
 def _is_hex_prefix(text: str) -> bool:
-    return 0 < len(text) <= 32 and KEY_RE.fullmatch(text.lower().ljust(32, "0")) is not None
+    return 0 < len(text) <= 32 and is_key(text.lower().ljust(32, "0"))
 
 
 def parse_target(query: str) -> tuple[str, str]:

@@ -23,7 +23,6 @@ import re
 CACHE_DIR_NAME = ".statecache"  # the default cache directory, beside the script or notebook
 ENTRY_SUFFIX = ".sc"
 LOCK_SUFFIX = ".lock"  # appended to an entry's file name
-KEY_RE = re.compile(r"[0-9a-f]{32}")
 
 GITIGNORE = ".gitignore"
 GITIGNORE_TEXT = "# Created by statecache: cached program state, not for version control.\n*\n"
@@ -42,12 +41,18 @@ USAGE_FILE = ".statecache-usage.json"
 #: may be shared by a change still to come, so the usage index does not trust it.
 RACY_NS = 2_000_000_000
 
-_TEMP_RE = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]{8})\.tmp")
-_USAGE_TEMP_RE = re.compile(re.escape(USAGE_FILE) + r"\.(?P<pid>\d+)\.[0-9a-f]{8}\.part")
-_OWN_TOP = re.compile(
-    rf"{re.escape(GITIGNORE)}|{re.escape(CACHEDIR_TAG)}|{re.escape(USAGE_FILE)}(\..*)?"
-)
-_OWN_ENTRY = re.compile(r"[0-9a-f]{32}\.sc(\.lock)?|\.[0-9a-f]{32}\.sc\.[0-9]+\.[0-9a-f]{8}\.tmp")
+# Patterns, compiled by ``re`` on first use (and cached there): a hit uses none of them, and
+# compiling them all costs most of a millisecond of import.
+_KEY = r"[0-9a-f]{32}"
+_TEMP = r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]{8})\.tmp"
+_USAGE_TEMP = re.escape(USAGE_FILE) + r"\.(?P<pid>\d+)\.[0-9a-f]{8}\.part"
+_OWN_TOP = rf"{re.escape(GITIGNORE)}|{re.escape(CACHEDIR_TAG)}|{re.escape(USAGE_FILE)}(\..*)?"
+_OWN_ENTRY = r"[0-9a-f]{32}\.sc(\.lock)?|\.[0-9a-f]{32}\.sc\.[0-9]+\.[0-9a-f]{8}\.tmp"
+
+
+def is_key(text: str) -> bool:
+    """Whether ``text`` is an entry key (32 lowercase hex digits)."""
+    return re.fullmatch(_KEY, text) is not None
 
 
 def entry_filename(key: str) -> str:
@@ -58,7 +63,7 @@ def entry_key(filename: str) -> str | None:
     """The key of an entry file name (``<32 hex>.sc``), else None."""
     if filename.endswith(ENTRY_SUFFIX):
         key = filename[: -len(ENTRY_SUFFIX)]
-        if KEY_RE.fullmatch(key):
+        if is_key(key):
             return key
     return None
 
@@ -82,7 +87,7 @@ def temp_path(path: str) -> str:
 
 def is_temp_file(filename: str) -> int | None:
     """The writer's pid if ``filename`` is one of our temp files, else None (for ``gc``)."""
-    m = _TEMP_RE.fullmatch(os.path.basename(filename))
+    m = re.fullmatch(_TEMP, os.path.basename(filename))
     return int(m.group("pid")) if m else None
 
 
@@ -92,15 +97,15 @@ def usage_temp_path(cache_dir: str) -> str:
 
 def usage_temp_pid(filename: str) -> int | None:
     """The writer's pid if ``filename`` is a temp file of the usage index, else None."""
-    m = _USAGE_TEMP_RE.fullmatch(filename)
+    m = re.fullmatch(_USAGE_TEMP, filename)
     return int(m.group("pid")) if m else None
 
 
 def is_own_top(filename: str) -> bool:
     """Whether a file at the top of a cache directory is one statecache makes."""
-    return _OWN_TOP.fullmatch(filename) is not None
+    return re.fullmatch(_OWN_TOP, filename) is not None
 
 
 def is_own_in_name_dir(filename: str) -> bool:
     """Whether a file inside a checkpoint's directory is one statecache makes."""
-    return _OWN_ENTRY.fullmatch(filename) is not None
+    return re.fullmatch(_OWN_ENTRY, filename) is not None
