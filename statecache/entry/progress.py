@@ -109,7 +109,9 @@ def progress_bar(verb: str, name: Any, total: int | None, enabled: bool | None) 
         return NoProgress()
     stream = sys.stderr
     if enabled is None:
-        if _quiet():
+        from .._config import env_quiet
+
+        if env_quiet():
             return NoProgress()
         try:
             if stream is None or not stream.isatty():
@@ -118,12 +120,3 @@ def progress_bar(verb: str, name: Any, total: int | None, enabled: bool | None) 
             return NoProgress()
     return Progress(verb, str(name) if name is not None else "entry", total, stream)
 
-
-def _quiet() -> bool:
-    from .._config import env_flag
-    from .._errors import ConfigError
-
-    try:
-        return env_flag("STATECACHE_QUIET")
-    except ConfigError:  # the engine reports a bad value; a progress bar is not worth failing for
-        return False

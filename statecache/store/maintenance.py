@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .._config import format_size, validate_name
+from .._config import env_quiet, format_size, validate_name
 from .._errors import InvalidNameError
 from .layout import (
     CACHEDIR_TAG,
@@ -371,16 +371,6 @@ def cache_size(cache_dir: str) -> int:
     return sum(v[1] for v in dirs.values())
 
 
-def _quiet() -> bool:
-    from .._config import env_flag
-    from .._errors import ConfigError
-
-    try:
-        return env_flag("STATECACHE_QUIET")
-    except ConfigError:  # after a save, a bad value is not worth failing for: not quiet
-        return False
-
-
 def _warn(message: str) -> None:
     import warnings
 
@@ -421,7 +411,7 @@ def after_save(
     """
     if max_size is None:
         return
-    quiet = _quiet() if verbose is None else not verbose
+    quiet = env_quiet() if verbose is None else not verbose
     try:
         if cache_size(cache_dir) <= max_size:
             return
