@@ -276,11 +276,45 @@ def edited_after_loading(module: types.ModuleType) -> bytes:
     if isinstance(path, str):
         stale += _stale_data(module, path)
     if not stale:
-        return b""
+        return loaded_other_text(module)
     h = xxhash.xxh3_128()
     for qualname, digest in sorted(stale):
         h.update(encode_str(qualname) + digest)
-    return b"ran" + h.digest()
+    return b"ran" + h.digest() + loaded_other_text(module)
+
+
+def loaded_other_text(module: types.ModuleType) -> bytes:
+    """``b""`` unless the module's file is no longer the text it was loaded from; then
+    ``b"loaded"`` + the stamp of that text. Import leaves the stamp (mtime, size, or hash) of
+    the source it ran in the ``.pyc`` it read or wrote, so a file saved after loading shows, as
+    long as the edit changed its size or its mtime's second (an edit of the same size within
+    the same second, or a pyc that was not written, is not seen). A key taken from the file's
+    text mixes this in: what running the top level did (``sys.setrecursionlimit(5000)``,
+    registrations) shows in no function or value, and the new text must not key it."""
+    path = getattr(module, "__file__", None)
+    cached = getattr(module, "__cached__", None)
+    if not (isinstance(path, str) and isinstance(cached, str) and path.endswith(".py")):
+        return b""
+    try:
+        with open(cached, "rb") as f:
+            header = f.read(16)
+        st = os.stat(path)
+    except OSError:
+        return b""
+    if len(header) < 16:
+        return b""
+    flags = int.from_bytes(header[4:8], "little")
+    if flags & 1:  # a hash-based pyc: the source's hash
+        import importlib.util
+
+        try:
+            with open(path, "rb") as f:
+                same = importlib.util.source_hash(f.read()) == header[8:16]
+        except OSError:
+            return b""
+    else:
+        same = header[8:16] == struct.pack("<II", int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+    return b"" if same else b"loaded" + header[8:16]
 
 
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))

@@ -21,9 +21,9 @@ from typing import Any
 
 import xxhash
 
-from .code import code_digest, scan_refs
+from .code import code_digest, loaded_other_text, scan_refs
 from .hashing import U64, digest, encode_str, file_digest
-from .imports import imports_digest, resolve_import, source_digest, top_level_digest
+from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
 
@@ -281,9 +281,9 @@ class CodeGraph:
         does not count. A module used on its own (passed on, ``getattr`` with a computed name)
         is read by another chain of the same code, without attributes, and counts whole."""
         if followed and isinstance(val, types.ModuleType) and is_user_module(val):
-            path = getattr(val, "__file__", None)
-            if path and path.endswith(".py"):
-                h.update(b"modtop" + encode_str(val.__name__) + top_level_digest(path))
+            top = module_top_digest(val)
+            if top is not None:
+                h.update(b"modtop" + encode_str(val.__name__) + top)
                 return
         self._feed(h, val, ctx)
 
@@ -335,7 +335,7 @@ class CodeGraph:
         h.update(b"mod" + encode_str(mod.__name__))
         path = getattr(mod, "__file__", None)
         if path and path.endswith(".py"):
-            h.update(source_digest(path))
+            h.update(source_digest(path) + loaded_other_text(mod))
         elif path:
             try:
                 h.update(b"file" + bytes.fromhex(file_digest(path)))

@@ -17,7 +17,7 @@ import types
 import xxhash
 
 from .astdigest import ast_digest
-from .code import edited_after_loading
+from .code import edited_after_loading, loaded_other_text
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
 
@@ -92,6 +92,15 @@ def top_level_digest(path: str) -> bytes:
     result = b"top" + ast_digest(body)
     _TOPS[path] = (stamp, result)
     return result
+
+
+def module_top_digest(module: types.ModuleType) -> bytes | None:
+    """``top_level_digest`` of a loaded user module's file, with ``loaded_other_text`` (the file
+    saved after the module was loaded); None when the module has no ``.py`` file."""
+    path = getattr(module, "__file__", None)
+    if not (isinstance(path, str) and path.endswith(".py")):
+        return None
+    return top_level_digest(path) + loaded_other_text(module)
 
 
 def module_file(name: str) -> str | None:

@@ -262,16 +262,16 @@ def _modules_read_through_chains(reads: Reads, values: dict[str, Any]) -> None:
     so a module edited after loading is keyed by what ran where the code reads it."""
     if reads.bare is None:
         return
-    from .imports import top_level_digest
+    from .imports import module_top_digest
     from .provenance import is_user_module
 
     for name in reads.inputs:
         module = values.get(name)
         if name in reads.bare or not isinstance(module, types.ModuleType) or not is_user_module(module):
             continue
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str) and path.endswith(".py"):
-            values[name] = top_level_digest(path).hex()
+        top = module_top_digest(module)
+        if top is not None:
+            values[name] = top.hex()
 
 
 def implicit_values(
