@@ -36,8 +36,6 @@ from ._settings import Settings, as_names, default_cache_dir, where
 from ._tiers import Tier, active_tiers, add_tier, remove_tier
 from ._warnings import warn
 from .key import components as _components
-from .key import files as _files
-from .key import rng as _rng
 
 # what front ends and plug-ins take from here (settings and tiers live in their own modules)
 __all__ = [
@@ -48,6 +46,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ._effects import ProcessState
     from .entry.meta import EntryMeta
+    from .key.files import FileRecorder
     from .store.store import Store
 
 
@@ -137,7 +136,7 @@ class Engine:
         self.tiers: list[Tier] = active_tiers(settings.remote)
         self._consulted: list[Tier] = []  # tiers asked for this key: each gets publish or abandon
         self._lock: Any = None
-        self._recorder: _files.FileRecorder | None = None
+        self._recorder: FileRecorder | None = None
         self._rng_before: dict[str, Any] = {}
         self._process_before: ProcessState | None = None
         self._seeded: tuple[str, ...] = ()
@@ -235,11 +234,19 @@ class Engine:
         what it read: a miss, never a hit on trust."""
         if "files" not in meta:
             return "the entry records no data files"
-        for record in meta.get("files", []):
-            changed = _files.changed_record(dict(record), self.store.root if self.store else None)
-            if changed:
-                return changed
-        return _rng.changed({k: r for k, r in meta.get("rng", {}).items() if not r.get("seeded")})
+        if meta["files"]:
+            from .key.files import changed_record
+
+            for record in meta["files"]:
+                changed = changed_record(dict(record), self.store.root if self.store else None)
+                if changed:
+                    return changed
+        drawn = {k: r for k, r in meta.get("rng", {}).items() if not r.get("seeded")}
+        if drawn:  # most blocks draw no random numbers: no import on their hits
+            from .key import rng
+
+            return rng.changed(drawn)
+        return None
 
     def _expired(self, meta: EntryMeta) -> str | None:
         """"expired" for an entry older than ``max_age`` (None: no limit, or young enough)."""
@@ -298,7 +305,7 @@ class Engine:
             f"'{self.name}' restored {format_size(size)} in {format_duration(time.perf_counter() - started)}"
             + (f" (computed in {format_duration(computed)})" if computed is not None else ""),
         )
-        _files.add_to_active([dict(r) for r in meta.get("files", [])])
+        _tell_recorders(meta.get("files", []))
         self.hit, self.reason = True, ""
         return Found(meta, state)
 
@@ -308,7 +315,11 @@ class Engine:
         """Put a hit's state back through the front end's binder, its random generators and
         what the computing run changed in the process (``sys.path``, ``sys.argv``, environment)."""
         binder.restore(found.state, list(found.meta.get("unbound", [])))
-        _rng.restore(dict(found.meta.get("rng", {})))
+        drawn = found.meta.get("rng")
+        if drawn:
+            from .key import rng
+
+            rng.restore(dict(drawn))
         effects = found.meta.get("effects")
         if effects:  # most blocks change nothing in the process: no import on their hits
             from . import _effects
@@ -320,12 +331,14 @@ class Engine:
     def start(self, seeded: Iterable[str] = ()) -> None:
         """The code runs now: record the files it opens and the random generators it advances
         (``seeded``: generators it seeds before drawing, whose state before does not count)."""
+        from . import _effects
+        from .key import rng
+        from .key.files import FileRecorder
+
         self._seeded = tuple(seeded)
         self.status(f"'{self.name}' computing ({self.reason})")
-        self._recorder = _files.FileRecorder().__enter__()
-        self._rng_before = _rng.capture()
-        from . import _effects
-
+        self._recorder = FileRecorder().__enter__()
+        self._rng_before = rng.capture()
         self._process_before = _effects.capture()
         self._started = time.perf_counter()
 
@@ -338,6 +351,8 @@ class Engine:
         self._finish(collect)
 
     def _finish(self, collect: Callable[[], Collected] | None) -> None:
+        from .key import rng as _rng
+
         compute_seconds = time.perf_counter() - self._started
         try:
             rng = _rng.records(self._rng_before, _rng.capture()) if collect is not None else {}
@@ -363,6 +378,8 @@ class Engine:
             self._abandon()  # after a publish, nothing is left to abandon
 
     def _meta(self, extra: dict[str, Any], compute_seconds: float) -> EntryMeta:
+        from .key.files import snapshot
+
         assert self.store is not None and self._recorder is not None
         file, _, line = self.where.rpartition(":")
         meta: dict[str, Any] = {
@@ -372,7 +389,7 @@ class Engine:
             "source": {"file": file, "line": int(line)},
             "created": time.time(),
             "compute_seconds": compute_seconds,
-            "files": _files.snapshot(self._recorder, [self.store.root]),
+            "files": snapshot(self._recorder, [self.store.root]),
             "components": self.components,
             **extra,
         }
@@ -402,7 +419,7 @@ class Engine:
                 "program goes on with the state it computed. Free some space or point "
                 "STATECACHE_DIR elsewhere.")
             return
-        _files.add_to_active([dict(r) for r in meta["files"]])
+        _tell_recorders(meta["files"])
         self.status(
             f"'{self.name}' saved {format_size(sum(v.get('size', 0) for v in written.variables.values()))} "
             f"({format_size(written.size)} on disk) in {format_duration(written.seconds)} "
@@ -444,3 +461,12 @@ class Engine:
                     abandon(self.name, self.key)
                 except Exception as exc:
                     warn(f"statecache: could not release '{self.name}' on {tier!r} ({exc})")
+
+
+def _tell_recorders(records: list[Any]) -> None:
+    """Give the files an entry depends on to every checkpoint computing around this one (an
+    inner hit or save): the outer entry depends on them too."""
+    if records:  # no import on the hits of blocks that read no file
+        from .key.files import add_to_active
+
+        add_to_active([dict(r) for r in records])

@@ -41,6 +41,27 @@ def test_miss_then_hit_restores_the_assigned_names(project: Project) -> None:
     assert len(project.entries("data")) == 1
 
 
+def test_a_hit_imports_only_what_restoring_needs(project: Project) -> None:
+    # The first hit of a process is the figure users feel: the modules that only a computing
+    # run needs (file recording, random generators, process effects, the writer, the lock)
+    # stay unimported when the entry records no file, no generator and no process change.
+    compute_only = ("statecache.key.rng", "statecache._effects", "statecache.key.readers",
+                    "statecache.entry.writer", "filelock", "glob", "base64")
+    project.write("script.py", f"""
+import sys
+import statecache as sc
+n = 10
+with sc.checkpoint("small"):
+    small = {{i: i * 7 for i in range(n)}}
+print("loaded", sorted(m for m in {compute_only!r} if m in sys.modules))
+print("small", len(small))
+""")
+    assert "small 10" in project.run("script.py").stdout
+    second = project.run("script.py")
+    assert second.hit("small") and "small 10" in second.stdout
+    assert "loaded []" in second.stdout
+
+
 def test_cache_dir_is_private_and_marked(project: Project) -> None:
     project.write("script.py", BASIC)
     project.run("script.py")
