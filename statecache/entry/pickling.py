@@ -1,6 +1,6 @@
-"""Turning the state into a pickle stream and back: pickle first, then cloudpickle, then dill
-for what plain pickle refuses (lambdas, local classes, closures), and the error that names the
-variables no pickler accepts.
+"""Turning the state into a pickle stream: pickle first, then cloudpickle, then dill for what
+plain pickle refuses (lambdas, local classes, closures), and the error that names the
+variables no pickler accepts. Loading it back is the reader's (``reader.unpickler_class``).
 
 Protocol 5 with one Pickler per attempt (one shared memo, so references between variables
 survive); buffers of INBAND_MAX bytes or more go out of band, for the codec to store raw or
@@ -196,16 +196,3 @@ def unpicklable_error(
         names=names,
     )
 
-
-def unpickler_class(pickler: object) -> Any:
-    """The Unpickler for an entry written by ``pickler``; LookupError (saying why) if none here.
-    cloudpickle's output loads with plain pickle."""
-    if pickler in ("pickle", "cloudpickle"):
-        return pickle.Unpickler
-    if pickler == "dill":
-        try:
-            import dill
-        except ImportError as exc:
-            raise LookupError("needs dill to load, and dill is not installed") from exc
-        return dill.Unpickler
-    raise LookupError(f"unknown pickler {pickler!r} in the metadata")

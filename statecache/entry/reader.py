@@ -16,7 +16,6 @@ from typing import Any
 import xxhash
 
 from .._errors import EntryError
-from .codec import PARALLEL_MIN, run_jobs, unzstd_into
 from .format import (
     ALIGN,
     FLAG_SIGNED,
@@ -33,12 +32,14 @@ from .format import (
     xxh,
 )
 from .meta import EntryMeta, parse_meta
-from .pickling import unpickler_class
 from .progress import NoProgress, progress_bar
-from .stream import StreamFile
 
 READ_PIECE = 256 << 10  # raw chunks are read and hashed this much at a time (cache-resident)
 HEAD_READ = 64 << 10  # first read of an entry: header + meta, often the whole file
+
+# A small hit (a pickle stream of raw chunks, no buffer sections) needs only this module, format
+# and meta: the codec (threads, zstd) and the compressed stream file are imported when a
+# section needs them, and the writer's pickling module not at all.
 
 
 class Reader:
@@ -207,6 +208,8 @@ class Reader:
         if all(codec == RAW for codec, _ in pieces):
             self.progress.add(sec.raw_len)
             return io.BytesIO(stored)
+        from .stream import StreamFile
+
         return StreamFile(pieces, sec.raw_len, self.chunk_size, self.error, self.progress)
 
     def buffer_jobs(self, sec: Section, target: memoryview) -> list[tuple]:
@@ -238,6 +241,8 @@ class Reader:
             if digest != checksum:
                 raise self.error("damaged buffer section (checksum mismatch)")
         else:
+            from .codec import unzstd_into
+
             stored = self.pread(n, offset)
             if xxh(stored) != checksum:
                 raise self.error("damaged buffer section (checksum mismatch)")
@@ -343,13 +348,7 @@ def read_entry(
 def _read_state(
     reader: Reader, mmap: bool, secret: bytes | None
 ) -> tuple[EntryMeta, dict[str, Any]]:
-    stream_sec = reader.sections[0]
-    if not mmap and sum(sec.stored_len for sec in reader.sections[1:]) >= PARALLEL_MIN:
-        # Parallel readers at interleaved offsets defeat the kernel's sequential readahead on
-        # a cold file: ask for the whole data range at once (about a millisecond when cached).
-        last = reader.sections[-1]
-        _willneed(reader.fd, reader.data_start, last.offset + last.stored_len - reader.data_start)
-    stored = reader.read_stored(stream_sec)
+    stored = reader.read_stored(reader.sections[0])
     reader.check_signature(secret, stored)
     source = reader.stream_file(stored)
     names = reader.meta.get("variables")
@@ -359,7 +358,34 @@ def _read_state(
         unpickler = unpickler_class(reader.meta.get("pickler"))
     except LookupError as exc:
         raise reader.error(str(exc)) from exc
+    buffers = _read_buffers(reader, mmap) if len(reader.sections) > 1 else []
 
+    state: dict[str, Any] = {}
+    remaining = iter(buffers)
+    load = unpickler(source, buffers=remaining).load
+    for name in names:
+        try:
+            state[name] = load()
+        except (MemoryError, EntryError):
+            raise
+        except Exception as exc:
+            raise reader.error(
+                f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
+        raise reader.error("damaged (the pickle stream does not match the variable list)")
+    return reader.meta, state
+
+
+def _read_buffers(reader: Reader, mmap: bool) -> list[Any]:
+    """The out-of-band buffers, each read (and checked) into its final memory or mapped."""
+    from .codec import PARALLEL_MIN, run_jobs
+
+    if not mmap and sum(sec.stored_len for sec in reader.sections[1:]) >= PARALLEL_MIN:
+        # Parallel readers at interleaved offsets defeat the kernel's sequential readahead on
+        # a cold file: ask for the whole data range at once (about a millisecond when cached).
+        last = reader.sections[-1]
+        _willneed(reader.fd, reader.data_start, last.offset + last.stored_len - reader.data_start)
     buffers: list[Any] = []
     jobs: list[tuple] = []
     mapped: memoryview | None = None
@@ -382,27 +408,30 @@ def _read_state(
         jobs.extend(reader.buffer_jobs(sec, memory))
         total += sec.raw_len
     run_jobs(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
+    return buffers
 
-    state: dict[str, Any] = {}
-    remaining = iter(buffers)
-    load = unpickler(source, buffers=remaining).load
-    for name in names:
+
+def unpickler_class(pickler: object) -> Any:
+    """The Unpickler for an entry written by ``pickler`` (one of ``pickling.PICKLERS``);
+    LookupError (saying why) if none here. cloudpickle's output loads with plain pickle."""
+    if pickler in ("pickle", "cloudpickle"):
+        import pickle
+
+        return pickle.Unpickler
+    if pickler == "dill":
         try:
-            state[name] = load()
-        except (MemoryError, EntryError):
-            raise
-        except Exception as exc:
-            raise reader.error(
-                f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
-    if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
-        raise reader.error("damaged (the pickle stream does not match the variable list)")
-    return reader.meta, state
+            import dill
+        except ImportError as exc:
+            raise LookupError("needs dill to load, and dill is not installed") from exc
+        return dill.Unpickler
+    raise LookupError(f"unknown pickler {pickler!r} in the metadata")
 
 
 def verify_entry(path: Any, *, secret: bytes | None = None) -> EntryMeta:
     """Check every checksum (and the signature, with ``secret``) without unpickling anything;
     return the metadata. Raises EntryError on the first problem found."""
+    from .codec import PARALLEL_MIN, run_jobs
+
     with Reader(path) as reader:
         reader.read_table()
         stream_sec = reader.sections[0]
