@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from ..key.code import _future_flags  # loaded once by the first worker, not in each run
 
 START = "the start"
 IMPORTS = "the imports"
@@ -29,6 +32,12 @@ class Plan:
     @property
     def stmts(self) -> list[ast.stmt]:
         return self.tree.body
+
+    @cached_property
+    def flags(self) -> int:
+        """Compiler flags of the script's ``from __future__`` imports, for compiling its
+        statements one at a time as the whole file would be (and as the keys compile them)."""
+        return _future_flags(self.tree)
 
     @property
     def imports_point(self) -> int:
@@ -112,22 +121,6 @@ def _checkpoint_name(stmt: ast.stmt) -> str | None:
             arg = call.args[0] if call.args else None
             return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else "?"
     return None
-
-
-def future_flags(tree: ast.Module) -> int:
-    """Compiler flags of the script's ``from __future__`` imports, for compiling its statements
-    one at a time as the whole file would be."""
-    import __future__
-
-    flags = 0
-    for stmt in tree.body:
-        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
-            for alias in stmt.names:
-                feature = getattr(__future__, alias.name, None)
-                flags |= getattr(feature, "compiler_flag", 0)
-        elif not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
-            break
-    return flags
 
 
 def read_text(path: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from . import protocol
 from .modules import forget_bytecode, local_modules
-from .plan import Plan, future_flags, make_plan
+from .plan import Plan, make_plan
 from .relocate import compile_statement, fix_lines, hold_source
 from .terminal import TAG, flush_std
 
@@ -31,7 +31,7 @@ class Host(Protocol):
     """The worker process a run executes in (see ``worker.Worker``)."""
 
     path: str
-    source: str
+    plan: Plan | None  # the version of the script the process's state was built from
     conn: socket.socket | None
 
     def connect(self, hello: protocol.Message) -> socket.socket: ...
@@ -51,7 +51,6 @@ class Run:
         self.path = host.path
         self.mod = sys.modules["__main__"]
         self.plan = make_plan(msg["source"], self.path)
-        self.flags = future_flags(self.plan.tree)
         self.conn = host.conn = host.connect(
             {"type": "runner", "pid": os.getpid(), "run": self.run_id}
         )
@@ -86,20 +85,12 @@ class Run:
     def prepare(self) -> None:
         """Make the snapshot's state fit the new source: moved functions, edited modules."""
         import importlib
-        import linecache
 
-        start, plan = self.msg["start"], self.plan
-        old_source, self.host.source = self.host.source, plan.source
-        if start and old_source and old_source != plan.source:
-            # unchanged statements may have moved (comment lines above them)
-            old = make_plan(old_source, self.path)
-            fix_lines(self.mod.__dict__, self.path, old.stmts[:start], plan.stmts[:start])
         for f in self.msg["changed"]:
             forget_bytecode(f)
         importlib.invalidate_caches()
-        linecache.checkcache()
-        hold_source(self.path, plan.source)
-        self.mod.__doc__ = ast.get_docstring(plan.tree, clean=False)
+        self.adopt(self.plan, self.msg["start"])
+        self.mod.__doc__ = ast.get_docstring(self.plan.tree, clean=False)
         if not os.environ.get("PYTHONBREAKPOINT"):
             sys.breakpointhook = breakpointhook
         self.known_modules = len(sys.modules)
@@ -139,7 +130,7 @@ class Run:
 
     def step(self, i: int, debugger: Any) -> Any:
         """Execute statement ``i``; the debugger's trace function if one is stepping."""
-        code = compile_statement(self.plan.stmts[i], self.path, self.flags, first=i == 0)
+        code = compile_statement(self.plan.stmts[i], self.path, self.plan.flags, first=i == 0)
         if debugger is not None:
             sys.settrace(debugger)
         exec(code, self.mod.__dict__)
@@ -159,14 +150,7 @@ class Run:
             refused: protocol.Refused = {"type": "refused", "run": update["run"]}
             protocol.send(self.conn, refused)
             return
-        import linecache
-
-        old, self.plan = self.plan, make_plan(update["source"], self.path)
-        fix_lines(self.mod.__dict__, self.path, old.stmts[:i], self.plan.stmts[:i])
-        self.host.source = self.plan.source
-        self.flags = future_flags(self.plan.tree)
-        linecache.checkcache()
-        hold_source(self.path, self.plan.source)
+        self.adopt(make_plan(update["source"], self.path), i)
         adopted: protocol.Adopted = {"type": "adopted", "run": update["run"]}
         protocol.send(self.conn, adopted)
         took = (time.monotonic() - update["t0"]) * 1000
@@ -176,6 +160,18 @@ class Run:
         )
         sys.stderr.flush()
         self.run_id = update["run"]
+
+    def adopt(self, plan: Plan, done: int) -> None:
+        """Go on with ``plan`` from statement ``done`` on: the functions the statements before
+        it defined move to those statements' lines in ``plan`` (comment lines added above
+        them), and ``linecache`` answers with ``plan``'s text."""
+        import linecache
+
+        old, self.plan, self.host.plan = self.host.plan, plan, plan
+        if done and old is not None and old.source != plan.source:
+            fix_lines(self.mod.__dict__, self.path, old.stmts[:done], plan.stmts[:done])
+        linecache.checkcache()
+        hold_source(self.path, plan.source)
 
     def report_modules(self) -> None:
         """Tell the controller of the user's modules imported since the last statement."""

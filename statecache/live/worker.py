@@ -43,13 +43,14 @@ def prctl(option: int, arg: int) -> None:
 
 
 class Worker:
-    """What a worker process knows: where the controller listens, the script, the source its
-    state was built from, and the snapshots it forked (a runner reaps them)."""
+    """What a worker process knows: where the controller listens, the script, the version of it
+    its state was built from (None: nothing ran yet), and the snapshots it forked (a runner
+    reaps them)."""
 
     def __init__(self, sock_path: str, path: str):
         self.sock_path = sock_path
         self.path = path
-        self.source = ""
+        self.plan: Plan | None = None
         self.conn: socket.socket | None = None
         self.snapshot_pids: list[int] = []
         # the script's own signal handlers, which a snapshot replaces and its runners get back
