@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import protocol
+from .snapshots import kill
 from .terminal import flush_std
 from .worker import PR_SET_CHILD_SUBREAPER, prctl
 
@@ -102,10 +103,7 @@ class WorkerGroup:
             except (ProcessLookupError, PermissionError):
                 pass
         for pid in also:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            kill(pid)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:

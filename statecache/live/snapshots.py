@@ -117,7 +117,3 @@ class Snapshots:
             pass
         kill(snap.pid)
         self.drop_conn(snap.conn)
-
-    def kill_all(self) -> None:
-        for pid in self.by_pid:
-            kill(pid)
