@@ -69,6 +69,27 @@ def test_cli_gc_removes_by_upload_age(tmp_path: Path, cli) -> None:  # type: ign
     assert code == 0 and not obj.exists()
 
 
+def test_cli_push_and_pull_find_the_cache_as_the_other_commands_do(  # type: ignore[no-untyped-def]
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --dir: the nearest .statecache in the working directory or above it, as for ls/gc."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    remote = f"file://{shared}"
+    project = tmp_path / "project"
+    make_entry(project / ".statecache")
+    (project / "src").mkdir()
+    monkeypatch.delenv("STATECACHE_DIR", raising=False)
+    monkeypatch.chdir(project / "src")
+    code, out, _ = cli("remote", "push", "--remote", remote)
+    assert code == 0 and "1 of 1 local entries pushed" in out
+    (project / ".statecache" / NAME / f"{KEY}.sc").unlink()
+    code, out, _ = cli("remote", "pull", "--remote", remote)
+    assert code == 0 and f"pulled into {project / '.statecache'}" in out
+    assert (project / ".statecache" / NAME / f"{KEY}.sc").exists()
+    assert not (project / "src" / ".statecache").exists()
+
+
 def test_cli_without_a_remote_is_a_usage_error(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("STATECACHE_REMOTE", raising=False)
     code, _, err = cli("remote", "ls")

@@ -15,6 +15,10 @@ from ..store.layout import CACHE_DIR_NAME
 from ..store.maintenance import EntryFile
 
 PROG = "statecache"
+DIR_HELP = (  # every --dir: find_cache_dir
+    "cache directory (default: $STATECACHE_DIR, else the nearest .statecache in the working "
+    "directory or above it)"
+)
 
 
 class CacheDir:

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from .._errors import ConfigError, InvalidNameError, StateCacheError, UsageError
 from .._version import __version__
 from .cleanup import cmd_clear, cmd_gc
-from .common import PROG
+from .common import DIR_HELP, PROG
 from .listing import cmd_ls, cmd_show
 from .verify import cmd_verify
 
@@ -68,18 +68,12 @@ def _plugin(subparsers: Any, name: str, module_name: str) -> None:
     p.set_defaults(func=broken)
 
 
-_DIR_HELP = (
-    "cache directory (default: $STATECACHE_DIR, else the nearest .statecache in the working "
-    "directory or above it)"
-)
-
-
 def _command(
     sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, json: bool = False
 ) -> argparse.ArgumentParser:
     """A built-in subcommand with the options they all take."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
-    p.add_argument("--dir", metavar="D", help=_DIR_HELP)
+    p.add_argument("--dir", metavar="D", help=DIR_HELP)
     if json:
         p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     p.set_defaults(func=func)

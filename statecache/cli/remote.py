@@ -14,10 +14,10 @@ import json
 import os
 from typing import Any
 
-from .._config import env_dir, env_remote, env_secret, format_size, parse_age, validate_name
+from .._config import env_remote, env_secret, format_size, parse_age, validate_name
 from .._errors import StateCacheError, UsageError
+from .common import DIR_HELP, cache_dir
 
-DEFAULT_DIR = ".statecache"
 _REMOTE_HELP = "remote URL (default: $STATECACHE_REMOTE)"
 
 
@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        ("pull", "download remote entries the local cache lacks")):
         q = sub.add_parser(verb, help=what, description=what)
         q.add_argument("names", nargs="*", metavar="NAME", help="checkpoint names (default: all)")
-        q.add_argument("--dir", metavar="D", help="cache directory (default: $STATECACHE_DIR, else ./.statecache)")
+        q.add_argument("--dir", metavar="D", help=DIR_HELP)
         q.add_argument("--remote", metavar="URL", help=_REMOTE_HELP)
     gc = sub.add_parser("gc", help="delete remote entries uploaded more than AGE ago")
     gc.add_argument("--remote", metavar="URL", help=_REMOTE_HELP)
@@ -72,10 +72,6 @@ def _tier(args: argparse.Namespace) -> Any:
     return RemoteTier(url, secret=env_secret())
 
 
-def _cache_dir(args: argparse.Namespace) -> str:
-    return os.path.abspath(args.dir or env_dir() or DEFAULT_DIR)
-
-
 def _ls(tier: Any, args: argparse.Namespace) -> int:
     entries = sorted(tier.entries(args.names or None), key=lambda e: (e.name, -e.last_modified))
     if args.json:
@@ -102,7 +98,7 @@ def _ls(tier: Any, args: argparse.Namespace) -> int:
 def _push(tier: Any, args: argparse.Namespace) -> int:
     from ..store.maintenance import scan
 
-    entries = scan(_cache_dir(args), args.names or None)[0]
+    entries = scan(cache_dir(args), args.names or None)[0]
     pushed = 0
     for e in entries:
         if tier.push(e.name, e.key, e.path):
@@ -115,7 +111,7 @@ def _push(tier: Any, args: argparse.Namespace) -> int:
 def _pull(tier: Any, args: argparse.Namespace) -> int:
     from ..store.store import Store
 
-    store = Store(_cache_dir(args))
+    store = Store(cache_dir(args))
     mine = [e for e in tier.entries(args.names or None) if e.key_id == tier.key_id]
     pulled = 0
     for e in mine:
