@@ -167,16 +167,25 @@ def idle(child: pexpect.spawn) -> str:
     return child.before
 
 
-def python(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def python(
+    cwd: Path, *args: str, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python ARGS`` in ``cwd``, its output captured (its exit status not checked)."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=TIMEOUT
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env() if environ is None else environ,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
 
 
-def plain_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def plain_run(
+    project: Path, *args: str, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python script.py ARGS``, which must succeed."""
-    done = python(project, "script.py", *args)
+    done = python(project, "script.py", *args, environ=environ)
     assert done.returncode == 0, done.stderr
     return done
 
