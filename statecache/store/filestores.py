@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .layout import temp_path
 from .objects import PIECE, Info, Progress, RemoteError, pwrite_all, write_local
 
 
@@ -81,7 +82,7 @@ class DirectoryStore:
     def _write_temp(self, path: str, fill: Callable[[int], None]) -> str:
         target = self._path(path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        tmp = temp_path(target)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             fill(fd)
@@ -131,10 +132,14 @@ class DirectoryStore:
         current = self.head(path)
         if current is None or current.etag != etag:
             return None
+        tmp = None
         try:
             tmp = self._write_temp(path, lambda out: pwrite_all(out, data, 0))
             os.replace(tmp, self._path(path))
         except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise RemoteError(f"cannot replace {path}: {exc.strerror or exc}") from None
         info = self.head(path)
         return info.etag if info else None
