@@ -15,18 +15,10 @@ from typing import Any
 
 from ._binders import FrameBinder
 from ._config import validate_name
-from ._engine import (
-    Engine,
-    Found,
-    NullEngine,
-    Settings,
-    as_names,
-    default_cache_dir,
-    open_engine,
-    where,
-)
+from ._engine import Engine, Found, NullEngine, open_engine
 from ._errors import StateCacheError
 from ._frames import ArmedSkip, SkipBody, arm_skip
+from ._settings import Options, default_cache_dir, where
 from ._warnings import warn
 from .key import components as _components
 from .key.inputs import Reads, with_process_reads
@@ -67,13 +59,9 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         self._mode = "new"
         self._block_source: dict[str, Any] | None = None
         self.name = validate_name(name)
-        self.ignore = as_names(ignore, "ignore")
-        self.files = as_names(files, "files")
-        if version is not None and not isinstance(version, str):
-            raise StateCacheError(f"checkpoint '{self.name}': version= takes a string, e.g. version='2'")
-        self.version = version
-        self._options = dict(
-            cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age, remote=remote
+        self._options = Options(
+            f"checkpoint '{self.name}'", cache_dir=cache_dir, ignore=ignore, files=files, verbose=verbose,
+            mmap=mmap, max_size=max_size, version=version, max_age=max_age, remote=remote,
         )
         self._engine: Engine | NullEngine | None = None
         self._binder: FrameBinder | None = None
@@ -132,7 +120,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             raise StateCacheError(f"checkpoint '{self.name}' is already in use; create a new one per 'with'")
         self._mode = "entering"
         frame = sys._getframe(1)
-        settings = Settings(self.name, **self._options)  # type: ignore[arg-type]
+        settings = self._options.settings(self.name)
         found_block: list[Block] = []
 
         def locate() -> tuple[str, str]:
@@ -158,7 +146,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     def _components(self, frame: FrameType, block: Block, cache_dir: str) -> dict[str, Any]:
         self._block_source = _block_source(block)
         context = f"checkpoint '{self.name}' at {self._where}"
-        binder = self._binder = FrameBinder(frame, block_reads(block), self.name, self.ignore, context)
+        binder = self._binder = FrameBinder(frame, block_reads(block), self.name, self._options.ignore, context)
         if block.as_name:
             binder.as_value = (block.as_name, self)
         from .key.astdigest import ast_digest
@@ -170,10 +158,10 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             return ast_digest(block.body) + frame_edited_after_loading(frame)
 
         return _components.components(
-            code=_components.code_component(body_digest, self.version),
+            code=_components.code_component(body_digest, self._options.version),
             source=_components.source_component(block.filename, cache_dir),
             inputs=binder.inputs(),
-            files=_components.files_component(self.files, os.path.dirname(os.path.abspath(block.filename))),
+            files=_components.files_component(self._options.files, os.path.dirname(os.path.abspath(block.filename))),
         )
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:

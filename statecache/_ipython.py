@@ -29,8 +29,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ._binders import NamespaceBinder
 from ._config import validate_name
-from ._engine import Settings, default_cache_dir, open_engine
+from ._engine import open_engine
 from ._errors import FingerprintError, StateCacheError
+from ._settings import Options, default_cache_dir
 from .key import components as _components
 from .key.components import notebook_path
 from .key.inputs import reads_of
@@ -337,7 +338,11 @@ class StatecacheMagics(Magics):
             quiet_result = bool(shell.displayhook.semicolon_at_end_of_expression(code))
         except Exception:  # tokenize errors: the compile below reports them
             quiet_result = False
-        settings = Settings(name, verbose=False if opts.quiet else None, mmap=True if opts.mmap else None)
+        options = Options(
+            f"%%checkpoint '{name}'", ignore=opts.ignore, files=opts.files, version=opts.version,
+            verbose=False if opts.quiet else None, mmap=True if opts.mmap else None,
+        )
+        settings = options.settings(name)
         if opts.force:
             settings.refresh = True
         notebook = notebook_path()
@@ -350,8 +355,8 @@ class StatecacheMagics(Magics):
             return f"{notebook or '<ipython>'}:{number or (count if isinstance(count, int) else 0)}", notebook_cache_dir()
 
         engine = open_engine("cell", name, settings, locate)
-        binder = NamespaceBinder(shell.user_ns, reads_of(tree.body), name, opts.ignore, context)
-        found = engine.lookup(lambda: self._components(binder, tree, filename, opts, notebook, engine.cache_dir))
+        binder = NamespaceBinder(shell.user_ns, reads_of(tree.body), name, options.ignore, context)
+        found = engine.lookup(lambda: self._components(binder, tree, filename, options, notebook, engine.cache_dir))
         if found is not None:
             engine.restore(binder, found)
             return replay(shell, found.meta.get("cell_outputs", []))  # OUTPUTS_META
@@ -373,7 +378,7 @@ class StatecacheMagics(Magics):
 
     @staticmethod
     def _components(
-        binder: NamespaceBinder, tree: ast.Module, filename: str, opts: argparse.Namespace,
+        binder: NamespaceBinder, tree: ast.Module, filename: str, options: Options,
         notebook: str | None, cache_dir: str,
     ) -> dict[str, Any]:
         from .key.astdigest import ast_digest
@@ -386,10 +391,10 @@ class StatecacheMagics(Magics):
             ) from None
         base_dir = os.path.dirname(notebook) if notebook else os.getcwd()
         return _components.components(
-            code=_components.code_component(lambda: ast_digest(tree.body), opts.version),
+            code=_components.code_component(lambda: ast_digest(tree.body), options.version),
             source=_components.source_component(filename, cache_dir),
             inputs=inputs,
-            files=_components.files_component(tuple(opts.files), base_dir),
+            files=_components.files_component(options.files, base_dir),
         )
 
     def _run(self, tree: ast.Module, filename: str, recorder: _Recorder | None, quiet: bool) -> Any:

@@ -46,6 +46,37 @@ class Settings:
         self.remote = remote_argument(remote)
 
 
+class Options:
+    """What ``checkpoint(...)``, ``@cached_setup(...)`` and ``%%checkpoint`` are given besides the
+    name, checked once where it is given; ``settings(name)`` merges it with the environment at
+    each use. The public signatures keep every option explicit (for users and type checkers)
+    and hand them here as they are."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        ignore: str | Iterable[str] = (),
+        files: str | Iterable[str] = (),
+        verbose: bool | None = None,
+        mmap: bool | None = None,
+        max_size: int | str | None = None,
+        version: str | None = None,
+        max_age: float | str | None = None,
+        remote: str | None = None,
+    ):
+        self.ignore = as_names(ignore, "ignore")
+        self.files = as_names(files, "files")
+        if version is not None and not isinstance(version, str):
+            raise ConfigError(f"{what}: version= takes a string, e.g. version='2'")
+        self.version = version
+        self._given = (cache_dir, verbose, mmap, max_size, max_age, remote)
+
+    def settings(self, name: str) -> Settings:
+        return Settings(name, *self._given)
+
+
 def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     """An ``ignore=``/``files=`` argument as a tuple of strings (one string is one name)."""
     if isinstance(value, str):

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 from ._binders import GlobalsBinder, names_used, stored_globals
 from ._config import validate_name
-from ._engine import Engine, NullEngine, Settings, as_names, default_cache_dir, open_engine, where
+from ._engine import Engine, NullEngine, open_engine
 from ._errors import ConfigError, InvalidNameError, StateCacheError
+from ._settings import Options, default_cache_dir, where
 from .key import components as _components
 from .key.inputs import function_node, reads_of
 
@@ -81,18 +82,15 @@ def cached_setup(
     ``fn.cache_info()`` says whether it hit and why it missed. ``remote=`` (default
     ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss.
     """
-    options = dict(
-        cache_dir=cache_dir, verbose=verbose, mmap=mmap, max_size=max_size, max_age=max_age, remote=remote
+    options = Options(
+        "cached_setup", cache_dir=cache_dir, ignore=ignore, files=files, verbose=verbose, mmap=mmap,
+        max_size=max_size, version=version, max_age=max_age, remote=remote,
     )
-    ignored = as_names(ignore, "ignore")
-    patterns = as_names(files, "files")
-    if version is not None and not isinstance(version, str):
-        raise StateCacheError("cached_setup: version= takes a string, e.g. version='2'")
 
     def decorate(fn: F) -> F:
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise StateCacheError(f"cached_setup decorates a Python function, not {fn!r}")
-        return _Setup(fn, _entry_name(fn, name), ignored, patterns, version, options).wrapper()  # type: ignore[return-value]
+        return _Setup(fn, _entry_name(fn, name), options).wrapper()  # type: ignore[return-value]
 
     if func is not None:
         return decorate(func)
@@ -119,14 +117,11 @@ def _entry_name(fn: Any, name: str | None) -> str:
 class _Setup:
     """One decorated function: what is fixed at decoration time, and one call's life."""
 
-    def __init__(
-        self, fn: Any, name: str, ignore: tuple[str, ...], patterns: tuple[str, ...],
-        version: str | None, options: dict[str, Any],
-    ):
+    def __init__(self, fn: Any, name: str, options: Options):
         import inspect
 
-        self.fn, self.name, self.ignore, self.patterns = fn, name, ignore, patterns
-        self.version, self.options = version, options
+        self.fn, self.name, self.options = fn, name, options
+        self.ignore = ignore = options.ignore
         code = fn.__code__
         self.where = where(code.co_filename, code.co_firstlineno)
         self.signature = inspect.signature(fn)
@@ -160,7 +155,7 @@ class _Setup:
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fn = self.fn
         code = fn.__code__
-        settings = Settings(self.name, **self.options)
+        settings = self.options.settings(self.name)
         engine = _last_calls[self] = open_engine(
             "cached_setup", self.name, settings, lambda: (self.where, default_cache_dir(code.co_filename))
         )
@@ -191,7 +186,7 @@ class _Setup:
             return Fingerprinter(ignore=self.ignore).value(fn, f"function {fn.__qualname__}").hex()
         from .key.code import code_digest
 
-        return _components.code_component(lambda: code_digest(fn.__code__), self.version)
+        return _components.code_component(lambda: code_digest(fn.__code__), self.options.version)
 
     def _components(
         self, binder: GlobalsBinder, args: tuple[Any, ...], kwargs: dict[str, Any], cache_dir: str
@@ -209,6 +204,6 @@ class _Setup:
             code=code,
             source=_components.source_component(fn.__code__.co_filename, cache_dir),
             inputs=binder.inputs(),
-            files=_components.files_component(self.patterns, os.path.dirname(os.path.abspath(fn.__code__.co_filename))),
+            files=_components.files_component(self.options.files, os.path.dirname(os.path.abspath(fn.__code__.co_filename))),
         )
 

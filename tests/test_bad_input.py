@@ -105,6 +105,7 @@ def test_cache_dir_that_is_a_file(project: Project, how: str) -> None:
         ("verbose='false'", "verbose must be True or False, got 'false': write verbose=False"),
         ("verbose='loud'", "verbose must be True or False, got 'loud'"),
         ("mmap=2", "mmap must be True or False, got 2"),
+        ("version=2", "checkpoint 'data': version= takes a string, e.g. version='2'"),
     ],
 )
 def test_wrong_argument_types(project: Project, argument: str, says: str) -> None:
@@ -116,7 +117,7 @@ def test_wrong_argument_types(project: Project, argument: str, says: str) -> Non
     assert not project.entries()  # refused before anything was computed or saved
 
 
-@pytest.mark.parametrize("argument", ["max_size=-1", "mmap='no'", "verbose='false'"])
+@pytest.mark.parametrize("argument", ["max_size=-1", "mmap='no'", "verbose='false'", "version=2"])
 def test_wrong_arguments_of_cached_setup(project: Project, argument: str) -> None:
     project.write("script.py", f"""
         import statecache as sc
