@@ -32,19 +32,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._binders import RETURN, Binder
 from ._config import format_duration, format_size
 from ._errors import EntryError, UnpicklableError
-from ._settings import Settings, as_names, default_cache_dir, where
 from ._tiers import Tier, active_tiers, add_tier, remove_tier
 from ._warnings import warn
 from .key import components as _components
 
-# what front ends and plug-ins take from here (settings and tiers live in their own modules)
-__all__ = [
-    "Engine", "Found", "NullEngine", "Settings", "Tier", "add_tier", "as_names", "default_cache_dir",
-    "open_engine", "remove_tier", "where",
-]
+# what front ends and plug-ins take from here (the tier interface is re-exported: plug-ins add
+# tiers through the engine; front ends take their settings from ``_settings``)
+__all__ = ["Engine", "Found", "NullEngine", "Tier", "add_tier", "open_engine", "remove_tier"]
 
 if TYPE_CHECKING:
     from ._effects import ProcessState
+    from ._settings import Settings
     from .entry.meta import EntryMeta
     from .key.files import FileRecorder
     from .store.store import Store

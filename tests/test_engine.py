@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from statecache._binders import GlobalsBinder, NamespaceBinder, stored_globals
-from statecache._engine import Engine, NullEngine, Settings, add_tier, open_engine, remove_tier
+from statecache._engine import Engine, NullEngine, add_tier, open_engine, remove_tier
 from statecache._errors import StateCacheError
+from statecache._settings import Settings
 from statecache.key import components as C
 from statecache.key.inputs import function_reads, reads_of
 
