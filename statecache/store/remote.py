@@ -34,7 +34,6 @@ from .objects import LocalDiskError, RemoteError, write_local
 from .upload import Upload, status_line, track
 
 LAYOUT = "v1"
-_HEAD_READ = 64 << 10  # the first ranged read: header and metadata of nearly every entry
 _POLL = 2.0  # seconds between looks while another machine computes
 DOWN_SECONDS = 300.0  # an unreachable remote is not asked again for this long
 REFUSED = (
@@ -217,7 +216,7 @@ class RemoteTier:
         self, store: Any, info: Any, name: str, key: str, local_path: str, check: Check | None
     ) -> bool:
         from ..entry.progress import progress_bar
-        from ..entry.reader import read_meta, verify_entry
+        from ..entry.reader import HEAD_READ, read_meta, verify_entry
 
         os.makedirs(os.path.dirname(local_path), mode=0o700, exist_ok=True)
         tmp = temp_path(local_path)
@@ -226,7 +225,7 @@ class RemoteTier:
         done = False
         try:
             os.ftruncate(fd, info.size)  # sparse: read_meta sees the header in a file of full size
-            head = min(info.size, _HEAD_READ)
+            head = min(info.size, HEAD_READ)  # what read_meta reads first: the metadata, mostly
             write_local(fd, store.read_range(info.path, 0, head, info.etag), 0)
             try:
                 meta = read_meta(tmp)
