@@ -179,6 +179,33 @@ print("y", y)
     assert value(check_miss(project)) != value(first)
 
 
+@pytest.mark.parametrize("earlier_block", [False, True])
+def test_a_reader_imported_by_name_before_anything_computes_is_seen(project: Project, earlier_block: bool) -> None:
+    """``from pyarrow.parquet import read_table`` binds the reader before any block computes
+    (when the readers are wrapped): the script's name must see the read too, and it keys the
+    same whether or not an earlier block computed (and so wrapped it) in this run."""
+    pytest.importorskip("pyarrow")
+    data = project.root / "t.parquet"
+    write_table(data, 3)
+    age(data)
+    before = 'with sc.checkpoint("first"):\n    z = 1\n' if earlier_block else ""
+    project.write("script.py", f"""
+import statecache as sc
+from pyarrow.parquet import read_table
+{before}
+with sc.checkpoint("a"):
+    y = read_table('t.parquet')['x'].to_pylist()
+print("y", y)
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    second = project.run("script.py")  # "first" hits: nothing wrapped the reader before "a"
+    assert second.hit("a") and value(second) == value(first), second.stderr
+    write_table(data, 4)
+    age(data, OLD + 1_000_000_000)
+    assert value(check_miss(project)) != value(first)
+
+
 def test_a_library_whose_reads_cannot_be_seen_is_named_in_a_warning(project: Project) -> None:
     project.write("h5py.py", "def File(path):\n    return open(path).read()\n")  # stands in for h5py
     project.write("script.py", """

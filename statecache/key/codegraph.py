@@ -25,6 +25,7 @@ from .code import code_digest, loaded_other_text, scan_refs
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
+from .readers import READER_WRAPPER
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
 
 END = object()
@@ -58,6 +59,11 @@ class CodeGraph:
         raise NotImplementedError  # the value walker's
 
     def _feed_code_node(self, h: Any, obj: Any, ctx: Ctx) -> None:
+        if type(obj) is types.FunctionType and obj.__dict__.get(READER_WRAPPER):
+            # a library reader ``key.readers`` wrapped once something computed: the reader it
+            # wraps, so that a key does not depend on whether an earlier block computed
+            self._feed(h, obj.__dict__["__wrapped__"], ctx)
+            return
         h.update(self._ref(obj, ctx))
 
     def _is_node(self, obj: Any) -> bool:

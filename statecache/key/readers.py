@@ -10,7 +10,6 @@ Libraries whose reads cannot be seen this way are named in a warning instead (``
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import sys
 from collections.abc import Callable
@@ -38,8 +37,11 @@ _PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths")
 #: libraries known to open files from compiled code that no wrapper here sees
 UNSEEN = ("h5py", "netCDF4", "tables", "h5netcdf", "lmdb", "fitsio", "duckdb")
 
-_WRAPPED = "__statecache_reader__"
+#: the attribute that marks a reader wrapped here
+READER_WRAPPER = "__statecache_reader__"
 _installed = False
+#: id(original reader) -> (the original, its wrapper)
+_WRAPPERS: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
 def _ignore(path: Any, listed: bool = False) -> None:
@@ -59,6 +61,7 @@ def install(note: Callable[..., None]) -> None:
         module = sys.modules.get(name)
         if module is not None:
             wrap_module(module)
+    _rebind_user_names()
     if not _installed:
         sys.meta_path.insert(0, _AfterImport())
         _installed = True
@@ -72,12 +75,32 @@ def unseen() -> list[str]:
 def wrap_module(module: Any) -> None:
     for attr in READERS.get(getattr(module, "__name__", ""), ()):
         function = getattr(module, attr, None)
-        if function is None or getattr(function, _WRAPPED, False) or isinstance(function, type):
+        if function is None or getattr(function, READER_WRAPPER, False) or isinstance(function, type):
             continue
+        wrapper = _wrap(function)
         try:
-            setattr(module, attr, _wrap(function))
+            setattr(module, attr, wrapper)
         except (AttributeError, TypeError):
             continue
+        _WRAPPERS[id(function)] = (function, wrapper)
+
+
+def _rebind_user_names() -> None:
+    """Point the user's names that hold an unwrapped reader at its wrapper: ``from
+    pyarrow.parquet import read_table`` before anything computed binds the original, whose
+    reads no one would see (a hit after the file changed)."""
+    if not _WRAPPERS:
+        return
+    from .provenance import is_user_module
+
+    for module in list(sys.modules.values()):
+        if not is_user_module(module):  # __main__ too
+            continue
+        namespace = vars(module)
+        for name, value in list(namespace.items()):
+            pair = _WRAPPERS.get(id(value))
+            if pair is not None and pair[0] is value:
+                namespace[name] = pair[1]
 
 
 def _wrap(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,7 +113,7 @@ def _wrap(function: Callable[..., Any]) -> Callable[..., Any]:
             pass
         return function(*args, **kwargs)
 
-    setattr(reader, _WRAPPED, True)
+    setattr(reader, READER_WRAPPER, True)
     return reader
 
 
@@ -104,6 +127,8 @@ def note_source(source: Any) -> None:
         return
     if not isinstance(source, (str, os.PathLike)):
         return
+    import glob
+
     path = os.fsdecode(os.fspath(source))
     if "://" in path:
         return
