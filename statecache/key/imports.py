@@ -20,6 +20,7 @@ from .astdigest import ast_digest
 from .code import edited_after_loading, loaded_other_text
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
+from .versions import installed_version, top_spec
 
 _Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
 _SOURCES: dict[str, tuple[tuple[int, ...], bytes, _Imports]] = {}
@@ -111,12 +112,7 @@ def module_file(name: str) -> str | None:
     would execute the package's ``__init__``).
     """
     top, *rest = name.split(".")
-    if not top:
-        return None
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError, AttributeError):
-        return None
+    spec = top_spec(top) if top else None
     if spec is None:
         return None
     path = spec.origin if spec.origin not in (None, "built-in", "frozen", "namespace") else None
@@ -175,8 +171,6 @@ def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -
             continue
         path = module_file(name)
         if path is None or not is_user_file(path):
-            from .versions import installed_version
-
             records[name] = b"ext" + encode_str(installed_version(top) if path else "")
             continue
         source, imports = source_info(path)

@@ -132,12 +132,7 @@ def _site_dir_of(top: str) -> str | None:
     path: Any = getattr(module, "__file__", None) if module is not None else None
     locations = list(getattr(module, "__path__", None) or []) if module is not None else []
     if module is None:
-        import importlib.util
-
-        try:
-            spec = importlib.util.find_spec(top)
-        except (ImportError, ValueError, AttributeError):
-            return None
+        spec = top_spec(top)
         if spec is None:
             return None
         path = spec.origin if spec.has_location else None
@@ -148,6 +143,16 @@ def _site_dir_of(top: str) -> str | None:
     if locations and isinstance(locations[0], str):  # a namespace package
         return os.path.dirname(locations[0])
     return None
+
+
+def top_spec(top: str) -> Any:
+    """The import system's spec of top-level module ``top`` (found, not imported), or None."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(top)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 @functools.cache
