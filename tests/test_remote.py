@@ -283,3 +283,32 @@ def test_four_checkpoint_processes_on_two_machines_run_the_body_once(s3_server: 
     assert sum("'features' computing" in err for _, err in outs) == 1
 
 
+
+
+DATA_CHECKPOINT = r"""
+import statecache as sc
+from statecache._engine import add_tier
+from statecache.store.remote import engine_tier
+
+add_tier(engine_tier())
+with sc.checkpoint("load"):
+    with open("data.txt") as f:
+        rows = f.read().split()
+print("rows", rows)
+"""
+
+
+def test_a_remote_entry_whose_data_file_differs_here_is_not_restored(url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Same code, other data.txt in the second clone: the remote entry must not be its state."""
+    remote, server = url
+    env = checkpoint_env(remote, server, tmp_path / "unused.log")
+    one, two = Project(tmp_path / "alice" / "project"), Project(tmp_path / "bob" / "project")
+    for project, data in ((one, "1 2 3\n"), (two, "4 5\n")):
+        project.write("run.py", DATA_CHECKPOINT)
+        project.write("data.txt", data)
+    assert one.run("run.py", env=env).stdout == "rows ['1', '2', '3']\n"
+    fresh = two.run("run.py", env={**env, "STATECACHE_DISABLE": "1"}).stdout
+    assert fresh == "rows ['4', '5']\n"
+    for _ in range(2):  # the remote's entry refused, then this clone's own entry
+        assert two.run("run.py", env=env).stdout == fresh
+    assert one.run("run.py", env=env).stdout == "rows ['1', '2', '3']\n"
