@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import TYPE_CHECKING, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 if TYPE_CHECKING:  # socket loads only when the loop runs
     import socket
@@ -30,6 +30,7 @@ class SnapshotHello(TypedDict):
     label: str  # "the start", "the imports", "checkpoint 'x'"
     run: int  # the run that took it
     modules: list[str]  # the user's module files it has imported
+    files: list[dict[str, Any]]  # the records of the files its checkpoints' entries depend on
 
 
 class RunnerHello(TypedDict):

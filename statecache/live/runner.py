@@ -38,6 +38,7 @@ class Host(Protocol):
     def snapshot(self, point: int, plan: Plan, run_id: int) -> None: ...
     def poll_update(self) -> protocol.Update | None: ...
     def reap_snapshots(self) -> None: ...
+    def forget_reads(self) -> None: ...
 
 
 class Run:
@@ -123,6 +124,7 @@ class Run:
             debugger = self.step(i, debugger)
             self.report_modules()
             self.host.reap_snapshots()
+            self.host.forget_reads()
             i += 1
         end = len(self.plan.stmts)
         if end in self.plan.points and start < end:

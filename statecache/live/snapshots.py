@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import protocol
 from .plan import Plan
@@ -23,18 +24,28 @@ class Snapshot:
     modules: set[str]  # the user's module files it has imported
     conn: protocol.Connection
     run: int  # the run that took it
+    files: list[dict[str, Any]] = field(default_factory=list)  # what its entries' keys read
     seq: int = 0  # arrival order
 
     @classmethod
     def from_hello(cls, msg: protocol.SnapshotHello, conn: protocol.Connection) -> Snapshot:
         return cls(
             msg["pid"], msg["point"], msg["prefix"], msg["label"], set(msg["modules"]), conn,
-            msg["run"],
+            msg["run"], msg["files"],
         )
 
     def valid_for(self, plan: Plan | None) -> bool:
-        """Whether this state is that of the first ``point`` statements of ``plan``."""
-        return self.point == 0 or (plan is not None and plan.agrees_up_to(self.point, self.prefix))
+        """Whether this state is that of the first ``point`` statements of ``plan`` now: the
+        same code, and the files its checkpoints read unchanged (as a hit would check them)."""
+        if self.point == 0:
+            return True
+        if plan is None or not plan.agrees_up_to(self.point, self.prefix):
+            return False
+        if not self.files:
+            return True
+        from ..key.files import changed_record
+
+        return not any(changed_record(r) for r in self.files)
 
 
 def kill(pid: int) -> None:

@@ -44,12 +44,17 @@ def prctl(option: int, arg: int) -> None:
 
 class Worker:
     """What a worker process knows: where the controller listens, the script, the version of it
-    its state was built from (None: nothing ran yet), and the snapshots it forked (a runner
-    reaps them)."""
+    its state was built from (None: nothing ran yet), the snapshots it forked (a runner reaps
+    them), and the files its state depends on as its checkpoints' keys do: every hit or save
+    of an entry gives its file records to the recorders active around it, this one included,
+    so that the controller can tell a snapshot whose inputs have changed since."""
 
     def __init__(self, sock_path: str, path: str):
+        from ..key.files import FileRecorder
+
         self.sock_path = sock_path
         self.path = path
+        self.files = FileRecorder().__enter__()
         self.plan: Plan | None = None
         self.conn: socket.socket | None = None
         self.snapshot_pids: list[int] = []
@@ -116,6 +121,7 @@ class Worker:
                 "label": label,
                 "run": run_id,
                 "modules": sorted(set(local_modules().values())),
+                "files": self.file_records(),
             }
             s = self.connect(hello)
             if ready >= 0:
@@ -132,6 +138,19 @@ class Worker:
         except BaseException:  # the controller has gone, or worse: leave quietly
             pass
         os._exit(0)
+
+    def file_records(self) -> list[dict[str, Any]]:
+        """The file records of the entries hit or saved so far, by absolute path (the state
+        holds what was read there, whatever the working directory is now)."""
+        drop = ("relative", "project_path")
+        records = {(r["path"], r["kind"]): r for r in self.files.extra}
+        return [{k: v for k, v in r.items() if k not in drop} for r in records.values()]
+
+    def forget_reads(self) -> None:
+        """Drop the paths the recorder saw opened: only the entries' records count, and a long
+        run that opens many files must not keep every path."""
+        for seen in (self.files.opened, self.files.listed, self.files.relative):
+            seen.clear()
 
     def _fork_runner(self, s: socket.socket, msg: protocol.Resume) -> None:
         flush_std()
