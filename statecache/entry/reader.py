@@ -332,17 +332,23 @@ def read_entry(
     ``progress``: as for ``write_entry`` (a bar once the load runs past a second).
     """
     with Reader(path) as reader:
-        reader.read_table()
-        reader.progress = progress_bar(
-            "restoring",
-            reader.meta.get("name"),
-            sum(s.raw_len for s in reader.sections),
-            progress,
-        )
-        try:
-            return _read_state(reader, mmap, secret)
-        finally:
-            reader.progress.close()
+        return load_entry(reader, mmap=mmap, secret=secret, progress=progress)
+
+
+def load_entry(
+    reader: Reader, *, mmap: bool = False, secret: bytes | None = None, progress: bool | None = None
+) -> tuple[EntryMeta, dict[str, Any]]:
+    """``read_entry`` on an open Reader, whose ``meta`` the caller may have looked at first: one
+    open and one metadata parse for a hit, and the state read from the very file (descriptor)
+    whose metadata was judged, so a file replaced in between cannot pair one with the other."""
+    reader.read_table()
+    reader.progress = progress_bar(
+        "restoring", reader.meta.get("name"), sum(s.raw_len for s in reader.sections), progress
+    )
+    try:
+        return _read_state(reader, mmap, secret)
+    finally:
+        reader.progress.close()
 
 
 def _read_state(
