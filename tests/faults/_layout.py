@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from statecache.entry.format import HEADER, TRAILER
+from statecache.entry.format import FLAG_SIGNED, HEADER, TRAILER
 from statecache.entry.reader import Reader
 
 
@@ -42,7 +42,7 @@ def layout_of(path: Path) -> Layout:
             unchecked.append((end, table_offset))
         regions["table"] = (table_offset, table_offset + table_len)
         regions["trailer"] = (size - TRAILER.size, size)
-        signed = bool(reader.flags & 1)
+        signed = bool(reader.flags & FLAG_SIGNED)
         if not signed:  # the 32-byte signature field, zero and unread without a secret
             unchecked.append((size - TRAILER.size + 24, size - TRAILER.size + 56))
         return Layout(size, regions, [r for r in unchecked if r[0] < r[1]], buffers, signed)
