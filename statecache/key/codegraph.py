@@ -25,7 +25,6 @@ from .code import code_digest, loaded_other_text, scan_refs
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
-from .readers import READER_WRAPPER
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
 
 END = object()
@@ -36,6 +35,13 @@ END = object()
 CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__slotnames__", "__module__", "_abc_impl"})
 
 _Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]
+
+
+def _is_reader_wrapper(function: types.FunctionType) -> bool:
+    """Whether ``key.readers`` made this function; no such wrapper exists before that module
+    loads, and a hit that records no file never loads it."""
+    readers = sys.modules.get(f"{__package__}.readers")
+    return readers is not None and bool(function.__dict__.get(readers.READER_WRAPPER))
 
 
 class CodeGraph:
@@ -59,7 +65,7 @@ class CodeGraph:
         raise NotImplementedError  # the value walker's
 
     def _feed_code_node(self, h: Any, obj: Any, ctx: Ctx) -> None:
-        if type(obj) is types.FunctionType and obj.__dict__.get(READER_WRAPPER):
+        if type(obj) is types.FunctionType and "__wrapped__" in obj.__dict__ and _is_reader_wrapper(obj):
             # a library reader ``key.readers`` wrapped once something computed: the reader it
             # wraps, so that a key does not depend on whether an earlier block computed
             self._feed(h, obj.__dict__["__wrapped__"], ctx)
