@@ -254,29 +254,29 @@ class Engine:
         return None
 
     def _load(self) -> Found | None:
-        from .entry.reader import read_entry, read_meta
+        from .entry.reader import Reader, load_entry
 
         assert self.store is not None and self.entry_path is not None
         path = self.entry_path
         started = time.perf_counter()
         try:
-            # The metadata alone can already tell a changed data file: no unpickling (and no
-            # gigabytes read) for an entry that would be refused. It can only decide a miss; a
-            # hit is decided below on the verified entry.
-            early = read_meta(path)
-            changed = self._stale_dependency(early) or self._expired(early)
-        except FileNotFoundError:
-            return None
-        except Exception:
-            changed = None  # damaged metadata: read_entry below says what is wrong
-        if changed:
-            self.reason = changed
-            return None
-        try:
-            meta, state = read_entry(
-                path, mmap=self.settings.mmap, secret=self.settings.secret,
-                progress=None if self.settings.verbose else False,
-            )
+            with Reader(path) as reader:
+                # The metadata alone can already tell a changed data file: no unpickling (and no
+                # gigabytes read) for an entry that would be refused. The state is then read
+                # from the same descriptor, so the metadata judged is the one loaded (and, with
+                # STATECACHE_SECRET, verified).
+                try:
+                    changed = self._stale_dependency(reader.meta) or self._expired(reader.meta)
+                except Exception as exc:  # metadata of a shape no writer of ours gives it
+                    raise reader.error(f"damaged metadata ({type(exc).__name__}: {exc})") from None
+                if changed:
+                    self.reason = changed
+                    return None
+                meta, state = load_entry(
+                    reader, mmap=self.settings.mmap, secret=self.settings.secret,
+                    progress=None if self.settings.verbose else False,
+                )
+                size = meta.get("state_size", reader.size)
         except FileNotFoundError:
             return None
         except (EntryError, OSError) as exc:
@@ -292,12 +292,7 @@ class Engine:
                 "copied or renamed into place); computing it again")
             self.reason = "the cached entry could not be read"
             return None
-        changed = self._stale_dependency(meta) or self._expired(meta)
-        if changed:
-            self.reason = changed
-            return None
         self.store.touch(path)
-        size = meta.get("state_size", os.path.getsize(path))
         computed = meta.get("compute_seconds")
         self.status(
             f"'{self.name}' restored {format_size(size)} in {format_duration(time.perf_counter() - started)}"
