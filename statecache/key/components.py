@@ -160,22 +160,19 @@ def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         return ["Python, statecache format or key schema version changed"]
     if old.get("code") != new.get("code"):
         return ["code changed"]
+    inputs = _differences(old.get("inputs", {}), new.get("inputs", {}), lambda label: f"input '{label}'")
+    return inputs + _differences(old.get("files", {}), new.get("files", {}), lambda path: f"file {path}")
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], noun: Callable[[str], str]) -> list[str]:
+    """``new <noun>``, ``<noun> changed``, ``<noun> gone`` for the entries of two mappings."""
     reasons = []
-    old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
-    for label, value in new_inputs.items():
-        if label not in old_inputs:
-            reasons.append(f"new input '{label}'")
-        elif old_inputs[label] != value:
-            reasons.append(f"input '{label}' changed")
-    reasons += [f"input '{label}' gone" for label in old_inputs if label not in new_inputs]
-    old_files, new_files = old.get("files", {}), new.get("files", {})
-    for path, digest in new_files.items():
-        if path not in old_files:
-            reasons.append(f"new file {path}")
-        elif old_files[path] != digest:
-            reasons.append(f"file {path} changed")
-    reasons += [f"file {p} gone" for p in old_files if p not in new_files]
-    return reasons
+    for k, v in new.items():
+        if k not in old:
+            reasons.append(f"new {noun(k)}")
+        elif old[k] != v:
+            reasons.append(f"{noun(k)} changed")
+    return reasons + [f"{noun(k)} gone" for k in old if k not in new]
 
 
 def summary(reasons: list[str], limit: int = 3) -> str:
