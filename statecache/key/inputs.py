@@ -125,11 +125,13 @@ def seeded_first(body: list[ast.stmt]) -> tuple[str, ...]:
     call nothing else (imports and call-free assignments may come between). The state such a
     generator had before the code does not matter, so it must not be checked on a hit (a block
     seeding its own generators would never hit)."""
+    from .source import attribute_chain
+
     seeded: list[str] = []
     for stmt in body:
         call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
         if call is not None and isinstance(call.func, ast.Attribute):
-            name = _SEED_CALLS.get(_dotted(call.func))
+            name = _SEED_CALLS.get(attribute_chain(call.func) or ())
             args = [*call.args, *(k.value for k in call.keywords)]
             fixed = len(args) == 1 and not (isinstance(args[0], ast.Constant) and args[0].value is None)
             if name is not None and fixed and not any(isinstance(n, ast.Call) for n in ast.walk(args[0])):
@@ -141,15 +143,6 @@ def seeded_first(body: list[ast.stmt]) -> tuple[str, ...]:
         if any(isinstance(node, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom)) for node in ast.walk(stmt)):
             break
     return tuple(seeded)
-
-
-def _dotted(node: ast.expr) -> tuple[str, ...]:
-    """``a.b.c`` -> ("a", "b", "c"); () when it does not start at a plain name."""
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    return (node.id, *reversed(parts)) if isinstance(node, ast.Name) else ()
 
 
 def _in_ipython() -> bool:

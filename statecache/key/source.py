@@ -214,7 +214,7 @@ def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, ...], ...], t
     for stmt in body:
         for node in ast.walk(stmt):
             if isinstance(node, ast.Attribute):
-                chain = _attribute_chain(node)
+                chain = attribute_chain(node)
                 if chain is not None:
                     attributes.setdefault(chain, None)
             if isinstance(node, ast.Subscript) and is_environ(node.value):
@@ -233,7 +233,7 @@ def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, ...], ...], t
     return tuple(attributes), tuple(keys)
 
 
-def _attribute_chain(node: ast.Attribute) -> tuple[str, ...] | None:
+def attribute_chain(node: ast.Attribute) -> tuple[str, ...] | None:
     """``a.b.c`` -> ("a", "b", "c"); None when the chain does not start at a plain name."""
     parts = [node.attr]
     value = node.value
