@@ -305,11 +305,6 @@ print(y)
 # -- files read from compiled code (key/readers.py) ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py wraps the reader as a module attribute when the first block starts: a "
-    "name bound before that ('from polars import read_csv', 'from pyarrow.csv import "
-    "read_csv') still holds the unwrapped reader, so the file it reads is not recorded and "
-    "no warning says so"))
 @pytest.mark.parametrize("reader", ["polars", "pyarrow.csv"])
 def test_a_compiled_reader_imported_by_name_before_the_first_block(project: Project, reader: str) -> None:
     pytest.importorskip(reader)
