@@ -14,6 +14,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile statecache's own modules once, as installing a wheel does. The children run with
+    PYTHONDONTWRITEBYTECODE (a test's own scripts must be read from their text, never from a
+    .pyc an earlier edit in the same second left), and without this each child compiled every
+    statecache module it imports from source: half of a small hit's run time."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    import compileall
+
+    compileall.compile_dir(REPO / "statecache", quiet=1)
+
+
 def subprocess_env(repo: Path = REPO, /, **extra: str) -> dict[str, str]:
     """The environment for a child Python that imports statecache from ``repo`` (this working
     tree unless told), with no ``STATECACHE_*`` variable but those in ``extra``."""
