@@ -39,7 +39,9 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
     a hit), ``files=`` globs and the implicit inputs of ``key.inputs``. Inputs that the body
     mutates in place are saved and restored too. After the ``with`` line, ``cp.hit``,
     ``cp.reason``, ``cp.key`` and ``cp.entry_path`` say what happened. ``remote=`` (default
-    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss and fed after a save.
+    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss and fed after a save;
+    ``remote=False`` shares nothing. ``compress=`` ("auto", "speed" or "size"; default
+    ``STATECACHE_COMPRESS``, else "auto") says which buffers a save stores compressed.
     """
 
     def __init__(
@@ -54,14 +56,15 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
         max_size: int | str | None = None,
         version: str | None = None,
         max_age: float | str | None = None,
-        remote: str | None = None,
+        remote: str | os.PathLike[str] | bool | None = None,
+        compress: str | None = None,
     ):
         self._mode = "new"
         self._block_source: dict[str, Any] | None = None
         self.name = validate_name(name)
         self._options = Options(
             f"checkpoint '{self.name}'", cache_dir=cache_dir, ignore=ignore, files=files, verbose=verbose,
-            mmap=mmap, max_size=max_size, version=version, max_age=max_age, remote=remote,
+            mmap=mmap, max_size=max_size, version=version, max_age=max_age, remote=remote, compress=compress,
         )
         self._engine: Engine | NullEngine | None = None
         self._binder: FrameBinder | None = None

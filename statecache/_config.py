@@ -3,8 +3,9 @@ they share with the command line (names, sizes, ages). Arguments win over the en
 
 A mistake is caught where it is made: a yes/no argument takes True or False only (a string such
 as ``mmap="no"`` would be true in Python), a size is above 0, and a ``STATECACHE_*`` value that
-is not understood is an error naming the variable and the fix. ``STATECACHE_*`` is read here
-and nowhere else."""
+is not understood is an error naming the variable and the fix (but for ``STATECACHE_COMPRESS``,
+which changes only how entries are stored: a warning). ``STATECACHE_*`` is read here and
+nowhere else."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import atexit
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from ._errors import ConfigError, InvalidNameError
@@ -298,6 +299,29 @@ def env_remote() -> str | None:
             "as s3://bucket/prefix or file:///mnt/team/statecache"
         )
     return raw if "://" in raw else "file://" + os.path.expanduser(raw)
+
+
+_compress_warned: set[str] = set()  # STATECACHE_COMPRESS values already warned about
+
+
+def env_compress(modes: Sequence[str]) -> str:
+    """``STATECACHE_COMPRESS``: which buffers an entry stores compressed, one of ``modes`` (the
+    codec policy's, passed in by the caller), "auto" when unset. A value not understood is a
+    warning naming the variable and the modes (once per value and process), then "auto": the
+    mode changes how an entry is stored, never what it holds, so it is no reason to stop."""
+    raw = os.environ.get("STATECACHE_COMPRESS", "")
+    value = raw.strip().lower()
+    if value in modes:
+        return value
+    if value and raw not in _compress_warned:
+        _compress_warned.add(raw)
+        from ._warnings import warn
+
+        warn(
+            f"statecache: environment variable STATECACHE_COMPRESS={raw!r} is not understood: set "
+            f"it to one of {', '.join(modes)} (or unset it); using auto"
+        )
+    return "auto"
 
 
 def _env_age(var: str, default: float, example: str) -> float:

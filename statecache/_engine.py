@@ -17,12 +17,14 @@ returns a ``NullEngine`` with the same API that never calls ``make_components`` 
 front ends have no "disabled" branches.
 
 Second store tiers (a remote cache, see ``_tiers``) plug in through ``Tier`` and ``add_tier``
-or ``remote=``/``STATECACHE_REMOTE``: a tier is asked for an entry after a local miss (it copies the entry into the local store, which then loads
-and verifies it as any other), and is given every entry after a local save.
+or ``remote=``/``STATECACHE_REMOTE`` (``remote=False``: none): a tier is asked for an entry
+after a local miss (it copies the entry into the local store, which then loads and verifies it
+as any other), and is given every entry after a local save.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -131,7 +133,6 @@ class Engine:
         self.reason = ""
         self.hit = False
         self.entry_path: str | None = None
-        self.tiers: list[Tier] = active_tiers(settings.remote)
         self._consulted: list[Tier] = []  # tiers asked for this key: each gets publish or abandon
         self._lock: Any = None
         self._recorder: FileRecorder | None = None
@@ -139,6 +140,12 @@ class Engine:
         self._process_before: ProcessState | None = None
         self._seeded: tuple[str, ...] = ()
         self._started = 0.0
+
+    @functools.cached_property
+    def tiers(self) -> list[Tier]:
+        """The second tiers of this use, found on its first local miss: a local hit imports no
+        remote code (and fsspec loads only when a remote is asked)."""
+        return active_tiers(self.settings.remote, self.settings.shared)
 
     def status(self, text: str) -> None:
         """One status line on stderr, unless quiet."""
@@ -397,7 +404,7 @@ class Engine:
         try:
             written = write_entry(
                 path, state, dict(meta), secret=self.settings.secret,
-                progress=None if self.settings.verbose else False,
+                progress=None if self.settings.verbose else False, compress=self.settings.compress,
             )
         except UnpicklableError as exc:
             warn(f"statecache: '{self.name}' at {self.where} was not saved: {self._unpicklable(exc)}")

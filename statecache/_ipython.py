@@ -1,9 +1,10 @@
 """The IPython/Jupyter extension: ``%load_ext statecache``.
 
-``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet]`` caches a cell:
-the key is the cell's normalised code, the values of the names it reads from the user namespace
-(helpers defined in earlier cells count by their code, like the user's own functions in a
-script), the ``--files`` globs and the Python version, exactly as for ``checkpoint``. On a hit
+``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--compress MODE]``
+caches a cell: the key is the cell's normalised code, the values of the names it reads from the
+user namespace (helpers defined in earlier cells count by their code, like the user's own
+functions in a script), the ``--files`` globs and the Python version, exactly as for
+``checkpoint``; ``--compress`` is ``compress=`` (auto, speed or size). On a hit
 the cell does not run: the names it assigned are restored and what it printed (stdout, stderr,
 rich display outputs, the value of its last expression) is shown again.
 
@@ -30,7 +31,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from ._binders import NamespaceBinder
 from ._config import validate_name
 from ._engine import open_engine
-from ._errors import FingerprintError, StateCacheError
+from ._errors import ConfigError, FingerprintError, StateCacheError
 from ._settings import Options, default_cache_dir
 from .key import components as _components
 from .key.components import notebook_path
@@ -45,6 +46,7 @@ _LIVE_ONLY = ("application/vnd.jupyter.widget-view+json",)
 
 _USAGE = (
     "Usage: %%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--version V]\n"
+    "         [--compress auto|speed|size]\n"
     "         (the first line of a cell; the rest of the cell is the cached block)\n"
     "       %statecache ls|show|clear|gc|verify [ARGS]  (the statecache command line, on the\n"
     "         notebook's cache directory unless --dir or STATECACHE_DIR says otherwise)"
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mmap", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--version", default=None, metavar="V")
+    p.add_argument("--compress", default=None, metavar="auto|speed|size")
     return p
 
 
@@ -317,7 +320,8 @@ class StatecacheMagics(Magics):
     @cell_magic
     def checkpoint(self, line: str, cell: str) -> Any:
         """Cache this cell: ``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force]
-        [--mmap] [--quiet] [--version V]``. See ``help(statecache)`` and the README."""
+        [--mmap] [--quiet] [--version V] [--compress MODE]``. See ``help(statecache)`` and the
+        README."""
         __tracebackhide__ = True  # IPython leaves this frame out of the cell's traceback
         opts = parse_line(line)
         try:
@@ -338,10 +342,14 @@ class StatecacheMagics(Magics):
             quiet_result = bool(shell.displayhook.semicolon_at_end_of_expression(code))
         except Exception:  # tokenize errors: the compile below reports them
             quiet_result = False
-        options = Options(
-            f"%%checkpoint '{name}'", ignore=opts.ignore, files=opts.files, version=opts.version,
-            verbose=False if opts.quiet else None, mmap=True if opts.mmap else None,
-        )
+        try:
+            options = Options(
+                f"%%checkpoint '{name}'", ignore=opts.ignore, files=opts.files, version=opts.version,
+                verbose=False if opts.quiet else None, mmap=True if opts.mmap else None,
+                compress=opts.compress,
+            )
+        except ConfigError as exc:
+            raise UsageError(f"{exc}\n{_USAGE}") from None
         settings = options.settings(name)
         if opts.force:
             settings.refresh = True

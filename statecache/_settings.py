@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ._config import (
     age_argument,
     dir_argument,
+    env_compress,
     env_flag,
     env_remote,
     env_secret,
@@ -21,9 +23,15 @@ from ._config import (
 from ._errors import ConfigError
 from .key import components as _components
 
+Remote = str | os.PathLike[str] | bool | None  # remote=: a URL, False (no remote) or None (the env's)
+
 
 class Settings:
-    """Arguments merged with the ``STATECACHE_*`` environment, read once per use."""
+    """Arguments merged with the ``STATECACHE_*`` environment, read once per use.
+
+    ``remote`` is the URL of the shared tier (None: none); ``shared`` is False when the call
+    said ``remote=False``: then no second tier at all, not even one added with ``add_tier``.
+    ``compress`` is read when a save asks for it, so that a hit never reads it."""
 
     def __init__(
         self,
@@ -33,7 +41,8 @@ class Settings:
         mmap: bool | None = None,
         max_size: int | str | None = None,
         max_age: float | str | None = None,
-        remote: str | None = None,
+        remote: Remote = None,
+        compress: str | None = None,
     ):
         self.disabled = env_flag("STATECACHE_DISABLE")
         self.refresh = refresh_applies(name)
@@ -43,7 +52,18 @@ class Settings:
         self.max_size = max_size_setting(max_size)
         self.max_age = age_argument(max_age)
         self.cache_dir = dir_argument(cache_dir)
-        self.remote = remote_argument(remote)
+        self.shared = remote is not False
+        self.remote = env_remote() if remote is None else remote_option(remote) or None
+        self._compress = compress_option(compress)
+
+    @functools.cached_property
+    def compress(self) -> str:
+        """``compress=`` when given, else ``STATECACHE_COMPRESS``, else "auto" (``entry.policy``)."""
+        if self._compress is not None:
+            return self._compress
+        from .entry.policy import MODES
+
+        return env_compress(MODES)
 
 
 class Options:
@@ -64,14 +84,19 @@ class Options:
         max_size: int | str | None = None,
         version: str | None = None,
         max_age: float | str | None = None,
-        remote: str | None = None,
+        remote: Remote = None,
+        compress: str | None = None,
     ):
         self.ignore = as_names(ignore, "ignore")
         self.files = as_names(files, "files")
         if version is not None and not isinstance(version, str):
             raise ConfigError(f"{what}: version= takes a string, e.g. version='2'")
         self.version = version
-        self._given = (cache_dir, verbose, mmap, max_size, max_age, remote)
+        try:
+            remote, compress = remote_option(remote), compress_option(compress)
+        except ConfigError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+        self._given = (cache_dir, verbose, mmap, max_size, max_age, remote, compress)
 
     def settings(self, name: str) -> Settings:
         return Settings(name, *self._given)
@@ -94,13 +119,18 @@ def as_names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     return items
 
 
-def remote_argument(remote: str | None) -> str | None:
-    """``remote=`` (a URL or an absolute path, as ``STATECACHE_REMOTE`` takes it), else
-    ``STATECACHE_REMOTE``; None: no remote tier."""
-    if remote is None:
-        return env_remote()
+def remote_option(remote: object) -> str | Literal[False] | None:
+    """``remote=`` checked: None (``STATECACHE_REMOTE`` decides, at each use), False (no remote
+    for this call), else the URL (a plain absolute path or ``pathlib.Path`` is a shared mount:
+    ``file://``)."""
+    if remote is None or remote is False:
+        return remote
+    if isinstance(remote, os.PathLike):
+        remote = os.fspath(remote)
     if not isinstance(remote, str) or not remote.strip():
-        raise ConfigError(f"remote= takes a URL such as 's3://bucket/prefix', got {remote!r}")
+        raise ConfigError(
+            f"remote= takes a URL such as 's3://bucket/prefix', or False to use no remote (leave "
+            f"it out for STATECACHE_REMOTE), got {remote!r}")
     remote = remote.strip()
     if "://" in remote:
         return remote
@@ -110,6 +140,18 @@ def remote_argument(remote: str | None) -> str | None:
             f"remote={remote!r} is not understood: give a URL such as s3://bucket/prefix or "
             "file:///mnt/team/statecache")
     return "file://" + path
+
+
+def compress_option(compress: object) -> str | None:
+    """``compress=`` checked by the codec policy (one of its modes): None when left out."""
+    if compress is None:
+        return None
+    from .entry.policy import check_mode
+
+    try:
+        return check_mode(compress)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (or leave it out: STATECACHE_COMPRESS, else auto)") from None
 
 
 def default_cache_dir(filename: str) -> str:

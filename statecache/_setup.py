@@ -55,7 +55,8 @@ def cached_setup(
     max_size: int | str | None = None,
     version: str | None = None,
     max_age: float | str | None = None,
-    remote: str | None = None,
+    remote: str | os.PathLike[str] | bool | None = None,
+    compress: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -71,7 +72,8 @@ def cached_setup(
     max_size: int | str | None = None,
     version: str | None = None,
     max_age: float | str | None = None,
-    remote: str | None = None,
+    remote: str | os.PathLike[str] | bool | None = None,
+    compress: str | None = None,
 ) -> Any:
     """Cache a setup function's return value and the module globals it assigns (``global x``).
 
@@ -80,11 +82,13 @@ def cached_setup(
     it reads, the environment variables, ``sys.argv`` and user-module attributes its body
     reads, the data files it opens, ``files=`` globs and the Python version. After a call,
     ``fn.cache_info()`` says whether it hit and why it missed. ``remote=`` (default
-    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss.
+    ``STATECACHE_REMOTE``) names a shared cache consulted on a local miss (``remote=False``:
+    none); ``compress=`` ("auto", "speed", "size"; default ``STATECACHE_COMPRESS``, else
+    "auto") says which buffers a save stores compressed.
     """
     options = Options(
         "cached_setup", cache_dir=cache_dir, ignore=ignore, files=files, verbose=verbose, mmap=mmap,
-        max_size=max_size, version=version, max_age=max_age, remote=remote,
+        max_size=max_size, version=version, max_age=max_age, remote=remote, compress=compress,
     )
 
     def decorate(fn: F) -> F:

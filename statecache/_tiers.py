@@ -42,9 +42,12 @@ def remove_tier(tier: Tier) -> None:
         _tiers.remove(tier)
 
 
-def active_tiers(remote_url: str | None) -> list[Tier]:
+def active_tiers(remote_url: str | None, shared: bool = True) -> list[Tier]:
     """The tiers added with ``add_tier``, then the remote tier of ``remote_url`` (``remote=``
-    or ``STATECACHE_REMOTE``) if any."""
+    or ``STATECACHE_REMOTE``) if any; none at all when not ``shared`` (``remote=False``: nothing
+    of this checkpoint leaves the machine, and nothing is fetched for it)."""
+    if not shared:
+        return []
     tiers = list(_tiers)
     if remote_url is not None:
         from .store.remote import engine_tier
