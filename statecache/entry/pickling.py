@@ -4,7 +4,8 @@ variables no pickler accepts. Loading it back is the reader's (``reader.unpickle
 
 Protocol 5 with one Pickler per attempt (one shared memo, so references between variables
 survive); buffers of INBAND_MAX bytes or more go out of band, for the codec to store raw or
-compressed. Where the stream goes is the caller's: ``serialise`` takes a sink factory.
+compressed, numpy's and, through ``tensors``, torch storages' alike. Where the stream goes is
+the caller's: ``serialise`` takes a sink factory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from .._errors import UnpicklableError
 from .meta import VariableRecord
+from .tensors import tensor_reducer
 
 PICKLERS = ("pickle", "cloudpickle", "dill")
 INBAND_MAX = 16 << 10  # smaller buffers ride in the pickle stream: a section each costs more
@@ -80,16 +82,25 @@ def main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | 
 
 
 def pickler_class(pickler: str, saved_names: frozenset[str]) -> Any:
-    """The pickler for one attempt. ``__main__`` functions and classes defined by the block go
-    by value (plain pickle refuses them so that cloudpickle takes over); those defined before
-    the block go by reference, also under cloudpickle."""
+    """The pickler for one attempt. torch tensors and storages go out of band (``tensors``)
+    under all three. ``__main__`` functions and classes defined by the block go by value
+    (plain pickle refuses them so that cloudpickle takes over); those defined before the block
+    go by reference, also under cloudpickle; dill decides for itself."""
     module = pickler_module(pickler)
-    if pickler == "dill":
-        return module.Pickler
     base = module.Pickler
 
     class Pickler(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.tensors = tensor_reducer()
+
         def reducer_override(self, obj: Any) -> Any:
+            if self.tensors is not None:
+                reduced = self.tensors(obj)
+                if reduced is not NotImplemented:
+                    return reduced
+            if pickler == "dill":
+                return NotImplemented
             by_value = main_object_saved_by_value(obj, saved_names)
             if by_value is False:
                 return NotImplemented
