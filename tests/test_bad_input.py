@@ -106,6 +106,13 @@ def test_cache_dir_that_is_a_file(project: Project, how: str) -> None:
         ("verbose='loud'", "verbose must be True or False, got 'loud'"),
         ("mmap=2", "mmap must be True or False, got 2"),
         ("version=2", "checkpoint 'data': version= takes a string, e.g. version='2'"),
+        ("compress='fast'", "checkpoint 'data': compress must be one of 'auto', 'speed', 'size', not 'fast'"),
+        ("compress='Size'", "compress must be one of 'auto', 'speed', 'size', not 'Size'"),
+        ("compress=True", "compress must be one of 'auto', 'speed', 'size', not True"),
+        ("remote=True", "checkpoint 'data': remote= takes a URL such as 's3://bucket/prefix', or False"),
+        ("remote=3", "remote= takes a URL such as 's3://bucket/prefix', or False to use no remote"),
+        ("remote=''", "remote= takes a URL such as 's3://bucket/prefix'"),
+        ("remote='team/cache'", "remote='team/cache' is not understood: give a URL such as s3://bucket/prefix"),
     ],
 )
 def test_wrong_argument_types(project: Project, argument: str, says: str) -> None:
@@ -117,7 +124,9 @@ def test_wrong_argument_types(project: Project, argument: str, says: str) -> Non
     assert not project.entries()  # refused before anything was computed or saved
 
 
-@pytest.mark.parametrize("argument", ["max_size=-1", "mmap='no'", "verbose='false'", "version=2"])
+@pytest.mark.parametrize(
+    "argument", ["max_size=-1", "mmap='no'", "verbose='false'", "version=2", "compress='fast'", "remote=True"]
+)
 def test_wrong_arguments_of_cached_setup(project: Project, argument: str) -> None:
     project.write("script.py", f"""
         import statecache as sc
