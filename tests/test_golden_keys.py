@@ -16,9 +16,12 @@ format and key schema version) is checked on its own.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ labels = [f"item-{i}" for i in range(n)]
 FILES = {"data/a.csv": "x,y\n1,2\n", "data/b.csv": "x,y\n3,4\n", "config.toml": "n = 3\n"}
 
 
-def _values() -> dict[str, dict[str, Any]]:
+def _values(root: str = "/project") -> dict[str, dict[str, Any]]:
     return {
         "scalars": {"n": 3, "scale": 2.5, "name": "features", "flag": True, "nothing": None, "big": 2**70},
         "bytes": {"raw": b"\x00\x01\xff", "buf": bytearray(b"abc")},
@@ -59,6 +62,15 @@ def _values() -> dict[str, dict[str, Any]]:
             "bool": np.array([True, False, True]),
             "empty": np.zeros((0, 2), dtype=np.uint8),
         },
+        # absolute paths inside the project root count relative to it (the root is a temporary
+        # directory, another one on every run: these fingerprints must not depend on it)
+        "paths": {
+            "inside": os.path.join(root, "data", "a.csv"),
+            "root": root,
+            "in_list": [os.path.join(root, "config.toml"), "/elsewhere/config.toml"],
+            "outside": "/elsewhere/data/a.csv",
+            "relative": os.path.join("data", "a.csv"),
+        },
     }
 
 
@@ -66,20 +78,34 @@ def compute() -> dict[str, Any]:
     """Every golden value, from the code of today's checkout."""
     code = C.code_component(ast_digest(ast.parse(CODE).body))
     cases: dict[str, Any] = {"code": code, "version_code": C.code_component(b"", "2"), "inputs": {}, "keys": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _root(tmp):
         for rel, text in FILES.items():
             path = Path(tmp, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         files = C.files_component(["data/*.csv", "config.toml", "missing/*"], tmp)
-    cases["files"] = files
-    for case, values in _values().items():
-        inputs = C.fingerprint_values(values)
-        cases["inputs"][case] = inputs
-        parts = C.components(code, "script.py", inputs, files)
-        parts["env"] = "golden"  # the environment is checked apart (it names the Python version)
-        cases["keys"][case] = C.key_of(parts)
+        cases["files"] = files
+        for case, values in _values(tmp).items():
+            inputs = C.fingerprint_values(values)
+            cases["inputs"][case] = inputs
+            parts = C.components(code, "script.py", inputs, files)
+            parts["env"] = "golden"  # the environment is checked apart (it names the Python version)
+            cases["keys"][case] = C.key_of(parts)
     return cases
+
+
+@contextlib.contextmanager
+def _root(root: str) -> Iterator[None]:
+    """STATECACHE_ROOT set to ``root`` for the block."""
+    before = os.environ.get("STATECACHE_ROOT")
+    os.environ["STATECACHE_ROOT"] = root
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["STATECACHE_ROOT"]
+        else:
+            os.environ["STATECACHE_ROOT"] = before
 
 
 def expected_env() -> str:
@@ -113,6 +139,8 @@ def test_golden_cases_are_sensitive() -> None:
     assert changed["n"] != base["inputs"]["scalars"]["n"]
     assert changed["scale"] == base["inputs"]["scalars"]["scale"]
     assert C.code_component(ast_digest(ast.parse(CODE.replace("scale", "scale + 1")).body)) != base["code"]
+    paths = base["inputs"]["paths"]
+    assert len({paths["inside"], paths["outside"], paths["relative"], paths["root"]}) == 4
 
 
 if __name__ == "__main__":

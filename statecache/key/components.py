@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._errors import ConfigError, FingerprintError
+from .project import inside, is_cell_file, notebook_path, project_root
 
 #: Bump when the meaning or the encoding of a component changes: every older key then misses,
 #: instead of a new rule silently reusing state that an old rule keyed.
-KEY_SCHEMA_VERSION = 2
+KEY_SCHEMA_VERSION = 3
 
 #: Length (hex digits) of a key as used in entry names.
 KEY_LENGTH = 32
@@ -66,51 +67,19 @@ def files_component(patterns: Iterable[str], base_dir: str) -> dict[str, str]:
     return out
 
 
-def is_cell_file(filename: str) -> bool:
-    """True for the pseudo-file of an IPython or Jupyter cell: ``<ipython-input-3-...>`` in the
-    terminal, ``<tmp>/ipykernel_<pid>/<hash>.py`` under ipykernel (a name that changes with
-    every kernel, so it must never reach a key)."""
-    if filename.startswith("<ipython-input-"):
-        return True
-    head, base = os.path.split(filename)
-    parent = os.path.basename(head)
-    return (
-        parent.startswith("ipykernel_") and parent[10:].isdigit()
-        and base.endswith(".py") and base[:-3].isdigit()
-    )
-
-
-def notebook_path() -> str | None:
-    """The notebook the running kernel serves: VS Code's ``__vsc_ipynb_file__``, else Jupyter's
-    ``JPY_SESSION_NAME`` (absolute in recent servers; a relative one is looked up from the
-    kernel's working directory, which Jupyter sets to the notebook's). None when unknown."""
-    ipython = sys.modules.get("IPython")
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
-    if shell is not None:
-        vsc = shell.user_ns.get("__vsc_ipynb_file__")
-        if isinstance(vsc, str) and vsc:
-            return os.path.abspath(os.path.expanduser(vsc))
-    session = os.environ.get("JPY_SESSION_NAME")
-    if not session:
-        return None
-    path = os.path.expanduser(session)
-    if os.path.isabs(path) or os.path.exists(path):
-        return os.path.abspath(path)
-    return os.path.abspath(os.path.basename(path))
-
-
 def source_component(filename: str, cache_dir: str) -> str:
-    """The checkpoint's file as the key sees it: relative to the cache directory's parent, so
-    that moving a project together with its cache keeps the keys. Notebook cells count as
-    their notebook's (``<ipython>`` when it is unknown): cell file names change per kernel."""
+    """The checkpoint's file as the key sees it: relative to the project root (see
+    ``project``), so that two clones of a project at different paths share keys; a file
+    outside the root counts by its absolute path. Notebook cells count as their notebook's
+    (``<ipython>`` when it is unknown): cell file names change per kernel. ``cache_dir`` is
+    not used (kept for the front ends' calls): the root, not the cache, places a project."""
     if is_cell_file(filename):
         filename = notebook_path() or "<ipython>"
     if not os.path.exists(filename):
         return filename
-    try:
-        return os.path.relpath(os.path.abspath(filename), os.path.dirname(os.path.abspath(cache_dir)))
-    except ValueError:
-        return os.path.abspath(filename)
+    path = os.path.abspath(filename)
+    rel = inside(path, project_root())
+    return path if rel is None else rel
 
 
 def fingerprint_values(

@@ -250,12 +250,19 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record = listing_record(path)
             if record is not None:
                 records[(path, "dir")] = record
-    project = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
+    from .project import inside, project_root
+
+    cache_parent = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
+    root = project_root()
     for (path, _kind), record in records.items():
-        inside = _inside(path, project)
-        if inside is not None:
+        in_cache_parent = inside(path, cache_parent) if cache_parent is not None else None
+        if in_cache_parent is not None:
             # a project copied with its cache (cp -r exp1 exp2) checks its own files
-            record["project_path"] = inside
+            record["project_path"] = in_cache_parent
+        in_root = inside(path, root)
+        if in_root is not None:
+            # a clone of the project elsewhere (sharing the cache) checks its own files
+            record["root_path"] = in_root
         if path in recorder.relative:
             # open("data.csv") from another working directory is another file
             record["relative"] = recorder.relative[path]
@@ -280,43 +287,47 @@ def _warn_unseen() -> None:
         )
 
 
-def _inside(path: str, root: str | None) -> str | None:
-    """``path`` relative to ``root`` when it is inside it, else None."""
-    if root is None:
-        return None
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:
-        return None
-    return None if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel) else rel
+def record_locations(record: dict[str, Any], cache_dir: str | None = None) -> list[str]:
+    """Where a record's file may be read now, the recorded absolute path first: a file inside
+    the project is also looked for below the project root of this process (a clone elsewhere)
+    and below the parent of ``cache_dir``, the place of the cache now (a project copied with
+    its cache), since a path derived from ``__file__`` reads the copy and a path written out
+    in full the original."""
+    from .project import project_root
 
-
-def record_path(record: dict[str, Any], cache_dir: str | None = None) -> str:
-    """Where a record's file is now: a file inside the project (the cache directory's parent)
-    is found relative to where the cache is now, so a copied project checks its own copy."""
-    inside = record.get("project_path")
-    if cache_dir is not None and isinstance(inside, str):
-        return os.path.join(os.path.dirname(os.path.abspath(cache_dir)), inside)
-    return str(record["path"])
+    found = [str(record["path"])]
+    in_cache_parent, in_root = record.get("project_path"), record.get("root_path")
+    if cache_dir is not None and isinstance(in_cache_parent, str):
+        found.append(os.path.join(os.path.dirname(os.path.abspath(cache_dir)), in_cache_parent))
+    if isinstance(in_root, str):
+        found.append(os.path.join(project_root(), in_root))
+    return list(dict.fromkeys(found))
 
 
 def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str | None:
     """None when the file or directory still matches its record, else a few words why not.
-    ``cache_dir`` is where the entry holding the record is now: in a copied project a file is
-    checked both where it was recorded and in the copy (see ``record_path``), since a path
-    derived from ``__file__`` reads the copy and a path written out in full the original.
+    ``cache_dir`` is where the entry holding the record is now. Every place the file may be
+    read from now (see ``record_locations``) that exists must match; a file found at none of
+    them is gone (the recorded path need not exist: a clone on another machine has its own).
+    A file opened by a relative path is checked where that path leads now.
 
     A stat that matches (size, mtime, ctime and inode) is trusted; otherwise the content
-    digest decides (a record without ctime or inode, from an older version, is re-read).
+    digest decides, so a clone whose files have other mtimes still matches by content (a
+    record without ctime or inode, from an older version, is re-read).
     """
-    path, moved = str(record["path"]), record_path(record, cache_dir)
+    places = record_locations(record, cache_dir)
     relative = record.get("relative")
     if isinstance(relative, str):
         target = os.path.abspath(relative)
-        if target not in (path, moved):
+        if target not in places:
             return f"working directory changed ({relative} is now {target})"
         return _changed_at(record, target)
-    return _changed_at(record, path) or (_changed_at(record, moved) if moved != path else None)
+    if record["kind"] == "missing":
+        return next(filter(None, (_changed_at(record, place) for place in places)), None)
+    present = [place for place in places if os.path.lexists(place)]
+    if not present:
+        return _changed_at(record, places[0])  # gone
+    return next(filter(None, (_changed_at(record, place) for place in present)), None)
 
 
 def _changed_at(record: dict[str, Any], path: str) -> str | None:

@@ -1,0 +1,145 @@
+"""The project root: what keys and file records are relative to, so that two clones of one
+project at different paths (on two machines, or beside each other) compute the same keys.
+
+The root is ``STATECACHE_ROOT`` when it names a directory; else the nearest folder at or above
+the script being run that holds ``pyproject.toml`` or ``.git``; else the nearest one holding a
+``.statecache`` cache directory; else the script's own folder. "The script" is the ``__main__``
+file (the notebook under Jupyter, the working directory for ``python -c`` and IPython). One
+root per process: the source component, path values and data-file records all use it, so a
+value keyed relative to the root and the file read through it are checked at the same place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Files or folders whose presence marks a project's top folder.
+MARKERS = ("pyproject.toml", ".git")
+
+_roots: dict[tuple[str | None, str], str] = {}
+
+
+def is_cell_file(filename: str) -> bool:
+    """True for the pseudo-file of an IPython or Jupyter cell: ``<ipython-input-3-...>`` in the
+    terminal, ``<tmp>/ipykernel_<pid>/<hash>.py`` under ipykernel (a name that changes with
+    every kernel, so it must never reach a key)."""
+    if filename.startswith("<ipython-input-"):
+        return True
+    head, base = os.path.split(filename)
+    parent = os.path.basename(head)
+    return (
+        parent.startswith("ipykernel_") and parent[10:].isdigit()
+        and base.endswith(".py") and base[:-3].isdigit()
+    )
+
+
+def _shell() -> object | None:
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None) if ipython is not None else None
+    return get() if callable(get) else None
+
+
+def notebook_path() -> str | None:
+    """The notebook the running kernel serves: VS Code's ``__vsc_ipynb_file__``, else Jupyter's
+    ``JPY_SESSION_NAME`` (absolute in recent servers; a relative one is looked up from the
+    kernel's working directory, which Jupyter sets to the notebook's). None when unknown."""
+    shell = _shell()
+    if shell is not None:
+        vsc = getattr(shell, "user_ns", {}).get("__vsc_ipynb_file__")
+        if isinstance(vsc, str) and vsc:
+            return os.path.abspath(os.path.expanduser(vsc))
+    session = os.environ.get("JPY_SESSION_NAME")
+    if not session:
+        return None
+    path = os.path.expanduser(session)
+    if os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.abspath(os.path.basename(path))
+
+
+def script_dir() -> str:
+    """The folder of what is being run: the notebook's, the ``__main__`` file's, or the
+    working directory (``python -c``, an IPython terminal)."""
+    if _shell() is not None:
+        notebook = notebook_path()
+        return os.path.dirname(notebook) if notebook else os.getcwd()
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if isinstance(main, str) and os.path.isfile(main):
+        return os.path.dirname(os.path.abspath(main))
+    return os.getcwd()
+
+
+def find_root(start: str) -> str:
+    """The nearest folder at or above ``start`` holding a marker, else the nearest one holding
+    a ``.statecache`` directory, else ``start``. A default cache directory sits beside every
+    script, so it marks the project only where no ``pyproject.toml`` or ``.git`` does."""
+    from ..store.layout import CACHE_DIR_NAME
+
+    folder, holding_cache = os.path.abspath(start), None
+    while True:
+        if any(os.path.exists(os.path.join(folder, marker)) for marker in MARKERS):
+            return folder
+        if holding_cache is None and os.path.isdir(os.path.join(folder, CACHE_DIR_NAME)):
+            holding_cache = folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return holding_cache or os.path.abspath(start)
+        folder = parent
+
+
+def project_root() -> str:
+    """The project root of this process (absolute, no trailing separator but for ``/``)."""
+    # TODO(_config): STATECACHE_* is meant to be read in _config only; move this read there.
+    given = os.environ.get("STATECACHE_ROOT") or None
+    start = script_dir()
+    key = (given, start)
+    root = _roots.get(key)
+    if root is None:
+        root = _roots[key] = _given_root(given) or find_root(start)
+    return root
+
+
+def _given_root(given: str | None) -> str | None:
+    """``STATECACHE_ROOT`` as an absolute folder; a value that names no folder is warned about
+    (naming the variable) and not used."""
+    if given is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(given)) if "\0" not in given else None
+    if path is not None and os.path.isdir(path):
+        return path
+    from .._warnings import warn
+
+    warn(
+        f"statecache: STATECACHE_ROOT={given!r} is not a directory; keys are made relative to "
+        "the project root found from the script instead. Set STATECACHE_ROOT to the folder "
+        "of your project (or unset it)."
+    )
+    return None
+
+
+def inside(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` when it is ``root`` or below it, else None."""
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # another drive
+        return None
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return None
+    return rel
+
+
+def root_suffix(text: str, root: str) -> str | None:
+    """What follows ``root`` in ``text`` when ``text`` is ``root`` or an absolute path below it
+    (``"/p"`` -> ``""``, ``"/p/x.csv"`` -> ``"/x.csv"``), else None. The text is not
+    normalised, so two different strings never give the same suffix."""
+    base = root_base(root)
+    if text.startswith(base + os.sep) or (base and text == base):
+        return text[len(base):]
+    return None
+
+
+def root_base(root: str) -> str:
+    """``root`` without a trailing separator (``""`` for ``/``): every text that
+    ``root_suffix`` accepts starts with it (a cheap first test)."""
+    return root.rstrip(os.sep)
