@@ -31,13 +31,17 @@ from typing import Any
 import xxhash
 
 from .._errors import FingerprintError
+from . import dataframes
 from .code import code_digest
 from .codegraph import CodeGraph
 from .hashing import U64, encode_str
+from .project import project_root, root_base, root_suffix
 from .registry import registered_for
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
+# pathlib's own classes (a subclass may carry more state: it goes through its pickle)
+_PATH_NAMES = frozenset({"PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath"})
 _PID_PLAIN, _PID_USER_INSTANCE, _PID_WALK, _PID_CODE = 0, 1, 2, 3
 
 
@@ -93,6 +97,10 @@ class _KeyPickler(pickle.Pickler):
             # interns attribute names, so a restored object would share strings that the
             # computed one did not (a spurious miss on the run after a restore). A fresh
             # bytes object per occurrence makes the stream independent of string identity.
+            if obj.startswith(self._fp.root_base):
+                suffix = root_suffix(obj, self._fp.root)
+                if suffix is not None:  # a tuple: never equal to the bytes of any string
+                    return (b"~rel", suffix.encode("utf-8", "surrogatepass"))
             return obj.encode("utf-8", "surrogatepass")
         return self._fp._pid(obj, t, self)
 
@@ -107,6 +115,9 @@ class Fingerprinter(CodeGraph):
 
     def __init__(self, ignore: Iterable[str] = ()) -> None:
         super().__init__(ignore)
+        # absolute paths inside the project root count relative to it (see project_text)
+        self.root = project_root()
+        self.root_base = root_base(self.root)
         self._pid_kinds: dict[type, int] = {}
         self._dispatch: dict[type, Callable[[Any, Any, Ctx], None]] = {
             set: self._feed_set,
@@ -155,6 +166,11 @@ class Fingerprinter(CodeGraph):
 
     def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
         t = type(obj)
+        if t is str and obj.startswith(self.root_base):
+            relative = self.project_text(obj)
+            if relative is not None:
+                h.update(relative)
+                return
         atom = ATOMS.get(t)
         if atom is not None:
             atom(h.update, obj)
@@ -180,14 +196,42 @@ class Fingerprinter(CodeGraph):
                 if isinstance(obj, np.generic):
                     h.update(b"n" + encode_str(_dtype_descr(obj.dtype)) + obj.tobytes())
                     return
-        if isinstance(obj, type):  # metaclass instances: classes
+        if _is_path_type(t):
+            self._feed_path(h, obj)
+        elif isinstance(obj, type):  # metaclass instances: classes
             self._feed_code_node(h, obj, ctx)
         elif isinstance(obj, (set, frozenset)):
             self._feed_set(h, obj, ctx)
         elif isinstance(obj, functools.partial):
             self._feed_partial(h, obj, ctx)
+        elif dataframes.kind(t) is not None:
+            self._feed_pandas(h, obj, ctx)
         else:
             self._feed_pickled(h, obj, ctx)
+
+    def project_text(self, text: str) -> bytes | None:
+        """The digest bytes of an absolute path inside the project root, relative to it: a
+        path built from ``__file__`` keys alike in two clones of the project. None for any
+        other text. Tagged apart from every plain string, so that no path outside the root
+        (nor a relative path, which depends on the working directory) can equal one inside."""
+        suffix = root_suffix(text, self.root)
+        return None if suffix is None else b"~rel" + encode_str(suffix)
+
+    def _feed_path(self, h: Any, path: Any) -> None:
+        """A pathlib path by its class and text (an absolute one inside the project relative
+        to the root); its pickle holds its parts, where the root could not be found."""
+        text = str(path)
+        h.update(b"~path" + encode_str(typename(type(path))))
+        relative = self.project_text(text) if text.startswith(self.root_base) else None
+        h.update(relative if relative is not None else b"s" + encode_str(text))
+
+    def _feed_pandas(self, h: Any, obj: Any, ctx: Ctx) -> None:
+        """A DataFrame, Series, Index or extension array by what defines its value (see
+        ``dataframes``): reading it, which fills its caches, does not change its fingerprint."""
+        if self._memo(h, obj, ctx):
+            return
+        h.update(b"pd")
+        self._feed(h, dataframes.parts(obj), ctx)
 
     def _sub(self, obj: Any, ctx: Ctx) -> bytes:
         h = xxhash.xxh3_128()
@@ -239,7 +283,8 @@ class Fingerprinter(CodeGraph):
         for item in obj:
             t = type(item)
             if t is str:  # the commonest element: one call, no traversal state
-                keys.append(_xxh3_128_digest(b"s" + item.encode("utf-8", "surrogatepass")))
+                relative = self.project_text(item) if item.startswith(self.root_base) else None
+                keys.append(_xxh3_128_digest(relative or b"s" + item.encode("utf-8", "surrogatepass")))
                 continue
             atom = ATOMS.get(t)
             if atom is not None:
@@ -365,6 +410,8 @@ class Fingerprinter(CodeGraph):
             or issubclass(t, (type, set, frozenset, functools.partial))
             or _is_numpy_array_type(t)
             or _is_tensor_type(t)
+            or _is_path_type(t)
+            or dataframes.kind(t) is not None
             or registered_for(t) is not None
         ):
             return _PID_WALK
@@ -451,6 +498,13 @@ def _is_numpy_array_type(t: type) -> bool:
     return np is not None and (t is np.ndarray or t is np.memmap)
 
 
+def _is_path_type(t: type) -> bool:
+    """One of pathlib's own path classes (pathlib is never imported here: a path exists only
+    once it is loaded)."""
+    return (
+        t.__name__ in _PATH_NAMES and t.__module__.startswith("pathlib")
+        and getattr(sys.modules.get("pathlib"), t.__name__, None) is t
+    )
 
 
 def _is_tensor_type(t: type) -> bool:
