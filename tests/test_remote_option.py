@@ -148,3 +148,20 @@ def test_a_path_is_a_shared_mount(tmp_path: Path) -> None:
     assert one.run("run.py", env=env_for(None, log)).computed("features")
     assert two.run("run.py", env=env_for(None, log)).hit("features")
     assert bodies(log).count("features") == 1
+
+
+# --- in process: what Options and Settings make of remote= ---------------------------------------
+
+
+def test_settings_merge_remote_with_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from statecache._settings import Options
+
+    monkeypatch.setenv("STATECACHE_REMOTE", "s3://team-bucket/cache")
+    left_out = Options("t").settings("t")
+    assert (left_out.remote, left_out.shared) == ("s3://team-bucket/cache", True)
+    off = Options("t", remote=False).settings("t")
+    assert (off.remote, off.shared) == (None, False)
+    own = Options("t", remote=tmp_path).settings("t")
+    assert (own.remote, own.shared) == (f"file://{tmp_path}", True)
+    monkeypatch.delenv("STATECACHE_REMOTE")
+    assert Options("t").settings("t").remote is None
