@@ -293,12 +293,25 @@ def env_remote() -> str | None:
     raw = os.environ.get("STATECACHE_REMOTE", "").strip()
     if not raw:
         return None
-    if "\0" in raw or ("://" not in raw and not os.path.isabs(os.path.expanduser(raw))):
+    url = remote_url(raw)
+    if url is None:
         raise ConfigError(
             f"environment variable STATECACHE_REMOTE={raw!r} is not understood: give a URL such "
             "as s3://bucket/prefix or file:///mnt/team/statecache"
         )
-    return raw if "://" in raw else "file://" + os.path.expanduser(raw)
+    return url
+
+
+def remote_url(text: str) -> str | None:
+    """A remote as ``STATECACHE_REMOTE`` and ``remote=`` take it: a URL as is, an absolute path
+    (``~`` expanded) as a ``file://`` URL; None when it is neither."""
+    text = text.strip()
+    if not text or "\0" in text:
+        return None
+    if "://" in text:
+        return text
+    path = os.path.expanduser(text)
+    return "file://" + path if os.path.isabs(path) else None
 
 
 _compress_warned: set[str] = set()  # STATECACHE_COMPRESS values already warned about

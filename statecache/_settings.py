@@ -18,6 +18,7 @@ from ._config import (
     max_size_setting,
     mmap_setting,
     refresh_applies,
+    remote_url,
     verbose_setting,
 )
 from ._errors import ConfigError
@@ -131,15 +132,12 @@ def remote_option(remote: object) -> str | Literal[False] | None:
         raise ConfigError(
             f"remote= takes a URL such as 's3://bucket/prefix', or False to use no remote (leave "
             f"it out for STATECACHE_REMOTE), got {remote!r}")
-    remote = remote.strip()
-    if "://" in remote:
-        return remote
-    path = os.path.expanduser(remote)
-    if not os.path.isabs(path):
+    url = remote_url(remote)
+    if url is None:
         raise ConfigError(
-            f"remote={remote!r} is not understood: give a URL such as s3://bucket/prefix or "
+            f"remote={remote.strip()!r} is not understood: give a URL such as s3://bucket/prefix or "
             "file:///mnt/team/statecache")
-    return "file://" + path
+    return url
 
 
 def compress_option(compress: object) -> str | None:
