@@ -22,8 +22,8 @@ _kinds: dict[type, str | None] = {}
 
 
 def kind(t: type) -> str | None:
-    """``"frame"``, ``"series"``, ``"index"`` or ``"array"`` for pandas types (subclasses
-    too), else None."""
+    """``"frame"``, ``"series"``, ``"index"``, ``"array"`` or ``"dtype"`` for pandas types
+    (subclasses too), else None."""
     try:
         return _kinds[t]
     except KeyError:
@@ -31,9 +31,10 @@ def kind(t: type) -> str | None:
     pd = sys.modules.get("pandas")
     found: str | None = None
     if pd is not None:  # without pandas loaded no type can be one of its own
-        extension_array = getattr(getattr(getattr(pd, "api", None), "extensions", None), "ExtensionArray", None)
+        extensions = getattr(getattr(pd, "api", None), "extensions", None)
         for name, base in (("frame", pd.DataFrame), ("series", pd.Series), ("index", pd.Index),
-                           ("array", extension_array)):
+                           ("array", getattr(extensions, "ExtensionArray", None)),
+                           ("dtype", getattr(extensions, "ExtensionDtype", None))):
             try:
                 if isinstance(base, type) and issubclass(t, base):
                     found = name
@@ -53,6 +54,8 @@ def parts(obj: Any) -> tuple[Any, ...]:
         return (type(obj), obj.name, index_parts(obj.index), array_parts(obj._values), *_extras(obj))
     if which == "index":
         return index_parts(obj)
+    if which == "dtype":
+        return dtype_parts(obj)
     return array_parts(obj)
 
 
@@ -85,7 +88,8 @@ def index_parts(idx: Any) -> tuple[Any, ...]:
         )
     if isinstance(idx, pd.RangeIndex):
         return (type(idx), idx.name, idx.start, idx.stop, idx.step)
-    return (type(idx), idx.name, array_parts(idx._data))
+    # a DatetimeIndex's frequency lives on the index itself in pandas 3 (on its array before)
+    return (type(idx), idx.name, array_parts(idx._data), freq_parts(getattr(idx, "freq", None)))
 
 
 def array_parts(arr: Any) -> tuple[Any, ...]:
@@ -143,14 +147,28 @@ def arrow_digest(data: Any) -> bytes:
 
 def dtype_parts(dtype: Any) -> tuple[Any, ...]:
     """A dtype: numpy's by its description; a categorical one by its categories and order;
-    any other by its name and its pickle (a timezone, a storage, a subtype)."""
+    any other by its name and the attributes its ``_metadata`` names (those pandas compares
+    dtypes by), never its pickle: dtype instances are shared and fill caches as they are used."""
     np = sys.modules["numpy"]
     if isinstance(dtype, np.dtype):
         return ("numpy", dtype.str if dtype.fields is None else repr(dtype.descr))
     categories = getattr(dtype, "categories", None)
     if categories is not None and hasattr(dtype, "ordered"):
         return ("category", type(dtype), index_parts(categories), bool(dtype.ordered))
-    return ("extension", type(dtype), str(dtype), dtype)
+    names = getattr(dtype, "_metadata", None)
+    if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+        return ("extension", type(dtype), str(dtype), "pickled", dtype)
+    return ("extension", type(dtype), str(dtype), tuple((n, _attribute(getattr(dtype, n, None))) for n in names))
+
+
+def _attribute(value: Any) -> Any:
+    """A dtype attribute in canonical parts where it is a dtype or an offset itself."""
+    np = sys.modules["numpy"]
+    if isinstance(value, np.dtype) or type(value).__module__.startswith("pandas") and hasattr(value, "_metadata"):
+        return dtype_parts(value)
+    if hasattr(value, "freqstr") and hasattr(value, "kwds"):
+        return freq_parts(value)
+    return value
 
 
 def freq_parts(freq: Any) -> tuple[Any, ...] | None:

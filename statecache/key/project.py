@@ -118,28 +118,39 @@ def _given_root(given: str | None) -> str | None:
     return None
 
 
+def forms(root: str) -> tuple[str, ...]:
+    """``root`` as given and with its symbolic links resolved (``Path(__file__).resolve()``
+    names the project by the second), without a trailing separator (``""`` for ``/``)."""
+    found = _forms.get(root)
+    if found is None:
+        found = _forms[root] = tuple(dict.fromkeys(f.rstrip(os.sep) for f in (root, os.path.realpath(root))))
+    return found
+
+
+_forms: dict[str, tuple[str, ...]] = {}
+
+
 def inside(path: str, root: str) -> str | None:
-    """``path`` relative to ``root`` when it is ``root`` or below it, else None."""
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:  # another drive
-        return None
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-        return None
-    return rel
+    """``path`` relative to ``root`` (as given or resolved) when it is ``root`` or below it,
+    else None."""
+    for form in forms(root):
+        try:
+            rel = os.path.relpath(path, form or os.sep)
+        except ValueError:  # another drive
+            continue
+        if not (rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel)):
+            return rel
+    return None
 
 
 def root_suffix(text: str, root: str) -> str | None:
     """What follows ``root`` in ``text`` when ``text`` is ``root`` or an absolute path below it
     (``"/p"`` -> ``""``, ``"/p/x.csv"`` -> ``"/x.csv"``), else None. The text is not
-    normalised, so two different strings never give the same suffix."""
-    base = root_base(root)
-    if text.startswith(base + os.sep) or (base and text == base):
-        return text[len(base):]
+    normalised, so two different strings never give the same suffix; a text with a ``..``
+    part is not below the root (``/p/../q`` is outside it)."""
+    for base in forms(root):
+        if text.startswith(base + os.sep) or (base and text == base):
+            suffix = text[len(base):]
+            parts = suffix.replace(os.altsep, os.sep).split(os.sep) if os.altsep else suffix.split(os.sep)
+            return None if os.pardir in parts else suffix
     return None
-
-
-def root_base(root: str) -> str:
-    """``root`` without a trailing separator (``""`` for ``/``): every text that
-    ``root_suffix`` accepts starts with it (a cheap first test)."""
-    return root.rstrip(os.sep)

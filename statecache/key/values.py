@@ -35,7 +35,7 @@ from . import dataframes
 from .code import code_digest
 from .codegraph import CodeGraph
 from .hashing import U64, encode_str
-from .project import project_root, root_base, root_suffix
+from .project import forms, project_root, root_suffix
 from .registry import registered_for
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
 
@@ -97,7 +97,7 @@ class _KeyPickler(pickle.Pickler):
             # interns attribute names, so a restored object would share strings that the
             # computed one did not (a spurious miss on the run after a restore). A fresh
             # bytes object per occurrence makes the stream independent of string identity.
-            if obj.startswith(self._fp.root_base):
+            if obj.startswith(self._fp.root_forms):
                 suffix = root_suffix(obj, self._fp.root)
                 if suffix is not None:  # a tuple: never equal to the bytes of any string
                     return (b"~rel", suffix.encode("utf-8", "surrogatepass"))
@@ -117,7 +117,7 @@ class Fingerprinter(CodeGraph):
         super().__init__(ignore)
         # absolute paths inside the project root count relative to it (see project_text)
         self.root = project_root()
-        self.root_base = root_base(self.root)
+        self.root_forms = forms(self.root)  # what every such path starts with (a quick test)
         self._pid_kinds: dict[type, int] = {}
         self._dispatch: dict[type, Callable[[Any, Any, Ctx], None]] = {
             set: self._feed_set,
@@ -166,7 +166,7 @@ class Fingerprinter(CodeGraph):
 
     def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
         t = type(obj)
-        if t is str and obj.startswith(self.root_base):
+        if t is str and obj.startswith(self.root_forms):
             relative = self.project_text(obj)
             if relative is not None:
                 h.update(relative)
@@ -222,7 +222,7 @@ class Fingerprinter(CodeGraph):
         to the root); its pickle holds its parts, where the root could not be found."""
         text = str(path)
         h.update(b"~path" + encode_str(typename(type(path))))
-        relative = self.project_text(text) if text.startswith(self.root_base) else None
+        relative = self.project_text(text) if text.startswith(self.root_forms) else None
         h.update(relative if relative is not None else b"s" + encode_str(text))
 
     def _feed_pandas(self, h: Any, obj: Any, ctx: Ctx) -> None:
@@ -231,7 +231,21 @@ class Fingerprinter(CodeGraph):
         if self._memo(h, obj, ctx):
             return
         h.update(b"pd")
-        self._feed(h, dataframes.parts(obj), ctx)
+        self._feed_parts(h, dataframes.parts(obj), ctx)
+
+    def _feed_parts(self, h: Any, parts: Any, ctx: Ctx) -> None:
+        """Canonical parts: tuples and lists walked here, every other part in a traversal of
+        its own, so that which parts happen to be one object (a dtype that pandas shares
+        between columns, or not) cannot count."""
+        if type(parts) is tuple or type(parts) is list:
+            h.update(b"(" + U64(len(parts)))
+            for part in parts:
+                self._feed_parts(h, part, ctx)
+            h.update(b")")
+        else:
+            sub = Ctx(ctx.mode)
+            h.update(self._sub(parts, sub))
+            ctx.saw_code = ctx.saw_code or sub.saw_code
 
     def _sub(self, obj: Any, ctx: Ctx) -> bytes:
         h = xxhash.xxh3_128()
@@ -283,7 +297,7 @@ class Fingerprinter(CodeGraph):
         for item in obj:
             t = type(item)
             if t is str:  # the commonest element: one call, no traversal state
-                relative = self.project_text(item) if item.startswith(self.root_base) else None
+                relative = self.project_text(item) if item.startswith(self.root_forms) else None
                 keys.append(_xxh3_128_digest(relative or b"s" + item.encode("utf-8", "surrogatepass")))
                 continue
             atom = ATOMS.get(t)
