@@ -6,6 +6,7 @@ scripts run twice or more in subprocesses; each output is compared with a run un
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -302,3 +303,22 @@ def test_the_writer_loads_no_torch_of_its_own(tmp_path) -> None:
     finally:
         sys.modules["torch"] = saved
     assert tensor_reducer() is not None
+
+
+def test_tensors_in_a_state_that_needs_cloudpickle_are_stored_the_same_way(project: Project) -> None:
+    project.write("main.py", DIGEST + """
+import statecache as sc
+torch.manual_seed(0)
+with sc.checkpoint("a"):
+    base = torch.randn(256, 256)
+    view = base[:, 3]
+    scale = lambda t: t * 2  # plain pickle refuses it: cloudpickle saves the state
+print(digest(view), view.untyped_storage().data_ptr() == base.untyped_storage().data_ptr())
+print(digest(scale(base)))
+""")
+    out = check_hits(project)
+    assert out.splitlines()[0].endswith(" True")
+    (entry,) = project.entries("a")
+    assert entry.stat().st_size < 1.2 * (256 * 256 * 4)
+    shown = json.loads(project.run("-m", "statecache", "show", "a", "--json").stdout)
+    assert shown["pickler"] == "cloudpickle"
