@@ -396,6 +396,77 @@ def test_every_flipped_checksummed_byte_is_detected(tmp_path):
     assert loaded_fine < len(offsets) // 20  # only padding and the unused signature field
 
 
+def _reader_threads():
+    return [t for t in threading.enumerate() if t.name == "statecache-read"]
+
+
+def test_many_small_buffers_read_ahead_of_the_unpickler_come_back_in_order(tmp_path):
+    """A model's worth of sub-MiB buffers (12 MB in all: read on threads while unpickling goes
+    on); every one restored where it belongs, and a damaged one is an error, with no reader
+    thread left behind either way."""
+    rng = np.random.default_rng(11)
+    arrays = [rng.integers(0, 2**62, 40_000 + 97 * i, dtype=np.int64) for i in range(40)]
+    state = {"trees": [{"nodes": a, "n": i} for i, a in enumerate(arrays)], "first": arrays[0]}
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {"name": "t"})
+    _, sections = entry_regions(path)
+    assert len(sections) == 41 and all(s.all_raw for s in sections[1:])
+    got = read_entry(path)[1]
+    for i, a in enumerate(arrays):
+        assert got["trees"][i]["n"] == i
+        assert_same_array(a, got["trees"][i]["nodes"])
+    assert got["first"] is got["trees"][0]["nodes"]  # one buffer, shared as it was
+    assert _reader_threads() == []
+    for index in (1, 20, 40):  # the first, a middle and the last buffer
+        original = path.read_bytes()
+        flip(path, sections[index].offset + 5)
+        with pytest.raises(EntryError, match="damaged buffer section"):
+            read_entry(path)
+        assert _reader_threads() == []
+        path.write_bytes(original)
+
+
+def test_a_feed_error_reaches_the_buffer_that_waits_for_it():
+    from statecache.entry.feed import BufferFeed
+
+    buffers = [bytearray(4) for _ in range(6)]
+
+    def read(job):
+        index, value = job
+        if index == 3:
+            raise OSError("injected")
+        buffers[index][:] = bytes([value]) * 4
+
+    for workers in (0, 2):
+        jobs = [[(i, i + 1)] for i in range(6)]
+        feed = BufferFeed(buffers, jobs, read, workers)
+        got = []
+        with pytest.raises(OSError, match="injected"):
+            for buffer in feed:
+                got.append(bytes(buffer))
+        feed.close()
+        # every buffer handed over is complete; with threads, one still being read when the
+        # error came may be refused too
+        assert got == [bytes([v]) * 4 for v in (1, 2, 3)][: len(got)]
+        assert len(got) == 3 if not workers else len(got) <= 3
+        assert not feed.exhausted and _reader_threads() == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_restore_leaves_the_garbage_collector_as_it_found_it(tmp_path, enabled):
+    import gc
+
+    path = tmp_path / "e.sc"
+    write_entry(path, {"objs": [[i] for i in range(50_000)]}, {"name": "t"})
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert read_entry(path)[1]["objs"][49_999] == [49_999]
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
 @pytest.mark.parametrize("mmap", [False, True])
 def test_flipped_byte_in_each_section_of_a_big_entry(tmp_path, mmap):
     rng = np.random.default_rng(8)

@@ -5,13 +5,16 @@ with a secret, and any damage an EntryError naming the file: never a crash, neve
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import json
 import os
 import stat
 import struct
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -33,6 +36,9 @@ from .format import (
 )
 from .meta import EntryMeta, parse_meta
 from .progress import NoProgress, progress_bar
+
+if TYPE_CHECKING:
+    from .feed import BufferFeed
 
 READ_PIECE = 256 << 10  # raw chunks are read and hashed this much at a time (cache-resident)
 HEAD_READ = 64 << 10  # first read of an entry: header + meta, often the whole file
@@ -364,11 +370,19 @@ def _read_state(
         unpickler = unpickler_class(reader.meta.get("pickler"))
     except LookupError as exc:
         raise reader.error(str(exc)) from exc
-    buffers = _read_buffers(reader, mmap) if len(reader.sections) > 1 else []
+    feed = _read_buffers(reader, mmap)
+    try:
+        with _gc_paused():
+            state = _unpickle(reader, unpickler(source, buffers=feed).load, names)
+    finally:
+        feed.close()  # before the caller closes the fd that its threads read
+    if source.tell() != reader.sections[0].raw_len or not feed.exhausted:
+        raise reader.error("damaged (the pickle stream does not match the variable list)")
+    return reader.meta, state
 
+
+def _unpickle(reader: Reader, load: Any, names: dict[str, Any]) -> dict[str, Any]:
     state: dict[str, Any] = {}
-    remaining = iter(buffers)
-    load = unpickler(source, buffers=remaining).load
     for name in names:
         try:
             state[name] = load()
@@ -378,22 +392,30 @@ def _read_state(
             raise reader.error(
                 f"cannot restore variable {name!r}: {type(exc).__name__}: {exc}"
             ) from exc
-    if source.tell() != reader.sections[0].raw_len or next(remaining, None) is not None:
-        raise reader.error("damaged (the pickle stream does not match the variable list)")
-    return reader.meta, state
+    return state
 
 
-def _read_buffers(reader: Reader, mmap: bool) -> list[Any]:
-    """The out-of-band buffers, each read (and checked) into its final memory or mapped."""
-    from .codec import PARALLEL_MIN, run_jobs
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while unpickling: every object the Unpickler makes is
+    live, so the collections that a million new containers trigger find nothing and cost
+    about a tenth of the load (``pickle.load`` in the same process pays them)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
-    if not mmap and sum(sec.stored_len for sec in reader.sections[1:]) >= PARALLEL_MIN:
-        # Parallel readers at interleaved offsets defeat the kernel's sequential readahead on
-        # a cold file: ask for the whole data range at once (about a millisecond when cached).
-        last = reader.sections[-1]
-        _willneed(reader.fd, reader.data_start, last.offset + last.stored_len - reader.data_start)
+
+def _read_buffers(reader: Reader, mmap: bool) -> BufferFeed:
+    """The out-of-band buffers, each read (and checked) into its final memory or mapped, fed
+    to the Unpickler as they complete (read ahead on threads when there is enough to share)."""
+    from .feed import BufferFeed
+
     buffers: list[Any] = []
-    jobs: list[tuple] = []
+    jobs: list[list[tuple]] = []
     mapped: memoryview | None = None
     total = 0
     for sec in reader.sections[1:]:
@@ -402,6 +424,7 @@ def _read_buffers(reader: Reader, mmap: bool) -> list[Any]:
                 mapped = _map(reader)
             if mapped:
                 buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
+                jobs.append([])
                 reader.progress.add(sec.raw_len)
                 continue
         try:
@@ -411,10 +434,23 @@ def _read_buffers(reader: Reader, mmap: bool) -> list[Any]:
                 f"damaged section table (buffer of {sec.raw_len} bytes)"
             ) from exc
         buffers.append(memory)
-        jobs.extend(reader.buffer_jobs(sec, memory))
+        jobs.append(reader.buffer_jobs(sec, memory))
         total += sec.raw_len
-    run_jobs(jobs, reader.read_chunk, parallel=total >= PARALLEL_MIN)
-    return buffers
+    if not total:  # no buffer, or all mapped: a small hit imports no codec
+        return BufferFeed(buffers, jobs, reader.read_chunk)
+    from .codec import PARALLEL_MIN, threads
+
+    if total < PARALLEL_MIN:
+        return BufferFeed(buffers, jobs, reader.read_chunk)
+
+    # Parallel readers at interleaved offsets defeat the kernel's sequential readahead on a
+    # cold file: ask for the whole data range at once (on a reader thread: a few ms when cached)
+    last = reader.sections[-1]
+    span = last.offset + last.stored_len - reader.data_start
+    return BufferFeed(
+        buffers, jobs, reader.read_chunk, threads(),
+        before=lambda: _willneed(reader.fd, reader.data_start, span),
+    )
 
 
 def unpickler_class(pickler: object) -> Any:
