@@ -132,7 +132,7 @@ def on_device(storage: Any, device: str) -> Any:
     target = torch.device(device)
     if target.type == "cuda" and torch.cuda.is_available():
         if (target.index or 0) < torch.cuda.device_count():
-            return storage.to(device=target)
+            return storage.cuda(target.index)
         why = f"this process sees {torch.cuda.device_count()} CUDA device(s)"
     elif target.type == "cuda":
         why = "this process has no CUDA device (torch.cuda.is_available() is False)"
