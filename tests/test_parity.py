@@ -119,9 +119,6 @@ ENV_HELPER = replace(
     simple("result = n() * 10", defs="import os\n\n\ndef n():\n    return int(os.environ['N'])"),
     env={"N": "3"},
 )
-ENV_HELPER_HOLE = (
-    ("*", "an environment variable read by a helper of the user's (not the block) is not an input"),
-)
 
 
 ARGV = replace(simple("result = [int(a) * 10 for a in sys.argv[1:]]", defs="import sys"), argv=("3",))
@@ -196,7 +193,7 @@ RULES = [
     Rule("env-item", env_case("os.environ['N']"), replace(env_case("os.environ['N']"), env={"N": "30"})),
     Rule("env-get", env_case("os.environ.get('N')"), replace(env_case("os.environ.get('N')"), env={"N": "30"}), skip=SAME_AS_MODULE),
     Rule("env-getenv", env_case("os.getenv('N')"), replace(env_case("os.getenv('N')"), env={"N": "30"}), skip=SAME_AS_MODULE),
-    Rule("env-in-helper", ENV_HELPER, replace(ENV_HELPER, env={"N": "30"}), hole=ENV_HELPER_HOLE),
+    Rule("env-in-helper", ENV_HELPER, replace(ENV_HELPER, env={"N": "30"})),
     Rule("sys-argv", ARGV, replace(ARGV, argv=("30",)), skip=NO_ARGV, reason="sys.argv"),
     Rule("random-seed", RNG, edit(RNG, "random.seed(1)", "random.seed(12)")),
     Rule("numpy-seed", NP_RNG, edit(NP_RNG, "np.random.seed(1)", "np.random.seed(12)"), skip=SAME_AS_MODULE),

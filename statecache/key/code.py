@@ -142,6 +142,18 @@ def code_digest(co: types.CodeType) -> bytes:
     return result
 
 
+def source_node(co: types.CodeType) -> ast.AST | None:
+    """The ``def`` or ``lambda`` node of a user function's code in its file's current text,
+    when that text compiles to exactly this code; None otherwise (no source, edited since
+    loading, or code that is not the user's)."""
+    filename = co.co_filename
+    if not is_user_file(filename):
+        return None
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename)
+    return _source_node(co, filename, lines) if lines else None
+
+
 def frame_edited_after_loading(frame: types.FrameType) -> bytes:
     """``b""`` when the code the frame runs is what its file's current text compiles to (the
     whole file, the one statement live mode compiled, or the function); else ``b"ran"`` + the

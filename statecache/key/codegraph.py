@@ -21,9 +21,10 @@ from typing import Any
 
 import xxhash
 
-from .code import code_digest, loaded_other_text, scan_refs
+from .code import code_digest, loaded_other_text, scan_refs, source_node
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
+from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
 
@@ -35,6 +36,31 @@ END = object()
 CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__slotnames__", "__module__", "_abc_impl"})
 
 _Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]
+
+
+_PROCESS: dict[int, tuple[types.CodeType, object, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+
+
+def process_reads_of(co: types.CodeType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The process state a user function's code reads (``key.process.scan`` of its source: the
+    same rule as a block's body); from its names when the source is not what runs, where any
+    environment access reads the whole environment. Cached per code and source text."""
+    node = source_node(co)
+    hit = _PROCESS.get(id(co))
+    if hit is not None and hit[0] is co and hit[1] is node:
+        return hit[2]
+    if node is not None:
+        found = scan([node])
+    else:
+        names: set[str] = set()
+        stack = [co]
+        while stack:
+            c = stack.pop()
+            names.update(c.co_names)
+            stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+        found = ((), scan_names(names))
+    _PROCESS[id(co)] = (co, node, found)
+    return found
 
 
 def _is_reader_wrapper(function: types.FunctionType) -> bool:
@@ -214,6 +240,7 @@ class CodeGraph:
             e.where.append(f"a variable closed over by {fn.__qualname__}()")
             raise
         self._function_globals(h, fn, ctx)
+        self._process_state(h, fn.__code__, ctx)
         for modname, level, fromlist in self._code_refs_of(fn.__code__)[1]:
             self._feed_import(h, fn, modname, level, fromlist, ctx)
         if fn.__dict__:
@@ -221,6 +248,23 @@ class CodeGraph:
             for k, v in fn.__dict__.items():
                 self._feed(h, k, ctx)
                 self._feed_or_fallback(h, v, ctx)
+
+    def _process_state(self, h: Any, co: types.CodeType, ctx: Ctx) -> None:
+        """What a user function reads of the process (environment variables, the whole
+        environment, the working directory), by current value, as the same reads in a block
+        count: a helper reading ``os.environ["N"]`` keys on ``N``. Labels in ``ignore=`` are
+        left out, as they are from a block's own inputs."""
+        keys, kinds = process_reads_of(co)
+        for key in keys:
+            label = environ_label(key)
+            if label not in self._ignore:
+                h.update(b"env" + encode_str(label))
+                self._feed(h, os.environ.get(key), ctx)
+        for kind in kinds:
+            label, value = process_value(kind)
+            if label not in self._ignore:
+                h.update(b"proc" + encode_str(label))
+                self._feed(h, value, ctx)
 
     def _library_function(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
         """Library code counts by name and version; what it closes over counts by value

@@ -10,10 +10,12 @@ IPython namespace). The implicit inputs are the same for every front end:
   by version only, so its data must count by value;
 - environment variables read with a constant key (``os.environ["N"]``, ``os.getenv("N")``,
   ``"N" in os.environ``, ``os.environ.setdefault("N", ...)``), and the whole environment (minus
-  ``VOLATILE_ENVIRON``) when the code uses ``os.environ`` otherwise (``dict(os.environ)``, a loop);
-- the command line arguments ``sys.argv[1:]``, always outside IPython: argparse, click and
-  the like read them inside installed code, where no scan of the body sees it, and a run with
-  other arguments is another run (``ignore=["sys.argv[1:]"]`` leaves them out);
+  ``process.VOLATILE_ENVIRON``) when the code uses ``os.environ`` otherwise (``dict(os.environ)``,
+  a loop); the user's helpers that the code calls count the same reads (``key.codegraph``);
+- the command line arguments ``sys.argv[1:]``, always: argparse, click and the like read them
+  inside installed code, where no scan of the body sees it, and a run with other arguments is
+  another run (``ignore=["sys.argv[1:]"]`` leaves them out); under IPython only once ``%run
+  script.py ARGS`` set them (a kernel's own launch line is new at every start);
 - the working directory, when the code can make a result depend on it (``os.getcwd()``,
   ``Path.cwd()``, ``.resolve()``, ``.absolute()``, ``os.path.abspath``/``realpath``);
 - the modules the code imports, by their source.
@@ -64,48 +66,18 @@ def reads_of(body: list[ast.stmt]) -> Reads:
     return with_process_reads(Reads(tuple(assigned), tuple(inputs), chains, environ, imports_in(body)), body)
 
 
-#: Variables of the environment that change between shells and sessions without changing what
-#: a program computes: left out when a block reads the whole environment.
-VOLATILE_ENVIRON = frozenset({
-    "_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_CLIENT",
-    "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "TMUX", "TMUX_PANE", "STY", "PS1", "PROMPT_COMMAND",
-    "SECURITYSESSIONID", "XDG_SESSION_ID", "DBUS_SESSION_BUS_ADDRESS",
-})
-
-# Calls whose result depends on the working directory.
-_CWD_CALLS = frozenset({"getcwd", "getcwdb", "cwd", "resolve", "absolute", "abspath", "realpath"})
-# os.environ methods that take a key (a constant one is read as that variable) or only write.
-_KEYED = frozenset({"get", "setdefault", "pop", "__contains__", "__getitem__"})
-_WRITES = frozenset({"update", "clear", "__setitem__", "__delitem__"})
-
-
 def with_process_reads(reads: Reads, body: list[ast.stmt]) -> Reads:
-    """``reads`` with the process state the code reads: environment variables read by ``in``,
-    ``setdefault`` or ``pop``, the whole environment, the working directory, and always
-    ``sys.argv[1:]`` except under IPython (a kernel's ``sys.argv`` is its own launch line, new
-    at every start)."""
-    process: set[str] = set() if _in_ipython() else {"argv"}
-    keys = dict.fromkeys(reads.environ_keys)
-    skip: set[int] = set()  # os.environ nodes read with a constant key, or only written
-    for stmt in body:
-        for node in ast.walk(stmt):
-            key, environ = _keyed_environ(node)
-            if environ is not None:
-                skip.add(id(environ))
-                if key is not None:
-                    keys.setdefault(key, None)
-            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
-            if name in _CWD_CALLS:
-                process.add("cwd")
-    for stmt in body:
-        for node in ast.walk(stmt):
-            if _is_environ(node) and id(node) not in skip:
-                process.add("environ")
+    """``reads`` with the process state the code reads (``key.process.scan``): environment
+    variables read by ``in``, ``setdefault`` or ``pop``, the whole environment, the working
+    directory, and always ``sys.argv[1:]`` (left out under IPython while it is the shell's own
+    launch line: see ``implicit_values``)."""
+    from .process import scan
     from .source import bare_names
 
+    keys, kinds = scan(body)
     return reads._replace(
-        environ_keys=tuple(keys), process=tuple(sorted(process)), seeded=seeded_first(body),
-        bare=bare_names(body),
+        environ_keys=tuple(dict.fromkeys((*reads.environ_keys, *keys))),
+        process=tuple(sorted({"argv", *kinds})), seeded=seeded_first(body), bare=bare_names(body),
     )
 
 
@@ -143,56 +115,6 @@ def seeded_first(body: list[ast.stmt]) -> tuple[str, ...]:
         if any(isinstance(node, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom)) for node in ast.walk(stmt)):
             break
     return tuple(seeded)
-
-
-def _in_ipython() -> bool:
-    import sys
-
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    return get is not None and get() is not None
-
-
-def _is_environ(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
-        isinstance(node, ast.Name) and node.id == "environ")
-
-
-def _constant(node: ast.AST | None) -> str | None:
-    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-
-
-def _keyed_environ(node: ast.AST) -> tuple[str | None, ast.AST | None]:
-    """(the constant key, the ``os.environ`` node) when ``node`` reads or writes one variable
-    (``os.environ["K"]``, ``.get("K")``, ``"K" in os.environ``) or only writes (``.update``);
-    (None, None) otherwise. A key that is not a constant reads the whole environment."""
-    if isinstance(node, ast.Subscript) and _is_environ(node.value):
-        key = _constant(node.slice)
-        return (key, node.value) if key is not None else (None, None)
-    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
-        key = _constant(node.left)
-        if key is not None and _is_environ(node.comparators[0]):
-            return key, node.comparators[0]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_environ(node.func.value):
-        if node.func.attr in _WRITES:
-            return None, node.func.value
-        key = _constant(node.args[0]) if node.args and node.func.attr in _KEYED else None
-        if key is not None:
-            return key, node.func.value
-    return None, None
-
-
-def _process_value(what: str) -> tuple[str, Any]:
-    """The label and current value of one kind of process state."""
-    import sys
-
-    if what == "argv":
-        return "sys.argv[1:]", list(sys.argv[1:])
-    if what == "cwd":
-        return "working directory", os.getcwd()
-    return "os.environ", {
-        k: v for k, v in os.environ.items() if k not in VOLATILE_ENVIRON and not k.startswith("STATECACHE_")
-    }
 
 
 def function_node(fn: Any) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -278,6 +200,7 @@ def implicit_values(
     """What the code reads that no name's value shows (see the module docstring); adds the
     labels of user-module attributes to ``chains`` (they are restored when the code sets
     them)."""
+    from .process import argv_is_launch_line, environ_label, in_ipython, process_value
     from .provenance import is_user_module
     from .values import Fingerprinter
     from .walk import is_plain_data
@@ -304,11 +227,13 @@ def implicit_values(
         if is_plain_data(value):
             extra[label] = value
     for key in reads.environ_keys:
-        label = f"os.environ[{key!r}]"
+        label = environ_label(key)
         if label not in ignored:
             extra[label] = os.environ.get(key)
     for what in reads.process:
-        label, value = _process_value(what)
+        if what == "argv" and in_ipython() and argv_is_launch_line():
+            continue  # a kernel's own launch line, new at every start
+        label, value = process_value(what)
         if label not in ignored:
             extra[label] = value
     if reads.imports:

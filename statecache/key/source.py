@@ -197,40 +197,18 @@ def _as_name(node: ast.With | ast.AsyncWith, what: str, where: str) -> str | Non
 def implicit_reads(body: list[ast.stmt]) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
     """Reads that a name's value does not show: ``module.attribute`` chains (``sys.argv``
     belongs to a module that counts by version only; ``helpers.SCALE`` may have been set at run
-    time; ``pkg.sub.f`` reaches a submodule) and environment variables read with a constant key."""
+    time; ``pkg.sub.f`` reaches a submodule) and environment variables read with a constant key
+    (``key.process.scan``)."""
+    from .process import scan
+
     attributes: dict[tuple[str, ...], None] = {}
-    keys: dict[str, None] = {}
-
-    def constant_key(node: ast.expr | None) -> str | None:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return node.value
-        return None
-
-    def is_environ(node: ast.expr) -> bool:
-        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
-            isinstance(node, ast.Name) and node.id == "environ"
-        )
-
     for stmt in body:
         for node in ast.walk(stmt):
             if isinstance(node, ast.Attribute):
                 chain = attribute_chain(node)
                 if chain is not None:
                     attributes.setdefault(chain, None)
-            if isinstance(node, ast.Subscript) and is_environ(node.value):
-                key = constant_key(node.slice)
-                if key is not None:
-                    keys.setdefault(key, None)
-            if isinstance(node, ast.Call) and node.args:
-                func = node.func
-                getter = (isinstance(func, ast.Attribute) and func.attr == "get" and is_environ(func.value)) or (
-                    isinstance(func, (ast.Attribute, ast.Name))
-                    and (func.attr if isinstance(func, ast.Attribute) else func.id) == "getenv"
-                )
-                key = constant_key(node.args[0]) if getter else None
-                if key is not None:
-                    keys.setdefault(key, None)
-    return tuple(attributes), tuple(keys)
+    return tuple(attributes), scan(body)[0]
 
 
 def attribute_chain(node: ast.Attribute) -> tuple[str, ...] | None:

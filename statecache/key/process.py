@@ -1,0 +1,140 @@
+"""Process state that code reads without naming it as a variable: environment variables, the
+whole environment, the working directory, the command line. One scan of the code's AST and one
+reading of the current values, used for a block's own body (``key.inputs``) and for every
+helper function of the user's that the key reaches (``key.codegraph``), so that the rule is the
+same wherever the read happens.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+#: Variables of the environment that change between shells and sessions without changing what
+#: a program computes: left out when a block reads the whole environment.
+VOLATILE_ENVIRON = frozenset({
+    "_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID", "SSH_CLIENT",
+    "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "TMUX", "TMUX_PANE", "STY", "PS1", "PROMPT_COMMAND",
+    "SECURITYSESSIONID", "XDG_SESSION_ID", "DBUS_SESSION_BUS_ADDRESS",
+})
+
+#: Names of calls whose result depends on the working directory.
+CWD_CALLS = frozenset({"getcwd", "getcwdb", "cwd", "resolve", "absolute", "abspath", "realpath"})
+#: Names through which code reaches the environment.
+ENVIRON_NAMES = frozenset({"environ", "environb", "getenv", "getenvb"})
+# os.environ methods that take a key (a constant one is read as that variable) or only write.
+_KEYED = frozenset({"get", "setdefault", "pop", "__contains__", "__getitem__"})
+_WRITES = frozenset({"update", "clear", "__setitem__", "__delitem__"})
+
+
+def is_environ(node: ast.AST) -> bool:
+    """``os.environ`` or a bare ``environ`` (``from os import environ``)."""
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ")
+
+
+def _constant(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def keyed_environ(node: ast.AST) -> tuple[str | None, ast.AST | None]:
+    """(the constant key, the ``os.environ`` node) when ``node`` reads or writes one variable
+    (``os.environ["K"]``, ``.get("K")``, ``"K" in os.environ``) or only writes (``.update``);
+    (the key, None) for ``os.getenv("K")``; (None, None) otherwise. A key that is not a constant
+    reads the whole environment."""
+    if isinstance(node, ast.Subscript) and is_environ(node.value):
+        key = _constant(node.slice)
+        return (key, node.value) if key is not None else (None, None)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+        key = _constant(node.left)
+        if key is not None and is_environ(node.comparators[0]):
+            return key, node.comparators[0]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_environ(node.func.value):
+        if node.func.attr in _WRITES:
+            return None, node.func.value
+        key = _constant(node.args[0]) if node.args and node.func.attr in _KEYED else None
+        if key is not None:
+            return key, node.func.value
+    if isinstance(node, ast.Call) and node.args:
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        if name == "getenv":
+            return _constant(node.args[0]), None
+    return None, None
+
+
+def scan(nodes: Iterable[ast.AST]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(environment variables read with a constant key, the kinds of wider process state read:
+    ``"cwd"`` for a call that resolves against the working directory, ``"environ"`` for the
+    environment used otherwise: ``dict(os.environ)``, a loop, a computed key)."""
+    keys: dict[str, None] = {}
+    kinds: set[str] = set()
+    skip: set[int] = set()  # os.environ nodes read with a constant key, or only written
+    walked = [node for root in nodes for node in ast.walk(root)]
+    for node in walked:
+        key, environ = keyed_environ(node)
+        if environ is not None:
+            skip.add(id(environ))
+        if key is not None:
+            keys.setdefault(key, None)
+        elif isinstance(node, ast.Call) and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "getenv")
+            or (isinstance(node.func, ast.Name) and node.func.id == "getenv")
+        ):
+            kinds.add("environ")  # os.getenv(name) with a computed name
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        if name in CWD_CALLS:
+            kinds.add("cwd")
+    for node in walked:
+        if is_environ(node) and id(node) not in skip:
+            kinds.add("environ")
+    return tuple(keys), tuple(sorted(kinds))
+
+
+def scan_names(names: Iterable[str]) -> tuple[str, ...]:
+    """The kinds of process state that code mentioning ``names`` (its global and attribute
+    names, as bytecode lists them) may read, when its source is unknown: any environment access
+    reads the whole environment (when in doubt, miss)."""
+    found = set(names)
+    kinds = set()
+    if found & CWD_CALLS:
+        kinds.add("cwd")
+    if found & ENVIRON_NAMES:
+        kinds.add("environ")
+    return tuple(sorted(kinds))
+
+
+def in_ipython() -> bool:
+    """Whether an IPython shell is running this process."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
+
+
+def argv_is_launch_line() -> bool:
+    """Under IPython, whether ``sys.argv`` is still the shell's own launch line (new at every
+    kernel start, so no input): its arguments are the tail of the interpreter's command line.
+    ``%run script.py ARGS`` sets ``sys.argv`` to the script's, which are an input again."""
+    args = sys.argv[1:]
+    orig = list(getattr(sys, "orig_argv", ()))
+    return not args or orig[len(orig) - len(args):] == args
+
+
+def process_value(kind: str) -> tuple[str, Any]:
+    """The label and current value of one kind of process state (``"argv"``, ``"cwd"``,
+    ``"environ"``)."""
+    if kind == "argv":
+        return "sys.argv[1:]", list(sys.argv[1:])
+    if kind == "cwd":
+        return "working directory", os.getcwd()
+    return "os.environ", {
+        k: v for k, v in os.environ.items() if k not in VOLATILE_ENVIRON and not k.startswith("STATECACHE_")
+    }
+
+
+def environ_label(key: str) -> str:
+    """How an environment variable read with a constant key is named among the inputs."""
+    return f"os.environ[{key!r}]"

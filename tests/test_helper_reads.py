@@ -1,0 +1,169 @@
+"""Process state read inside the user's helpers (issue 11 class 2): an environment variable or
+the working directory that a function of the user's reads, called by a block or a
+``cached_setup`` function, directly or through other helpers, is an input as it is when the
+block reads it itself. Real scripts in subprocesses, run twice or more, compared with a run
+with caching off."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Project
+from test_process_state import fresh, reruns, run_in
+
+HELPERS = """
+import os
+from pathlib import Path
+
+def item():
+    return os.environ["MODE"]
+
+def get():
+    return os.environ.get("MODE", "none")
+
+def getenv():
+    return os.getenv("MODE", "none")
+
+def tested():
+    return "MODE" in os.environ
+
+def defaulted():
+    return os.environ.setdefault("MODE", "dflt")
+
+def whole():
+    return sorted(k for k in os.environ if k.startswith("MODE"))
+
+def deeper():
+    return "via " + item()
+
+class Settings:
+    def mode(self):
+        return os.environ.get("MODE")
+"""
+
+# (how the script reaches the helper, the call in the block)
+CALLS = {
+    "item, module attribute": ("import helpers", "helpers.item()"),
+    "get, imported name": ("from helpers import get", "get()"),
+    "getenv": ("from helpers import getenv", "getenv()"),
+    "in": ("import helpers", "helpers.tested()"),
+    "setdefault": ("import helpers", "helpers.defaulted()"),
+    "whole environment": ("import helpers", "helpers.whole()"),
+    "through another helper": ("import helpers", "helpers.deeper()"),
+    "a method": ("from helpers import Settings", "Settings().mode()"),
+    "a helper in the script": ("from helpers import item\ndef local():\n    return item() * 2", "local()"),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_an_environment_variable_read_by_a_helper_is_an_input(project: Project, call: str) -> None:
+    imports, expr = CALLS[call]
+    project.write("helpers.py", HELPERS)
+    project.write("script.py", f"""
+import statecache as sc
+{imports}
+with sc.checkpoint("a"):
+    n = {expr}
+print("n", repr(n))
+""")
+    env = {"MODE": "fast"}
+    first = project.run("script.py", env=env)
+    assert first.computed("a") and first.stdout == fresh(project, "script.py", env=env)
+    assert project.run("script.py", env=env).hit("a")
+    # a test or a default sees the variable go, a scan of all of them a new one, the others
+    # its value change
+    other = {"in": {}, "setdefault": {}, "whole environment": {**env, "MODE_2": "1"}}.get(call, {"MODE": "slow"})
+    out = reruns(project, "script.py", env=other)
+    assert out == fresh(project, "script.py", env=other) != first.stdout, call
+
+
+def test_a_cached_setup_helper_reading_the_environment(project: Project) -> None:
+    project.write("helpers.py", HELPERS)
+    project.write("script.py", """
+import statecache as sc
+import helpers
+
+def describe():
+    return helpers.deeper() + "!"
+
+@sc.cached_setup(name="a")
+def load(k):
+    return describe() * k
+
+print("n", load(2))
+""")
+    first = project.run("script.py", env={"MODE": "fast"})
+    assert "n via fast!via fast!" in first.stdout and first.computed("a")
+    assert project.run("script.py", env={"MODE": "fast"}).hit("a")
+    out = reruns(project, "script.py", env={"MODE": "slow"})
+    assert "n via slow!via slow!" in out and out == fresh(project, "script.py", env={"MODE": "slow"})
+
+
+def test_a_variable_a_helper_does_not_read_does_not_count(project: Project) -> None:
+    project.write("helpers.py", HELPERS)
+    project.write("script.py", """
+import statecache as sc
+import helpers
+with sc.checkpoint("a"):
+    n = helpers.item()
+print("n", n)
+""")
+    assert project.run("script.py", env={"MODE": "x", "OTHER": "1"}).computed("a")
+    assert project.run("script.py", env={"MODE": "x", "OTHER": "2"}).hit("a")
+
+
+def test_an_ignored_variable_read_by_a_helper_does_not_count(project: Project) -> None:
+    project.write("helpers.py", HELPERS)
+    project.write("script.py", """
+import statecache as sc
+import helpers
+with sc.checkpoint("a", ignore=["os.environ['MODE']"]):
+    n = len(helpers.item())
+print("n", n)
+""")
+    assert project.run("script.py", env={"MODE": "abc"}).computed("a")
+    assert project.run("script.py", env={"MODE": "xyz"}).hit("a")
+
+
+CWD_HELPERS = """
+import os
+from pathlib import Path
+
+def here():
+    return os.getcwd()
+
+def absolute(name):
+    return os.path.abspath(name)
+
+def resolved(name):
+    return str(Path(name).resolve())
+
+def real():
+    return os.path.realpath(".")
+"""
+
+
+@pytest.mark.parametrize("expr", ["helpers.here()", "helpers.absolute('data')", "helpers.resolved('data')",
+                                  "helpers.real()", "wrapped()"])
+def test_the_working_directory_read_by_a_helper_is_an_input(project: Project, expr: str) -> None:
+    project.write("helpers.py", CWD_HELPERS)
+    project.write("script.py", f"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import statecache as sc
+import helpers
+
+def wrapped():
+    return helpers.resolved("x") + "/"
+
+with sc.checkpoint("a"):
+    n = {expr}
+print("n", n)
+""")
+    (project.root / "sub").mkdir()
+    first = project.run("script.py")
+    assert first.computed("a") and project.run("script.py").hit("a")
+    other = run_in(project, "sub", "../script.py")
+    assert other.computed("a"), other.stderr
+    assert other.stdout != first.stdout
+    again = run_in(project, "sub", "../script.py")
+    assert again.hit("a") and again.stdout == other.stdout
