@@ -22,6 +22,7 @@ ZSTD_LEVEL = 3
 MIN_COMPRESS = 32 << 10  # smaller sections are stored raw (and need no zstandard import)
 SAMPLE = 8 << 10
 SAMPLES = 8
+SAMPLE_SHARE = 16 * SAMPLE  # a buffer gets one sample per this many bytes
 PARALLEL_MIN = 8 << 20  # below this many bytes, threads cost more than they save
 
 # (codec, stored bytes, xxh3 of the stored bytes)
@@ -60,12 +61,19 @@ def decompressor() -> Any:
 
 
 def samples_of(mv: memoryview) -> list[memoryview]:
-    """The whole of a small ``mv``, else SAMPLES pieces of SAMPLE bytes spread over it."""
+    """Pieces of SAMPLE bytes spread over ``mv``: one per SAMPLE_SHARE bytes, 1 to SAMPLES of
+    them, so that judging a buffer costs a sixteenth of compressing it. Compressing every
+    sub-MiB buffer whole to judge it was half the save of a RandomForest (200 buffers, all
+    stored raw in the end); a buffer judged worth it is compressed whole afterwards."""
     n = len(mv)
-    if n <= SAMPLE * SAMPLES * 2:
+    count = max(1, min(SAMPLES, n // SAMPLE_SHARE))
+    if n <= SAMPLE * count:
         return [mv]
-    step = (n - SAMPLE) // (SAMPLES - 1)
-    return [mv[i * step : i * step + SAMPLE] for i in range(SAMPLES)]
+    if count == 1:
+        middle = (n - SAMPLE) // 2
+        return [mv[middle : middle + SAMPLE]]
+    step = (n - SAMPLE) // (count - 1)
+    return [mv[i * step : i * step + SAMPLE] for i in range(count)]
 
 
 def measure(pieces: list[memoryview], packed: list[bytes]) -> float:
