@@ -8,20 +8,21 @@
 
 The rules on state are the same for all three and live here once: a file object open for
 writing is never saved (restoring it would reopen and empty the file the code wrote); an
-input the code mutated in place is saved and, on a hit, its object takes the saved content
-(other names for it see the change); attributes of the user's modules that the code set are
+input the code mutated in place is saved and, on a hit, its object takes the saved content,
+as do the objects it refers to that the code kept (other names for them see the change, see
+``_identity``); attributes of the user's modules that the code set are
 set again.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import Any
 
 from ._errors import FingerprintError
 from ._frames import is_function_frame, write_names
+from ._identity import KEPT, Before, Rewire, kept, merge, mergeable
 from ._warnings import warn
 from .key.components import fingerprint_values
 from .key.inputs import MISSING, Reads, implicit_values, input_values, resolve
@@ -46,6 +47,7 @@ class Binder:
         self.values: dict[str, Any] = {}  # input label -> the value it had before the code ran
         self.fingerprints: dict[str, str] = {}
         self.chains: set[str] = set()  # labels that are attributes of the user's modules
+        self.before: Before | None = None  # the inputs' objects before the code ran
 
     # -- the namespace (subclasses) --
 
@@ -71,12 +73,26 @@ class Binder:
         """label -> fingerprint of every input (FingerprintError names the one that fails)."""
         self.values, self.chains = input_values(self.reads, self.lookup, self.ignore, self.package)
         self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
+        self.remember_inputs()
         return self.fingerprints
+
+    def remember_inputs(self) -> None:
+        """Note the objects reachable from the inputs a hit can find again (see ``_identity``)."""
+        self.before = Before({
+            k: v for k, v in self.values.items()
+            if v is not MISSING and (k in self.chains or self.restorable(k))
+        })
 
     # -- state --
 
     def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(what the code bound, plus inputs it mutated in place; ``{"unbound": [...]}``)."""
+        """(what the code bound, plus inputs it mutated in place and the record of the objects
+        it kept, ``KEPT``; ``{"unbound": [...]}``)."""
+        state, extra = self.collected()
+        return self.with_kept(state), extra
+
+    def collected(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the code bound and the inputs it mutated (no identity record yet)."""
         state: dict[str, Any] = {}
         unbound: list[str] = []
         for name in self.reads.assigned:
@@ -94,6 +110,24 @@ class Binder:
                 state[name] = value
         mutated, gone = self.mutated_inputs(set(state))
         return {**state, **mutated}, {"unbound": unbound + gone}
+
+    def with_kept(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` and, last (so that it pickles as references), the record of the objects
+        the code kept from before it ran, when there is any beyond the mutated inputs."""
+        before, self.before = self.before, None
+        if before is None:
+            return state
+        record = kept(state, before, self.implied_roots(state))
+        return state if record is None else {**state, KEPT: record}
+
+    def implied_roots(self, state: dict[str, Any]) -> dict[str, str]:
+        """State label -> the input label whose object it is, for the inputs mutated in place
+        (a hit finds them by name, without a record)."""
+        assigned = set(self.reads.assigned)
+        return {k: self.input_label(k) for k in state if k not in assigned and "." not in k and k != RETURN}
+
+    def input_label(self, label: str) -> str:
+        return label
 
     def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
         """Inputs whose fingerprint changed while the code ran (attributes of the user's modules
@@ -131,27 +165,30 @@ class Binder:
     # -- restore --
 
     def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
-        """Put a hit's state back: module attributes, mutated inputs in place, then names."""
+        """Put a hit's state back: the objects the computing run kept get the saved content in
+        place (other names for them see it, see ``_identity``), module attributes are set, and
+        the names the code binds are bound."""
         state = dict(state)
+        rewire = Rewire(state.pop(KEPT, None), self.input_now)
+        for label in [k for k, v in state.items() if isinstance(v, ClassState)]:
+            update_in_place(self.current_input(label), state.pop(label))
+        in_place = {k for k in self.implied_roots(state) if rewire.pair(state[k], self.current_input(k))}
+        rewire.run()
+        state = {k: rewire.sub(v) for k, v in state.items() if k not in in_place}
         self._restore_attributes(state, unbound)
-        unbound = [n for n in unbound if "." not in n]
-        assigned = set(self.reads.assigned)
-        for label in [k for k in state if k not in assigned]:
-            saved = state[label]
-            if update_in_place(self.current_input(label), saved):
-                del state[label]
-                for other, value in state.items():  # y = x in the body: y is x again
-                    if value is saved:
-                        state[other] = self.current_input(label)
-        self.bind(state, unbound)
+        self.bind(state, [n for n in unbound if "." not in n])
+
+    def input_now(self, label: str) -> Any:
+        """The current value of the input ``label`` (where a kept object's path starts)."""
+        return resolve(self.lookup, label)
 
     def current_input(self, label: str) -> Any:
         return resolve(self.lookup, label)
 
     def _restore_attributes(self, state: dict[str, Any], unbound: list[str]) -> None:
-        """Attributes of the user's modules that the code set, mutated or deleted (dotted
+        """Attributes of the user's modules that the code set, replaced or deleted (dotted
         labels; the module itself is restored by reference, so only its attribute can carry
-        the change)."""
+        the change; one the code mutated in place was filled by the rewiring)."""
         for label in [k for k in (*state, *unbound) if "." in k and not k.startswith(_ARGUMENT)]:
             prefix, _, attr = label.rpartition(".")
             owner = resolve(self.lookup, prefix)
@@ -160,7 +197,7 @@ class Binder:
                 continue
             if label in state:
                 value = state.pop(label)
-                if not update_in_place(getattr(owner, attr, MISSING), value):
+                if getattr(owner, attr, MISSING) is not value:
                     setattr(owner, attr, value)
             elif hasattr(owner, attr):
                 delattr(owner, attr)
@@ -285,6 +322,7 @@ class GlobalsBinder(Binder):
             implicit["attributes of the function"] = dict(self.fn.__dict__)
         self.values = {**named, **implicit}
         self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
+        self.remember_inputs()
         return self.fingerprints
 
     def restorable(self, label: str) -> bool:
@@ -295,8 +333,16 @@ class GlobalsBinder(Binder):
         return {(_ARGUMENT + k if k in self.arguments else k): v for k, v in state.items()}, gone
 
     def collect(self, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        state, extra = self.state()
-        return {RETURN: result, **state}, extra
+        state, extra = self.collected()
+        return self.with_kept({RETURN: result, **state}), extra
+
+    def input_now(self, label: str) -> Any:
+        if label in self.arguments:
+            return self.arguments[label]
+        return super().input_now(label)
+
+    def input_label(self, label: str) -> str:
+        return label[len(_ARGUMENT):] if label.startswith(_ARGUMENT) else label
 
     def current_input(self, label: str) -> Any:
         if label.startswith(_ARGUMENT):
@@ -304,13 +350,12 @@ class GlobalsBinder(Binder):
         return super().current_input(label)
 
     def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
-        state = dict(state)
-        self.result = state.pop(RETURN, None)
-        for label in [k for k in state if k.startswith(_ARGUMENT)]:
-            update_in_place(self.current_input(label), state.pop(label))
+        self.result = None
         super().restore(state, unbound)
 
     def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
+        values = {k: v for k, v in values.items() if not k.startswith(_ARGUMENT)}
+        self.result = values.pop(RETURN, None)
         self.globals.update(values)
         for name in unbound:
             if name not in values:
@@ -376,53 +421,17 @@ def _picklable(value: Any) -> bool:
 
 
 def update_in_place(current: Any, saved: Any) -> bool:
-    """Give ``current`` the content of ``saved`` without changing its identity, for the common
-    mutable containers, numpy arrays of the same type (and shape and dtype) and instances of
-    Python classes with a plain ``__dict__`` (``self.vocab = ...`` reaches the caller's object);
-    False (nothing done) for anything else. Like a list's items, the attributes are the saved
-    ones: objects they refer to are not merged further."""
+    """Give ``current`` the content of ``saved`` without changing its identity (a class takes
+    the data attributes of a ``ClassState``); False (nothing done) when it cannot (see
+    ``_identity.mergeable``)."""
     if isinstance(saved, ClassState):
         if isinstance(current, type):
             saved.apply(current)
         return True  # never bind the record itself to a name
-    kind = type(current)
-    if kind is not type(saved) or current is saved:
+    if not mergeable(current, saved):
         return False
-    if kind is list or kind is bytearray:
-        current[:] = saved
-    elif kind is dict or kind is set:
-        current.clear()
-        current.update(saved)
-    elif plain_instance(current):
-        setstate = getattr(kind, "__setstate__", None)
-        getstate = getattr(saved, "__getstate__", None)
-        state = getstate() if setstate is not None and getstate is not None else vars(saved)
-        vars(current).clear()
-        if setstate is not None:
-            current.__setstate__(state)  # pandas rebuilds what refers back to the object
-        else:
-            vars(current).update(state)
-    else:
-        np = sys.modules.get("numpy")
-        if (
-            np is None or kind is not np.ndarray or current.shape != saved.shape
-            or current.dtype != saved.dtype or not current.flags.writeable or current.dtype.hasobject
-        ):
-            return False
-        current[...] = saved
+    merge(current, saved)
     return True
-
-
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
-
-
-def plain_instance(value: Any) -> bool:
-    """An instance whose whole state is its ``__dict__``: every class of its type is defined in
-    Python (no C base holding state), without ``__slots__``, and it is no class or exception."""
-    kind = type(value)
-    if isinstance(value, (type, BaseException)) or not isinstance(getattr(value, "__dict__", None), dict):
-        return False
-    return all(c is object or (c.__flags__ & _HEAPTYPE and "__slots__" not in c.__dict__) for c in kind.__mro__)
 
 
 def reopen_hazard(value: Any) -> bool:

@@ -132,16 +132,7 @@ MUTATIONS = {
 }
 
 
-STILL_REBOUND = pytest.mark.xfail(strict=True, reason=(
-    "a bytearray grown with += (the name is rebound, to the same object) and a deque the block "
-    "mutates come back rebound: other names for them keep the old state after a hit (the "
-    "binders update in place lists, dicts, sets, arrays and instances only; issue 11 item 6)"))
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=STILL_REBOUND) if name in ("bytearray", "deque") else name
-    for name in MUTATIONS
-])
+@pytest.mark.parametrize("case", list(MUTATIONS))
 def test_an_object_mutated_by_the_block_is_updated_in_place(project: Project, case: str) -> None:
     project.write("helpers.py", "class Box:\n    def __init__(self):\n        self.v = 0\n")
     project.write("script.py", HEAD + "from helpers import Box\n" + MUTATIONS[case])

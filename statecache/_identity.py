@@ -1,0 +1,292 @@
+"""Identity across a restore: which objects a computing run kept, and putting a hit's state
+into those same objects.
+
+A block that fits ``pipe`` fits the step objects ``pipe`` refers to, and the script may hold a
+step under another name (``clf``). A hit must leave ``clf`` fitted, as after the computing run:
+so the computing run walks its inputs' object graphs before the code runs (``Before``), and its
+saved state afterwards (``kept``), and records each saved object that is one of the objects it
+had before, by the path from an input to it. A hit follows those paths in its own (equal) inputs
+to the objects the script holds now and gives them the saved content (``Rewire``); objects the
+block replaced are not on any path, so they keep the state they had, as after the computing run.
+
+The walks enter lists, tuples, deques, dicts and instances of Python classes; objects of the
+array and table libraries are merged whole (``merge``), never walked into.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: the state label of the record (a label that is no Python name, so it binds nothing)
+KEPT = "kept objects"
+_ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range, slice})
+_DICTS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
+_SEQUENCES = frozenset({list, tuple, collections.deque})
+#: packages whose objects are merged whole: their attributes are internal caches and managers
+_OPAQUE = ("numpy", "pandas", "torch", "polars", "pyarrow", "scipy")
+_BUDGET = 100_000  # objects a walk visits at most (beyond it, objects come back as copies)
+_MAX_DEPTH = 200
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_MISSING = object()
+
+Step = tuple[str, Any]  # ("i", index), ("k", dict key) or ("a", attribute)
+
+
+def plain_instance(value: Any) -> bool:
+    """An instance whose whole state is its ``__dict__``: every class of its type is defined in
+    Python (no C base holding state), without ``__slots__``, and it is no class or exception."""
+    kind = type(value)
+    if isinstance(value, (type, BaseException)) or not isinstance(getattr(value, "__dict__", None), dict):
+        return False
+    return all(c is object or (c.__flags__ & _HEAPTYPE and "__slots__" not in c.__dict__) for c in kind.__mro__)
+
+
+def _opaque(value: Any) -> bool:
+    module = getattr(type(value), "__module__", "") or ""
+    return module.partition(".")[0] in _OPAQUE
+
+
+def children(value: Any) -> Iterator[tuple[Step, Any]]:
+    """The objects ``value`` refers to, each with the step that reaches it."""
+    kind = type(value)
+    if kind in _SEQUENCES:
+        for index, item in enumerate(value):
+            yield ("i", index), item
+    elif kind in _DICTS:
+        for key, item in list(value.items()):
+            yield ("k", key), item
+    elif kind not in _ATOMIC and not _opaque(value) and plain_instance(value):
+        for name, item in list(vars(value).items()):
+            yield ("a", name), item
+
+
+def follow(value: Any, steps: tuple[Step, ...]) -> Any:
+    """The object at ``steps`` from ``value`` (``_MISSING`` when the path does not exist)."""
+    for how, key in steps:
+        kind = type(value)
+        try:
+            if how == "i" and kind in _SEQUENCES:
+                value = value[key]
+            elif how == "k" and kind in _DICTS:
+                value = dict.__getitem__(value, key)  # a defaultdict must not grow here
+            elif how == "a" and plain_instance(value):
+                value = vars(value)[key]
+            else:
+                return _MISSING
+        except (IndexError, KeyError, TypeError):
+            return _MISSING
+    return value
+
+
+def _candidate(value: Any) -> bool:
+    """Whether an object's identity is worth keeping (``merge`` can fill it)."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return False
+    if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
+        return True
+    np = sys.modules.get("numpy")
+    return (np is not None and kind is np.ndarray) or plain_instance(value)
+
+
+class Before:
+    """The objects reachable from a block's inputs before it runs: id -> (the object, the input
+    label, the path from it). Holding the objects keeps their ids from being reused."""
+
+    def __init__(self, roots: dict[str, Any]):
+        self.objects: dict[int, tuple[Any, str, tuple[Step, ...]]] = {}
+        budget = _BUDGET
+        stack: list[tuple[Any, str, tuple[Step, ...]]] = [
+            (value, label, ()) for label, value in reversed(list(roots.items()))
+        ]
+        seen: set[int] = set()
+        while stack and budget > 0:
+            value, label, steps = stack.pop()
+            if type(value) in _ATOMIC or id(value) in seen:
+                continue
+            budget -= 1
+            seen.add(id(value))
+            if _candidate(value):
+                self.objects[id(value)] = (value, label, steps)
+            if len(steps) < _MAX_DEPTH:
+                stack.extend((item, label, (*steps, step)) for step, item in children(value))
+
+    def origin(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
+        entry = self.objects.get(id(value))
+        return (entry[1], entry[2]) if entry is not None and entry[0] is value else None
+
+
+def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict[str, Any] | None:
+    """The record of the saved objects that the run kept from before it ran: ``{"kept":
+    [(object, input label, path)], "through": [objects holding such an object]}``, or None
+    when there is none beyond ``implied`` (state label -> the input label whose object it is:
+    the mutated inputs, which a hit finds without a record).
+    The record is saved in the same pickle stream as the state, so its objects are the
+    state's own after a load."""
+    pairs: list[tuple[Any, str, tuple[Step, ...]]] = []
+    through: list[Any] = []
+    status: dict[int, bool] = {}
+    budget = [_BUDGET]
+
+    def visit(value: Any, depth: int, root: str) -> bool:
+        if type(value) in _ATOMIC:
+            return False
+        key = id(value)
+        if key in status:
+            return status[key]
+        status[key] = False  # in progress: a cycle back to it adds nothing
+        budget[0] -= 1
+        if budget[0] < 0 or depth > _MAX_DEPTH:
+            return False
+        dirty = False
+        for _step, item in children(value):
+            dirty = visit(item, depth + 1, "") or dirty
+        origin = before.origin(value)
+        if origin is not None and not (root in implied and origin == (implied[root], ())):
+            pairs.append((value, *origin))
+        elif origin is None and dirty:
+            through.append(value)
+        status[key] = origin is not None or dirty
+        return status[key]
+
+    for label, value in state.items():
+        visit(value, 0, label)
+    if not pairs and not through:
+        return None
+    return {"kept": pairs, "through": through}
+
+
+def mergeable(current: Any, saved: Any) -> bool:
+    """Whether ``merge`` can give ``current`` the content of ``saved``."""
+    kind = type(current)
+    if kind is not type(saved) or current is saved:
+        return False
+    if kind is tuple:
+        return len(current) == len(saved)
+    if kind is collections.deque:
+        return current.maxlen == saved.maxlen
+    if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
+        return True
+    np = sys.modules.get("numpy")
+    if np is not None and kind is np.ndarray:
+        return (
+            current.shape == saved.shape and current.dtype == saved.dtype
+            and bool(current.flags.writeable) and not current.dtype.hasobject
+        )
+    return plain_instance(current)
+
+
+def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> None:
+    """Give ``current`` the content of ``saved`` (``mergeable`` said it can), each object it
+    refers to passed through ``sub`` (the object the script holds for a kept one)."""
+    kind = type(current)
+    if kind is tuple:
+        for item in saved:
+            sub(item)  # immutable: its items are the current tuple's (kept) objects
+    elif kind is list:
+        current[:] = [sub(v) for v in saved]
+    elif kind is bytearray:
+        current[:] = saved
+    elif kind is collections.deque:
+        items = [sub(v) for v in saved]
+        current.clear()
+        current.extend(items)
+    elif kind in _DICTS:
+        items = [(k, sub(v)) for k, v in saved.items()]
+        current.clear()
+        current.update(items)
+        if kind is collections.defaultdict:
+            current.default_factory = saved.default_factory
+    elif kind is set:
+        current.clear()
+        current.update(saved)
+    elif plain_instance(current):
+        _merge_instance(current, saved, sub)
+    else:
+        current[...] = saved  # a numpy array of the same shape and dtype
+
+
+def _merge_instance(current: Any, saved: Any, sub: Callable[[Any], Any]) -> None:
+    kind = type(current)
+    setstate: Any = getattr(kind, "__setstate__", None)
+    getstate: Any = getattr(saved, "__getstate__", None)
+    custom = setstate is not None and getstate is not None
+    state = getstate() if custom else dict(vars(saved))
+    if isinstance(state, dict) and not _opaque(current):
+        state = {k: sub(v) for k, v in state.items()}
+    vars(current).clear()
+    if custom:
+        current.__setstate__(state)  # pandas rebuilds its back-references
+    else:
+        vars(current).update(state)
+
+
+class Rewire:
+    """A hit's state put into the objects the script holds now: ``sub(saved)`` is the object to
+    bind for a saved one (the current object, filled, for a kept one; the saved object with
+    its references rewired otherwise)."""
+
+    def __init__(self, record: dict[str, Any] | None, now: Callable[[str], Any]):
+        self.current: dict[int, Any] = {}
+        self.done: dict[int, Any] = {}
+        self.through: dict[int, Any] = {}
+        self._saved: list[Any] = []  # keeps ids stable while the rewiring runs
+        if record:
+            for saved, label, steps in record.get("kept", ()):
+                self.pair(saved, follow(now(label), tuple(steps)))
+            self.through = {id(v): v for v in record.get("through", ())}
+
+    def pair(self, saved: Any, current: Any) -> bool:
+        """Make ``current`` the object that stands for ``saved`` (when it can take its content)."""
+        if current is _MISSING or not mergeable(current, saved):
+            return False
+        self.current[id(saved)] = current
+        self._saved.append(saved)
+        return True
+
+    def run(self) -> None:
+        """Fill every kept object (also those no saved name reaches any more)."""
+        for saved in list(self._saved):
+            self.sub(saved)
+
+    def sub(self, saved: Any) -> Any:
+        key = id(saved)
+        if key in self.done:
+            return self.done[key]
+        current = self.current.get(key)
+        if current is not None:
+            self.done[key] = current
+            try:
+                merge(current, saved, self.sub)
+            except Exception:  # a __setstate__ that refuses: the saved copy, as before
+                self.done[key] = saved
+            return self.done[key]
+        if key in self.through:
+            self.done[key] = saved
+            self.done[key] = _rewired(saved, self.sub)
+        return self.done.get(key, saved)
+
+
+def _rewired(value: Any, sub: Callable[[Any], Any]) -> Any:
+    """``value`` (an object the block made) referring to the current objects: in place, or a
+    new tuple."""
+    kind = type(value)
+    if kind is tuple:
+        return tuple(sub(v) for v in value)
+    if kind is list:
+        value[:] = [sub(v) for v in value]
+    elif kind is collections.deque:
+        items = [sub(v) for v in value]
+        value.clear()
+        value.extend(items)
+    elif kind in _DICTS:
+        for k, v in list(value.items()):
+            value[k] = sub(v)
+    elif plain_instance(value):
+        namespace = vars(value)
+        for k, v in list(namespace.items()):
+            namespace[k] = sub(v)
+    return value
