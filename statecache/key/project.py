@@ -60,14 +60,23 @@ def notebook_path() -> str | None:
 
 def script_dir() -> str:
     """The folder of what is being run: the notebook's, the ``__main__`` file's, or the
-    working directory (``python -c``, an IPython terminal)."""
+    working directory (``python -c``, an IPython terminal) as it was when first asked, so that
+    a block that changes directory does not move the root between its key and its records."""
+    global _first_cwd
     if _shell() is not None:
         notebook = notebook_path()
-        return os.path.dirname(notebook) if notebook else os.getcwd()
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if isinstance(main, str) and os.path.isfile(main):
-        return os.path.dirname(os.path.abspath(main))
-    return os.getcwd()
+        if notebook:
+            return os.path.dirname(notebook)
+    else:
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        if isinstance(main, str) and os.path.isfile(main):
+            return os.path.dirname(os.path.abspath(main))
+    if _first_cwd is None:
+        _first_cwd = os.getcwd()
+    return _first_cwd
+
+
+_first_cwd: str | None = None
 
 
 def find_root(start: str) -> str:

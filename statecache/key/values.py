@@ -73,6 +73,7 @@ class _KeyPickler(pickle.Pickler):
     def __init__(self, file: _Writer, fp: Fingerprinter, ctx: Ctx, side: Any, root: object):
         super().__init__(file, protocol=5, buffer_callback=self._buffer)
         self._fp = fp
+        self._root_forms = fp.root_forms
         self._ctx = ctx
         self._side = side
         self._root = root
@@ -97,7 +98,7 @@ class _KeyPickler(pickle.Pickler):
             # interns attribute names, so a restored object would share strings that the
             # computed one did not (a spurious miss on the run after a restore). A fresh
             # bytes object per occurrence makes the stream independent of string identity.
-            if obj.startswith(self._fp.root_forms):
+            if obj.startswith(self._root_forms):
                 suffix = root_suffix(obj, self._fp.root)
                 if suffix is not None:  # a tuple: never equal to the bytes of any string
                     return (b"~rel", suffix.encode("utf-8", "surrogatepass"))
