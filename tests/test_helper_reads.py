@@ -167,3 +167,23 @@ print("n", n)
     assert other.stdout != first.stdout
     again = run_in(project, "sub", "../script.py")
     assert again.hit("a") and again.stdout == other.stdout
+
+
+def test_run_magic_arguments_are_inputs_and_an_unchanged_run_hits(project: Project) -> None:
+    # %run sets sys.argv to the script's own arguments: argparse in the block (or in a helper)
+    # reads them, so they count, while a kernel's launch line does not (see test_ipython)
+    from test_ipython import ipython_c
+
+    project.write("helpers.py", "import argparse\n\ndef n():\n    p = argparse.ArgumentParser()\n"
+                  "    p.add_argument('--n', type=int)\n    return p.parse_args().n\n")
+    project.write("script.py", "import statecache as sc\nimport helpers\nwith sc.checkpoint('a'):\n"
+                  "    y = helpers.n() * 2\nprint('y', y)\n")
+    root = project.root
+    first = ipython_c(root, "%run script.py --n 1")
+    assert "y 2" in first.stdout and "'a' computing" in first.stderr
+    again = ipython_c(root, "%run script.py --n 1")
+    assert again.stdout == first.stdout and "'a' restored" in again.stderr
+    other = ipython_c(root, "%run script.py --n 3")
+    assert "'a' computing" in other.stderr
+    assert other.stdout == ipython_c(root, "%run script.py --n 3", env={"STATECACHE_DISABLE": "1"}).stdout
+    assert "y 6" in other.stdout and "'a' restored" in ipython_c(root, "%run script.py --n 3").stderr

@@ -224,10 +224,6 @@ def test_statecache_magic_finds_the_cache_like_the_command_line(tmp_path: Path) 
     assert "upstairs" not in pinned.stdout, pinned.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key.inputs leaves sys.argv[1:] out of every key under IPython (a kernel's argv is its launch "
-    "line), but %run sets sys.argv to the script's arguments: argparse in the block reads them "
-    "unseen and a second %run with other arguments restores the first run's state"))
 def test_run_magic_with_other_arguments_is_not_a_stale_hit(tmp_path: Path) -> None:
     (tmp_path / "script.py").write_text(
         "import argparse\n"

@@ -4,7 +4,8 @@ walk of the graph from it, so recursion terminates and the result does not depen
 fingerprinted before.
 
 The user's functions count by their code (``code.code_digest``: the normalised source when
-it is what runs), defaults, closure values and the globals they read; library code counts by
+it is what runs), defaults, closure values, the globals they read and the process state
+they read (``key.process``: environment variables, the working directory); library code counts by
 name and package version; the user's classes by their dict; the user's modules by source and
 current data attributes. ``CodeGraph`` holds this half of a ``Fingerprinter``; the value
 walker (``values``) subclasses it and supplies ``_feed`` and ``_sub``.
