@@ -207,3 +207,29 @@ def test_pandas_fingerprints_ignore_caches_and_see_values() -> None:
     # a frame and its columns with another index: not equal, nor to the bare arrays
     assert fp(make().reset_index(drop=True)) != base
     assert fp(pd.Series(np.arange(3))) != fp(pd.Index(np.arange(3))) != fp(np.arange(3))
+
+
+def test_other_pandas_arrays_key_by_value_and_survive_a_round_trip() -> None:
+    """Intervals, sparse, Arrow-typed and timezone-aware data: a restore keeps the fingerprint,
+    another value, closedness, type or timezone moves it."""
+    import pickle
+
+    import pandas as pd
+
+    from statecache.key.values import Fingerprinter
+
+    def fp(obj: object) -> str:
+        return Fingerprinter().value(obj, "x").hex()
+
+    pairs = [
+        (pd.interval_range(0, 3), pd.interval_range(0, 3, closed="left")),
+        (pd.Series(pd.arrays.SparseArray([0, 1, 0])), pd.Series(pd.arrays.SparseArray([0, 2, 0]))),
+        (pd.Series(pd.to_datetime(["2020", "2021"]).tz_localize("UTC")),
+         pd.Series(pd.to_datetime(["2020", "2021"]).tz_localize("Europe/Berlin"))),
+        (pd.period_range("2020", periods=3, freq="M"), pd.period_range("2020", periods=3, freq="Q")),
+        (pd.Series([1, 2], dtype="Int64"), pd.Series([1, 2], dtype="Int32")),
+        (pd.date_range("2020", periods=3, freq="D"), pd.DatetimeIndex(["2020-01-01", "2020-01-02", "2020-01-03"])),
+    ]
+    for one, other in pairs:
+        assert fp(one) == fp(pickle.loads(pickle.dumps(one, protocol=5))), one
+        assert fp(one) != fp(other), (one, other)

@@ -95,8 +95,9 @@ def index_parts(idx: Any) -> tuple[Any, ...]:
 def array_parts(arr: Any) -> tuple[Any, ...]:
     """An array of a column or an index by its type, dtype and data. Arrays backed by numpy
     (datetimes, timedeltas, periods, categorical codes, numpy-backed extension arrays) and
-    masked arrays by their buffers; Arrow-backed ones by their Arrow data; any other extension
-    array by its pickle (which may hold caches: a needless miss at worst, never a wrong hit)."""
+    masked arrays by their buffers; Arrow-backed ones by their Arrow data; intervals by their
+    bounds; any other extension array by what its pickle saves (which may hold caches: a
+    needless miss at worst, never a wrong hit)."""
     np = sys.modules["numpy"]
     if isinstance(arr, np.ndarray):
         return ("ndarray", _contiguous(arr))
@@ -110,7 +111,20 @@ def array_parts(arr: Any) -> tuple[Any, ...]:
     arrow = getattr(arr, "_pa_array", None)
     if arrow is not None:
         return (*head, "arrow", arrow_digest(arrow))
-    return (*head, "pickled", arr)
+    left, right = getattr(arr, "_left", None), getattr(arr, "_right", None)
+    if left is not None and right is not None:  # intervals: both bounds
+        return (*head, "interval", parts(left) if kind(type(left)) else array_parts(left),
+                parts(right) if kind(type(right)) else array_parts(right))
+    return (*head, "reduced", _reduced(arr))
+
+
+def _reduced(obj: Any) -> Any:
+    """What pickle saves of ``obj`` (its class, arguments and state), walked as parts: the
+    object itself would be handed back here, forever."""
+    try:
+        return obj.__reduce_ex__(5)
+    except Exception as exc:
+        raise TypeError(f"{type(obj).__qualname__} cannot be reduced ({exc})") from None
 
 
 class _Sink:
@@ -148,7 +162,7 @@ def arrow_digest(data: Any) -> bytes:
 def dtype_parts(dtype: Any) -> tuple[Any, ...]:
     """A dtype: numpy's by its description; a categorical one by its categories and order;
     any other by its name and the attributes its ``_metadata`` names (those pandas compares
-    dtypes by), never its pickle: dtype instances are shared and fill caches as they are used."""
+    dtypes by), not its pickle: dtype instances are shared and fill caches as they are used."""
     np = sys.modules["numpy"]
     if isinstance(dtype, np.dtype):
         return ("numpy", dtype.str if dtype.fields is None else repr(dtype.descr))
@@ -157,14 +171,14 @@ def dtype_parts(dtype: Any) -> tuple[Any, ...]:
         return ("category", type(dtype), index_parts(categories), bool(dtype.ordered))
     names = getattr(dtype, "_metadata", None)
     if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
-        return ("extension", type(dtype), str(dtype), "pickled", dtype)
+        return ("extension", type(dtype), str(dtype), "reduced", _reduced(dtype))
     return ("extension", type(dtype), str(dtype), tuple((n, _attribute(getattr(dtype, n, None))) for n in names))
 
 
 def _attribute(value: Any) -> Any:
     """A dtype attribute in canonical parts where it is a dtype or an offset itself."""
     np = sys.modules["numpy"]
-    if isinstance(value, np.dtype) or type(value).__module__.startswith("pandas") and hasattr(value, "_metadata"):
+    if isinstance(value, np.dtype) or kind(type(value)) == "dtype":
         return dtype_parts(value)
     if hasattr(value, "freqstr") and hasattr(value, "kwds"):
         return freq_parts(value)
