@@ -215,3 +215,30 @@ def test_a_file_opened_by_its_resolved_path_is_checked_in_the_clone(tmp_path: Pa
     assert run.computed("a") and not run.hit("a"), run.stderr
     assert value(run) == "y [40, 40, 40] data/x.csv"
     assert here.run(str(two), env=env).hit("a")
+
+
+SETUP = """
+from pathlib import Path
+import statecache as sc
+
+@sc.cached_setup
+def load(path):
+    return [int(r) * 3 for r in path.read_text().split()]
+
+y = load(Path(__file__).resolve().parent / "data" / "x.csv")
+print("y", y)
+"""
+
+
+def test_cached_setup_with_a_path_argument_hits_in_a_clone(tmp_path: Path) -> None:
+    env = {"STATECACHE_DIR": str(tmp_path / "shared-cache")}
+    first, second = make_clone(tmp_path / "one"), make_clone(tmp_path / "two")
+    for clone in (first, second):
+        clone.write("setup.py", SETUP)
+    run = first.run("setup.py", env=env)
+    assert "'load' computing" in run.stderr, run.stderr
+    hit = second.run("setup.py", env=env)
+    assert "'load' restored" in hit.stderr and value(hit) == fresh(second, "setup.py"), hit.stderr
+    (second.root / "data" / "x.csv").write_text("2 2 2\n")
+    miss = second.run("setup.py", env=env)
+    assert "'load' computing" in miss.stderr and value(miss) == fresh(second, "setup.py") == "y [6, 6, 6]"
