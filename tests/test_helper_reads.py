@@ -187,3 +187,83 @@ def test_run_magic_arguments_are_inputs_and_an_unchanged_run_hits(project: Proje
     assert "'a' computing" in other.stderr
     assert other.stdout == ipython_c(root, "%run script.py --n 3", env={"STATECACHE_DISABLE": "1"}).stdout
     assert "y 6" in other.stdout and "'a' restored" in ipython_c(root, "%run script.py --n 3").stderr
+
+
+GLOBALS_MODULE = """
+STATE = None
+COUNT = 0
+
+def init():
+    global STATE
+    STATE = "ready"
+
+class Registry:
+    @classmethod
+    def fill(cls):
+        global COUNT
+        COUNT = COUNT + 5
+"""
+
+
+@pytest.mark.parametrize("where", ["module", "function", "cached_setup"])
+def test_globals_that_helpers_assign_are_restored(project: Project, where: str) -> None:
+    # a helper of the script, one of a module, a classmethod of a module's class, and one that
+    # reaches another through a closure: what each assigns with `global` is back after a hit
+    project.write("pkg/__init__.py", "")
+    project.write("pkg/state.py", GLOBALS_MODULE)
+    calls = "build()\n    later()\n    registry.fill()\n    from_pkg()"
+    body = {
+        "module": f"with sc.checkpoint('a'):\n    {calls}\n",
+        "function": f"def main():\n    with sc.checkpoint('a'):\n        {calls.replace(chr(10), chr(10) + '    ')}\nmain()\n",
+        "cached_setup": f"@sc.cached_setup(name='a')\ndef setup():\n    {calls}\nsetup()\n",
+    }[where]
+    project.write("script.py", f"""
+import statecache as sc
+from pkg.state import Registry as registry
+from pkg import state as st
+VOCAB = None
+
+def build():
+    global VOCAB
+    VOCAB = ["a", "b"]
+
+def make():
+    def inner():
+        global LATE
+        LATE = len(VOCAB)
+    return inner
+later = make()
+
+def from_pkg():
+    st.init()
+
+{body}
+import pkg.state
+print("after", VOCAB, LATE, pkg.state.STATE, pkg.state.COUNT)
+""")
+    first = project.run("script.py")
+    assert "after ['a', 'b'] 2 ready 5" in first.stdout and first.computed("a")
+    second = project.run("script.py")
+    assert second.hit("a") and second.stdout == first.stdout == fresh(project, "script.py")
+
+
+def test_a_global_a_helper_assigns_is_no_reason_to_miss(project: Project) -> None:
+    # the value before the block is what the key sees: the same in every run, so it hits, and
+    # another value there (set above the block) is another computation
+    project.write("script.py", """
+import os
+import statecache as sc
+TOTAL = int(os.environ.get("START", "0"))
+
+def add(n):
+    global TOTAL
+    TOTAL = TOTAL + n
+
+with sc.checkpoint("a"):
+    add(3)
+print("after", TOTAL)
+""")
+    assert "after 3" in project.run("script.py").stdout
+    assert project.run("script.py").hit("a")
+    out = reruns(project, "script.py", env={"START": "10"})
+    assert "after 13" in out and out == fresh(project, "script.py", env={"START": "10"})

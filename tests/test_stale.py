@@ -152,9 +152,6 @@ print("after", helpers.MODEL, helpers.TABLE)
     assert second.hit("a") and expected in second.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "os.stat raises no audit event: a file only tested with os.path.exists/isfile/getsize "
-    "(never opened) is not recorded, so its appearance or new size goes unseen"))
 def test_a_file_the_block_only_checks_for_is_recorded(project: Project) -> None:
     script = """
 import os
@@ -288,10 +285,6 @@ if __name__ == "__main__":
     assert "y ['a', 'bbb']" in second.stdout and not second.hit("a")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a global that a helper called by the block (or by a cached_setup function) assigns with "
-    "'global' is neither an assigned name nor an input of the block, so a hit leaves it as it was "
-    "before the block; fixing it means collecting STORE_GLOBAL of every reachable user function"))
 def test_globals_set_by_a_helper_called_in_the_block_are_restored(project: Project) -> None:
     project.write("helpers.py", "STATE = None\n\ndef init():\n    global STATE\n    STATE = 'ready'\n")
     project.write("script.py", """

@@ -485,3 +485,17 @@ def scan_refs(co: types.CodeType, chains: dict[tuple[str, ...], None], imports: 
     for const in co.co_consts:
         if isinstance(const, types.CodeType):
             scan_refs(const, chains, imports)
+
+
+def stored_globals(co: types.CodeType) -> tuple[str, ...]:
+    """Names the code (nested code included) assigns or deletes with ``global``
+    (STORE_GLOBAL, DELETE_GLOBAL), in code order."""
+    names: dict[str, None] = {}
+    stack = [co]
+    while stack:
+        c = stack.pop(0)
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") and isinstance(ins.argval, str):
+                names.setdefault(ins.argval, None)
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return tuple(names)

@@ -22,7 +22,7 @@ from typing import Any
 
 import xxhash
 
-from .code import code_digest, loaded_other_text, scan_refs, source_node
+from .code import code_digest, loaded_other_text, scan_refs, source_node, stored_globals
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .process import environ_label, process_value, scan, scan_names
@@ -463,3 +463,38 @@ def _package_version(module_name: str) -> str:
     from .versions import package_version
 
     return package_version(module_name)
+
+
+def globals_stored_by_helpers(roots: Iterable[Any]) -> list[tuple[dict[str, Any], str]]:
+    """(the globals dict, the name) of every global that a user function reachable from
+    ``roots`` assigns with ``global``: ``build()`` setting ``VOCAB``, ``helpers.init()`` setting
+    ``helpers.STATE``. The code counts these nowhere else: they are outputs of whatever calls
+    the function. Reached as the code graph reaches code (the globals a function reads, along
+    attribute chains through the user's modules; its closure; a class's members; bound
+    methods), but only through code, so no data is walked."""
+    graph = CodeGraph()
+    found: dict[tuple[int, str], tuple[dict[str, Any], str]] = {}
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        obj = getattr(obj, "__func__", obj)  # a bound method: its function
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, type) and graph._is_user_class(obj):
+            stack.extend(getattr(v, "__func__", v) for v in vars(obj).values())
+        elif isinstance(obj, types.FunctionType) and graph._is_user_function(obj):
+            glb = obj.__globals__
+            for name in stored_globals(obj.__code__):
+                found.setdefault((id(glb), name), (glb, name))
+            stack.extend(c for c in cells(obj) or () if isinstance(c, (types.FunctionType, type)))
+            for chain in graph._code_refs_of(obj.__code__)[0]:
+                value = glb.get(chain[0], END)
+                for attr in chain[1:]:
+                    if not (isinstance(value, types.ModuleType) and is_user_module(value)):
+                        break
+                    value = getattr(value, attr, END)
+                if isinstance(value, (types.FunctionType, type, types.MethodType)):
+                    stack.append(value)
+    return list(found.values())

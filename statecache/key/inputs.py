@@ -138,10 +138,27 @@ def function_reads(fn: Any) -> Reads | None:
     return reads_of(node.body) if node is not None else None
 
 
+#: How a label names a module that no name of the namespace holds: ``sys.modules['pkg.m'].X``.
+_MODULE_REF = "sys.modules["
+
+
+def module_label(module_name: str) -> str:
+    """The label of a module by its name in ``sys.modules`` (``resolve`` reads it back)."""
+    return f"{_MODULE_REF}{module_name!r}]"
+
+
 def resolve(lookup: Lookup, label: str) -> Any:
-    """The current value of ``name.attr.attr`` (``MISSING`` if any part of it is)."""
-    name, *attrs = label.split(".")
-    value = lookup(name)
+    """The current value of ``name.attr.attr`` (``MISSING`` if any part of it is); the label
+    may start with a module named by ``module_label``."""
+    import sys
+
+    if label.startswith(_MODULE_REF) and "']" in label:
+        head, _, rest = label.partition("']")
+        value = sys.modules.get(head[len(_MODULE_REF) + 1:], MISSING)
+        attrs = [a for a in rest.split(".") if a]
+    else:
+        name, *attrs = label.split(".")
+        value = lookup(name)
     for attr in attrs:
         if value is MISSING:
             break
@@ -236,6 +253,7 @@ def implicit_values(
         label, value = process_value(what)
         if label not in ignored:
             extra[label] = value
+    helper_globals(reads, {**values, **extra}, lookup, ignored, extra, chains)
     if reads.imports:
         fp = Fingerprinter()
         for modname, level, names in reads.imports:
@@ -243,6 +261,37 @@ def implicit_values(
             if label not in ignored:
                 extra[label] = fp.import_digest(modname, level, names, package)
     return extra
+
+
+def helper_globals(
+    reads: Reads, values: dict[str, Any], lookup: Lookup, ignored: set[str], extra: dict[str, Any], chains: set[str]
+) -> None:
+    """Globals that the user's functions the code reaches assign with ``global`` (``build()``
+    setting ``VOCAB``): they are state the code produces, so each counts as an attribute the
+    code may set (in ``chains``: saved when the run changed it, set again on a hit), by its
+    value before the code runs. Labelled as the namespace reads them: the name itself in the
+    code's own globals, ``helpers.STATE`` through a module the namespace holds, else by the
+    module's name (``module_label``)."""
+    from .codegraph import globals_stored_by_helpers
+
+    roots = [v for v in values.values() if callable(v) or isinstance(v, type)]
+    if not roots:
+        return
+    modules = {id(vars(v)): k for k, v in values.items() if isinstance(v, ModuleType)}
+    own = lookup("__name__")
+    for glb, name in globals_stored_by_helpers(roots):
+        if name in reads.assigned:
+            continue
+        value = glb.get(name, MISSING)
+        if glb.get("__name__") == own and lookup(name) is value:
+            label = name
+        elif id(glb) in modules:
+            label = f"{modules[id(glb)]}.{name}"
+        else:
+            label = f"{module_label(str(glb.get('__name__')))}.{name}"
+        if label not in ignored and name not in ignored:
+            extra[label] = value
+            chains.add(label)
 
 
 def _user_module_chain(
