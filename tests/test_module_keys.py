@@ -176,3 +176,51 @@ def test_a_module_saved_after_loading_does_not_key_the_old_top_levels_result(pro
 )
 def test_a_module_saved_after_loading_without_bytecode(project: Project) -> None:
     _edited_while_running(project, bytecode="1")
+
+
+# -- the .pyc stamps of bac63e1, re-checked with and without bytecode files ---------------------
+
+FRONTS = {
+    "block": "with sc.checkpoint('a'):\n    y = helpers.f()\n",
+    "import in the block": "with sc.checkpoint('a'):\n    import helpers\n    y = helpers.f()\n",
+    "cached_setup": "@sc.cached_setup(name='a')\ndef load():\n    return helpers.f()\ny = load()\n",
+}
+SAVED_WHILE_RUNNING = """
+import os
+import pathlib
+import statecache as sc
+import helpers
+if os.environ.get("EDIT"):  # the user saves helpers.py while the run goes on
+    p = pathlib.Path(helpers.__file__)
+    p.write_text(p.read_text().replace("42", os.environ["EDIT"]))
+{front}print("y", y)
+"""
+
+
+@pytest.mark.parametrize("bytecode", ["", "1"], ids=["pyc", "no-pyc"])
+@pytest.mark.parametrize("new", ["480", "47"], ids=["new-size", "same-size"])
+@pytest.mark.parametrize("front", list(FRONTS))
+def test_a_module_saved_during_the_run_keys_the_code_that_ran(
+    project: Project, front: str, new: str, bytecode: str
+) -> None:
+    """(a) an edit saved during a run never saves the old code's result under the new text's
+    key; (b) a rerun of unchanged files hits, whether or not the first run wrote a .pyc."""
+    project.write("helpers.py", "def f():\n    return 42\n")
+    project.write("main.py", SAVED_WHILE_RUNNING.format(front=FRONTS[front]))
+    env = {"PYTHONDONTWRITEBYTECODE": bytecode}
+    first = project.run("main.py", env=env)
+    assert first.computed("a") and "y 42" in first.stdout
+    assert project.run("main.py", env=env).hit("a"), "a .pyc written by the first run made the rerun miss"
+    edited = project.run("main.py", env={**env, "EDIT": new})
+    assert "y 42" in edited.stdout  # the code loaded before the save ran
+    after = project.run("main.py", env=env)
+    fresh = project.run("main.py", env={**env, "STATECACHE_DISABLE": "1"})
+    assert after.stdout == fresh.stdout, after.stderr
+    if new == "480" or bytecode:
+        assert f"y {new}" in fresh.stdout and after.computed("a"), after.stderr
+    else:
+        # a same-size save within the second of the .pyc: Python itself may run the old code
+        # from the .pyc; then the key is that code's, as in the edited run (a hit of 42 is right)
+        assert fresh.stdout in (f"y {new}\n", "y 42\n")
+    again = project.run("main.py", env=env)
+    assert again.hit("a") and again.stdout == fresh.stdout
