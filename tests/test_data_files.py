@@ -272,3 +272,123 @@ def test_a_record_inside_the_project_is_checked_in_the_copy_and_the_original(tmp
     (exp2 / "data.txt").write_text("one")
     (exp1 / "data.txt").write_text("uno")  # the original: read by a path written out in full
     assert changed_record(inside, cache2) == f"file {exp1 / 'data.txt'} changed"
+
+
+PYARROW_OPENERS = {
+    "ParquetFile": "pq.ParquetFile('t.parquet').read()['x'].to_pylist()",
+    "ParquetFile-keyword": "pq.ParquetFile(source='t.parquet').read()['x'].to_pylist()",
+    "ParquetDataset": "pq.ParquetDataset('t.parquet').read()['x'].to_pylist()",
+    "input_stream": "pq.read_table(pa.BufferReader(pa.input_stream('t.parquet').read()))['x'].to_pylist()",
+    "memory_map": "pq.read_table(pa.memory_map('t.parquet'))['x'].to_pylist()",
+}
+
+
+@pytest.mark.parametrize("case", list(PYARROW_OPENERS))
+def test_a_file_opened_by_a_pyarrow_class_or_stream_is_seen(project: Project, case: str) -> None:
+    pytest.importorskip("pyarrow")
+    data = project.root / "t.parquet"
+    write_table(data, 3)
+    age(data)
+    project.write("script.py", f"""
+import statecache as sc
+import pyarrow as pa, pyarrow.parquet as pq
+with sc.checkpoint("a"):
+    y = {PYARROW_OPENERS[case]}
+print("y", y, isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile))
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project) and value(first).endswith("True")
+    assert project.run("script.py").hit("a")
+    write_table(data, 4)
+    age(data, OLD + 1_000_000_000)
+    assert value(check_miss(project)) != value(first)
+
+
+LAZY = {
+    "scan-then-filter": "lf = pl.scan_csv('t.csv').filter(pl.col('x') > 0)",
+    "glob-of-many": "lf = pl.scan_parquet('parts/*.parquet').sort('x')",
+    "joined-with-a-frame": "lf = pl.scan_csv('t.csv').join(pl.DataFrame({'x': [1, 2, 3]}).lazy(), on='x').sort('x')",
+}
+
+
+@pytest.mark.parametrize("case", list(LAZY))
+def test_a_lazy_plan_made_before_the_block_is_seen_when_collected_in_it(project: Project, case: str) -> None:
+    pytest.importorskip("polars")
+    write_table(project.root / "t.csv", 3)
+    (project.root / "parts").mkdir()
+    for i in range(3):
+        write_table(project.root / f"parts/p{i}.parquet", 2)
+    changed = project.root / ("parts/p2.parquet" if "glob" in case else "t.csv")
+    age(changed)
+    project.write("script.py", f"""
+import statecache as sc
+import polars as pl
+{LAZY[case]}
+with sc.checkpoint("a"):
+    y = lf.collect()['x'].to_list()
+print("y", y)
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    assert project.run("script.py").hit("a")
+    write_table(changed, 5)
+    age(changed, OLD + 1_000_000_000)
+    assert value(check_miss(project)) != value(first)
+
+
+@pytest.mark.parametrize("reader", [
+    "from polars import read_csv\n    column = lambda t: t['x'].to_list()",
+    "from pyarrow.csv import read_csv\n    column = lambda t: t['x'].to_pylist()",
+])
+def test_a_reader_bound_in_a_function_before_anything_computes_is_seen(project: Project, reader: str) -> None:
+    pytest.importorskip(reader.split()[1].split(".")[0])
+    data = project.root / "t.csv"
+    write_table(data, 3)
+    age(data)
+    project.write("script.py", f"""
+import statecache as sc
+def main():
+    {reader}
+    with sc.checkpoint("a"):
+        y = column(read_csv('t.csv'))
+    print("y", y)
+main()
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    assert project.run("script.py").hit("a")
+    write_table(data, 4)
+    age(data, OLD + 1_000_000_000)
+    assert value(check_miss(project)) != value(first)
+
+
+@pytest.mark.parametrize("look", [
+    "os.path.exists('extra.csv')",
+    "os.path.isfile('extra.csv')",
+    "pathlib.Path('extra.csv').exists()",
+    "os.path.getsize('extra.csv') if os.path.exists('extra.csv') else -1",
+])
+def test_a_file_the_block_only_looks_at_is_recorded(project: Project, look: str) -> None:
+    project.write("script.py", f"""
+import os, pathlib
+import statecache as sc
+with sc.checkpoint("a"):
+    y = {look}
+print("y", y)
+""")
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    assert project.run("script.py").hit("a")
+    project.write("extra.csv", "x\n")
+    assert value(check_miss(project)) != value(first)
+
+
+def test_a_wrapped_os_stat_returns_and_raises_what_os_stat_does(tmp_path: Path) -> None:
+    from statecache.key.files import FileRecorder
+
+    (tmp_path / "f").write_text("abc")
+    with FileRecorder() as recorder:
+        assert os.stat(tmp_path / "f").st_size == 3 and os.stat(str(tmp_path)).st_size >= 0
+        with pytest.raises(FileNotFoundError):
+            os.stat(tmp_path / "missing")
+    assert str(tmp_path / "f") in recorder.opened and str(tmp_path / "missing") in recorder.opened

@@ -308,9 +308,6 @@ def test_a_compiled_reader_imported_by_name_before_the_first_block(project: Proj
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py wraps module functions only (classes are skipped): pq.ParquetFile(path), "
-    "pa.input_stream(path), pa.OSFile, pq.ParquetDataset and pyarrow.fs open files unseen"))
 @pytest.mark.parametrize("expr", [
     "pq.ParquetFile('d.parquet').read()",
     "pq.read_table(pa.BufferReader(pa.input_stream('d.parquet').read()))",
@@ -326,10 +323,6 @@ def test_pyarrow_readers_that_are_classes_or_streams(project: Project, expr: str
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py notes a scan's path when the scan is made: a polars LazyFrame built before "
-    "the block (nothing records yet) and collected inside it reads the file unseen, and the "
-    "LazyFrame input counts by its plan (the path), not the file's content"))
 def test_a_lazy_scan_made_before_the_block_and_collected_in_it(project: Project) -> None:
     pytest.importorskip("polars")
     project.write("d.csv", "x\n1\n")

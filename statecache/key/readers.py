@@ -3,7 +3,14 @@
 pyarrow (so ``pd.read_parquet``) and polars raise no audit event when they read a file. Their
 reader functions are wrapped, once, to tell the recorder the paths they are given: the ones
 loaded when a computing block starts, and the ones imported later (a finder at the front of
-``sys.meta_path`` wraps them right after their module runs; nothing here imports them).
+``sys.meta_path`` wraps them right after their module runs; nothing here imports them). Reader
+classes defined in Python (``pq.ParquetFile``) have their ``__init__`` wrapped in place, so the
+class stays the same object; a polars ``LazyFrame`` tells the files its plan scans when it is
+collected, whenever it was made. Names the user bound to a reader before (module globals, and
+the locals of the functions running) are pointed at its wrapper.
+
+``os.stat`` raises no audit event either: while wrapped it tells the recorder the files the
+user's code only looks at (``os.path.exists``, ``os.path.getsize``, ``Path.is_file``).
 Libraries whose reads cannot be seen this way are named in a warning instead (``unseen``).
 """
 
@@ -12,12 +19,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 #: module -> its functions that take a path (first argument, or a keyword below) and read it
 READERS: dict[str, tuple[str, ...]] = {
-    "pyarrow": ("memory_map",),
+    "pyarrow": ("memory_map", "input_stream"),
     "pyarrow.parquet": ("read_table", "read_pandas", "read_metadata", "read_schema"),
     "pyarrow.csv": ("read_csv", "open_csv"),
     "pyarrow.feather": ("read_table", "read_feather"),
@@ -32,7 +40,16 @@ READERS: dict[str, tuple[str, ...]] = {
         "scan_ndjson", "scan_delta",
     ),
 }
-_PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths")
+_PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
+#: module -> its reader classes defined in Python, whose ``__init__`` takes the path after self
+READER_CLASSES: dict[str, tuple[str, ...]] = {
+    "pyarrow.parquet": ("ParquetFile", "ParquetDataset"),
+}
+#: the polars methods and functions that run a lazy plan, reading the files it scans
+_LAZY_METHODS = (
+    "collect", "collect_async", "collect_batches", "sink_batches", "sink_parquet", "sink_csv",
+    "sink_ipc", "sink_ndjson",
+)
 
 #: libraries known to open files from compiled code that no wrapper here sees
 UNSEEN = ("h5py", "netCDF4", "tables", "h5netcdf", "lmdb", "fitsio", "duckdb")
@@ -62,8 +79,10 @@ def install(note: Callable[..., None]) -> None:
         if module is not None:
             wrap_module(module)
     _rebind_user_names()
+    _rebind_running_locals(sys._getframe(1))
     if not _installed:
         sys.meta_path.insert(0, _AfterImport())
+        os.stat = _wrap_stat(os.stat)
         _installed = True
 
 
@@ -73,7 +92,14 @@ def unseen() -> list[str]:
 
 
 def wrap_module(module: Any) -> None:
-    for attr in READERS.get(getattr(module, "__name__", ""), ()):
+    """Wrap the readers of one module of ``READERS`` (its reader classes and lazy frames too)."""
+    name = getattr(module, "__name__", "")
+    for attr in READER_CLASSES.get(name, ()):
+        _wrap_method(getattr(module, attr, None), "__init__", _note_first_argument)
+    if name == "polars":
+        for method in _LAZY_METHODS:
+            _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
+    for attr in READERS.get(name, ()):
         function = getattr(module, attr, None)
         if function is None or getattr(function, READER_WRAPPER, False) or isinstance(function, type):
             continue
@@ -83,6 +109,114 @@ def wrap_module(module: Any) -> None:
         except (AttributeError, TypeError):
             continue
         _WRAPPERS[id(function)] = (function, wrapper)
+
+
+def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
+    """Wrap ``kind.attr`` in place (a class defined in Python): ``note`` gets the call's
+    arguments first, then the method runs as it was."""
+    method = vars(kind).get(attr) if isinstance(kind, type) else None
+    if not callable(method) or getattr(method, READER_WRAPPER, False):
+        return
+
+    @functools.wraps(method)
+    def reader(*args: Any, **kwargs: Any) -> Any:
+        try:
+            note(*args, **kwargs)
+        except Exception:  # never let bookkeeping break the user's read
+            pass
+        return method(*args, **kwargs)
+
+    setattr(reader, READER_WRAPPER, True)
+    try:
+        setattr(kind, attr, reader)
+    except (AttributeError, TypeError):
+        pass
+
+
+def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
+    note_source(args[0] if args else next((kwargs[k] for k in _PATH_KEYWORDS if k in kwargs), None))
+
+
+def _note_plan(frame: Any, *args: Any, **kwargs: Any) -> None:
+    """The files a polars lazy plan scans: from its description (no data is copied), or, when
+    that shortens a list of sources, from its JSON form."""
+    if _note is _ignore:
+        return
+    import re
+
+    plan = frame._ldf.describe_plan()
+    scans = re.findall(r"SCAN \[(.*)\]$", plan, flags=re.MULTILINE)
+    if not any(re.search(r", \.\.\. \d+ other sources?$", scan) for scan in scans):
+        note_source([scan for scan in scans if scan])
+        return
+    import json
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the JSON form is deprecated; it is the one that names every file
+        tree = json.loads(frame.serialize(format="json"))
+    note_source(list(_scanned_paths(tree)))
+
+
+def _scanned_paths(tree: Any) -> Any:
+    """The paths under every ``{"Paths": [{"inner": path}, ...]}`` of a serialised plan."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            paths = node.get("Paths")
+            if isinstance(paths, list):
+                yield from (p["inner"] if isinstance(p, dict) else p for p in paths)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+_stat_busy = threading.local()
+
+
+def _wrap_stat(stat: Callable[..., Any]) -> Callable[..., Any]:
+    """``os.stat`` that notes the path it looks at (not a descriptor, not statecache's own
+    stats); it returns and raises what ``os.stat`` does."""
+
+    @functools.wraps(stat)
+    def looked_at(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if _note is not _ignore and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
+            _stat_busy.on = True
+            try:
+                if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
+                    _note(path)
+            except Exception:
+                pass
+            finally:
+                _stat_busy.on = False
+        return stat(path, *args, **kwargs)
+
+    return looked_at
+
+
+# linecache stats the modules a traceback or a warning shows: code, which the key covers
+_SOURCE_SUFFIXES = (".py", ".pyc", ".pyi", ".pyw")
+
+
+def _rebind_running_locals(frame: Any) -> None:
+    """Point the locals of the user's functions running now at the wrapper of a reader they
+    hold: ``from polars import read_csv`` in ``main()`` before the first block computes."""
+    if not _WRAPPERS:
+        return
+    from .._frames import is_function_frame, write_names
+    from .provenance import Kind, classify
+
+    while frame is not None:
+        if is_function_frame(frame) and classify(frame.f_code.co_filename) is Kind.USER:
+            found = {}
+            for name, value in frame.f_locals.items():
+                pair = _WRAPPERS.get(id(value))
+                if pair is not None and pair[0] is value:
+                    found[name] = pair[1]
+            if found:
+                write_names(frame, found)
+        frame = frame.f_back
 
 
 def _rebind_user_names() -> None:
