@@ -7,7 +7,10 @@ in one run, plus the key-computation, hit-overhead and import figures of the des
 
 Method: every state is saved and restored by every method once per round, methods interleaved
 within a round, so that a busy neighbour on a shared machine slows all of them alike; the
-figures are medians over the rounds. Files live in a scratch directory on the file system of
+figures are medians over the rounds. Every restore runs in a fresh interpreter, as a user's
+next run does (its memory not pre-faulted, the garbage collector on), after the imports that
+a script holding that state has made (numpy, pandas, scikit-learn); the restore itself and the
+whole process (interpreter start to the end of the restore) are both reported. Files live in a scratch directory on the file system of
 ``--dir`` (default: the system temp dir). "warm" restores read from the page cache (the file was
 just written); "cold" restores first evict the file with ``posix_fadvise(POSIX_FADV_DONTNEED)``
 after an fsync. Ratios are "peer / statecache": above 1 means statecache is faster or smaller.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import pickle
@@ -38,9 +42,6 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from statecache.entry.reader import read_entry  # noqa: E402
-from statecache.entry.writer import write_entry  # noqa: E402
-
 MB = 1 << 20
 GB = 1 << 30
 
@@ -48,10 +49,20 @@ GB = 1 << 30
 
 
 def build_incompressible(nbytes: int) -> dict[str, Any]:
-    """Random float64 weights: zstd shrinks them by a few per cent at best."""
+    """Random float32 weights (``normal * 0.02``): zstd shrinks them by a few per cent at best."""
     rng = np.random.default_rng(0)
-    n = nbytes // 8 // 4
-    return {f"w{i}": rng.standard_normal(n) for i in range(4)}
+    n = nbytes // 4 // 4
+    return {f"w{i}": rng.standard_normal(n, dtype=np.float32) * np.float32(0.02) for i in range(4)}
+
+
+def build_forest(trees: int) -> dict[str, Any]:
+    """A fitted scikit-learn RandomForest: a few hundred sub-MiB node arrays."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((20_000, 20))
+    y = (x[:, 0] + rng.standard_normal(20_000) > 0).astype(int)
+    return {"model": RandomForestClassifier(n_estimators=trees, random_state=0).fit(x, y)}
 
 
 def build_uniform(nbytes: int) -> dict[str, Any]:
@@ -110,8 +121,11 @@ def build_small(_: int = 0) -> dict[str, Any]:
     return {"small": {i: i * 7 for i in range(100)}}
 
 
+ARRAY_STATES = ("incompressible", "uniform", "compressible")
+
+
 def describe(spec: StateSpec, size: int) -> str:
-    if spec.key in ("incompressible", "uniform", "compressible"):
+    if spec.key in ARRAY_STATES:
         return fmt_size(size)
     return f"{size / 1e6:g}M" if size >= 1_000_000 else f"{size:,}"
 
@@ -127,7 +141,7 @@ class StateSpec:
 
 
 STATES = [
-    StateSpec("incompressible", "{size} of incompressible float64 arrays (4 arrays)",
+    StateSpec("incompressible", "{size} of incompressible float32 arrays (4 arrays)",
               build_incompressible, GB, 32 * MB),
     StateSpec("uniform", "{size} of uniform float32 (one array)", build_uniform, GB // 2, 32 * MB),
     StateSpec("compressible", "{size} of compressible arrays (small ints + 99 % zeros)",
@@ -135,7 +149,9 @@ STATES = [
     StateSpec("objects", "{size} small Python objects (dict of tuples and strings)",
               build_objects, 1_000_000, 30_000, compressible=True),
     StateSpec("frame", "pandas DataFrame of mixed dtypes, {size} rows (11 columns)",
-              build_frame, 2_000_000, 40_000, compressible=True),
+              build_frame, 5_000_000, 40_000, compressible=True),
+    StateSpec("forest", "scikit-learn RandomForestClassifier, {size} trees (20k x 20 data)",
+              build_forest, 100, 10),
     StateSpec("small", "small state: a dict of 100 ints", build_small, 0, 0),
 ]
 
@@ -152,6 +168,10 @@ def _fsync(path: str) -> None:
 
 def evict(path: str) -> None:
     """Drop the file's pages from the page cache (after an fsync, so they are clean)."""
+    if os.path.isdir(path):
+        for f in os.listdir(path):
+            evict(os.path.join(path, f))
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -161,15 +181,49 @@ def evict(path: str) -> None:
 
 
 def sc_save(state: dict, path: str) -> None:
+    from statecache.entry.writer import write_entry
+
     write_entry(path, state, {"name": "bench"}, progress=False)
 
 
 def sc_load(path: str) -> dict:
+    from statecache.entry.reader import read_entry
+
     return read_entry(path, progress=False)[1]
 
 
 def sc_load_mmap(path: str) -> dict:
+    from statecache.entry.reader import read_entry
+
     return read_entry(path, mmap=True, progress=False)[1]
+
+
+def npy_save(state: dict, path: str) -> None:
+    """One ``.npy`` file per array in a directory (what ``np.load`` and ``mmap_mode`` read)."""
+    os.makedirs(path, exist_ok=True)
+    for name, a in state.items():
+        np.save(os.path.join(path, f"{name}.npy"), a)
+
+
+def npy_load(path: str, mmap_mode: str | None = None) -> dict:
+    return {
+        f[:-4]: np.load(os.path.join(path, f), mmap_mode=mmap_mode)  # type: ignore[arg-type]
+        for f in sorted(os.listdir(path))
+    }
+
+
+def npy_load_mmap(path: str) -> dict:
+    return npy_load(path, "r")
+
+
+def parquet_save(state: dict, path: str) -> None:
+    state["frame"].to_parquet(path, engine="pyarrow")
+
+
+def parquet_load(path: str) -> dict:
+    import pandas as pd
+
+    return {"frame": pd.read_parquet(path, engine="pyarrow")}
 
 
 def pickle_save(state: dict, path: str) -> None:
@@ -247,6 +301,10 @@ def zstd_load(path: str) -> dict:
         return pickle.load(r)
 
 
+def arrays_only(key: str) -> bool:
+    return key in ARRAY_STATES
+
+
 @dataclass
 class Method:
     key: str
@@ -255,6 +313,8 @@ class Method:
     load: Callable[[str], Any] | None
     cold: bool = False  # also measure a cold restore
     shares_file_with: str | None = None  # restore-only methods reading another method's file
+    applies: Callable[[str], bool] = lambda key: True  # noqa: E731  (which states it takes)
+    exact: bool = True  # restores the very objects (parquet gives back its own dtypes)
 
 
 METHODS = [
@@ -268,7 +328,64 @@ METHODS = [
     Method("dill", "dill", dill_save, dill_load),
     Method("cloudpickle", "cloudpickle (load: pickle.load)", cloudpickle_save, pickle_load),
     Method("zstd", "pickle + zstd-3", zstd_save, zstd_load),
+    Method("npy", "np.save / np.load", npy_save, npy_load, applies=arrays_only),
+    Method("npy_mmap", "np.load(mmap_mode='r')", None, npy_load_mmap, shares_file_with="npy",
+           applies=arrays_only),
+    Method("parquet", "to_parquet / read_parquet (pyarrow)", parquet_save, parquet_load,
+           applies=lambda key: key == "frame", exact=False),
 ]
+LOADERS = {m.key: m.load for m in METHODS if m.load is not None}
+BUILDERS = {spec.key: spec.build for spec in STATES}
+
+
+IMPORTS = {"sc": "statecache.entry.reader", "sc_mmap": "statecache.entry.reader",
+           "joblib": "joblib", "dill": "dill", "zstd": "zstandard", "parquet": "pyarrow.parquet"}
+
+
+def prepare(state_key: str, method_key: str = "") -> None:
+    """Import what a user's script holding this state has imported before its restore, and
+    the restoring library (``import statecache`` is measured on its own)."""
+    if method_key in IMPORTS:
+        importlib.import_module(IMPORTS[method_key])
+    if state_key == "frame":
+        import pandas  # noqa: F401
+    elif state_key == "forest":
+        import sklearn.ensemble  # noqa: F401
+
+
+CHILD = (
+    "import sys, time, gc; t0 = time.perf_counter(); sys.path.insert(0, {here!r}); import run; "
+    "run.prepare({state!r}, {method!r}); {extra}t = time.perf_counter(); out = {call}; "
+    "t1 = time.perf_counter(); print(t1 - t, t1 - t0)"
+)
+
+
+def child_restore(state_key: str, call: str, extra: str = "", method: str = "") -> tuple[float, float]:
+    """Time ``call`` in a fresh interpreter (gc on, as in a user's script): (restore seconds,
+    whole process from its first line to the end of the restore)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = CHILD.format(here=here, state=state_key, method=method, call=call, extra=extra)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=child_env())
+    wall = time.perf_counter() - t
+    if out.returncode:
+        raise RuntimeError(f"restore in a child failed: {call}\n{out.stderr}")
+    restore, _ = map(float, out.stdout.split())
+    return restore, wall
+
+
+def path_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    return os.path.getsize(path)
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
 
 
 # ---------------------------------------------------------------- measuring
@@ -279,6 +396,7 @@ class Samples:
     save: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
+    whole: list[float] = field(default_factory=list)  # the restoring process, start to end
     size: int | None = None
 
     @staticmethod
@@ -308,85 +426,75 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
         gc.enable()
 
 
-def check_equal(a: dict, b: dict) -> None:
-    """A restored state must be the saved one (a benchmark of a wrong answer is worthless)."""
+def check_equal(a: dict, b: dict, exact: bool = True) -> None:
+    """A restored state must be the saved one; ``exact=False``: the same values, whatever the
+    dtypes (a parquet round trip gives a frame its own string and category types)."""
     assert list(a) == list(b), (list(a), list(b))
     for k in a:
         x, y = a[k], b[k]
         if isinstance(x, np.ndarray):
             assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), k
         elif type(x).__name__ == "DataFrame":
-            assert x.equals(y), k
+            if exact:
+                assert x.equals(y), k
+            else:
+                assert x.shape == y.shape and list(x.columns) == list(y.columns), k
+                assert (x.astype(object) == y.astype(object)).all().all(), k
+        elif type(x).__name__ == "RandomForestClassifier":
+            probe = np.random.default_rng(5).standard_normal((200, x.n_features_in_))
+            assert np.array_equal(x.predict_proba(probe), y.predict_proba(probe)), k
         else:
             assert x == y, k
 
 
-def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Callable) -> dict:
-    import joblib
-
+def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Callable,
+                quick: bool = False) -> dict:
+    """Every method on one state. ``quick`` (the CI smoke test): warm restores only, no
+    joblib.Memory round, so that the whole run stays around half a minute."""
     log(f"\n== {spec.title.format(size=describe(spec, size))}: building")
     build_times: list[float] = []
     box: dict[str, Any] = {}  # the state and its pickle, dropped between uses
     t, box["state"] = timed(partial(spec.build, size))
     build_times.append(t)
-    samples = {m.key: Samples() for m in METHODS}
+    methods = [m for m in METHODS if m.applies(spec.key)]
+    samples = {m.key: Samples() for m in methods}
     extra: dict[str, Any] = {"memory_hit": [], "memory_miss": [], "loads": [], "memory_size": None}
     box["pickled"] = pickle.dumps(box["state"], protocol=5)
     extra["pickle_bytes"] = state_bytes = len(box["pickled"])
 
     for r in range(rounds):
-        for m in METHODS:
-            path = os.path.join(scratch, f"{spec.key}.{m.shares_file_with or m.key}")
+        paths = {m.key: os.path.join(scratch, f"{spec.key}.{m.shares_file_with or m.key}")
+                 for m in methods}
+        for m in methods:
+            path = paths[m.key]
             if m.save is not None:
                 t, _ = timed(partial(m.save, box["state"], path))
                 samples[m.key].save.append(t)
-                samples[m.key].size = os.path.getsize(path)
-            if m.load is not None:
+                samples[m.key].size = path_size(path)
+            if m.load is None:
+                continue
+            if r == 0 and m.key != "readinto":  # a benchmark of a wrong answer is worthless
+                check_equal(box["state"], m.load(path), exact=m.exact)
+            call = f"run.LOADERS[{m.key!r}]({path!r})"
+            settle(state_bytes)
+            t, wall = child_restore(spec.key, call, method=m.key)
+            samples[m.key].load.append(t)
+            samples[m.key].whole.append(wall)
+            if m.key == "sc":
+                # pickle.loads of the same state's bytes, already in memory: measured right
+                # after statecache's restore, so that both see the same machine load
                 settle(state_bytes)
-                t, got = timed(partial(m.load, path))
-                samples[m.key].load.append(t)
-                if r == 0 and m.key != "readinto":
-                    check_equal(box["state"], got)
+                t, got = timed(partial(pickle.loads, box["pickled"]))
+                extra["loads"].append(t)
                 del got
-                if m.key == "sc":
-                    # pickle.loads of the same state's bytes, already in memory: measured right
-                    # after statecache's restore, so that both see the same machine load
-                    settle(state_bytes)
-                    t, got = timed(partial(pickle.loads, box["pickled"]))
-                    extra["loads"].append(t)
-                    del got
-                if m.cold:
-                    evict(path)
-                    settle(state_bytes)
-                    t, got = timed(partial(m.load, path))
-                    samples[m.key].cold.append(t)
-                    del got
-            if m.key in ("pickle_fsync", "joblib", "dill", "cloudpickle", "zstd"):
-                os.unlink(path)
-            elif m.key == "pickle":
-                pass  # removed with the statecache file below (pickle_fsync rewrites it)
-        os.unlink(os.path.join(scratch, f"{spec.key}.sc"))
-        if os.path.exists(os.path.join(scratch, f"{spec.key}.pickle")):
-            os.unlink(os.path.join(scratch, f"{spec.key}.pickle"))
-
-        # joblib.Memory: a miss (compute + store) in an empty cache, then a hit
-        location = os.path.join(scratch, f"joblib-memory-{spec.key}")
-        shutil.rmtree(location, ignore_errors=True)
-        memory = joblib.Memory(location, verbose=0)
-        cached = memory.cache(spec.build)
-        t, got = timed(partial(cached, size))
-        extra["memory_miss"].append(t)
-        del got
-        settle(state_bytes)
-        t, got = timed(partial(cached, size))
-        extra["memory_hit"].append(t)
-        if r == 0:
-            check_equal(box["state"], got)
-        del got
-        extra["memory_size"] = sum(
-            os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(location) for f in fs
-        )
-        shutil.rmtree(location, ignore_errors=True)
+            if m.cold and not quick:
+                evict(path)
+                settle(state_bytes)
+                samples[m.key].cold.append(child_restore(spec.key, call, method=m.key)[0])
+        for path in set(paths.values()):
+            remove(path)
+        if not quick:
+            _memory_round(spec, size, scratch, extra, state_bytes)
 
         # re-running the setup
         del box["state"]
@@ -394,11 +502,27 @@ def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Call
         t, box["state"] = timed(partial(spec.build, size))
         build_times.append(t)
         log(f"   round {r + 1}/{rounds}: statecache save {samples['sc'].save[-1]:.3f} s, "
-            f"restore {samples['sc'].load[-1]:.4f} s")
+            f"restore {samples['sc'].load[-1]:.4f} s, pickle.load "
+            f"{samples['pickle'].load[-1]:.4f} s")
     box.clear()
     gc.collect()
     return {"spec": spec, "size": size, "samples": samples, "extra": extra,
             "build": build_times[1:]}
+
+
+def _memory_round(spec: StateSpec, size: int, scratch: str, extra: dict, state_bytes: int) -> None:
+    """joblib.Memory as a user meets it: a script whose first run misses (compute + store) in
+    an empty cache, and whose second run, a fresh process, hits."""
+    location = os.path.join(scratch, f"joblib-memory-{spec.key}")
+    shutil.rmtree(location, ignore_errors=True)
+    setup = f"import joblib; f = joblib.Memory({location!r}, verbose=0).cache(run.BUILDERS[{spec.key!r}]); "
+    extra["memory_miss"].append(child_restore(spec.key, f"f({size})", setup)[0])
+    settle(state_bytes)
+    extra["memory_hit"].append(child_restore(spec.key, f"f({size})", setup)[0])
+    extra["memory_size"] = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(location) for f in fs
+    )
+    shutil.rmtree(location, ignore_errors=True)
 
 
 def bench_fingerprint(nbytes: int, rounds: int, quick: bool) -> dict:
@@ -440,7 +564,7 @@ def child_env() -> dict[str, str]:
 def bench_import(runs: int) -> dict:
     code = (
         "import time; t = time.perf_counter(); import statecache; "
-        "t1 = time.perf_counter(); import statecache._checkpoint, statecache.key.fingerprint, "
+        "t1 = time.perf_counter(); import statecache._checkpoint, statecache.key.values, "
         "statecache.entry.format, statecache.store.store, filelock; t2 = time.perf_counter(); "
         "print(t1 - t, t2 - t1)"
     )
@@ -618,22 +742,26 @@ def state_table(res: dict) -> tuple[list[str], dict[str, float]]:
     lines = [
         f"### {spec.title.format(size=describe(spec, res['size']))}",
         "",
-        "| method | save | restore (warm) | restore (cold) | size | save ratio | restore ratio | size ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | save | restore (warm) | restore (cold) | whole process (warm) | size | "
+        "save ratio | restore ratio | size ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
     def row(label: str, save: float | None, load: float | None, cold: float | None,
-            size: int | None) -> None:
+            size: int | None, whole: float | None = None) -> None:
         lines.append(
-            f"| {label} | {fmt_s(save)} | {fmt_s(load)} | {fmt_s(cold)} | {fmt_size(size)} | "
-            f"{fmt_ratio(save, ref_save)} | {fmt_ratio(load, ref_load)} | "
+            f"| {label} | {fmt_s(save)} | {fmt_s(load)} | {fmt_s(cold)} | {fmt_s(whole)} | "
+            f"{fmt_size(size)} | {fmt_ratio(save, ref_save)} | {fmt_ratio(load, ref_load)} | "
             f"{fmt_ratio(size, ref_size) if size is not None else '—'} |"
         )
 
     for m in METHODS:
+        if m.key not in s:
+            continue
         x = s[m.key]
         size = x.size if m.save is not None else None
-        row(m.label, Samples.med(x.save), Samples.med(x.load), Samples.med(x.cold), size)
+        row(m.label, Samples.med(x.save), Samples.med(x.load), Samples.med(x.cold), size,
+            Samples.med(x.whole))
     row("pickle.loads of the bytes in memory", None, Samples.med(ex["loads"]), None,
         ex["pickle_bytes"])
     miss, build = Samples.med(ex["memory_miss"]), Samples.med(res["build"])
@@ -666,6 +794,11 @@ def state_table(res: dict) -> tuple[list[str], dict[str, float]]:
         key["save_vs_pickle_write_fsync"] = ref_save / p_save_f
     if ref_size and z_size:
         key["size_vs_zstd3"] = ref_size / z_size
+    peers = [Samples.med(s[k].load) for k in PICKLE_FAMILY if k in s]
+    peers.append(Samples.med(ex["memory_hit"]))
+    fastest = min((p for p in peers if p), default=None)
+    if ref_load and fastest:
+        key["vs_fastest_pickle_peer"] = fastest / ref_load
     mm = Samples.med(s["sc_mmap"].load)
     if mm is not None:
         key["mmap_seconds"] = mm
@@ -673,8 +806,11 @@ def state_table(res: dict) -> tuple[list[str], dict[str, float]]:
     return lines, key
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
+PICKLE_FAMILY = ("pickle", "joblib", "dill", "cloudpickle")
+
+
+def verdict(ok: bool | None) -> str:
+    return "reported" if ok is None else "met" if ok else "**missed**"
 
 
 def report(args: argparse.Namespace, results: list[dict], fp: dict | None, imp: dict | None,
@@ -688,7 +824,7 @@ def report(args: argparse.Namespace, results: list[dict], fp: dict | None, imp: 
 
     targets = ["| target | measured | |", "| --- | ---: | --- |"]
 
-    def t(label: str, value: str, ok: bool) -> None:
+    def t(label: str, value: str, ok: bool | None) -> None:
         targets.append(f"| {label} | {value} | {verdict(ok)} |")
 
     inc = keys.get("incompressible", {})
@@ -703,11 +839,19 @@ def report(args: argparse.Namespace, results: list[dict], fp: dict | None, imp: 
           f"{inc['speedup_vs_pickle_load']:.1f}×", inc["speedup_vs_pickle_load"] >= 3)
     if "mmap_seconds" in inc:
         t("mmap restore of 1 GB < 10 ms", fmt_s(inc["mmap_seconds"]), inc["mmap_seconds"] < 0.01)
+    for k, kv in keys.items():
+        if "vs_fastest_pickle_peer" in kv:
+            t(f"{k}: restore faster than every pickle-family peer (pickle, cloudpickle, dill, "
+              "joblib dump/load and Memory), fastest peer / statecache",
+              f"{kv['vs_fastest_pickle_peer']:.2f}×", kv["vs_fastest_pickle_peer"] > 1)
+        if k in ARRAY_STATES and "speedup_vs_pickle_load" in kv:
+            t(f"{k}: restore ≥ 2× faster than `pickle.load`",
+              f"{kv['speedup_vs_pickle_load']:.2f}×", kv["speedup_vs_pickle_load"] >= 2)
     obj = keys.get("objects", {})
     if "restore_vs_pickle_loads" in obj:
         t("1M objects restore ≤ 1.15× `pickle.loads` of the same bytes",
           f"{obj['restore_vs_pickle_loads']:.2f}×", obj["restore_vs_pickle_loads"] <= 1.15)
-    for k in ("incompressible", "uniform", "compressible", "objects", "frame"):
+    for k in ("incompressible", "uniform", "compressible", "objects", "frame", "forest"):
         if "save_vs_pickle_write_fsync" in keys.get(k, {}):
             a = keys[k]["save_vs_pickle_write_fsync"]
             b = keys[k].get("save_vs_pickle_write")
@@ -717,7 +861,8 @@ def report(args: argparse.Namespace, results: list[dict], fp: dict | None, imp: 
     for k in ("compressible", "objects", "frame"):
         if "size_vs_zstd3" in keys.get(k, {}):
             a = keys[k]["size_vs_zstd3"]
-            t(f"{k}: size ≤ 1.1× pickle + zstd-3", f"{a:.2f}×", a <= 1.1)
+            t(f"{k}: entry size / pickle + zstd-3 (the design asks for it beside, no target)",
+              f"{a:.2f}×", None)
     if fp:
         gbs = fp["bytes"] / fp["ours"] / 1e9
         t(f"fingerprint of a {fmt_size(fp['bytes'])} array ≥ 10 GB/s", f"{gbs:.1f} GB/s", gbs >= 10)
@@ -837,17 +982,17 @@ def main(argv: list[str] | None = None) -> int:
             if only and spec.key not in only:
                 continue
             size = spec.quick if args.quick else spec.full
-            results.append(bench_state(spec, size, args.rounds, scratch, log))
+            results.append(bench_state(spec, size, args.rounds, scratch, log, args.quick))
         fp = imp = hit = None
         if not only or "fingerprint" in only:
             log("\n== fingerprint")
             fp = bench_fingerprint(32 * MB if args.quick else GB, args.rounds, args.quick)
         if not only or "small" in only:
             log("\n== small-state hit (subprocesses)")
-            hit = bench_small_hit(scratch, 3 if args.quick else 15)
+            hit = bench_small_hit(scratch, 1 if args.quick else 15)
         if not only or "import" in only:
             log("\n== import statecache (subprocesses)")
-            imp = bench_import(3 if args.quick else 15)
+            imp = bench_import(1 if args.quick else 15)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, results, fp, imp, hit, scratch, started)
