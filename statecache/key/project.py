@@ -157,9 +157,22 @@ def root_suffix(text: str, root: str) -> str | None:
     (``"/p"`` -> ``""``, ``"/p/x.csv"`` -> ``"/x.csv"``), else None. The text is not
     normalised, so two different strings never give the same suffix; a text with a ``..``
     part is not below the root (``/p/../q`` is outside it)."""
-    for base in forms(root):
-        if text.startswith(base + os.sep) or (base and text == base):
+    pairs = _pairs.get(root)
+    if pairs is None:
+        pairs = _pairs[root] = tuple((base, base + os.sep) for base in forms(root))
+    for base, prefix in pairs:
+        if text.startswith(prefix) or (base and text == base):
             suffix = text[len(base):]
-            parts = suffix.replace(os.altsep, os.sep).split(os.sep) if os.altsep else suffix.split(os.sep)
-            return None if os.pardir in parts else suffix
+            if ".." in suffix and _climbs(suffix):  # rare: only then split into parts
+                return None
+            return suffix
     return None
+
+
+_pairs: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
+def _climbs(suffix: str) -> bool:
+    """Whether a path suffix has a ``..`` part."""
+    parts = suffix.replace(os.altsep, os.sep).split(os.sep) if os.altsep else suffix.split(os.sep)
+    return os.pardir in parts

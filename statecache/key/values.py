@@ -100,8 +100,8 @@ class _KeyPickler(pickle.Pickler):
             # bytes object per occurrence makes the stream independent of string identity.
             if obj.startswith(self._root_forms):
                 suffix = root_suffix(obj, self._fp.root)
-                if suffix is not None:  # a tuple: never equal to the bytes of any string
-                    return (b"~rel", suffix.encode("utf-8", "surrogatepass"))
+                if suffix is not None:  # 0xFF starts no UTF-8 text: never the bytes of a string
+                    return b"\xff~rel" + suffix.encode("utf-8", "surrogatepass")
             return obj.encode("utf-8", "surrogatepass")
         return self._fp._pid(obj, t, self)
 
