@@ -224,3 +224,50 @@ def test_a_module_saved_during_the_run_keys_the_code_that_ran(
         assert fresh.stdout in (f"y {new}\n", "y 42\n")
     again = project.run("main.py", env=env)
     assert again.hit("a") and again.stdout == fresh.stdout
+
+
+RUNTIME_DATA = """
+import os
+import statecache as sc
+import helpers
+
+class Opt:
+    def __init__(self, v):
+        self.v = v
+
+v = float(os.environ.get("V", "0.1"))
+{change}
+
+def run():
+    import helpers
+    return helpers.read()
+
+with sc.checkpoint("a"):
+    {body}
+print("y", y)
+"""
+CHANGES = {
+    "item set to an object": ("helpers.CONFIG['opt'] = Opt(v)", "return CONFIG['opt'].v"),
+    "literal rebound to an object": ("helpers.SCALE = Opt(v)", "return SCALE.v"),
+    "list given an object": ("helpers.ITEMS.append(Opt(v))", "return ITEMS[-1].v"),
+    "item set to a number": ("helpers.CONFIG['lr'] = v", "return CONFIG['lr']"),
+}
+
+
+@pytest.mark.parametrize("body", ["y = run()", "import helpers\n    y = helpers.read()"], ids=["local-import", "import-in-block"])
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_module_literals_the_script_changes_at_run_time(project: Project, change: str, body: str) -> None:
+    """A top-level literal of a user module that the script changes before the block (to an
+    object without a stable repr too) keys by its value: the same value hits every run, another
+    value computes what a fresh run does."""
+    script_change, read = CHANGES[change]
+    project.write("helpers.py", f"CONFIG = {{'lr': 0.01}}\nSCALE = 1\nITEMS = []\n\n\ndef read():\n    {read}\n")
+    project.write("main.py", RUNTIME_DATA.format(change=script_change, body=body))
+    first = project.run("main.py")
+    assert "y 0.1" in first.stdout and first.computed("a")
+    second = project.run("main.py")
+    assert second.hit("a"), second.stderr
+    other = project.run("main.py", env={"V": "0.2"})
+    assert other.computed("a") and "y 0.2" in other.stdout
+    assert other.stdout == project.run("main.py", env={"V": "0.2", "STATECACHE_DISABLE": "1"}).stdout
+    assert project.run("main.py", env={"V": "0.2"}).hit("a")

@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import xxhash
@@ -273,11 +273,16 @@ def _same_const(a: object, b: object) -> bool:
     return _const_bytes(a) == _const_bytes(b)
 
 
-def edited_after_loading(module: types.ModuleType) -> bytes:
+#: A deterministic digest of any value (the value walker's), or None when it cannot give one.
+ValueDigest = Callable[[object], "bytes | None"]
+
+
+def edited_after_loading(module: types.ModuleType, value_digest: ValueDigest | None = None) -> bytes:
     """``b""`` when every function and method that ``module`` defined from its file still
     matches the file's text; else ``b"ran"`` + the bytecode digests of those that do not (the
     file was edited after the module was loaded), so that a key taken from the file's new text
-    differs from the key of the run that loads that text."""
+    differs from the key of the run that loads that text. ``value_digest`` keys loaded data
+    that has no stable repr (see ``_stale_data``)."""
     path = getattr(module, "__file__", None)
     stale: list[tuple[str, bytes]] = []
     for value in list(vars(module).values()):
@@ -286,7 +291,7 @@ def edited_after_loading(module: types.ModuleType) -> bytes:
             if co.co_filename == path and not code_digest(co).startswith(b"src"):
                 stale.append((fn.__qualname__, bytecode_digest(co)))
     if isinstance(path, str):
-        stale += _stale_data(module, path)
+        stale += _stale_data(module, path, value_digest)
     if not stale:
         return loaded_other_text(module)
     h = xxhash.xxh3_128()
@@ -350,12 +355,16 @@ def _plain_repr(value: object, depth: int = 0) -> str | None:
     return None
 
 
-def _stale_data(module: types.ModuleType, path: str) -> list[tuple[str, bytes]]:
+def _stale_data(
+    module: types.ModuleType, path: str, value_digest: ValueDigest | None = None
+) -> list[tuple[str, bytes]]:
     """Top-level ``NAME = <literal>`` assignments of the file's current text whose value in the
-    loaded module differs: the file was edited after loading (or the value set at run time),
-    so the text alone must not key what the loaded value computes. The loaded value counts
-    where it has a stable repr; otherwise the marker is unique to this process, so nothing
-    saved from it is ever reused (a miss, never a stale hit)."""
+    loaded module differs: the file was edited after loading (or the value set at run time:
+    ``CONFIG["opt"] = Opt()`` above the block), so the text alone must not key what the loaded
+    value computes. The loaded value counts by a stable repr, else by ``value_digest`` (the
+    same value in every run keys the same: no miss on every run); when neither can give one,
+    the marker is unique to this process, so nothing saved from it is ever reused (a miss,
+    never a stale hit)."""
     linecache.checkcache(path)
     try:
         tree = ast.parse("".join(linecache.getlines(path)), path)
@@ -371,6 +380,9 @@ def _stale_data(module: types.ModuleType, path: str) -> list[tuple[str, bytes]]:
         if loaded is not _MISSING_VALUE and _same_value(loaded, literal):
             continue
         shown = _plain_repr(loaded) if loaded is not _MISSING_VALUE else "<unset>"
+        if shown is None and value_digest is not None:
+            by_value = value_digest(loaded)
+            shown = None if by_value is None else "value:" + by_value.hex()
         if shown is None:
             shown = f"<unreproducible {os.getpid()} {time.time_ns()}>"
         stale.append((f"data {name}", encode_str(shown)))

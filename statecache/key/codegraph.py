@@ -362,7 +362,14 @@ class CodeGraph:
         roots = [name]
         if isinstance(fromlist, tuple):
             roots += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
-        h.update(b"imp" + imports_digest(tuple(roots), self._import_digests))
+        h.update(b"imp" + imports_digest(tuple(roots), self._import_digests, self._value_digest))
+
+    def _value_digest(self, value: Any) -> bytes | None:
+        """A value's digest by the value walker, None when it refuses the value."""
+        try:
+            return self._sub(value, Ctx(TOP))
+        except Refused:
+            return None
 
     def import_digest(self, modname: str, level: int, fromlist: tuple[str, ...], package: str) -> bytes:
         """An import statement of a checkpoint body (``import helpers``, ``from .x import f``)
@@ -372,7 +379,7 @@ class CodeGraph:
         if name is None:
             return b"imp?" + encode_str(modname)
         roots = [name] + [f"{name}.{sub}" if name else sub for sub in fromlist]
-        return b"imp" + imports_digest(tuple(roots), self._import_digests)
+        return b"imp" + imports_digest(tuple(roots), self._import_digests, self._value_digest)
 
     def _local_class(self, h: Any, cls: type, ctx: Ctx) -> None:
         h.update(b"cls" + encode_str(str(cls.__module__)) + encode_str(cls.__qualname__))

@@ -17,7 +17,7 @@ import types
 import xxhash
 
 from .astdigest import ast_digest
-from .code import edited_after_loading, loaded_other_text
+from .code import ValueDigest, edited_after_loading, loaded_other_text
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
 from .versions import installed_version, top_spec
@@ -152,10 +152,13 @@ def resolve_import(module: str, level: int, importer: str, is_package: bool) -> 
         return None
 
 
-def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -> bytes:
+def imports_digest(
+    roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes], value_digest: ValueDigest | None = None
+) -> bytes:
     """The modules ``roots`` name (an import statement's targets), with what they import,
     transitively: the user's by their sources, installed ones by distribution version, the
-    stdlib by name. Found from files, never by importing; memoised in ``memo``."""
+    stdlib by name. Found from files, never by importing; memoised in ``memo``.
+    ``value_digest`` keys loaded data that differs from the text (``code.edited_after_loading``)."""
     hit = memo.get(roots)
     if hit is not None:
         return hit
@@ -177,7 +180,7 @@ def imports_digest(roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes]) -
         loaded = sys.modules.get(name)
         # the module already loaded is what the import gives the code: if its file was edited
         # since, the new text alone would key the old code's result
-        stale = edited_after_loading(loaded) if isinstance(loaded, types.ModuleType) else b""
+        stale = edited_after_loading(loaded, value_digest) if isinstance(loaded, types.ModuleType) else b""
         records[name] = b"src" + source + stale
         is_package = os.path.basename(path) == "__init__.py"
         for module, lvl, names in imports:
