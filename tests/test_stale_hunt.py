@@ -31,11 +31,11 @@ def write_parquet(path: Path, value: int) -> None:
 # -- a compiled reader held by something other than a module-level name ----------------------
 
 HELD_READERS = {
-    "dispatch-dict": "LOADERS = {'.parquet': pq.read_table}\ndef load(p):\n    return LOADERS['.parquet'](p)\n",
-    "partial": "import functools\nread = functools.partial(pq.read_table, columns=['x'])\ndef load(p):\n    return read(p)\n",
-    "default-argument": "def load(p, reader=pq.read_table):\n    return reader(p)\n",
-    "class-attribute": "class Loader:\n    read = staticmethod(pq.read_table)\ndef load(p):\n    return Loader.read(p)\n",
-    "closure": "def make():\n    r = pq.read_table\n    return lambda p: r(p)\nload = make()\n",
+    "dispatch-dict": "LOADERS = {'.csv': pl.read_csv}\ndef load(p):\n    return LOADERS['.csv'](p)\n",
+    "partial": "import functools\nread = functools.partial(pl.read_csv, separator=',')\ndef load(p):\n    return read(p)\n",
+    "default-argument": "def load(p, reader=pl.read_csv):\n    return reader(p)\n",
+    "class-attribute": "class Loader:\n    read = staticmethod(pl.read_csv)\ndef load(p):\n    return Loader.read(p)\n",
+    "closure": "def make():\n    r = pl.read_csv\n    return lambda p: r(p)\nload = make()\n",
 }
 
 
@@ -43,16 +43,18 @@ HELD_READERS = {
     "key/readers.py _rebind_user_names: a reader bound before the first block computes is "
     "pointed at its wrapper only where a module-level name holds it; one held in a dict, a "
     "functools.partial, a default argument, a class attribute or a closure stays the original, "
-    "whose reads nothing records (a changed parquet file is a hit)"))
+    "whose reads nothing records (a changed csv is a hit; pyarrow.parquet.read_table is seen "
+    "since 477b604 only because it builds a ParquetDataset, whose __init__ is wrapped)"))
 @pytest.mark.parametrize("holder", list(HELD_READERS))
 def test_a_reader_held_in_a_dispatch_table_partial_default_or_closure(project: Project, holder: str) -> None:
+    pytest.importorskip("polars")
     project.write("src/__init__.py", "")
-    project.write("src/io_utils.py", "import pyarrow.parquet as pq\n" + HELD_READERS[holder])
-    write_parquet(project.root / "d.parquet", 1)
+    project.write("src/io_utils.py", "import polars as pl\n" + HELD_READERS[holder])
+    project.write("d.csv", "x\n1\n")
     project.write("script.py", HEAD + "from src.io_utils import load\n"
-                  "with sc.checkpoint('a'):\n    y = load('d.parquet')['x'].to_pylist()\nprint(y)\n")
+                  "with sc.checkpoint('a'):\n    y = load('d.csv')['x'].to_list()\nprint(y)\n")
     hits_unchanged(project, "script.py")
-    write_parquet(project.root / "d.parquet", 22)
+    project.write("d.csv", "x\n22\n")
     assert_recomputes(project, "script.py")
 
 
@@ -99,3 +101,20 @@ print(y)
     edited = project.run("script.py", env={**env, "EDIT": "1"})
     assert edited.computed("a") and edited.stdout == "5000\n", edited.stderr
     assert_recomputes(project, "script.py", env=env)
+
+
+# -- files read by compiled code that no wrapper sees and no warning names -------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "key/readers.py: torch.from_file (and torch.UntypedStorage.from_file) open the file from "
+    "C++; torch is neither wrapped in READERS nor named in UNSEEN, so a changed file is a hit "
+    "and no warning says the read could not be seen"))
+def test_a_tensor_read_with_torch_from_file(project: Project) -> None:
+    pytest.importorskip("torch")
+    (project.root / "d.bin").write_bytes(b"abc")
+    project.write("script.py", HEAD + "import torch\nwith sc.checkpoint('a'):\n"
+                  "    y = torch.from_file('d.bin', size=3, dtype=torch.uint8).tolist()\nprint(y)\n")
+    hits_unchanged(project, "script.py")
+    (project.root / "d.bin").write_bytes(b"xyz")
+    assert_recomputes(project, "script.py")
