@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import Project, Run
 
 MAIN = """
@@ -107,3 +108,73 @@ def test_user_code_installed_into_a_library_namespace_counts_by_its_code(project
     assert outcome(project, {}) == (False, "y 200.0")
     project.write("fixes.py", "def mean(values):  # a comment\n    return sum(values) / len(values) * 100\n")
     assert outcome(project, {}) == (True, "y 200.0")
+
+
+SETTINGS = {
+    # (set above the block, read in the block or in a helper)
+    "pandas display option": ("pd.options.display.precision = {v}", "pd.options.display.precision * 2"),
+    "pandas mode option": ("pd.set_option('mode.chained_assignment', {s})", "str(pd.options.mode.chained_assignment)"),
+    "a stdlib object's attribute": ("logging.root.setLevel({v})", "logging.root.level + 1"),
+}
+
+
+@pytest.mark.parametrize("where", ["block", "helper"])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_settings_nested_in_an_installed_module_are_inputs(project: Project, setting: str, where: str) -> None:
+    """``pd.options.display.precision``: data reached through an installed module's namespace
+    objects counts by value, read in the block as in a helper."""
+    pytest.importorskip("pandas")
+    assign, read = SETTINGS[setting]
+    block = f"y = {read}" if where == "block" else "y = read()"
+    project.write("main.py", f"""
+import logging
+import os
+import pandas as pd
+import statecache as sc
+v = int(os.environ.get("V", "3"))
+s = "'warn'" if v == 3 else "'raise'"
+{assign.format(v="v", s="eval(s)")}
+
+def read():
+    return {read}
+
+with sc.checkpoint("a"):
+    {block}
+print("y", y)
+""")
+    first = project.run("main.py")
+    assert first.computed("a") and project.run("main.py").hit("a")
+    assert outcome(project, {"V": "5"}) == (False, value(project.run("main.py", env={"V": "5", "STATECACHE_DISABLE": "1"})))
+    assert value(project.run("main.py", env={"V": "5"})) != value(first)
+    assert project.run("main.py", env={"V": "5"}).hit("a")
+
+
+def test_a_pandas_accessor_class_of_the_user_counts_by_its_code(project: Project) -> None:
+    pytest.importorskip("pandas")
+    accessor = """
+import pandas as pd
+
+@pd.api.extensions.register_dataframe_accessor("geo")
+class Geo:
+    def __init__(self, df):
+        self._df = df
+
+    def total(self):
+        return int(self._df["a"].sum()) * {factor}
+"""
+    project.write("geo.py", accessor.format(factor=1))
+    project.write("main.py", """
+import pandas as pd
+import statecache as sc
+import geo
+df = pd.DataFrame({"a": [1, 2, 3]})
+with sc.checkpoint("a"):
+    y = df.geo.total()
+print("y", y)
+""")
+    assert value(project.run("main.py")) == "y 6"
+    assert project.run("main.py").hit("a")
+    project.write("geo.py", accessor.format(factor=100))
+    fresh = value(project.run("main.py", env={"STATECACHE_DISABLE": "1"}))
+    assert fresh == "y 600" and outcome(project, {}) == (False, fresh)
+    assert project.run("main.py").hit("a")

@@ -27,7 +27,7 @@ from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
-from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data
+from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data, library_attribute
 
 END = object()
 
@@ -311,20 +311,21 @@ class CodeGraph:
                 for i, attr in enumerate(chain[1:], 2):
                     if not isinstance(val, types.ModuleType):
                         break
-                    user = is_user_module(val)
-                    val = getattr(val, attr, END)
-                    if user:
-                        h.update(b"." + encode_str(attr))
-                        if val is END:
-                            h.update(b"unbound")
-                            break
-                        self._feed_chain_root(h, val, len(chain) > i, ctx)
-                    elif val is not END and (is_plain_data(val) or self._is_user_code(val)):
-                        # plain data by value; the user's code put into a library's namespace
-                        # (``np.mean = fixes.mean``) by its code: neither is the version's
-                        h.update(b"." + encode_str(attr))
-                        self._feed(h, val, ctx)
+                    if not is_user_module(val):
+                        # plain data by value, through a library's namespaces too; the user's
+                        # code put into a library's namespace (``np.mean = fixes.mean``) by its
+                        # code: neither is the version's
+                        found = library_attribute(val, chain[i - 1:], self.is_counted_in_library)
+                        if found is not None:
+                            h.update(b"." + encode_str(".".join(chain[i - 1: i - 1 + found[0]])))
+                            self._feed(h, found[1], ctx)
                         break
+                    val = getattr(val, attr, END)
+                    h.update(b"." + encode_str(attr))
+                    if val is END:
+                        h.update(b"unbound")
+                        break
+                    self._feed_chain_root(h, val, len(chain) > i, ctx)
             except Refused as e:
                 e.where.append(f"global {name!r} read by {fn.__qualname__}()")
                 if e.suggest is None:
@@ -430,6 +431,34 @@ class CodeGraph:
             hit = self._code_refs[id(co)] = (tuple(chains), tuple(imports))
             self._keep.append(co)
         return hit
+
+    def registered_code(self, obj: Any, attr: str) -> Any:
+        """The user's code that ``obj.attr`` stands for when a library's type holds it: a
+        pandas accessor (``df.geo``: a descriptor of DataFrame holding the user's class), a
+        polars namespace, the user's function set on a library class. Looked up on the type,
+        without running a descriptor; None for anything else."""
+        kind = type(obj)
+        if self._is_user_class(kind):
+            return None  # the user's own class counts with the value
+        held: Any = END
+        for klass in kind.__mro__:
+            held = vars(klass).get(attr, END)
+            if held is not END:
+                break
+        if held is END:
+            return None
+        if isinstance(held, (types.FunctionType, type)) and self._is_user_code(held):
+            return held
+        inner = getattr(held, "__dict__", None)
+        for value in inner.values() if isinstance(inner, dict) else ():
+            if isinstance(value, (types.FunctionType, type)) and self._is_user_code(value):
+                return value
+        return None
+
+    def is_counted_in_library(self, obj: Any) -> bool:
+        """What a read through an installed module counts by value: plain data, and the
+        user's code put there (``np.mean = fixes.mean``)."""
+        return is_plain_data(obj) or self._is_user_code(obj)
 
     def _is_user_code(self, obj: Any) -> bool:
         if isinstance(obj, types.FunctionType):

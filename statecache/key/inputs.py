@@ -6,8 +6,9 @@ IPython namespace). The implicit inputs are the same for every front end:
 
 - attributes of the user's modules, by current value, along the whole chain while it stays
   in the user's modules (``helpers.SCALE`` may have been set at run time);
-- plain data read through installed modules (``sys.argv``, ``np.pi``): the module itself counts
-  by version only, so its data must count by value;
+- plain data read through installed modules (``sys.argv``, ``np.pi``, through their namespaces
+  too: ``pd.options.mode.copy_on_write``, ``torch.backends.cudnn.benchmark``): the module itself
+  counts by version only, so its data must count by value (``walk.library_attribute``);
 - environment variables read with a constant key (``os.environ["N"]``, ``os.getenv("N")``,
   ``"N" in os.environ``, ``os.environ.setdefault("N", ...)``), and the whole environment (minus
   ``process.VOLATILE_ENVIRON``) when the code uses ``os.environ`` otherwise (``dict(os.environ)``,
@@ -217,11 +218,14 @@ def implicit_values(
     """What the code reads that no name's value shows (see the module docstring); adds the
     labels of user-module attributes to ``chains`` (they are restored when the code sets
     them)."""
+    from .codegraph import CodeGraph
     from .process import argv_is_launch_line, environ_label, in_ipython, process_value
     from .provenance import is_user_module
     from .values import Fingerprinter
-    from .walk import is_plain_data
+    from .walk import library_attribute
 
+    graph = CodeGraph()
+    counted = graph.is_counted_in_library
     extra: dict[str, Any] = {}
     for chain in reads.attribute_reads:
         name = chain[0]
@@ -233,16 +237,18 @@ def implicit_values(
             # rebinds the name to is (nearly always) the one bound now.
             module = lookup(name)
         if not isinstance(module, ModuleType):
+            code = graph.registered_code(module, chain[1]) if module is not MISSING else None
+            if code is not None and f"{name}.{chain[1]}" not in ignored:
+                extra[f"{name}.{chain[1]}"] = code  # df.geo: the user's accessor class
             continue
         if is_user_module(module):
             _user_module_chain(chain, module, ignored, extra, chains)
             continue
-        label = f"{name}.{chain[1]}"
-        if len(chain) != 2 or label in ignored or chain == ("os", "environ"):
-            continue
-        value = getattr(module, chain[1], None)
-        if is_plain_data(value):
-            extra[label] = value
+        found = None if chain[:2] == ("os", "environ") else library_attribute(module, chain[1:], counted)
+        if found is not None:
+            label = ".".join(chain[: found[0] + 1])  # sys.argv, pd.options.mode.copy_on_write
+            if label not in ignored:
+                extra[label] = found[1]
     for key in reads.environ_keys:
         label = environ_label(key)
         if label not in ignored:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import FingerprintError
@@ -74,6 +74,41 @@ def is_plain_data(value: Any, depth: int = 0) -> bool:
             is_plain_data(k, depth + 1) and is_plain_data(v, depth + 1) for k, v in value.items()
         )
     return False
+
+
+_NONE = object()
+
+
+def _attribute(owner: Any, attr: str) -> Any:
+    """``owner.attr`` without importing anything: a module's own dict (a lazy ``__getattr__``
+    would import a submodule a hit never needs), a property of a module subclass
+    (``torch.backends.cudnn.benchmark``), any other object's attribute; ``_NONE`` if none."""
+    if isinstance(owner, types.ModuleType):
+        found = vars(owner).get(attr, _NONE)
+        if found is not _NONE or type(owner) is types.ModuleType:
+            return found
+    try:
+        return getattr(owner, attr)
+    except Exception:
+        return _NONE
+
+
+def library_attribute(module: Any, attrs: Sequence[str], accept: Callable[[Any], bool]) -> tuple[int, Any] | None:
+    """Follow ``module.a.b...`` (an installed module, which counts by its version) through
+    modules and the namespace objects libraries keep settings in (``pd.options.display``) to
+    the first value ``accept`` takes: (how many attributes were followed, that value). None
+    when the chain ends, or reaches code, first. The one rule by which data read through an
+    installed module counts, for a block's own reads and for its helpers'."""
+    value = module
+    for depth, attr in enumerate(attrs, 1):
+        value = _attribute(value, attr)
+        if value is _NONE:
+            return None
+        if accept(value):
+            return depth, value
+        if callable(value) or is_plain_data(value):
+            return None
+    return None
 
 
 class EmptyCell:
