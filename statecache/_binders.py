@@ -233,9 +233,9 @@ class FrameBinder(Binder):
 
     def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
         self.refresh()
-        if self.as_value is not None:
-            state = {**state, self.as_value[0]: self.as_value[1]}
         super().restore(state, unbound)
+        if self.as_value is not None:  # the live checkpoint object, never merged into another
+            self.bind(dict([self.as_value]), [])
 
     def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
         local_names = self._local_names

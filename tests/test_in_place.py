@@ -47,6 +47,7 @@ print(np.round(clf.coef_, 3).tolist() if hasattr(clf, "coef_") else None)
     "def main():\n    with sc.checkpoint('a'):\n        pipe.fit(X, y)\nmain()",
     "@sc.cached_setup(name='a')\ndef fit(p, X, y):\n    p.fit(X, y)\nfit(pipe, X, y)",
     "with sc.checkpoint('a'):\n    model = pipe.fit(X, y)\nassert model is pipe",
+    "@sc.cached_setup(name='a')\ndef fit(p, X, y):\n    return p.fit(X, y)\nassert fit(pipe, X, y) is pipe",
 ])
 def test_a_fitted_pipeline_step_held_under_another_name_is_fitted(project: Project, block: str) -> None:
     pytest.importorskip("sklearn")
@@ -91,6 +92,11 @@ print(mid.children[0] is leaf, [x is leaf for x in getattr(mid, "extra", [])], l
 def test_a_user_object_graph_mutated_by_the_block_keeps_its_identity(project: Project, block: str) -> None:
     out = check(project, GRAPH.replace("{block}", block))
     assert " True True\n" in out
+
+
+def test_a_checkpoint_bound_with_as_in_a_loop_is_the_current_one(project: Project) -> None:
+    check(project, "for i in range(2):\n    with sc.checkpoint('a' if i else 'b') as cp:\n        y = i\n"
+          "    print(cp.name, y)\n")
 
 
 @pytest.mark.parametrize("script", [
