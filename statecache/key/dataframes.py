@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .valuetypes import dtype_descr
+
 _kinds: dict[type, str | None] = {}
 
 
@@ -165,7 +167,7 @@ def dtype_parts(dtype: Any) -> tuple[Any, ...]:
     dtypes by), not its pickle: dtype instances are shared and fill caches as they are used."""
     np = sys.modules["numpy"]
     if isinstance(dtype, np.dtype):
-        return ("numpy", dtype.str if dtype.fields is None else repr(dtype.descr))
+        return ("numpy", dtype_descr(dtype))
     categories = getattr(dtype, "categories", None)
     if categories is not None and hasattr(dtype, "ordered"):
         return ("category", type(dtype), index_parts(categories), bool(dtype.ordered))

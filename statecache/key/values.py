@@ -37,11 +37,10 @@ from .codegraph import CodeGraph
 from .hashing import U64, encode_str
 from .project import forms, project_root, root_suffix
 from .registry import registered_for
+from .valuetypes import dtype_descr, is_numpy_array_type, is_path_type, is_tensor_type
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
-# pathlib's own classes (a subclass may carry more state: it goes through its pickle)
-_PATH_NAMES = frozenset({"PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath"})
 _PID_PLAIN, _PID_USER_INSTANCE, _PID_WALK, _PID_CODE = 0, 1, 2, 3
 
 
@@ -185,7 +184,7 @@ class Fingerprinter(CodeGraph):
             self._feed_registered(h, obj, registered, ctx)
             return
         module = t.__module__
-        if module.startswith("torch") and _is_tensor_type(t):
+        if module.startswith("torch") and is_tensor_type(t):
             self._feed_tensor(h, obj, ctx)
             return
         if module == "numpy" or module.startswith("numpy."):
@@ -195,9 +194,9 @@ class Fingerprinter(CodeGraph):
                     self._feed_array(h, obj, ctx)
                     return
                 if isinstance(obj, np.generic):
-                    h.update(b"n" + encode_str(_dtype_descr(obj.dtype)) + obj.tobytes())
+                    h.update(b"n" + encode_str(dtype_descr(obj.dtype)) + obj.tobytes())
                     return
-        if _is_path_type(t):
+        if is_path_type(t):
             self._feed_path(h, obj)
         elif isinstance(obj, type):  # metaclass instances: classes
             self._feed_code_node(h, obj, ctx)
@@ -323,7 +322,7 @@ class Fingerprinter(CodeGraph):
         """dtype, shape, strides and the raw bytes, hashed in place when contiguous."""
         np = sys.modules["numpy"]
         dt = a.dtype
-        head = b"A" + encode_str(_dtype_descr(dt)) + U64(a.ndim)
+        head = b"A" + encode_str(dtype_descr(dt)) + U64(a.ndim)
         head += b"".join(U64(n) for n in a.shape)
         # A stride along an axis of length 0 or 1 is never used (numpy leaves arbitrary values
         # there, e.g. x[:, None], and unpickling canonicalises them): it counts as 0.
@@ -423,9 +422,9 @@ class Fingerprinter(CodeGraph):
         if (
             t in self._dispatch
             or issubclass(t, (type, set, frozenset, functools.partial))
-            or _is_numpy_array_type(t)
-            or _is_tensor_type(t)
-            or _is_path_type(t)
+            or is_numpy_array_type(t)
+            or is_tensor_type(t)
+            or is_path_type(t)
             or dataframes.kind(t) is not None
             or registered_for(t) is not None
         ):
@@ -501,29 +500,3 @@ def _message(label: str, obj: object, e: Refused) -> str:
         f"ignore=[{suggest!r}]; if it does, say what counts with "
         f"statecache.register_fingerprint({typename(e.culprit).rpartition('.')[2]}, lambda value: ...)."
     )
-
-
-def _dtype_descr(dt: Any) -> str:
-    # dtype.str loses field names of structured dtypes ("|V16"): use the full description.
-    return dt.str if dt.fields is None else repr(dt.descr)
-
-
-def _is_numpy_array_type(t: type) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and (t is np.ndarray or t is np.memmap)
-
-
-def _is_path_type(t: type) -> bool:
-    """One of pathlib's own path classes (pathlib is never imported here: a path exists only
-    once it is loaded)."""
-    return (
-        t.__name__ in _PATH_NAMES and t.__module__.startswith("pathlib")
-        and getattr(sys.modules.get("pathlib"), t.__name__, None) is t
-    )
-
-
-def _is_tensor_type(t: type) -> bool:
-    """A torch tensor type (``torch`` is loaded whenever such a value exists: never imported
-    here)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(getattr(torch, "Tensor", None), type) and issubclass(t, torch.Tensor)
