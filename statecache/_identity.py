@@ -99,30 +99,43 @@ def _candidate(value: Any) -> bool:
 
 
 class Before:
-    """The objects reachable from a block's inputs before it runs: id -> (the object, the input
-    label, the path from it). Holding the objects keeps their ids from being reused."""
+    """The objects reachable from a block's inputs before it runs, each with where it was first
+    found (its parent's id and the step from it, or the input label). Holding the objects keeps
+    their ids from being reused while the code runs."""
 
     def __init__(self, roots: dict[str, Any]):
-        self.objects: dict[int, tuple[Any, str, tuple[Step, ...]]] = {}
-        budget = _BUDGET
-        stack: list[tuple[Any, str, tuple[Step, ...]]] = [
-            (value, label, ()) for label, value in reversed(list(roots.items()))
+        #: id -> (the object, the id of its parent or the input label, the step from the parent)
+        self.objects: dict[int, tuple[Any, int | str, Step | None]] = {}
+        objects = self.objects
+        stack: list[tuple[Any, int | str, Step | None]] = [
+            (value, label, None) for label, value in reversed(list(roots.items())) if type(value) not in _ATOMIC
         ]
-        seen: set[int] = set()
-        while stack and budget > 0:
-            value, label, steps = stack.pop()
-            if type(value) in _ATOMIC or id(value) in seen:
+        while stack and len(objects) < _BUDGET:
+            value, parent, step = stack.pop()
+            key = id(value)
+            if key in objects:
                 continue
-            budget -= 1
-            seen.add(id(value))
-            if _candidate(value):
-                self.objects[id(value)] = (value, label, steps)
-            if len(steps) < _MAX_DEPTH:
-                stack.extend((item, label, (*steps, step)) for step, item in children(value))
+            objects[key] = (value, parent, step)
+            kind = type(value)
+            if (kind is dict or kind is list) and _ATOMIC.issuperset(map(type, value.values() if kind is dict else value)):
+                continue  # a record of numbers and strings: nothing below it (the common case, fast)
+            stack.extend((item, key, how) for how, item in children(value))
 
     def origin(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
+        """(input label, path from it) of an object the inputs held, if ``merge`` can fill it."""
         entry = self.objects.get(id(value))
-        return (entry[1], entry[2]) if entry is not None and entry[0] is value else None
+        if entry is None or entry[0] is not value or not _candidate(value):
+            return None
+        steps: list[Step] = []
+        while True:
+            _obj, parent, step = entry
+            if not isinstance(parent, int):
+                return parent, tuple(reversed(steps))
+            assert step is not None
+            steps.append(step)
+            entry = self.objects[parent]
+            if len(steps) > _MAX_DEPTH:
+                return None
 
 
 def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict[str, Any] | None:
