@@ -287,6 +287,33 @@ def env_dir() -> str | None:
     return os.path.expanduser(raw)
 
 
+_root_warned: set[str] = set()
+
+
+def env_root() -> str | None:
+    """``STATECACHE_ROOT``: the project root that keys and file records are relative to, as an
+    absolute folder, or None when unset. A value that names no folder is a warning naming the
+    variable, then None (the root found from the script is used): the root decides only how
+    much two clones share, never whether a hit is right."""
+    raw = os.environ.get("STATECACHE_ROOT", "")
+    if not raw.strip():
+        return None
+    path = os.path.abspath(os.path.expanduser(raw)) if "\0" not in raw else None
+    if path is not None and os.path.isdir(path):
+        return path
+    if raw in _root_warned:
+        return None
+    _root_warned.add(raw)
+    from ._warnings import warn
+
+    warn(
+        f"statecache: STATECACHE_ROOT={raw!r} is not a directory; keys are made relative to "
+        "the project root found from the script instead. Set STATECACHE_ROOT to the folder "
+        "of your project (or unset it)."
+    )
+    return None
+
+
 def env_remote() -> str | None:
     """``STATECACHE_REMOTE``: the URL of the shared tier (``s3://bucket/prefix``,
     ``file:///mnt/team/cache``, any fsspec URL), or None when unset."""

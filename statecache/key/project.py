@@ -99,32 +99,15 @@ def find_root(start: str) -> str:
 
 def project_root() -> str:
     """The project root of this process (absolute, no trailing separator but for ``/``)."""
-    # TODO(_config): STATECACHE_* is meant to be read in _config only; move this read there.
-    given = os.environ.get("STATECACHE_ROOT") or None
+    from .._config import env_root
+
+    given = env_root()
     start = script_dir()
     key = (given, start)
     root = _roots.get(key)
     if root is None:
-        root = _roots[key] = _given_root(given) or find_root(start)
+        root = _roots[key] = given or find_root(start)
     return root
-
-
-def _given_root(given: str | None) -> str | None:
-    """``STATECACHE_ROOT`` as an absolute folder; a value that names no folder is warned about
-    (naming the variable) and not used."""
-    if given is None:
-        return None
-    path = os.path.abspath(os.path.expanduser(given)) if "\0" not in given else None
-    if path is not None and os.path.isdir(path):
-        return path
-    from .._warnings import warn
-
-    warn(
-        f"statecache: STATECACHE_ROOT={given!r} is not a directory; keys are made relative to "
-        "the project root found from the script instead. Set STATECACHE_ROOT to the folder "
-        "of your project (or unset it)."
-    )
-    return None
 
 
 def forms(root: str) -> tuple[str, ...]:

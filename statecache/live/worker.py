@@ -142,7 +142,7 @@ class Worker:
     def file_records(self) -> list[dict[str, Any]]:
         """The file records of the entries hit or saved so far, by absolute path (the state
         holds what was read there, whatever the working directory is now)."""
-        drop = ("relative", "project_path")
+        drop = ("relative", "project_path", "root_path")
         records = {(r["path"], r["kind"]): r for r in self.files.extra}
         return [{k: v for k, v in r.items() if k not in drop} for r in records.values()]
 
