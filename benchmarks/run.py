@@ -10,7 +10,8 @@ within a round, so that a busy neighbour on a shared machine slows all of them a
 figures are medians over the rounds. Every restore runs in a fresh interpreter, as a user's
 next run does (its memory not pre-faulted, the garbage collector on), after the imports that
 a script holding that state has made (numpy, pandas, scikit-learn); the restore itself and the
-whole process (interpreter start to the end of the restore) are both reported. Files live in a scratch directory on the file system of
+whole process (interpreter start to the end of the restore) are both reported. torch state
+(against ``torch.load``, ``mmap=True`` and safetensors) is measured by ``bench_torch.py``. Files live in a scratch directory on the file system of
 ``--dir`` (default: the system temp dir). "warm" restores read from the page cache (the file was
 just written); "cold" restores first evict the file with ``posix_fadvise(POSIX_FADV_DONTNEED)``
 after an fsync. Ratios are "peer / statecache": above 1 means statecache is faster or smaller.
