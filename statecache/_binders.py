@@ -73,11 +73,11 @@ class Binder:
         """label -> fingerprint of every input (FingerprintError names the one that fails)."""
         self.values, self.chains = input_values(self.reads, self.lookup, self.ignore, self.package)
         self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
-        self.remember_inputs()
         return self.fingerprints
 
     def remember_inputs(self) -> None:
-        """Note the objects reachable from the inputs a hit can find again (see ``_identity``)."""
+        """Note the objects reachable from the inputs a hit can find again (see ``_identity``);
+        the engine calls it when the code is about to run, after ``inputs``."""
         self.before = Before({
             k: v for k, v in self.values.items()
             if v is not MISSING and (k in self.chains or self.restorable(k))
@@ -322,7 +322,6 @@ class GlobalsBinder(Binder):
             implicit["attributes of the function"] = dict(self.fn.__dict__)
         self.values = {**named, **implicit}
         self.fingerprints = fingerprint_values(self.values, self.ignore, self.label, self.context)
-        self.remember_inputs()
         return self.fingerprints
 
     def restorable(self, label: str) -> bool:
@@ -451,18 +450,3 @@ def _local_names(frame: FrameType) -> set[str] | None:
         return None
     code = frame.f_code
     return set(code.co_varnames) | set(code.co_cellvars) | set(code.co_freevars)
-
-
-def stored_globals(code: CodeType) -> list[str]:
-    """Names a function assigns with ``global`` (STORE_GLOBAL), its nested code included."""
-    import dis
-
-    names: dict[str, None] = {}
-    stack = [code]
-    while stack:
-        c = stack.pop()
-        for instr in dis.get_instructions(c):
-            if instr.opname == "STORE_GLOBAL":
-                names.setdefault(instr.argval, None)
-        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
-    return list(names)

@@ -14,12 +14,13 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar, overload
 
-from ._binders import GlobalsBinder, names_used, stored_globals
+from ._binders import GlobalsBinder, names_used
 from ._config import validate_name
 from ._engine import Engine, NullEngine, open_engine
 from ._errors import ConfigError, InvalidNameError, StateCacheError
 from ._settings import Options, default_cache_dir, where
 from .key import components as _components
+from .key.code import stored_globals
 from .key.inputs import function_node, reads_of
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,7 +170,7 @@ class _Setup:
         if found is not None:
             engine.restore(binder, found)
             return binder.result
-        engine.start(binder.reads.seeded)
+        engine.start(binder)
         try:
             result = fn(*args, **kwargs)
         except BaseException:

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from statecache._binders import GlobalsBinder, NamespaceBinder, stored_globals
+from statecache._binders import GlobalsBinder, NamespaceBinder
 from statecache._engine import Engine, NullEngine, add_tier, open_engine, remove_tier
 from statecache._errors import StateCacheError
 from statecache._settings import Settings
 from statecache.key import components as C
+from statecache.key.code import stored_globals
 from statecache.key.inputs import function_reads, reads_of
 
 
