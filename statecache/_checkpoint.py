@@ -142,7 +142,7 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
             self._armed = None if block.empty else arm_skip(frame)
             self._mode = "hit"
             return self
-        engine.start(self._binder.reads.seeded if self._binder is not None else ())
+        engine.start(self._binder)
         self._mode = "compute"
         return self
 

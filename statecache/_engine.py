@@ -8,7 +8,7 @@ its state is collected and put back (a binder, see ``_binders``), and drives an 
     found = engine.lookup(make_components)      # None: compute
     if found: engine.restore(binder, found)     # state, generators, process changes
     else:
-        engine.start(binder.reads.seeded)
+        engine.start(binder)
         ... run the code (engine.abort() if it raises) ...
         engine.save(binder.state)
 
@@ -28,7 +28,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._binders import RETURN, Binder
@@ -79,7 +79,7 @@ class NullEngine:
     def restore(self, binder: Binder, found: Found) -> None:
         raise AssertionError("a null engine never finds an entry")
 
-    def start(self, seeded: Iterable[str] = ()) -> None:
+    def start(self, binder: Binder | None = None) -> None:
         pass
 
     def abort(self) -> None:
@@ -328,14 +328,18 @@ class Engine:
 
     # -- compute and save --
 
-    def start(self, seeded: Iterable[str] = ()) -> None:
+    def start(self, binder: Binder | None = None) -> None:
         """The code runs now: record the files it opens and the random generators it advances
-        (``seeded``: generators it seeds before drawing, whose state before does not count)."""
+        (except those the code seeds before drawing, whose state before does not count), and
+        have the binder note the objects its inputs reach (what a later hit fills in place).
+        Only a computing run pays for that walk, never a hit."""
         from . import _effects
         from .key import rng
         from .key.files import FileRecorder
 
-        self._seeded = tuple(seeded)
+        if binder is not None:
+            binder.remember_inputs()
+        self._seeded = binder.reads.seeded if binder is not None else ()
         self.status(f"'{self.name}' computing ({self.reason})")
         self._recorder = FileRecorder().__enter__()
         self._rng_before = rng.capture()

@@ -368,7 +368,7 @@ class StatecacheMagics(Magics):
         if found is not None:
             engine.restore(binder, found)
             return replay(shell, found.meta.get("cell_outputs", []))  # OUTPUTS_META
-        engine.start(binder.reads.seeded)
+        engine.start(binder)
         recorder = _Recorder(shell) if engine.enabled else None
         try:
             value = self._run(tree, filename, recorder, quiet_result)
