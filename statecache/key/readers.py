@@ -39,6 +39,9 @@ READERS: dict[str, tuple[str, ...]] = {
         "read_excel", "read_ods", "read_delta", "scan_csv", "scan_parquet", "scan_ipc",
         "scan_ndjson", "scan_delta",
     ),
+    "torch": ("from_file",),  # C++ reads; torch.load opens its file with Python's open()
+    "safetensors.torch": ("load_file",),  # Rust reads (safe_open)
+    "safetensors.numpy": ("load_file",),
 }
 _PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
 #: module -> its reader classes defined in Python, whose ``__init__`` takes the path after self
