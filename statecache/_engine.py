@@ -204,7 +204,12 @@ class Engine:
 
     def _still_valid(self, meta: Any) -> bool:
         """Whether an entry's metadata still holds here (for a tier, before it downloads)."""
-        return not (self._stale_dependency(meta) or self._expired(meta))
+        return self._refusal(meta) is None
+
+    def _refusal(self, meta: EntryMeta) -> str | None:
+        """Why an entry's metadata no longer holds here (a changed file or generator, or its
+        age), or None: the one judgement of a local hit and of a tier's entry alike."""
+        return self._stale_dependency(meta) or self._expired(meta)
 
     def _acquire(self) -> None:
         from filelock import Timeout
@@ -273,7 +278,7 @@ class Engine:
                 # from the same descriptor, so the metadata judged is the one loaded (and, with
                 # STATECACHE_SECRET, verified).
                 try:
-                    changed = self._stale_dependency(reader.meta) or self._expired(reader.meta)
+                    changed = self._refusal(reader.meta)
                 except Exception as exc:  # metadata of a shape no writer of ours gives it
                     raise reader.error(f"damaged metadata ({type(exc).__name__}: {exc})") from None
                 if changed:
