@@ -115,29 +115,24 @@ def wrap_module(module: Any) -> None:
 
 
 def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
-    """Wrap ``kind.attr`` in place (a class defined in Python): ``note`` gets the call's
-    arguments first, then the method runs as it was."""
+    """Wrap ``kind.attr`` in place (a class defined in Python), so the class stays the same
+    object: ``note`` gets the call's arguments first, then the method runs as it was."""
     method = vars(kind).get(attr) if isinstance(kind, type) else None
     if not callable(method) or getattr(method, READER_WRAPPER, False):
         return
-
-    @functools.wraps(method)
-    def reader(*args: Any, **kwargs: Any) -> Any:
-        try:
-            note(*args, **kwargs)
-        except Exception:  # never let bookkeeping break the user's read
-            pass
-        return method(*args, **kwargs)
-
-    setattr(reader, READER_WRAPPER, True)
     try:
-        setattr(kind, attr, reader)
+        setattr(kind, attr, _wrap(method, note))
     except (AttributeError, TypeError):
         pass
 
 
-def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
+def _note_path(*args: Any, **kwargs: Any) -> None:
+    """A reader function's call: the path is its first argument or one of ``_PATH_KEYWORDS``."""
     note_source(args[0] if args else next((kwargs[k] for k in _PATH_KEYWORDS if k in kwargs), None))
+
+
+def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
+    _note_path(*args, **kwargs)
 
 
 def _note_plan(frame: Any, *args: Any, **kwargs: Any) -> None:
@@ -240,12 +235,14 @@ def _rebind_user_names() -> None:
                 namespace[name] = pair[1]
 
 
-def _wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path) -> Callable[..., Any]:
+    """``function`` after ``note`` is told its arguments; it returns and raises what
+    ``function`` does. The one wrapper of every reader, function or method."""
+
     @functools.wraps(function)
     def reader(*args: Any, **kwargs: Any) -> Any:
-        source = args[0] if args else next((kwargs[k] for k in _PATH_KEYWORDS if k in kwargs), None)
         try:
-            note_source(source)
+            note(*args, **kwargs)
         except Exception:  # never let bookkeeping break the user's read
             pass
         return function(*args, **kwargs)
