@@ -107,11 +107,15 @@ def scan_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(kinds))
 
 
+def ipython_shell() -> Any:
+    """The IPython shell running this process, or None (IPython is never imported here)."""
+    get = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    return get() if callable(get) else None
+
+
 def in_ipython() -> bool:
     """Whether an IPython shell is running this process."""
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    return get is not None and get() is not None
+    return ipython_shell() is not None
 
 
 def argv_is_launch_line() -> bool:

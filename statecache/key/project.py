@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .process import in_ipython, ipython_shell
+
 #: Files or folders whose presence marks a project's top folder.
 MARKERS = ("pyproject.toml", ".git")
 
@@ -34,17 +36,11 @@ def is_cell_file(filename: str) -> bool:
     )
 
 
-def _shell() -> object | None:
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None) if ipython is not None else None
-    return get() if callable(get) else None
-
-
 def notebook_path() -> str | None:
     """The notebook the running kernel serves: VS Code's ``__vsc_ipynb_file__``, else Jupyter's
     ``JPY_SESSION_NAME`` (absolute in recent servers; a relative one is looked up from the
     kernel's working directory, which Jupyter sets to the notebook's). None when unknown."""
-    shell = _shell()
+    shell = ipython_shell()
     if shell is not None:
         vsc = getattr(shell, "user_ns", {}).get("__vsc_ipynb_file__")
         if isinstance(vsc, str) and vsc:
@@ -63,7 +59,7 @@ def script_dir() -> str:
     working directory (``python -c``, an IPython terminal) as it was when first asked, so that
     a block that changes directory does not move the root between its key and its records."""
     global _first_cwd
-    if _shell() is not None:
+    if in_ipython():
         notebook = notebook_path()
         if notebook:
             return os.path.dirname(notebook)
