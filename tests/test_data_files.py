@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,24 @@ def write_table(path: Path, n: int) -> None:
         path.write_text("x\n" + "".join(f"{i}\n" for i in range(n)))
 
 
+def assert_sees_edit(project: Project, edit: Callable[[], object]) -> Run:
+    """The block computes what a fresh run does, an unchanged rerun hits with the same value,
+    and after ``edit`` the next run recomputes what a fresh run does, which differs."""
+    first = project.run("script.py")
+    assert value(first) == fresh(project)
+    second = project.run("script.py")
+    assert second.hit("a") and value(second) == value(first), second.stderr
+    edit()
+    assert value(check_miss(project)) != value(first)
+    return first
+
+
+def rewrite(path: Path, n: int) -> None:
+    """Write the table again with ``n`` rows, with an mtime no earlier run saw."""
+    write_table(path, n)
+    age(path, OLD + 1_000_000_000)
+
+
 READERS = {
     "pandas-parquet": ("t.parquet", "import pandas as pd", "int(pd.read_parquet('t.parquet')['x'].sum())"),
     "pyarrow-parquet": ("t.parquet", "import pyarrow.parquet as pq", "pq.read_table('t.parquet')['x'].to_pylist()"),
@@ -171,12 +190,7 @@ with sc.checkpoint("a"):
     y = {expression}
 print("y", y)
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project)
-    second = project.run("script.py")
-    assert second.hit("a") and value(second) == value(first), second.stderr
-    write_table(data, 4)
-    assert value(check_miss(project)) != value(first)
+    assert_sees_edit(project, lambda: write_table(data, 4))
 
 
 @pytest.mark.parametrize("earlier_block", [False, True])
@@ -197,13 +211,8 @@ with sc.checkpoint("a"):
     y = read_table('t.parquet')['x'].to_pylist()
 print("y", y)
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project)
-    second = project.run("script.py")  # "first" hits: nothing wrapped the reader before "a"
-    assert second.hit("a") and value(second) == value(first), second.stderr
-    write_table(data, 4)
-    age(data, OLD + 1_000_000_000)
-    assert value(check_miss(project)) != value(first)
+    # on the rerun "first" hits: nothing wrapped the reader before "a"
+    assert_sees_edit(project, lambda: rewrite(data, 4))
 
 
 def test_a_library_whose_reads_cannot_be_seen_is_named_in_a_warning(project: Project) -> None:
@@ -296,12 +305,7 @@ with sc.checkpoint("a"):
     y = {PYARROW_OPENERS[case]}
 print("y", y, isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile))
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project) and value(first).endswith("True")
-    assert project.run("script.py").hit("a")
-    write_table(data, 4)
-    age(data, OLD + 1_000_000_000)
-    assert value(check_miss(project)) != value(first)
+    assert value(assert_sees_edit(project, lambda: rewrite(data, 4))).endswith("True")
 
 
 LAZY = {
@@ -328,12 +332,7 @@ with sc.checkpoint("a"):
     y = lf.collect()['x'].to_list()
 print("y", y)
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project)
-    assert project.run("script.py").hit("a")
-    write_table(changed, 5)
-    age(changed, OLD + 1_000_000_000)
-    assert value(check_miss(project)) != value(first)
+    assert_sees_edit(project, lambda: rewrite(changed, 5))
 
 
 @pytest.mark.parametrize("reader", [
@@ -354,12 +353,7 @@ def main():
     print("y", y)
 main()
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project)
-    assert project.run("script.py").hit("a")
-    write_table(data, 4)
-    age(data, OLD + 1_000_000_000)
-    assert value(check_miss(project)) != value(first)
+    assert_sees_edit(project, lambda: rewrite(data, 4))
 
 
 @pytest.mark.parametrize("look", [
@@ -376,11 +370,7 @@ with sc.checkpoint("a"):
     y = {look}
 print("y", y)
 """)
-    first = project.run("script.py")
-    assert value(first) == fresh(project)
-    assert project.run("script.py").hit("a")
-    project.write("extra.csv", "x\n")
-    assert value(check_miss(project)) != value(first)
+    assert_sees_edit(project, lambda: project.write("extra.csv", "x\n"))
 
 
 def test_a_wrapped_os_stat_returns_and_raises_what_os_stat_does(tmp_path: Path) -> None:
