@@ -1,10 +1,11 @@
 """The IPython/Jupyter extension: ``%load_ext statecache``.
 
-``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--compress MODE]``
-caches a cell: the key is the cell's normalised code, the values of the names it reads from the
-user namespace (helpers defined in earlier cells count by their code, like the user's own
-functions in a script), the ``--files`` globs and the Python version, exactly as for
-``checkpoint``; ``--compress`` is ``compress=`` (auto, speed or size). On a hit
+``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--compress MODE]
+[--remote URL|off]`` caches a cell: the key is the cell's normalised code, the values of the
+names it reads from the user namespace (helpers defined in earlier cells count by their code,
+like the user's own functions in a script), the ``--files`` globs and the Python version,
+exactly as for ``checkpoint``; ``--compress`` is ``compress=`` (auto, speed or size), ``--remote`` is
+``remote=`` (a URL or shared mount for this cell; ``off``: ``remote=False``). On a hit
 the cell does not run: the names it assigned are restored and what it printed (stdout, stderr,
 rich display outputs, the value of its last expression) is shown again.
 
@@ -46,7 +47,7 @@ _LIVE_ONLY = ("application/vnd.jupyter.widget-view+json",)
 
 _USAGE = (
     "Usage: %%checkpoint NAME [--ignore a,b] [--files GLOB] [--force] [--mmap] [--quiet] [--version V]\n"
-    "         [--compress auto|speed|size]\n"
+    "         [--compress auto|speed|size] [--remote URL|off]\n"
     "         (the first line of a cell; the rest of the cell is the cached block)\n"
     "       %statecache ls|show|clear|gc|verify [ARGS]  (the statecache command line, on the\n"
     "         notebook's cache directory unless --dir or STATECACHE_DIR says otherwise)"
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--version", default=None, metavar="V")
     p.add_argument("--compress", default=None, metavar="auto|speed|size")
+    p.add_argument("--remote", default=None, metavar="URL|off")
     return p
 
 
@@ -79,6 +81,8 @@ def parse_line(line: str) -> argparse.Namespace:
         raise UsageError(f"%%checkpoint: {exc}\n{_USAGE}") from None
     opts = _parser().parse_args(words)
     opts.ignore = tuple(n.strip() for item in opts.ignore for n in item.split(",") if n.strip())
+    if opts.remote is not None and opts.remote.strip().lower() == "off":
+        opts.remote = False  # remote=False: nothing of this cell is fetched or published
     return opts
 
 
@@ -320,8 +324,8 @@ class StatecacheMagics(Magics):
     @cell_magic
     def checkpoint(self, line: str, cell: str) -> Any:
         """Cache this cell: ``%%checkpoint NAME [--ignore a,b] [--files GLOB] [--force]
-        [--mmap] [--quiet] [--version V] [--compress MODE]``. See ``help(statecache)`` and the
-        README."""
+        [--mmap] [--quiet] [--version V] [--compress MODE] [--remote URL|off]``. See
+        ``help(statecache)`` and the README."""
         __tracebackhide__ = True  # IPython leaves this frame out of the cell's traceback
         opts = parse_line(line)
         try:
@@ -346,7 +350,7 @@ class StatecacheMagics(Magics):
             options = Options(
                 f"%%checkpoint '{name}'", ignore=opts.ignore, files=opts.files, version=opts.version,
                 verbose=False if opts.quiet else None, mmap=True if opts.mmap else None,
-                compress=opts.compress,
+                compress=opts.compress, remote=opts.remote,
             )
         except ConfigError as exc:
             raise UsageError(f"{exc}\n{_USAGE}") from None

@@ -178,9 +178,27 @@ def gather_gc(
     return done, left
 
 
+def _given(args: argparse.Namespace, *options: str) -> str:
+    """The ``options`` (``--max-size``, ...) given on the command line, joined for a message."""
+    return " and ".join(o for o in options if getattr(args, o[2:].replace("-", "_"), None) is not None)
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove dead writers' temp files, old versions beyond --keep-versions, then least recently
-    used entries until the cache fits --max-size."""
+    used entries until the cache fits --max-size. With ``--remote``: the remote's entries
+    uploaded more than --older-than ago instead (``cli.remote``)."""
+    if getattr(args, "remote", None) is not None:
+        if local := _given(args, "--max-size", "--keep-versions"):
+            raise UsageError(f"gc --remote does not take {local} (options of the local cache): "
+                             "it removes remote entries by --older-than")
+        from .remote import cmd_gc_remote
+
+        return cmd_gc_remote(args)
+    if remote := _given(args, "--older-than", "--key"):
+        raise UsageError(f"gc {remote}: only with --remote (gc --remote --older-than 30d); "
+                         "for the local cache: statecache clear --older-than AGE")
+    if args.keep_versions is None:
+        args.keep_versions = 3
     cache = cache_dir(args)
     max_size = env_max_size() if args.max_size is None else parse_size(args.max_size, "--max-size")
     if args.keep_versions < 0:

@@ -143,7 +143,12 @@ def render_ls(listing: Listing) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """One row per entry (only the NAMEs given, if any), sorted by name then last use, totals at
-    the bottom. A NAME with no entry is named on stderr, and the exit code is 1."""
+    the bottom. A NAME with no entry is named on stderr, and the exit code is 1. With
+    ``--remote``: the remote's entries instead (``cli.remote``)."""
+    if getattr(args, "remote", None) is not None:
+        from .remote import cmd_ls_remote
+
+        return cmd_ls_remote(args)
     cache = cache_dir(args)
     listing = gather_ls(cache, args.names, note_missing(cache))
     for n in listing.unmatched:

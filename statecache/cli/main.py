@@ -1,7 +1,7 @@
 """The ``statecache`` command (also ``python -m statecache``): the parser, the plug-ins, and
 the entry point that turns errors into exit codes. The commands live one group per module:
-``listing`` (ls, show), ``cleanup`` (clear, gc), ``verify``; each gathers its data, then renders
-it as a table or JSON.
+``listing`` (ls, show), ``cleanup`` (clear, gc), ``verify``, ``remote`` (push, pull, and
+``ls``/``gc`` with ``--remote``); each gathers its data, then renders it as a table or JSON.
 
 Exit codes: 0 success, 1 a failed verify, no cache to verify, or nothing matched a name given to
 ``ls``/``show``/``clear``, 2 bad usage. User mistakes are one line on stderr, never a traceback.
@@ -27,11 +27,12 @@ from .._version import __version__
 from .cleanup import cmd_clear, cmd_gc
 from .common import DIR_HELP, PROG
 from .listing import cmd_ls, cmd_show
+from .remote import add_gc_options, add_remote_option, add_transfer
 from .verify import cmd_verify
 
 #: Subcommands defined elsewhere: name -> module with ``add_parser(subparsers)`` and ``run(args)``.
 PLUGINS = {"live": "statecache.live.command", "remote": "statecache.cli.remote"}
-BUILTIN = ("ls", "show", "clear", "gc", "verify")
+BUILTIN = ("ls", "show", "clear", "gc", "verify", "push", "pull")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +85,7 @@ def _add_builtins(sub: Any) -> None:
     p = _command(sub, "ls", cmd_ls,
                  "list entries: name, key, size, variables, created, last used, compute time", True)
     p.add_argument("names", nargs="*", metavar="NAME", help="only these checkpoint names")
+    add_remote_option(p)
     p = _command(sub, "show", cmd_show,
                  "one entry in full: metadata, variables, recorded files, source", True)
     p.add_argument(
@@ -101,14 +103,19 @@ def _add_builtins(sub: Any) -> None:
     p.add_argument("--older-than", metavar="AGE", help="only entries not used for AGE (e.g. 7d)")
     p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
     p = _command(sub, "gc", cmd_gc, "enforce a size cap (least recently used first), prune old "
-                 "versions, remove temp files of dead writers")
+                 "versions, remove temp files of dead writers; with --remote: delete remote "
+                 "entries uploaded more than --older-than ago")
     p.add_argument("--max-size", metavar="SIZE",
                    help="size cap, e.g. 10G (default: $STATECACHE_MAX_SIZE, else none)")
-    p.add_argument("--keep-versions", metavar="N", type=int, default=3,
+    p.add_argument("--keep-versions", metavar="N", type=int, default=None,
                    help="old versions kept per name besides the most recently used one (default 3)")
     p.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
+    add_remote_option(p)
+    add_gc_options(p)
     _command(sub, "verify", cmd_verify,
              "check every entry's checksums (and signature when STATECACHE_SECRET is set)", True)
+    add_transfer(sub, "push")
+    add_transfer(sub, "pull")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
