@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import BranchError, StateCacheError, StateCacheWarning
 from ._version import __version__
+from .key import importwatch as _importwatch
+
+# Watch imports from now on: the text each of the user's modules loads from, and the libraries
+# whose functions statecache wraps once they load (key/importwatch.py).
+_importwatch.install()
 
 __all__ = [
     "BranchError",

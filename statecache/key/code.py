@@ -32,6 +32,7 @@ import xxhash
 
 from .astdigest import ast_digest
 from .hashing import U64, encode_str
+from .importwatch import LoadedSource, loaded_source
 from .provenance import is_user_file
 from .source import parse_lines
 
@@ -302,15 +303,23 @@ def edited_after_loading(module: types.ModuleType, value_digest: ValueDigest | N
 
 def loaded_other_text(module: types.ModuleType) -> bytes:
     """``b""`` unless the module's file is no longer the text it was loaded from; then
-    ``b"loaded"`` + the stamp of that text. Import leaves the stamp (mtime, size, or hash) of
-    the source it ran in the ``.pyc`` it read or wrote, so a file saved after loading shows, as
-    long as the edit changed its size or its mtime's second (an edit of the same size within
-    the same second, or a pyc that was not written, is not seen). A key taken from the file's
-    text mixes this in: what running the top level did (``sys.setrecursionlimit(5000)``,
-    registrations) shows in no function or value, and the new text must not key it."""
+    ``b"loaded"`` + the stamp of that text. A key taken from the file's text mixes this in:
+    what running the top level did (``sys.setrecursionlimit(5000)``, registrations) shows in
+    no function or value, and the new text must not key it.
+
+    For a module loaded after ``import statecache``, the import watch kept what loaded: the
+    text Python compiled (compared byte for byte), or the stat a valid ``.pyc`` was checked
+    against. For one loaded before, the stamp (mtime, size, or hash) that import left in the
+    ``.pyc``, which another run may have rewritten since and which is missing without
+    bytecode files (PYTHONDONTWRITEBYTECODE): then an edit is not seen."""
     path = getattr(module, "__file__", None)
+    if not (isinstance(path, str) and path.endswith(".py")):
+        return b""
+    loaded = loaded_source(module)
+    if loaded is not None and loaded.path == path:
+        return _other_than_loaded(loaded)
     cached = getattr(module, "__cached__", None)
-    if not (isinstance(path, str) and isinstance(cached, str) and path.endswith(".py")):
+    if not isinstance(cached, str):
         return b""
     try:
         with open(cached, "rb") as f:
@@ -330,8 +339,41 @@ def loaded_other_text(module: types.ModuleType) -> bytes:
         except OSError:
             return b""
     else:
-        same = header[8:16] == struct.pack("<II", int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+        same = header[8:16] == _pyc_stamp(int(st.st_mtime), st.st_size)
     return b"" if same else b"loaded" + header[8:16]
+
+
+def _pyc_stamp(mtime: int, size: int) -> bytes:
+    return struct.pack("<II", mtime & 0xFFFFFFFF, size & 0xFFFFFFFF)
+
+
+_COMPARED: dict[str, tuple[LoadedSource, tuple[int, ...], bytes]] = {}
+
+
+def _other_than_loaded(loaded: LoadedSource) -> bytes:
+    """``loaded_other_text`` from the import watch's record; the comparison is cached while
+    the file's stat (size, mtime, ctime, inode) is unchanged."""
+    try:
+        st = os.stat(loaded.path)
+    except OSError:
+        st = None
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st is not None else ()
+    hit = _COMPARED.get(loaded.path)
+    if hit is not None and hit[0] is loaded and hit[1] == stamp:
+        return hit[2]
+    if loaded.text is None:  # a .pyc ran: what Python checked it against is all that is known
+        same = st is not None and (int(st.st_mtime), st.st_size) == (loaded.mtime, loaded.size)
+        marker = _pyc_stamp(loaded.mtime, loaded.size)
+    else:
+        try:
+            with open(loaded.path, "rb") as f:
+                same = f.read() == loaded.text
+        except OSError:
+            same = False
+        marker = xxhash.xxh3_128_digest(loaded.text)
+    result = b"" if same else b"loaded" + marker
+    _COMPARED[loaded.path] = (loaded, stamp, result)
+    return result
 
 
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))
