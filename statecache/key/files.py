@@ -25,12 +25,14 @@ _RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity
 
 
 class FileRecorder:
-    """Collects the paths opened for reading (and directories listed) while it is active."""
+    """Collects the paths opened for reading (and directories listed) while it is active, and
+    the files it created or truncated before reading them: those are outputs, not inputs."""
 
     def __init__(self) -> None:
         # path -> its stat stamp when first opened (None: it did not exist then)
         self.opened: dict[str, tuple[int, ...] | None] = {}
         self.listed: dict[str, None] = {}
+        self.written: dict[str, None] = {}  # made or emptied by the block before any read of it
         self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
@@ -38,7 +40,7 @@ class FileRecorder:
         from . import readers  # compiled-code readers: wrapped only once something computes
 
         _install_hook()
-        readers.install(note_read)
+        readers.install(note_read, recording)
         with _lock:
             _recorders.append(self)
         return self
@@ -47,6 +49,12 @@ class FileRecorder:
         with _lock:
             if self in _recorders:
                 _recorders.remove(self)
+
+
+def recording() -> bool:
+    """Whether any checkpoint is recording now: the one question a wrapper asks before it
+    looks at the path it was given."""
+    return bool(_recorders)
 
 
 def add_to_active(records: Iterable[dict[str, Any]]) -> None:
@@ -70,12 +78,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         path, mode, flags = args
         if isinstance(path, int) or path is None:
             return
-        if mode is not None:
-            if "r" not in mode and "+" not in mode:
-                return
-        elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
-            return
-        _note(path, "opened")
+        if _makes_new_content(path, mode, flags):
+            _note(path, "written")
+        elif mode is not None:
+            if "r" in mode or "+" in mode:
+                _note(path, "opened")
+        elif not isinstance(flags, int) or (flags & os.O_ACCMODE) in _READ_FLAGS:
+            _note(path, "opened")
     elif event == "sqlite3.connect":
         _note_database(args[0] if args else None)
     elif event in ("os.listdir", "os.scandir"):
@@ -83,10 +92,31 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         if isinstance(path, int):
             return
         path = path if path is not None else "."
-        lister = _lister(sys._getframe(1))
-        if lister == _IMPORTS or (lister == _LIBRARY and _on_sys_path(path)):
+        if _lister(sys._getframe(1)) == _IMPORTS:
             return
         _note(path, "listed")
+
+
+def _makes_new_content(path: Any, mode: str | None, flags: Any) -> bool:
+    """Whether this open empties the file or creates it (``"w"``, ``"x"``, ``O_TRUNC``, an
+    append or ``O_CREAT`` where nothing was): what the block reads from it afterwards is its
+    own output. An append to an existing file keeps what was there, which may be an input."""
+    if mode is not None:
+        if "w" in mode or "x" in mode:
+            return True
+        return "a" in mode and not _exists(path)
+    if not isinstance(flags, int):
+        return False
+    if flags & os.O_CREAT and (flags & os.O_EXCL or not _exists(path)):
+        return True
+    return bool(flags & os.O_TRUNC) and flags & os.O_ACCMODE != os.O_RDONLY
+
+
+def _exists(path: Any) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (TypeError, ValueError):
+        return True
 
 
 def note_read(path: Any, listed: bool = False) -> None:
@@ -145,16 +175,6 @@ def _frame_lister(filename: str) -> str | None:
     return _USER  # the user's files, and code of no file that the user exec'd
 
 
-def _on_sys_path(path: Any) -> bool:
-    """A listing of a sys.path entry by a library is a scan for modules or plugins; a library
-    listing any other directory (an image folder a dataset class reads) lists the user's data."""
-    try:
-        listed = os.path.abspath(os.fsdecode(os.fspath(path)))
-    except (TypeError, ValueError):
-        return False
-    return any(os.path.abspath(entry or ".") == listed for entry in sys.path if isinstance(entry, str))
-
-
 def _note(path: Any, kind: str) -> None:
     try:
         given = os.fsdecode(os.fspath(path))
@@ -167,8 +187,8 @@ def _note(path: Any, kind: str) -> None:
     stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
         seen = getattr(recorder, kind)
-        if path in seen:
-            continue
+        if path in seen or (kind != "listed" and (path in recorder.written or path in recorder.opened)):
+            continue  # the first of its opens decides: an input read first, or an output
         if kind == "opened" and stamp is False:
             # The stat before the first read (audit events come before the open), so that a
             # file changed while the block runs is not recorded as what the block read.

@@ -1,13 +1,18 @@
 """Files read by libraries that open them outside Python's ``open()``, from C, C++ or Rust.
 
 pyarrow (so ``pd.read_parquet``) and polars raise no audit event when they read a file. Their
-reader functions are wrapped, once, to tell the recorder the paths they are given: the ones
-loaded when a computing block starts, and the ones imported later (a finder at the front of
-``sys.meta_path`` wraps them right after their module runs; nothing here imports them). Reader
-classes defined in Python (``pq.ParquetFile``) have their ``__init__`` wrapped in place, so the
-class stays the same object; a polars ``LazyFrame`` tells the files its plan scans when it is
-collected, whenever it was made. Names the user bound to a reader before (module globals, and
-the locals of the functions running) are pointed at its wrapper.
+reader functions (``readernames``) are wrapped in their module, once, to tell the recorder the
+paths they are given while a block computes: right after the module runs (the import watch,
+``key.importwatch``, calls ``wrap_module``), or at ``import statecache`` for one loaded before.
+So a reader the user's code stores anywhere (a dict of loaders, a ``functools.partial``, a
+default argument, a closure) is the wrapper, as long as it was taken from the module after
+``import statecache``; one taken before (``from polars import read_csv`` above it) is the
+original, pointed at its wrapper at the first computing block where a module global or a
+running function's local holds it, and nowhere else. A wrapper returns and raises what its
+reader does, with its signature, ``__wrapped__`` and docs. Reader classes defined in Python
+(``pq.ParquetFile``) have their ``__init__`` wrapped in place, so the class stays the same
+object; a polars ``LazyFrame`` tells the files its plan scans when it is collected, whenever
+it was made.
 
 ``os.stat`` raises no audit event either: while wrapped it tells the recorder the files the
 user's code only looks at (``os.path.exists``, ``os.path.getsize``, ``Path.is_file``).
@@ -23,39 +28,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-#: module -> its functions that take a path (first argument, or a keyword below) and read it
-READERS: dict[str, tuple[str, ...]] = {
-    "pyarrow": ("memory_map", "input_stream"),
-    "pyarrow.parquet": ("read_table", "read_pandas", "read_metadata", "read_schema"),
-    "pyarrow.csv": ("read_csv", "open_csv"),
-    "pyarrow.feather": ("read_table", "read_feather"),
-    "pyarrow.ipc": ("open_file", "open_stream"),
-    "pyarrow.json": ("read_json",),
-    "pyarrow.orc": ("read_table",),
-    "pyarrow.dataset": ("dataset",),
-    "polars": (
-        "read_csv", "read_csv_batched", "read_parquet", "read_parquet_schema", "read_ipc",
-        "read_ipc_stream", "read_ipc_schema", "read_ndjson", "read_json", "read_avro",
-        "read_excel", "read_ods", "read_delta", "scan_csv", "scan_parquet", "scan_ipc",
-        "scan_ndjson", "scan_delta",
-    ),
-    "torch": ("from_file",),  # C++ reads; torch.load opens its file with Python's open()
-    "safetensors.torch": ("load_file",),  # Rust reads (safe_open)
-    "safetensors.numpy": ("load_file",),
-}
+from .readernames import READER_CLASSES, READERS, UNSEEN, watch
+
 _PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
-#: module -> its reader classes defined in Python, whose ``__init__`` takes the path after self
-READER_CLASSES: dict[str, tuple[str, ...]] = {
-    "pyarrow.parquet": ("ParquetFile", "ParquetDataset"),
-}
 #: the polars methods and functions that run a lazy plan, reading the files it scans
 _LAZY_METHODS = (
     "collect", "collect_async", "collect_batches", "sink_batches", "sink_parquet", "sink_csv",
     "sink_ipc", "sink_ndjson",
 )
-
-#: libraries known to open files from compiled code that no wrapper here sees
-UNSEEN = ("h5py", "netCDF4", "tables", "h5netcdf", "lmdb", "fitsio", "duckdb")
 
 #: the attribute that marks a reader wrapped here
 READER_WRAPPER = "__statecache_reader__"
@@ -68,25 +48,35 @@ def _ignore(path: Any, listed: bool = False) -> None:
     """The note before ``install``: nothing records yet."""
 
 
+def _never() -> bool:
+    return False
+
+
 _note: Callable[..., None] = _ignore
+_recording: Callable[[], bool] = _never
 
 
-def install(note: Callable[..., None]) -> None:
+def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
     """Wrap the readers of the modules loaded now and of those imported from now on; ``note``
-    receives each path a reader is given, and ``listed=True`` for a directory it lists (it
-    decides whether anything is recording)."""
-    global _note, _installed
-    _note = note
-    for name in READERS:
-        module = sys.modules.get(name)
-        if module is not None:
-            wrap_module(module)
+    receives each path a reader is given, and ``listed=True`` for a directory it lists, each
+    time ``recording()`` says something records."""
+    global _note, _recording, _installed
+    _note, _recording = note, recording
+    watch()  # done at ``import statecache`` too; a module that another finder loaded is here
+    wrap_loaded()
     _rebind_user_names()
     _rebind_running_locals(sys._getframe(1))
     if not _installed:
-        sys.meta_path.insert(0, _AfterImport())
         os.stat = _wrap_stat(os.stat)
         _installed = True
+
+
+def wrap_loaded() -> None:
+    """Wrap the readers of every module of ``READERS`` loaded now."""
+    for name in {**READERS, **READER_CLASSES}:
+        module = sys.modules.get(name)
+        if module is not None:
+            wrap_module(module)
 
 
 def unseen() -> list[str]:
@@ -138,8 +128,6 @@ def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
 def _note_plan(frame: Any, *args: Any, **kwargs: Any) -> None:
     """The files a polars lazy plan scans: from its description (no data is copied), or, when
     that shortens a list of sources, from its JSON form."""
-    if _note is _ignore:
-        return
     import re
 
     plan = frame._ldf.describe_plan()
@@ -179,7 +167,7 @@ def _wrap_stat(stat: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(stat)
     def looked_at(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if _note is not _ignore and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
+        if _recording() and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
             _stat_busy.on = True
             try:
                 if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
@@ -241,10 +229,11 @@ def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path) 
 
     @functools.wraps(function)
     def reader(*args: Any, **kwargs: Any) -> Any:
-        try:
-            note(*args, **kwargs)
-        except Exception:  # never let bookkeeping break the user's read
-            pass
+        if _recording():
+            try:
+                note(*args, **kwargs)
+            except Exception:  # never let bookkeeping break the user's read
+                pass
         return function(*args, **kwargs)
 
     setattr(reader, READER_WRAPPER, True)
@@ -282,33 +271,3 @@ def note_source(source: Any) -> None:
 
 def _note_listing(path: str) -> None:
     _note(path, listed=True)
-
-
-class _AfterImport:
-    """A finder that wraps a reader module's functions right after the module runs."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in READERS:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        run = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            run(module)
-            wrap_module(module)
-
-        try:
-            loader.exec_module = exec_module  # type: ignore[method-assign]
-        except (AttributeError, TypeError):
-            pass
-        return spec
