@@ -196,11 +196,11 @@ class FsspecStore:
         return xxhash.xxh3_128_hexdigest(data)
 
     def _info(self, path: str, raw: dict[str, Any], etag: str | None = None) -> Info:
-        modified = raw.get("mtime") or raw.get("created") or raw.get("LastModified") or time.time()
-        if hasattr(modified, "timestamp"):
-            modified = modified.timestamp()
-        tag = etag or str(raw.get("ETag") or raw.get("checksum") or f"{raw.get('size')}-{modified}")
-        return Info(path, int(raw.get("size") or 0), tag, float(modified), time.time())
+        modified = modified_time(raw)
+        tag = etag or str(
+            raw.get("ETag") or raw.get("etag") or raw.get("checksum") or f"{raw.get('size')}-{modified}"
+        )
+        return Info(path, int(raw.get("size") or 0), tag, modified, time.time())
 
     def head(self, path: str) -> Info | None:
         return self._wrap(lambda: self._info(path, self.fs.info(self._path(path))))
@@ -270,3 +270,25 @@ class FsspecStore:
             rel = name.lstrip("/")
             out.append(self._info(rel[len(root) :] if rel.startswith(root) else rel, raw))
         return out
+
+
+def modified_time(raw: dict[str, Any]) -> float:
+    """When an object was last written, from an fsspec ``info()``: local and memory
+    (``mtime``/``created``), s3fs (``LastModified``), adlfs (``last_modified``), gcsfs
+    (``updated``, an ISO string); now when it says nothing (an age of 0: ``gc`` keeps it)."""
+    import datetime
+
+    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = raw.get(field)
+        if isinstance(value, str):
+            try:
+                value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return time.time()

@@ -22,11 +22,13 @@ CONCURRENCY = 8  # transfers in flight: PIECE * CONCURRENCY bytes of memory at m
 
 class RemoteError(StateCacheError):
     """The remote could not be used (down, slow, refused credentials, garbage); the tier warns
-    and the caller goes on locally. ``down`` is True when retrying soon is pointless."""
+    and the caller goes on locally. ``down`` is True when retrying soon is pointless;
+    ``advice`` says what to do when the tier's general advice would mislead (a missing package)."""
 
-    def __init__(self, message: str, *, down: bool = False) -> None:
+    def __init__(self, message: str, *, down: bool = False, advice: str | None = None) -> None:
         super().__init__(message)
         self.down = down
+        self.advice = advice
 
 
 class LocalDiskError(Exception):

@@ -83,6 +83,18 @@ def open_store(url: str, options: dict[str, Any] | None = None, timeout: float =
     return FsspecStore(protocol, rest, dict(options or {}))
 
 
+def missing_package(url: str, exc: ImportError) -> str:
+    """The package a store for ``url`` needs that failed to import: the one fsspec names for the
+    protocol (gcsfs for ``gs://``, adlfs for ``az://``), else the module Python could not find."""
+    protocol = url.partition("://")[0]
+    try:
+        from fsspec.registry import known_implementations
+    except ImportError:
+        return "fsspec"
+    implementation = known_implementations.get(protocol, {}).get("class", "")
+    return implementation.split(".")[0] or (exc.name or "fsspec").split(".")[0]
+
+
 def key_id(secret: bytes) -> str:
     """Names the secret without revealing it: 16 hex digits of a domain-separated SHA-256."""
     return hashlib.sha256(b"statecache key id\0" + secret).hexdigest()[:16]
@@ -138,8 +150,11 @@ class RemoteTier:
             try:
                 found = open_store(self.url, dict(self.storage_options), self.timeout)
             except ImportError as exc:
+                package = missing_package(self.url, exc)
+                install = "'statecache[remote]'" if package in ("fsspec", "s3fs") else package
                 raise RemoteError(
-                    f"needs {exc.name or 'fsspec'}: pip install 'statecache[remote]'", down=True
+                    f"{self.url.partition('://')[0]}:// URLs need the {package} package, which is "
+                    "not installed", down=True, advice=f"pip install {install}",
                 ) from None
             except RemoteError:
                 raise
@@ -153,10 +168,10 @@ class RemoteTier:
         cannot be reached is skipped for ``DOWN_SECONDS``, so that no checkpoint waits on it."""
         if exc.down:
             self._down = (os.getpid(), str(exc), time.monotonic())
-        advice = (
+        advice = exc.advice or (
             "check the network, the URL and the credentials (AWS_* variables or ~/.aws)"
             if exc.down
-            else "if this persists, check the remote with `statecache remote ls`"
+            else "if this persists, check the remote with `statecache ls --remote`"
         )
         warn(
             f"statecache: the remote cache {self.url} failed while {doing} '{name}' ({exc}); "
@@ -243,7 +258,7 @@ class RemoteTier:
                 warn(
                     f"statecache: ignoring the remote entry {self.url}/{info.path} ({exc}); "
                     f"computing '{name}' here. Remove it with "
-                    f"`statecache remote gc --older-than 0s --key {key[:12]}`."
+                    f"`statecache gc --remote --older-than 0s --key {key[:12]}`."
                 )
                 self._unusable.add((name, key))
                 return False
@@ -355,7 +370,7 @@ class RemoteTier:
         return upload
 
     def push(self, name: str, key: str, local_path: str) -> bool:
-        """Upload one local entry now (``statecache remote push``); False if it was there."""
+        """Upload one local entry now (``statecache push``); False if it was there."""
         upload = self.publish(name, key, local_path)
         if upload is None:
             raise RemoteError(self._down[1] if self._down else "the remote is unusable", down=True)

@@ -108,8 +108,8 @@ def wait_for_uploads(limit: float | None = None) -> list[Upload]:
         names = ", ".join(f"'{u.name}'" for u in cut)
         print(
             f"statecache: the upload of {names} to {cut[0].tier.url} did not finish in "
-            f"{limit:.0f} s and was abandoned (the local cache has it; `statecache remote push` "
-            "publishes it later)",
+            f"{limit:.0f} s and was abandoned (the local cache has it; `statecache push` publishes "
+            "it later)",
             file=sys.stderr,
             flush=True,
         )
