@@ -289,6 +289,13 @@ PYARROW_OPENERS = {
     "ParquetDataset": "pq.ParquetDataset('t.parquet').read()['x'].to_pylist()",
     "input_stream": "pq.read_table(pa.BufferReader(pa.input_stream('t.parquet').read()))['x'].to_pylist()",
     "memory_map": "pq.read_table(pa.memory_map('t.parquet'))['x'].to_pylist()",
+    # compiled classes: their module's name points at a subclass that notes the path
+    "OSFile": "pq.read_table(pa.OSFile('t.parquet'))['x'].to_pylist()",
+    "OSFile-keyword": "pq.read_table(pa.OSFile(path='t.parquet', mode='r'))['x'].to_pylist()",
+    "open_input_file": "pq.read_table(pafs.LocalFileSystem().open_input_file('t.parquet'))['x'].to_pylist()",
+    "open_input_stream": (
+        "pq.read_table(pa.BufferReader(pafs.LocalFileSystem().open_input_stream('t.parquet').read()))['x'].to_pylist()"
+    ),
 }
 
 
@@ -300,12 +307,41 @@ def test_a_file_opened_by_a_pyarrow_class_or_stream_is_seen(project: Project, ca
     age(data)
     project.write("script.py", f"""
 import statecache as sc
-import pyarrow as pa, pyarrow.parquet as pq
+import pyarrow as pa, pyarrow.fs as pafs, pyarrow.parquet as pq
 with sc.checkpoint("a"):
     y = {PYARROW_OPENERS[case]}
-print("y", y, isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile))
+same = [isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile), isinstance(pa.input_stream('t.parquet'), pa.OSFile),
+        isinstance(pafs.FileSystem.from_uri('file:///')[0], pafs.LocalFileSystem)]
+print("y", y, all(same))
 """)
     assert value(assert_sees_edit(project, lambda: rewrite(data, 4))).endswith("True")
+
+
+def test_a_compiled_reader_class_keeps_what_it_returns_raises_and_is(tmp_path: Path) -> None:
+    """The subclass a compiled reader class's name points at: the same results, errors,
+    ``isinstance`` both ways, name, docs and pickling as the class itself."""
+    import pickle
+
+    pa = pytest.importorskip("pyarrow")
+    pafs = pytest.importorskip("pyarrow.fs")
+    from statecache.key.files import FileRecorder
+
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    with FileRecorder() as recorder:
+        assert pa.OSFile(str(tmp_path / "in.bin")).read() == b"abc"
+        with pa.OSFile(str(tmp_path / "out.bin"), "w") as out:
+            out.write(b"x")
+        local = pafs.LocalFileSystem()
+        assert local.open_input_stream(str(tmp_path / "in.bin")).read() == b"abc"
+        with pytest.raises(FileNotFoundError):
+            local.open_input_file(str(tmp_path / "missing"))
+        with pytest.raises(FileNotFoundError):
+            pa.OSFile(str(tmp_path / "missing"))
+    assert str(tmp_path / "in.bin") in recorder.opened and str(tmp_path / "missing") in recorder.opened
+    assert isinstance(pa.input_stream(str(tmp_path / "in.bin")), pa.OSFile)
+    assert issubclass(pa.lib.OSFile, pa.OSFile) and isinstance(pa.OSFile(str(tmp_path / "in.bin")), pa.lib.OSFile)
+    assert pa.OSFile.__name__ == "OSFile" and pa.OSFile.__doc__ == pa.lib.OSFile.__doc__
+    assert pickle.loads(pickle.dumps(local)) == local and pickle.loads(pickle.dumps(pa.OSFile)) is pa.OSFile
 
 
 LAZY = {

@@ -33,6 +33,14 @@ READER_CLASSES: dict[str, tuple[str, ...]] = {
     "pyarrow.parquet": ("ParquetFile", "ParquetDataset"),
 }
 
+#: module -> its compiled reader classes (which cannot be changed in place), each with its
+#: methods that take the path first: the module's name for the class is pointed at a subclass
+#: whose methods note the path, and which ``isinstance`` takes for the class itself
+COMPILED_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
+    "pyarrow": {"OSFile": ("__init__",)},
+    "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream")},
+}
+
 #: libraries known to open files from compiled code that no wrapper sees
 UNSEEN = ("h5py", "netCDF4", "tables", "h5netcdf", "lmdb", "fitsio", "duckdb")
 
@@ -43,5 +51,5 @@ def watch() -> None:
     Called at ``import statecache``; calling it again does nothing new."""
     from .importwatch import after_import
 
-    for name in {**READERS, **READER_CLASSES}:
+    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES}:
         after_import(name, f"{__package__}.readers:wrap_module")

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .readernames import READER_CLASSES, READERS, UNSEEN, watch
+from .readernames import COMPILED_CLASSES, READER_CLASSES, READERS, UNSEEN, watch
 
 _PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
 #: the polars methods and functions that run a lazy plan, reading the files it scans
@@ -73,7 +73,7 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
 
 def wrap_loaded() -> None:
     """Wrap the readers of every module of ``READERS`` loaded now."""
-    for name in {**READERS, **READER_CLASSES}:
+    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES}:
         module = sys.modules.get(name)
         if module is not None:
             wrap_module(module)
@@ -89,6 +89,10 @@ def wrap_module(module: Any) -> None:
     name = getattr(module, "__name__", "")
     for attr in READER_CLASSES.get(name, ()):
         _wrap_method(getattr(module, attr, None), "__init__", _note_first_argument)
+    for attr, methods in COMPILED_CLASSES.get(name, {}).items():
+        kind = getattr(module, attr, None)
+        if isinstance(kind, type) and not kind.__dict__.get(READER_WRAPPER):
+            setattr(module, attr, _seen_subclass(kind, methods, name))
     if name == "polars":
         for method in _LAZY_METHODS:
             _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
@@ -114,6 +118,45 @@ def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
         setattr(kind, attr, _wrap(method, note))
     except (AttributeError, TypeError):
         pass
+
+
+def _seen_subclass(kind: type, methods: tuple[str, ...], module: str) -> type:
+    """A subclass of the compiled class ``kind`` whose ``methods`` note the path they are
+    given; ``isinstance`` and ``issubclass`` answer for ``kind``, so the objects the library
+    makes itself (``pa.input_stream`` returns an ``OSFile``) still pass the checks."""
+
+    class SameClass(type(kind)):  # type: ignore[misc]
+        def __instancecheck__(cls, obj: Any) -> bool:
+            return isinstance(obj, kind)
+
+        def __subclasscheck__(cls, sub: type) -> bool:
+            return issubclass(sub, kind)
+
+    namespace: dict[str, Any] = {
+        "__module__": module,  # where the name now finds it, so pickle finds it by name
+        "__qualname__": kind.__qualname__,
+        "__doc__": kind.__doc__,
+        "__wrapped__": kind,
+        READER_WRAPPER: True,
+    }
+    for method in methods:
+        note = _note_opened_for_reading if method == "__init__" else _note_first_argument
+        original = getattr(kind, method)
+        if original is object.__init__:
+            original = _init_in_new  # a compiled class takes its arguments in __new__ (__cinit__)
+        namespace[method] = _wrap(original, note)
+    return SameClass(kind.__name__, (kind,), namespace)
+
+
+def _init_in_new(self: Any, *args: Any, **kwargs: Any) -> None:
+    """The ``__init__`` of a class whose ``__new__`` took the arguments: nothing to do."""
+
+
+def _note_opened_for_reading(self: Any, path: Any = None, mode: Any = "r", *args: Any, **kwargs: Any) -> None:
+    """A file class's constructor: the path when its mode reads (``pa.OSFile(path, "w")`` writes)."""
+    mode = kwargs.get("mode", mode)
+    if isinstance(mode, str) and ("r" in mode or "+" in mode):
+        _note_path(kwargs.get("path", path))
 
 
 def _note_path(*args: Any, **kwargs: Any) -> None:
