@@ -101,7 +101,7 @@ class Binder:
                 unbound.append(name)
             elif reopen_hazard(value):
                 unbound.append(name)  # after a hit the name is unbound (loud), never an empty file
-                if not value.closed:
+                if not file_object(value).closed:
                     warn(
                         f"statecache: '{self.name}' does not save {name!r}, a file open for "
                         "writing: restoring it would reopen and empty the file. Open it after "
@@ -435,13 +435,34 @@ def update_in_place(current: Any, saved: Any) -> bool:
 
 def reopen_hazard(value: Any) -> bool:
     """A file object that dill would reopen on load with a mode that creates or truncates the
-    file (``"w"``, ``"x"``), or a closed one (the ``with open(...) as f`` idiom)."""
+    file (``"w"``, ``"x"``), or a closed one (the ``with open(...) as f`` idiom); a wrapper
+    around a file (``tempfile.NamedTemporaryFile``) is judged by the file it wraps."""
+    file = file_object(value)
+    if file is None:
+        return False
+    mode = getattr(file, "mode", "")
+    return file.closed or (isinstance(mode, str) and ("w" in mode or "x" in mode))
+
+
+# The standard library's objects that wrap a file without being one (tempfile's
+# _TemporaryFileWrapper; SpooledTemporaryFile before 3.11; codecs' stream readers and writers),
+# and the attribute holding it. No pickler restores them: dill saves one closed and fails on
+# load (KeyError 'file'), so every later run would warn and compute.
+_WRAPPED_FILE = {"tempfile": ("file", "_file"), "codecs": ("stream",)}
+
+
+def file_object(value: Any) -> Any:
+    """The file object ``value`` is, or wraps (see ``_WRAPPED_FILE``); None if neither."""
     import io
 
-    if not isinstance(value, io.IOBase):
-        return False
-    mode = getattr(value, "mode", "")
-    return value.closed or (isinstance(mode, str) and ("w" in mode or "x" in mode))
+    if isinstance(value, io.IOBase):
+        return value
+    attributes = _WRAPPED_FILE.get(getattr(type(value), "__module__", ""), ())
+    inner = getattr(value, "__dict__", {})
+    for attr in attributes:
+        if isinstance(inner.get(attr), io.IOBase):
+            return inner[attr]
+    return None
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

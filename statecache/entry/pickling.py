@@ -13,9 +13,11 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any, NamedTuple, Protocol
 
 from .._errors import UnpicklableError
+from .main_functions import live_globals, reduce_main_function
 from .meta import VariableRecord
 from .tensors import tensor_reducer
 
@@ -81,22 +83,54 @@ def main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | 
     return found is not obj or qualname.split(".")[0] in saved_names
 
 
-def pickler_class(pickler: str, saved_names: frozenset[str]) -> Any:
-    """The pickler for one attempt. torch tensors and storages go out of band (``tensors``)
-    under all three. ``__main__`` functions and classes defined by the block go by value
-    (plain pickle refuses them so that cloudpickle takes over); those defined before the block
-    go by reference, also under cloudpickle; dill decides for itself."""
-    module = pickler_module(pickler)
-    base = module.Pickler
+def defines_main_code(saved_names: frozenset[str]) -> bool:
+    """Whether a saved name is bound in ``__main__`` to a class or function: the only way a
+    ``__main__`` object that plain pickle would save by reference is one the block defined
+    (``main_object_saved_by_value``: its qualified name starts with a saved name); every other
+    object of ``__main__`` saved by value is one that plain pickle refuses by itself."""
+    namespace = getattr(sys.modules.get("__main__"), "__dict__", {})
+    return any(
+        isinstance(value, type) or hasattr(value, "__code__")
+        for value in (namespace.get(n) for n in saved_names)
+    )
+
+
+class _TensorPickler(pickle.Pickler):
+    """The C pickler whose ``reducer_override`` is the tensor reducer itself (a lookup of the
+    object's type, without the tests for ``__main__`` code of ``_overriding_class``)."""
+
+    def __init__(self, *args: Any, tensors: Any, **kwargs: Any) -> None:
+        self.reducer_override = tensors  # type: ignore[method-assign]  # read by the C __init__
+        super().__init__(*args, **kwargs)
+
+
+def new_pickler(pickler: str, saved_names: frozenset[str], file: Sink, buffer_callback: Any) -> Any:
+    """The pickler for one attempt, protocol 5. torch tensors and storages go out of band
+    (``tensors``) under all three. ``__main__`` functions and classes defined by the block go
+    by value (plain pickle refuses them so that cloudpickle takes over; their functions are
+    rebuilt over the live module's globals, ``main_functions``); those defined before the
+    block go by reference, also under cloudpickle; dill decides for itself.
+
+    Plain pickle gets a ``reducer_override`` only when the state needs one: called for every
+    object that is not a builtin container, a Python-level override cost as much again as
+    pickling a small instance (a list of dates: 1.5-2x the save)."""
+    tensors = tensor_reducer()
+    if pickler == "pickle" and not defines_main_code(saved_names):
+        if tensors is None:
+            return pickle.Pickler(file, protocol=5, buffer_callback=buffer_callback)
+        return _TensorPickler(file, protocol=5, buffer_callback=buffer_callback, tensors=tensors)
+    cls = _overriding_class(pickler, saved_names, tensors)
+    return cls(file, protocol=5, buffer_callback=buffer_callback)
+
+
+def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any) -> Any:
+    """A pickler class of ``pickler`` whose ``reducer_override`` decides ``__main__`` code."""
+    base = pickler_module(pickler).Pickler
 
     class Pickler(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.tensors = tensor_reducer()
-
         def reducer_override(self, obj: Any) -> Any:
-            if self.tensors is not None:
-                reduced = self.tensors(obj)
+            if tensors is not None:
+                reduced = tensors(obj)
                 if reduced is not NotImplemented:
                     return reduced
             if pickler == "dill":
@@ -106,6 +140,8 @@ def pickler_class(pickler: str, saved_names: frozenset[str]) -> Any:
                 return NotImplemented
             if by_value and pickler == "pickle":
                 raise pickle.PicklingError(f"{obj!r} is defined by the block in __main__")
+            if by_value and isinstance(obj, FunctionType) and live_globals(obj) is not None:
+                return reduce_main_function(obj)
             parent = getattr(super(), "reducer_override", None)
             return parent(obj) if parent is not None else NotImplemented
 
@@ -145,7 +181,7 @@ def serialise(state: dict[str, Any], new_sink: Callable[[], Sink]) -> Serialised
 
         variables: dict[str, VariableRecord] = {}
         try:
-            p = pickler_class(pickler, frozenset(state))(sink, protocol=5, buffer_callback=out_of_band)
+            p = new_pickler(pickler, frozenset(state), sink, out_of_band)
             for name, value in state.items():
                 start, first = sink.pos, len(buffers)
                 p.dump(value)

@@ -1,0 +1,183 @@
+"""What a block leaves behind that is not plain data: functions and classes it defines in
+``__main__``, file wrappers left bound, instances pickled with and without a reducer. Each case
+runs a real script twice (compute, then hit) against a real cache directory, and the hit must
+print what a run without caching prints."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+from conftest import Project
+
+from statecache.entry.pickling import serialise
+
+
+def fresh(project: Project, script: str = "script.py") -> str:
+    return project.run(script, env={"STATECACHE_DISABLE": "1"}).stdout
+
+
+def compute_then_hit(project: Project, name: str = "a", script: str = "script.py") -> str:
+    first = project.run(script)
+    assert first.computed(name), first.stderr
+    second = project.run(script)
+    assert second.hit(name), second.stderr
+    assert "warning" not in second.stderr.lower() and "ignoring" not in second.stderr, second.stderr
+    assert first.stdout == second.stdout == fresh(project, script)
+    return second.stdout
+
+
+def test_functions_defined_by_the_block_read_and_write_the_live_module_globals(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+FACTOR = 2
+counter = [0]
+with sc.checkpoint("a"):
+    def scale(v):
+        return v * FACTOR
+    def bump():
+        global total
+        counter[0] += 1
+        total = counter[0] * 10
+    class Model:
+        def weight(self):
+            return FACTOR + 1
+        def __repr__(self):
+            return "Model:" + super().__repr__()[:1]
+    def factorial(n):
+        return 1 if n == 0 else n * factorial(n - 1)
+    def outer():
+        offset = 3
+        def inner():
+            return offset + FACTOR
+        return inner
+    inner = outer()
+    twice = lambda: FACTOR * 10
+    table = {"scale": scale}
+FACTOR = 5
+bump()
+print("after", scale(1), table["scale"](2), counter, total, Model().weight(), repr(Model()),
+      factorial(4), inner(), twice())
+print("live", all(f.__globals__ is globals() for f in (scale, bump, factorial, inner, twice)))
+print("shared", table["scale"] is scale)
+""")
+    out = compute_then_hit(project)
+    assert "after 5 10 [1] 10 6 Model:< 24 8 50" in out
+    assert "live True" in out and "shared True" in out
+
+
+def test_a_function_defined_by_the_block_reaches_a_submodule_the_block_imported(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+with sc.checkpoint("a"):
+    import xml.dom.minidom
+    def tag(text):
+        return xml.dom.minidom.parseString(text).documentElement.tagName
+print("tag", tag("<root/>"))
+""")
+    assert "tag root" in compute_then_hit(project)
+
+
+def test_a_function_of_a_factory_defined_before_the_block_sees_later_globals(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+LIMIT = 1
+def make(k):
+    def clip(v):
+        return min(v * k, LIMIT)
+    return clip
+with sc.checkpoint("a"):
+    clip = make(3)
+LIMIT = 100
+print("clip", clip(5))
+""")
+    assert "clip 15" in compute_then_hit(project)
+
+
+@pytest.mark.parametrize("opening", [
+    'tempfile.NamedTemporaryFile("w+")',
+    'tempfile.TemporaryFile("w+")',
+    'tempfile.SpooledTemporaryFile(mode="w+")',
+    'codecs.open("notes.txt", "w", "utf-8")',
+])
+def test_a_closed_file_wrapper_left_bound_after_the_block_hits(project: Project, opening: str) -> None:
+    project.write("script.py", f"""
+import codecs, tempfile
+import statecache as sc
+with sc.checkpoint("a"):
+    with {opening} as f:
+        f.write("x")
+    y = "wrote"
+print(y, "f" in globals())
+""")
+    first = project.run("script.py")
+    assert first.computed("a") and "wrote True" in first.stdout
+    second = project.run("script.py")
+    assert second.hit("a") and "warning" not in second.stderr.lower(), second.stderr
+    assert "wrote False" in second.stdout  # unbound after a hit, as a closed plain file is
+
+
+def test_an_open_temporary_file_left_bound_is_not_saved_and_says_so(project: Project) -> None:
+    project.write("script.py", """
+import tempfile
+import statecache as sc
+with sc.checkpoint("a"):
+    f = tempfile.NamedTemporaryFile("w+")
+    f.write("x")
+    y = 1
+print(y, "f" in globals())
+""")
+    first = project.run("script.py")
+    assert "a file open for writing" in first.stderr and "'f'" in first.stderr
+    second = project.run("script.py")
+    assert second.hit("a") and "1 False" in second.stdout
+
+
+# -- in-process: the pickler chosen per state --------------------------------------------------
+
+
+class Point:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and other.x == self.x
+
+
+def test_plain_state_pickles_with_no_python_level_reducer(project: Project) -> None:
+    # a million small instances cost what the C pickler costs: no override of ours is called
+    # per object unless the state holds code of __main__ or torch is loaded
+    project.write("check.py", """
+import io, pickle
+from statecache.entry.pickling import new_pickler
+class Defined: pass
+print("plain", type(new_pickler("pickle", frozenset({"points"}), io.BytesIO(), None)) is pickle.Pickler)
+print("main class", hasattr(new_pickler("pickle", frozenset({"Defined"}), io.BytesIO(), None), "reducer_override"))
+""")
+    out = project.run("check.py").stdout
+    assert "plain True" in out and "main class True" in out
+
+
+def test_the_plain_pickler_round_trips_instances_and_shared_references() -> None:
+    shared = [Point(1), Point(2)]
+    state = {"points": shared, "again": shared, "nested": {"p": (Point(3), {1, 2}), "b": b"x" * 99}}
+
+    class Sink(io.BytesIO):
+        pos = 0
+
+        def write(self, data: object) -> int:
+            n = super().write(data)  # type: ignore[arg-type]
+            self.pos += n
+            return n
+
+        def finish(self) -> None:
+            pass
+
+    done = serialise(state, Sink)
+    assert done.pickler == "pickle"
+    stream = io.BytesIO(done.sink.getvalue())
+    unpickler = pickle.Unpickler(stream, buffers=iter(done.buffers))
+    loaded = {name: unpickler.load() for name in state}
+    assert loaded == state
+    assert loaded["points"] is loaded["again"]
