@@ -367,12 +367,17 @@ def _read_state(
         unpickler = unpickler_class(reader.meta.get("pickler"))
     except LookupError as exc:
         raise reader.error(str(exc)) from exc
-    feed = _read_buffers(reader, mmap)
-    try:
-        state = _unpickle(reader, unpickler(source, buffers=feed).load, names)
-    finally:
-        feed.close()  # before the caller closes the fd that its threads read
-    if source.tell() != reader.sections[0].raw_len or not feed.exhausted:
+    if len(reader.sections) == 1:  # no buffer section: a small hit imports no feed (threads)
+        state = _unpickle(reader, unpickler(source, buffers=()).load, names)
+        exhausted = True
+    else:
+        feed = _read_buffers(reader, mmap)
+        try:
+            state = _unpickle(reader, unpickler(source, buffers=feed).load, names)
+        finally:
+            feed.close()  # before the caller closes the fd that its threads read
+        exhausted = feed.exhausted
+    if source.tell() != reader.sections[0].raw_len or not exhausted:
         raise reader.error("damaged (the pickle stream does not match the variable list)")
     return reader.meta, state
 
