@@ -6,6 +6,7 @@ the helpers below (an entry, a tier, a damaged object) are shared by the remote 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -159,6 +160,58 @@ class BrokenEndpoint:
 
     def close(self) -> None:
         self._stop = True
+        self.listener.close()
+
+
+class ThrottledProxy:
+    """A slow remote: a TCP proxy on 127.0.0.1 in front of the S3 server that passes every byte
+    both ways at most ``rate`` bytes per second (per connection and direction), so that a
+    transfer of N bytes takes at least N / rate seconds, however fast the machine. With
+    ``cut_after`` it instead closes a connection once that many bytes of one response went
+    through: a download cut short mid-body."""
+
+    def __init__(self, target_port: int, rate: int, cut_after: int | None = None) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.cut_after = cut_after
+        self.listener = socket.create_server((HOST, 0))
+        self.endpoint = f"http://{HOST}:{self.listener.getsockname()[1]}"
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((HOST, self.target_port))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        step = max(1, self.rate // 20)  # a slice per 50 ms
+        passed = 0
+        try:
+            while data := src.recv(step):
+                if answers and self.cut_after is not None and passed + len(data) > self.cut_after:
+                    if passed < self.cut_after:
+                        dst.sendall(data[: self.cut_after - passed])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                passed += len(data)
+                if self.cut_after is None:
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
         self.listener.close()
 
 

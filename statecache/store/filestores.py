@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .layout import temp_path
-from .objects import PIECE, Info, Progress, RemoteError, pwrite_all, write_local
+from .objects import PIECE, Accept, Info, Progress, RemoteError, download_in_pieces, pwrite_all
 
 
 class DirectoryStore:
@@ -70,14 +70,18 @@ class DirectoryStore:
             raise RemoteError(f"truncated download: {len(data)} of {end - start} bytes at offset {start}")
         return data
 
-    def download(self, path: str, fd: int, start: int, size: int, etag: str, progress: Progress) -> None:
+    def download(
+        self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
+    ) -> bool:
         with self._pinned(path, etag) as src:
-            for offset in range(start, size, PIECE):
-                data = os.pread(src, min(PIECE, size - offset), offset)
-                if len(data) != min(PIECE, size - offset):
+
+            def read(start: int, end: int) -> bytes:
+                data = os.pread(src, end - start, start)
+                if len(data) != end - start:
                     raise RemoteError(f"truncated download: the file ends before {size} bytes")
-                write_local(fd, data, offset)
-                progress(len(data))
+                return data
+
+            return download_in_pieces(read, fd, size, progress, head, accept)
 
     def _write_temp(self, path: str, fill: Callable[[int], None]) -> str:
         target = self._path(path)
@@ -218,11 +222,12 @@ class FsspecStore:
             raise RemoteError(f"truncated download at offset {start}")
         return bytes(data)
 
-    def download(self, path: str, fd: int, start: int, size: int, etag: str, progress: Progress) -> None:
-        for offset in range(start, size, PIECE):
-            data = self.read_range(path, offset, min(size, offset + PIECE), etag)
-            write_local(fd, data, offset)
-            progress(len(data))
+    def download(
+        self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
+    ) -> bool:
+        return download_in_pieces(
+            lambda start, end: self.read_range(path, start, end, etag), fd, size, progress, head, accept
+        )
 
     def _create(self, path: str, write: Callable[[Any], None]) -> bool:
         full = self._path(path)

@@ -3,7 +3,8 @@ object, and the transfer sizes.
 
 A store (``s3.S3Store``, ``filestores.DirectoryStore``, ``filestores.FsspecStore``) offers the
 few operations the tier needs, with the same meaning everywhere: ``head``/``get`` (an ``Info``),
-``read_range`` and ``download`` pinned to one ETag, ``upload_create`` and ``put_create``
+``read_range`` and ``download`` pinned to one ETag (``download`` asks ``accept()`` once the first
+``head`` bytes are in place, and stops there when it says no), ``upload_create`` and ``put_create``
 (create-only: ``If-None-Match: *``, ``link(2)`` on a directory), ``put_replace``
 (compare-and-swap on the ETag), ``list`` and ``delete``. Paths are relative to the tier's root.
 """
@@ -47,6 +48,26 @@ class Info(NamedTuple):
 
 
 Progress = Callable[[int], None]
+Accept = Callable[[], bool]  # the first bytes are in place: go on with the download?
+
+
+def download_in_pieces(
+    read: Callable[[int, int], bytes], fd: int, size: int, progress: Progress, head: int, accept: Accept
+) -> bool:
+    """A download from a store where a request costs nothing (a file): bytes ``0..head``,
+    ``accept()``, then the rest a PIECE at a time, each into ``fd`` at its own offset.
+    ``read(start, end)`` raises RemoteError when it gets fewer bytes than asked."""
+    offset = 0
+    for end in (head, *range(head + PIECE, size, PIECE), size):
+        if end <= offset:
+            continue
+        data = read(offset, end)
+        write_local(fd, data, offset)
+        progress(len(data))
+        if offset == 0 and not accept():
+            return False
+        offset = end
+    return True
 
 
 def pwrite_all(fd: int, data: Any, offset: int) -> None:

@@ -19,18 +19,16 @@ forked child: ``branch()`` and ``live`` fork).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .._errors import ConfigError, EntryError
+from .._errors import ConfigError
 from .._warnings import warn
-from .layout import temp_path
 from .lease import Lease
-from .objects import LocalDiskError, RemoteError, write_local
+from .objects import LocalDiskError, RemoteError
 from .upload import Upload, status_line, track
 
 LAYOUT = "v1"
@@ -200,7 +198,10 @@ class RemoteTier:
                 warn(f"statecache: ignoring the remote entry {self.url}/{info.path} (an empty object)")
                 self._unusable.add((name, key))
                 return None
-            if not self._download(store, info, name, key, local_path, check):
+            from .download import download_entry
+
+            if not download_entry(self, store, info, name, key, local_path, check):
+                self._unusable.add((name, key))
                 return None
         except RemoteError as exc:
             self.failed(exc, "fetching", name)
@@ -227,63 +228,22 @@ class RemoteTier:
                 "it. Use the team's STATECACHE_SECRET to share its entries."
             )
 
-    def _download(
-        self, store: Any, info: Any, name: str, key: str, local_path: str, check: Check | None
-    ) -> bool:
-        from ..entry.progress import progress_bar
-        from ..entry.reader import HEAD_READ, read_meta, verify_entry
+    def acceptable(self, meta: Mapping[str, Any], name: str, key: str, check: Check | None) -> bool:
+        refusal = self.refusal(meta, name, key, check)
+        if refusal:
+            warn(refusal)
+        return refusal is None
 
-        os.makedirs(os.path.dirname(local_path), mode=0o700, exist_ok=True)
-        tmp = temp_path(local_path)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        bar = progress_bar(f"fetching from {self.url}", name, info.size, None)
-        done = False
-        try:
-            os.ftruncate(fd, info.size)  # sparse: read_meta sees the header in a file of full size
-            head = min(info.size, HEAD_READ)  # what read_meta reads first: the metadata, mostly
-            write_local(fd, store.read_range(info.path, 0, head, info.etag), 0)
-            try:
-                meta = read_meta(tmp)
-            except EntryError:
-                meta = None  # metadata past the first read, or garbage: verify_entry decides
-            if meta is not None and not self._acceptable(meta, name, key, check):
-                self._unusable.add((name, key))
-                return False
-            bar.add(head)
-            store.download(info.path, fd, head, info.size, info.etag, bar.add)
-            os.fsync(fd)
-            try:
-                meta = verify_entry(tmp, secret=self.secret)
-            except EntryError as exc:
-                warn(
-                    f"statecache: ignoring the remote entry {self.url}/{info.path} ({exc}); "
-                    f"computing '{name}' here. Remove it with "
-                    f"`statecache gc --remote --older-than 0s --key {key[:12]}`."
-                )
-                self._unusable.add((name, key))
-                return False
-            if not self._acceptable(meta, name, key, check):
-                self._unusable.add((name, key))
-                return False
-            os.replace(tmp, local_path)
-            done = True
-            return True
-        finally:
-            bar.close()
-            os.close(fd)
-            if not done:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-
-    def _acceptable(self, meta: Mapping[str, Any], name: str, key: str, check: Check | None) -> bool:
+    def refusal(self, meta: Mapping[str, Any], name: str, key: str, check: Check | None) -> str | None:
+        """Why an entry's metadata is not this checkpoint's here: a warning to give, "" when
+        ``check`` refused it (the engine says why), None when it is acceptable."""
         if meta.get("name") != name or meta.get("key") != key:
-            warn(
+            return (
                 f"statecache: ignoring the remote entry of '{name}' in {self.url}: it holds "
                 f"'{meta.get('name')}' key {str(meta.get('key'))[:12]} (an object copied or "
                 "renamed into place); computing it here."
             )
-            return False
-        return check is None or bool(check(meta))
+        return None if check is None or check(meta) else ""
 
     # ------------------------------------------------------------------ compute once
 
@@ -371,10 +331,15 @@ class RemoteTier:
 
     def push(self, name: str, key: str, local_path: str) -> bool:
         """Upload one local entry now (``statecache push``); False if it was there."""
+        from ..entry.progress import progress_bar
+
         upload = self.publish(name, key, local_path)
         if upload is None:
             raise RemoteError(self._down[1] if self._down else "the remote is unusable", down=True)
+        bar = progress_bar(f"uploading to {self.url}", name, upload.size, None)
+        upload.watch(bar)
         upload.thread.join()
+        bar.close()
         if upload.error is not None:
             raise upload.error
         return upload.created

@@ -12,9 +12,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .objects import CONCURRENCY, PIECE, Info, LocalDiskError, Progress, RemoteError, write_local
+from .objects import (
+    CONCURRENCY,
+    PIECE,
+    Accept,
+    Info,
+    LocalDiskError,
+    Progress,
+    RemoteError,
+    write_local,
+)
 
 STREAMS = 4  # concurrent GETs of one download
+READ = 1 << 20  # bytes taken from a response at a time (the progress bar moves by this much)
 
 
 class S3Store:
@@ -102,32 +112,54 @@ class S3Store:
             raise RemoteError(f"truncated download: {len(data)} of {end - start} bytes at offset {start}")
         return data
 
-    def download(self, path: str, fd: int, start: int, size: int, etag: str, progress: Progress) -> None:
-        """Bytes ``start..size`` of the object (pinned to ``etag``) into ``fd`` at the same
-        offsets: a few contiguous ranged GETs streamed concurrently (one request per stream,
-        since some servers pay per request for the whole object)."""
+    def download(
+        self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
+    ) -> bool:
+        """The object (pinned to ``etag``) into ``fd`` at the same offsets: ``STREAMS``
+        contiguous ranged GETs streamed concurrently, one request each (some servers pay per
+        request for the whole object: moto copies it). The first GET starts at 0 and is judged
+        by ``accept()`` once ``head`` bytes are in; only then do the others start."""
 
-        async def go() -> None:
+        async def go() -> bool:
             import asyncio
 
             s3 = await self._client()
-            step = max(PIECE, -(-(size - start) // STREAMS))
+            step = max(PIECE, -(-size // STREAMS))
+            judged: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
             async def stream(offset: int, end: int) -> None:
                 r = await s3.get_object(
                     Bucket=self.bucket, Key=self._key(path), Range=f"bytes={offset}-{end - 1}", IfMatch=etag
                 )
                 async with r["Body"] as body:
-                    while offset < end and (data := await body.read(min(PIECE, end - offset))):
+                    while offset < end and (data := await body.read(min(READ, end - offset))):
                         write_local(fd, data, offset)
                         offset += len(data)
                         progress(len(data))
+                        if not judged.done() and offset >= head:
+                            judged.set_result(accept())
+                            if not judged.result():
+                                return
                 if offset != end:
                     raise RemoteError(f"truncated download: the object ends at {offset} of {size} bytes")
 
-            await asyncio.gather(*(stream(o, min(size, o + step)) for o in range(start, size, step)))
+            tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(stream(0, min(size, step)))]
+            try:
+                waiting: list[asyncio.Future[Any]] = [tasks[0], judged]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if not judged.done() or not judged.result():
+                    await tasks[0]  # its error, or the end of a refused (or tiny) object
+                    return judged.done() and judged.result()
+                tasks += [asyncio.ensure_future(stream(o, min(size, o + step))) for o in range(step, size, step)]
+                await asyncio.gather(*tasks)
+                return True
+            finally:
+                # a failed stream must not leave others writing into fd after it is closed
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
-        self._run(go, timeout=None)
+        return bool(self._run(go, timeout=None))
 
     def upload_create(self, path: str, fd: int, size: int, progress: Progress) -> bool:
         """Upload ``fd``'s first ``size`` bytes create-only; False when the object existed."""

@@ -9,11 +9,14 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import EntryError
 from .._warnings import warn
 from .objects import RemoteError
+
+if TYPE_CHECKING:
+    from ..entry.progress import NoProgress
 
 
 class Upload:
@@ -29,6 +32,10 @@ class Upload:
         self.key = key
         # the open descriptor keeps the entry readable if the local tier evicts it meanwhile
         self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.sent = 0  # bytes on the wire so far (a progress bar shown later starts from here)
+        self._bar: NoProgress | None = None
+        self._bar_lock = threading.Lock()
         self.source = f"/dev/fd/{fd}" if os.path.isdir("/dev/fd") else local_path
         self.lease = lease
         self.pid = os.getpid()
@@ -42,10 +49,9 @@ class Upload:
 
         try:
             verify_entry(self.source, secret=self.tier.secret)
-            size = os.fstat(self.fd).st_size
             path = self.tier.entry_object(self.name, self.key)
             if self.store.head(path) is None:
-                self.created = self.store.upload_create(path, self.fd, size, lambda n: None)
+                self.created = self.store.upload_create(path, self.fd, self.size, self._progress)
         except RemoteError as exc:
             self.error = exc
             if not self.abandoned:
@@ -61,6 +67,19 @@ class Upload:
             os.close(self.fd)
             if self.lease is not None:
                 self.lease.release()
+
+    def _progress(self, n: int) -> None:
+        with self._bar_lock:
+            self.sent += n
+            if self._bar is not None:
+                self._bar.add(n)
+
+    def watch(self, bar: NoProgress) -> None:
+        """Feed ``bar`` from now on (with what was sent so far): while someone waits for this
+        upload (``statecache push``, the exit wait), never while the program runs on."""
+        with self._bar_lock:
+            bar.add(self.sent)
+            self._bar = bar
 
 
 _uploads: list[Upload] = []
@@ -92,14 +111,21 @@ def wait_for_uploads(limit: float | None = None) -> list[Upload]:
     pending = [u for u in _uploads if u.pid == os.getpid() and u.thread.is_alive()]
     if not pending:
         return []
+    from ..entry.progress import progress_bar
+
     limit = max(u.tier.exit_wait for u in pending) if limit is None else limit
     deadline = time.monotonic() + limit
+    bar = progress_bar(f"uploading to {pending[0].tier.url}", ", ".join(u.name for u in pending),
+                       sum(u.size for u in pending), None)
+    for u in pending:
+        u.watch(bar)  # drawn on a terminal once the wait has run past a second
     pending[0].thread.join(timeout=min(0.5, limit))
     if any(u.thread.is_alive() for u in pending):
         names = ", ".join(f"'{u.name}'" for u in pending if u.thread.is_alive())
         status_line(f"waiting up to {limit:.0f} s for the upload of {names} to {pending[0].tier.url}")
     for u in pending:
         u.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    bar.close()
     cut = [u for u in pending if u.thread.is_alive()]
     for u in cut:
         u.abandoned = True
