@@ -18,17 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import FingerprintError
 from ._frames import is_function_frame, write_names
-from ._identity import KEPT, Before, Rewire, kept, merge, mergeable
 from ._warnings import warn
 from .key.components import fingerprint_values
 from .key.inputs import MISSING, Reads, implicit_values, input_values, resolve
 
+if TYPE_CHECKING:
+    from ._identity import Before
+
 #: The name under which a ``cached_setup`` function's return value is saved.
 RETURN = "return"
+#: The state label of the record of the objects the code kept (``_identity.kept``): a label
+#: that is no Python name, so it binds nothing.
+KEPT = "kept objects"
 _ARGUMENT = "argument "  # prefix of the saved state of an argument the function mutated
 
 EMPTY_READS = Reads((), (), (), (), ())
@@ -78,6 +83,8 @@ class Binder:
     def remember_inputs(self) -> None:
         """Note the objects reachable from the inputs a hit can find again (see ``_identity``);
         the engine calls it when the code is about to run, after ``inputs``."""
+        from ._identity import Before  # a computing run only: a hit needs no walk
+
         self.before = Before({
             k: v for k, v in self.values.items()
             if v is not MISSING and (k in self.chains or self.restorable(k))
@@ -117,6 +124,8 @@ class Binder:
         before, self.before = self.before, None
         if before is None:
             return state
+        from ._identity import kept
+
         record = kept(state, before, self.implied_roots(state))
         return state if record is None else {**state, KEPT: record}
 
@@ -169,12 +178,17 @@ class Binder:
         place (other names for them see it, see ``_identity``), module attributes are set, and
         the names the code binds are bound."""
         state = dict(state)
-        rewire = Rewire(state.pop(KEPT, None), self.input_now)
+        record = state.pop(KEPT, None)
         for label in [k for k, v in state.items() if isinstance(v, ClassState)]:
             update_in_place(self.current_input(label), state.pop(label))
-        in_place = {k for k in self.implied_roots(state) if rewire.pair(state[k], self.current_input(k))}
-        rewire.run()
-        state = {k: rewire.sub(v) for k, v in state.items() if k not in in_place}
+        roots = self.implied_roots(state)
+        if record is not None or roots:  # most hits bind new objects only: no _identity import
+            from ._identity import Rewire
+
+            rewire = Rewire(record, self.input_now)
+            in_place = {k for k in roots if rewire.pair(state[k], self.current_input(k))}
+            rewire.run()
+            state = {k: rewire.sub(v) for k, v in state.items() if k not in in_place}
         self._restore_attributes(state, unbound)
         self.bind(state, [n for n in unbound if "." not in n])
 
@@ -427,6 +441,8 @@ def update_in_place(current: Any, saved: Any) -> bool:
         if isinstance(current, type):
             saved.apply(current)
         return True  # never bind the record itself to a name
+    from ._identity import merge, mergeable
+
     if not mergeable(current, saved):
         return False
     merge(current, saved)

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._binders import RETURN, Binder
 from ._config import format_duration, format_size
 from ._errors import EntryError, UnpicklableError
-from ._tiers import Tier, active_tiers, add_tier, remove_tier
 from ._warnings import warn
 from .key import components as _components
 
@@ -45,9 +44,19 @@ __all__ = ["Engine", "Found", "NullEngine", "Tier", "add_tier", "open_engine", "
 if TYPE_CHECKING:
     from ._effects import ProcessState
     from ._settings import Settings
+    from ._tiers import Tier, add_tier, remove_tier
     from .entry.meta import EntryMeta
     from .key.files import FileRecorder
     from .store.store import Store
+
+
+def __getattr__(name: str) -> Any:
+    """The tier interface, imported on first use: a local hit loads no tier code."""
+    if name in ("Tier", "add_tier", "remove_tier"):
+        from . import _tiers
+
+        return getattr(_tiers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Found(NamedTuple):
@@ -145,6 +154,8 @@ class Engine:
     def tiers(self) -> list[Tier]:
         """The second tiers of this use, found on its first local miss: a local hit imports no
         remote code (and fsspec loads only when a remote is asked)."""
+        from ._tiers import active_tiers
+
         return active_tiers(self.settings.remote, self.settings.shared)
 
     def status(self, text: str) -> None:

@@ -20,8 +20,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-#: the state label of the record (a label that is no Python name, so it binds nothing)
-KEPT = "kept objects"
 _ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range, slice})
 _DICTS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
 _SEQUENCES = frozenset({list, tuple, collections.deque})

@@ -1,0 +1,75 @@
+"""The first hit of a process on a small state (DESIGN.md: < 10 ms over the script without
+statecache) pays for every module it imports: a hit may load the statecache modules listed
+here and no other, and none of those that only a computing run, a remote tier or a big entry
+needs. A module that a change adds to a small hit's path must be added here on purpose."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Project
+
+# What a small hit (no data files, no generators, no process changes, no buffers) may load.
+# (key.files and key.readlog come with files_component's import, even with no files=.)
+HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
+    "_binders", "_checkpoint", "_config", "_engine", "_errors", "_frames", "_settings", "_setup",
+    "_version", "_warnings",
+    "entry", "entry.feed", "entry.format", "entry.meta", "entry.progress", "entry.reader",
+    "key", "key.astdigest", "key.code", "key.codegraph", "key.components", "key.dataframes",
+    "key.files", "key.readlog", "key.hashing", "key.imports", "key.importwatch", "key.inputs",
+    "key.localimports", "key.names", "key.process", "key.project", "key.provenance",
+    "key.registry", "key.source", "key.values", "key.valuetypes", "key.versions", "key.walk",
+    "store", "store.layout", "store.store",
+))})
+
+# Never on a small hit: the computing run's machinery, the writer, tiers, codecs, picklers.
+COMPUTE_ONLY = (
+    "statecache._identity", "statecache._tiers", "statecache._effects", "statecache.key.rng",
+    "statecache.key.readers", "statecache.entry.writer", "statecache.entry.pickling",
+    "statecache.entry.codec", "statecache.entry.stream", "statecache.entry.main_functions",
+    "statecache.entry.tensors", "statecache.store.remote", "statecache.store.maintenance",
+    "filelock", "zstandard", "cloudpickle", "dill", "numpy", "concurrent.futures", "glob",
+    "base64", "hmac",
+)
+
+REPORT = """
+print("new", " ".join(sorted(m for m in set(sys.modules) - before if m.startswith("statecache")
+                             or m.split(".")[0] in {c.split(".")[0] for c in COMPUTE_ONLY})))
+"""
+
+BLOCK = """
+import sys
+before = set(sys.modules)
+import statecache as sc
+n = 10
+with sc.checkpoint("small"):
+    small = {"k": [i * 7 for i in range(n)], "name": "x"}
+print("small", small["k"][-1])
+"""
+
+SETUP = """
+import sys
+before = set(sys.modules)
+import statecache as sc
+@sc.cached_setup
+def load(n):
+    return {"k": [i * 7 for i in range(n)]}
+small = load(10)
+print("small", small["k"][-1])
+"""
+
+
+def loaded_on_hit(project: Project, script: str, name: str) -> set[str]:
+    project.write("script.py", f"COMPUTE_ONLY = {COMPUTE_ONLY!r}\n" + script + REPORT)
+    first = project.run("script.py")
+    assert "small 63" in first.stdout and not first.hit(name)
+    second = project.run("script.py")
+    assert second.hit(name) and "small 63" in second.stdout, second.stderr
+    line = next(line for line in second.stdout.splitlines() if line.startswith("new"))
+    return set(line.split()[1:])
+
+
+@pytest.mark.parametrize("script, name", [(BLOCK, "small"), (SETUP, "load")], ids=["checkpoint", "cached_setup"])
+def test_a_small_hit_loads_only_the_modules_restoring_needs(project: Project, script: str, name: str) -> None:
+    loaded = loaded_on_hit(project, script, name)
+    assert not loaded - HIT_MODULES, f"a small hit now also loads {sorted(loaded - HIT_MODULES)}"
+    assert not {m for m in loaded if m.startswith(COMPUTE_ONLY)}
