@@ -107,3 +107,24 @@ def test_an_objects_upload_time_is_read_from_each_filesystems_info(raw: dict) ->
     from statecache.store.filestores import modified_time
 
     assert modified_time({"size": 1, **raw}) == 1_700_000_000.0
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read-write"])
+def test_a_shared_mount_download_is_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool) -> None:
+    """Copied in the kernel where it can be, read and written where not (macOS, old kernels):
+    the same bytes either way, across more than one piece."""
+    import os
+
+    from statecache.store.objects import PIECE
+    from tests.remote_server import KEY, NAME, make_entry, publish_now, tier_for
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = make_entry(tmp_path / "one", n=3_000_000, noise=True)
+    assert path.stat().st_size > PIECE
+    publish_now(tier_for(f"file://{shared}"), path)
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    local = tmp_path / "two" / NAME / f"{KEY}.sc"
+    got = tier_for(f"file://{shared}").fetch(NAME, KEY, str(local))
+    assert got is not None and local.read_bytes() == path.read_bytes()

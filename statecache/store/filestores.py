@@ -5,6 +5,7 @@ filesystem (``memory://`` in tests, ``gs://``, ...) with the guarantees that fil
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -12,7 +13,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .layout import temp_path
-from .objects import PIECE, Accept, Info, Progress, RemoteError, download_in_pieces, pwrite_all
+from .objects import (
+    PIECE,
+    Accept,
+    Info,
+    LocalDiskError,
+    Progress,
+    RemoteError,
+    download_in_pieces,
+    pwrite_all,
+)
 
 
 class DirectoryStore:
@@ -73,6 +83,8 @@ class DirectoryStore:
     def download(
         self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
     ) -> bool:
+        """Copied in the kernel (``copy_file_range``: no bytes through Python, and a server-side
+        copy on NFS 4.2 or a reflink where the filesystem can), else read and written."""
         with self._pinned(path, etag) as src:
 
             def read(start: int, end: int) -> bytes:
@@ -81,7 +93,10 @@ class DirectoryStore:
                     raise RemoteError(f"truncated download: the file ends before {size} bytes")
                 return data
 
-            return download_in_pieces(read, fd, size, progress, head, accept)
+            if not download_in_pieces(read, fd, head, progress, head, accept):
+                return False
+            offset = _copy_in_kernel(src, fd, head, size, progress)
+            return download_in_pieces(read, fd, size, progress, head, accept, start=offset)
 
     def _write_temp(self, path: str, fill: Callable[[int], None]) -> str:
         target = self._path(path)
@@ -164,6 +179,25 @@ class DirectoryStore:
                 with contextlib.suppress(FileNotFoundError):
                     found.append(self._info(rel, os.stat(full)))
         return found
+
+
+def _copy_in_kernel(src: int, dst: int, offset: int, size: int, progress: Progress) -> int:
+    """Copy ``src`` to ``dst`` from ``offset`` on with ``copy_file_range``, a PIECE at a time;
+    where it is missing or refused (another kernel, filesystem or platform), stop: the offset
+    reached is returned and the caller copies the rest itself."""
+    copy = getattr(os, "copy_file_range", None)
+    while copy is not None and offset < size:
+        try:
+            n = copy(src, dst, min(PIECE, size - offset), offset, offset)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise LocalDiskError(f"cannot write the local cache: {exc.strerror}") from None
+            break
+        if n <= 0:
+            raise RemoteError(f"truncated download: the file ends before {size} bytes")
+        offset += n
+        progress(n)
+    return offset
 
 
 # ---------------------------------------------------------------------------------- other fsspec

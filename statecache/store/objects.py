@@ -52,15 +52,15 @@ Accept = Callable[[], bool]  # the first bytes are in place: go on with the down
 
 
 def download_in_pieces(
-    read: Callable[[int, int], bytes], fd: int, size: int, progress: Progress, head: int, accept: Accept
+    read: Callable[[int, int], bytes], fd: int, size: int, progress: Progress, head: int,
+    accept: Accept, start: int = 0,
 ) -> bool:
-    """A download from a store where a request costs nothing (a file): bytes ``0..head``,
-    ``accept()``, then the rest a PIECE at a time, each into ``fd`` at its own offset.
-    ``read(start, end)`` raises RemoteError when it gets fewer bytes than asked."""
-    offset = 0
-    for end in (head, *range(head + PIECE, size, PIECE), size):
-        if end <= offset:
-            continue
+    """A download from a store where a request costs nothing (a file): from ``start`` (0: the
+    first ``head`` bytes, then ``accept()``) to ``size`` a PIECE at a time, each into ``fd``
+    at its own offset. ``read(start, end)`` raises RemoteError when it gets fewer bytes."""
+    offset = start
+    while offset < size:
+        end = min(size, head) if offset == 0 else min(size, offset + PIECE)
         data = read(offset, end)
         write_local(fd, data, offset)
         progress(len(data))
