@@ -184,6 +184,25 @@ def test_a_killed_lease_holder_is_taken_over_after_its_ttl(url, tmp_path: Path) 
     assert machine(tmp_path / "c").run("machine.py", env=env).stdout.split()[0] == "remote"
 
 
+def test_a_waiter_computes_itself_once_its_wait_runs_out(url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A holder alive but slow (its lease renewed): after STATECACHE_REMOTE_WAIT the waiter
+    says so and computes the entry itself; nothing waits longer than it was told."""
+    remote, server = url
+    log, held = tmp_path / "computed.log", tmp_path / "held"
+    env = remote_env(remote, server, LOG=str(log), TTL="60")
+    holder = spawn(machine(tmp_path / "a"), {**env, "HOLD": str(held)})
+    try:
+        wait_until(held.exists, "the first process holds the lease")
+        out, err = finish(spawn(machine(tmp_path / "b"), {**env, "WAIT": "1"}))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.split()[0] == "computed" and len(log.read_text().split()) == 2
+    assert "is being computed by" in err and "waited 1 s for" in err
+    assert "computing it here as well. Raise STATECACHE_REMOTE_WAIT" in err
+    assert "stopped renewing" not in err  # a live lease is not taken over
+
+
 def test_a_forked_child_uses_the_remote_too(s3_server: S3Server, tmp_path: Path) -> None:
     remote = f"s3://{s3_server.new_bucket()}/team"
     publish_dir = tmp_path / "publisher"
