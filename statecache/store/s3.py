@@ -196,20 +196,38 @@ class S3Store:
             progress(len(body))
             return {"PartNumber": number, "ETag": r["ETag"]}
 
+        tasks = [asyncio.ensure_future(part(i + 1, o)) for i, o in enumerate(range(0, size, PIECE))]
         try:
-            parts = await asyncio.gather(*(part(i + 1, o) for i, o in enumerate(range(0, size, PIECE))))
-            await s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": list(parts)}, IfNoneMatch="*",
-            )
+            parts = await asyncio.gather(*tasks)
+            try:
+                await s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": list(parts)}, IfNoneMatch="*",
+                )
+            except Exception as exc:
+                # botocore retries a completion that timed out; the first one may have gone
+                # through (moto then answers the retry 500, S3 404): look before failing
+                if _status_of(exc) in (409, 412) or not await self._landed(s3, key, size):
+                    raise
             return True
         except BaseException as exc:
+            for task in tasks:  # no part may read fd once the caller has closed it
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # an unfinished multipart upload is invisible but billed: never leave one behind
             with contextlib.suppress(Exception):
                 await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             if isinstance(exc, Exception) and _status_of(exc) in (409, 412):
                 return False
             raise
+
+    async def _landed(self, s3: Any, key: str, size: int) -> bool:
+        """Whether ``key`` now holds an object of ``size`` bytes (a completion that went through)."""
+        try:
+            r = await s3.head_object(Bucket=self.bucket, Key=key)
+        except Exception:
+            return False
+        return int(r.get("ContentLength", -1)) == size
 
     def put_create(self, path: str, data: bytes) -> str | None:
         return self._put(path, data, IfNoneMatch="*")
