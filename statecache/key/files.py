@@ -1,25 +1,28 @@
 """Data files that a computing checkpoint reads, seen through ``sys.addaudithook``.
 
-The hook is installed on the first computing checkpoint (audit hooks cannot be removed) and
-costs one comparison per audit event while nothing is recording. It records files opened for
-reading and directories listed; ``snapshot`` turns the paths into records (size, mtime,
-content digest) that a later hit re-checks, stat first and content only when the stat changed.
+The hook is installed at ``import statecache`` (``watch_reads``; audit hooks cannot be
+removed): every open for reading goes to ``readlog``, which notes it for the user's functions
+on the stack, and the other events cost one comparison while nothing is recording. It records
+files opened for reading and directories listed; ``snapshot`` turns the paths into records
+(size, mtime, content digest) that a later hit re-checks, stat first and content only when the
+stat changed.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
+from _thread import allocate_lock
 from collections.abc import Iterable
 from typing import Any
 
-from .provenance import Kind, classify, is_data_path, is_import_system
+from . import readlog
+from .readlog import stat_stamp
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False
-_lock = threading.Lock()
+_lock = allocate_lock()
 _READ_FLAGS = (os.O_RDONLY, os.O_RDWR)
 _RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity
 
@@ -39,7 +42,7 @@ class FileRecorder:
     def __enter__(self) -> FileRecorder:
         from . import readers  # compiled-code readers: wrapped only once something computes
 
-        _install_hook()
+        watch_reads()
         readers.install(note_read, recording)
         with _lock:
             _recorders.append(self)
@@ -64,37 +67,47 @@ def add_to_active(records: Iterable[dict[str, Any]]) -> None:
         recorder.extra.extend(records)
 
 
-def _install_hook() -> None:
+def watch_reads() -> None:
+    """Install the audit hook now (once): from here on the reads of the user's functions are
+    noted (``readlog``), so that a memo filled before a block counts in its key."""
     global _hook_installed
     if not _hook_installed:
         sys.addaudithook(_audit)
         _hook_installed = True
 
 
+
 def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open":
+        _opened(*args)
+        return
     if not _recorders:
         return
-    if event == "open":
-        path, mode, flags = args
-        if isinstance(path, int) or path is None:
-            return
-        if _makes_new_content(path, mode, flags):
-            _note(path, "written")
-        elif mode is not None:
-            if "r" in mode or "+" in mode:
-                _note(path, "opened")
-        elif not isinstance(flags, int) or (flags & os.O_ACCMODE) in _READ_FLAGS:
-            _note(path, "opened")
-    elif event == "sqlite3.connect":
+    if event == "sqlite3.connect":
         _note_database(args[0] if args else None)
     elif event in ("os.listdir", "os.scandir"):
         path = args[0] if args else "."
         if isinstance(path, int):
             return
         path = path if path is not None else "."
-        if _lister(sys._getframe(1)) == _IMPORTS:
+        if _lister(sys._getframe(1)) != _IMPORTS:
+            _note(path, "listed")
+
+
+def _opened(path: Any, mode: str | None, flags: Any) -> None:
+    if isinstance(path, int) or path is None:
+        return
+    if _recorders and _makes_new_content(path, mode, flags):
+        _note(path, "written")
+        return
+    if mode is not None:
+        if "r" not in mode and "+" not in mode:
             return
-        _note(path, "listed")
+    elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
+        return
+    readlog.remember(path, sys._getframe(2))
+    if _recorders:
+        _note(path, "opened")
 
 
 def _makes_new_content(path: Any, mode: str | None, flags: Any) -> bool:
@@ -142,29 +155,41 @@ def _note_database(database: Any) -> None:
 
 
 # Who lists a directory: the import system (finders, ``importlib.metadata`` scanning sys.path
-# for distributions and entry points), an installed library (or statecache), or the user.
+# for distributions and entry points, a library's module running as it is imported), an
+# installed library called by the code (or statecache), or the user.
 _IMPORTS, _LIBRARY, _USER = "imports", "library", "user"
 _LISTERS: dict[str, str | None] = {}
 
 
 def _lister(frame: Any) -> str:
     """Who lists, judged by the nearest calling frame that is not the standard library's
-    (``glob``, ``pathlib`` and ``os`` list for whoever calls them). When in doubt, the user."""
+    (``glob``, ``pathlib`` and ``os`` list for whoever calls them); a library listing while
+    the import system runs it (a plugin scan of sys.path at import, as pkg_resources does)
+    counts as the import system. When in doubt, the user: what the user's code lists, also
+    while it is imported, is data, and so is what a library it calls lists (the script's own
+    folder too, though it is a sys.path entry)."""
+    who = None
     for _depth in range(64):
         if frame is None:
             break
         filename = frame.f_code.co_filename
         try:
-            who = _LISTERS[filename]
+            kind = _LISTERS[filename]
         except KeyError:
-            who = _LISTERS[filename] = _frame_lister(filename)
-        if who is not None:
-            return who
+            kind = _LISTERS[filename] = _frame_lister(filename)
+        if who is None:
+            who = kind
+            if who is not None and who != _LIBRARY:
+                return who
+        elif kind in (_IMPORTS, _USER):
+            return kind if kind == _IMPORTS else _LIBRARY  # imported by the system, or called
         frame = frame.f_back
-    return _USER
+    return who or _USER
 
 
 def _frame_lister(filename: str) -> str | None:
+    from .provenance import Kind, classify, is_import_system
+
     if is_import_system(filename):
         return _IMPORTS
     kind = classify(filename)
@@ -197,13 +222,6 @@ def _note(path: Any, kind: str) -> None:
             except (OSError, ValueError):
                 stamp = None
         seen[path] = None if stamp is False else stamp
-
-
-def stat_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What a stat says about a file's content: size, mtime, ctime and inode. A same-size edit
-    whose mtime was put back (``touch -r``, ``cp -p``, unpacking an archive) still moves the
-    ctime, and a file replaced by another one has another inode."""
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _record_stamp(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -251,6 +269,8 @@ def listing_record(path: str) -> dict[str, Any] | None:
 
 def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Records of the data files and directories the recorder saw, plus inner hits' records."""
+    from .provenance import is_data_path
+
     cache_dirs = list(cache_dirs)
     records: dict[tuple[str, str], dict[str, Any]] = {}
     for path, before in recorder.opened.items():

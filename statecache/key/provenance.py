@@ -147,10 +147,12 @@ def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
         return False
     if classify(path) is not Kind.USER:
         return False
-    real = os.path.join(os.path.realpath(path), "")
-    for cache_dir in cache_dirs:
-        if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
-            return False
+    cache_dirs = list(cache_dirs)
+    if cache_dirs:  # realpath costs a system call per path component: only when needed
+        real = os.path.join(os.path.realpath(path), "")
+        for cache_dir in cache_dirs:
+            if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
+                return False
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):

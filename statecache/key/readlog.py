@@ -1,0 +1,93 @@
+"""What each of the user's functions has read so far in this process, from ``import
+statecache`` on, whether or not a checkpoint was recording.
+
+A memo of a user function (``functools.lru_cache``, ``functools.cache``) filled above a block
+returns in the block what was read then, and the block opens nothing: so a function's key
+counts the files it read before (``earlier_reads``), by the stat they had when it read them.
+The audit hook of ``key.files`` hands every open for reading to ``remember``; the import
+system's own reads (modules, bytecode) are left out first, at the cost of one string test.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from _thread import _local
+from typing import Any
+
+_FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
+_MAX_DEPTH = 64
+
+#: code of a user function -> path -> what the file was when the function last read it
+_READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
+_USER_FILES: dict[str, bool] = {}
+_busy = _local()  # what this module's own stats and lookups open is no read of the user's
+
+
+def stat_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What a stat says about a file's content: size, mtime, ctime and inode. A same-size edit
+    whose mtime was put back (``touch -r``, ``cp -p``, unpacking an archive) still moves the
+    ctime, and a file replaced by another one has another inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | None], ...]:
+    """The data files the user function of this code read so far in this process, sorted,
+    each with the stamp it had then (None: it did not exist). Empty for most functions."""
+    found = _READS.get(code)
+    return tuple(sorted(found.items())) if found else ()
+
+
+def remember(path: Any, frame: Any) -> None:
+    """An open for reading from ``frame``: note it for every user function on the stack."""
+    if frame is None or frame.f_code.co_filename.startswith("<frozen") or getattr(_busy, "on", False):
+        return  # the import system reading a module or its bytecode; or this module reading
+    codes = _user_functions(frame)
+    if not codes:
+        return
+    _busy.on = True
+    try:
+        from .provenance import is_data_path
+
+        path = os.path.abspath(os.fsdecode(os.fspath(path)))
+        if not is_data_path(path):
+            return
+        stamp = _stamp(path)
+        for code in codes:
+            _READS.setdefault(code, {})[path] = stamp
+    except (TypeError, ValueError):
+        return
+    finally:
+        _busy.on = False
+
+
+def _user_functions(frame: Any) -> list[types.CodeType]:
+    codes = []
+    for _depth in range(_MAX_DEPTH):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code.co_flags & _FUNCTION and _is_user_file(code.co_filename):
+            codes.append(code)
+        frame = frame.f_back
+    return codes
+
+
+def _is_user_file(filename: str) -> bool:
+    hit = _USER_FILES.get(filename)
+    if hit is None:
+        from .provenance import is_user_file
+
+        hit = _USER_FILES[filename] = is_user_file(filename)
+    return hit
+
+
+def _stamp(path: str) -> tuple[Any, ...] | None:
+    """The file's stat stamp (None: it does not exist). Not its content: a memo's reads are
+    re-stamped in every run, and reading every data file twice would cost more than the
+    memo saves; a same-size rewrite within one mtime tick of the read (a few ms, another
+    process) is the one change a stamp misses."""
+    try:
+        return stat_stamp(os.stat(path))
+    except (OSError, ValueError):
+        return None
