@@ -37,6 +37,7 @@ def reduce_main_function(func: types.FunctionType) -> tuple[Any, ...]:
         "doc": func.__doc__,
         "annotations": func.__annotations__,
         "submodules": _imported_submodules(func, cells),
+        "type_params": getattr(func, "__type_params__", ()),  # def f[T](...), 3.12+
     }
     args = (func.__module__, func.__code__, func.__name__, len(cells))
     return (main_function, args, state, None, None, set_main_function_state)
@@ -67,6 +68,8 @@ def set_main_function_state(func: Any, state: dict[str, Any]) -> Any:
     func.__qualname__ = state["qualname"]
     func.__doc__ = state["doc"]
     func.__annotations__ = state["annotations"]
+    if state.get("type_params"):
+        func.__type_params__ = state["type_params"]
     return func
 
 
