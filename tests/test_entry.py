@@ -45,13 +45,21 @@ def assert_same_array(a, b):
 
 
 def is_mapped(array):
-    """Whether ``array``'s memory is a memory map of the entry file."""
+    """Whether ``array``'s memory is a memory map of a file (the entry), not anonymous memory
+    (which small buffers share as one anonymous map: entry/memory.py)."""
     import mmap as mmap_module
 
     base = array
     while getattr(base, "base", None) is not None:
         base = base.base
-    return isinstance(getattr(base, "obj", None), mmap_module.mmap)
+    mapping = getattr(base, "obj", None)
+    if not isinstance(mapping, mmap_module.mmap):
+        return False
+    try:
+        mapping.size()  # the size of the mapped file; an anonymous map has no file
+    except OSError:
+        return False
+    return True
 
 
 def entry_regions(path):
@@ -907,10 +915,15 @@ MMAP_SCRIPT = """
     import numpy as np
     import statecache as sc
 
-    def mapped(a):
+    def mapped(a):  # a map of the entry file, not the anonymous one small buffers share
         while getattr(a, "base", None) is not None:
             a = a.base
-        return isinstance(getattr(a, "obj", None), mmap.mmap)
+        if not isinstance(getattr(a, "obj", None), mmap.mmap):
+            return False
+        try:
+            return a.obj.size() > 0
+        except OSError:
+            return False
 
     with sc.checkpoint("weights", mmap={mmap}):
         rng = np.random.default_rng(0)

@@ -10,7 +10,6 @@ import json
 import os
 import stat
 import struct
-import sys
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -285,34 +284,6 @@ def _willneed(fd: int, offset: int, length: int) -> None:
             pass
 
 
-def _alloc(n: int) -> Any:
-    """Uninitialised writable memory for one buffer. numpy's allocator skips the zero-fill that
-    ``bytearray(n)`` pays and asks for huge pages, which halves the cost of first touch; for the
-    many sub-MiB buffers of a model too (200 of 500 KB: 0.4 ms instead of 13), whenever numpy is
-    already loaded (it is not imported for small buffers alone)."""
-    np = sys.modules.get("numpy")
-    if np is not None or n >= (1 << 20):
-        if np is None:
-            try:
-                import numpy as np
-            except ImportError:
-                np = None
-        if np is not None:
-            return np.empty(n, dtype=np.uint8)
-    return bytearray(n)
-
-
-def _map(reader: Reader) -> memoryview:
-    """The whole file mapped copy-on-write, or an empty view where mapping is refused (some
-    network file systems), in which case buffers are read as usual."""
-    import mmap
-
-    try:
-        return memoryview(mmap.mmap(reader.fd, reader.size, access=mmap.ACCESS_COPY))
-    except (OSError, ValueError):
-        return memoryview(b"")
-
-
 def read_meta(path: Any) -> EntryMeta:
     """The entry's metadata, from the header and the JSON section only (one read, no table,
     no checksums of the data): cheap enough to list thousands of entries."""
@@ -400,6 +371,41 @@ def _unpickle(reader: Reader, load: Any, names: dict[str, Any]) -> dict[str, Any
     return state
 
 
+def _buffer_memory(reader: Reader, mmap: bool) -> list[tuple[memoryview, bool]]:
+    """(memory, mapped) for every buffer section: with ``mmap``, a raw section's slice of the
+    file's copy-on-write map; otherwise new memory to read it into, one arena for the small
+    ones (``memory.arena``)."""
+    from .memory import ARENA_MAX, ARENA_MIN, arena, file_map
+
+    sections = reader.sections[1:]
+    mapped = memoryview(b"")
+    if mmap and any(sec.all_raw and sec.raw_len for sec in sections):
+        mapped = file_map(reader.fd, reader.size)
+    small = [s.raw_len for s in sections if not _mapped(s, mapped) and s.raw_len < ARENA_MAX]
+    pieces = iter((arena(small) if sum(small) >= ARENA_MIN else None) or ())
+    out = []
+    for sec in sections:
+        if _mapped(sec, mapped):
+            out.append((mapped[sec.offset : sec.offset + sec.raw_len], True))
+            continue
+        piece = next(pieces, None) if sec.raw_len < ARENA_MAX else None
+        out.append((_fresh(reader, sec.raw_len) if piece is None else piece, False))
+    return out
+
+
+def _mapped(sec: Section, mapped: memoryview) -> bool:
+    return bool(mapped) and sec.all_raw and sec.raw_len > 0
+
+
+def _fresh(reader: Reader, n: int) -> memoryview:
+    from .memory import fresh
+
+    try:
+        return memoryview(fresh(n)).cast("B")
+    except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
+        raise reader.error(f"damaged section table (buffer of {n} bytes)") from exc
+
+
 def _read_buffers(reader: Reader, mmap: bool) -> BufferFeed:
     """The out-of-band buffers, each read (and checked) into its final memory or mapped, fed
     to the Unpickler as they complete (read ahead on threads when there is enough to share)."""
@@ -407,26 +413,16 @@ def _read_buffers(reader: Reader, mmap: bool) -> BufferFeed:
 
     buffers: list[Any] = []
     jobs: list[list[tuple]] = []
-    mapped: memoryview | None = None
     total = 0
-    for sec in reader.sections[1:]:
-        if mmap and sec.all_raw and sec.raw_len:
-            if mapped is None:
-                mapped = _map(reader)
-            if mapped:
-                buffers.append(mapped[sec.offset : sec.offset + sec.raw_len])
-                jobs.append([])
-                reader.progress.add(sec.raw_len)
-                continue
-        try:
-            memory = memoryview(_alloc(sec.raw_len)).cast("B")
-        except (ValueError, OverflowError) as exc:  # numpy's "array is too big"
-            raise reader.error(
-                f"damaged section table (buffer of {sec.raw_len} bytes)"
-            ) from exc
+    memories = _buffer_memory(reader, mmap)
+    for sec, (memory, mapped) in zip(reader.sections[1:], memories, strict=True):
         buffers.append(memory)
-        jobs.append(reader.buffer_jobs(sec, memory))
-        total += sec.raw_len
+        if mapped:
+            jobs.append([])
+            reader.progress.add(sec.raw_len)
+        else:
+            jobs.append(reader.buffer_jobs(sec, memory))
+            total += sec.raw_len
     if not total:  # no buffer, or all mapped: a small hit imports no codec
         return BufferFeed(buffers, jobs, reader.read_chunk)
     from .codec import PARALLEL_MIN, threads
