@@ -134,6 +134,30 @@ print(y, "f" in globals())
     assert second.hit("a") and "1 False" in second.stdout
 
 
+def test_a_block_defining_a_function_after_its_data_pickles_the_data_once(project: Project) -> None:
+    # plain pickle would refuse the function only after pickling all the rest: the save goes
+    # straight to cloudpickle, so an object's __getstate__ runs once per save, not twice
+    project.write("script.py", """
+import statecache as sc
+class Table:
+    def __init__(self, rows):
+        self.rows = rows
+    def __getstate__(self):
+        with open("pickled.log", "a") as log:
+            log.write("x")
+        return self.__dict__
+with sc.checkpoint("a"):
+    table = Table(list(range(1000)))
+    def total():
+        return sum(table.rows)
+print("total", total())
+""")
+    assert "total 499500" in project.run("script.py").stdout
+    assert (project.root / "pickled.log").read_text() == "x"
+    second = project.run("script.py")
+    assert second.hit("a") and "total 499500" in second.stdout
+
+
 # -- in-process: the pickler chosen per state --------------------------------------------------
 
 

@@ -95,6 +95,20 @@ def defines_main_code(saved_names: frozenset[str]) -> bool:
     )
 
 
+def saves_main_code(state: dict[str, Any]) -> bool:
+    """Whether the state holds, under its own name, a function or class that the block defined
+    at the top level of ``__main__``: plain pickle is sure to refuse it (``new_pickler``), so
+    its attempt, which may first pickle everything else, is skipped."""
+    namespace = getattr(sys.modules.get("__main__"), "__dict__", {})
+    return any(
+        value is namespace.get(name, state)
+        and (isinstance(value, type) or hasattr(value, "__code__"))
+        and getattr(value, "__module__", None) == "__main__"
+        and getattr(value, "__qualname__", None) == name
+        for name, value in state.items()
+    )
+
+
 class _TensorPickler(pickle.Pickler):
     """The C pickler whose ``reducer_override`` is the tensor reducer itself (a lookup of the
     object's type, without the tests for ``__main__`` code of ``_overriding_class``)."""
@@ -161,7 +175,7 @@ def serialise(state: dict[str, Any], new_sink: Callable[[], Sink]) -> Serialised
     """Pickle the whole state with pickle, else cloudpickle, else dill, into a fresh sink per
     attempt; else raise UnpicklableError naming the variables that no pickler accepts."""
     failures: dict[str, BaseException] = {}
-    for pickler in PICKLERS:
+    for pickler in PICKLERS[1:] if saves_main_code(state) else PICKLERS:
         sink = new_sink()
         buffers: list[memoryview] = []
         keep: list[Any] = []
