@@ -278,21 +278,26 @@ def _same_const(a: object, b: object) -> bool:
 ValueDigest = Callable[[object], "bytes | None"]
 
 
-def edited_after_loading(module: types.ModuleType, value_digest: ValueDigest | None = None) -> bytes:
+def edited_after_loading(
+    module: types.ModuleType, value_digest: ValueDigest | None = None, names: frozenset[str] | None = None
+) -> bytes:
     """``b""`` when every function and method that ``module`` defined from its file still
     matches the file's text; else ``b"ran"`` + the bytecode digests of those that do not (the
     file was edited after the module was loaded), so that a key taken from the file's new text
     differs from the key of the run that loads that text. ``value_digest`` keys loaded data
-    that has no stable repr (see ``_stale_data``)."""
+    that has no stable repr (see ``_stale_data``). ``names``: only the module's globals of
+    these names count (those the code that runs can read), else all."""
     path = getattr(module, "__file__", None)
     stale: list[tuple[str, bytes]] = []
-    for value in list(vars(module).values()):
+    for key, value in list(vars(module).items()):
+        if names is not None and key not in names:
+            continue
         for fn in _defined_functions(value, module.__name__):
             co = fn.__code__
             if co.co_filename == path and not code_digest(co).startswith(b"src"):
                 stale.append((fn.__qualname__, bytecode_digest(co)))
     if isinstance(path, str):
-        stale += _stale_data(module, path, value_digest)
+        stale += _stale_data(module, path, value_digest, names)
     if not stale:
         return loaded_other_text(module)
     h = xxhash.xxh3_128()
@@ -398,7 +403,7 @@ def _plain_repr(value: object, depth: int = 0) -> str | None:
 
 
 def _stale_data(
-    module: types.ModuleType, path: str, value_digest: ValueDigest | None = None
+    module: types.ModuleType, path: str, value_digest: ValueDigest | None = None, names: frozenset[str] | None = None
 ) -> list[tuple[str, bytes]]:
     """Top-level ``NAME = <literal>`` assignments of the file's current text whose value in the
     loaded module differs: the file was edited after loading (or the value set at run time:
@@ -414,6 +419,8 @@ def _stale_data(
         return []
     stale: list[tuple[str, bytes]] = []
     for name, value_node in _literal_assignments(tree):
+        if names is not None and name not in names:
+            continue
         try:
             literal = ast.literal_eval(value_node)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):

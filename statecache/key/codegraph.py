@@ -25,6 +25,7 @@ import xxhash
 from .code import code_digest, loaded_other_text, scan_refs, source_node, stored_globals
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
+from .localimports import Binding, local_imports, used_names
 from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data, library_attribute
@@ -82,7 +83,8 @@ class CodeGraph:
         self._shallows: dict[int, bytes] = {}
         self._code_refs: dict[int, _Refs] = {}
         self._user_types: dict[type, bool] = {}
-        self._import_digests: dict[tuple[str, ...], bytes] = {}
+        self._import_digests: dict[Any, bytes] = {}
+        self._local_import_plans: dict[int, dict[Any, tuple[Binding, ...]]] = {}
         self._keep: list[object] = []  # every object whose id is a memo key stays alive
 
     def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
@@ -242,8 +244,10 @@ class CodeGraph:
             raise
         self._function_globals(h, fn, ctx)
         self._process_state(h, fn.__code__, ctx)
-        for modname, level, fromlist in self._code_refs_of(fn.__code__)[1]:
-            self._feed_import(h, fn, modname, level, fromlist, ctx)
+        imports = self._code_refs_of(fn.__code__)[1]
+        local = self._local_imports_of(fn.__code__) if imports else {}
+        for modname, level, fromlist in imports:
+            self._feed_import(h, fn, modname, level, fromlist, local.get((modname, level, fromlist)))
         if fn.__dict__:
             h.update(b"attrs")
             for k, v in fn.__dict__.items():
@@ -346,7 +350,7 @@ class CodeGraph:
         self._feed(h, val, ctx)
 
     def _feed_import(
-        self, h: Any, fn: Any, modname: str, level: int, fromlist: Any, ctx: Ctx
+        self, h: Any, fn: Any, modname: str, level: int, fromlist: Any, bindings: tuple[Binding, ...] | None
     ) -> None:
         """An import inside a function body (``import helpers`` in ``def load():``).
 
@@ -354,6 +358,10 @@ class CodeGraph:
         user's modules those import, transitively; installed ones by version. Found from
         files, never by importing, and the same whether or not the module is already
         imported: a run whose checkpoint hit (and so never ran the import) keys the same.
+        When the function only reads the names the import binds (``bindings``, from
+        ``local_imports``), a module counts by the code of it those reads reach and the
+        data they can read (``used_names``): not by a function they never call, nor by a
+        timing dict another function of the module fills.
         """
         package = str(fn.__globals__.get("__package__") or "")
         name = resolve_import(modname, level, package, True)
@@ -363,7 +371,19 @@ class CodeGraph:
         roots = [name]
         if isinstance(fromlist, tuple):
             roots += [f"{name}.{sub}" if name else sub for sub in fromlist if isinstance(sub, str)]
-        h.update(b"imp" + imports_digest(tuple(roots), self._import_digests, self._value_digest))
+        used = used_names(name, bindings) if bindings else None
+        if used:
+            roots += [m for m in used if m not in roots]
+        h.update(b"imp" + imports_digest(tuple(roots), self._import_digests, self._value_digest, used))
+
+    def _local_imports_of(self, co: types.CodeType) -> dict[Any, tuple[Binding, ...]]:
+        """``local_imports`` of a user function's source, when that source is what runs."""
+        hit = self._local_import_plans.get(id(co))
+        if hit is None:
+            node = source_node(co)
+            hit = self._local_import_plans[id(co)] = local_imports(node) if node is not None else {}
+            self._keep.append(co)
+        return hit
 
     def _value_digest(self, value: Any) -> bytes | None:
         """A value's digest by the value walker, None when it refuses the value."""

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 import types
+from typing import Any
 
 import xxhash
 
@@ -95,6 +96,79 @@ def top_level_digest(path: str) -> bytes:
     return result
 
 
+#: names whose use reads a module's globals by a computed name: all of its code counts
+_DYNAMIC = frozenset({"globals", "vars", "locals", "eval", "exec"})
+_USED: dict[tuple[str, frozenset[str]], tuple[tuple[int, ...], bytes, frozenset[str]]] = {}
+
+
+def used_source_digest(path: str, names: frozenset[str]) -> tuple[bytes, frozenset[str] | None]:
+    """ast_digest of what of a module's file can run for code that reads only ``names`` of
+    it (``def run(): import helpers; return helpers.f()`` reads ``f``): every top-level
+    statement but the docstring, with the bodies of the top-level functions that neither
+    ``names`` nor that code reaches (by the names it loads, transitively) left out; with the
+    names reached, whose loaded values count. Found from the file alone, so the same whether
+    or not the module is loaded. The whole source (and None) when the reached code reads
+    globals by a computed name (``globals()``), or the file does not parse."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return source_digest(path), None
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    hit = _USED.get((path, names))
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return source_digest(path), None
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]  # the docstring: observable as ``__doc__`` only
+    functions = {s.name: s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    reached = set(names)
+    for stmt in body:  # what runs at import: all but the bodies of top-level functions
+        parts: list[ast.AST] = [stmt]
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions[stmt.name] is stmt:
+            parts = [*stmt.decorator_list, stmt.args, *([stmt.returns] if stmt.returns else [])]
+        for part in parts:
+            reached.update(_loaded_names(part))
+    queue = [n for n in reached if n in functions]
+    done: set[str] = set()
+    while queue:
+        name = queue.pop()
+        if name in done:
+            continue
+        done.add(name)
+        for loaded in _loaded_names(functions[name]):
+            reached.add(loaded)
+            if loaded in functions and loaded not in done:
+                queue.append(loaded)
+    if reached & _DYNAMIC:
+        return source_digest(path), None
+    kept = [
+        _stub(s) if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions[s.name] is s
+        and s.name not in done else s
+        for s in body
+    ]
+    result, found = b"use" + ast_digest(kept), frozenset(reached)
+    _USED[(path, names)] = (stamp, result, found)
+    return result, found
+
+
+def _loaded_names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _stub(node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.stmt:
+    """The function's signature and decorators, without its body (a copy: the tree is cached)."""
+    import copy
+
+    stub = copy.copy(node)
+    stub.body = [ast.Pass()]
+    return stub
+
+
 def module_top_digest(module: types.ModuleType) -> bytes | None:
     """``top_level_digest`` of a loaded user module's file, with ``loaded_other_text`` (the file
     saved after the module was loaded); None when the module has no ``.py`` file."""
@@ -153,20 +227,29 @@ def resolve_import(module: str, level: int, importer: str, is_package: bool) -> 
 
 
 def imports_digest(
-    roots: tuple[str, ...], memo: dict[tuple[str, ...], bytes], value_digest: ValueDigest | None = None
+    roots: tuple[str, ...],
+    memo: dict[Any, bytes],
+    value_digest: ValueDigest | None = None,
+    used: dict[str, frozenset[str] | None] | None = None,
 ) -> bytes:
     """The modules ``roots`` name (an import statement's targets), with what they import,
     transitively: the user's by their sources, installed ones by distribution version, the
     stdlib by name. Found from files, never by importing; memoised in ``memo``.
-    ``value_digest`` keys loaded data that differs from the text (``code.edited_after_loading``)."""
-    hit = memo.get(roots)
+    ``value_digest`` keys loaded data that differs from the text (``code.edited_after_loading``).
+    ``used``: of a root module that the importing code reads only some names of (and no
+    module of the closure imports), those names (``used_source_digest``); None for all."""
+    used = {k: v for k, v in (used or {}).items() if v is not None}
+    memo_key = (roots, tuple(sorted(used.items())))
+    hit = memo.get(memo_key)
     if hit is not None:
         return hit
     records: dict[str, bytes] = {}
+    files: dict[str, str] = {}
+    imported: set[str] = set()  # modules that some module of the closure imports
     queue = list(roots)
     while queue:
         name = queue.pop()
-        if not name or name in records:
+        if not name or name in records or name in files:
             continue
         top = name.partition(".")[0]
         if top in STDLIB_NAMES:
@@ -176,19 +259,28 @@ def imports_digest(
         if path is None or not is_user_file(path):
             records[name] = b"ext" + encode_str(installed_version(top) if path else "")
             continue
-        source, imports = source_info(path)
-        loaded = sys.modules.get(name)
-        # the module already loaded is what the import gives the code: if its file was edited
-        # since, the new text alone would key the old code's result
-        stale = edited_after_loading(loaded, value_digest) if isinstance(loaded, types.ModuleType) else b""
-        records[name] = b"src" + source + stale
+        files[name] = path
         is_package = os.path.basename(path) == "__init__.py"
-        for module, lvl, names in imports:
+        for module, lvl, names in source_info(path)[1]:
             target = resolve_import(module, lvl, name, is_package)
             if target is None:
                 continue
+            subs = [f"{target}.{sub}" for sub in names]
+            imported.update([target, *subs])
             queue.append(target)
-            queue.extend(f"{target}.{sub}" for sub in names)
+            queue.extend(subs)
+    for name, path in files.items():
+        reads = used.get(name) if name not in imported else None
+        reached: frozenset[str] | None = None
+        if reads is not None:
+            source, reached = used_source_digest(path, reads)
+        else:
+            source = source_info(path)[0]
+        loaded = sys.modules.get(name)
+        # the module already loaded is what the import gives the code: if its file was edited
+        # since, the new text alone would key the old code's result
+        stale = edited_after_loading(loaded, value_digest, reached) if isinstance(loaded, types.ModuleType) else b""
+        records[name] = b"src" + source + stale
     # Candidates that are attributes rather than modules ("pkg.func") resolve to no
     # file and are dropped unless they were asked for, so the set is the same each run.
     hx = xxhash.xxh3_128()
@@ -196,6 +288,6 @@ def imports_digest(
         if records[name] == b"ext" + encode_str("") and name not in roots and "." in name:
             continue
         hx.update(encode_str(name) + encode_str(records[name].hex()))
-    hit = memo[roots] = hx.digest()
+    hit = memo[memo_key] = hx.digest()
     return hit
 
