@@ -55,6 +55,8 @@ class Worker:
         self.sock_path = sock_path
         self.path = path
         self.files = FileRecorder().__enter__()
+        #: records of the data files the statements read, first read first (see forget_reads)
+        self.read_outside: dict[tuple[str, str], dict[str, Any]] = {}
         self.plan: Plan | None = None
         self.conn: socket.socket | None = None
         self.snapshot_pids: list[int] = []
@@ -140,15 +142,29 @@ class Worker:
         os._exit(0)
 
     def file_records(self) -> list[dict[str, Any]]:
-        """The file records of the entries hit or saved so far, by absolute path (the state
-        holds what was read there, whatever the working directory is now)."""
+        """The records of the files this state was built from, by absolute path (the state
+        holds what was read there, whatever the working directory is now): those of the
+        entries hit or saved so far, and those the script's statements read outside them
+        (``cfg = json.load(open("cfg.json"))`` above a block)."""
         drop = ("relative", "project_path", "root_path")
         records = {(r["path"], r["kind"]): r for r in self.files.extra}
+        for key, record in self.read_outside.items():
+            records.setdefault(key, record)
         return [{k: v for k, v in r.items() if k not in drop} for r in records.values()]
 
     def forget_reads(self) -> None:
-        """Drop the paths the recorder saw opened: only the entries' records count, and a long
-        run that opens many files must not keep every path."""
+        """After a statement: keep a record of each data file or folder it read (its state
+        depends on them, whether or not a checkpoint did the reading), then drop the paths the
+        recorder saw, so that a long run does not keep every path."""
+        if self.files.opened or self.files.listed:
+            entries = {(r["path"], r["kind"]) for r in self.files.extra}
+            # code, which the sources' watch covers: the script (linecache reads it for keys) and
+            # the user's modules
+            code = {os.path.realpath(self.path), *local_modules().values()}
+            for record in _records(self.files):
+                key, path = (record["path"], record["kind"]), record["path"]
+                if key not in entries and os.path.realpath(path) not in code and not _in_cache(path):
+                    self.read_outside.setdefault(key, record)
         for seen in (self.files.opened, self.files.listed, self.files.relative):
             seen.clear()
 
@@ -198,6 +214,41 @@ class Worker:
         if msg is None:  # the controller has gone
             os._exit(1)
         return msg if msg["type"] == "update" else None
+
+
+def _records(recorder: Any) -> list[dict[str, Any]]:
+    """Records of the data files and folders ``recorder`` saw, by absolute path only (not
+    ``key.files.snapshot``, which also places each in the project: that fixes the project root
+    of the process before the script has made its cache). A file changed since it was read is
+    recorded as such: no content matches it, so the state is never resumed from."""
+    from ..key.files import file_record, listing_record, stat_stamp
+    from ..key.provenance import is_data_path
+
+    found = []
+    for path, before in recorder.opened.items():
+        record = file_record(path) if is_data_path(path) else None
+        if record is not None:
+            if record["kind"] == "file" and before is not None:
+                try:
+                    if stat_stamp(os.stat(path)) != before:
+                        record["digest"], record["racy"] = "changed since it was read", True
+                except OSError:
+                    pass
+            found.append(record)
+    for path in recorder.listed:
+        record = listing_record(path) if is_data_path(path) else None
+        if record is not None:
+            found.append(record)
+    return found
+
+
+def _in_cache(path: str) -> bool:
+    """A statecache cache directory or a file of one (an entry a hit read, its folder's
+    listing, the usage file): it, its directory or the one above holds the cache's tag."""
+    from ..store.layout import CACHEDIR_TAG
+
+    parent = os.path.dirname(path)
+    return any(os.path.exists(os.path.join(d, CACHEDIR_TAG)) for d in (path, parent, os.path.dirname(parent)))
 
 
 def main_module(path: str, template: types.ModuleType | None) -> types.ModuleType:
