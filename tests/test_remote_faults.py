@@ -230,7 +230,9 @@ def test_a_stalled_or_garbled_remote_is_a_warning_not_a_hang(s3_env: S3Server, m
     bad = BrokenEndpoint(mode)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", bad.endpoint)
-        tier = tier_for(f"s3://{s3_env.new_bucket()}/team", timeout=1)
+        # a garbled answer comes at once: a long timeout costs nothing, and a loaded machine
+        # does not turn it into a timeout
+        tier = tier_for(f"s3://{s3_env.new_bucket()}/team", timeout=1 if mode == "stall" else 20)
         with pytest.warns(StateCacheWarning, match="failed while fetching 'features'"):
             assert tier.fetch(NAME, KEY, str(tmp_path / NAME / f"{KEY}.sc")) is None
         assert bad.connections >= 1
@@ -242,7 +244,7 @@ def test_refused_credentials_are_a_warning_naming_them(s3_env: S3Server, tmp_pat
     refusing = BrokenEndpoint("forbidden")
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", refusing.endpoint)
-        tier = tier_for("s3://some-bucket/team", timeout=2)
+        tier = tier_for("s3://some-bucket/team", timeout=20)  # refused at once: never a timeout
         with pytest.warns(StateCacheWarning, match="access refused .*check the AWS credentials"):
             assert tier.fetch(NAME, KEY, str(tmp_path / NAME / f"{KEY}.sc")) is None
         assert refusing.connections >= 1
