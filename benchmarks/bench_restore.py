@@ -1,0 +1,96 @@
+"""The restore path before and after a change: the same entry files restored by two checkouts'
+readers and by ``pickle.load``, a fresh process per restore, rounds interleaved, medians of the
+wall time and of the CPU time (user, system) that the restore took. On a shared machine the
+CPU times move less than the wall time, so both are shown.
+
+    git archive <commit> statecache | tar -x -C /tmp/before      # the "before" checkout
+    python benchmarks/bench_restore.py --before /tmp/before --only forest,objects --rounds 7
+
+The states are benchmarks/run.py's (``--scale`` shrinks them); the entries are written once by
+this checkout's writer, so only the readers differ (the entry format must be the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import run  # noqa: E402  (benchmarks/run.py: the states and the VM's memory settling)
+
+CHILD = r"""
+import resource, sys, time
+sys.path.insert(0, sys.argv[1])
+state, path = sys.argv[2], sys.argv[3]
+import numpy, pickle
+if state == "frame":
+    import pandas
+elif state == "forest":
+    import sklearn.ensemble
+if path.endswith(".sc"):
+    from statecache.entry.reader import read_entry
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+if path.endswith(".sc"):
+    out = read_entry(path, progress=False)
+else:
+    with open(path, "rb") as f:
+        out = pickle.load(f)
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+print(t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime)
+"""
+
+
+def restore(root: str, state: str, path: str) -> tuple[float, float, float]:
+    """(wall, user, system) seconds of one restore in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", CHILD, root, state, path],
+                         capture_output=True, text=True, env=run.child_env())
+    if out.returncode:
+        raise RuntimeError(f"restore failed ({root}, {path}):\n{out.stderr}")
+    wall, user, system = map(float, out.stdout.split())
+    return wall, user, system
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="a checkout (directory holding statecache/)")
+    ap.add_argument("--only", default="forest,objects,frame,small")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--scale", type=float, default=1.0, help="state size factor (default 1)")
+    args = ap.parse_args()
+    from statecache.entry.writer import write_entry
+
+    specs = {s.key: s for s in run.STATES}
+    readers = {"before": os.path.abspath(args.before), "after": ROOT, "pickle.load": ROOT}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for key in args.only.split(","):
+            state = specs[key].build(max(1, int(specs[key].full * args.scale)))
+            files[key] = (os.path.join(tmp, f"{key}.sc"), os.path.join(tmp, f"{key}.pkl"))
+            write_entry(files[key][0], state, {"name": key}, progress=False)
+            with open(files[key][1], "wb") as f:
+                pickle.dump(state, f, protocol=5)
+            del state
+        times: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for _ in range(args.rounds):
+            for key, (entry, pkl) in files.items():
+                for name, root in readers.items():
+                    run.settle(os.path.getsize(pkl))
+                    path = pkl if name == "pickle.load" else entry
+                    times.setdefault((key, name), []).append(restore(root, key, path))
+    print(f"{'state':8} {'reader':12} {'wall':>10} {'user':>10} {'system':>10}   (ms, medians of"
+          f" {args.rounds}; uptime: {os.getloadavg()[0]:.1f})")
+    for (key, name), xs in times.items():
+        wall, user, system = (statistics.median(x[i] for x in xs) * 1e3 for i in range(3))
+        print(f"{key:8} {name:12} {wall:10.1f} {user:10.1f} {system:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
