@@ -86,6 +86,7 @@ def test_the_cli_names_the_missing_package_too(tmp_path: Path) -> None:
     run = project.run("-m", "statecache", "ls", "--remote", "gs://team-bucket/cache",
                       env={"STATECACHE_SECRET": SECRET}, check=False)
     assert run.returncode == 1 and "gs:// URLs need the gcsfs package" in run.stderr
+    assert "pip install gcsfs" in run.stderr
 
 
 UTC = datetime.timezone.utc

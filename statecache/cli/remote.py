@@ -130,7 +130,8 @@ def _remote_command(command: Any) -> Any:
         try:
             return int(command(tier, args))
         except RemoteError as exc:
-            raise StateCacheError(f"the remote cache {tier.url}: {exc}") from None
+            advice = f"; {exc.advice}" if exc.advice else ""
+            raise StateCacheError(f"the remote cache {tier.url}: {exc}{advice}") from None
 
     cmd.__doc__ = command.__doc__
     return cmd
