@@ -273,11 +273,6 @@ print("data", data, "TAG")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file read by a top-level statement outside any checkpoint is no record of an "
-    "entry: the snapshot after 'setup' is resumed from with the old config (stale state)",
-)
 def test_a_file_read_outside_the_blocks_and_saved_since_is_read_again(project: Path) -> None:
     """The config is read before the block (its value is in the block's key); saved, then the
     script's tail saved: the re-run must see the new config, as `python script.py` does."""
