@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import EntryError
@@ -40,9 +42,14 @@ def download_entry(
         judge.speak()
         if not complete:
             return False
-        os.fsync(fd)
+        # the writeback (disk) and the verification (hashing from the page cache) overlap;
+        # the rename waits for both
+        synced = _fsync_in_background(fd)
         try:
-            meta = verify_entry(tmp, secret=tier.secret)
+            try:
+                meta = verify_entry(tmp, secret=tier.secret)
+            finally:
+                synced()
         except EntryError as exc:
             warn(
                 f"statecache: ignoring the remote entry {tier.url}/{info.path} ({exc}); "
@@ -61,6 +68,28 @@ def download_entry(
         if not done:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _fsync_in_background(fd: int) -> Callable[[], None]:
+    """Start ``os.fsync(fd)`` in a thread; the returned function waits for it (and raises its
+    error, a LocalDiskError: the data may not be on the disk)."""
+    failed: list[OSError] = []
+
+    def run() -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="statecache-fsync", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise LocalDiskError(f"cannot write the local cache: {failed[0].strerror or failed[0]}")
+
+    return wait
 
 
 class HeadCheck:
