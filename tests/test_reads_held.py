@@ -83,3 +83,54 @@ def test_a_wrapped_reader_keeps_its_name_docs_signature_results_and_errors(proje
     project.write("script.py", HEAD + "import polars, pyarrow.csv, pyarrow.parquet\n" + block + CHECKS)
     run = project.run("script.py")
     assert run.stdout == "True\n", run.stderr
+
+
+# stands in for torch: UntypedStorage (a class defined in Python) inherits from_file from
+# compiled code, which reads the file where no audit event says so (here: libc's fopen)
+FAKE_TORCH = '''
+import ctypes
+_libc = ctypes.CDLL(None)
+_libc.fopen.restype = ctypes.c_void_p
+_libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+_libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+_libc.fclose.argtypes = [ctypes.c_void_p]
+
+class StorageBase:
+    @classmethod
+    def from_file(cls, filename, shared=False, size=0):
+        """Read size bytes of filename."""
+        f = _libc.fopen(filename.encode(), b"rb")
+        if not f:
+            raise FileNotFoundError(filename)
+        buf = ctypes.create_string_buffer(size)
+        _libc.fread(buf, 1, size, f)
+        _libc.fclose(f)
+        return cls(buf.raw)
+
+class UntypedStorage(bytes, StorageBase):
+    pass
+'''
+
+
+def test_a_class_method_inherited_from_compiled_code_is_seen_and_stays_the_classes(project: Project) -> None:
+    project.write("vendor/site-packages/torch.py", FAKE_TORCH)  # installed code, not the user's
+    (project.root / "d.bin").write_bytes(b"abc")
+    project.write("script.py", HEAD + """
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor", "site-packages"))
+import torch
+class Mine(torch.UntypedStorage):
+    pass
+with sc.checkpoint('a'):
+    y = bytes(torch.UntypedStorage.from_file('d.bin', False, 3))
+s = Mine.from_file('d.bin', size=3)
+try:
+    torch.UntypedStorage.from_file('missing.bin', False, 3)
+except FileNotFoundError as e:
+    missing = str(e)
+print(y, type(s).__name__, torch.UntypedStorage.from_file.__doc__, missing)
+""")
+    computed = first(project, "script.py")
+    assert computed.stdout == "b'abc' Mine Read size bytes of filename. missing.bin\n", computed.stderr
+    assert project.run("script.py").hit("a")
+    (project.root / "d.bin").write_bytes(b"xyz")
+    assert_recomputes(project, "script.py")

@@ -105,7 +105,7 @@ print(y)
 
 def test_a_tensor_read_with_torch_from_file(project: Project) -> None:
     # torch.from_file reads from C++: key/readers.py wraps it (torch.UntypedStorage.from_file,
-    # a method of a compiled class, is not wrapped: README "What is not tracked")
+    # inherited from compiled code, is wrapped on the class: tests/test_reads_held.py)
     pytest.importorskip("torch")
     (project.root / "d.bin").write_bytes(b"abc")
     project.write("script.py", HEAD + "import torch\nwith sc.checkpoint('a'):\n"

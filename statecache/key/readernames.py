@@ -41,6 +41,12 @@ COMPILED_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream")},
 }
 
+#: module -> its classes defined in Python with reader class methods inherited from compiled
+#: code, which take the path first: wrapped in place on the class, which stays the same object
+READER_CLASS_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
+    "torch": {"UntypedStorage": ("from_file",)},  # C++ reads (the TypedStorages call it)
+}
+
 #: libraries known to open files from compiled code that no wrapper sees
 UNSEEN = ("h5py", "netCDF4", "tables", "h5netcdf", "lmdb", "fitsio", "duckdb")
 
@@ -51,5 +57,5 @@ def watch() -> None:
     Called at ``import statecache``; calling it again does nothing new."""
     from .importwatch import after_import
 
-    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES}:
+    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES, **READER_CLASS_METHODS}:
         after_import(name, f"{__package__}.readers:wrap_module")

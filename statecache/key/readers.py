@@ -28,7 +28,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .readernames import COMPILED_CLASSES, READER_CLASSES, READERS, UNSEEN, watch
+from .readernames import (
+    COMPILED_CLASSES,
+    READER_CLASS_METHODS,
+    READER_CLASSES,
+    READERS,
+    UNSEEN,
+    watch,
+)
 
 _PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
 #: the polars methods and functions that run a lazy plan, reading the files it scans
@@ -73,7 +80,7 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
 
 def wrap_loaded() -> None:
     """Wrap the readers of every module of ``READERS`` loaded now."""
-    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES}:
+    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES, **READER_CLASS_METHODS}:
         module = sys.modules.get(name)
         if module is not None:
             wrap_module(module)
@@ -93,6 +100,9 @@ def wrap_module(module: Any) -> None:
         kind = getattr(module, attr, None)
         if isinstance(kind, type) and not kind.__dict__.get(READER_WRAPPER):
             setattr(module, attr, _seen_subclass(kind, methods, name))
+    for attr, methods in READER_CLASS_METHODS.get(name, {}).items():
+        for method in methods:
+            _wrap_class_method(getattr(module, attr, None), method)
     if name == "polars":
         for method in _LAZY_METHODS:
             _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
@@ -116,6 +126,31 @@ def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
         return
     try:
         setattr(kind, attr, _wrap(method, note))
+    except (AttributeError, TypeError):
+        pass
+
+
+def _wrap_class_method(kind: Any, attr: str) -> None:
+    """Wrap a class method that a class defined in Python inherits from compiled code (a
+    ``classmethod_descriptor``), in place: called for the class or a subclass, it notes the
+    path, then runs the inherited method for that class."""
+    if not isinstance(kind, type) or getattr(vars(kind).get(attr), READER_WRAPPER, False):
+        return
+    import inspect
+
+    inherited = inspect.getattr_static(kind, attr, None)
+    if inherited is None or not hasattr(inherited, "__get__"):
+        return
+
+    def call(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        return inherited.__get__(None, cls)(*args, **kwargs)
+
+    for name in ("__name__", "__qualname__", "__doc__"):
+        setattr(call, name, getattr(inherited, name, None) or getattr(call, name))
+    wrapper = _wrap(call, _note_first_argument)
+    wrapper.__wrapped__ = getattr(kind, attr)  # type: ignore[attr-defined]
+    try:
+        setattr(kind, attr, classmethod(wrapper))
     except (AttributeError, TypeError):
         pass
 
