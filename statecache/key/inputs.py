@@ -19,13 +19,16 @@ IPython namespace). The implicit inputs are the same for every front end:
   script.py ARGS`` set them (a kernel's own launch line is new at every start);
 - the working directory, when the code can make a result depend on it (``os.getcwd()``,
   ``Path.cwd()``, ``.resolve()``, ``.absolute()``, ``os.path.abspath``/``realpath``);
-- the modules the code imports, by their source.
+- the modules the code imports, by their source;
+- the settings registry of a library the code uses (``pd.set_option``, ``np.set_printoptions``,
+  ``np.seterr``, ``sklearn.set_config``, ``torch.set_default_dtype``: ``key.libsettings``).
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import sys
 import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -38,6 +41,10 @@ class _Missing:
     def __repr__(self) -> str:
         return "<missing>"
 
+
+#: The libraries whose global settings registry counts for code that uses them; how each is
+#: read is ``key.libsettings``'s (imported only once one of them is loaded).
+SETTINGS_LIBRARIES = ("pandas", "numpy", "sklearn", "torch", "polars", "decimal")
 
 #: What a lookup returns for a name or attribute that is not bound.
 MISSING: Any = _Missing()
@@ -259,6 +266,13 @@ def implicit_values(
         label, value = process_value(what)
         if label not in ignored:
             extra[label] = value
+    if any(name in sys.modules for name in SETTINGS_LIBRARIES):
+        # settings a library keeps in one registry and reads inside itself (pd.set_option)
+        from .libsettings import library_settings
+
+        for label, settings in library_settings(values.values(), (m for m, _, _ in reads.imports)).items():
+            if label not in ignored:
+                extra[label] = settings
     helper_globals(reads, {**values, **extra}, lookup, ignored, extra, chains)
     if reads.imports:
         fp = Fingerprinter()
