@@ -82,24 +82,6 @@ def test_a_closure_the_block_defines_in_a_function_shares_the_live_cells(project
     assert_hit_matches_fresh(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_identity.py (the walks enter lists, tuples, dicts and plain instances, not functions) "
-    "with entry/main_functions.py reduce_main_function (defaults saved by value): a default "
-    "argument that is an input (def f(c=CONFIG)) comes back a copy, so a later CONFIG['n'] = 7 "
-    "is seen by the computed f and not by the restored one"))
-def test_a_default_argument_holding_an_input_stays_that_object(project: Project) -> None:
-    project.write("script.py", HEAD + """
-CONFIG = {'n': 1}
-with sc.checkpoint('a'):
-    def f(c=CONFIG):
-        return c['n']
-    y = f()
-CONFIG['n'] = 7
-print(y, f())
-""")
-    assert_hit_matches_fresh(project, "script.py")
-
-
 # -- a memo filled above the block, by a read that is no open() of Python's -----------------
 
 MEMO_READS = {
