@@ -139,10 +139,11 @@ def is_user_file(path: str | None) -> bool:
     return classify(path) is Kind.USER
 
 
-def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
+def is_data_path(path: str, cache_dirs: Iterable[str] = (), mode: int | None = None) -> bool:
     """True for a file (or directory) that counts as data a block read: the user's files,
     not bytecode, the cache, device files, FIFOs or sockets; a path that does not exist yet
-    is data (a file that appears later is a change)."""
+    is data (a file that appears later is a change). ``mode``: its ``st_mode`` when the
+    caller has just stat'ed it (0: it does not exist), which saves a stat."""
     if path.endswith((".pyc", ".pyo")) or f"{os.sep}__pycache__{os.sep}" in path:
         return False
     if classify(path) is not Kind.USER:
@@ -153,11 +154,12 @@ def is_data_path(path: str, cache_dirs: Iterable[str] = ()) -> bool:
         for cache_dir in cache_dirs:
             if real.startswith(os.path.join(os.path.realpath(cache_dir), "")):
                 return False
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return True
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            return True
+    return not mode or stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _stdlib_names() -> frozenset[str]:

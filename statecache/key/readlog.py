@@ -17,6 +17,8 @@ from typing import Any
 
 _FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
 _MAX_DEPTH = 64
+# a comprehension's code is reached only through the function holding it, also on the stack
+_INLINE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 
 #: code of a user function -> path -> what the file was when the function last read it
 _READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
@@ -33,7 +35,10 @@ def stat_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | None], ...]:
     """The data files the user function of this code read so far in this process, sorted,
-    each with the stamp it had then (None: it did not exist). Empty for most functions."""
+    each with the stamp it had at the latest read (None: it did not exist). Empty for most
+    functions. The stamp, not the content: a memo's reads are stamped again in every run,
+    and reading every data file twice would cost more than the memo saves (a same-size
+    rewrite within one mtime tick of the read, a few ms, is the one change it misses)."""
     found = _READS.get(code)
     return tuple(sorted(found.items())) if found else ()
 
@@ -50,9 +55,13 @@ def remember(path: Any, frame: Any) -> None:
         from .provenance import is_data_path
 
         path = os.path.abspath(os.fsdecode(os.fspath(path)))
-        if not is_data_path(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None  # not there: a file that appears later is a change
+        if not is_data_path(path, mode=st.st_mode if st is not None else 0):
             return
-        stamp = _stamp(path)
+        stamp = stat_stamp(st) if st is not None else None
         for code in codes:
             _READS.setdefault(code, {})[path] = stamp
     except (TypeError, ValueError):
@@ -67,7 +76,7 @@ def _user_functions(frame: Any) -> list[types.CodeType]:
         if frame is None:
             break
         code = frame.f_code
-        if code.co_flags & _FUNCTION and _is_user_file(code.co_filename):
+        if code.co_flags & _FUNCTION and _is_user_file(code.co_filename) and code.co_name not in _INLINE:
             codes.append(code)
         frame = frame.f_back
     return codes
@@ -80,14 +89,3 @@ def _is_user_file(filename: str) -> bool:
 
         hit = _USER_FILES[filename] = is_user_file(filename)
     return hit
-
-
-def _stamp(path: str) -> tuple[Any, ...] | None:
-    """The file's stat stamp (None: it does not exist). Not its content: a memo's reads are
-    re-stamped in every run, and reading every data file twice would cost more than the
-    memo saves; a same-size rewrite within one mtime tick of the read (a few ms, another
-    process) is the one change a stamp misses."""
-    try:
-        return stat_stamp(os.stat(path))
-    except (OSError, ValueError):
-        return None
