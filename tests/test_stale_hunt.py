@@ -40,11 +40,9 @@ HELD_READERS = {
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py _rebind_user_names: a reader bound before the first block computes is "
-    "pointed at its wrapper only where a module-level name holds it; one held in a dict, a "
-    "functools.partial, a default argument, a class attribute or a closure stays the original, "
-    "whose reads nothing records (a changed csv is a hit; pyarrow.parquet.read_table is seen "
-    "since 477b604 only because it builds a ParquetDataset, whose __init__ is wrapped)"))
+    "a reader taken from its module before the first block computes is the original, whose "
+    "reads nothing records, until statecache/__init__.py calls key.readernames.watch() at "
+    "import (readers are then wrapped in their module as it loads: H5's report)"))
 @pytest.mark.parametrize("holder", list(HELD_READERS))
 def test_a_reader_held_in_a_dispatch_table_partial_default_or_closure(project: Project, holder: str) -> None:
     pytest.importorskip("polars")
@@ -62,9 +60,10 @@ def test_a_reader_held_in_a_dispatch_table_partial_default_or_closure(project: P
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "key/codegraph.py (lru_cache counts by the user code it wraps) with key/files.py (only "
-    "files opened in the block are recorded): a functools.lru_cache helper called once above "
-    "the block returns its memo in the block, no file is opened, so an edit of vocab.txt hits"))
+    "a functools.lru_cache helper called once above the block returns its memo in the block, "
+    "which opens nothing: seen once statecache/__init__.py calls key.files.watch_reads() at "
+    "import and key/codegraph.py CodeGraph._local_function feeds "
+    "key.readlog.earlier_reads(fn.__code__) into a user function's digest (H5's report)"))
 def test_an_lru_cache_helper_warmed_above_the_block(project: Project) -> None:
     project.write("src/__init__.py", "")
     project.write("src/vocab.py", "import functools\n\n@functools.lru_cache(maxsize=None)\n"
