@@ -9,7 +9,8 @@ had before, by the path from an input to it. A hit follows those paths in its ow
 to the objects the script holds now and gives them the saved content (``Rewire``); objects the
 block replaced are not on any path, so they keep the state they had, as after the computing run.
 
-The walks enter lists, tuples, deques, dicts and instances of Python classes; objects of the
+The walks enter lists, tuples, deques, dicts, instances of Python classes and the default
+arguments and closures of functions (``def f(c=CONFIG)`` keeps ``CONFIG`` itself); objects of the
 array and table libraries are merged whole (``merge``), never walked into.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,7 +32,7 @@ _MAX_DEPTH = 200
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _MISSING = object()
 
-Step = tuple[str, Any]  # ("i", index), ("k", dict key) or ("a", attribute)
+Step = tuple[str, Any]  # ("i", index), ("k", key), ("a", attribute), ("d"/"w", default), ("c", cell)
 
 
 def plain_instance(value: Any) -> bool:
@@ -65,6 +67,17 @@ def children(value: Any) -> Iterator[tuple[Step, Any]]:
         for name, item in list(vars(value).items()):
             if type(item) not in _ATOMIC:
                 yield ("a", name), item
+    elif kind is types.FunctionType:  # its default arguments (def f(c=CONFIG))
+        for index, item in enumerate(value.__defaults__ or ()):
+            if type(item) not in _ATOMIC:
+                yield ("d", index), item
+        for name, item in (value.__kwdefaults__ or {}).items():
+            if type(item) not in _ATOMIC:
+                yield ("w", name), item
+        for index, cell in enumerate(value.__closure__ or ()):
+            item = _cell_content(cell)
+            if item is not _MISSING and type(item) not in _ATOMIC:
+                yield ("c", index), item
 
 
 def follow(value: Any, steps: tuple[Step, ...]) -> Any:
@@ -78,6 +91,12 @@ def follow(value: Any, steps: tuple[Step, ...]) -> Any:
                 value = dict.__getitem__(value, key)  # a defaultdict must not grow here
             elif how == "a" and plain_instance(value):
                 value = vars(value)[key]
+            elif how == "d" and kind is types.FunctionType:
+                value = (value.__defaults__ or ())[key]
+            elif how == "w" and kind is types.FunctionType:
+                value = (value.__kwdefaults__ or {})[key]
+            elif how == "c" and kind is types.FunctionType:
+                value = _cell_content((value.__closure__ or ())[key])
             else:
                 return _MISSING
         except (IndexError, KeyError, TypeError):
@@ -306,4 +325,20 @@ def _rewired(value: Any, sub: Callable[[Any], Any]) -> Any:
         namespace = vars(value)
         for k, v in list(namespace.items()):
             namespace[k] = sub(v)
+    elif kind is types.FunctionType:
+        if value.__defaults__:
+            value.__defaults__ = tuple(sub(v) for v in value.__defaults__)
+        if value.__kwdefaults__:
+            value.__kwdefaults__ = {k: sub(v) for k, v in value.__kwdefaults__.items()}
+        for cell in value.__closure__ or ():
+            item = _cell_content(cell)
+            if item is not _MISSING:
+                cell.cell_contents = sub(item)
     return value
+
+
+def _cell_content(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a variable of the enclosing scope not assigned yet
+        return _MISSING

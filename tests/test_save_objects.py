@@ -67,6 +67,25 @@ print("shared", table["scale"] is scale)
     assert "live True" in out and "shared True" in out
 
 
+def test_defaults_and_closures_of_restored_functions_hold_the_live_input_objects(project: Project) -> None:
+    project.write("script.py", """
+import statecache as sc
+CONFIG = {"n": 1}
+def make(cfg):
+    def get():
+        return cfg["n"]
+    return get
+with sc.checkpoint("a"):
+    get = make(CONFIG)
+    def f(c=CONFIG, *, k=CONFIG):
+        return c["n"] + k["n"]
+    y = get(), f()
+CONFIG["n"] = 7
+print("after", y, get(), f(), f.__defaults__[0] is CONFIG)
+""")
+    assert "after (1, 2) 7 14 True" in compute_then_hit(project)
+
+
 def test_a_function_defined_by_the_block_reaches_a_submodule_the_block_imported(project: Project) -> None:
     project.write("script.py", """
 import statecache as sc
