@@ -169,11 +169,6 @@ print("y", y)
     assert "y (True, 3)" in second.stdout and not second.hit("a")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "functions and classes that a block defines in __main__ come back through cloudpickle with "
-    "a detached copy of the globals they use: later assignments to those globals are not seen, "
-    "and what their code writes to a global goes to the copy (a fix belongs in _entry.py's "
-    "restore: rebind them to the module's globals)"))
 def test_functions_defined_by_the_block_use_the_live_module_globals(project: Project) -> None:
     project.write("script.py", """
 import statecache as sc
