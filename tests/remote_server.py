@@ -168,12 +168,17 @@ class ThrottledProxy:
     both ways at most ``rate`` bytes per second (per connection and direction), so that a
     transfer of N bytes takes at least N / rate seconds, however fast the machine. With
     ``cut_after`` it instead closes a connection once that many bytes of one response went
-    through: a download cut short mid-body."""
+    through: a download cut short mid-body. With ``lose_answer_to`` (a bytes pattern) the first
+    POST whose request line holds it reaches the server, but its answer is lost (the
+    connection closes instead): a request that went through while the client saw it fail."""
 
-    def __init__(self, target_port: int, rate: int, cut_after: int | None = None) -> None:
+    def __init__(self, target_port: int, rate: int, cut_after: int | None = None,
+                 lose_answer_to: bytes | None = None) -> None:
         self.target_port = target_port
         self.rate = rate
         self.cut_after = cut_after
+        self.lose_answer_to = lose_answer_to
+        self.lost = 0
         self.listener = socket.create_server((HOST, 0))
         self.endpoint = f"http://{HOST}:{self.listener.getsockname()[1]}"
         self.cuts = 0
@@ -186,14 +191,20 @@ class ThrottledProxy:
             except OSError:
                 return
             server = socket.create_connection((HOST, self.target_port))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+            losing = threading.Event()  # this connection's next answer is lost
+            threading.Thread(target=self._pump, args=(client, server, False, losing), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True, losing), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
-        step = max(1, self.rate // 20)  # a slice per 50 ms
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool, losing: threading.Event) -> None:
+        step = max(1, min(1 << 20, self.rate // 20))  # a slice per 50 ms
         passed = 0
         try:
             while data := src.recv(step):
+                if not answers and self._loses(data):
+                    losing.set()
+                if answers and losing.is_set():
+                    self.lost += 1
+                    break
                 if answers and self.cut_after is not None and passed + len(data) > self.cut_after:
                     if passed < self.cut_after:
                         dst.sendall(data[: self.cut_after - passed])
@@ -210,6 +221,11 @@ class ThrottledProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+    def _loses(self, data: bytes) -> bool:
+        line = data.split(b"\r\n", 1)[0]
+        return (self.lose_answer_to is not None and self.lost == 0 and line.startswith(b"POST ")
+                and self.lose_answer_to in line)
 
     def close(self) -> None:
         self.listener.close()
