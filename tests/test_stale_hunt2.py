@@ -417,7 +417,8 @@ def test_an_environment_variable_read_where_a_module_the_block_imports_loads(pro
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "_binders.py (module attributes to save are the chains the block's code stores, "
+    "_binders.py / key/inputs.py input_values (module attributes to save are the chains the "
+    "block's code stores, "
     "helpers.X = ...): setattr(helpers, k, v) over a dict of overrides, the usual way to "
     "apply settings to a config module, stores nothing the AST shows, so a hit leaves the "
     "module as it was before the block"))
