@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 READ_PIECE = 256 << 10  # raw chunks are read and hashed this much at a time (cache-resident)
 HEAD_READ = 64 << 10  # first read of an entry: header + meta, often the whole file
+WHOLE_STREAM_MAX = 1 << 20  # a raw stream up to this size is read whole, in one pread
 
 # A small hit (a pickle stream of raw chunks, no buffer sections) needs only this module, format
 # and meta: the codec (threads, zstd) and the compressed stream file are imported when a
@@ -214,6 +215,17 @@ class Reader:
 
         return StreamFile(pieces, sec.raw_len, self.chunk_size, self.error, self.progress)
 
+    def raw_stream(self) -> Any:
+        """A big unsigned stream of raw chunks as a file read chunk by chunk through one
+        reused buffer (``rawstream``), not copied whole into fresh memory first."""
+        from .rawstream import RawStream
+
+        sec = self.sections[0]
+        return RawStream(
+            lambda view, offset: _pread_into(self, view, offset),
+            sec.chunks, sec.offset, self.error, self.progress,
+        )
+
     def buffer_jobs(self, sec: Section, target: memoryview) -> list[tuple]:
         jobs = []
         pos = sec.offset
@@ -328,9 +340,13 @@ def load_entry(
 def _read_state(
     reader: Reader, mmap: bool, secret: bytes | None
 ) -> tuple[EntryMeta, dict[str, Any]]:
-    stored = reader.read_stored(reader.sections[0])
-    reader.check_signature(secret, stored)
-    source = reader.stream_file(stored)
+    sec = reader.sections[0]
+    if secret is None and sec.all_raw and sec.raw_len > WHOLE_STREAM_MAX:
+        source = reader.raw_stream()
+    else:
+        stored = reader.read_stored(sec)
+        reader.check_signature(secret, stored)
+        source = reader.stream_file(stored)
     names = reader.meta.get("variables")
     if not isinstance(names, dict):
         raise reader.error("damaged metadata (no variable list)")
