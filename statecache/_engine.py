@@ -207,7 +207,7 @@ class Engine:
                 warn(f"statecache: could not fetch '{self.name}' from {tier!r} ({exc})")
                 continue
             if fetched:
-                found = self._load()
+                found = self._load(source=getattr(fetched, "url", None), fetch_seconds=getattr(fetched, "seconds", 0.0))
                 if found is not None:
                     self._abandon()
                     return found
@@ -276,7 +276,10 @@ class Engine:
             return f"expired (older than max_age={format_duration(limit)})"
         return None
 
-    def _load(self) -> Found | None:
+    def _load(self, source: str | None = None, fetch_seconds: float = 0.0) -> Found | None:
+        """The local entry's state, or None (a refusal or a damaged file: ``reason`` says).
+        ``source`` is the tier it was just fetched from, named in the one status line, whose
+        time counts the fetch too."""
         from .entry.reader import Reader, load_entry
 
         assert self.store is not None and self.entry_path is not None
@@ -318,7 +321,8 @@ class Engine:
         self.store.touch(path)
         computed = meta.get("compute_seconds")
         self.status(
-            f"'{self.name}' restored {format_size(size)} in {format_duration(time.perf_counter() - started)}"
+            f"'{self.name}' restored {format_size(size)}" + (f" from {source}" if source else "")
+            + f" in {format_duration(time.perf_counter() - started + fetch_seconds)}"
             + (f" (computed in {format_duration(computed)})" if computed is not None else ""),
         )
         _tell_recorders(meta.get("files", []))

@@ -15,9 +15,10 @@ class Tier(Protocol):
     then calls ``publish`` after a save, or ``abandon`` (if the tier has it) when nothing is
     saved (the code raised, the state could not be pickled, the disk was full)."""
 
-    def fetch(self, name: str, key: str, dest: str, check: Callable[[Any], bool] | None = None) -> bool:
+    def fetch(self, name: str, key: str, dest: str, check: Callable[[Any], bool] | None = None) -> Any:
         """Put the entry ``name``/``key`` at the path ``dest`` (atomically: write a temporary
-        file beside it, then rename); True when it did. ``check(meta)`` says whether an entry's
+        file beside it, then rename); truthy when it did (an object with ``.url`` and
+        ``.seconds`` has the engine's status line name where it came from and count the time). ``check(meta)`` says whether an entry's
         metadata is still valid here (its recorded files, its age). Never raises for a
         missing entry."""
         ...

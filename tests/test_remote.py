@@ -275,7 +275,7 @@ def test_checkpoints_in_two_clones_share_through_the_remote(url, tmp_path: Path)
     first = one.run("run.py", env=env)
     second = two.run("run.py", env=env)
     assert first.computed("features") and not second.computed("features")
-    assert second.hit("features") and any("fetched" in line and remote in line for line in second.status)
+    assert second.hit("features") and any("restored" in line and f"from {remote}" in line for line in second.status)
     assert first.stdout == second.stdout
     assert len(log.read_text().split()) == 1
     assert two.entries("features")[0].read_bytes() == one.entries("features")[0].read_bytes()

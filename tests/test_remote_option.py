@@ -81,7 +81,7 @@ def test_remote_argument_shares_between_two_clones_without_the_variable(url, tmp
     second = two.run("run.py", env=env)
     assert second.hit("features") and second.hit("vocab"), second.stderr
     assert not second.computed("features") and not second.computed("vocab")
-    assert any("fetched" in line and remote in line for line in second.status)
+    assert any("restored" in line and f"from {remote}" in line for line in second.status)
     assert second.stdout.splitlines()[0] == first.stdout.splitlines()[0]
     assert sorted(bodies(log)) == ["features", "vocab"]  # the bodies ran once, on clone one
     assert two.entries("features")[0].read_bytes() == one.entries("features")[0].read_bytes()
@@ -115,7 +115,7 @@ def test_remote_false_ignores_a_set_statecache_remote(url, tmp_path: Path) -> No
     other = clone(tmp_path / "other", "False")  # the remote has the entry now: still not asked
     run = other.run("run.py", env=env)
     assert run.computed("features") and run.computed("vocab")
-    assert not any("fetched" in line for line in run.status)
+    assert not any(" from " in line for line in run.status if "restored" in line)
     assert bodies(log).count("features") == 3
     assert other.run("run.py", env=env).hit("features")  # its own local tier works as ever
 

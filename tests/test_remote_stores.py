@@ -54,7 +54,7 @@ def test_an_fsspec_filesystem_is_shared_like_a_mount(tmp_path: Path) -> None:
     assert not list(shared.rglob("*.json"))  # the lease went once the entry was there
     second = two.run("run.py", env=env)
     assert second.hit("features") and bodies(log) == 1 and second.stdout == first.stdout
-    assert any("fetched" in line and f"local://{shared}" in line for line in second.status)
+    assert any("restored" in line and f"from local://{shared}" in line for line in second.status)
     assert two.entries("features")[0].read_bytes() == entry.read_bytes()
 
 

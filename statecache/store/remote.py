@@ -416,17 +416,14 @@ class EngineTier:
     def __repr__(self) -> str:
         return f"the remote cache {self.remote.url}"
 
-    def fetch(self, name: str, key: str, dest: str, check: Check | None = None) -> bool:
+    def fetch(self, name: str, key: str, dest: str, check: Check | None = None) -> Fetched | None:
+        """The entry fetched into ``dest`` (the engine names its URL and time in its one
+        "restored ... from" line), or None."""
         got = self.remote.obtain(name, key, dest, check)
         if isinstance(got, Fetched):
-            from .._config import format_duration, format_size
-
-            self.remote.status(
-                f"'{name}' fetched {format_size(got.size)} from {got.url} in {format_duration(got.seconds)}"
-            )
-            return True
+            return got
         self._leases[(name, key)] = got
-        return False
+        return None
 
     def publish(self, name: str, key: str, path: str) -> None:
         self.remote.publish(name, key, path, lease=self._leases.pop((name, key), None))
