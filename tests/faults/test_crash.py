@@ -4,7 +4,9 @@ open and rename step of a save is made to fail in turn. After each: no partial e
 an entry's path (every entry there verifies), the next run returns the right values, and
 ``statecache gc`` removes whatever temporary file the dead writer left.
 
-Default run: 10 kill trials. ``pytest -m extended tests/faults/test_crash.py -s``: 100.
+Default run: 5 kill trials; ``STATECACHE_KILL_TRIALS=10`` (the former default) or any count for
+more. ``pytest -m extended tests/faults/test_crash.py -s``: 100. ``STATECACHE_FAULT_SEED``
+changes the random moments (the seed is printed, and named on failure).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._util import (
 )
 
 SEED = int(os.environ.get("STATECACHE_FAULT_SEED", "20261128"))
+TRIALS = int(os.environ.get("STATECACHE_KILL_TRIALS", "5"))
 # big enough that a save takes a while (about 20 MB: raw arrays, zstd chunks, a long stream)
 BIG = {"N_RAW": "1000000", "N_INT": "1000000", "N_OBJ": "20000"}
 # the kill trials also run the size cap's bookkeeping after each save (its usage index)
@@ -113,15 +116,18 @@ def _kill_trials(project: Project, trials: int) -> collections.Counter:
     outcomes: collections.Counter = collections.Counter()
     with ForkServer(project.root) as server:
         total, save = _calibrate(server, project)
-        for _ in range(trials):
-            outcomes[_kill_trial(server, project, expected, rng, total, save)] += 1
-    print(f"\nkill -9 trials: {trials}, {dict(outcomes)}; partial entries loaded: 0, wrong values: 0, temp files left after gc: 0")
+        for trial in range(trials):
+            try:
+                outcomes[_kill_trial(server, project, expected, rng, total, save)] += 1
+            except AssertionError as e:
+                raise AssertionError(f"kill trial {trial} of seed {SEED} (STATECACHE_FAULT_SEED): {e}") from e
+    print(f"\nkill -9 trials: {trials} (seed {SEED}), {dict(outcomes)}; partial entries loaded: 0, wrong values: 0, temp files left after gc: 0")
     return outcomes
 
 
 def test_kill_during_save_trials(project: Project) -> None:
-    outcomes = _kill_trials(project, 10)
-    assert sum(outcomes.values()) == 10
+    outcomes = _kill_trials(project, TRIALS)
+    assert sum(outcomes.values()) == TRIALS
 
 
 @pytest.mark.extended
