@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import BranchError, StateCacheError, StateCacheWarning
 from ._version import __version__
+from .key import files as _files
 from .key import importwatch as _importwatch
 
 # Watch imports from now on: the text each of the user's modules loads from, and the libraries
-# whose functions statecache wraps once they load (key/importwatch.py).
+# whose functions statecache wraps once they load (key/importwatch.py); and the files the
+# user's functions read, for a memo filled above a block (key/readlog.py).
 _importwatch.install()
+_files.watch_reads()
 
 __all__ = [
     "BranchError",

@@ -57,7 +57,7 @@ class _Unit:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             self.tree = None
             return
-        self.flags = _future_flags(self.tree)
+        self.flags = future_flags(self.tree)
         self.spans = [(_first_line(s), s.end_lineno or s.lineno) for s in self.tree.body]
         self.imports = [n for s in self.tree.body for n in _module_scope_imports(s)]
 
@@ -109,7 +109,8 @@ def _module_scope_imports(stmt: ast.stmt) -> list[ast.stmt]:
     return found
 
 
-def _future_flags(tree: ast.Module) -> int:
+def future_flags(tree: ast.Module) -> int:
+    """The compiler flags of a module's leading ``from __future__`` imports."""
     flags = 0
     for stmt in tree.body:
         if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":

@@ -11,7 +11,7 @@ import ast
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..key.code import _future_flags  # loaded once by the first worker, not in each run
+from ..key.code import future_flags  # loaded once by the first worker, not in each run
 
 START = "the start"
 IMPORTS = "the imports"
@@ -37,7 +37,7 @@ class Plan:
     def flags(self) -> int:
         """Compiler flags of the script's ``from __future__`` imports, for compiling its
         statements one at a time as the whole file would be (and as the keys compile them)."""
-        return _future_flags(self.tree)
+        return future_flags(self.tree)
 
     @property
     def imports_point(self) -> int:
