@@ -12,13 +12,6 @@ import pytest
 from conftest import Project
 from test_redteam import HEAD, assert_recomputes, first
 
-# Until ``import statecache`` installs the hook and the code graph keys a user function on
-# ``readlog.earlier_reads`` of its code, nothing sees a read made above the first block.
-NEEDS_WIRING = pytest.mark.xfail(strict=True, reason=(
-    "statecache/__init__.py must call key.files.watch_reads() at import, and "
-    "key/codegraph.py CodeGraph._local_function feed key.readlog.earlier_reads(fn.__code__) "
-    "into a user function's digest: H5's report"))
-
 # src/vocab.py: a memoised loader of vocab.txt, and the call the block makes
 MEMOS = {
     "lru_cache": (
@@ -49,9 +42,7 @@ MEMOS = {
 }
 
 
-@pytest.mark.parametrize("memo", [
-    pytest.param(name, marks=[] if name == "module-level-dict" else [NEEDS_WIRING]) for name in MEMOS
-])
+@pytest.mark.parametrize("memo", list(MEMOS))
 def test_a_memo_filled_above_the_block_is_keyed_on_what_it_read(project: Project, memo: str) -> None:
     module, call = MEMOS[memo]
     project.write("src/__init__.py", "")

@@ -59,11 +59,6 @@ def test_a_reader_held_in_a_dispatch_table_partial_default_or_closure(project: P
 # -- memoised helpers ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a functools.lru_cache helper called once above the block returns its memo in the block, "
-    "which opens nothing: seen once statecache/__init__.py calls key.files.watch_reads() at "
-    "import and key/codegraph.py CodeGraph._local_function feeds "
-    "key.readlog.earlier_reads(fn.__code__) into a user function's digest (H5's report)"))
 def test_an_lru_cache_helper_warmed_above_the_block(project: Project) -> None:
     project.write("src/__init__.py", "")
     project.write("src/vocab.py", "import functools\n\n@functools.lru_cache(maxsize=None)\n"
