@@ -22,11 +22,15 @@ from ._errors import BranchError, StateCacheError, StateCacheWarning
 from ._version import __version__
 from .key import files as _files
 from .key import importwatch as _importwatch
+from .key import readernames as _readernames
 
 # Watch imports from now on: the text each of the user's modules loads from, and the libraries
 # whose functions statecache wraps once they load (key/importwatch.py); and the files the
-# user's functions read, for a memo filled above a block (key/readlog.py).
+# user's functions read, for a memo filled above a block (key/readlog.py). Reader modules
+# (polars, pyarrow, ...) get their functions wrapped in place as they load, so a reader the
+# script holds in a dict, a partial or a default argument is the wrapper (key/readernames.py).
 _importwatch.install()
+_readernames.watch()
 _files.watch_reads()
 
 __all__ = [

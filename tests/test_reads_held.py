@@ -8,12 +8,6 @@ import pytest
 from conftest import Project
 from test_redteam import HEAD, assert_recomputes, first
 
-# Until ``import statecache`` registers the reader modules with the import watch, a reader is
-# wrapped at the first computing block, after a dict or a partial took the original.
-NEEDS_WIRING = pytest.mark.xfail(strict=True, reason=(
-    "statecache/__init__.py must call key.readernames.watch() at import (after "
-    "importwatch.install()): H5's report"))
-
 HELD = {
     "partial": "import functools\nread = functools.partial(csv.read_csv)\ndef load(p):\n    return read(p)\n",
     "dispatch-dict": "LOADERS = {'.csv': csv.read_csv}\ndef load(p):\n    return LOADERS['.csv'](p)\n",
@@ -73,7 +67,7 @@ print(pl.read_csv("d.csv").equals(pl.read_csv.__wrapped__("d.csv")))
 
 @pytest.mark.parametrize("when", [
     "after-a-computing-block",
-    pytest.param("at-import", marks=NEEDS_WIRING),  # nothing computes before the checks
+    pytest.param("at-import"),  # nothing computes before the checks
 ])
 def test_a_wrapped_reader_keeps_its_name_docs_signature_results_and_errors(project: Project, when: str) -> None:
     pytest.importorskip("polars")

@@ -39,10 +39,6 @@ HELD_READERS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a reader taken from its module before the first block computes is the original, whose "
-    "reads nothing records, until statecache/__init__.py calls key.readernames.watch() at "
-    "import (readers are then wrapped in their module as it loads: H5's report)"))
 @pytest.mark.parametrize("holder", list(HELD_READERS))
 def test_a_reader_held_in_a_dispatch_table_partial_default_or_closure(project: Project, holder: str) -> None:
     pytest.importorskip("polars")
