@@ -121,3 +121,36 @@ print(y)
     project.write("notes.txt", "new")
     again = project.run("script.py")
     assert again.hit("a") and again.stdout == fresh(project, "script.py"), again.stderr
+
+
+# each looks for a file the first run does not find, then leaves one there
+ABSENT_THEN_MADE = {
+    "read-if-there": "try:\n        y = open('seen.txt').read()\n    except FileNotFoundError:\n        y = 'none'\n"
+                     "    with open('seen.txt', 'w') as f:\n        f.write('made')",
+    "append-to-new": "with open('seen.txt', 'a') as f:\n        f.write('made')\n    y = open('seen.txt').read()",
+    "exclusive-new": "try:\n        with open('seen.txt', 'x') as f:\n            f.write('made')\n    except FileExistsError:\n"
+                     "        pass\n    y = open('seen.txt').read()",
+    "os-open-creat": "fd = os.open('seen.txt', os.O_RDWR | os.O_CREAT)\n    os.write(fd, b'made')\n    os.close(fd)\n"
+                     "    y = open('seen.txt').read()",
+}
+
+
+@pytest.mark.parametrize("body", list(ABSENT_THEN_MADE))
+def test_a_file_missing_when_the_block_first_opened_it_is_an_input_of_its_absence(project: Project, body: str) -> None:
+    """The first run found no file (a failed read, or a create where nothing was); a later run
+    that finds one there, left by that run or put by the user, must compute, not restore what
+    the absence gave. Once the script removes the file first, the rerun hits."""
+    script = HEAD + f"""
+with sc.checkpoint('a'):
+    {ABSENT_THEN_MADE[body]}
+print(y)
+"""
+    project.write("script.py", script)
+    first(project, "script.py")
+    again = project.run("script.py")  # the file the first run left is there now
+    assert not again.hit("a"), again.stderr  # a hit would give what the absence gave
+    os.remove(project.root / "seen.txt")
+    project.write("script.py", HEAD + "if os.path.exists('seen.txt'):\n    os.remove('seen.txt')\n" + script[len(HEAD):])
+    first(project, "script.py")
+    hit = project.run("script.py")
+    assert hit.hit("a") and hit.stdout == fresh(project, "script.py"), hit.stderr

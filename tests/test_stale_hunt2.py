@@ -16,10 +16,6 @@ from test_stale_hunt import hits_unchanged
 # -- a file the block writes is its output: but only when what it read back is its own ------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py _makes_new_content: an open with 'x' (or O_CREAT|O_EXCL) counts as making "
-    "the file even when it exists, where the open fails with FileExistsError and writes "
-    "nothing; the block then reads the user's file, which is left out of the key as an output"))
 @pytest.mark.parametrize("make", [
     "try:\n        with open('config.txt', 'x') as f:\n            f.write('3')\n    except FileExistsError:\n        pass",
     "try:\n        os.close(os.open('config.txt', os.O_WRONLY | os.O_CREAT | os.O_EXCL))\n"
@@ -38,10 +34,6 @@ print(y)
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py _makes_new_content: an append where the file was missing counts it as an "
-    "output, and the record does not say it was missing; the next run finds the file the first "
-    "run left, where the block would read both runs' lines, and hits the first run's count"))
 def test_a_log_the_block_appends_to_and_reads_back(project: Project) -> None:
     project.write("script.py", HEAD + """
 with sc.checkpoint('a'):
@@ -52,7 +44,8 @@ print(y)
 """)
     first(project, "script.py")
     project.write("runs.log", "run\nrun\nrun\n")  # the user runs another script that logs here
-    assert_recomputes(project, "script.py")
+    second = project.run("script.py")  # a fresh run would append a fourth line and count 4
+    assert not second.hit("a") and second.stdout == "4\n", second.stderr
 
 
 # -- functions the block defines: rebuilt over the live globals, but not over the live rest --

@@ -36,6 +36,9 @@ class FileRecorder:
         self.opened: dict[str, tuple[int, ...] | None] = {}
         self.listed: dict[str, None] = {}
         self.written: dict[str, None] = {}  # made or emptied by the block before any read of it
+        # made by the block where nothing was (an append, "x", O_CREAT): the run relied on its
+        # absence, as on a file it read, so a later run with the file there is another input
+        self.created: dict[str, None] = {}
         self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
@@ -97,8 +100,11 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 def _opened(path: Any, mode: str | None, flags: Any) -> None:
     if isinstance(path, int) or path is None:
         return
-    if _recorders and _makes_new_content(path, mode, flags):
+    made = _recorders and _new_content(path, mode, flags)
+    if made:
         _note(path, "written")
+        if made == "created":
+            _note(path, "created")
         return
     if mode is not None:
         if "r" not in mode and "+" not in mode:
@@ -110,19 +116,25 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
         _note(path, "opened")
 
 
-def _makes_new_content(path: Any, mode: str | None, flags: Any) -> bool:
-    """Whether this open empties the file or creates it (``"w"``, ``"x"``, ``O_TRUNC``, an
-    append or ``O_CREAT`` where nothing was): what the block reads from it afterwards is its
-    own output. An append to an existing file keeps what was there, which may be an input."""
+def _new_content(path: Any, mode: str | None, flags: Any) -> str | None:
+    """``"emptied"`` when this open empties the file whatever was there (``"w"``,
+    ``O_TRUNC``), ``"created"`` when it makes one where nothing was (``"x"``, an append or
+    ``O_CREAT``), else None: what the block reads from such a file afterwards is its own
+    output. An append to an existing file keeps what was there, which may be an input, and an
+    exclusive create of an existing file fails, so the block reads the file as it is."""
     if mode is not None:
-        if "w" in mode or "x" in mode:
-            return True
-        return "a" in mode and not _exists(path)
+        if "w" in mode:
+            return "emptied"
+        if "x" in mode or "a" in mode:
+            return None if _exists(path) else "created"
+        return None
     if not isinstance(flags, int):
-        return False
-    if flags & os.O_CREAT and (flags & os.O_EXCL or not _exists(path)):
-        return True
-    return bool(flags & os.O_TRUNC) and flags & os.O_ACCMODE != os.O_RDONLY
+        return None
+    if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY and not flags & os.O_EXCL:
+        return "emptied"
+    if flags & os.O_CREAT and not _exists(path):
+        return "created"
+    return None
 
 
 def _exists(path: Any) -> bool:
@@ -212,7 +224,7 @@ def _note(path: Any, kind: str) -> None:
     stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
         seen = getattr(recorder, kind)
-        if path in seen or (kind != "listed" and (path in recorder.written or path in recorder.opened)):
+        if path in seen or (kind in ("opened", "written") and (path in recorder.written or path in recorder.opened)):
             continue  # the first of its opens decides: an input read first, or an output
         if kind == "opened" and stamp is False:
             # The stat before the first read (audit events come before the open), so that a
@@ -275,7 +287,9 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
     records: dict[tuple[str, str], dict[str, Any]] = {}
     for path, before in recorder.opened.items():
         if is_data_path(path, cache_dirs):
-            record = file_record(path)
+            # missing when first opened (a failed read, made by the block later): the run saw
+            # no file, whatever is there now
+            record = file_record(path) if before is not None else {"path": path, "kind": "missing"}
             if record is None:
                 continue
             if record["kind"] == "file" and before is not None and before != _record_stamp(record):
@@ -285,6 +299,9 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
                 record["digest"] = "changed while the block ran"
                 record["racy"] = True
             records[(path, record["kind"])] = record
+    for path in recorder.created:
+        if is_data_path(path, cache_dirs):
+            records.setdefault((path, "missing"), {"path": path, "kind": "missing"})
     for path in recorder.listed:
         if is_data_path(path, cache_dirs):
             record = listing_record(path)
