@@ -289,7 +289,8 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
         if is_data_path(path, cache_dirs):
             # missing when first opened (a failed read, made by the block later): the run saw
             # no file, whatever is there now
-            record = file_record(path) if before is not None else {"path": path, "kind": "missing"}
+            record: dict[str, Any] | None = (
+                file_record(path) if before is not None else {"path": path, "kind": "missing"})
             if record is None:
                 continue
             if record["kind"] == "file" and before is not None and before != _record_stamp(record):
