@@ -118,15 +118,22 @@ def _source_loader(spec: Any) -> bool:
 
 
 def _user(path: str) -> bool:
+    """Whether ``path`` is one of the user's files. Deciding may import modules (provenance,
+    then ``sysconfig`` and its ``_sysconfigdata``, on first use): those imports pass the
+    watch by, or the same question would be asked again inside them, half set up (Python
+    3.13 raised AttributeError: 'abi_thread' there)."""
     global _is_user_file, _busy
-    if _is_user_file is None:
-        _busy = True
-        try:
+    if _busy:
+        return False
+    _busy = True
+    try:
+        if _is_user_file is None:
             from .provenance import is_user_file
-        finally:
-            _busy = False
-        _is_user_file = is_user_file
-    return _is_user_file(path)
+
+            _is_user_file = is_user_file
+        return _is_user_file(path)
+    finally:
+        _busy = False
 
 
 def _observe(spec: Any, loader: Any, watched: bool, source: bool) -> None:

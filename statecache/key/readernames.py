@@ -20,8 +20,9 @@ READERS: dict[str, tuple[str, ...]] = {
     "polars": (
         "read_csv", "read_csv_batched", "read_parquet", "read_parquet_schema", "read_ipc",
         "read_ipc_stream", "read_ipc_schema", "read_ndjson", "read_json", "read_avro",
-        "read_excel", "read_ods", "read_delta", "scan_csv", "scan_parquet", "scan_ipc",
-        "scan_ndjson", "scan_delta",
+        "read_excel", "read_ods", "read_delta", "read_lines", "read_parquet_metadata",
+        "scan_csv", "scan_parquet", "scan_ipc", "scan_ndjson", "scan_delta", "scan_lines",
+        "scan_iceberg", "scan_lance",
     ),
     "torch": ("from_file",),  # C++ reads; torch.load opens its file with Python's open()
     "safetensors.torch": ("load_file",),  # Rust reads (safe_open)
