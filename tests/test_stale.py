@@ -169,26 +169,6 @@ print("y", y)
     assert "y (True, 3)" in second.stdout and not second.hit("a")
 
 
-def test_functions_defined_by_the_block_use_the_live_module_globals(project: Project) -> None:
-    project.write("script.py", """
-import statecache as sc
-FACTOR = 2
-counter = [0]
-with sc.checkpoint("a"):
-    def scale(v):
-        return v * FACTOR
-    def bump():
-        counter[0] += 1
-FACTOR = 5
-bump()
-print("after", scale(1), counter)
-""")
-    expected = "after 5 [1]"
-    assert expected in project.run("script.py").stdout
-    second = project.run("script.py")
-    assert second.hit("a") and expected in second.stdout
-
-
 def test_a_module_held_by_a_closure_counts_its_data_attributes_by_value(project: Project) -> None:
     project.write("helpers.py", "SCALE = 1\n")
     script = """
