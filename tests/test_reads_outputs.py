@@ -154,3 +154,21 @@ print(y)
     first(project, "script.py")
     hit = project.run("script.py")
     assert hit.hit("a") and hit.stdout == fresh(project, "script.py"), hit.stderr
+
+
+def test_a_log_the_block_only_appends_to_is_no_input(project: Project) -> None:
+    """A block that logs by appending to a file it never reads (made by its first run) hits on
+    the next run: the log's absence or content is no input of what it computed."""
+    project.write("script.py", HEAD + """
+with sc.checkpoint('a'):
+    with open('train.log', 'a') as f:
+        f.write('step\\n')
+    fd = os.open('events.log', os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, b'e\\n')
+    os.close(fd)
+    y = 42
+print(y)
+""")
+    first(project, "script.py")
+    again = project.run("script.py")
+    assert again.hit("a") and again.stdout == "42\n", again.stderr

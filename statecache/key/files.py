@@ -36,9 +36,10 @@ class FileRecorder:
         self.opened: dict[str, tuple[int, ...] | None] = {}
         self.listed: dict[str, None] = {}
         self.written: dict[str, None] = {}  # made or emptied by the block before any read of it
-        # made by the block where nothing was (an append, "x", O_CREAT): the run relied on its
-        # absence, as on a file it read, so a later run with the file there is another input
-        self.created: dict[str, None] = {}
+        # made by the block where nothing was (an append, "x", O_CREAT) -> whether the block
+        # read it back: then the run relied on its absence, as on a file it read, and a later
+        # run with the file there is another input (a log only appended to is no input)
+        self.created: dict[str, bool] = {}
         self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
@@ -105,6 +106,9 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
         _note(path, "written")
         if made == "created":
             _note(path, "created")
+            if (mode is not None and "+" in mode) or (
+                    mode is None and isinstance(flags, int) and flags & os.O_ACCMODE == os.O_RDWR):
+                _note(path, "opened")  # readable from this very open: read back
         return
     if mode is not None:
         if "r" not in mode and "+" not in mode:
@@ -223,7 +227,12 @@ def _note(path: Any, kind: str) -> None:
             recorder.relative.setdefault(path, given)
     stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
+        if kind == "opened" and path in recorder.created:
+            recorder.created[path] = True  # read back what it made: its absence was an input
         seen = getattr(recorder, kind)
+        if kind == "created":
+            seen.setdefault(path, False)
+            continue
         if path in seen or (kind in ("opened", "written") and (path in recorder.written or path in recorder.opened)):
             continue  # the first of its opens decides: an input read first, or an output
         if kind == "opened" and stamp is False:
@@ -300,8 +309,8 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
                 record["digest"] = "changed while the block ran"
                 record["racy"] = True
             records[(path, record["kind"])] = record
-    for path in recorder.created:
-        if is_data_path(path, cache_dirs):
+    for path, read_back in recorder.created.items():
+        if read_back and is_data_path(path, cache_dirs):
             records.setdefault((path, "missing"), {"path": path, "kind": "missing"})
     for path in recorder.listed:
         if is_data_path(path, cache_dirs):
