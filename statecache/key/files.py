@@ -82,6 +82,16 @@ def watch_reads() -> None:
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The audit hook. It never raises: an exception here would fail the user's own open
+    (or the interpreter's open of the main script, when statecache is imported by a
+    ``sitecustomize``), so a fault of ours costs a record, never the user's operation."""
+    try:
+        _heard(event, args)
+    except Exception:
+        pass
+
+
+def _heard(event: str, args: tuple[Any, ...]) -> None:
     if event == "open":
         _opened(*args)
         return
@@ -94,7 +104,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         if isinstance(path, int):
             return
         path = path if path is not None else "."
-        if _lister(sys._getframe(1)) != _IMPORTS:
+        if _lister(_caller(2)) != _IMPORTS:
             _note(path, "listed")
 
 
@@ -115,9 +125,18 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
             return
     elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
         return
-    readlog.remember(path, sys._getframe(2))
+    readlog.remember(path, _caller(3))
     if _recorders:
         _note(path, "opened")
+
+
+def _caller(depth: int) -> Any:
+    """The frame ``depth`` levels up, or None when the stack is shallower (an open made by
+    the interpreter itself, such as the main script's, has no Python caller)."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
 
 
 def _new_content(path: Any, mode: str | None, flags: Any) -> str | None:
