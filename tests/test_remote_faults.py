@@ -226,10 +226,10 @@ def test_the_engine_hooks_lease_publish_and_abandon(tmp_path: Path) -> None:
     hooks = EngineTier(tier_for(f"file://{shared}", status=lambda _text: None))
     lease_file = shared / hooks.remote.lease_object(NAME, KEY)
     local = tmp_path / "one" / NAME / f"{KEY}.sc"
-    assert hooks.fetch(NAME, KEY, str(local)) is False and lease_file.exists()  # compute: leased
+    assert hooks.fetch(NAME, KEY, str(local)) is None and lease_file.exists()  # compute: leased
     hooks.abandon(NAME, KEY)  # the body raised
     assert not lease_file.exists()
-    assert hooks.fetch(NAME, KEY, str(local)) is False and lease_file.exists()
+    assert hooks.fetch(NAME, KEY, str(local)) is None and lease_file.exists()
     make_entry(tmp_path / "one")
     hooks.publish(NAME, KEY, str(local))
     from statecache.store.upload import wait_for_uploads
@@ -237,7 +237,7 @@ def test_the_engine_hooks_lease_publish_and_abandon(tmp_path: Path) -> None:
     assert wait_for_uploads(limit=600) == []
     assert (shared / hooks.remote.entry_object(NAME, KEY)).exists() and not lease_file.exists()
     other = tmp_path / "two" / NAME / f"{KEY}.sc"
-    assert hooks.fetch(NAME, KEY, str(other)) is True and other.read_bytes() == local.read_bytes()
+    assert hooks.fetch(NAME, KEY, str(other)) and other.read_bytes() == local.read_bytes()
 
 
 # ----------------------------------------------------------------------------- faults
