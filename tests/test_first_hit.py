@@ -29,6 +29,7 @@ COMPUTE_ONLY = (
     "statecache.entry.tensors", "statecache.store.remote", "statecache.store.maintenance",
     "filelock", "zstandard", "cloudpickle", "dill", "numpy", "concurrent.futures", "glob",
     "base64", "hmac",
+    "threading",  # the progress bar's lock, made only when a bar is drawn (a terminal)
 )
 
 REPORT = """

@@ -4,7 +4,6 @@ only once the work has run past a second, erased when done so that the status li
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import Any
 
@@ -46,6 +45,8 @@ class Progress(NoProgress):
         self.started = time.monotonic()
         self.next_draw = self.started + self.DELAY
         self.shown = False
+        import threading  # here: a hit without a bar (no terminal, or a small state) loads none
+
         self.lock = threading.Lock()
 
     def add(self, n: int) -> None:
