@@ -35,6 +35,7 @@ from .hashing import U64, encode_str
 from .importwatch import LoadedSource, loaded_source
 from .provenance import is_user_file
 from .source import parse_lines
+from .stamps import stat_stamp
 
 _FUTURE_MASK = 0
 for _feature in __future__.all_feature_names:
@@ -363,7 +364,7 @@ def _other_than_loaded(loaded: LoadedSource) -> bytes:
         st = os.stat(loaded.path)
     except OSError:
         st = None
-    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st is not None else ()
+    stamp = stat_stamp(st) if st is not None else ()
     hit = _COMPARED.get(loaded.path)
     if hit is not None and hit[0] is loaded and hit[1] == stamp:
         return hit[2]

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import readlog
-from .readlog import stat_stamp
+from .stamps import stat_stamp
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False

@@ -21,6 +21,7 @@ from .astdigest import ast_digest
 from .code import ValueDigest, edited_after_loading, loaded_other_text
 from .hashing import encode_str, file_digest
 from .provenance import STDLIB_NAMES, is_user_file
+from .stamps import stat_stamp
 from .versions import installed_version, top_spec
 
 _Imports = tuple[tuple[str, int, tuple[str, ...]], ...]
@@ -36,7 +37,7 @@ def source_info(path: str) -> tuple[bytes, _Imports]:
         st = os.stat(path)
     except OSError:
         return b"missing:" + encode_str(path), ()
-    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    stamp = stat_stamp(st)
     hit = _SOURCES.get(path)
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]
@@ -76,7 +77,7 @@ def top_level_digest(path: str) -> bytes:
         st = os.stat(path)
     except OSError:
         return b"missing:" + encode_str(path)
-    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    stamp = stat_stamp(st)
     hit = _TOPS.get(path)
     if hit is not None and hit[0] == stamp:
         return hit[1]
@@ -113,7 +114,7 @@ def used_source_digest(path: str, names: frozenset[str]) -> tuple[bytes, frozens
         st = os.stat(path)
     except OSError:
         return source_digest(path), None
-    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    stamp = stat_stamp(st)
     hit = _USED.get((path, names))
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]

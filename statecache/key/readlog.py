@@ -15,6 +15,8 @@ import types
 from _thread import _local
 from typing import Any
 
+from .stamps import stat_stamp
+
 _FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
 _MAX_DEPTH = 64
 # a comprehension's code is reached only through the function holding it, also on the stack
@@ -24,13 +26,6 @@ _INLINE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 _READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _USER_FILES: dict[str, bool] = {}
 _busy = _local()  # what this module's own stats and lookups open is no read of the user's
-
-
-def stat_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What a stat says about a file's content: size, mtime, ctime and inode. A same-size edit
-    whose mtime was put back (``touch -r``, ``cp -p``, unpacking an archive) still moves the
-    ctime, and a file replaced by another one has another inode."""
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | None], ...]:

@@ -221,8 +221,9 @@ def _records(recorder: Any) -> list[dict[str, Any]]:
     ``key.files.snapshot``, which also places each in the project: that fixes the project root
     of the process before the script has made its cache). A file changed since it was read is
     recorded as such: no content matches it, so the state is never resumed from."""
-    from ..key.files import file_record, listing_record, stat_stamp
+    from ..key.files import file_record, listing_record
     from ..key.provenance import is_data_path
+    from ..key.stamps import stat_stamp
 
     found = []
     for path, before in recorder.opened.items():
