@@ -83,6 +83,7 @@ def test_the_read_log_notes_the_reads_of_user_functions_with_their_stamp(tmp_pat
     import sys
 
     from statecache.key import readlog
+    from statecache.key.stamps import stat_stamp
 
     data = tmp_path / "d.txt"
     data.write_text("x")
@@ -90,11 +91,35 @@ def test_the_read_log_notes_the_reads_of_user_functions_with_their_stamp(tmp_pat
     source = "def load(p):\n    remember(p, sys._getframe())\n    return open(p).read()\n\ndef outer(p):\n    return load(p)\n"
     exec(compile(source, str(tmp_path / "user.py"), "exec"), scope)
     assert scope["outer"](str(data)) == "x"
-    stamp = readlog.stat_stamp(os.stat(data))
+    stamp = stat_stamp(os.stat(data))
     for name in ("load", "outer"):
         assert readlog.earlier_reads(scope[name].__code__) == ((str(data), stamp),)
     scope["load"](os.__file__)  # the stdlib's own file: no data
     assert readlog.earlier_reads(scope["load"].__code__) == ((str(data), stamp),)
     data.write_text("yy")
     scope["load"](str(data))  # the latest read's stamp counts
-    assert readlog.earlier_reads(scope["load"].__code__) == ((str(data), readlog.stat_stamp(os.stat(data))),)
+    assert readlog.earlier_reads(scope["load"].__code__) == ((str(data), stat_stamp(os.stat(data))),)
+
+
+@pytest.mark.parametrize("memo", ["lru_cache", "module-level-dict"])
+def test_a_memo_helpers_key_is_the_same_in_a_copy_of_the_project(tmp_path: Path, memo: str) -> None:
+    """What a memo read earlier keys by its path inside the project and its content, so a copy
+    of the project (new inodes, ctimes and absolute paths: another clone, another machine)
+    hits on the cache it brought; an edit in the copy still recomputes."""
+    import shutil
+
+    module, call = MEMOS[memo]
+    one = Project(tmp_path / "one")
+    one.write("pyproject.toml", "[project]\nname = 'exp'\n")
+    one.write("src/__init__.py", "")
+    one.write("src/vocab.py", module)
+    one.write("vocab.txt", "a b c")
+    one.write("script.py", HEAD + f"from src.vocab import load\nprint('size', len({call}))\n"
+              f"with sc.checkpoint('a'):\n    y = sorted({call})\nprint(y)\n")
+    computed = first(one, "script.py")
+    shutil.copytree(one.root, tmp_path / "two")
+    two = Project(tmp_path / "two")
+    hit = two.run("script.py")
+    assert hit.hit("a") and hit.stdout == computed.stdout, hit.stderr
+    two.write("vocab.txt", "a b c d")
+    assert_recomputes(two, "script.py")

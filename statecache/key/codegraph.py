@@ -28,7 +28,7 @@ from .imports import imports_digest, module_top_digest, resolve_import, source_d
 from .localimports import Binding, local_imports, used_names
 from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
-from .readlog import earlier_reads
+from .readlog import earlier_reads_digest
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data, library_attribute
 
 END = object()
@@ -245,9 +245,8 @@ class CodeGraph:
             raise
         self._function_globals(h, fn, ctx)
         self._process_state(h, fn.__code__, ctx)
-        for path, stamp in earlier_reads(fn.__code__):
-            # a memo filled above the block returns what was read then (key/readlog.py)
-            h.update(b"read" + encode_str(path) + encode_str(repr(stamp)))
+        # a memo filled above the block returns what was read then (key/readlog.py)
+        h.update(earlier_reads_digest(fn.__code__))
         imports = self._code_refs_of(fn.__code__)[1]
         local = self._local_imports_of(fn.__code__) if imports else {}
         for modname, level, fromlist in imports:

@@ -38,6 +38,57 @@ def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | No
     return tuple(sorted(found.items())) if found else ()
 
 
+def earlier_reads_digest(code: types.CodeType) -> bytes:
+    """What the key of the user function of this code counts of its earlier reads: each file
+    by its path inside the project (else absolute) and its content, when the file is still
+    what the function read (so a copy of the project, with other inodes, ctimes and absolute
+    paths, keys the same); a file changed since the read, or one that appeared, counts by the
+    stamps, so the key differs from any run that read the file as it is now."""
+    reads = earlier_reads(code)
+    if not reads:
+        return b""
+    from .hashing import encode_str
+    from .project import inside, project_root
+
+    root = project_root()
+    parts = []
+    for path, then in reads:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        now = stat_stamp(st) if st is not None else None
+        if now != then:
+            what = f"changed since read {then} -> {now}"
+        elif now is None:
+            what = "missing"
+        else:
+            what = _content(path, now)
+        parts.append(encode_str(inside(path, root) or path) + encode_str(what))
+    return b"read" + b"".join(parts)
+
+
+_CONTENT: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _content(path: str, stamp: tuple[int, ...]) -> str:
+    """The file's content digest, computed once per stamp."""
+    hit = _CONTENT.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    from .hashing import file_digest
+
+    _busy.on = True  # this read is statecache's, not the user's
+    try:
+        found = file_digest(path)
+    except OSError as e:
+        found = f"unreadable {e.errno}"
+    finally:
+        _busy.on = False
+    _CONTENT[path] = (stamp, found)
+    return found
+
+
 def remember(path: Any, frame: Any) -> None:
     """An open for reading from ``frame``: note it for every user function on the stack."""
     if frame is None or frame.f_code.co_filename.startswith("<frozen") or getattr(_busy, "on", False):
