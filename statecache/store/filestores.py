@@ -73,13 +73,6 @@ class DirectoryStore:
         finally:
             os.close(fd)
 
-    def read_range(self, path: str, start: int, end: int, etag: str) -> bytes:
-        with self._pinned(path, etag) as fd:
-            data = os.pread(fd, end - start, start)
-        if len(data) != end - start:
-            raise RemoteError(f"truncated download: {len(data)} of {end - start} bytes at offset {start}")
-        return data
-
     def download(
         self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
     ) -> bool:
@@ -250,7 +243,7 @@ class FsspecStore:
 
         return self._wrap(go)
 
-    def read_range(self, path: str, start: int, end: int, etag: str) -> bytes:
+    def _read_range(self, path: str, start: int, end: int) -> bytes:
         data = self._wrap(lambda: self.fs.cat_file(self._path(path), start=start, end=end))
         if data is None or len(data) != end - start:
             raise RemoteError(f"truncated download at offset {start}")
@@ -259,8 +252,10 @@ class FsspecStore:
     def download(
         self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
     ) -> bool:
+        """Not pinned to ``etag`` (fsspec has no conditional read): objects are create-only, and a
+        download that mixed two objects would fail the verification that follows it."""
         return download_in_pieces(
-            lambda start, end: self.read_range(path, start, end, etag), fd, size, progress, head, accept
+            lambda start, end: self._read_range(path, start, end), fd, size, progress, head, accept
         )
 
     def _create(self, path: str, write: Callable[[Any], None]) -> bool:

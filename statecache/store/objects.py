@@ -3,8 +3,8 @@ object, and the transfer sizes.
 
 A store (``s3.S3Store``, ``filestores.DirectoryStore``, ``filestores.FsspecStore``) offers the
 few operations the tier needs, with the same meaning everywhere: ``head``/``get`` (an ``Info``),
-``read_range`` and ``download`` pinned to one ETag (``download`` asks ``accept()`` once the first
-``head`` bytes are in place, and stops there when it says no), ``upload_create`` and ``put_create``
+``download`` pinned to one ETag where the store can (it asks ``accept()`` once the first ``head``
+bytes are in place, and stops there when it says no), ``upload_create`` and ``put_create``
 (create-only: ``If-None-Match: *``, ``link(2)`` on a directory), ``put_replace``
 (compare-and-swap on the ETag), ``list`` and ``delete``. Paths are relative to the tier's root.
 """

@@ -96,22 +96,6 @@ class S3Store:
 
         return self._run(go)
 
-    def read_range(self, path: str, start: int, end: int, etag: str) -> bytes:
-        async def go() -> bytes:
-            return await self._get_range(await self._client(), path, start, end, etag)
-
-        return self._run(go)
-
-    async def _get_range(self, s3: Any, path: str, start: int, end: int, etag: str) -> bytes:
-        r = await s3.get_object(
-            Bucket=self.bucket, Key=self._key(path), Range=f"bytes={start}-{end - 1}", IfMatch=etag
-        )
-        async with r["Body"] as body:
-            data = await body.read()
-        if len(data) != end - start:
-            raise RemoteError(f"truncated download: {len(data)} of {end - start} bytes at offset {start}")
-        return data
-
     def download(
         self, path: str, fd: int, size: int, etag: str, progress: Progress, head: int, accept: Accept
     ) -> bool:
