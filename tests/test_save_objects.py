@@ -86,6 +86,65 @@ print("after", y, get(), f(), f.__defaults__[0] is CONFIG)
     assert "after (1, 2) 7 14 True" in compute_then_hit(project)
 
 
+def test_a_restored_function_is_the_function_the_computing_run_had(project: Project) -> None:
+    # Rebuilt over the live globals (entry/main_functions.py), a function keeps everything else
+    # the computing run's had: attributes, docstring, names, annotations, keyword defaults, a
+    # decorator's closure and __wrapped__, a closure cell filled after the inner function was
+    # made, a recursive closure, a generator, a class's methods and static methods.
+    project.write("script.py", """
+import functools
+import statecache as sc
+FACTOR = 2
+with sc.checkpoint("a"):
+    def deco(f):
+        @functools.wraps(f)
+        def w(*a, **k):
+            return f(*a, **k) + 1
+        return w
+    @deco
+    def g(x, *, y=3):
+        "doc of g"
+        return x * FACTOR + y
+    g.calls = 7
+    def h(a: int, b: "str" = "s", *, c: float = 1.5) -> list:
+        "doc of h"
+        return [a, b, c]
+    h.tag = {"t": 1}
+    class K:
+        def m(self, v=FACTOR):
+            return v
+        @staticmethod
+        def s():
+            return FACTOR
+    def outer():
+        def later():
+            return z
+        r = later
+        z = 5
+        return r
+    later = outer()
+    def selfref():
+        def rec(n):
+            return 0 if n == 0 else 1 + rec(n - 1)
+        return rec
+    rec = selfref()
+    gen = lambda: (yield FACTOR)
+FACTOR = 10
+print("g", g(1), g.calls, g.__doc__, g.__qualname__, g.__wrapped__.__qualname__, g.__module__,
+      g.__kwdefaults__, g.__wrapped__.__kwdefaults__, g.__wrapped__.__globals__ is globals())
+print("h", h(1), h.__annotations__, h.__defaults__, h.__kwdefaults__, h.tag, h.__qualname__,
+      h.__name__, h.__doc__)
+print("K", K().m(), K.s(), K.m.__qualname__, K.m.__defaults__, K.m.__globals__ is globals())
+print("closures", later(), later.__qualname__, rec(3), rec.__qualname__, list(gen()))
+""")
+    out = compute_then_hit(project)
+    assert "g 14 7 doc of g g g __main__ None {'y': 3} True" in out
+    assert ("h [1, 's', 1.5] {'a': <class 'int'>, 'b': 'str', 'c': <class 'float'>, "
+            "'return': <class 'list'>} ('s',) {'c': 1.5} {'t': 1} h h doc of h") in out
+    assert "K 2 10 K.m (2,) True" in out
+    assert "closures 5 outer.<locals>.later 3 selfref.<locals>.rec [10]" in out
+
+
 def test_a_function_defined_by_the_block_reaches_a_submodule_the_block_imported(project: Project) -> None:
     project.write("script.py", """
 import statecache as sc
