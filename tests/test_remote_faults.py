@@ -133,6 +133,45 @@ def test_the_check_sees_the_metadata_before_the_download(url, tmp_path: Path, s3
     assert tier.fetch(NAME, KEY, str(local), check=lambda meta: True) is not None
 
 
+def test_the_check_is_asked_once_per_download(url, tmp_path: Path, s3_server: S3Server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The metadata judged when the first bytes are in is the metadata verified afterwards (the
+    same bytes): it is not judged again. Metadata too long for the first bytes is judged once,
+    after the verification, and a refusal then still leaves nothing behind."""
+    from statecache.entry.reader import HEAD_READ, Reader
+    from statecache.entry.writer import write_entry
+
+    remote, _server = url
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    tier = tier_for(remote)
+    publish_now(tier, make_entry(tmp_path / "one"))
+    seen: list[str] = []
+
+    def judge(answer: bool):  # type: ignore[no-untyped-def]
+        return lambda meta: seen.append(meta["key"]) or answer
+
+    local = tmp_path / "two" / NAME / f"{KEY}.sc"
+    got = tier.fetch(NAME, KEY, str(local), check=judge(True))
+    assert got is not None and seen == [KEY]
+    other = "cd" * 16
+    big = tmp_path / "big" / NAME / f"{other}.sc"
+    big.parent.mkdir(parents=True)
+    variables = {f"v{i}": i for i in range(3000)}
+    write_entry(str(big), variables, {"name": NAME, "key": other, "created": time.time()}, secret=SECRET.encode())
+    with Reader(big) as reader:
+        assert reader.data_start > HEAD_READ  # the metadata does not fit the first bytes
+    upload = tier.publish(NAME, other, str(big))
+    upload.thread.join()
+    assert upload.error is None and upload.created
+    there = tmp_path / "three" / NAME / f"{other}.sc"
+    seen.clear()
+    assert tier.fetch(NAME, other, str(there), check=judge(False)) is None
+    assert seen == [other] and not list(there.parent.iterdir())
+    seen.clear()
+    assert tier.fetch(NAME, other, str(there), check=judge(True)) is not None
+    assert seen == [other] and there.read_bytes() == big.read_bytes()
+
+
 def test_the_memory_store_round_trips(tmp_path: Path) -> None:
     tier = tier_for(f"memory://sc-test-{os.getpid()}-{time.time_ns()}")
     path = make_entry(tmp_path / "one")

@@ -57,7 +57,8 @@ def download_entry(
                 f"`statecache gc --remote --older-than 0s --key {key[:12]}`."
             )
             return False
-        if not tier.acceptable(meta, name, key, check):
+        # the metadata judged at the head is this verified one (the same bytes): not again
+        if not judge.judged and not tier.acceptable(meta, name, key, check):
             return False
         os.replace(tmp, local_path)
         done = True
@@ -102,6 +103,7 @@ class HeadCheck:
         self.name, self.key, self.check = name, key, check
         self.said: str | None = None
         self.error: BaseException | None = None
+        self.judged = False  # the metadata was read from the first bytes and accepted
 
     def __call__(self) -> bool:
         from ..entry.reader import read_meta
@@ -119,6 +121,7 @@ class HeadCheck:
             if refusal is not None:
                 self.said = refusal or None
                 return False
+            self.judged = True
         if hasattr(os, "posix_fallocate"):  # the disk space now, not a full disk half-way
             try:
                 os.posix_fallocate(self.fd, 0, self.size)
