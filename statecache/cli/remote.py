@@ -143,7 +143,8 @@ def _remote_command(command: Any) -> Any:
 def _ls(tier: Any, args: argparse.Namespace) -> int:
     """The remote's entries (of the NAMEs given, if any); exit 1 when a NAME has none."""
     entries = sorted(tier.entries(args.names or None), key=lambda e: (e.name, -e.last_modified))
-    unmatched = [n for n in dict.fromkeys(args.names or ()) if n not in {e.name for e in entries}]
+    found = {e.name for e in entries}
+    unmatched = [n for n in dict.fromkeys(args.names or ()) if n not in found]
     for n in unmatched:
         print(f"{PROG}: nothing named {n!r} in {tier.url}", file=sys.stderr)
     if args.json:
@@ -151,18 +152,16 @@ def _ls(tier: Any, args: argparse.Namespace) -> int:
             {"name": e.name, "key": e.key, "key_id": e.key_id, "size": e.size,
              "uploaded": e.last_modified, "yours": e.key_id == tier.key_id} for e in entries
         ]}, indent=2))
-        return 1 if unmatched else 0
-    if not entries:
-        if not unmatched:
-            print(f"no entries in {tier.url}")
-        return 1 if unmatched else 0
-    rows = [["NAME", "KEY", "SIZE", "UPLOADED", "SIGNED WITH"]]
-    for e in entries:
-        when = datetime.datetime.fromtimestamp(e.last_modified).strftime("%Y-%m-%d %H:%M")
-        rows.append([e.name, e.key[:12], format_size(e.size), when,
-                     "your secret" if e.key_id == tier.key_id else f"another secret ({e.key_id})"])
-    print(table(rows, right={2}))
-    print(f"{len(entries)} entries, {format_size(sum(e.size for e in entries))} in {tier.url}")
+    elif entries:
+        rows = [["NAME", "KEY", "SIZE", "UPLOADED", "SIGNED WITH"]]
+        for e in entries:
+            when = datetime.datetime.fromtimestamp(e.last_modified).strftime("%Y-%m-%d %H:%M")
+            rows.append([e.name, e.key[:12], format_size(e.size), when,
+                         "your secret" if e.key_id == tier.key_id else f"another secret ({e.key_id})"])
+        print(table(rows, right={2}))
+        print(f"{len(entries)} entries, {format_size(sum(e.size for e in entries))} in {tier.url}")
+    elif not unmatched:
+        print(f"no entries in {tier.url}")
     return 1 if unmatched else 0
 
 
