@@ -82,21 +82,27 @@ def watch_reads() -> None:
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    """The audit hook. It never raises: an exception here would fail the user's own open
+    """The audit hook, called for every audited event of the process (``id()`` is one), so
+    one test for most. It never raises: an exception here would fail the user's own open
     (or the interpreter's open of the main script, when statecache is imported by a
     ``sitecustomize``), so a fault of ours costs a record, never the user's operation."""
-    try:
-        _heard(event, args)
-    except Exception:
-        pass
+    if event == "open":
+        try:
+            _opened(*args)
+        except Exception:
+            pass
+    elif _recorders and event in _RECORDED:
+        try:
+            _heard(event, args)
+        except Exception:
+            pass
+
+
+_RECORDED = frozenset({"sqlite3.connect", "os.listdir", "os.scandir"})
 
 
 def _heard(event: str, args: tuple[Any, ...]) -> None:
-    if event == "open":
-        _opened(*args)
-        return
-    if not _recorders:
-        return
+    """The events other than ``open`` that a recording checkpoint needs."""
     if event == "sqlite3.connect":
         _note_database(args[0] if args else None)
     elif event in ("os.listdir", "os.scandir"):
@@ -125,7 +131,7 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
             return
     elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
         return
-    readlog.remember(path, _caller(3))
+    readlog.remember(path, _caller(2))
     if _recorders:
         _note(path, "opened")
 

@@ -98,14 +98,12 @@ def remember(path: Any, frame: Any) -> None:
         return
     _busy.on = True
     try:
-        from .provenance import is_data_path
-
         path = os.path.abspath(os.fsdecode(os.fspath(path)))
         try:
             st = os.stat(path)
         except OSError:
             st = None  # not there: a file that appears later is a change
-        if not is_data_path(path, mode=st.st_mode if st is not None else 0):
+        if not _is_data_path(path, mode=st.st_mode if st is not None else 0):
             return
         stamp = stat_stamp(st) if st is not None else None
         for code in codes:
@@ -126,6 +124,18 @@ def _user_functions(frame: Any) -> list[types.CodeType]:
             codes.append(code)
         frame = frame.f_back
     return codes
+
+
+_data_path_rule: Any = None  # provenance.is_data_path, imported at the first read
+
+
+def _is_data_path(path: str, mode: int) -> bool:
+    global _data_path_rule
+    if _data_path_rule is None:
+        from .provenance import is_data_path
+
+        _data_path_rule = is_data_path
+    return bool(_data_path_rule(path, mode=mode))
 
 
 def _is_user_file(filename: str) -> bool:
