@@ -276,7 +276,11 @@ def test_the_engine_hooks_lease_publish_and_abandon(tmp_path: Path) -> None:
     assert wait_for_uploads(limit=600) == []
     assert (shared / hooks.remote.entry_object(NAME, KEY)).exists() and not lease_file.exists()
     other = tmp_path / "two" / NAME / f"{KEY}.sc"
-    assert hooks.fetch(NAME, KEY, str(other)) and other.read_bytes() == local.read_bytes()
+    got = hooks.fetch(NAME, KEY, str(other))
+    assert got is not None and other.read_bytes() == local.read_bytes()
+    # what the engine's one "restored ... from URL in T" line takes from it
+    assert (got.path, got.size, got.url) == (str(other), local.stat().st_size, hooks.remote.url)
+    assert got.seconds > 0
 
 
 # ----------------------------------------------------------------------------- faults
