@@ -314,7 +314,37 @@ def listing_record(path: str) -> dict[str, Any] | None:
 
 
 def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Records of the data files and directories the recorder saw, plus inner hits' records."""
+    """Records of the data files and directories the recorder saw, each placed in the project
+    (so a clone or a copy checks its own files), plus inner hits' records."""
+    cache_dirs = list(cache_dirs)
+    records = seen_records(recorder, cache_dirs)
+    from .project import inside, project_root
+
+    cache_parent = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
+    root = project_root()
+    for (path, _kind), record in records.items():
+        in_cache_parent = inside(path, cache_parent) if cache_parent is not None else None
+        if in_cache_parent is not None:
+            # a project copied with its cache (cp -r exp1 exp2) checks its own files
+            record["project_path"] = in_cache_parent
+        in_root = inside(path, root)
+        if in_root is not None:
+            # a clone of the project elsewhere (sharing the cache) checks its own files
+            record["root_path"] = in_root
+        if path in recorder.relative:
+            # open("data.csv") from another working directory is another file
+            record["relative"] = recorder.relative[path]
+    for record in recorder.extra:
+        records.setdefault((record["path"], record["kind"]), record)
+    _warn_unseen()
+    return list(records.values())
+
+
+def seen_records(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> dict[tuple[str, str], dict[str, Any]]:
+    """(path, kind) -> the record of each data file and directory the recorder saw, by
+    absolute path only: what the code read, a file it found missing, a file it made where
+    nothing was and read back (missing), a listing. The one rule of what a read leaves to be
+    checked later, for a checkpoint (``snapshot``) and for live mode's statements."""
     from .provenance import is_data_path
 
     cache_dirs = list(cache_dirs)
@@ -342,26 +372,7 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record = listing_record(path)
             if record is not None:
                 records[(path, "dir")] = record
-    from .project import inside, project_root
-
-    cache_parent = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
-    root = project_root()
-    for (path, _kind), record in records.items():
-        in_cache_parent = inside(path, cache_parent) if cache_parent is not None else None
-        if in_cache_parent is not None:
-            # a project copied with its cache (cp -r exp1 exp2) checks its own files
-            record["project_path"] = in_cache_parent
-        in_root = inside(path, root)
-        if in_root is not None:
-            # a clone of the project elsewhere (sharing the cache) checks its own files
-            record["root_path"] = in_root
-        if path in recorder.relative:
-            # open("data.csv") from another working directory is another file
-            record["relative"] = recorder.relative[path]
-    for record in recorder.extra:
-        records.setdefault((record["path"], record["kind"]), record)
-    _warn_unseen()
-    return list(records.values())
+    return records
 
 
 def _warn_unseen() -> None:

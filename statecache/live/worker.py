@@ -157,11 +157,13 @@ class Worker:
         depends on them, whether or not a checkpoint did the reading), then drop the paths the
         recorder saw, so that a long run does not keep every path."""
         if self.files.opened or self.files.listed:
+            from ..key.files import seen_records
+
             entries = {(r["path"], r["kind"]) for r in self.files.extra}
             # code, which the sources' watch covers: the script (linecache reads it for keys) and
             # the user's modules
             code = {os.path.realpath(self.path), *local_modules().values()}
-            for record in _records(self.files):
+            for record in seen_records(self.files).values():
                 key, path = (record["path"], record["kind"]), record["path"]
                 if key not in entries and os.path.realpath(path) not in code and not _in_cache(path):
                     self.read_outside.setdefault(key, record)
@@ -214,33 +216,6 @@ class Worker:
         if msg is None:  # the controller has gone
             os._exit(1)
         return msg if msg["type"] == "update" else None
-
-
-def _records(recorder: Any) -> list[dict[str, Any]]:
-    """Records of the data files and folders ``recorder`` saw, by absolute path only (not
-    ``key.files.snapshot``, which also places each in the project: that fixes the project root
-    of the process before the script has made its cache). A file changed since it was read is
-    recorded as such: no content matches it, so the state is never resumed from."""
-    from ..key.files import file_record, listing_record
-    from ..key.provenance import is_data_path
-    from ..key.stamps import stat_stamp
-
-    found = []
-    for path, before in recorder.opened.items():
-        record = file_record(path) if is_data_path(path) else None
-        if record is not None:
-            if record["kind"] == "file" and before is not None:
-                try:
-                    if stat_stamp(os.stat(path)) != before:
-                        record["digest"], record["racy"] = "changed since it was read", True
-                except OSError:
-                    pass
-            found.append(record)
-    for path in recorder.listed:
-        record = listing_record(path) if is_data_path(path) else None
-        if record is not None:
-            found.append(record)
-    return found
 
 
 def _in_cache(path: str) -> bool:
