@@ -27,7 +27,6 @@ pytest_plugins = ("tests.remote_server",)  # the S3 server, broken endpoints, th
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     from statecache.cli import main as _cli
 
-    monkeypatch.setitem(_cli.PLUGINS, "remote", "statecache.cli.remote")
     monkeypatch.setenv("STATECACHE_SECRET", SECRET)
 
     def run(*argv: str) -> tuple[int, str, str]:

@@ -28,11 +28,13 @@ from .cleanup import cmd_clear, cmd_gc
 from .common import DIR_HELP, PROG
 from .listing import cmd_ls, cmd_show
 from .remote import add_gc_options, add_remote_option, add_transfer
+from .remote import add_parser as add_remote_parser
+from .remote import run as run_remote
 from .verify import cmd_verify
 
 #: Subcommands defined elsewhere: name -> module with ``add_parser(subparsers)`` and ``run(args)``.
-PLUGINS = {"live": "statecache.live.command", "remote": "statecache.cli.remote"}
-BUILTIN = ("ls", "show", "clear", "gc", "verify", "push", "pull")
+PLUGINS = {"live": "statecache.live.command"}
+BUILTIN = ("ls", "show", "clear", "gc", "verify", "push", "pull", "remote")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +118,7 @@ def _add_builtins(sub: Any) -> None:
              "check every entry's checksums (and signature when STATECACHE_SECRET is set)", True)
     add_transfer(sub, "push")
     add_transfer(sub, "pull")
+    add_remote_parser(sub).set_defaults(func=run_remote)  # the first spelling: remote ls|push|pull|gc
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
