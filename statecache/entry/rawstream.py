@@ -19,46 +19,24 @@ from .format import xxh
 from .progress import NoProgress
 
 
-class RawStream:
-    """The stream's ``chunks`` (codec, stored length, xxh3) from ``offset`` as a read-only
-    file; ``read_into(view, offset)`` fills ``view`` from the file or raises."""
+class ChunkedFile:
+    """A read-only file over a stream handed out one chunk at a time: ``_advance`` makes the
+    next chunk current (``cur`` to slice, ``buf`` to search, ``end`` bytes long) or says there
+    is none. The Unpickler's reads are served from it here; ``StreamFile`` (decompressed on
+    threads) and ``RawStream`` (read from the file) differ only in where a chunk comes from."""
 
-    def __init__(
-        self,
-        read_into: Callable[[memoryview, int], None],
-        chunks: list[tuple[int, int, int]],
-        offset: int,
-        error: Callable[[str], EntryError],
-        progress: NoProgress,
-    ) -> None:
-        self.read_into = read_into
-        self.chunks = chunks
-        self.error = error
-        self.progress = progress
-        self.raw = bytearray(max((n for _, n, _ in chunks), default=0))
-        self.view = memoryview(self.raw)
-        self.next = 0  # the next chunk to read
-        self.file_pos = offset
-        self.end = 0  # bytes of the current chunk in the buffer
-        self.off = 0  # bytes of it handed out
-        self.pos = 0
+    cur: Any = b""
+    buf: Any = b""
+    end = 0  # bytes of the current chunk
+    off = 0  # bytes of it handed out
+    pos = 0  # bytes of the stream handed out
 
     def _advance(self) -> bool:
-        if self.next >= len(self.chunks):
-            return False
-        _, n, checksum = self.chunks[self.next]
-        self.read_into(self.view[:n], self.file_pos)
-        if xxh(self.view[:n]) != checksum:
-            raise self.error("damaged pickle stream (checksum mismatch)")
-        self.next += 1
-        self.file_pos += n
-        self.end, self.off = n, 0
-        self.progress.add(n)
-        return True
+        raise NotImplementedError
 
-    def _take(self, n: int) -> memoryview:
+    def _take(self, n: int) -> Any:
         take = min(n, self.end - self.off)
-        piece = self.view[self.off : self.off + take]
+        piece = self.cur[self.off : self.off + take]
         self.off += take
         self.pos += take
         return piece
@@ -70,8 +48,8 @@ class RawStream:
         while n > 0:
             if self.off >= self.end and not self._advance():
                 break
-            piece = self._take(n)
-            parts.append(bytes(piece))
+            piece = bytes(self._take(n))  # the slice itself when ``cur`` is bytes
+            parts.append(piece)
             n -= len(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -91,12 +69,46 @@ class RawStream:
         while True:
             if self.off >= self.end and not self._advance():
                 break
-            newline = self.raw.find(b"\n", self.off, self.end)
-            piece = self._take((self.end if newline < 0 else newline + 1) - self.off)
-            parts.append(bytes(piece))
+            newline = self.buf.find(b"\n", self.off, self.end)
+            parts.append(bytes(self._take((self.end if newline < 0 else newline + 1) - self.off)))
             if newline >= 0:
                 break
         return b"".join(parts)
 
     def tell(self) -> int:
         return self.pos
+
+
+class RawStream(ChunkedFile):
+    """The stream's ``chunks`` (codec, stored length, xxh3) from ``offset`` as a read-only
+    file; ``read_into(view, offset)`` fills ``view`` from the file or raises."""
+
+    def __init__(
+        self,
+        read_into: Callable[[memoryview, int], None],
+        chunks: list[tuple[int, int, int]],
+        offset: int,
+        error: Callable[[str], EntryError],
+        progress: NoProgress,
+    ) -> None:
+        self.read_into = read_into
+        self.chunks = chunks
+        self.error = error
+        self.progress = progress
+        self.buf = bytearray(max((n for _, n, _ in chunks), default=0))  # reused
+        self.cur = memoryview(self.buf)
+        self.next = 0  # the next chunk to read
+        self.file_pos = offset
+
+    def _advance(self) -> bool:
+        if self.next >= len(self.chunks):
+            return False
+        _, n, checksum = self.chunks[self.next]
+        self.read_into(self.cur[:n], self.file_pos)
+        if xxh(self.cur[:n]) != checksum:
+            raise self.error("damaged pickle stream (checksum mismatch)")
+        self.next += 1
+        self.file_pos += n
+        self.end, self.off = n, 0
+        self.progress.add(n)
+        return True

@@ -12,9 +12,10 @@ from .._errors import EntryError
 from .codec import decompressor, threads
 from .format import RAW
 from .progress import NoProgress
+from .rawstream import ChunkedFile
 
 
-class StreamFile:
+class StreamFile(ChunkedFile):
     """The pickle stream as a read-only file. Compressed chunks are decompressed by background
     threads in order, ahead of the Unpickler, so unpickling starts after the first chunk instead
     of after the whole stream; a consumed chunk is dropped at once."""
@@ -36,9 +37,6 @@ class StreamFile:
         self.results: list[Any] = [None] * count
         self.ready = [threading.Event() for _ in range(count)]
         self.index = -1
-        self.cur = b""
-        self.off = 0
-        self.pos = 0
         self.threaded = count > 1
         if self.threaded:
             self.jobs = itertools.count()
@@ -74,50 +72,6 @@ class StreamFile:
         data, self.results[i] = self.results[i], None
         if isinstance(data, BaseException):
             raise data
-        self.index, self.cur, self.off = i, data, 0
+        self.index, self.cur, self.buf, self.end, self.off = i, data, data, len(data), 0
         self.progress.add(len(data))
         return True
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.raw_len - self.pos
-        parts = []
-        while n > 0:
-            if self.off >= len(self.cur) and not self._advance():
-                break
-            take = min(n, len(self.cur) - self.off)
-            parts.append(self.cur[self.off : self.off + take])
-            self.off += take
-            self.pos += take
-            n -= take
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readinto(self, buffer: Any) -> int:
-        target = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(target):
-            if self.off >= len(self.cur) and not self._advance():
-                break
-            take = min(len(target) - done, len(self.cur) - self.off)
-            target[done : done + take] = self.cur[self.off : self.off + take]
-            self.off += take
-            self.pos += take
-            done += take
-        return done
-
-    def readline(self) -> bytes:
-        parts = []
-        while True:
-            if self.off >= len(self.cur) and not self._advance():
-                break
-            end = self.cur.find(b"\n", self.off)
-            stop = len(self.cur) if end < 0 else end + 1
-            parts.append(self.cur[self.off : stop])
-            self.pos += stop - self.off
-            self.off = stop
-            if end >= 0:
-                break
-        return b"".join(parts)
-
-    def tell(self) -> int:
-        return self.pos
