@@ -22,9 +22,10 @@ from typing import Any
 
 import xxhash
 
-from .code import code_digest, loaded_other_text, scan_refs, source_node, stored_globals
+from .code import code_digest, scan_refs, source_node, stored_globals
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
+from .loaded import loaded_other_text
 from .localimports import Binding, local_imports, used_names
 from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name

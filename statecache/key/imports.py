@@ -18,8 +18,8 @@ from typing import Any
 import xxhash
 
 from .astdigest import ast_digest
-from .code import ValueDigest, edited_after_loading, loaded_other_text
 from .hashing import encode_str, file_digest
+from .loaded import ValueDigest, edited_after_loading, loaded_other_text
 from .provenance import STDLIB_NAMES, is_user_file
 from .stamps import stat_stamp
 from .versions import installed_version, top_spec
@@ -236,7 +236,7 @@ def imports_digest(
     """The modules ``roots`` name (an import statement's targets), with what they import,
     transitively: the user's by their sources, installed ones by distribution version, the
     stdlib by name. Found from files, never by importing; memoised in ``memo``.
-    ``value_digest`` keys loaded data that differs from the text (``code.edited_after_loading``).
+    ``value_digest`` keys loaded data that differs from the text (``loaded.edited_after_loading``).
     ``used``: of a root module that the importing code reads only some names of (and no
     module of the closure imports), those names (``used_source_digest``); None for all."""
     used = {k: v for k, v in (used or {}).items() if v is not None}
