@@ -112,6 +112,27 @@ def test_an_entry_re_signed_into_our_name_fails_its_signature(url, tmp_path: Pat
         assert ours.fetch(NAME, KEY, str(tmp_path / "two" / NAME / f"{KEY}.sc")) is None
 
 
+def test_an_entry_of_another_key_copied_into_place_is_refused(url, tmp_path: Path, s3_server: S3Server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Signed with the team's secret, intact, but another key's state (an object copied or
+    renamed under this key's name): a miss with a warning naming what it holds, nothing kept."""
+    from statecache.entry.writer import write_entry
+
+    remote, server = url
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    tier = tier_for(remote)
+    publish_now(tier, make_entry(tmp_path / "one"))
+    other = "cd" * 16
+    theirs = tmp_path / "other" / f"{other}.sc"
+    theirs.parent.mkdir(parents=True)
+    write_entry(str(theirs), {"X": 1}, {"name": NAME, "key": other, "created": time.time()}, secret=SECRET.encode())
+    corrupt(remote, server, tier.entry_object(NAME, KEY), lambda _d: theirs.read_bytes())
+    local = tmp_path / "two" / NAME / f"{KEY}.sc"
+    with pytest.warns(StateCacheWarning, match=f"it holds '{NAME}' key {other[:12]} .*copied or renamed"):
+        assert tier_for(remote).fetch(NAME, KEY, str(local), check=lambda meta: True) is None
+    assert not local.parent.exists() or not list(local.parent.iterdir())  # no file, no temp
+
+
 def test_the_check_sees_the_metadata_before_the_download(url, tmp_path: Path, s3_server: S3Server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     remote, _server = url
     for k, v in s3_server.env().items():
