@@ -1059,3 +1059,40 @@ def test_a_small_read_imports_neither_codec_nor_stream_nor_pickling(tmp_path):
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.skipif(not hasattr(os, "writev"), reason="writev is POSIX")
+@pytest.mark.parametrize("limit", [1, 7, 4096, 70_000, 300_000])
+def test_short_writevs_anywhere_in_the_pieces_still_write_every_byte_in_order(tmp_path, monkeypatch, limit):
+    # The fault test cuts a writev inside its first piece; a kernel may stop anywhere: on a
+    # piece's boundary, or inside a later piece. Each writev here writes at most ``limit`` bytes.
+    real = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):
+        out, left = [], limit
+        for b in buffers:
+            b = memoryview(b).cast("B")
+            if left <= 0:
+                break
+            out.append(b[:left])
+            left -= len(out[-1])
+        calls.append(sum(len(b) for b in out))
+        return real(fd, out)
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    rng = np.random.default_rng(7)
+    state = {  # many small pieces (buffer sections of 17-200 KB and their pads) per writev
+        "small": [rng.integers(0, 255, int(n), dtype=np.uint8) for n in rng.integers(17_000, 200_000, 12)],
+        "arr": rng.random(5000),
+        "n": 3,
+    }
+    path = tmp_path / "e.sc"
+    write_entry(path, state, {"name": "t"})
+    assert len(calls) > 3 and min(calls) <= limit
+    verify_entry(path)
+    _, got = read_entry(path)
+    assert got["n"] == 3 and len(got["small"]) == len(state["small"])
+    for a, b in zip(state["small"], got["small"], strict=True):
+        assert_same_array(a, b)
+    assert_same_array(state["arr"], got["arr"])
