@@ -13,7 +13,7 @@ from conftest import Project
 HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
     "_binders", "_checkpoint", "_config", "_engine", "_errors", "_frames", "_settings", "_setup",
     "_version", "_warnings",
-    "entry", "entry.feed", "entry.format", "entry.meta", "entry.progress", "entry.reader",
+    "entry", "entry.format", "entry.meta", "entry.progress", "entry.reader",
     "key", "key.astdigest", "key.code", "key.codegraph", "key.components", "key.dataframes",
     "key.files", "key.readlog", "key.hashing", "key.imports", "key.importwatch", "key.inputs",
     "key.loaded", "key.localimports", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
@@ -26,7 +26,8 @@ COMPUTE_ONLY = (
     "statecache._identity", "statecache._tiers", "statecache._effects", "statecache.key.rng",
     "statecache.key.readers", "statecache.entry.writer", "statecache.entry.pickling",
     "statecache.entry.codec", "statecache.entry.stream", "statecache.entry.main_functions",
-    "statecache.entry.tensors", "statecache.store.remote", "statecache.store.maintenance",
+    "statecache.entry.tensors", "statecache.entry.feed", "statecache.entry.rawstream",
+    "statecache.entry.memory", "statecache.store.remote", "statecache.store.maintenance",
     "filelock", "zstandard", "cloudpickle", "dill", "numpy", "concurrent.futures", "glob",
     "base64", "hmac",
     "threading",  # the progress bar's lock, made only when a bar is drawn (a terminal)
