@@ -7,11 +7,12 @@
 - ``NamespaceBinder``: a ``%%checkpoint`` cell in an IPython user namespace.
 
 The rules on state are the same for all three and live here once: a file object open for
-writing is never saved (restoring it would reopen and empty the file the code wrote); an
+writing is never saved (``_openfiles``: restoring it would reopen and empty the file); an
 input the code mutated in place is saved and, on a hit, its object takes the saved content,
 as do the objects it refers to that the code kept (other names for them see the change, see
-``_identity``); attributes of the user's modules that the code set are
-set again.
+``_identity``); what the code changed outside its names, through its helpers too (attributes
+of the user's modules, data the helpers read, what it patched onto a class), is saved and set
+again (``_watched``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import FingerprintError
 from ._frames import is_function_frame, write_names
 from ._warnings import warn
 from .key.components import fingerprint_values
@@ -28,6 +28,7 @@ from .key.inputs import MISSING, Reads, implicit_values, input_values, resolve
 
 if TYPE_CHECKING:
     from ._identity import Before
+    from ._watched import Watched
 
 #: The name under which a ``cached_setup`` function's return value is saved.
 RETURN = "return"
@@ -53,6 +54,7 @@ class Binder:
         self.fingerprints: dict[str, str] = {}
         self.chains: set[str] = set()  # labels that are attributes of the user's modules
         self.before: Before | None = None  # the inputs' objects before the code ran
+        self.watched: Watched | None = None  # what the code may change besides its names
 
     # -- the namespace (subclasses) --
 
@@ -81,14 +83,23 @@ class Binder:
         return self.fingerprints
 
     def remember_inputs(self) -> None:
-        """Note the objects reachable from the inputs a hit can find again (see ``_identity``);
-        the engine calls it when the code is about to run, after ``inputs``."""
+        """Note the objects reachable from the inputs a hit can find again (see ``_identity``),
+        and the state outside the code's names it may change (``_watched``); the engine calls
+        it when the code is about to run, after ``inputs``."""
         from ._identity import Before  # a computing run only: a hit needs no walk
+        from ._watched import Watched
 
-        self.before = Before({
-            k: v for k, v in self.values.items()
-            if v is not MISSING and (k in self.chains or self.restorable(k))
-        })
+        self.watched = Watched.before(self.lookup, self.values, self.own_globals(), self.ignore, self.reserved())
+        roots = {k: v for k, v in self.values.items() if v is not MISSING and (k in self.chains or self.restorable(k))}
+        self.before = Before({**self.watched.roots(), **roots})
+
+    def own_globals(self) -> dict[str, Any]:
+        """The globals the code binds its global names in."""
+        raise NotImplementedError
+
+    def reserved(self) -> set[str]:
+        """Labels of the state that mean something else to this binder."""
+        return set()
 
     # -- state --
 
@@ -100,6 +111,8 @@ class Binder:
 
     def collected(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the code bound and the inputs it mutated (no identity record yet)."""
+        from ._openfiles import file_object, reopen_hazard
+
         state: dict[str, Any] = {}
         unbound: list[str] = []
         for name in self.reads.assigned:
@@ -116,7 +129,22 @@ class Binder:
             else:
                 state[name] = value
         mutated, gone = self.mutated_inputs(set(state))
-        return {**state, **mutated}, {"unbound": unbound + gone}
+        outside, outside_gone = self.changed_outside({*state, *mutated, *gone})
+        return {**state, **mutated, **outside}, {"unbound": unbound + gone + outside_gone}
+
+    def changed_outside(self, skip: set[str]) -> tuple[dict[str, Any], list[str]]:
+        """What the code changed besides its names and inputs (``_watched``): attributes of
+        the user's modules its helpers set, data they changed in place; a class changed in
+        place as a ``ClassState``."""
+        watched, self.watched = self.watched, None
+        if watched is None:
+            return {}, []
+        state, gone, in_place = watched.changes(skip)
+        for label in in_place:
+            value = state[label]
+            if isinstance(value, type):
+                state[label] = ClassState.of(value, watched.class_before(value))
+        return state, gone
 
     def with_kept(self, state: dict[str, Any]) -> dict[str, Any]:
         """``state`` and, last (so that it pickles as references), the record of the objects
@@ -141,6 +169,7 @@ class Binder:
     def mutated_inputs(self, bound: set[str]) -> tuple[dict[str, Any], list[str]]:
         """Inputs whose fingerprint changed while the code ran (attributes of the user's modules
         included: ``helpers.TABLE[k] = v``); and such attributes the code deleted."""
+        from ._watched import changed_since
         from .key.values import Fingerprinter
 
         fp = Fingerprinter(ignore=self.ignore)
@@ -159,12 +188,10 @@ class Binder:
                 continue
             else:
                 value = self.values[label]
-            try:
-                changed = fp.value(value, label).hex() != before
-            except FingerprintError:
-                changed = True
-            if changed:
-                state[label] = ClassState.of(value) if isinstance(value, type) else value
+            if changed_since(fp, value, label, before):
+                same = value is self.values[label]  # a class rebound is bound, not filled
+                classes = self.watched.class_before(value) if self.watched is not None else None
+                state[label] = ClassState.of(value, classes) if same and isinstance(value, type) else value
         return state, gone
 
     def restorable(self, label: str) -> bool:
@@ -228,6 +255,9 @@ class FrameBinder(Binder):
         self._locals = frame.f_locals
         self._local_names = _local_names(frame)
 
+    def own_globals(self) -> dict[str, Any]:
+        return self.frame.f_globals
+
     def refresh(self) -> None:
         """Read the frame's locals again (a function frame's ``f_locals`` is a snapshot)."""
         self._locals = self.frame.f_locals
@@ -279,6 +309,9 @@ class NamespaceBinder(Binder):
     def lookup(self, name: str) -> Any:
         return self.namespace.get(name, MISSING)
 
+    def own_globals(self) -> dict[str, Any]:
+        return self.namespace
+
     def bind(self, values: dict[str, Any], unbound: list[str]) -> None:
         self.namespace.update(values)
         for name in unbound:
@@ -318,6 +351,12 @@ class GlobalsBinder(Binder):
 
     def lookup(self, name: str) -> Any:
         return self.globals.get(name, MISSING)
+
+    def own_globals(self) -> dict[str, Any]:
+        return self.globals
+
+    def reserved(self) -> set[str]:
+        return set(self.arguments)  # input_now finds these among the arguments
 
     def bind_arguments(self, arguments: dict[str, Any]) -> None:
         self.arguments = {k: v for k, v in arguments.items() if k not in self.ignore}
@@ -400,26 +439,45 @@ def names_used(code: CodeType) -> set[str]:
 
 
 class ClassState:
-    """The data attributes of a class the code changed (``Model.default = 5``). A class is
-    pickled by reference, so its attributes must be saved apart and set back on a hit; its
-    methods are code, which the key covers."""
+    """What the code changed on a class (``Model.default = 5``, ``Model.predict = fast``, a
+    property). A class is pickled by reference, so its attributes must be saved apart and set
+    back on a hit: its data attributes, and, when its dict before the code ran is known, every
+    attribute the code bound anew whatever its kind (the code the key covers is the class's
+    before the block: a method the block patches on is the block's output) and those it
+    deleted."""
 
-    def __init__(self, attributes: dict[str, Any]):
+    def __init__(self, attributes: dict[str, Any], deleted: Iterable[str] = (), rebound: Iterable[str] = ()):
         self.attributes = attributes
+        self.deleted = tuple(deleted)
+        self.rebound = frozenset(rebound)  # the others were the same objects: filled in place
 
     @classmethod
-    def of(cls, kind: type) -> ClassState:
+    def of(cls, kind: type, before: dict[str, Any] | None = None) -> ClassState:
         import types
 
+        from .key.codegraph import CLASS_SKIP
+
         code = (types.FunctionType, classmethod, staticmethod, property, type)
-        return cls({
-            k: v for k, v in vars(kind).items()
+        now = vars(kind)
+        attributes = {
+            k: v for k, v in now.items()
             if not (k.startswith("__") and k.endswith("__")) and not isinstance(v, code) and _picklable(v)
-        })
+        }
+        if before is None:
+            return cls(attributes, (), attributes)
+        rebound = [k for k, v in now.items() if k not in CLASS_SKIP and before.get(k, MISSING) is not v]
+        attributes.update((k, now[k]) for k in rebound)
+        return cls(attributes, [k for k in before if k not in now and k not in CLASS_SKIP], rebound)
 
     def apply(self, kind: type) -> None:
+        rebound = getattr(self, "rebound", None)  # an entry of an older version has none
         for name, value in self.attributes.items():
-            setattr(kind, name, value)
+            current = vars(kind).get(name, MISSING)
+            if rebound is None or name in rebound or current is MISSING or not update_in_place(current, value):
+                setattr(kind, name, value)
+        for name in getattr(self, "deleted", ()):
+            if name in vars(kind):
+                delattr(kind, name)
 
 
 def _picklable(value: Any) -> bool:
@@ -447,38 +505,6 @@ def update_in_place(current: Any, saved: Any) -> bool:
         return False
     merge(current, saved)
     return True
-
-
-def reopen_hazard(value: Any) -> bool:
-    """A file object that dill would reopen on load with a mode that creates or truncates the
-    file (``"w"``, ``"x"``), or a closed one (the ``with open(...) as f`` idiom); a wrapper
-    around a file (``tempfile.NamedTemporaryFile``) is judged by the file it wraps."""
-    file = file_object(value)
-    if file is None:
-        return False
-    mode = getattr(file, "mode", "")
-    return file.closed or (isinstance(mode, str) and ("w" in mode or "x" in mode))
-
-
-# The standard library's objects that wrap a file without being one (tempfile's
-# _TemporaryFileWrapper; SpooledTemporaryFile before 3.11; codecs' stream readers and writers),
-# and the attribute holding it. No pickler restores them: dill saves one closed and fails on
-# load (KeyError 'file'), so every later run would warn and compute.
-_WRAPPED_FILE = {"tempfile": ("file", "_file"), "codecs": ("stream",)}
-
-
-def file_object(value: Any) -> Any:
-    """The file object ``value`` is, or wraps (see ``_WRAPPED_FILE``); None if neither."""
-    import io
-
-    if isinstance(value, io.IOBase):
-        return value
-    attributes = _WRAPPED_FILE.get(getattr(type(value), "__module__", ""), ())
-    inner = getattr(value, "__dict__", {})
-    for attr in attributes:
-        if isinstance(inner.get(attr), io.IOBase):
-            return inner[attr]
-    return None
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

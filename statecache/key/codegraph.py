@@ -22,7 +22,7 @@ from typing import Any
 
 import xxhash
 
-from .code import code_digest, scan_refs, source_node, stored_globals
+from .code import code_digest, scan_refs, source_node
 from .hashing import U64, digest, encode_str, file_digest
 from .imports import imports_digest, module_top_digest, resolve_import, source_digest
 from .loaded import loaded_other_text
@@ -109,7 +109,7 @@ class CodeGraph:
         if isinstance(obj, types.FunctionType):
             return True
         if isinstance(obj, type):
-            return self._is_user_class(obj)
+            return self.is_user_class(obj)
         return is_user_module(obj)
 
     def _ref(self, obj: Any, ctx: Ctx) -> bytes:
@@ -231,7 +231,7 @@ class CodeGraph:
         h.update(d)
 
     def _local_function(self, h: Any, fn: types.FunctionType, ctx: Ctx) -> None:
-        user = self._is_user_function(fn)
+        user = self.is_user_function(fn)
         h.update(b"fn" + encode_str(str(fn.__module__)) + encode_str(fn.__qualname__))
         if not user:
             self._library_function(h, fn, ctx)
@@ -248,7 +248,7 @@ class CodeGraph:
         self._process_state(h, fn.__code__, ctx)
         # a memo filled above the block returns what was read then (key/readlog.py)
         h.update(earlier_reads_digest(fn.__code__))
-        imports = self._code_refs_of(fn.__code__)[1]
+        imports = self.code_refs_of(fn.__code__)[1]
         local = self._local_imports_of(fn.__code__) if imports else {}
         for modname, level, fromlist in imports:
             self._feed_import(h, fn, modname, level, fromlist, local.get((modname, level, fromlist)))
@@ -298,7 +298,7 @@ class CodeGraph:
         bltins = glb.get("__builtins__", builtins.__dict__)
         if isinstance(bltins, types.ModuleType):
             bltins = vars(bltins)
-        for chain in self._code_refs_of(fn.__code__)[0]:
+        for chain in self.code_refs_of(fn.__code__)[0]:
             name = chain[0]
             h.update(b"g" + encode_str(name))
             if name in self._ignore:
@@ -444,7 +444,7 @@ class CodeGraph:
                 h.update(b"v" + encode_str(key))
                 self._feed(h, val, ctx)
 
-    def _code_refs_of(self, co: types.CodeType) -> _Refs:
+    def code_refs_of(self, co: types.CodeType) -> _Refs:
         """Global names the code (and its nested code) loads, each with the attribute chain that
         follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), and its imports, in code order."""
         hit = self._code_refs.get(id(co))
@@ -462,7 +462,7 @@ class CodeGraph:
         polars namespace, the user's function set on a library class. Looked up on the type,
         without running a descriptor; None for anything else."""
         kind = type(obj)
-        if self._is_user_class(kind):
+        if self.is_user_class(kind):
             return None  # the user's own class counts with the value
         held: Any = END
         for klass in kind.__mro__:
@@ -486,10 +486,10 @@ class CodeGraph:
 
     def _is_user_code(self, obj: Any) -> bool:
         if isinstance(obj, types.FunctionType):
-            return self._is_user_function(obj)
-        return isinstance(obj, type) and self._is_user_class(obj)
+            return self.is_user_function(obj)
+        return isinstance(obj, type) and self.is_user_class(obj)
 
-    def _is_user_function(self, fn: types.FunctionType) -> bool:
+    def is_user_function(self, fn: types.FunctionType) -> bool:
         filename = fn.__code__.co_filename
         if is_user_file(filename):
             return True
@@ -500,7 +500,9 @@ class CodeGraph:
             return is_user_module_name(str(fn.__module__))
         return False
 
-    def _is_user_class(self, cls: type) -> bool:
+    def is_user_class(self, cls: type) -> bool:
+        """Whether a class is the user's code (defined in the user's modules, or holding a
+        function from the user's files); memoised per graph."""
         hit = self._user_types.get(cls)
         if hit is None:
             hit = is_user_module_name(str(getattr(cls, "__module__", "")))
@@ -516,6 +518,8 @@ class CodeGraph:
             self._user_types[cls] = hit
         return hit
 
+    _is_user_class = is_user_class  # the value walker's name for it (key/values.py)
+
 
 def _package_version(module_name: str) -> str:
     """``versions.package_version``, imported on first use: a hit on code that reaches no
@@ -523,38 +527,3 @@ def _package_version(module_name: str) -> str:
     from .versions import package_version
 
     return package_version(module_name)
-
-
-def globals_stored_by_helpers(roots: Iterable[Any]) -> list[tuple[dict[str, Any], str]]:
-    """(the globals dict, the name) of every global that a user function reachable from
-    ``roots`` assigns with ``global``: ``build()`` setting ``VOCAB``, ``helpers.init()`` setting
-    ``helpers.STATE``. The code counts these nowhere else: they are outputs of whatever calls
-    the function. Reached as the code graph reaches code (the globals a function reads, along
-    attribute chains through the user's modules; its closure; a class's members; bound
-    methods), but only through code, so no data is walked."""
-    graph = CodeGraph()
-    found: dict[tuple[int, str], tuple[dict[str, Any], str]] = {}
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        obj = stack.pop()
-        obj = getattr(obj, "__func__", obj)  # a bound method: its function
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, type) and graph._is_user_class(obj):
-            stack.extend(getattr(v, "__func__", v) for v in vars(obj).values())
-        elif isinstance(obj, types.FunctionType) and graph._is_user_function(obj):
-            glb = obj.__globals__
-            for name in stored_globals(obj.__code__):
-                found.setdefault((id(glb), name), (glb, name))
-            stack.extend(c for c in cells(obj) or () if isinstance(c, (types.FunctionType, type)))
-            for chain in graph._code_refs_of(obj.__code__)[0]:
-                value = glb.get(chain[0], END)
-                for attr in chain[1:]:
-                    if not (isinstance(value, types.ModuleType) and is_user_module(value)):
-                        break
-                    value = getattr(value, attr, END)
-                if isinstance(value, (types.FunctionType, type, types.MethodType)):
-                    stack.append(value)
-    return list(found.values())

@@ -289,29 +289,39 @@ def helper_globals(
     """Globals that the user's functions the code reaches assign with ``global`` (``build()``
     setting ``VOCAB``): they are state the code produces, so each counts as an attribute the
     code may set (in ``chains``: saved when the run changed it, set again on a hit), by its
-    value before the code runs. Labelled as the namespace reads them: the name itself in the
-    code's own globals, ``helpers.STATE`` through a module the namespace holds, else by the
-    module's name (``module_label``)."""
-    from .codegraph import globals_stored_by_helpers
-
+    value before the code runs, labelled by ``global_label``."""
     roots = [v for v in values.values() if callable(v) or isinstance(v, type)]
     if not roots:
         return
-    modules = {id(vars(v)): k for k, v in values.items() if isinstance(v, ModuleType)}
-    own = lookup("__name__")
+    from .helpercode import globals_stored_by_helpers
+
+    modules = namespace_modules(values)
     for glb, name in globals_stored_by_helpers(roots):
         if name in reads.assigned:
             continue
         value = glb.get(name, MISSING)
-        if glb.get("__name__") == own and lookup(name) is value:
-            label = name
-        elif id(glb) in modules:
-            label = f"{modules[id(glb)]}.{name}"
-        else:
-            label = f"{module_label(str(glb.get('__name__')))}.{name}"
+        label = global_label(glb, name, lookup, modules)
         if label not in ignored and name not in ignored:
             extra[label] = value
             chains.add(label)
+
+
+def namespace_modules(values: dict[str, Any]) -> dict[int, str]:
+    """id of a module's globals -> the name under which ``values`` holds the module."""
+    return {id(vars(v)): k for k, v in values.items() if isinstance(v, ModuleType)}
+
+
+def global_label(glb: dict[str, Any], name: str, lookup: Lookup, modules: dict[int, str]) -> str:
+    """How the code's namespace names the global ``name`` of the module whose globals are
+    ``glb``: the name itself in the code's own globals (when nothing local hides it),
+    ``helpers.STATE`` through a module the namespace holds (``modules``, from
+    ``namespace_modules``), else by the module's name (``module_label``). ``resolve`` reads
+    each label back."""
+    if glb.get("__name__") == lookup("__name__") and lookup(name) is glb.get(name, MISSING):
+        return name
+    if id(glb) in modules:
+        return f"{modules[id(glb)]}.{name}"
+    return f"{module_label(str(glb.get('__name__')))}.{name}"
 
 
 def _user_module_chain(

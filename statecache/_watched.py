@@ -1,0 +1,207 @@
+"""What a block can change besides the names it binds, noted before it runs and compared after
+it: state a hit must put back, so that the process is as the computing run left it.
+
+- Attributes of the user's modules (``key.provenance.is_user_module`` decides which are the
+  user's), of every such module loaded when the block starts: a helper's ``helpers.SCALE = 7``,
+  ``setattr(config, k, v)``, an attribute added or deleted, found by identity; plain data (a
+  list, dict or set of numbers and strings) by content too, so that ``h.TABLE[k] = v`` through
+  a local import is seen. The state of a module is not read from the code that changes it: no
+  scan of the source finds ``setattr`` with computed names.
+- The data and classes the block's helpers read (``key.helpercode.data_read_by_helpers``):
+  ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, by content, by the rule the
+  block's own inputs are checked with (``changed_since``).
+- The dict of each class among those and among the block's inputs (``class_before``), so that
+  what the block patches onto a class (a method, a property) is known and can be set back.
+
+Only a computing run pays for this (``Binder.remember_inputs``). The code's own namespace is
+the binder's (the names it binds, the ``global`` names of its helpers: ``key.inputs``), and
+only what the helpers read of it is watched here.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import FingerprintError
+from .key.inputs import MISSING, Lookup, global_label, module_label, resolve
+
+#: (the globals dict holding a name, the name)
+Slot = tuple[dict[str, Any], str]
+_MUTABLE_DATA = (list, dict, set, bytearray)
+
+
+def changed_since(fp: Any, value: Any, label: str, before: str | None) -> bool:
+    """Whether ``value`` no longer has the fingerprint ``before`` (hex; None when it had none):
+    the one rule by which a run's objects count as changed in place. One that cannot be
+    fingerprinted now counts as changed (saving it is never wrong)."""
+    if before is None:
+        return True
+    try:
+        return bool(fp.value(value, label).hex() != before)
+    except FingerprintError:
+        return True
+
+
+def _fingerprint(fp: Any, value: Any, label: str) -> str | None:
+    try:
+        return str(fp.value(value, label).hex())
+    except FingerprintError:
+        return None
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+class Watched:
+    """The state noted before a block runs (see the module docstring)."""
+
+    def __init__(self, lookup: Lookup, own: dict[str, Any], ignore: Iterable[str], reserved: Iterable[str]):
+        from .key.values import Fingerprinter
+
+        self.lookup = lookup
+        self.own = own  # the code's own namespace: the binder's
+        self.ignore = frozenset(ignore)
+        self.reserved = frozenset(reserved)  # labels the binder gives another meaning
+        self.fp = Fingerprinter(ignore=tuple(self.ignore))
+        self.modules: dict[int, str] = {}  # id of a module's globals -> the name the code holds it by
+        self.covered: set[tuple[int, str]] = set()  # slots the binder's own inputs watch
+        #: label -> (slot, the value before, its fingerprint) of what the helpers read
+        self.reads: dict[str, tuple[Slot, Any, str | None]] = {}
+        #: (a user module's globals, name -> (the value before, its fingerprint or None))
+        self.attributes: list[tuple[dict[str, Any], dict[str, tuple[Any, str | None]]]] = []
+        self.classes: dict[int, tuple[type, dict[str, Any]]] = {}
+
+    @classmethod
+    def before(
+        cls, lookup: Lookup, values: dict[str, Any], own: dict[str, Any], ignore: Iterable[str],
+        reserved: Iterable[str] = (),
+    ) -> Watched:
+        """Note the state outside ``own`` a block whose inputs are ``values`` (label -> value,
+        the binder's) can change."""
+        watched = cls(lookup, own, ignore, reserved)
+        watched._note_inputs(values)
+        watched._note_helper_reads(values)
+        watched._note_modules()
+        return watched
+
+    def _note_inputs(self, values: dict[str, Any]) -> None:
+        """Which slots the binder's inputs already stand for, and the modules the code names."""
+        for label, value in values.items():
+            if label.isidentifier():
+                now = self.lookup(label)
+                if isinstance(now, types.ModuleType):
+                    self.modules.setdefault(id(vars(now)), label)
+                if now is self.own.get(label, MISSING):
+                    self.covered.add((id(self.own), label))
+            elif "." in label:
+                prefix, _, attr = label.rpartition(".")
+                owner = resolve(self.lookup, prefix)
+                if isinstance(owner, types.ModuleType):
+                    self.covered.add((id(vars(owner)), attr))
+            if isinstance(value, type):
+                self._note_class(value)
+
+    def _note_class(self, kind: type) -> None:
+        if id(kind) not in self.classes:
+            self.classes[id(kind)] = (kind, dict(vars(kind)))
+
+    def _label(self, glb: dict[str, Any], name: str) -> str:
+        label = global_label(glb, name, self.lookup, self.modules)
+        if label in self.reserved:
+            label = f"{module_label(str(glb.get('__name__')))}.{name}"
+        return label
+
+    def _skipped(self, glb: dict[str, Any], name: str, label: str) -> bool:
+        return (id(glb), name) in self.covered or label in self.ignore or name in self.ignore
+
+    def _note_helper_reads(self, values: dict[str, Any]) -> None:
+        roots = [v for v in values.values() if callable(v) or isinstance(v, type)]
+        if not roots:
+            return
+        from .key.helpercode import data_read_by_helpers
+
+        for (glb, name), value in data_read_by_helpers(roots):
+            label = self._label(glb, name)
+            if self._skipped(glb, name, label):
+                continue
+            self.covered.add((id(glb), name))
+            self.reads[label] = ((glb, name), value, _fingerprint(self.fp, value, label))
+            if isinstance(value, type):
+                self._note_class(value)
+
+    def _note_modules(self) -> None:
+        """Every attribute of every user module loaded now (the code's own namespace aside):
+        by identity, and plain mutable data by content."""
+        from .key.provenance import is_user_module
+        from .key.walk import is_plain_data
+
+        seen = {id(self.own)}
+        for module in list(sys.modules.values()):
+            if not isinstance(module, types.ModuleType) or id(vars(module)) in seen or not is_user_module(module):
+                continue
+            glb = vars(module)
+            seen.add(id(glb))
+            noted: dict[str, tuple[Any, str | None]] = {}
+            for name, value in list(glb.items()):
+                if _dunder(name) or (id(glb), name) in self.covered:
+                    continue
+                fingerprint = None
+                if isinstance(value, _MUTABLE_DATA) and is_plain_data(value):
+                    fingerprint = _fingerprint(self.fp, value, name)
+                noted[name] = (value, fingerprint)
+            self.attributes.append((glb, noted))
+
+    def roots(self) -> dict[str, Any]:
+        """label -> value of what this watches in place (where ``_identity.Before`` starts)."""
+        roots = {label: value for label, (_slot, value, _fp) in self.reads.items()}
+        for glb, noted in self.attributes:
+            for name, (value, fingerprint) in noted.items():
+                if fingerprint is not None:
+                    roots.setdefault(self._label(glb, name), value)
+        return roots
+
+    def class_before(self, kind: type) -> dict[str, Any] | None:
+        """The dict a class had before the block ran (None when it was not noted)."""
+        noted = self.classes.get(id(kind))
+        return noted[1] if noted is not None and noted[0] is kind else None
+
+    def changes(self, skip: set[str]) -> tuple[dict[str, Any], list[str], set[str]]:
+        """(label -> value now of what changed, the labels of what was deleted, the labels
+        whose object is the one it was, changed in place); labels in ``skip`` left out."""
+        from .key.values import Fingerprinter
+
+        fp = Fingerprinter(ignore=tuple(self.ignore))
+        state: dict[str, Any] = {}
+        gone: list[str] = []
+        in_place: set[str] = set()
+        for label, ((glb, name), value, fingerprint) in self.reads.items():
+            now = glb.get(name, MISSING)
+            if label in skip:
+                continue
+            if now is MISSING:
+                gone.append(label)
+            elif now is not value:
+                state[label] = now
+            elif changed_since(fp, now, label, fingerprint):
+                state[label] = now
+                in_place.add(label)
+        for glb, noted in self.attributes:
+            for name in [*noted, *(n for n in list(glb) if n not in noted)]:
+                value, fingerprint = noted.get(name, (MISSING, None))
+                now = glb.get(name, MISSING)
+                if now is value and (fingerprint is None or not changed_since(fp, now, name, fingerprint)):
+                    continue
+                label = self._label(glb, name)
+                if label in skip or self._skipped(glb, name, label) or _dunder(name):
+                    continue
+                if now is MISSING:
+                    gone.append(label)
+                else:
+                    state[label] = now
+                    if now is value:
+                        in_place.add(label)
+        return state, gone, in_place
