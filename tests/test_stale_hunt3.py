@@ -307,6 +307,11 @@ print('getuser=', y)
 with sc.checkpoint('gettempdir'):
     y = tempfile.gettempdir()
 print('gettempdir=', y)
+with sc.checkpoint('expandvars-read'):
+    with open(os.path.expandvars('$DATA_DIR/v.txt')) as f:
+        y = f.read()
+    del f
+print('expandvars-read=', y)
 """
 
 
@@ -317,11 +322,12 @@ def home_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
 
     def user(name: str) -> dict[str, str]:
         (project.root / name / "tmp").mkdir(parents=True, exist_ok=True)
+        project.write(f"{name}/data/v.txt", name)
         return {"HOME": str(project.root / name), "USER": name, "LOGNAME": name,
-                "TMPDIR": str(project.root / name / "tmp")}
+                "TMPDIR": str(project.root / name / "tmp"), "DATA_DIR": str(project.root / name / "data")}
 
     # one cache shared by two users (a team's cache directory, a remote tier)
-    return run_cases(project, "script.py", ["path-home", "expanduser", "getuser", "gettempdir"],
+    return run_cases(project, "script.py", ["path-home", "expanduser", "getuser", "gettempdir", "expandvars-read"],
                      change=lambda: None, env=user("alice"), env_after=user("bob"))
 
 
@@ -335,6 +341,9 @@ HOME_READS = ("key/process.py scan: the process state a block reads without nami
     xfail("expanduser", HOME_READS + "os.path.expanduser('~') reads $HOME inside posixpath"),
     xfail("getuser", HOME_READS + "getpass.getuser() reads $LOGNAME/$USER inside getpass"),
     xfail("gettempdir", HOME_READS + "tempfile.gettempdir() reads $TMPDIR inside tempfile"),
+    xfail("expandvars-read", HOME_READS + "os.path.expandvars('$DATA_DIR/v.txt') reads $DATA_DIR "
+          "inside posixpath; the file it named is recorded by its absolute path, which is still "
+          "there and unchanged, so another DATA_DIR restores what the old directory held"),
 ])
 def test_the_users_home_and_temp_dir_read_through_the_standard_library(home_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(home_outcomes, case)
@@ -365,3 +374,29 @@ print(y)
     assert project.run("script.py").hit("a")
     save_file({"w": np.array([3, 4], dtype=np.int64)}, str(project.root / "w.safetensors"))
     assert_recomputes(project, "script.py")
+
+
+# -- a copy of the project: paths count relative to the root in the key, not in the state -----
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "key/values.py Fingerprinter.project_text: an absolute path inside the project root counts "
+    "relative to the root, so a copy of the project (cp -r exp1 exp2, its cache too) hits on the "
+    "original's entry, whose state holds the original's absolute paths: after the hit, exp2's "
+    "out_dir is exp1/runs and its results go into the other copy"))
+def test_a_path_the_block_derives_from_the_project_folder_in_a_copy(tmp_path: Path) -> None:
+    import shutil
+
+    one = Project(tmp_path / "exp1")
+    one.write("pyproject.toml", "[project]\nname = 'exp'\n")
+    one.write("script.py", HEAD + """
+from pathlib import Path
+HERE = Path(__file__).resolve().parent
+with sc.checkpoint('a'):
+    out_dir = HERE / 'runs'
+print(out_dir.relative_to(HERE) if out_dir.is_relative_to(HERE) else f'outside the project: {out_dir}')
+""")
+    first(one, "script.py")
+    assert one.run("script.py").hit("a")
+    shutil.copytree(one.root, tmp_path / "exp2")
+    assert_recomputes(Project(tmp_path / "exp2"), "script.py")
