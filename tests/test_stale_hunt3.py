@@ -457,3 +457,30 @@ def test_a_setting_the_block_makes_holds_after_a_hit(settings_after_a_hit: tuple
     hit, got, want = settings_after_a_hit
     assert hit.hit("a"), hit.stderr
     assert got[case] == want[case], f"{case}: {got[case]} after a hit, {want[case]} after computing"
+
+
+# -- the script saved while it runs ------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "key/source.py find_with_block: the block is looked up at the frame's line in the script's "
+    "text now (source_lines); when an editor saved the script with lines added above the block "
+    "while it ran, no 'with' is at that line and SourceNotFoundError ends the run after its slow "
+    "part (a removal that brings another block's 'with' to the line finds that block instead, "
+    "and the name check fails): the text the script was loaded from is not kept for __main__"))
+def test_a_script_saved_with_lines_added_above_the_block_while_it_runs(project: Project) -> None:
+    project.write("edit.flag", "")
+    project.write("script.py", HEAD + """
+if os.path.exists('edit.flag'):  # stands for an editor saving this script while it runs
+    os.remove('edit.flag')
+    with open(__file__) as f:
+        text = f.read()
+    with open(__file__, 'w') as f:
+        f.write(text.replace('import os, sys\\n', 'import os, sys\\n# notes\\n# more notes\\n', 1))
+with sc.checkpoint('a'):
+    y = 6 * 7
+print(y)
+""")
+    run = project.run("script.py", check=False)
+    assert run.returncode == 0 and run.stdout == "42\n", run.stderr
+    assert_recomputes(project, "script.py")
