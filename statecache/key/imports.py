@@ -126,14 +126,44 @@ def used_source_digest(path: str, names: frozenset[str]) -> tuple[bytes, frozens
     body = tree.body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]  # the docstring: observable as ``__doc__`` only
-    functions = {s.name: s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    functions = _functions(body)
     reached = set(names)
-    for stmt in body:  # what runs at import: all but the bodies of top-level functions
-        parts: list[ast.AST] = [stmt]
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions[stmt.name] is stmt:
-            parts = [*stmt.decorator_list, stmt.args, *([stmt.returns] if stmt.returns else [])]
-        for part in parts:
-            reached.update(_loaded_names(part))
+    for part in _import_time_parts(body, functions):
+        reached.update(_loaded_names(part))
+    done = _reach(functions, reached)
+    if reached & _DYNAMIC:
+        return source_digest(path), None
+    kept = [
+        _stub(s) if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions[s.name] is s
+        and s.name not in done else s
+        for s in body
+    ]
+    result, found = b"use" + ast_digest(kept), frozenset(reached)
+    _USED[(path, names)] = (stamp, result, found)
+    return result, found
+
+
+def _functions(body: list[ast.stmt]) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The module's top-level functions by name (the last ``def`` of a name wins, as it does
+    when the module runs)."""
+    return {s.name: s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def _import_time_parts(body: list[ast.stmt], functions: dict[str, Any]) -> list[ast.AST]:
+    """What of a module's top level runs when it is imported: every statement, but of a
+    top-level function only its decorators, signature and return annotation."""
+    parts: list[ast.AST] = []
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions.get(stmt.name) is stmt:
+            parts += [*stmt.decorator_list, stmt.args, *([stmt.returns] if stmt.returns else [])]
+        else:
+            parts.append(stmt)
+    return parts
+
+
+def _reach(functions: dict[str, Any], reached: set[str]) -> set[str]:
+    """The top-level functions that code loading ``reached`` can run, transitively through
+    the names their bodies load (added to ``reached``)."""
     queue = [n for n in reached if n in functions]
     done: set[str] = set()
     while queue:
@@ -145,16 +175,55 @@ def used_source_digest(path: str, names: frozenset[str]) -> tuple[bytes, frozens
             reached.add(loaded)
             if loaded in functions and loaded not in done:
                 queue.append(loaded)
-    if reached & _DYNAMIC:
-        return source_digest(path), None
-    kept = [
-        _stub(s) if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions[s.name] is s
-        and s.name not in done else s
-        for s in body
-    ]
-    result, found = b"use" + ast_digest(kept), frozenset(reached)
-    _USED[(path, names)] = (stamp, result, found)
-    return result, found
+    return done
+
+
+_IMPORT_READS: dict[str, tuple[tuple[int, ...], tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+
+
+def import_time_reads(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What importing a user module reads of the process (``process.scan``: environment
+    variables, the whole environment, the working directory): the scan of its top level and
+    of the top-level functions that code reaches by name (``SCALE = _scale()``). A module that
+    the block imports first runs that code in the block, where no scan of the block sees it.
+    Cached per path while its stat is unchanged; nothing when the file does not parse (it
+    then counts by its raw digest, and cannot be imported)."""
+    try:
+        stamp = stat_stamp(os.stat(path))
+    except OSError:
+        return (), ()
+    hit = _IMPORT_READS.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    from .process import scan
+
+    try:
+        with open(path, "rb") as f:
+            body = ast.parse(f.read(), filename=path).body
+    except (OSError, SyntaxError, ValueError):
+        return (), ()
+    functions = _functions(body)
+    parts = _import_time_parts(body, functions)
+    names: set[str] = set()
+    for part in parts:
+        names.update(_loaded_names(part))
+    found = scan([*parts, *(functions[n] for n in sorted(_reach(functions, names)))])
+    _IMPORT_READS[path] = (stamp, found)
+    return found
+
+
+def import_time_state(path: str) -> bytes:
+    """``b""``, or the current values of what importing the module at ``path`` reads of the
+    process (``import_time_reads``): the same values whether or not it is loaded, since a hit
+    does not import it and a computing run imports it now."""
+    keys, kinds = import_time_reads(path)
+    if not keys and not kinds:
+        return b""
+    import json
+
+    from .process import current_values
+
+    return b"proc" + encode_str(json.dumps(current_values(keys, kinds), sort_keys=True, default=repr))
 
 
 def _loaded_names(node: ast.AST) -> set[str]:
@@ -215,6 +284,20 @@ def module_file(name: str) -> str | None:
             else ([os.path.join(loc, part) for loc in locations] if found == "" else [])
         )
     return path
+
+
+def _settings_state(tops: set[str]) -> bytes:
+    """``b""``, or the settings that the registries of these installed or stdlib packages
+    (``key.libsettings``) hold other than their defaults: code that imports pandas, even
+    inside a helper, reads its options."""
+    if not any(top in sys.modules for top in tops):
+        return b""  # a library not loaded has its defaults
+    import json
+
+    from .libsettings import settings_of
+
+    found = settings_of(tops)
+    return b"settings" + encode_str(json.dumps(found, sort_keys=True, default=repr)) if found else b""
 
 
 def resolve_import(module: str, level: int, importer: str, is_package: bool) -> str | None:
@@ -281,7 +364,7 @@ def imports_digest(
         # the module already loaded is what the import gives the code: if its file was edited
         # since, the new text alone would key the old code's result
         stale = edited_after_loading(loaded, value_digest, reached) if isinstance(loaded, types.ModuleType) else b""
-        records[name] = b"src" + source + stale
+        records[name] = b"src" + source + stale + import_time_state(path)
     # Candidates that are attributes rather than modules ("pkg.func") resolve to no
     # file and are dropped unless they were asked for, so the set is the same each run.
     hx = xxhash.xxh3_128()
@@ -289,6 +372,7 @@ def imports_digest(
         if records[name] == b"ext" + encode_str("") and name not in roots and "." in name:
             continue
         hx.update(encode_str(name) + encode_str(records[name].hex()))
+    hx.update(_settings_state({name.partition(".")[0] for name in records if name not in files}))
     hit = memo[memo_key] = hx.digest()
     return hit
 

@@ -1,9 +1,17 @@
 """Settings that an installed library keeps in one global registry and reads inside itself:
 ``pd.set_option("display.max_rows", 5)`` above a block whose ``repr(df)`` depends on it,
 ``np.set_printoptions``, ``np.seterr``, ``sklearn.set_config(transform_output="pandas")``,
-``torch.set_default_dtype``. No scan of the block sees such a read, so a block that uses the
-library (an input is the library's module or one of its objects, or a function of a module
-that imported it) counts the registry's current value.
+``torch.set_default_dtype``. No scan of the block sees such a read, so code that uses the
+library counts the settings of its registry that differ from the library's defaults (and of the
+registries of the libraries it is built on, ``BUILT_ON``).
+
+Which code uses a library is decided where the library is met: an input that is its module,
+one of its objects or a function of a module that imported it (``libraries_used``); an object
+of its types anywhere inside the inputs (``libraries_of_types``, given the types the value
+walk met); an import of it, in the block or in a helper the block reaches, directly or through
+the user's modules (``key.imports``). Only the settings that differ from the defaults count, so
+that whether a library is loaded yet (a hit skips the block that imported it) cannot change a
+key: a library not loaded has its defaults.
 
 Only registries listed in ``REGISTRIES`` count; environment variables a library reads when it
 is imported (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``POLARS_MAX_THREADS``) do not: they are
@@ -14,50 +22,89 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
+
+# The defaults a library does not publish (as the versions in the [dev] extra have them): a
+# setting missing here, or of another value, counts.
+_NUMPY_PRINT = {
+    "edgeitems": 3, "threshold": 1000, "floatmode": "maxprec", "precision": 8, "suppress": False,
+    "linewidth": 75, "nanstr": "nan", "infstr": "inf", "sign": "-", "formatter": None, "legacy": False,
+    "override_repr": None,
+}
+_NUMPY_ERR = {"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"}
+_SKLEARN = {
+    "assume_finite": False, "working_memory": 1024, "print_changed_only": True, "display": "diagram",
+    "pairwise_dist_chunk_size": 256, "enable_cython_pairwise_dist": True, "array_api_dispatch": False,
+    "transform_output": "default", "enable_metadata_routing": False, "skip_parameter_validation": False,
+    "sparse_interface": "spmatrix",
+}
+_POLARS = {  # what ``Config.state(if_set=True)`` holds right after ``import polars``
+    "set_fmt_float": "mixed", "set_float_precision": None, "set_thousands_separator": "",
+    "set_decimal_separator": ".", "set_trim_decimal_zeros": False,
+}
+_TORCH = {"default_dtype": "torch.float32", "deterministic": False, "matmul_precision": "highest"}
+_DECIMAL = {  # not decimal.DefaultContext, which code may change
+    "prec": 28, "rounding": "ROUND_HALF_EVEN", "Emin": -999999, "Emax": 999999, "capitals": 1, "clamp": 0,
+    "traps": ["DivisionByZero", "InvalidOperation", "Overflow"],
+}
+_UNSET = object()
+
+
+def _changed(current: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
+    """The entries of ``current`` that are not their default, by repr, in key order."""
+    return {k: repr(v) for k, v in sorted(current.items()) if k not in defaults or repr(v) != repr(defaults[k])}
 
 
 def _pandas(pd: Any) -> Any:
-    import warnings
-
     config = sys.modules.get("pandas._config.config")
     registered = getattr(config, "_registered_options", None)
-    if not isinstance(registered, dict):
+    values = getattr(config, "_global_config", None)
+    if not isinstance(registered, dict) or not isinstance(values, dict):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reading a deprecated option warns
-        return {key: repr(pd.get_option(key)) for key in sorted(registered)}
+    changed: dict[str, str] = {}
+    for key in sorted(registered):
+        node: Any = values
+        for part in key.lower().split("."):  # where register_option keeps the value
+            node = node.get(part, _UNSET) if isinstance(node, dict) else _UNSET
+        default = registered[key].defval
+        if node is not default and (node is _UNSET or repr(node) != repr(default)):
+            changed[key] = repr(node)
+    return changed
 
 
 def _numpy(np: Any) -> Any:
-    return {"print": {k: repr(v) for k, v in sorted(np.get_printoptions().items())}, "err": np.geterr()}
+    return {"print": _changed(np.get_printoptions(), _NUMPY_PRINT), "err": _changed(np.geterr(), _NUMPY_ERR)}
 
 
 def _sklearn(sklearn: Any) -> Any:
-    return {k: repr(v) for k, v in sorted(sklearn.get_config().items())}
+    return _changed(sklearn.get_config(), _SKLEARN)
 
 
 def _torch(torch: Any) -> Any:
     return {
-        "default_dtype": str(torch.get_default_dtype()),
-        "num_threads": torch.get_num_threads(),
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
-        "matmul_precision": torch.get_float32_matmul_precision(),
+        **_changed({
+            "default_dtype": str(torch.get_default_dtype()),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "matmul_precision": torch.get_float32_matmul_precision(),
+        }, _TORCH),
+        "num_threads": torch.get_num_threads(),  # its default depends on the machine: always
     }
 
 
 def _polars(pl: Any) -> Any:
-    return {k: repr(v) for k, v in sorted(pl.Config.state(if_set=True).items())}
+    return _changed(pl.Config.state(if_set=True), _POLARS)
 
 
 def _decimal(decimal: Any) -> Any:
     ctx = decimal.getcontext()
-    return {"prec": ctx.prec, "rounding": ctx.rounding, "Emin": ctx.Emin, "Emax": ctx.Emax, "traps": repr(ctx.traps)}
+    now = {f: getattr(ctx, f) for f in ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")}
+    now["traps"] = sorted(k.__name__ for k, on in ctx.traps.items() if on)
+    return _changed(now, _DECIMAL)
 
 
 #: library (``inputs.SETTINGS_LIBRARIES``) -> (the label its settings count under, how to read
-#: them as plain data)
+#: those that differ from the defaults as plain data)
 REGISTRIES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "pandas": ("pandas options", _pandas),
     "numpy": ("numpy print options and error handling", _numpy),
@@ -67,27 +114,72 @@ REGISTRIES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "decimal": ("decimal context", _decimal),
 }
 
+#: library -> the registry libraries its results pass through (``df.to_numpy()`` prints by
+#: numpy's options; ``set_config(transform_output="pandas")`` returns frames)
+BUILT_ON: dict[str, tuple[str, ...]] = {
+    "pandas": ("numpy",), "sklearn": ("numpy", "pandas"), "polars": ("numpy",), "torch": ("numpy",),
+}
 
-def library_settings(values: Iterable[Any], imports: Iterable[str] = ()) -> dict[str, Any]:
-    """Label -> the current settings of every registry library (loaded already) that the
-    code uses: one of ``values`` (the code's inputs) is the library's module, one of its
-    objects, or a function whose module holds the library; or the code imports it (a module
-    name in ``imports``). A library whose settings cannot be read is left out."""
-    loaded = [name for name in REGISTRIES if name in sys.modules]
-    if not loaded:
-        return {}
-    values = list(values)
-    tops = {name.partition(".")[0] for name in imports}
+
+def settings_of(libraries: Iterable[str]) -> dict[str, Any]:
+    """Label -> the settings that differ from the defaults, of every registry library among
+    ``libraries`` (top-level module names) and those they are built on, that is loaded (one not
+    loaded has its defaults) and has such a setting. A library whose settings cannot be read is
+    left out (a version whose API differs: nothing to count, as before)."""
+    wanted = [name for name in libraries if name in REGISTRIES]
+    for name in list(wanted):
+        wanted += [lib for lib in BUILT_ON.get(name, ()) if lib not in wanted]
     found: dict[str, Any] = {}
-    for name in loaded:
-        if name not in tops and not any(_uses(v, name) for v in values):
+    for name in sorted(set(wanted)):
+        module = sys.modules.get(name)
+        if module is None:
             continue
         label, read = REGISTRIES[name]
         try:
-            found[label] = read(sys.modules[name])
-        except Exception:  # a version whose API differs: nothing to count, as before
+            settings = read(module)
+        except Exception:
             continue
+        if _any_value(settings):
+            found[label] = settings
     return found
+
+
+def _any_value(settings: Any) -> bool:
+    """Whether a registry's reading holds a setting (``{"print": {}, "err": {}}`` holds none)."""
+    if isinstance(settings, dict):
+        return any(_any_value(v) if isinstance(v, dict) else True for v in settings.values())
+    return settings is not None
+
+
+def library_settings(values: Iterable[Any], imports: Iterable[str] = ()) -> dict[str, Any]:
+    """``settings_of`` the libraries the code uses by its inputs (``libraries_used``) or
+    imports (module names in ``imports``)."""
+    if not any(name in sys.modules for name in REGISTRIES):
+        return {}
+    return settings_of({*libraries_used(values), *(name.partition(".")[0] for name in imports)})
+
+
+def libraries_used(values: Iterable[Any]) -> set[str]:
+    """The loaded registry libraries that one of ``values`` (the code's inputs) is the module
+    of, an object of, or a function of a module that holds the module of."""
+    loaded = [name for name in REGISTRIES if name in sys.modules]
+    values = list(values) if loaded else []
+    return {name for name in loaded if any(_uses(v, name) for v in values)}
+
+
+def libraries_of_types(met: Iterable[type]) -> set[str]:
+    """The registry libraries that define one of the types ``met`` (those the value walk met
+    inside the inputs: a dict of frames, a list of arrays, an object holding a ``Decimal``)."""
+    tops = {str(getattr(t, "__module__", None) or "").partition(".")[0] for t in met}
+    return {name for name in REGISTRIES if name in tops}
+
+
+def settings_met(fp: Any, counted: Container[str]) -> dict[str, str]:
+    """Label -> fingerprint (by ``fp``, the ``values.Fingerprinter`` that just walked the
+    inputs) of the settings of the libraries whose objects that walk met inside the inputs
+    (``fp.types_met()``), for the labels not in ``counted`` (already inputs, or ignored)."""
+    found = settings_of(libraries_of_types(fp.types_met()))
+    return {label: fp.value(value, label).hex() for label, value in found.items() if label not in counted}
 
 
 def _from(module_name: object, library: str) -> bool:

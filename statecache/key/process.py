@@ -142,3 +142,11 @@ def process_value(kind: str) -> tuple[str, Any]:
 def environ_label(key: str) -> str:
     """How an environment variable read with a constant key is named among the inputs."""
     return f"os.environ[{key!r}]"
+
+
+def current_values(keys: Iterable[str], kinds: Iterable[str]) -> list[tuple[str, Any]]:
+    """(label, current value) of what a ``scan`` found: each environment variable read with a
+    constant key (None when unset), then each kind of process state (``process_value``). The
+    values a key counts for those reads, wherever the code that reads them is."""
+    found: list[tuple[str, Any]] = [(environ_label(key), os.environ.get(key)) for key in keys]
+    return found + [process_value(kind) for kind in kinds]
