@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import EntryError
 
-FILE_KINDS = ("file", "dir", "missing")  # the kinds of recorded data-file records
+# the kinds of recorded data-file records: inputs (a file, a listing, a file found absent) and
+# "output", a file the block wrote, which a hit needs to find (entries made before it have none)
+FILE_KINDS = ("file", "dir", "missing", "output")
 
 
 # The records are TypedDicts for the type checker only: at run time each name is ``dict``
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
         line: int
 
     class FileRecord(TypedDict, total=False):
-        """One data file or directory listing the computation read (see ``key.files``)."""
+        """One data file or directory listing the computation read, or one file it wrote
+        (kind "output": only the path, and where to look for it; see ``key.files``)."""
 
         path: str  # absolute
         kind: str  # one of FILE_KINDS
@@ -188,7 +191,7 @@ def _record(fields: dict[str, Any], required: tuple[str, ...]) -> Any:
 _FILE_FIELDS = {"path": str, "kind": str, "size": int, "mtime_ns": int, "digest": str,
                 "racy": bool, "relative": str}
 _FILE_KEYS = ("path", "kind")
-_FILE_REQUIRED = {"file": ("size", "mtime_ns", "digest"), "dir": ("digest",), "missing": ()}
+_FILE_REQUIRED = {"file": ("size", "mtime_ns", "digest"), "dir": ("digest",), "missing": (), "output": ()}
 
 
 def _file_record(field: str, value: Any) -> None:

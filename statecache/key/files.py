@@ -41,6 +41,10 @@ class FileRecorder:
         # run with the file there is another input (a log only appended to is no input)
         self.created: dict[str, bool] = {}
         self.relative: dict[str, str] = {}  # absolute path -> the relative path it was opened by
+        try:  # relative paths count from here, where the lookup resolves them (not after a chdir)
+            self.cwd: str | None = os.getcwd()
+        except OSError:
+            self.cwd = None
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
@@ -91,6 +95,11 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             _opened(*args)
         except Exception:
             pass
+    elif event in _ALWAYS:
+        try:
+            _heard_always(event, args)
+        except Exception:
+            pass
     elif _recorders and event in _RECORDED:
         try:
             _heard(event, args)
@@ -98,20 +107,56 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             pass
 
 
-_RECORDED = frozenset({"sqlite3.connect", "os.listdir", "os.scandir"})
+_RECORDED = frozenset({"os.listdir", "os.scandir", "os.mkdir"})
+# heard whether or not a checkpoint records: a database a memo reads, and what the script
+# removes (a rename moves its source away)
+_ALWAYS = frozenset({"sqlite3.connect", "os.remove", "os.rmdir", "shutil.rmtree", "os.rename"})
+
+
+def _heard_always(event: str, args: tuple[Any, ...]) -> None:
+    if event == "sqlite3.connect":
+        _note_database(args[0] if args else None, _caller(2))
+        return
+    if not _no_dir_fd(args[2:4] if event == "os.rename" else args[1:2]):
+        return
+    from .outputs import removed
+
+    removed(args[0])
+    if event == "os.rename" and _recorders:
+        _renamed(args[0], args[1])
 
 
 def _heard(event: str, args: tuple[Any, ...]) -> None:
-    """The events other than ``open`` that a recording checkpoint needs."""
-    if event == "sqlite3.connect":
-        _note_database(args[0] if args else None)
-    elif event in ("os.listdir", "os.scandir"):
+    """The events other than those of ``_audit`` and ``_ALWAYS`` that a recording checkpoint
+    needs: listings, and directories the block made (its outputs)."""
+    if event == "os.mkdir":
+        if _no_dir_fd(args[2:3]) and not _exists(args[0]):
+            _note(args[0], "created")  # what it then finds inside is its own
+    else:
         path = args[0] if args else "."
         if isinstance(path, int):
             return
         path = path if path is not None else "."
-        if _lister(_caller(2)) != _IMPORTS:
+        from .listers import IMPORTS, lister
+
+        if lister(_caller(2)) != IMPORTS:
             _note(path, "listed")
+
+
+def _no_dir_fd(fds: tuple[Any, ...]) -> bool:
+    """The paths of the event are not relative to a directory descriptor (-1 or None: none)."""
+    return all(fd is None or fd == -1 for fd in fds)
+
+
+def _renamed(source: Any, target: Any) -> None:
+    """A file the block wrote, moved into place (``os.replace(tmp, final)``): the target is
+    the block's output now, not the scratch name it was written under."""
+    try:
+        source = os.path.abspath(os.fsdecode(os.fspath(source)))
+    except (TypeError, ValueError):
+        return
+    if any(source in recorder.written for recorder in _recorders):
+        _note(target, "written")
 
 
 def _opened(path: Any, mode: str | None, flags: Any) -> None:
@@ -131,7 +176,15 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
             return
     elif isinstance(flags, int) and (flags & os.O_ACCMODE) not in _READ_FLAGS:
         return
-    readlog.remember(path, _caller(2))
+    _read(path, _caller(2))
+
+
+def _read(path: Any, frame: Any) -> None:
+    """A read of ``path`` by the code of ``frame``: the one rule for a read the process makes,
+    seen as an ``open`` or told by a compiled reader (``note_read``, sqlite3): noted for the
+    user's functions on the stack, which may be memos filled before a block
+    (``readlog.remember``), and for the recording checkpoints."""
+    readlog.remember(path, frame)
     if _recorders:
         _note(path, "opened")
 
@@ -173,14 +226,18 @@ def _exists(path: Any) -> bool:
         return True
 
 
-def note_read(path: Any, listed: bool = False) -> None:
-    """Tell the recording checkpoints that a library read ``path`` (or listed it) outside
-    Python's ``open()``, where no audit event says so."""
-    if _recorders:
-        _note(path, "listed" if listed else "opened")
+def note_read(path: Any, listed: bool = False, looked: bool = False) -> None:
+    """Tell statecache that a library read ``path`` (or listed it, or only looked at it with a
+    stat) outside Python's ``open()``, where no audit event says so: a read counts as one by
+    ``open`` does (``_read``); a listing or a look only for the recording checkpoints."""
+    if listed or looked:
+        if _recorders:
+            _note(path, "listed" if listed else "opened")
+    else:
+        _read(path, _caller(1))
 
 
-def _note_database(database: Any) -> None:
+def _note_database(database: Any, frame: Any) -> None:
     """sqlite3 opens its database from C: the ``sqlite3.connect`` event names it (a
     ``file:`` URI by its path; an in-memory database is no file)."""
     if isinstance(database, bytes):
@@ -192,53 +249,7 @@ def _note_database(database: Any) -> None:
         path = path[5:].split("?", 1)[0]
         path = path[2:] if path.startswith("//") else path
     if path and path != ":memory:" and "mode=memory" not in os.fspath(database):
-        _note(path, "opened")
-
-
-# Who lists a directory: the import system (finders, ``importlib.metadata`` scanning sys.path
-# for distributions and entry points, a library's module running as it is imported), an
-# installed library called by the code (or statecache), or the user.
-_IMPORTS, _LIBRARY, _USER = "imports", "library", "user"
-_LISTERS: dict[str, str | None] = {}
-
-
-def _lister(frame: Any) -> str:
-    """Who lists, judged by the nearest calling frame that is not the standard library's
-    (``glob``, ``pathlib`` and ``os`` list for whoever calls them); a library listing while
-    the import system runs it (a plugin scan of sys.path at import, as pkg_resources does)
-    counts as the import system. When in doubt, the user: what the user's code lists, also
-    while it is imported, is data, and so is what a library it calls lists (the script's own
-    folder too, though it is a sys.path entry)."""
-    who = None
-    for _depth in range(64):
-        if frame is None:
-            break
-        filename = frame.f_code.co_filename
-        try:
-            kind = _LISTERS[filename]
-        except KeyError:
-            kind = _LISTERS[filename] = _frame_lister(filename)
-        if who is None:
-            who = kind
-            if who is not None and who != _LIBRARY:
-                return who
-        elif kind in (_IMPORTS, _USER):
-            return kind if kind == _IMPORTS else _LIBRARY  # imported by the system, or called
-        frame = frame.f_back
-    return who or _USER
-
-
-def _frame_lister(filename: str) -> str | None:
-    from .provenance import Kind, classify, is_import_system
-
-    if is_import_system(filename):
-        return _IMPORTS
-    kind = classify(filename)
-    if kind is Kind.STDLIB or filename.startswith("<frozen "):
-        return None  # look further up
-    if kind is Kind.INSTALLED or kind is Kind.STATECACHE:
-        return _LIBRARY
-    return _USER  # the user's files, and code of no file that the user exec'd
+        _read(path, frame)
 
 
 def _note(path: Any, kind: str) -> None:
@@ -249,11 +260,13 @@ def _note(path: Any, kind: str) -> None:
         return
     if not os.path.isabs(given):
         for recorder in list(_recorders):
-            recorder.relative.setdefault(path, given)
+            recorder.relative.setdefault(path, _from_start(recorder, given, path))
     stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
     for recorder in list(_recorders):
-        if kind == "opened" and path in recorder.created:
+        if kind in ("opened", "listed") and path in recorder.created:
             recorder.created[path] = True  # read back what it made: its absence was an input
+            if kind == "listed":
+                continue  # a listing of a folder it made shows its own outputs
         seen = getattr(recorder, kind)
         if kind == "created":
             seen.setdefault(path, False)
@@ -268,6 +281,20 @@ def _note(path: Any, kind: str) -> None:
             except (OSError, ValueError):
                 stamp = None
         seen[path] = None if stamp is False else stamp
+
+
+def _from_start(recorder: FileRecorder, given: str, path: str) -> str:
+    """The relative path ``given`` (which leads to ``path`` now) as seen from the directory the
+    block started in, which is where the next lookup resolves it: ``d.txt`` opened after
+    ``os.chdir("sub")`` is ``sub/d.txt``."""
+    if recorder.cwd is None:
+        return given
+    try:
+        if os.getcwd() == recorder.cwd:
+            return given
+        return os.path.relpath(path, recorder.cwd)
+    except (OSError, ValueError):  # the directory is gone, or another drive
+        return given
 
 
 def _record_stamp(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -318,6 +345,10 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
     (so a clone or a copy checks its own files), plus inner hits' records."""
     cache_dirs = list(cache_dirs)
     records = seen_records(recorder, cache_dirs)
+    if recorder.written:
+        from .outputs import output_records
+
+        records.update(output_records(recorder.written, cache_dirs, records))
     from .project import inside, project_root
 
     cache_parent = os.path.dirname(os.path.abspath(cache_dirs[0])) if cache_dirs else None
@@ -336,7 +367,9 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
             record["relative"] = recorder.relative[path]
     for record in recorder.extra:
         records.setdefault((record["path"], record["kind"]), record)
-    _warn_unseen()
+    from .readers import warn_unseen
+
+    warn_unseen()
     return list(records.values())
 
 
@@ -373,21 +406,6 @@ def seen_records(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> dict
             if record is not None:
                 records[(path, "dir")] = record
     return records
-
-
-def _warn_unseen() -> None:
-    """Say so when a library that reads files statecache cannot see was loaded."""
-    from . import readers
-
-    names = readers.unseen()
-    if names:
-        from .._warnings import warn
-
-        warn(
-            f"statecache: {', '.join(names)} open files from compiled code, which statecache "
-            "cannot see: a checkpoint that reads files through them must name those files with "
-            "files=[...], or an edit of them restores the old state"
-        )
 
 
 def record_locations(record: dict[str, Any], cache_dir: str | None = None) -> list[str]:
@@ -427,6 +445,10 @@ def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str 
         return _changed_at(record, target)
     if record["kind"] == "missing":
         return next(filter(None, (_changed_at(record, place) for place in places)), None)
+    if record["kind"] == "output":  # found at any place: a script reads it from one of them
+        from .outputs import still_there
+
+        return None if any(map(still_there, places)) else _changed_at(record, places[0])
     present = [place for place in places if os.path.lexists(place)]
     if not present:
         return _changed_at(record, places[0])  # gone
@@ -437,6 +459,10 @@ def _changed_at(record: dict[str, Any], path: str) -> str | None:
     """Whether the file or directory at ``path`` still matches ``record``."""
     if record["kind"] == "missing":
         return f"file {_short(path)} appeared" if os.path.exists(path) else None
+    if record["kind"] == "output":
+        from .outputs import still_there
+
+        return None if still_there(path) else f"{_short(path)!r}, which the block wrote, is gone"
     if record["kind"] == "dir":
         now = listing_record(path)
         if now is None:

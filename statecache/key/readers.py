@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import readlog
 from .readernames import (
     COMPILED_CLASSES,
     READER_CLASS_METHODS,
@@ -51,22 +52,26 @@ _installed = False
 _WRAPPERS: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
-def _ignore(path: Any, listed: bool = False) -> None:
-    """The note before ``install``: nothing records yet."""
+def _remember(path: Any, listed: bool = False, looked: bool = False) -> None:
+    """The note before ``install``: nothing records yet, but a read by one of the user's
+    functions is remembered as an ``open`` of it is (a memo filled above the first block)."""
+    if not listed and not looked:
+        readlog.remember(path, sys._getframe(1))
 
 
 def _never() -> bool:
     return False
 
 
-_note: Callable[..., None] = _ignore
+_note: Callable[..., None] = _remember
 _recording: Callable[[], bool] = _never
 
 
 def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
     """Wrap the readers of the modules loaded now and of those imported from now on; ``note``
-    receives each path a reader is given, and ``listed=True`` for a directory it lists, each
-    time ``recording()`` says something records."""
+    receives each path a reader is given (``listed=True`` for a directory it lists,
+    ``looked=True`` for a stat) each time ``recording()`` says something records, or a user's
+    function calls the reader (its reads are remembered, ``readlog``)."""
     global _note, _recording, _installed
     _note, _recording = note, recording
     watch()  # done at ``import statecache`` too; a module that another finder loaded is here
@@ -91,6 +96,19 @@ def unseen() -> list[str]:
     return [name for name in UNSEEN if name in sys.modules]
 
 
+def warn_unseen() -> None:
+    """Say so when a library that reads files statecache cannot see was loaded (at a save)."""
+    names = unseen()
+    if names:
+        from .._warnings import warn
+
+        warn(
+            f"statecache: {', '.join(names)} open files from compiled code, which statecache "
+            "cannot see: a checkpoint that reads files through them must name those files with "
+            "files=[...], or an edit of them restores the old state"
+        )
+
+
 def wrap_module(module: Any) -> None:
     """Wrap the readers of one module of ``READERS`` (its reader classes and lazy frames too)."""
     name = getattr(module, "__name__", "")
@@ -106,6 +124,8 @@ def wrap_module(module: Any) -> None:
     if name == "polars":
         for method in _LAZY_METHODS:
             _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
+    if name == "pyarrow.dataset":
+        _fingerprint_datasets(module)
     for attr in READERS.get(name, ()):
         function = getattr(module, attr, None)
         if function is None or getattr(function, READER_WRAPPER, False) or isinstance(function, type):
@@ -236,6 +256,39 @@ def _scanned_paths(tree: Any) -> Any:
             stack.extend(node)
 
 
+def _fingerprint_datasets(module: Any) -> None:
+    """A pyarrow dataset (``ds.dataset(...)``, the one inside a ``pq.ParquetDataset``) or one
+    of its file fragments, made above a block and read in it by C++ (``to_table``, ``head``,
+    ``scanner``: compiled methods, which cannot be wrapped), counts as an input by what it is
+    (its pickled fragments, schema and format) and by the stat stamp of each local file it
+    reads: a rewritten file changes the key. A stamp, not the content, for a lookup cannot
+    read a whole dataset, so a copy of the project (other inodes) computes once."""
+    from .registry import register_fingerprint, registered_for
+
+    for kind, fingerprint in ((getattr(module, "FileSystemDataset", None), _dataset_fingerprint),
+                              (getattr(module, "FileFragment", None), _fragment_fingerprint)):
+        if isinstance(kind, type) and registered_for(kind) is None:  # the user's own comes first
+            register_fingerprint(kind, fingerprint)
+
+
+def _dataset_fingerprint(dataset: Any) -> Any:
+    return dataset.__reduce__()[1]  # its fragments (each with its stamp), schema, format, ...
+
+
+def _fragment_fingerprint(fragment: Any) -> Any:
+    from pyarrow.fs import LocalFileSystem
+
+    stamp: Any = None
+    if isinstance(fragment.filesystem, LocalFileSystem):
+        from .stamps import stat_stamp
+
+        try:
+            stamp = stat_stamp(os.stat(fragment.path))
+        except OSError:
+            stamp = "missing"
+    return fragment.__reduce__()[1], stamp
+
+
 _stat_busy = threading.local()
 
 
@@ -249,7 +302,7 @@ def _wrap_stat(stat: Callable[..., Any]) -> Callable[..., Any]:
             _stat_busy.on = True
             try:
                 if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
-                    _note(path)
+                    _note(path, looked=True)
             except Exception:
                 pass
             finally:
@@ -307,7 +360,7 @@ def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path) 
 
     @functools.wraps(function)
     def reader(*args: Any, **kwargs: Any) -> Any:
-        if _recording():
+        if _recording() or readlog.in_user_function(sys._getframe(1)):
             try:
                 note(*args, **kwargs)
             except Exception:  # never let bookkeeping break the user's read
@@ -319,32 +372,73 @@ def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path) 
 
 
 def note_source(source: Any) -> None:
-    """Tell the recorder the files a reader's source names: a path, a glob, a directory (every
-    file under it, and its listings) or a list of those. Buffers, open files (seen by the
-    audit hook when Python opened them) and URLs are left alone."""
+    """Tell the recorder the files a reader's source names: a path (``str``, ``bytes``, a
+    ``pathlib.Path`` or any ``os.PathLike``), a local URI (``local_paths``), a glob, a
+    directory (every file under it, and its listings) or a list of those. Buffers, open files
+    (seen by the audit hook when Python opened them) and remote URLs are left alone."""
     if isinstance(source, (list, tuple)):
         for item in source:
             note_source(item)
         return
-    if not isinstance(source, (str, os.PathLike)):
+    if not isinstance(source, (str, bytes, os.PathLike)):
         return
     import glob
 
-    path = os.fsdecode(os.fspath(source))
-    if "://" in path:
-        return
-    if glob.has_magic(path):
-        _note_listing(os.path.dirname(path) or ".")
-        for match in sorted(glob.glob(path, recursive=True)):
-            note_source(match)
-    elif os.path.isdir(path):
-        for root, dirs, names in os.walk(path):
-            _note_listing(root)
-            for name in names:
-                _note(os.path.join(root, name))
-            dirs.sort()
-    else:
-        _note(path)
+    for path in local_paths(os.fsdecode(os.fspath(source))):
+        if glob.has_magic(path):
+            _note_listing(_static_prefix(path))
+            for match in sorted(glob.glob(path, recursive=True)):  # its scans are heard too
+                note_source(match)
+        elif os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                _note_listing(root)
+                for name in names:
+                    _note(os.path.join(root, name))
+                dirs.sort()
+        else:
+            _note(path)
+
+
+#: the URI schemes that name a file of this machine (pyarrow takes ``local://`` too)
+_LOCAL_SCHEMES = ("file:", "local:")
+
+
+def local_paths(source: str) -> list[str]:
+    """The local paths a reader may read for ``source``: the path itself; for a ``file:`` or
+    ``local:`` URI, the path it names (``file:///abs``, ``file://localhost/abs``, ``file:/abs``),
+    percent-escapes decoded as pyarrow does and not as polars does: both readings count (a
+    file that is not there stays missing); ``file:rel``, which polars reads from the root,
+    both ways too; none for a remote URL (``s3://``, ``https://``)."""
+    if ":" not in source:
+        return [source]
+    scheme = source[: source.index(":") + 1].lower()
+    if scheme not in _LOCAL_SCHEMES:
+        return [] if "://" in source else [source]  # C:\data is a path, s3://b/k is not
+    from urllib.parse import unquote
+
+    rest = source[len(scheme):]
+    if rest.startswith("//"):
+        host, _, rest = rest[2:].partition("/")
+        if host.lower() not in ("", "localhost"):
+            return []  # another machine's file, read over the network if at all
+        rest = "/" + rest
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    found = [unquote(rest), rest]
+    if not rest.startswith("/"):
+        found.append("/" + rest)  # polars reads file:rel from the root
+    return list(dict.fromkeys(found))
+
+
+def _static_prefix(pattern: str) -> str:
+    """The deepest directory of a glob before its first wildcard (``data`` for
+    ``data/*/x.csv``): the one listing of it that may show a new match."""
+    import glob
+
+    parts = pattern.split(os.sep)
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return os.sep.join(parts[:i]) or (os.sep if pattern.startswith(os.sep) else ".")
+    return os.path.dirname(pattern) or "."
 
 
 def _note_listing(path: str) -> None:

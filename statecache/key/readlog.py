@@ -114,16 +114,32 @@ def remember(path: Any, frame: Any) -> None:
         _busy.on = False
 
 
+def in_user_function(frame: Any) -> bool:
+    """Whether one of the user's functions is on the stack from ``frame`` up: only then does a
+    read outside a block matter (``remember``). A wrapped reader asks it before it works out
+    the paths it was given."""
+    for _depth in range(_MAX_DEPTH):
+        if frame is None:
+            return False
+        if _is_user_function(frame.f_code):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _user_functions(frame: Any) -> list[types.CodeType]:
     codes = []
     for _depth in range(_MAX_DEPTH):
         if frame is None:
             break
-        code = frame.f_code
-        if code.co_flags & _FUNCTION and _is_user_file(code.co_filename) and code.co_name not in _INLINE:
-            codes.append(code)
+        if _is_user_function(frame.f_code):
+            codes.append(frame.f_code)
         frame = frame.f_back
     return codes
+
+
+def _is_user_function(code: types.CodeType) -> bool:
+    return bool(code.co_flags & _FUNCTION) and _is_user_file(code.co_filename) and code.co_name not in _INLINE
 
 
 _data_path_rule: Any = None  # provenance.is_data_path, imported at the first read
