@@ -490,11 +490,12 @@ print(y)
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "key/codegraph.py _library_function: a cached_setup wrapper (statecache's own code) counts "
-    "by the items of its __dict__, and its cache_info is a method bound to the _Setup object, "
-    "whose pickle holds what the last call did (hit or computed, when, how long): after a call "
-    "above the block, a helper that calls the function changes the key on every run ('input "
-    "'prepare' changed')"))
+    "key/readlog.py remember: statecache's own opens of its cache (the entry a cached_setup hit "
+    "loads, its lock file, an older version) made while a user function is on the stack are "
+    "noted as that function's reads (_busy covers only the read log's own stats, and "
+    "_is_data_path is not told the cache directories); earlier_reads_digest then keys a helper "
+    "that called the function above the block on the entry file, whose stamp a hit changes: "
+    "'input 'prepare' changed' on every run"))
 def test_a_helper_calling_a_cached_setup_function_keeps_its_hit(project: Project) -> None:
     project.write("script.py", HEAD + """
 @sc.cached_setup
