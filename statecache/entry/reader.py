@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import struct
+import sys
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -333,10 +334,16 @@ def load_entry(
     reader.progress = progress_bar(
         "restoring", reader.meta.get("name"), sum(s.raw_len for s in reader.sections), progress
     )
+    loaded = False
     try:
-        return _read_state(reader, mmap, secret)
+        found = _read_state(reader, mmap, secret)
+        loaded = True
+        return found
     finally:
         reader.progress.close()
+        functions = sys.modules.get(f"{__package__}.main_functions")
+        if functions is not None:  # loaded only for entries holding functions of __main__
+            functions.settle(loaded)
 
 
 def _read_state(
@@ -464,14 +471,36 @@ def unpickler_class(pickler: object) -> Any:
     if pickler in ("pickle", "cloudpickle"):
         import pickle
 
-        return pickle.Unpickler
+        return _rebuilding(pickle.Unpickler)
     if pickler == "dill":
         try:
             import dill
         except ImportError as exc:
             raise LookupError("needs dill to load, and dill is not installed") from exc
-        return dill.Unpickler
+        return _rebuilding(dill.Unpickler)
     raise LookupError(f"unknown pickler {pickler!r} in the metadata")
+
+
+_REBUILDING: dict[type, type] = {}
+
+
+def _rebuilding(base: type) -> type:
+    """``base`` with numpy's array rebuild replaced by ``arrays.frombuffer`` (a small array
+    comes back owning its data); looked up once per stream, as globals are memoised."""
+    cls = _REBUILDING.get(base)
+    if cls is None:
+
+        class Unpickler(base):
+            def find_class(self, module: str, name: str) -> Any:
+                if name == "_frombuffer":
+                    from .arrays import FROMBUFFER, frombuffer
+
+                    if (module, name) in FROMBUFFER:
+                        return frombuffer
+                return super().find_class(module, name)
+
+        cls = _REBUILDING[base] = Unpickler
+    return cls
 
 
 def verify_entry(path: Any, *, secret: bytes | None = None) -> EntryMeta:

@@ -111,15 +111,19 @@ def same(obj: Any) -> Any:
 
 def rebuild_storage(data: Any, device: str) -> Any:
     """A storage over the restored buffer itself (the reader's final memory, or its
-    copy-on-write map), moved to ``device`` when this process has it."""
+    copy-on-write map), moved to ``device`` when this process has it. A buffer of the pickle
+    stream (a small storage) is copied into a storage of its own, resizable like the saved one
+    (``t.resize_`` works after a hit as after the computing run; see ``arrays``)."""
     import torch
 
     buf = memoryview(data)
-    if buf.readonly:  # a tensor is writable: torch.frombuffer wants writable memory
-        buf = memoryview(bytearray(buf))
     if buf.nbytes == 0:
         storage = torch.UntypedStorage(0)
+    elif isinstance(data, (bytes, bytearray)):
+        storage = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8)
     else:
+        if buf.readonly:  # a tensor is writable: torch.frombuffer wants writable memory
+            buf = memoryview(bytearray(buf))
         storage = torch.frombuffer(buf, dtype=torch.uint8).untyped_storage()
     return storage if device == "cpu" else on_device(storage, device)
 
