@@ -24,6 +24,7 @@ from typing import Any
 
 _CO_OPTIMIZED = 0x0001
 _PEP667 = sys.version_info >= (3, 13)
+_MISSING_CELL = object()
 
 
 class SkipBody(Exception):
@@ -139,3 +140,94 @@ def write_names(frame: FrameType, values: Mapping[str, Any], unbind: Iterable[st
         namespace.pop(name, None)
     ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
 
+
+
+def frame_cells(frame: FrameType) -> dict[str, Any] | None:
+    """The cell objects of a running function frame's cell and free variables, by name, so
+    that a function rebuilt by a hit can close over them (``main_functions``); None where this
+    interpreter's frame layout is not one checked here (3.10 to 3.13, default builds) or the
+    frame does not look as expected: then the caller must not pretend to share them.
+
+    Python exposes only the cells' contents (``f_locals``, PEP 667's proxy included); the
+    cells themselves are read from the frame's fast-locals array, whose place is checked
+    against the frame's own code object and locals before any pointer in it is followed."""
+    code = frame.f_code
+    if not is_function_frame(frame) or not (code.co_cellvars or code.co_freevars):
+        return {}
+    try:
+        slots = _fast_locals(frame)
+    except (ValueError, OSError):
+        return None
+    if slots is None:
+        return None
+    return _cells_in(frame, slots)
+
+
+def _slot_names(code: Any) -> list[str]:
+    """The names of a code object's fast locals in the order of the frame's array."""
+    if sys.version_info >= (3, 11):  # locals (arguments that are cells included), cells, frees
+        varnames = set(code.co_varnames)
+        return [*code.co_varnames, *(n for n in code.co_cellvars if n not in varnames), *code.co_freevars]
+    return [*code.co_varnames, *code.co_cellvars, *code.co_freevars]
+
+
+def _fast_locals(frame: FrameType) -> Any:
+    """A ctypes array over the frame's fast locals (one pointer per ``_slot_names`` entry), or
+    None when the frame's layout is not the expected one."""
+    import ctypes
+
+    if sys.version_info >= (3, 14) or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    head = object.__basicsize__  # PyObject_HEAD (16 in a default build)
+    n = len(_slot_names(frame.f_code))
+    word = ctypes.POINTER(ctypes.c_void_p)
+    if sys.version_info < (3, 11):
+        start = id(frame) + type(frame).__basicsize__ - 8  # f_localsplus ends the object
+        if ctypes.cast(id(frame) + head + 16, word)[0] != id(frame.f_code):  # f_back, f_code
+            return None
+    else:
+        data = ctypes.cast(id(frame) + head + 8, word)[0]  # f_back, then f_frame
+        if not data:
+            return None
+        # _PyInterpreterFrame: the code object and frame_obj at these words, fast locals at 72
+        code_at, frame_at = (4, 5) if sys.version_info < (3, 12) else (0, 6)
+        words = ctypes.cast(data, word)
+        if words[code_at] != id(frame.f_code) or words[frame_at] != id(frame):
+            return None
+        start = data + 72
+    return ctypes.cast(start, ctypes.POINTER(ctypes.c_void_p * n))[0]
+
+
+def _cells_in(frame: FrameType, slots: Any) -> dict[str, Any] | None:
+    """name -> cell of the frame's cell and free variables, after checking every plain local
+    against ``f_locals`` (a wrong guess of the layout returns None before any pointer is
+    followed)."""
+    import ctypes
+    import types
+
+    code = frame.f_code
+    names = _slot_names(code)
+    cellish = set(code.co_cellvars) | set(code.co_freevars)
+    values = frame.f_locals
+    for index, name in enumerate(names):
+        if name not in cellish and name in values and slots[index] != id(values[name]):
+            return None
+    type_at = object.__basicsize__ - 8  # ob_type closes PyObject_HEAD
+    word = ctypes.POINTER(ctypes.c_void_p)
+    cells: dict[str, Any] = {}
+    for index, name in enumerate(names):
+        pointer = slots[index]
+        if name not in cellish or not pointer:
+            continue
+        if ctypes.cast(pointer + type_at, word)[0] != id(types.CellType):
+            return None  # not made a cell yet (the frame is before MAKE_CELL): no sharing
+        cell = ctypes.cast(pointer, ctypes.py_object).value
+        content = _MISSING_CELL
+        try:
+            content = cell.cell_contents
+        except ValueError:
+            pass
+        if values.get(name, _MISSING_CELL) is not content:
+            return None
+        cells[name] = cell
+    return cells

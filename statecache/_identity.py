@@ -35,6 +35,15 @@ _MISSING = object()
 Step = tuple[str, Any]  # ("i", index), ("k", key), ("a", attribute), ("d"/"w", default), ("c", cell)
 
 
+def immutable(value: Any) -> bool:
+    """A number, string, bytes, None, range or slice, or a tuple or frozenset of them: a value
+    whose identity no code can tell from an equal one's by changing it."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return True
+    return (kind is tuple or kind is frozenset) and all(immutable(v) for v in value)
+
+
 def plain_instance(value: Any) -> bool:
     """An instance whose whole state is its ``__dict__``: every class of its type is defined in
     Python (no C base holding state), without ``__slots__``, and it is no class or exception."""
@@ -123,6 +132,7 @@ class Before:
     def __init__(self, roots: dict[str, Any]):
         #: id -> (the object, the id of its parent or the input label, the step from the parent)
         self.objects: dict[int, tuple[Any, int | str, Step | None]] = {}
+        self._memory: dict[Any, list[Any]] | None = None  # memory key -> input arrays (``view``)
         objects = self.objects
         stack: list[tuple[Any, int | str, Step | None]] = [
             (value, label, None) for label, value in reversed(list(roots.items())) if type(value) not in _ATOMIC
@@ -140,8 +150,32 @@ class Before:
 
     def origin(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
         """(input label, path from it) of an object the inputs held, if ``merge`` can fill it."""
+        return self.path(value) if _candidate(value) else None
+
+    def view(self, value: Any) -> tuple[str, tuple[Step, ...], Any, Any] | None:
+        """(input label, path, how it lies there, the input's layout) for an array or tensor
+        that is a view of one the inputs held (``_views``)."""
+        from ._views import memory_key, view_origin
+
+        key = memory_key(value)
+        if key is None:
+            return None
+        if self._memory is None:
+            self._memory = {}
+            for obj, _parent, _step in self.objects.values():
+                found = memory_key(obj)
+                if found is not None:
+                    self._memory.setdefault(found, []).append(obj)
+        for base in self._memory.get(key, ()):
+            lies, path = view_origin(value, base), self.path(base)
+            if lies is not None and path is not None:
+                return (*path, *lies)
+        return None
+
+    def path(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
+        """(input label, path from it) of an object the inputs held."""
         entry = self.objects.get(id(value))
-        if entry is None or entry[0] is not value or not _candidate(value):
+        if entry is None or entry[0] is not value:
             return None
         steps: list[Step] = []
         while True:
@@ -163,6 +197,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     The record is saved in the same pickle stream as the state, so its objects are the
     state's own after a load."""
     pairs: list[tuple[Any, str, tuple[Step, ...]]] = []
+    views: list[tuple[Any, ...]] = []
     through: list[Any] = []
     status: dict[int, bool] = {}
     budget = [_BUDGET]
@@ -181,18 +216,21 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
         for _step, item in children(value):
             dirty = visit(item, depth + 1, "") or dirty
         origin = before.origin(value)
+        view = before.view(value) if origin is None and not dirty else None
         if origin is not None and not (root in implied and origin == (implied[root], ())):
             pairs.append((value, *origin))
+        elif view is not None:
+            views.append((value, *view))
         elif origin is None and dirty:
             through.append(value)
-        status[key] = origin is not None or dirty
+        status[key] = origin is not None or view is not None or dirty
         return status[key]
 
     for label, value in state.items():
         visit(value, 0, label)
-    if not pairs and not through:
+    if not pairs and not through and not views:
         return None
-    return {"kept": pairs, "through": through}
+    return {"kept": pairs, "through": through, "views": views}
 
 
 def mergeable(current: Any, saved: Any) -> bool:
@@ -270,10 +308,14 @@ class Rewire:
         self.done: dict[int, Any] = {}
         self.through: dict[int, Any] = {}
         self._saved: list[Any] = []  # keeps ids stable while the rewiring runs
+        self.views: dict[int, tuple[Any, ...]] = {}  # id(saved view) -> (live base, how it lies)
         if record:
             for saved, label, steps in record.get("kept", ()):
                 self.pair(saved, follow(now(label), tuple(steps)))
             self.through = {id(v): v for v in record.get("through", ())}
+            for saved, label, steps, lies, layout in record.get("views", ()):
+                self.views[id(saved)] = (follow(now(label), tuple(steps)), lies, layout)
+                self._saved.append(saved)
 
     def pair(self, saved: Any, current: Any) -> bool:
         """Make ``current`` the object that stands for ``saved`` (when it can take its content)."""
@@ -303,7 +345,18 @@ class Rewire:
         if key in self.through:
             self.done[key] = saved
             self.done[key] = _rewired(saved, self.sub)
+        elif key in self.views:
+            self.done[key] = _view_of_live(saved, *self.views[key])
         return self.done.get(key, saved)
+
+
+def _view_of_live(saved: Any, base: Any, lies: Any, layout: Any) -> Any:
+    """A saved view of an input, made again over the live input (the saved copy when that
+    input is gone or has another layout now)."""
+    from ._views import rebuild_view
+
+    made = None if base is _MISSING else rebuild_view(base, lies, layout)
+    return saved if made is None else made
 
 
 def _rewired(value: Any, sub: Callable[[Any], Any]) -> Any:
