@@ -17,6 +17,7 @@ again (``_watched``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,15 @@ KEPT = "kept objects"
 _ARGUMENT = "argument "  # prefix of the saved state of an argument the function mutated
 
 EMPTY_READS = Reads((), (), (), (), ())
+
+
+def __getattr__(name: str) -> Any:
+    """``ClassState`` by its old place, for entries pickled before it moved to ``_objectstate``."""
+    if name == "ClassState":
+        from ._objectstate import ClassState
+
+        return ClassState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Binder:
@@ -139,6 +149,8 @@ class Binder:
         watched, self.watched = self.watched, None
         if watched is None:
             return {}, []
+        from ._objectstate import ClassState
+
         state, gone, in_place = watched.changes(skip)
         for label in in_place:
             value = state[label]
@@ -189,10 +201,26 @@ class Binder:
             else:
                 value = self.values[label]
             if changed_since(fp, value, label, before):
-                same = value is self.values[label]  # a class rebound is bound, not filled
-                classes = self.watched.class_before(value) if self.watched is not None else None
-                state[label] = ClassState.of(value, classes) if same and isinstance(value, type) else value
+                state.update(self._changed_input(label, value))
         return state, gone
+
+    def _changed_input(self, label: str, value: Any) -> dict[str, Any]:
+        """What to save of an input whose fingerprint changed: a class or function that is
+        still the one read (pickled by reference) as its state, applied in place on a hit (a
+        function only when its own state changed, not the globals it reads: ``_watched``
+        watches those); any other value as it is (one rebound is bound again)."""
+        import types
+
+        from ._objectstate import ClassState, FunctionState
+
+        if value is not self.values[label] or not isinstance(value, (type, types.FunctionType)):
+            return {label: value}
+        watched = self.watched
+        if isinstance(value, type):
+            return {label: ClassState.of(value, watched.class_before(value) if watched is not None else None)}
+        if watched is not None and not watched.function_changed(label, value):
+            return {}
+        return {label: FunctionState(value)}
 
     def restorable(self, label: str) -> bool:
         """Whether an input label names something this binder can put back."""
@@ -206,8 +234,10 @@ class Binder:
         the names the code binds are bound."""
         state = dict(state)
         record = state.pop(KEPT, None)
-        for label in [k for k, v in state.items() if isinstance(v, ClassState)]:
-            update_in_place(self.current_input(label), state.pop(label))
+        objectstate = sys.modules.get(f"{__package__}._objectstate")  # loaded by the state's records
+        if objectstate is not None:
+            for label in [k for k, v in state.items() if isinstance(v, objectstate.ObjectState)]:
+                state.pop(label).apply(self.current_input(label))
         roots = self.implied_roots(state)
         if record is not None or roots:  # most hits bind new objects only: no _identity import
             from ._identity import Rewire
@@ -436,75 +466,6 @@ def names_used(code: CodeType) -> set[str]:
         names.update(c.co_names)
         stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
     return names
-
-
-class ClassState:
-    """What the code changed on a class (``Model.default = 5``, ``Model.predict = fast``, a
-    property). A class is pickled by reference, so its attributes must be saved apart and set
-    back on a hit: its data attributes, and, when its dict before the code ran is known, every
-    attribute the code bound anew whatever its kind (the code the key covers is the class's
-    before the block: a method the block patches on is the block's output) and those it
-    deleted."""
-
-    def __init__(self, attributes: dict[str, Any], deleted: Iterable[str] = (), rebound: Iterable[str] = ()):
-        self.attributes = attributes
-        self.deleted = tuple(deleted)
-        self.rebound = frozenset(rebound)  # the others were the same objects: filled in place
-
-    @classmethod
-    def of(cls, kind: type, before: dict[str, Any] | None = None) -> ClassState:
-        import types
-
-        from .key.codegraph import CLASS_SKIP
-
-        code = (types.FunctionType, classmethod, staticmethod, property, type)
-        now = vars(kind)
-        attributes = {
-            k: v for k, v in now.items()
-            if not (k.startswith("__") and k.endswith("__")) and not isinstance(v, code) and _picklable(v)
-        }
-        if before is None:
-            return cls(attributes, (), attributes)
-        rebound = [k for k, v in now.items() if k not in CLASS_SKIP and before.get(k, MISSING) is not v]
-        attributes.update((k, now[k]) for k in rebound)
-        return cls(attributes, [k for k in before if k not in now and k not in CLASS_SKIP], rebound)
-
-    def apply(self, kind: type) -> None:
-        rebound = getattr(self, "rebound", None)  # an entry of an older version has none
-        for name, value in self.attributes.items():
-            current = vars(kind).get(name, MISSING)
-            if rebound is None or name in rebound or current is MISSING or not update_in_place(current, value):
-                setattr(kind, name, value)
-        for name in getattr(self, "deleted", ()):
-            if name in vars(kind):
-                delattr(kind, name)
-
-
-def _picklable(value: Any) -> bool:
-    """Whether a class attribute can be saved (a lock or a client on a class stays out)."""
-    import pickle
-
-    try:
-        pickle.dumps(value)
-    except Exception:
-        return False
-    return True
-
-
-def update_in_place(current: Any, saved: Any) -> bool:
-    """Give ``current`` the content of ``saved`` without changing its identity (a class takes
-    the data attributes of a ``ClassState``); False (nothing done) when it cannot (see
-    ``_identity.mergeable``)."""
-    if isinstance(saved, ClassState):
-        if isinstance(current, type):
-            saved.apply(current)
-        return True  # never bind the record itself to a name
-    from ._identity import merge, mergeable
-
-    if not mergeable(current, saved):
-        return False
-    merge(current, saved)
-    return True
 
 
 def _local_names(frame: FrameType) -> set[str] | None:

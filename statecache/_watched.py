@@ -2,7 +2,7 @@
 it: state a hit must put back, so that the process is as the computing run left it.
 
 - Attributes of the user's modules (``key.provenance.is_user_module`` decides which are the
-  user's), of every such module loaded when the block starts: a helper's ``helpers.SCALE = 7``,
+  user's), of every such module loaded from a file when the block starts: a helper's ``helpers.SCALE = 7``,
   ``setattr(config, k, v)``, an attribute added or deleted, found by identity; plain data (a
   list, dict or set of numbers and strings) by content too, so that ``h.TABLE[k] = v`` through
   a local import is seen. The state of a module is not read from the code that changes it: no
@@ -11,7 +11,9 @@ it: state a hit must put back, so that the process is as the computing run left 
   ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, by content, by the rule the
   block's own inputs are checked with (``changed_since``).
 - The dict of each class among those and among the block's inputs (``class_before``), so that
-  what the block patches onto a class (a method, a property) is known and can be set back.
+  what the block patches onto a class (a method, a property) is known and can be set back;
+  and the own state of each function among the inputs (``function_changed``): a function
+  whose fingerprint changed only because a global it reads did is not itself changed.
 
 Only a computing run pays for this (``Binder.remember_inputs``). The code's own namespace is
 the binder's (the names it binds, the ``global`` names of its helpers: ``key.inputs``), and
@@ -74,6 +76,10 @@ class Watched:
         #: (a user module's globals, name -> (the value before, its fingerprint or None))
         self.attributes: list[tuple[dict[str, Any], dict[str, tuple[Any, str | None]]]] = []
         self.classes: dict[int, tuple[type, dict[str, Any]]] = {}
+        self.functions: dict[str, tuple[types.FunctionType, str | None]] = {}  # inputs' own state
+        #: label -> a class of the user's modules no input or helper read stands for, with the
+        #: fingerprints of its plain mutable data
+        self.class_data: dict[str, tuple[type, dict[str, str | None]]] = {}
 
     @classmethod
     def before(
@@ -104,6 +110,21 @@ class Watched:
                     self.covered.add((id(vars(owner)), attr))
             if isinstance(value, type):
                 self._note_class(value)
+            elif isinstance(value, types.FunctionType):
+                from ._objectstate import function_parts
+
+                self.functions[label] = (value, _fingerprint(self.fp, function_parts(value), label))
+
+    def function_changed(self, label: str, fn: types.FunctionType) -> bool:
+        """Whether the code changed the function input ``label`` itself (its defaults,
+        attributes or closure cells, ``_objectstate.function_parts``)."""
+        from ._objectstate import function_parts
+        from .key.values import Fingerprinter
+
+        noted = self.functions.get(label)
+        if noted is None or noted[0] is not fn:
+            return True
+        return changed_since(Fingerprinter(ignore=tuple(self.ignore)), function_parts(fn), label, noted[1])
 
     def _note_class(self, kind: type) -> None:
         if id(kind) not in self.classes:
@@ -136,24 +157,35 @@ class Watched:
     def _note_modules(self) -> None:
         """Every attribute of every user module loaded now (the code's own namespace aside):
         by identity, and plain mutable data by content."""
-        from .key.provenance import is_user_module
-        from .key.walk import is_plain_data
+        from .key.provenance import is_user_module, is_user_module_name
 
         seen = {id(self.own)}
         for module in list(sys.modules.values()):
             if not isinstance(module, types.ModuleType) or id(vars(module)) in seen or not is_user_module(module):
                 continue
+            if not isinstance(getattr(module, "__file__", None), str):
+                continue  # made at run time (a library's alias module), not a file of the user's
             glb = vars(module)
             seen.add(id(glb))
             noted: dict[str, tuple[Any, str | None]] = {}
             for name, value in list(glb.items()):
                 if _dunder(name) or (id(glb), name) in self.covered:
                     continue
-                fingerprint = None
-                if isinstance(value, _MUTABLE_DATA) and is_plain_data(value):
-                    fingerprint = _fingerprint(self.fp, value, name)
-                noted[name] = (value, fingerprint)
+                noted[name] = (value, self._plain_data(value, name))
+                if isinstance(value, type) and id(value) not in self.classes and is_user_module_name(value.__module__):
+                    self._note_class(value)
+                    data = {k: self._plain_data(v, k) for k, v in vars(value).items() if not _dunder(k)}
+                    self.class_data[self._label(glb, name)] = (value, data)
             self.attributes.append((glb, noted))
+
+    def _plain_data(self, value: Any, label: str) -> str | None:
+        """The fingerprint of a list, dict, set or bytearray of plain data (None for others:
+        they are watched by identity)."""
+        from .key.walk import is_plain_data
+
+        if isinstance(value, _MUTABLE_DATA) and is_plain_data(value):
+            return _fingerprint(self.fp, value, label)
+        return None
 
     def roots(self) -> dict[str, Any]:
         """label -> value of what this watches in place (where ``_identity.Before`` starts)."""
@@ -204,4 +236,22 @@ class Watched:
                     state[label] = now
                     if now is value:
                         in_place.add(label)
+        for label, (kind, data) in self.class_data.items():
+            if label not in skip and label not in state and self._class_changed(kind, data, fp):
+                state[label] = kind
+                in_place.add(label)
         return state, gone, in_place
+
+    def _class_changed(self, kind: type, data: dict[str, str | None], fp: Any) -> bool:
+        """Whether the code bound, added or deleted an attribute of ``kind`` or changed its
+        plain data in place."""
+        from .key.codegraph import CLASS_SKIP
+
+        before = self.classes[id(kind)][1]
+        now = vars(kind)
+        if {k for k in now if k not in CLASS_SKIP} != {k for k in before if k not in CLASS_SKIP}:
+            return True
+        return any(
+            before[k] is not v or (data.get(k) is not None and changed_since(fp, v, k, data[k]))
+            for k, v in now.items() if k not in CLASS_SKIP
+        )

@@ -1,0 +1,173 @@
+"""The saved state of objects that are pickled by reference, so that a hit can put it back
+into the objects the script holds: a class (``ClassState``: what the code set, patched or
+deleted on it) and a function (``FunctionState``: its defaults, attributes and closure cells).
+Both are applied in place: other names for the class, the function or the objects they hold
+see the change, as after the computing run.
+
+A hit loads this module only when its state holds such a record (unpickling it imports it):
+``_binders`` looks for it in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterable
+from typing import Any
+
+_MISSING = object()
+#: What a class or function holds that is code: kept as the object the script holds on a hit
+#: unless the code bound it anew (a function pickled by value would come back as a copy).
+_CODE = (types.FunctionType, types.BuiltinFunctionType, classmethod, staticmethod, property, type, types.ModuleType)
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def picklable(value: Any) -> bool:
+    """Whether a class attribute can be saved (a lock or a client on a class stays out)."""
+    import pickle
+
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+class ObjectState:
+    """The saved state of an object pickled by reference; ``apply`` puts it back."""
+
+    def apply(self, target: Any) -> None:
+        raise NotImplementedError
+
+
+class ClassState(ObjectState):
+    """What the code changed on a class (``Model.default = 5``, ``Model.predict = fast``, a
+    property): its data attributes, and, when its dict before the code ran is known, every
+    attribute the code bound anew whatever its kind (the code the key covers is the class as
+    it was before the block: a method the block patches on is the block's output) and those it
+    deleted."""
+
+    def __init__(self, attributes: dict[str, Any], deleted: Iterable[str] = (), rebound: Iterable[str] = ()):
+        self.attributes = attributes
+        self.deleted = tuple(deleted)
+        self.rebound = frozenset(rebound)  # the others were the same objects: filled in place
+
+    @classmethod
+    def of(cls, kind: type, before: dict[str, Any] | None = None) -> ClassState:
+        from .key.codegraph import CLASS_SKIP
+
+        now = vars(kind)
+        attributes = {k: v for k, v in now.items() if not _dunder(k) and not isinstance(v, _CODE) and picklable(v)}
+        if before is None:
+            return cls(attributes, (), attributes)
+        rebound = [k for k, v in now.items() if k not in CLASS_SKIP and before.get(k, _MISSING) is not v]
+        attributes.update((k, now[k]) for k in rebound)
+        return cls(attributes, [k for k in before if k not in now and k not in CLASS_SKIP], rebound)
+
+    def apply(self, target: Any) -> None:
+        if not isinstance(target, type):
+            return
+        rebound = getattr(self, "rebound", None)  # an entry of an older version has none
+        for name, value in self.attributes.items():
+            current = vars(target).get(name, _MISSING)
+            if rebound is None or name in rebound or current is _MISSING or not update_in_place(current, value):
+                setattr(target, name, value)
+        for name in getattr(self, "deleted", ()):
+            if name in vars(target):
+                delattr(target, name)
+
+
+def function_parts(fn: types.FunctionType) -> tuple[Any, ...]:
+    """What of a function the code can change without rebinding it (its defaults, keyword
+    defaults, attributes and closure cells), code left out as its qualified name: the globals
+    a function reads are watched where they live (``_watched``), not through it."""
+    from .key.walk import cells
+
+    def data(value: Any) -> Any:
+        return f"<code {getattr(value, '__qualname__', type(value).__name__)}>" if isinstance(value, _CODE) else value
+
+    return (
+        tuple(map(data, fn.__defaults__ or ())),
+        {k: data(v) for k, v in (fn.__kwdefaults__ or {}).items()},
+        {k: data(v) for k, v in fn.__dict__.items()},
+        tuple(map(data, cells(fn) or ())),
+    )
+
+
+class FunctionState(ObjectState):
+    """A function's defaults, keyword defaults, attributes and closure cells, put back into the
+    function the script holds (a ``def f(acc=[])`` the code appended to, ``f.calls += 1``, a
+    ``nonlocal`` it changed): rebinding the name to a copy would lose the function's identity
+    (a registry holding it) and its source (a copy's code comes from the pickle)."""
+
+    def __init__(self, fn: types.FunctionType):
+        self.defaults = tuple(_data_or_keep(v) for v in fn.__defaults__ or ())
+        self.kwdefaults = {k: _data_or_keep(v) for k, v in (fn.__kwdefaults__ or {}).items()}
+        self.attributes = {k: _data_or_keep(v) for k, v in fn.__dict__.items()}
+        self.cells = tuple(_data_or_keep(_cell(c)) for c in fn.__closure__ or ())
+
+    def apply(self, target: Any) -> None:
+        if not isinstance(target, types.FunctionType):
+            return
+        if self.defaults or target.__defaults__:
+            target.__defaults__ = _filled(target.__defaults__ or (), self.defaults) or None
+        if self.kwdefaults or target.__kwdefaults__:
+            current = target.__kwdefaults__ or {}
+            target.__kwdefaults__ = {k: _fill(current.get(k, _MISSING), v) for k, v in self.kwdefaults.items()} or None
+        current = dict(target.__dict__)
+        target.__dict__.clear()
+        target.__dict__.update({k: _fill(current.get(k, _MISSING), v) for k, v in self.attributes.items()})
+        for cell, saved in zip(target.__closure__ or (), self.cells, strict=False):
+            now = _cell(cell)
+            value = _fill(now, saved)
+            if value is not now and value is not _MISSING:
+                cell.cell_contents = value
+
+
+class _Keep:
+    """Stands for code a function holds: the object the script holds now is kept."""
+
+
+_KEEP = _Keep()
+
+
+def _data_or_keep(value: Any) -> Any:
+    return _KEEP if isinstance(value, _CODE) else value
+
+
+def _cell(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # not assigned yet
+        return _MISSING
+
+
+def _fill(current: Any, saved: Any) -> Any:
+    """The object to hold for ``saved``: ``current`` filled with its content when it can be,
+    ``current`` itself for code, else ``saved``."""
+    if isinstance(saved, _Keep):
+        return current
+    if current is not _MISSING and update_in_place(current, saved):
+        return current
+    return saved
+
+
+def _filled(current: tuple[Any, ...], saved: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_fill(current[i] if i < len(current) else _MISSING, v) for i, v in enumerate(saved))
+
+
+def update_in_place(current: Any, saved: Any) -> bool:
+    """Give ``current`` the content of ``saved`` without changing its identity (a class or a
+    function takes an ``ObjectState``); False (nothing done) when it cannot (see
+    ``_identity.mergeable``)."""
+    if isinstance(saved, ObjectState):
+        saved.apply(current)
+        return True  # never bind the record itself to a name
+    from ._identity import merge, mergeable
+
+    if not mergeable(current, saved):
+        return False
+    merge(current, saved)
+    return True
