@@ -38,9 +38,11 @@ def values(run: Run) -> dict[str, str]:
 
 
 def run_cases(project: Project, script: str, cases: list[str], change: Callable[[], object],
-              env: dict[str, str] | None = None, env_after: dict[str, str] | None = None) -> dict[str, Outcome]:
+              env: dict[str, str] | None = None, env_after: dict[str, str] | None = None,
+              rerun: bool = True) -> dict[str, Outcome]:
     """Compute, rerun unchanged, ``change()``, then run, run fresh and rerun (with
-    ``env_after`` when given): what happened to each case's checkpoint."""
+    ``env_after`` when given; without the rerun for a script too slow to start, whose cases
+    then count it as a hit): what happened to each case's checkpoint."""
     computed = project.run(script, env=env)
     assert all(computed.computed(case) for case in cases), computed.stderr
     unchanged = project.run(script, env=env)
@@ -48,9 +50,10 @@ def run_cases(project: Project, script: str, cases: list[str], change: Callable[
     env_after = env if env_after is None else env_after
     after = project.run(script, env=env_after)
     fresh_run = project.run(script, env={**(env_after or {}), "STATECACHE_DISABLE": "1"})
-    again = project.run(script, env=env_after)
+    again = project.run(script, env=env_after) if rerun else None
     got, want = values(after), values(fresh_run)
-    return {case: Outcome(unchanged.hit(case), got.get(case), want.get(case), again.hit(case)) for case in cases}
+    return {case: Outcome(unchanged.hit(case), got.get(case), want.get(case), again is None or again.hit(case))
+            for case in cases}
 
 
 def assert_case(outcomes: dict[str, Outcome], case: str) -> None:
@@ -559,3 +562,41 @@ print(n, rest)
     project.write("in.txt", "2\nc\n")
     after = run_with_stdin(project, "script.py", stdin)
     assert after.stdout == run_with_stdin(project, "script.py", stdin, {"STATECACHE_DISABLE": "1"}).stdout, after.stderr
+
+
+# -- torch: what a tensor's fingerprint leaves out ---------------------------------------------
+
+TORCH_SCRIPT = HEAD + """
+import torch
+w = torch.ones(2, requires_grad=True)
+(w * float(os.environ['K'])).sum().backward()  # the gradients the block reads
+with sc.checkpoint('grad-input'):
+    y = w.grad.tolist()
+print('grad-input=', y)
+v = torch.ones(2, requires_grad=True)
+with sc.checkpoint('backward-in-block'):
+    loss = (v * 3).sum()
+    loss.backward()  # fills v.grad, which the code after the block steps on
+print('backward-in-block=', None if v.grad is None else v.grad.tolist())
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
+    pytest.importorskip("torch")
+    project = make_project("torch")
+    project.write("script.py", TORCH_SCRIPT)
+    return run_cases(project, "script.py", ["grad-input", "backward-in-block"], change=lambda: None,
+                     env={"K": "2"}, env_after={"K": "3"}, rerun=False)  # importing torch: ~3 CPU-s a run
+
+
+@pytest.mark.parametrize("case", [
+    xfail("grad-input", "key/values.py Fingerprinter._feed_tensor: a tensor counts by dtype, device, "
+          "shape, strides, requires_grad and bytes, not by its .grad, so a block that reads the "
+          "gradients a backward() above it left restores the old ones"),
+    xfail("backward-in-block", "key/values.py Fingerprinter._feed_tensor: an input tensor whose .grad "
+          "the block fills (loss.backward()) fingerprints the same after the block, so it is not "
+          "saved as mutated, and after a hit v.grad is None"),
+])
+def test_a_tensors_gradient(torch_outcomes: dict[str, Outcome], case: str) -> None:
+    assert_case(torch_outcomes, case)
