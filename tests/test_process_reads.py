@@ -42,6 +42,9 @@ MODULES = {
     "env_inner.py": "import os\nT = int(os.environ.get('T', '0'))\n",
     # imported above the block: its values are inputs (its top level ran before the block)
     "env_above.py": "import os\nSCALE = int(os.environ.get('S', '1'))\n\n\ndef f():\n    return SCALE + 100\n",
+    # a helper of another module of the user's, called at the top level, reads a computed key
+    "env_via.py": "from env_conf import env_int\nBATCH = env_int('S') + 1000\n",
+    "env_conf.py": "import os\n\n\ndef env_int(key):\n    return int(os.environ.get(key, '0'))\n",
     # a function that importing does not run reads LATER: no part of what the import reads
     "env_later.py": "import os\nBASE = 3\n\n\ndef later():\n    return os.environ.get('LATER')\n",
 }
@@ -83,14 +86,17 @@ with sc.checkpoint('above'):
 with sc.checkpoint('above_again'):
     import env_above
     again = env_above.SCALE
+with sc.checkpoint('via'):
+    import env_via
+    via = env_via.BATCH
 with sc.checkpoint('later'):
     import env_later
     base = env_later.BASE
 outer = load()
-print(top, call, flag, apps, here, data, above, again, base, outer)
+print(top, call, flag, apps, here, data, above, again, via, base, outer)
 """
 
-BLOCKS = ("top", "call", "flag", "all", "cwd", "file", "above", "above_again", "later", "setup")
+BLOCKS = ("top", "call", "flag", "all", "cwd", "file", "above", "above_again", "via", "later", "setup")
 
 
 def test_what_a_module_the_block_imports_first_reads_of_the_process_is_in_the_key(project: Project) -> None:
@@ -103,10 +109,12 @@ def test_what_a_module_the_block_imports_first_reads_of_the_process_is_in_the_ke
     before = {"S": "1", "T": "2", "APP_X": "a", "D": "one", "LATER": "x"}
     first = project.run("script.py", env=before)
     assert all(first.computed(b) for b in BLOCKS), first.stderr
-    # what importing env_later runs does not read LATER: changing it keeps every hit but that
-    # of the block whose module reads the whole environment
+    # what importing env_later runs does not read LATER: changing it keeps every hit but those
+    # of the blocks whose modules read the whole environment (env_all, env_conf's computed key)
     again = project.run("script.py", env={**before, "LATER": "y"})
-    assert again.computed("all") and all(again.hit(b) for b in BLOCKS if b != "all"), again.stderr
+    whole = ("all", "via")
+    assert all(again.computed(b) for b in whole), again.stderr
+    assert all(again.hit(b) for b in BLOCKS if b not in whole), again.stderr
     assert again.stdout == first.stdout == fresh(project, "script.py", env=before)
     after = {"S": "5", "T": "3", "APP_X": "b", "D": "two", "LATER": "x"}
     project.write("scale.txt", "7")
@@ -118,18 +126,29 @@ def test_what_a_module_the_block_imports_first_reads_of_the_process_is_in_the_ke
 
 
 def test_import_time_reads_are_what_importing_runs(tmp_path: Path) -> None:
-    from statecache.key.imports import import_time_reads
+    from statecache.key.imports import code_reads, import_time_reads
 
     module = tmp_path / "m.py"
     module.write_text(
         "import os\nfrom pathlib import Path\nA = os.environ['A']\n\n\ndef _b():\n    return os.getenv('B')\n\n\n"
         "def _c():\n    return _b()\n\n\nC = _c()\n\n\ndef unused():\n    return os.environ.get('U'), os.getcwd()\n\n\n"
         "class K:\n    D = os.environ.get('D')\n")
-    assert import_time_reads(str(module)) == (("A", "D", "B"), ())
+    assert code_reads(str(module))[:2] == (("A", "D", "B"), ())
+    assert code_reads(str(module), frozenset({"unused"}))[:2] == (("U",), ("cwd",))
     module.write_text("import os\nHERE = os.getcwd()\nENV = dict(os.environ)\n")  # the stat changes
-    assert import_time_reads(str(module)) == ((), ("cwd", "environ"))
+    assert code_reads(str(module))[:2] == ((), ("cwd", "environ"))
     module.write_text("def f(:\n")
-    assert import_time_reads(str(module)) == ((), ())
+    assert code_reads(str(module)) == ((), (), ())
+    # through the user's modules that the import uses: a function taken by name, a module used
+    # as a namespace; not a function of theirs that the import does not reach
+    files = {name: str(tmp_path / f"{name}.py") for name in ("top", "config", "util", "other")}
+    (tmp_path / "top.py").write_text("from config import env_int\nimport other\nN = env_int('N')\nM = other.get()\n")
+    (tmp_path / "config.py").write_text(
+        "from util import raw\n\n\ndef env_int(k):\n    return int(raw(k))\n\n\n"
+        "def unrelated():\n    import os\n    return os.environ['UNRELATED']\n")
+    (tmp_path / "util.py").write_text("import os\n\n\ndef raw(k):\n    return os.environ[k]\n")
+    (tmp_path / "other.py").write_text("import os\n\n\ndef get():\n    return os.getenv('O')\n")
+    assert import_time_reads("top", files) == (("O",), ("environ",))
 
 
 # -- library settings reached through a helper's import or a container -------------------------

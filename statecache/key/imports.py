@@ -178,21 +178,27 @@ def _reach(functions: dict[str, Any], reached: set[str]) -> set[str]:
     return done
 
 
-_IMPORT_READS: dict[str, tuple[tuple[int, ...], tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+#: what part of a module runs: None for its import, a set of its top-level functions, or
+#: ``WHOLE`` for every function (the module is used as a namespace: ``config.get("S")``)
+WHOLE = frozenset({"*"})
+_Taken = tuple[tuple[str, int, "str | None"], ...]
+_CodeReads = tuple[tuple[str, ...], tuple[str, ...], _Taken]
+_CODE_READS: dict[tuple[str, frozenset[str] | None], tuple[tuple[int, ...], _CodeReads]] = {}
 
 
-def import_time_reads(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What importing a user module reads of the process (``process.scan``: environment
-    variables, the whole environment, the working directory): the scan of its top level and
-    of the top-level functions that code reaches by name (``SCALE = _scale()``). A module that
-    the block imports first runs that code in the block, where no scan of the block sees it.
-    Cached per path while its stat is unchanged; nothing when the file does not parse (it
-    then counts by its raw digest, and cannot be imported)."""
+def code_reads(path: str, names: frozenset[str] | None = None) -> _CodeReads:
+    """What running part of a user module's file reads of the process (``process.scan``:
+    environment variables, the whole environment, the working directory), and the names of
+    other modules that code uses, (module, level, name or None for the module itself), from
+    the imports that bind them. The part: the import (``names`` None: the top level and the
+    top-level functions it reaches by name, ``SCALE = _scale()``), or the top-level functions
+    ``names`` and those they reach (``WHOLE``: all of them). Cached per path while its stat is
+    unchanged; nothing when the file does not parse (it counts by its raw digest then)."""
     try:
         stamp = stat_stamp(os.stat(path))
     except OSError:
-        return (), ()
-    hit = _IMPORT_READS.get(path)
+        return (), (), ()
+    hit = _CODE_READS.get((path, names))
     if hit is not None and hit[0] == stamp:
         return hit[1]
     from .process import scan
@@ -201,22 +207,71 @@ def import_time_reads(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         with open(path, "rb") as f:
             body = ast.parse(f.read(), filename=path).body
     except (OSError, SyntaxError, ValueError):
-        return (), ()
+        return (), (), ()
     functions = _functions(body)
-    parts = _import_time_parts(body, functions)
-    names: set[str] = set()
+    parts: list[ast.AST] = _import_time_parts(body, functions) if names is None else []
+    reached = set(functions) if names == WHOLE else set(names or ())
     for part in parts:
-        names.update(_loaded_names(part))
-    found = scan([*parts, *(functions[n] for n in sorted(_reach(functions, names)))])
-    _IMPORT_READS[path] = (stamp, found)
+        reached.update(_loaded_names(part))
+    parts += [functions[n] for n in sorted(_reach(functions, reached))]
+    keys, kinds = scan(parts)
+    found = (keys, kinds, _taken(body, reached))
+    _CODE_READS[(path, names)] = (stamp, found)
     return found
 
 
-def import_time_state(path: str) -> bytes:
-    """``b""``, or the current values of what importing the module at ``path`` reads of the
-    process (``import_time_reads``): the same values whether or not it is loaded, since a hit
-    does not import it and a computing run imports it now."""
-    keys, kinds = import_time_reads(path)
+def _taken(body: list[ast.stmt], loaded: set[str]) -> _Taken:
+    """The names of other modules, bound by the module's imports, that code loading ``loaded``
+    uses."""
+    taken: dict[tuple[str, int, str | None], None] = {}
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if (alias.asname or alias.name.partition(".")[0]) in loaded:
+                        taken[(alias.name, 0, None)] = None
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name == "*" or (alias.asname or alias.name) in loaded:
+                        taken[(node.module or "", node.level, None if alias.name == "*" else alias.name)] = None
+    return tuple(taken)
+
+
+def import_time_reads(name: str, files: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What importing the user module ``name`` (its file in ``files``, with the user's modules
+    its import can reach) reads of the process: ``code_reads`` of its import, and of the code
+    of the user's modules in ``files`` that it uses (``from config import env_int`` and
+    ``BATCH = env_int("BATCH")`` there read what ``env_int`` reads). A module that the block
+    imports first runs this in the block, where no scan of the block sees it."""
+    keys: dict[str, None] = {}
+    kinds: set[str] = set()
+    queue: list[tuple[str, frozenset[str] | None]] = [(name, None)]
+    seen: set[tuple[str, frozenset[str] | None]] = set()
+    while queue:
+        module, names = queue.pop()
+        if (module, names) in seen:
+            continue
+        seen.add((module, names))
+        path = files[module]
+        found_keys, found_kinds, taken = code_reads(path, names)
+        keys.update(dict.fromkeys(found_keys))
+        kinds.update(found_kinds)
+        is_package = os.path.basename(path) == "__init__.py"
+        for other, level, attr in taken:
+            target = resolve_import(other, level, module, is_package)
+            sub = f"{target}.{attr}" if target and attr else None
+            if sub in files:
+                queue.append((str(sub), WHOLE))  # ``from pkg import config``: a module used
+            elif target in files:
+                queue.append((str(target), WHOLE if attr is None else frozenset({attr})))
+    return tuple(keys), tuple(sorted(kinds))
+
+
+def import_time_state(name: str, files: dict[str, str]) -> bytes:
+    """``b""``, or the current values of what importing the module reads of the process
+    (``import_time_reads``): the same values whether or not it is loaded, since a hit does
+    not import it and a computing run imports it now."""
+    keys, kinds = import_time_reads(name, files)
     if not keys and not kinds:
         return b""
     import json
@@ -286,18 +341,25 @@ def module_file(name: str) -> str | None:
     return path
 
 
-def _settings_state(tops: set[str]) -> bytes:
+def _settings_state(tops: set[str], memo: dict[Any, bytes]) -> bytes:
     """``b""``, or the settings that the registries of these installed or stdlib packages
     (``key.libsettings``) hold other than their defaults: code that imports pandas, even
-    inside a helper, reads its options."""
+    inside a helper, reads its options. Memoised in ``memo`` (one key computation)."""
     if not any(top in sys.modules for top in tops):
         return b""  # a library not loaded has its defaults
-    import json
+    from .libsettings import REGISTRIES, settings_of
 
-    from .libsettings import settings_of
+    wanted = frozenset(top for top in tops if top in REGISTRIES and top in sys.modules)
+    if not wanted:
+        return b""
+    hit = memo.get(("settings", wanted))
+    if hit is None:
+        import json
 
-    found = settings_of(tops)
-    return b"settings" + encode_str(json.dumps(found, sort_keys=True, default=repr)) if found else b""
+        found = settings_of(wanted)
+        hit = b"settings" + encode_str(json.dumps(found, sort_keys=True, default=repr)) if found else b""
+        memo[("settings", wanted)] = hit
+    return hit
 
 
 def resolve_import(module: str, level: int, importer: str, is_package: bool) -> str | None:
@@ -364,7 +426,7 @@ def imports_digest(
         # the module already loaded is what the import gives the code: if its file was edited
         # since, the new text alone would key the old code's result
         stale = edited_after_loading(loaded, value_digest, reached) if isinstance(loaded, types.ModuleType) else b""
-        records[name] = b"src" + source + stale + import_time_state(path)
+        records[name] = b"src" + source + stale + import_time_state(name, files)
     # Candidates that are attributes rather than modules ("pkg.func") resolve to no
     # file and are dropped unless they were asked for, so the set is the same each run.
     hx = xxhash.xxh3_128()
@@ -372,7 +434,7 @@ def imports_digest(
         if records[name] == b"ext" + encode_str("") and name not in roots and "." in name:
             continue
         hx.update(encode_str(name) + encode_str(records[name].hex()))
-    hx.update(_settings_state({name.partition(".")[0] for name in records if name not in files}))
+    hx.update(_settings_state({name.partition(".")[0] for name in records if name not in files}, memo))
     hit = memo[memo_key] = hx.digest()
     return hit
 
