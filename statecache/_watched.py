@@ -4,8 +4,8 @@ it: state a hit must put back, so that the process is as the computing run left 
 - Attributes of the user's modules (``key.provenance.is_user_module`` decides which are the
   user's), of every such module loaded from a file when the block starts: a helper's ``helpers.SCALE = 7``,
   ``setattr(config, k, v)``, an attribute added or deleted, found by identity; plain data (a
-  list, dict or set of numbers and strings) by content too, so that ``h.TABLE[k] = v`` through
-  a local import is seen. The state of a module is not read from the code that changes it: no
+  list, dict or set of numbers and strings, an object whose attributes are such data) by
+  content too, so that ``h.TABLE[k] = v`` through a local import is seen. The state of a module is not read from the code that changes it: no
   scan of the source finds ``setattr`` with computed names.
 - The data and classes the block's helpers read (``key.helpercode.data_read_by_helpers``):
   ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, by content, by the rule the
@@ -179,11 +179,14 @@ class Watched:
             self.attributes.append((glb, noted))
 
     def _plain_data(self, value: Any, label: str) -> str | None:
-        """The fingerprint of a list, dict, set or bytearray of plain data (None for others:
-        they are watched by identity)."""
+        """The fingerprint of a list, dict, set or bytearray of plain data, or of an instance
+        of a Python class whose attributes are plain data (a config object); None for others:
+        they are watched by identity."""
+        from ._identity import plain_instance
         from .key.walk import is_plain_data
 
-        if isinstance(value, _MUTABLE_DATA) and is_plain_data(value):
+        mutable = isinstance(value, _MUTABLE_DATA) or (not isinstance(value, type) and plain_instance(value))
+        if mutable and is_plain_data(value if isinstance(value, _MUTABLE_DATA) else vars(value)):
             return _fingerprint(self.fp, value, label)
         return None
 

@@ -63,12 +63,17 @@ def fast_forward(self):
 class Net:
     def forward(self):
         return 'slow'
+class Cfg:
+    def __init__(self):
+        self.lr = 0.1
+CFG = Cfg()
 """
 
 MODULE_ATTRIBUTES = """
 import statecache as sc
 import helpers, config, setup_mod, pkg.sub
 alias = helpers.TABLE
+cfg = helpers.CFG
 overrides = {'LR': 0.5, 'EPOCHS': 3}
 def set_a():
     helpers.A = 7
@@ -80,6 +85,9 @@ def set_epochs(name):
 def fill_table():
     import helpers as h
     h.TABLE['k'] = 1
+def tune():
+    import helpers as h
+    h.CFG.lr = 0.5
 def patch_net():
     import helpers as h
     h.Net.forward = h.fast_forward
@@ -104,6 +112,8 @@ with sc.checkpoint('in_place_alias'):
     fill_table()
 with sc.checkpoint('class_of_module'):
     patch_net()
+with sc.checkpoint('object_of_module'):
+    tune()
 main()
 print('a', helpers.A)
 print('b', helpers.B, hasattr(helpers, 'OLD'))
@@ -112,14 +122,15 @@ print('config', config.LR, config.EPOCHS)
 print('sub', pkg.sub.VALUE)
 print('alias', alias, alias is helpers.TABLE)
 print('net', helpers.Net().forward())
+print('cfg', cfg.lr, cfg is helpers.CFG)
 """
 
 
 def test_module_attributes_a_helper_sets_are_restored(project: Project) -> None:
     """A helper of the script, of another module, through a local import, ``setattr`` with a
     name from a dict or an argument (also in a function's checkpoint), a package's submodule,
-    a dict changed in place through a local import (held under another name too), a method
-    patched onto a module's class: each comes back; an attribute a helper deleted stays
+    a dict and a config object changed in place through a local import (held under another
+    name too), a method patched onto a module's class: each comes back; an attribute a helper deleted stays
     deleted. Only what changed is saved."""
     project.write("helpers.py", HELPERS)
     project.write("config.py", "LR = 0.1\nEPOCHS = 1\n")
@@ -129,9 +140,9 @@ def test_module_attributes_a_helper_sets_are_restored(project: Project) -> None:
                   "    del helpers.OLD\n\n\ndef set_sub():\n    pkg.sub.VALUE = 4\n")
     project.write("script.py", MODULE_ATTRIBUTES)
     names = ["script_function", "other_module", "local_import", "setattr_loop", "package",
-             "in_place_alias", "class_of_module", "frame"]
+             "in_place_alias", "class_of_module", "object_of_module", "frame"]
     out = assert_every_case_hits_like_fresh(project, "script.py", names)
-    assert out == "a 7\nb 8 False\nc [3]\nconfig 0.5 9\nsub 4\nalias {'k': 1} True\nnet fast\n"
+    assert out == "a 7\nb 8 False\nc [3]\nconfig 0.5 9\nsub 4\nalias {'k': 1} True\nnet fast\ncfg 0.5 True\n"
     saved = saved_variables(project, "script_function")
     assert saved == {"sys.modules['helpers'].A"}, saved  # not BIG, TABLE, Net, nor config's
 
