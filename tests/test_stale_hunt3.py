@@ -12,6 +12,7 @@ To keep the suite cheap, the cases of one kind share one script with one checkpo
 
 from __future__ import annotations
 
+import codecs
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -102,9 +103,10 @@ print(y)
     assert_recomputes(project, "script.py")
 
 
-# -- a memo helper whose reads are not on the memo's own stack ---------------------------------
+# -- a memo helper whose reads the read log does not note -------------------------------------
 
 MEMO_HELPERS = """
+import codecs
 import functools
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
@@ -126,14 +128,19 @@ def read_one(p):
 def by_function():
     with ThreadPoolExecutor(2) as ex:
         return sum(ex.map(read_one, ['f1.txt', 'f2.txt']))
+
+@functools.lru_cache(maxsize=None)
+def by_codecs():
+    with codecs.open('e.txt', encoding='utf-8') as f:
+        return int(f.read())
 """
 
 MEMO_SCRIPT = HEAD + """
 import functools
 import numpy as np
-from shards import by_lambda, by_library, by_function
+from shards import by_lambda, by_library, by_function, by_codecs
 loadtxt = functools.lru_cache(maxsize=None)(np.loadtxt)
-warm = by_lambda(), by_library(), by_function(), loadtxt('c.txt')  # filled above the blocks
+warm = by_lambda(), by_library(), by_function(), loadtxt('c.txt'), by_codecs()  # filled above the blocks
 with sc.checkpoint('thread-lambda'):
     y = by_lambda()
 print('thread-lambda=', y)
@@ -146,6 +153,9 @@ print('thread-user-function=', y)
 with sc.checkpoint('memo-of-a-library-reader'):
     y = float(loadtxt('c.txt').sum())
 print('memo-of-a-library-reader=', y)
+with sc.checkpoint('codecs.open'):
+    y = by_codecs()
+print('codecs.open=', y)
 """
 
 
@@ -155,15 +165,16 @@ def memo_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
     project = make_project("memo")
     project.write("shards.py", MEMO_HELPERS)
     project.write("script.py", MEMO_SCRIPT)
-    for name in ("a1", "a2", "b1", "b2", "f1", "f2", "c"):
+    for name in ("a1", "a2", "b1", "b2", "f1", "f2", "c", "e"):
         project.write(f"{name}.txt", "1\n")
 
     def change() -> None:
-        for name in ("a2", "b2", "f2", "c"):
+        for name in ("a2", "b2", "f2", "c", "e"):
             project.write(f"{name}.txt", "7\n")
 
     return run_cases(project, "script.py", [
-        "thread-lambda", "thread-library-reader", "thread-user-function", "memo-of-a-library-reader"], change)
+        "thread-lambda", "thread-library-reader", "thread-user-function", "memo-of-a-library-reader",
+        "codecs.open"], change)
 
 
 THREAD_READS = (
@@ -183,8 +194,13 @@ THREAD_READS = (
           "filled at module level has no user function (CO_OPTIMIZED frame of a user file) on the "
           "stack, so its read is noted nowhere, and key/codegraph.py counts the lru_cache wrapper of "
           "an installed function by the package's version only"),
+    pytest.param("codecs.open", marks=pytest.mark.xfail(
+        codecs.open.__code__.co_filename.startswith("<frozen"), strict=True, reason=(
+            "key/readlog.py remember: an open whose calling frame's file starts with '<frozen' is "
+            "taken for the import system's; from 3.11 codecs (and os, runpy) are frozen modules, so "
+            "a memo that reads through codecs.open is noted nowhere"))),
 ])
-def test_a_memo_filled_above_the_block_by_reads_off_its_own_stack(memo_outcomes: dict[str, Outcome], case: str) -> None:
+def test_a_memo_filled_above_the_block_whose_reads_the_read_log_misses(memo_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(memo_outcomes, case)
 
 
