@@ -87,12 +87,18 @@ class TensorReducer:
         if nbytes == 0:
             return rebuild_storage, (pickle.PickleBuffer(bytearray()), str(s.device))
         host = s if s.device.type == "cpu" else s.cpu()
-        raw = self.torch.empty(0, dtype=self.torch.uint8).set_(host, 0, (nbytes,), (1,))
-        try:
-            data = raw.numpy()  # a writable view of the storage's bytes, no copy
-        except (RuntimeError, TypeError):  # torch without numpy: torch's own reducer
-            return NotImplemented
-        return rebuild_storage, (pickle.PickleBuffer(data), str(s.device))
+        return rebuild_storage, (pickle.PickleBuffer(storage_bytes(host)), str(s.device))
+
+
+def storage_bytes(storage: Any) -> Any:
+    """A writable buffer over a CPU storage's bytes, no copy, holding the storage alive.
+    Not ``tensor.numpy()``: that marks the storage not resizable for good, so saving a state
+    made ``t.resize_`` fail in the computing run after its save."""
+    import ctypes
+
+    data = (ctypes.c_char * storage.nbytes()).from_address(storage.data_ptr())
+    data.storage = storage  # type: ignore[attr-defined]  # the memory lives as long as the view
+    return data
 
 
 def tensor_reducer() -> TensorReducer | None:
