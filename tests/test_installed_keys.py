@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project, Run
+from multicase import assert_cases, case_values, fresh_values
 
 MAIN = """
 import statecache as sc
@@ -112,41 +113,47 @@ def test_user_code_installed_into_a_library_namespace_counts_by_its_code(project
 
 SETTINGS = {
     # (set above the block, read in the block or in a helper)
-    "pandas display option": ("pd.options.display.precision = {v}", "pd.options.display.precision * 2"),
-    "pandas mode option": ("pd.set_option('mode.chained_assignment', {s})", "str(pd.options.mode.chained_assignment)"),
-    "a stdlib object's attribute": ("logging.root.setLevel({v})", "logging.root.level + 1"),
+    "pandas-display": ("pd.options.display.precision = {v}", "pd.options.display.precision * 2"),
+    "pandas-mode": ("pd.set_option('mode.chained_assignment', {s})", "str(pd.options.mode.chained_assignment)"),
+    "stdlib-attribute": ("logging.root.setLevel({v})", "logging.root.level + 1"),
 }
+WHERE = ("block", "helper")
 
 
-@pytest.mark.parametrize("where", ["block", "helper"])
-@pytest.mark.parametrize("setting", list(SETTINGS))
-def test_settings_nested_in_an_installed_module_are_inputs(project: Project, setting: str, where: str) -> None:
+def nested_settings_script() -> str:
+    """Every setting, each with its own variable V_<setting>, read by one block and by one
+    helper: checkpoints ``<setting>-block`` and ``<setting>-helper``."""
+    lines = ["import logging", "import os", "import pandas as pd", "import statecache as sc"]
+    for n, (setting, (assign, read)) in enumerate(SETTINGS.items()):
+        lines += [f"v{n} = int(os.environ.get('V_{n}', '3'))", f"s{n} = \"'warn'\" if v{n} == 3 else \"'raise'\"",
+                  assign.format(v=f"v{n}", s=f"eval(s{n})"), f"def read{n}():", f"    return {read}"]
+        for where in WHERE:
+            case = f"{setting}-{where}"
+            lines += [f"with sc.checkpoint({case!r}):", f"    y{n}{where} = {read if where == 'block' else f'read{n}()'}",
+                      f"print('y {case}', y{n}{where})"]
+    return "\n".join(lines) + "\n"
+
+
+def test_settings_nested_in_an_installed_module_are_inputs(project: Project) -> None:
     """``pd.options.display.precision``: data reached through an installed module's namespace
-    objects counts by value, read in the block as in a helper."""
+    objects counts by value, read in the block as in a helper. One setting changes per step,
+    so each case's miss is its own setting's."""
     pytest.importorskip("pandas")
-    assign, read = SETTINGS[setting]
-    block = f"y = {read}" if where == "block" else "y = read()"
-    project.write("main.py", f"""
-import logging
-import os
-import pandas as pd
-import statecache as sc
-v = int(os.environ.get("V", "3"))
-s = "'warn'" if v == 3 else "'raise'"
-{assign.format(v="v", s="eval(s)")}
-
-def read():
-    return {read}
-
-with sc.checkpoint("a"):
-    {block}
-print("y", y)
-""")
+    project.write("main.py", nested_settings_script())
+    every = [f"{setting}-{where}" for setting in SETTINGS for where in WHERE]
     first = project.run("main.py")
-    assert first.computed("a") and project.run("main.py").hit("a")
-    assert outcome(project, {"V": "5"}) == (False, value(project.run("main.py", env={"V": "5", "STATECACHE_DISABLE": "1"})))
-    assert value(project.run("main.py", env={"V": "5"})) != value(first)
-    assert project.run("main.py", env={"V": "5"}).hit("a")
+    assert_cases(first, every, hit=False)
+    assert_cases(project.run("main.py"), every, hit=True, fresh=case_values(first))
+    env: dict[str, str] = {}
+    for n, setting in enumerate(SETTINGS):
+        env[f"V_{n}"] = "5"
+        cases = [f"{setting}-{where}" for where in WHERE]
+        fresh = fresh_values(project, "main.py", env)
+        changed = project.run("main.py", env=env)
+        assert_cases(changed, cases, hit=False, fresh=fresh)
+        for case in cases:
+            assert case_values(changed)[case] != case_values(first)[case], f"{case}: the setting must change the value"
+        assert_cases(project.run("main.py", env=env), cases, hit=True, fresh=fresh)
 
 
 def test_a_pandas_accessor_class_of_the_user_counts_by_its_code(project: Project) -> None:
