@@ -2,11 +2,12 @@
 it: state a hit must put back, so that the process is as the computing run left it.
 
 - Attributes of the user's modules (``key.provenance.is_user_module`` decides which are the
-  user's), of every such module loaded from a file when the block starts: a helper's ``helpers.SCALE = 7``,
-  ``setattr(config, k, v)``, an attribute added or deleted, found by identity; plain data (a
-  list, dict or set of numbers and strings, an object whose attributes are such data) by
-  content too, so that ``h.TABLE[k] = v`` through a local import is seen. The state of a module is not read from the code that changes it: no
-  scan of the source finds ``setattr`` with computed names.
+  user's), of every such module loaded from a file when the block starts: a helper's
+  ``helpers.SCALE = 7``, ``setattr(config, k, v)``, an attribute added or deleted, found by
+  identity; plain data (a list, dict or set of numbers and strings, an object whose
+  attributes are such data) by content too (``plain_content``), so that ``h.TABLE[k] = v``
+  through a local import is seen. This is read from the modules, not from the code that
+  changes them: no scan of the source finds ``setattr`` with computed names.
 - The data and classes the block's helpers read (``key.helpercode.data_read_by_helpers``):
   ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, by content, by the rule the
   block's own inputs are checked with (``changed_since``).
@@ -26,6 +27,8 @@ import sys
 import types
 from collections.abc import Iterable
 from typing import Any
+
+import xxhash
 
 from ._errors import FingerprintError
 from .key.inputs import MISSING, Lookup, global_label, module_label, resolve
@@ -54,6 +57,31 @@ def _fingerprint(fp: Any, value: Any, label: str) -> str | None:
         return None
 
 
+def plain_content(value: Any) -> bytes | None:
+    """A digest of the content of a list, dict, set or bytearray of plain data (numbers,
+    strings, containers of them: ``key.walk.is_plain_data``), or of an object of a Python class
+    whose attributes are such data (a config object); None for anything else (watched by
+    identity only). For a comparison within one run, so the pickle of the value serves: far
+    cheaper than a key's fingerprint for the many small values of the user's modules."""
+    import pickle
+
+    from ._identity import plain_instance
+    from .key.walk import is_plain_data
+
+    if isinstance(value, _MUTABLE_DATA):
+        data = value
+    elif isinstance(value, type) or not plain_instance(value):
+        return None
+    else:
+        data = vars(value)
+    if not is_plain_data(data):
+        return None
+    try:
+        return bytes(xxhash.xxh3_128_digest(pickle.dumps(data, 5)))
+    except Exception:  # a value that changes while it is pickled: watched by identity
+        return None
+
+
 def _dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
 
@@ -70,16 +98,16 @@ class Watched:
         self.reserved = frozenset(reserved)  # labels the binder gives another meaning
         self.fp = Fingerprinter(ignore=tuple(self.ignore))
         self.modules: dict[int, str] = {}  # id of a module's globals -> the name the code holds it by
-        self.covered: set[tuple[int, str]] = set()  # slots the binder's own inputs watch
+        self.covered: dict[int, set[str]] = {}  # id of a globals dict -> its names watched elsewhere
         #: label -> (slot, the value before, its fingerprint) of what the helpers read
         self.reads: dict[str, tuple[Slot, Any, str | None]] = {}
-        #: (a user module's globals, name -> (the value before, its fingerprint or None))
-        self.attributes: list[tuple[dict[str, Any], dict[str, tuple[Any, str | None]]]] = []
+        #: (a user module's globals, name -> (the value before, its ``plain_content`` or None))
+        self.attributes: list[tuple[dict[str, Any], dict[str, tuple[Any, bytes | None]]]] = []
         self.classes: dict[int, tuple[type, dict[str, Any]]] = {}
         self.functions: dict[str, tuple[types.FunctionType, str | None]] = {}  # inputs' own state
         #: label -> a class of the user's modules no input or helper read stands for, with the
         #: fingerprints of its plain mutable data
-        self.class_data: dict[str, tuple[type, dict[str, str | None]]] = {}
+        self.class_data: dict[str, tuple[type, dict[str, bytes | None]]] = {}
 
     @classmethod
     def before(
@@ -102,12 +130,12 @@ class Watched:
                 if isinstance(now, types.ModuleType):
                     self.modules.setdefault(id(vars(now)), label)
                 if now is self.own.get(label, MISSING):
-                    self.covered.add((id(self.own), label))
+                    self._cover(self.own, label)
             elif "." in label:
                 prefix, _, attr = label.rpartition(".")
                 owner = resolve(self.lookup, prefix)
                 if isinstance(owner, types.ModuleType):
-                    self.covered.add((id(vars(owner)), attr))
+                    self._cover(vars(owner), attr)
             if isinstance(value, type):
                 self._note_class(value)
             elif isinstance(value, types.FunctionType):
@@ -126,6 +154,9 @@ class Watched:
             return True
         return changed_since(Fingerprinter(ignore=tuple(self.ignore)), function_parts(fn), label, noted[1])
 
+    def _cover(self, glb: dict[str, Any], name: str) -> None:
+        self.covered.setdefault(id(glb), set()).add(name)
+
     def _note_class(self, kind: type) -> None:
         if id(kind) not in self.classes:
             self.classes[id(kind)] = (kind, dict(vars(kind)))
@@ -137,7 +168,7 @@ class Watched:
         return label
 
     def _skipped(self, glb: dict[str, Any], name: str, label: str) -> bool:
-        return (id(glb), name) in self.covered or label in self.ignore or name in self.ignore
+        return name in self.covered.get(id(glb), ()) or label in self.ignore or name in self.ignore
 
     def _note_helper_reads(self, values: dict[str, Any]) -> None:
         roots = [v for v in values.values() if callable(v) or isinstance(v, type)]
@@ -149,7 +180,7 @@ class Watched:
             label = self._label(glb, name)
             if self._skipped(glb, name, label):
                 continue
-            self.covered.add((id(glb), name))
+            self._cover(glb, name)
             self.reads[label] = ((glb, name), value, _fingerprint(self.fp, value, label))
             if isinstance(value, type):
                 self._note_class(value)
@@ -161,41 +192,30 @@ class Watched:
 
         seen = {id(self.own)}
         for module in list(sys.modules.values()):
-            if not isinstance(module, types.ModuleType) or id(vars(module)) in seen or not is_user_module(module):
-                continue
-            if not isinstance(getattr(module, "__file__", None), str):
-                continue  # made at run time (a library's alias module), not a file of the user's
+            if not is_user_module(module) or not isinstance(getattr(module, "__file__", None), str):
+                continue  # not the user's, or made at run time (a library's alias module)
             glb = vars(module)
+            if id(glb) in seen:
+                continue
             seen.add(id(glb))
-            noted: dict[str, tuple[Any, str | None]] = {}
+            covered = self.covered.get(id(glb), set())
+            noted: dict[str, tuple[Any, bytes | None]] = {}
             for name, value in list(glb.items()):
-                if _dunder(name) or (id(glb), name) in self.covered:
+                if _dunder(name) or name in covered:
                     continue
-                noted[name] = (value, self._plain_data(value, name))
+                noted[name] = (value, plain_content(value))
                 if isinstance(value, type) and id(value) not in self.classes and is_user_module_name(value.__module__):
                     self._note_class(value)
-                    data = {k: self._plain_data(v, k) for k, v in vars(value).items() if not _dunder(k)}
+                    data = {k: plain_content(v) for k, v in vars(value).items() if not _dunder(k)}
                     self.class_data[self._label(glb, name)] = (value, data)
             self.attributes.append((glb, noted))
-
-    def _plain_data(self, value: Any, label: str) -> str | None:
-        """The fingerprint of a list, dict, set or bytearray of plain data, or of an instance
-        of a Python class whose attributes are plain data (a config object); None for others:
-        they are watched by identity."""
-        from ._identity import plain_instance
-        from .key.walk import is_plain_data
-
-        mutable = isinstance(value, _MUTABLE_DATA) or (not isinstance(value, type) and plain_instance(value))
-        if mutable and is_plain_data(value if isinstance(value, _MUTABLE_DATA) else vars(value)):
-            return _fingerprint(self.fp, value, label)
-        return None
 
     def roots(self) -> dict[str, Any]:
         """label -> value of what this watches in place (where ``_identity.Before`` starts)."""
         roots = {label: value for label, (_slot, value, _fp) in self.reads.items()}
         for glb, noted in self.attributes:
-            for name, (value, fingerprint) in noted.items():
-                if fingerprint is not None:
+            for name, (value, content) in noted.items():
+                if content is not None:
                     roots.setdefault(self._label(glb, name), value)
         return roots
 
@@ -226,9 +246,9 @@ class Watched:
                 in_place.add(label)
         for glb, noted in self.attributes:
             for name in [*noted, *(n for n in list(glb) if n not in noted)]:
-                value, fingerprint = noted.get(name, (MISSING, None))
+                value, content = noted.get(name, (MISSING, None))
                 now = glb.get(name, MISSING)
-                if now is value and (fingerprint is None or not changed_since(fp, now, name, fingerprint)):
+                if now is value and (content is None or plain_content(now) == content):
                     continue
                 label = self._label(glb, name)
                 if label in skip or self._skipped(glb, name, label) or _dunder(name):
@@ -240,12 +260,12 @@ class Watched:
                     if now is value:
                         in_place.add(label)
         for label, (kind, data) in self.class_data.items():
-            if label not in skip and label not in state and self._class_changed(kind, data, fp):
+            if label not in skip and label not in state and self._class_changed(kind, data):
                 state[label] = kind
                 in_place.add(label)
         return state, gone, in_place
 
-    def _class_changed(self, kind: type, data: dict[str, str | None], fp: Any) -> bool:
+    def _class_changed(self, kind: type, data: dict[str, bytes | None]) -> bool:
         """Whether the code bound, added or deleted an attribute of ``kind`` or changed its
         plain data in place."""
         from .key.codegraph import CLASS_SKIP
@@ -255,6 +275,6 @@ class Watched:
         if {k for k in now if k not in CLASS_SKIP} != {k for k in before if k not in CLASS_SKIP}:
             return True
         return any(
-            before[k] is not v or (data.get(k) is not None and changed_since(fp, v, k, data[k]))
+            before[k] is not v or (data.get(k) is not None and plain_content(v) != data[k])
             for k, v in now.items() if k not in CLASS_SKIP
         )
