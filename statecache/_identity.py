@@ -154,16 +154,20 @@ class Before:
 
     def view(self, value: Any) -> tuple[str, tuple[Step, ...], Any, Any] | None:
         """(input label, path, how it lies there, the input's layout) for an array or tensor
-        that is a view of one the inputs held (``_views``)."""
-        from ._views import memory_key, view_origin
+        that is a view of one the inputs held (``_views``); None at once for an array that
+        owns its memory."""
+        from ._views import array_types, memory_key, view_origin
 
+        if getattr(value, "base", True) is None:
+            return None
         key = memory_key(value)
         if key is None:
             return None
         if self._memory is None:
             self._memory = {}
+            kinds = array_types()
             for obj, _parent, _step in self.objects.values():
-                found = memory_key(obj)
+                found = memory_key(obj) if type(obj) in kinds else None
                 if found is not None:
                     self._memory.setdefault(found, []).append(obj)
         for base in self._memory.get(key, ()):
@@ -201,6 +205,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     through: list[Any] = []
     status: dict[int, bool] = {}
     budget = [_BUDGET]
+    arrays = _array_types()
 
     def visit(value: Any, depth: int, root: str) -> bool:
         if type(value) in _ATOMIC:
@@ -216,7 +221,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
         for _step, item in children(value):
             dirty = visit(item, depth + 1, "") or dirty
         origin = before.origin(value)
-        view = before.view(value) if origin is None and not dirty else None
+        view = before.view(value) if origin is None and type(value) in arrays else None
         if origin is not None and not (root in implied and origin == (implied[root], ())):
             pairs.append((value, *origin))
         elif view is not None:
@@ -231,6 +236,16 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     if not pairs and not through and not views:
         return None
     return {"kept": pairs, "through": through, "views": views}
+
+
+def _array_types() -> tuple[type, ...]:
+    """The array and tensor types of the loaded libraries (``_views``), without importing
+    ``_views`` for a state that cannot hold one."""
+    if "numpy" not in sys.modules and "torch" not in sys.modules:
+        return ()
+    from ._views import array_types
+
+    return array_types()
 
 
 def mergeable(current: Any, saved: Any) -> bool:

@@ -21,6 +21,17 @@ View = tuple[int, tuple[int, ...], tuple[int, ...], Any, bool]
 Layout = tuple[tuple[int, ...], tuple[int, ...], Any]
 
 
+def array_types() -> tuple[type, ...]:
+    """The types ``memory_key`` knows, of the libraries loaded (none imported here)."""
+    found: list[type] = []
+    np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    if np is not None and hasattr(np, "ndarray"):
+        found.append(np.ndarray)
+    if torch is not None and hasattr(torch, "Tensor"):
+        found.append(torch.Tensor)
+    return tuple(found)
+
+
 def memory_key(value: Any) -> tuple[str, int] | None:
     """What a numpy array's or a torch tensor's memory belongs to (the same key for an input
     and its views), or None for anything else."""
