@@ -218,9 +218,8 @@ class Binder:
         watched = self.watched
         if isinstance(value, type):
             return {label: ClassState.of(value, watched.class_before(value) if watched is not None else None)}
-        if watched is not None and not watched.function_changed(label, value):
-            return {}
-        return {label: FunctionState(value)}
+        changed, recoded = watched.function_changed(label, value) if watched is not None else (True, True)
+        return {label: FunctionState(value, recoded)} if changed else {}
 
     def restorable(self, label: str) -> bool:
         """Whether an input label names something this binder can put back."""

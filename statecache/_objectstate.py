@@ -97,12 +97,13 @@ def function_parts(fn: types.FunctionType) -> tuple[Any, ...]:
 
 
 class FunctionState(ObjectState):
-    """A function's defaults, keyword defaults, attributes and closure cells, put back into the
-    function the script holds (a ``def f(acc=[])`` the code appended to, ``f.calls += 1``, a
+    """A function's defaults, keyword defaults, attributes and closure cells (and its code when
+    the code replaced it), put back into the function the script holds (a ``def f(acc=[])`` the code appended to, ``f.calls += 1``, a
     ``nonlocal`` it changed): rebinding the name to a copy would lose the function's identity
     (a registry holding it) and its source (a copy's code comes from the pickle)."""
 
-    def __init__(self, fn: types.FunctionType):
+    def __init__(self, fn: types.FunctionType, recoded: bool = False):
+        self.code = fn.__code__ if recoded else None  # ``f.__code__ = g.__code__`` in the block
         self.defaults = tuple(_data_or_keep(v) for v in fn.__defaults__ or ())
         self.kwdefaults = {k: _data_or_keep(v) for k, v in (fn.__kwdefaults__ or {}).items()}
         self.attributes = {k: _data_or_keep(v) for k, v in fn.__dict__.items()}
@@ -111,6 +112,9 @@ class FunctionState(ObjectState):
     def apply(self, target: Any) -> None:
         if not isinstance(target, types.FunctionType):
             return
+        code = getattr(self, "code", None)
+        if code is not None and len(code.co_freevars) == len(target.__closure__ or ()):
+            target.__code__ = code
         if self.defaults or target.__defaults__:
             target.__defaults__ = _filled(target.__defaults__ or (), self.defaults) or None
         if self.kwdefaults or target.__kwdefaults__:

@@ -104,7 +104,8 @@ class Watched:
         #: (a user module's globals, name -> (the value before, its ``plain_content`` or None))
         self.attributes: list[tuple[dict[str, Any], dict[str, tuple[Any, bytes | None]]]] = []
         self.classes: dict[int, tuple[type, dict[str, Any]]] = {}
-        self.functions: dict[str, tuple[types.FunctionType, str | None]] = {}  # inputs' own state
+        #: label -> (a function among the inputs, its code, the fingerprint of its own state)
+        self.functions: dict[str, tuple[types.FunctionType, types.CodeType, str | None]] = {}
         #: label -> a class of the user's modules no input or helper read stands for, with the
         #: fingerprints of its plain mutable data
         self.class_data: dict[str, tuple[type, dict[str, bytes | None]]] = {}
@@ -141,18 +142,21 @@ class Watched:
             elif isinstance(value, types.FunctionType):
                 from ._objectstate import function_parts
 
-                self.functions[label] = (value, _fingerprint(self.fp, function_parts(value), label))
+                self.functions[label] = (value, value.__code__, _fingerprint(self.fp, function_parts(value), label))
 
-    def function_changed(self, label: str, fn: types.FunctionType) -> bool:
-        """Whether the code changed the function input ``label`` itself (its defaults,
-        attributes or closure cells, ``_objectstate.function_parts``)."""
+    def function_changed(self, label: str, fn: types.FunctionType) -> tuple[bool, bool]:
+        """(whether the code changed the function input ``label`` itself: its defaults,
+        attributes or closure cells, ``_objectstate.function_parts``; whether it replaced the
+        function's code)."""
         from ._objectstate import function_parts
         from .key.values import Fingerprinter
 
         noted = self.functions.get(label)
         if noted is None or noted[0] is not fn:
-            return True
-        return changed_since(Fingerprinter(ignore=tuple(self.ignore)), function_parts(fn), label, noted[1])
+            return True, True
+        recoded = fn.__code__ is not noted[1]
+        parts = changed_since(Fingerprinter(ignore=tuple(self.ignore)), function_parts(fn), label, noted[2])
+        return parts or recoded, recoded
 
     def _cover(self, glb: dict[str, Any], name: str) -> None:
         self.covered.setdefault(id(glb), set()).add(name)

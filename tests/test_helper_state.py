@@ -187,6 +187,14 @@ def nested():
     _count()
 def track():
     tracker.add(3)
+def counter(acc=[]):
+    acc.append(1)
+    return len(acc)
+def swap():
+    return 'old'
+def _new():
+    return 'new'
+funcs = {'counter': counter, 'swap': swap}
 @sc.cached_setup
 def load(n):
     append_reg()
@@ -205,6 +213,11 @@ with sc.checkpoint('nested_helper'):
     nested()
 with sc.checkpoint('method_of_a_global'):
     track()
+with sc.checkpoint('function_state'):
+    counter()
+    counter.calls = 1
+with sc.checkpoint('function_code'):
+    swap.__code__ = _new.__code__
 load(2)
 print('reg', REG, held is REG)
 print('table', h2.TABLE, table is h2.TABLE)
@@ -213,22 +226,24 @@ print('cfg', CFG.lr, cfg_alias is CFG)
 print('arr', h2.ARR.tolist())
 print('stats', STATS)
 print('tracker', tracker.items)
+print('functions', funcs['counter'] is counter, counter.__defaults__, counter.calls, funcs['swap']())
 """
 
 
 def test_data_a_helper_changes_in_place_is_restored(project: Project) -> None:
     """A list of the script a helper appends to (also from a ``cached_setup``), a module's dict
     and numpy array, a class attribute and a list on a class, an object's attribute, a dict a
-    helper's helper updates, an object a helper calls a method of: each has, after a hit, the
-    content the computing run left, in the same object (other names for it see it)."""
+    helper's helper updates, an object a helper calls a method of, a function's default,
+    attribute and code the block changed: each has, after a hit, the content the computing
+    run left, in the same object (other names for it see it)."""
     project.write("h2.py", "import numpy as np\nTABLE = {}\nARR = np.zeros(3)\n")
     project.write("script.py", IN_PLACE)
     names = ["script_list", "module_dict", "class_attribute", "object_attribute", "module_array",
-             "nested_helper", "method_of_a_global", "load"]
+             "nested_helper", "method_of_a_global", "function_state", "function_code", "load"]
     out = assert_every_case_hits_like_fresh(project, "script.py", names)
     assert out.splitlines() == [
         "reg ['x', 'x'] True", "table {'k': 7} True", "model 5 ['r'] True", "cfg 0.5 True",
-        "arr [1.0, 1.0, 1.0]", "stats {'n': 1}", "tracker [3]",
+        "arr [1.0, 1.0, 1.0]", "stats {'n': 1}", "tracker [3]", "functions True ([1],) 1 new",
     ]
 
 
