@@ -35,7 +35,9 @@ class FileRecorder:
         # path -> its stat stamp when first opened (None: it did not exist then)
         self.opened: dict[str, tuple[int, ...] | None] = {}
         self.listed: dict[str, None] = {}
-        self.written: dict[str, None] = {}  # made or emptied by the block before any read of it
+        # made or emptied by the block before any read of it -> whether the block read it back:
+        # then it is the block's own scratch, else an output that a hit must find
+        self.written: dict[str, bool | None] = {}
         # made by the block where nothing was (an append, "x", O_CREAT) -> whether the block
         # read it back: then the run relied on its absence, as on a file it read, and a later
         # run with the file there is another input (a log only appended to is no input)
@@ -95,9 +97,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             _opened(*args)
         except Exception:
             pass
-    elif event in _ALWAYS:
+    elif event == "sqlite3.connect":  # also outside a block: a memo may read the database
         try:
-            _heard_always(event, args)
+            _note_database(args[0] if args else None, _caller(1))
         except Exception:
             pass
     elif _recorders and event in _RECORDED:
@@ -107,31 +109,18 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             pass
 
 
-_RECORDED = frozenset({"os.listdir", "os.scandir", "os.mkdir"})
-# heard whether or not a checkpoint records: a database a memo reads, and what the script
-# removes (a rename moves its source away)
-_ALWAYS = frozenset({"sqlite3.connect", "os.remove", "os.rmdir", "shutil.rmtree", "os.rename"})
-
-
-def _heard_always(event: str, args: tuple[Any, ...]) -> None:
-    if event == "sqlite3.connect":
-        _note_database(args[0] if args else None, _caller(2))
-        return
-    if not _no_dir_fd(args[2:4] if event == "os.rename" else args[1:2]):
-        return
-    from .outputs import removed
-
-    removed(args[0])
-    if event == "os.rename" and _recorders:
-        _renamed(args[0], args[1])
+_RECORDED = frozenset({"os.listdir", "os.scandir", "os.mkdir", "os.rename"})
 
 
 def _heard(event: str, args: tuple[Any, ...]) -> None:
-    """The events other than those of ``_audit`` and ``_ALWAYS`` that a recording checkpoint
-    needs: listings, and directories the block made (its outputs)."""
+    """The events other than ``open`` and ``sqlite3.connect`` that a recording checkpoint
+    needs: listings, directories the block made and files it renamed (its outputs)."""
     if event == "os.mkdir":
         if _no_dir_fd(args[2:3]) and not _exists(args[0]):
             _note(args[0], "created")  # what it then finds inside is its own
+    elif event == "os.rename":
+        if _no_dir_fd(args[2:4]):
+            _renamed(args[0], args[1])
     else:
         path = args[0] if args else "."
         if isinstance(path, int):
@@ -267,6 +256,9 @@ def _note(path: Any, kind: str) -> None:
             recorder.created[path] = True  # read back what it made: its absence was an input
             if kind == "listed":
                 continue  # a listing of a folder it made shows its own outputs
+        if kind == "opened" and path in recorder.written:
+            recorder.written[path] = True
+            continue
         seen = getattr(recorder, kind)
         if kind == "created":
             seen.setdefault(path, False)
@@ -446,9 +438,7 @@ def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str 
     if record["kind"] == "missing":
         return next(filter(None, (_changed_at(record, place) for place in places)), None)
     if record["kind"] == "output":  # found at any place: a script reads it from one of them
-        from .outputs import still_there
-
-        return None if any(map(still_there, places)) else _changed_at(record, places[0])
+        return None if any(map(os.path.isfile, places)) else _changed_at(record, places[0])
     present = [place for place in places if os.path.lexists(place)]
     if not present:
         return _changed_at(record, places[0])  # gone
@@ -460,9 +450,7 @@ def _changed_at(record: dict[str, Any], path: str) -> str | None:
     if record["kind"] == "missing":
         return f"file {_short(path)} appeared" if os.path.exists(path) else None
     if record["kind"] == "output":
-        from .outputs import still_there
-
-        return None if still_there(path) else f"{_short(path)!r}, which the block wrote, is gone"
+        return None if os.path.isfile(path) else f"{_short(path)!r}, which the block wrote, is gone"
     if record["kind"] == "dir":
         now = listing_record(path)
         if now is None:
