@@ -88,28 +88,6 @@ URI_BLOCKS = {
 }
 
 
-def test_compiled_readers_given_uris_path_objects_lists_and_globs(project: Project) -> None:
-    pytest.importorskip("polars")
-    pytest.importorskip("pandas")
-    files = ["u1", "u2", "u3", "u4", "u5", "p1", "p2", "l1", "l2", "g/a/x"]
-    for name in files:
-        write_parquet(project.root / f"{name}.parquet", 1)
-    blocks = "".join(f"with sc.checkpoint({n!r}):\n    y_{n} = {read}\nprint({n!r}, y_{n})\n"
-                     for n, read in URI_BLOCKS.items())
-    project.write("script.py", HEAD + "import pathlib\nimport pandas as pd, polars as pl, pyarrow.parquet as pq\n"
-                  "class Named:\n    def __init__(self, p):\n        self.p = p\n"
-                  "    def __fspath__(self):\n        return self.p\n" + blocks)
-
-    def change() -> None:
-        for name in files:
-            if name not in ("l1", "g/a/x"):  # the list's second file; a new match of the glob
-                write_parquet(project.root / f"{name}.parquet", 2)
-        write_parquet(project.root / "g" / "b" / "x.parquet", 3)  # in a folder that is new too
-
-    after = check_cycle(project, list(URI_BLOCKS), change, list(URI_BLOCKS))
-    assert "glob [1, 3]" in after.stdout and "list [1, 2]" in after.stdout
-
-
 # -- pyarrow datasets made above the block, read by C++ inside it -----------------------------
 
 DATASET_ABOVE = """
@@ -133,24 +111,6 @@ DATASET_BLOCKS = {
     "collect": "lazy.collect()['x'].to_list()",
     "helper": "load()",
 }
-
-
-def test_a_dataset_made_above_the_block_is_read_in_it(project: Project) -> None:
-    pytest.importorskip("polars")
-    pa = pytest.importorskip("pyarrow")
-    import pyarrow.parquet as pq
-
-    for i in range(1, 8):
-        write_parquet(project.root / f"d{i}" / "p.parquet", 1)
-    blocks = "".join(f"with sc.checkpoint({n!r}):\n    y_{n} = {read}\nprint({n!r}, y_{n})\n"
-                     for n, read in DATASET_BLOCKS.items())
-    project.write("script.py", HEAD + DATASET_ABOVE + blocks)
-
-    def change() -> None:
-        for i in range(1, 8):  # two rows now, so that count_rows differs too
-            pq.write_table(pa.table({"x": [2, 2]}), project.root / f"d{i}" / "p.parquet")
-
-    check_cycle(project, list(DATASET_BLOCKS), change, list(DATASET_BLOCKS))
 
 
 # -- a memo filled above the block by a compiled reader ---------------------------------------
@@ -191,24 +151,39 @@ def write_db(path: Path, value: int) -> None:
     con.close()
 
 
-def test_a_memo_filled_above_the_block_by_a_compiled_reader_keys_on_its_files(project: Project) -> None:
+def test_compiled_readers_given_uris_and_globs_datasets_made_above_and_memos(project: Project) -> None:
+    """One script for the three classes that need pyarrow and polars (their imports are most
+    of a run's cost): each block reads its own files, and the change rewrites every one."""
     pytest.importorskip("polars")
+    pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    files = ["u1", "u2", "u3", "u4", "u5", "p1", "p2", "l1", "l2", "g/a/x", "m1", "m2", "m3"]
+    files += [f"d{i}/p" for i in range(1, 8)]
+    for name in files:
+        write_parquet(project.root / f"{name}.parquet", 1)
+    write_db(project.root / "m4.db", 1)
     project.write("src/__init__.py", "")
     project.write("src/memos.py", MEMO_MODULE)
-    for i in (1, 2, 3):
-        write_parquet(project.root / f"m{i}.parquet", 1)
-    write_db(project.root / "m4.db", 1)
-    blocks = "".join(f"with sc.checkpoint({m!r}):\n    {m}_y = sum(memos.{m}())\nprint({m!r}, {m}_y)\n"
-                     for m in MEMOS)
-    project.write("script.py", HEAD + "from src import memos\n"
-                  + "".join(f"memos.{m}()\n" for m in MEMOS) + blocks)
+    reads = {**URI_BLOCKS, **DATASET_BLOCKS, **{m: f"sum(memos.{m}())" for m in MEMOS}}
+    blocks = "".join(f"with sc.checkpoint({n!r}):\n    y_{n} = {read}\nprint({n!r}, y_{n})\n"
+                     for n, read in reads.items())
+    project.write("script.py", HEAD + "import pathlib\nimport pandas as pd, polars as pl, pyarrow.parquet as pq\n"
+                  "class Named:\n    def __init__(self, p):\n        self.p = p\n"
+                  "    def __fspath__(self):\n        return self.p\n" + DATASET_ABOVE
+                  + "from src import memos\n" + "".join(f"memos.{m}()\n" for m in MEMOS) + blocks)
 
     def change() -> None:
-        for i in (1, 2, 3):
-            write_parquet(project.root / f"m{i}.parquet", 5)
+        for name in files:
+            if name not in ("l1", "g/a/x"):  # the list's second file; a new match of the glob
+                # two rows, so that a dataset's count_rows differs too
+                pq.write_table(pa.table({"x": [2, 2]}), project.root / f"{name}.parquet")
+        write_parquet(project.root / "g" / "b" / "x.parquet", 3)  # in a folder that is new too
         write_db(project.root / "m4.db", 5)
 
-    check_cycle(project, MEMOS, change, MEMOS)
+    after = check_cycle(project, list(reads), change, list(reads))
+    assert "glob [1, 3]" in after.stdout and "list [1, 2, 2]" in after.stdout
 
 
 # -- folders the block makes, and relative paths opened after a chdir -------------------------
