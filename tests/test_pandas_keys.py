@@ -7,11 +7,13 @@ scripts run twice or more; every value is compared with a fresh run under STATEC
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 from conftest import Project, subprocess_env
+from multicase import assert_cases, case_values, fresh_values, status
 from test_data_files import fresh, value
 
 pytest.importorskip("pandas")
@@ -59,6 +61,18 @@ def script(reads: str = "", mutate: str = "") -> str:
     return MAKE + reads + "\n" + mutate + "\n" + BLOCK
 
 
+def frames_script(cases: dict[str, tuple[str, str]]) -> str:
+    """One frame per case, ``df_<case>`` made as MAKE makes ``df``, with the case's reads and
+    mutation above its own copy of BLOCK, checkpoint ``<case>``, printing ``y <case> ...``."""
+    parts = [MAKE.replace("df = make()\nalias = df\n", "")]
+    for case, (reads, mutate) in cases.items():
+        ident = re.sub(r"\W", "_", case)
+        section = "df = make()\nalias = df\n" + reads + "\n" + mutate + "\n" + BLOCK
+        section = section.replace('sc.checkpoint("a")', f"sc.checkpoint({case!r})").replace('print("y", y,', f'print("y {case}", y,')
+        parts.append(re.sub(r"(?<!['\"])\b(df|alias|first|y|helper)\b(?!['\"])", rf"\1_{ident}", section))
+    return "\n".join(parts)
+
+
 def saved_variables(project: Project) -> list[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "statecache", "show", "a", "--json"],
@@ -68,25 +82,19 @@ def saved_variables(project: Project) -> list[str]:
     return sorted(v["name"] if isinstance(v, dict) and "name" in v else v for v in variables)
 
 
-@pytest.mark.parametrize("reads", sorted(READS))
-def test_reads_added_above_the_block_still_hit(project: Project, reads: str) -> None:
-    project.write("script.py", script())
-    first = project.run("script.py")
-    assert first.computed("a"), first.stderr
-    project.write("script.py", script(READS[reads]))
-    hit = project.run("script.py")
-    assert hit.hit("a"), hit.stderr
-    assert value(hit) == fresh(project)
-    assert "same object: True" in value(hit)
-
-
-def test_all_reads_at_once_still_hit_and_an_unchanged_rerun_hits(project: Project) -> None:
-    project.write("script.py", script())
-    assert project.run("script.py").computed("a")
-    project.write("script.py", script("\n".join(READS.values())))
+def test_reads_added_above_the_block_still_hit(project: Project) -> None:
+    """Each kind of read on its own frame, and all of them at once on another: every block
+    hits, twice, with what a fresh run prints, and its frame is still the same object."""
+    cases = {name: READS[name] for name in sorted(READS)} | {"all": "\n".join(READS.values())}
+    project.write("script.py", frames_script({case: ("", "") for case in cases}))
+    assert_cases(project.run("script.py"), list(cases), hit=False)
+    project.write("script.py", frames_script({case: (reads, "") for case, reads in cases.items()}))
+    fresh = fresh_values(project)
     for _ in range(2):
         hit = project.run("script.py")
-        assert hit.hit("a") and value(hit) == fresh(project), hit.stderr
+        assert_cases(hit, list(cases), hit=True, fresh=fresh)
+        for case, line in case_values(hit).items():
+            assert "same object: True" in line, f"{case}: {line}"
 
 
 def test_a_block_that_only_reads_the_frame_does_not_save_it(project: Project) -> None:
@@ -112,17 +120,20 @@ MUTATIONS = {
 }
 
 
-@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
-def test_an_in_place_mutation_above_the_block_misses(project: Project, mutation: str) -> None:
-    project.write("script.py", script(READS["print"]))
-    assert project.run("script.py").computed("a")
-    project.write("script.py", script(READS["print"], MUTATIONS[mutation]))
+def test_an_in_place_mutation_above_the_block_misses(project: Project) -> None:
+    """Each mutation on its own frame: every block misses for its own frame's change, agrees
+    with a fresh run, and the next run hits."""
+    cases = {name.replace(" ", "-"): MUTATIONS[name] for name in sorted(MUTATIONS)}
+    project.write("script.py", frames_script({case: (READS["print"], "") for case in cases}))
+    assert_cases(project.run("script.py"), list(cases), hit=False)
+    project.write("script.py", frames_script({case: (READS["print"], mutation) for case, mutation in cases.items()}))
+    fresh = fresh_values(project)
     run = project.run("script.py")
-    assert run.computed("a") and not run.hit("a"), run.stderr
-    assert "input 'df' changed" in run.stderr, run.stderr
-    assert value(run) == fresh(project)
-    again = project.run("script.py")
-    assert again.hit("a") and value(again) == value(run), again.stderr
+    assert_cases(run, list(cases), hit=False, fresh=fresh)
+    for case in cases:
+        frame = "df_" + re.sub(r"\W", "_", case)
+        assert f"input '{frame}' changed" in status(run, case), f"{case}: {status(run, case)}"
+    assert_cases(project.run("script.py"), list(cases), hit=True, fresh=case_values(run))
 
 
 def test_a_mutation_inside_the_block_is_saved_and_put_back_in_place(project: Project) -> None:
