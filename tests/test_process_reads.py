@@ -132,8 +132,9 @@ def test_import_time_reads_are_what_importing_runs(tmp_path: Path) -> None:
     module.write_text(
         "import os\nfrom pathlib import Path\nA = os.environ['A']\n\n\ndef _b():\n    return os.getenv('B')\n\n\n"
         "def _c():\n    return _b()\n\n\nC = _c()\n\n\ndef unused():\n    return os.environ.get('U'), os.getcwd()\n\n\n"
-        "class K:\n    D = os.environ.get('D')\n")
-    assert code_reads(str(module))[:2] == (("A", "D", "B"), ())
+        "class K:\n    D = os.environ.get('D')\n\n    def m(self):\n        return os.environ['M']\n\n\n"
+        "class Used:\n    def m(self):\n        return os.environ['USED']\n\n\nU = Used().m()\n")
+    assert code_reads(str(module))[:2] == (("A", "D", "B", "USED"), ())
     assert code_reads(str(module), frozenset({"unused"}))[:2] == (("U",), ("cwd",))
     module.write_text("import os\nHERE = os.getcwd()\nENV = dict(os.environ)\n")  # the stat changes
     assert code_reads(str(module))[:2] == ((), ("cwd", "environ"))
@@ -182,6 +183,7 @@ print(a, b, c, d, sep='|')
 
 CONTAINED_SETTINGS = SETTINGS_ABOVE + """
 frames = {'a': pd.DataFrame({'x': [1.123456789]})}
+rows = [{'x': 1.123456789}]
 arrays = [np.array([1.123456789])]
 class Box:
     def __init__(self, value):
@@ -193,10 +195,19 @@ with sc.checkpoint('list_of_arrays'):
     b = str(arrays[0])
 with sc.checkpoint('decimal_in_object'):
     c = str(boxed[0].value / 7)
-print(a, b, c, sep='|')
+with sc.checkpoint('helper_of_a_helper'):
+    d = helpers.report(rows)
+print(a, b, c, d, sep='|')
 """
 
 HELPERS = """
+import fmt_top
+
+
+def report(rows):
+    return fmt_top.table(rows)
+
+
 def table(rows):
     import pandas as pd
     return repr(pd.DataFrame(rows))
@@ -213,11 +224,13 @@ def via_module(rows):
 """
 
 FRAMES_OF = "import pandas\n\n\ndef make(rows):\n    return repr(pandas.DataFrame(rows))\n"
+FMT_TOP = "import pandas as pd\n\n\ndef table(rows):\n    return repr(pd.DataFrame(rows))\n"
 
 
 def check_settings(project: Project, script: str, blocks: tuple[str, ...]) -> None:
     project.write("helpers.py", HELPERS)
     project.write("frames_of.py", FRAMES_OF)
+    project.write("fmt_top.py", FMT_TOP)
     project.write("script.py", script)
     first = project.run("script.py", env={"V": "2"})
     assert all(first.computed(b) for b in blocks), first.stderr
@@ -235,11 +248,14 @@ def test_a_library_setting_reached_through_an_import_in_a_helper_is_in_the_key(p
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "needs Fingerprinter.types_met (key/values.py) and its call in components.fingerprint_values "
-    "(libsettings.settings_met): the libraries of the objects inside a container are not asked for"))
-def test_a_library_setting_reached_through_a_container_is_in_the_key(project: Project) -> None:
+    "needs Fingerprinter.modules_met (key/values.py, with CodeGraph.library_modules filled in "
+    "codegraph._leaf) and its call in components.fingerprint_values (libsettings.settings_met): "
+    "the libraries of the objects inside a container, or of the code a helper's helper reads, "
+    "are not asked for"))
+def test_a_library_setting_reached_through_a_container_or_a_helpers_helper_is_in_the_key(project: Project) -> None:
     pytest.importorskip("pandas")
-    check_settings(project, CONTAINED_SETTINGS, ("dict_of_frames", "list_of_arrays", "decimal_in_object"))
+    check_settings(project, CONTAINED_SETTINGS,
+                   ("dict_of_frames", "list_of_arrays", "decimal_in_object", "helper_of_a_helper"))
 
 
 def test_settings_at_their_defaults_count_as_none() -> None:

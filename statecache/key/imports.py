@@ -46,6 +46,7 @@ def source_info(path: str) -> tuple[bytes, _Imports]:
         with open(path, "rb") as f:
             tree = ast.parse(f.read(), filename=path)
         result = b"ast" + ast_digest(tree)
+        _CODE_READS[(path, None)] = (stamp, _reads_of(tree.body, None))  # one parse for both
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 imports.extend((alias.name, 0, ()) for alias in node.names)
@@ -149,16 +150,24 @@ def _functions(body: list[ast.stmt]) -> dict[str, ast.FunctionDef | ast.AsyncFun
     return {s.name: s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def _import_time_parts(body: list[ast.stmt], functions: dict[str, Any]) -> list[ast.AST]:
+def _import_time_parts(body: list[ast.stmt], functions: dict[str, Any], methods: bool = True) -> list[ast.AST]:
     """What of a module's top level runs when it is imported: every statement, but of a
-    top-level function only its decorators, signature and return annotation."""
+    top-level function only its decorators, signature and return annotation; with
+    ``methods`` False, of a class's methods too (the class's own statements run)."""
     parts: list[ast.AST] = []
     for stmt in body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and functions.get(stmt.name) is stmt:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                functions.get(stmt.name) is stmt or functions is _IN_CLASS):
             parts += [*stmt.decorator_list, stmt.args, *([stmt.returns] if stmt.returns else [])]
+        elif isinstance(stmt, ast.ClassDef) and not methods:
+            parts += [*stmt.decorator_list, *stmt.bases, *stmt.keywords]
+            parts += _import_time_parts(stmt.body, _IN_CLASS, methods)
         else:
             parts.append(stmt)
     return parts
+
+
+_IN_CLASS: dict[str, Any] = {}  # ``functions`` for a class body: each ``def`` there is a method
 
 
 def _reach(functions: dict[str, Any], reached: set[str]) -> set[str]:
@@ -201,30 +210,48 @@ def code_reads(path: str, names: frozenset[str] | None = None) -> _CodeReads:
     hit = _CODE_READS.get((path, names))
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    from .process import scan
-
     try:
         with open(path, "rb") as f:
             body = ast.parse(f.read(), filename=path).body
     except (OSError, SyntaxError, ValueError):
         return (), (), ()
-    functions = _functions(body)
-    parts: list[ast.AST] = _import_time_parts(body, functions) if names is None else []
-    reached = set(functions) if names == WHOLE else set(names or ())
-    for part in parts:
-        reached.update(_loaded_names(part))
-    parts += [functions[n] for n in sorted(_reach(functions, reached))]
-    keys, kinds = scan(parts)
-    found = (keys, kinds, _taken(body, reached))
+    found = _reads_of(body, names)
     _CODE_READS[(path, names)] = (stamp, found)
     return found
 
 
-def _taken(body: list[ast.stmt], loaded: set[str]) -> _Taken:
-    """The names of other modules, bound by the module's imports, that code loading ``loaded``
-    uses."""
+def _reads_of(body: list[ast.stmt], names: frozenset[str] | None) -> _CodeReads:
+    """``code_reads`` of a parsed module."""
+    from .process import scan
+
+    functions = _functions(body)
+    parts: list[ast.AST] = _import_time_parts(body, functions, methods=False) if names is None else []
+    reached = set(functions) if names == WHOLE else set(names or ())
+    for part in parts:
+        reached.update(_loaded_names(part))
+    classes = {s.name: s for s in body if isinstance(s, ast.ClassDef)}
+    ran: list[ast.AST] = []
+    done: set[str] = set()
+    while True:  # the functions and classes (all their methods) that the running code uses
+        found = _reach(functions, reached) - done
+        ran += [functions[n] for n in sorted(found)]
+        done |= found
+        more = [classes.pop(n) for n in sorted(reached) if n in classes]
+        for cls in more:
+            reached.update(_loaded_names(cls))
+        ran += more
+        if not more:
+            break
+    keys, kinds = scan([*parts, *ran])
+    top = [stmt for stmt in body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return keys, kinds, _taken([*top, *ran], reached)
+
+
+def _taken(nodes: list[ast.AST], loaded: set[str]) -> _Taken:
+    """The names of other modules, bound by the imports among ``nodes`` (the module's top
+    level and the functions that run), that code loading ``loaded`` uses."""
     taken: dict[tuple[str, int, str | None], None] = {}
-    for stmt in body:
+    for stmt in nodes:
         for node in ast.walk(stmt):
             if isinstance(node, ast.Import):
                 for alias in node.names:

@@ -7,9 +7,9 @@ registries of the libraries it is built on, ``BUILT_ON``).
 
 Which code uses a library is decided where the library is met: an input that is its module,
 one of its objects or a function of a module that imported it (``libraries_used``); an object
-of its types anywhere inside the inputs (``libraries_of_types``, given the types the value
-walk met); an import of it, in the block or in a helper the block reaches, directly or through
-the user's modules (``key.imports``). Only the settings that differ from the defaults count, so
+of its types anywhere inside the inputs, or its code reached through the user's code
+(``settings_met``, given the modules the value walk met); an import of it, in the block or in
+a helper the block reaches, directly or through the user's modules (``key.imports``). Only the settings that differ from the defaults count, so
 that whether a library is loaded yet (a hit skips the block that imported it) cannot change a
 key: a library not loaded has its defaults.
 
@@ -167,18 +167,19 @@ def libraries_used(values: Iterable[Any]) -> set[str]:
     return {name for name in loaded if any(_uses(v, name) for v in values)}
 
 
-def libraries_of_types(met: Iterable[type]) -> set[str]:
-    """The registry libraries that define one of the types ``met`` (those the value walk met
-    inside the inputs: a dict of frames, a list of arrays, an object holding a ``Decimal``)."""
-    tops = {str(getattr(t, "__module__", None) or "").partition(".")[0] for t in met}
+def libraries_of_modules(names: Iterable[str]) -> set[str]:
+    """The registry libraries among the top-level packages of the modules ``names`` (those
+    the value walk met: of the types inside the inputs, a dict of frames or an object holding
+    a ``Decimal``; of the library code the user's code reaches, a helper of a helper's ``pd``)."""
+    tops = {str(name).partition(".")[0] for name in names}
     return {name for name in REGISTRIES if name in tops}
 
 
 def settings_met(fp: Any, counted: Container[str]) -> dict[str, str]:
     """Label -> fingerprint (by ``fp``, the ``values.Fingerprinter`` that just walked the
-    inputs) of the settings of the libraries whose objects that walk met inside the inputs
-    (``fp.types_met()``), for the labels not in ``counted`` (already inputs, or ignored)."""
-    found = settings_of(libraries_of_types(fp.types_met()))
+    inputs) of the settings of the libraries whose objects or code that walk met
+    (``fp.modules_met()``), for the labels not in ``counted`` (already inputs, or ignored)."""
+    found = settings_of(libraries_of_modules(fp.modules_met()))
     return {label: fp.value(value, label).hex() for label, value in found.items() if label not in counted}
 
 
