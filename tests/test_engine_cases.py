@@ -163,12 +163,23 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return venv, python
 
 
+USES_HELPERS = """
+with sc.checkpoint("scaled"):
+    open('runs.log', 'a').write('scaled\\n')
+    value = helpers.scale(4)
+print("OUT", value)
+"""
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX venv layout")
-def test_project_inside_the_python_prefix_sees_data_edits(venv_python: tuple[Path, str]) -> None:
-    """Debian's system Python has sys.prefix /usr and Docker projects live in /usr/src/app."""
+def test_project_inside_the_python_prefix_sees_data_edits_and_keys_its_own_modules(venv_python: tuple[Path, str]) -> None:
+    """Debian's system Python has sys.prefix /usr and Docker projects live in /usr/src/app:
+    the data file there is seen when edited, and the project's own module is user code there,
+    not an installed library. One script, one checkpoint for each; both edited at once."""
     venv, python = venv_python
     app = venv / "src" / "app"
-    write(app / "script.py", READS_DATA.format(path="data.txt"))
+    write(app / "helpers.py", "def scale(x):\n    return x * 10\n")
+    write(app / "script.py", "import helpers  # loaded before statecache\n" + READS_DATA.format(path="data.txt") + USES_HELPERS)
     check = subprocess.run(
         [python, "-c", "import sys, statecache; print(sys.prefix)"],
         cwd=app,
@@ -178,33 +189,16 @@ def test_project_inside_the_python_prefix_sees_data_edits(venv_python: tuple[Pat
         timeout=60,
     )
     assert check.returncode == 0 and Path(check.stdout.strip()) == venv, check.stderr
-    edit_is_seen(app, app / "data.txt", python=python)
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX venv layout")
-def test_project_inside_the_python_prefix_keys_its_own_modules(venv_python: tuple[Path, str]) -> None:
-    """The same class: the project's own module is user code there, not an installed library."""
-    venv, python = venv_python
-    app = venv / "src" / "app-modules"
-    write(app / "helpers.py", "def scale(x):\n    return x * 10\n")
-    write(
-        app / "script.py",
-        """
-        import helpers
-        import statecache as sc
-        with sc.checkpoint("scaled"):
-            open('runs.log', 'a').write('scaled\\n')
-            value = helpers.scale(4)
-        print("OUT", value)
-        """,
-    )
-    assert run_script(app, python=python).out == ["OUT 40"]
+    (app / "data.txt").write_text("1 2 3\n")
+    assert run_script(app, python=python).out == ["OUT 6", "OUT 40"]
     again = run_script(app, python=python)
-    assert again.hit("scaled"), again.text
+    assert again.hit("load") and again.hit("scaled") and again.out == ["OUT 6", "OUT 40"], again.text
+    (app / "data.txt").write_text("1 2 3 40\n")
     write(app / "helpers.py", "def scale(x):\n    return x * 110\n")
     changed = run_script(app, python=python)
-    assert changed.out == fresh(app, python=python) == ["OUT 440"], f"the edit of helpers.py was not seen\n{changed.text}"
-    assert changed.computed("scaled") and runs(app, "scaled") == 2
+    assert changed.out == fresh(app, python=python) == ["OUT 46", "OUT 440"], f"an edit was not seen\n{changed.text}"
+    assert changed.computed("load") and runs(app, "load") == 2, f"the edit of data.txt was not seen\n{changed.text}"
+    assert changed.computed("scaled") and runs(app, "scaled") == 2, f"the edit of helpers.py was not seen\n{changed.text}"
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
