@@ -135,8 +135,24 @@ def base_cells(cell: str = CELL, n: int = 3, factor: int = 10) -> list[str]:
     ]
 
 
-def test_cell_magic_restores_state_and_replays_outputs(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    nb = Notebook(tmp_path / "analysis.ipynb", kernel_dirs, base_cells())
+# two more cells in the same notebook, so that one pair of kernel runs checks them too
+PROGRESS = ("%%checkpoint steps\nimport sys\nfor i in range(2000):\n"
+            "    print(f'\\rstep {i}', end='', file=sys.stderr)\nprint(file=sys.stderr)\nprint('done')")
+DISPLAYS = ("%%checkpoint shows\n"
+            "from IPython.display import HTML, clear_output, display\n"
+            "print('gone soon')\n"
+            "clear_output()\n"
+            "handle = display(HTML('<i>v1</i>'), display_id=True)\n"
+            "print('kept')\n"
+            "handle.update(HTML('<i>v2</i>'))")
+
+
+def test_cell_magic_restores_replays_and_reruns_when_cell_input_or_helper_changes(
+    tmp_path: Path, kernel_dirs: list[str]
+) -> None:
+    """A restart restores the cell and shows its outputs again, a progress bar as it was left,
+    an updated and cleared display as last shown; then each kind of change reruns the cell."""
+    nb = Notebook(tmp_path / "analysis.ipynb", kernel_dirs, [*base_cells(), PROGRESS, DISPLAYS])
     marker = tmp_path / "marker"
 
     first = nb.run()
@@ -150,6 +166,8 @@ def test_cell_magic_restores_state_and_replays_outputs(tmp_path: Path, kernel_di
     assert [d["text/html"] for d in seen["display"]] == ["<b>bold</b>"]
     assert [d["text/plain"] for d in seen["result"]] == ["3"]
     assert streams(first.cells[4], "stdout") == "after [0, 10, 20] 30\n"
+    assert "\rstep 1999\n" in streams(first.cells[5], "stderr")
+    displayed = shown(first.cells[6])
 
     second = nb.run()  # a fresh kernel: a restart
     assert runs(marker) == 1, "the cell body ran again"
@@ -160,12 +178,16 @@ def test_cell_magic_restores_state_and_replays_outputs(tmp_path: Path, kernel_di
     # beside the notebook, named after the cell
     assert len(list((tmp_path / ".statecache" / "data").glob("*.sc"))) == 1
 
+    steps = second.cells[5]
+    assert any("'steps' restored" in s for s in status(steps))
+    assert shown(steps)["stderr"] == ["step 1999"], "the bar as it was left, not its 2000 steps"
+    assert shown(steps)["stdout"] == "done\n"
 
-def test_cell_magic_reruns_when_cell_input_or_helper_changes(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    nb = Notebook(tmp_path / "analysis.ipynb", kernel_dirs, base_cells())
-    marker = tmp_path / "marker"
-    nb.run()
-    assert runs(marker) == 1
+    shows = second.cells[6]
+    assert any("'shows' restored" in s for s in status(shows))
+    assert [d["text/html"] for d in shown(shows)["display"]] == ["<i>v2</i>"]
+    assert shown(shows)["stdout"] == "kept\n"
+    assert shown(shows) == displayed
 
     nb.edit(2, "def helper(x):\n    return x * 100")  # the helper cell
     out = nb.run()
@@ -199,25 +221,6 @@ def test_cell_magic_reruns_when_cell_input_or_helper_changes(tmp_path: Path, ker
     out = nb.run()
     assert runs(marker) == 4
     assert streams(out.cells[4], "stdout") == "after [0, 10, 20] 30\n"
-
-
-def test_helper_reading_a_global_of_another_cell(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    """A helper's own inputs count too: the global it reads, defined in yet another cell."""
-    cells = [
-        "%load_ext statecache",
-        "SCALE = 2",
-        "def helper(x):\n    return x * SCALE",
-        '%%checkpoint scaled\nopen("marker", "a").write("ran\\n")\nresult = helper(21)',
-        "print(result)",
-    ]
-    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
-    marker = tmp_path / "marker"
-    assert streams(nb.run().cells[4], "stdout") == "42\n"
-    assert streams(nb.run().cells[4], "stdout") == "42\n"
-    assert runs(marker) == 1
-    nb.edit(1, "SCALE = 3")
-    assert streams(nb.run().cells[4], "stdout") == "63\n"
-    assert runs(marker) == 2
 
 
 def test_mutated_inputs_deleted_names_and_failing_cells(tmp_path: Path, kernel_dirs: list[str]) -> None:
@@ -430,21 +433,6 @@ def test_definitions_files_ignore_mmap_and_random_state(tmp_path: Path, kernel_d
     assert runs(marker) == 3
 
 
-def test_progress_output_replays_its_final_state(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    cells = [
-        "%load_ext statecache",
-        "%%checkpoint steps\nimport sys\nfor i in range(2000):\n"
-        "    print(f'\\rstep {i}', end='', file=sys.stderr)\nprint(file=sys.stderr)\nprint('done')",
-    ]
-    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
-    first = nb.run().cells[1]
-    assert "\rstep 1999\n" in streams(first, "stderr")
-    second = nb.run().cells[1]
-    assert any("'steps' restored" in s for s in status(second))
-    assert shown(second)["stderr"] == ["step 1999"], "the bar as it was left, not its 2000 steps"
-    assert shown(second)["stdout"] == "done\n"
-
-
 def test_cell_ids_sent_by_the_front_end_keep_names_unique(tmp_path: Path, kernel_dirs: list[str]) -> None:
     """JupyterLab and Notebook 7 send each cell's id with the execute request: re-running (an
     edited) cell is fine, a second cell using the same name is refused even if never saved."""
@@ -476,63 +464,48 @@ def test_cell_ids_sent_by_the_front_end_keep_names_unique(tmp_path: Path, kernel
         km.shutdown_kernel(now=True)
 
 
-def test_updated_and_cleared_displays_replay_as_last_shown(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    cells = [
-        "%load_ext statecache",
-        "%%checkpoint shows\n"
-        "from IPython.display import HTML, clear_output, display\n"
-        "print('gone soon')\n"
-        "clear_output()\n"
-        "handle = display(HTML('<i>v1</i>'), display_id=True)\n"
-        "print('kept')\n"
-        "handle.update(HTML('<i>v2</i>'))",
-    ]
-    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
-    first = shown(nb.run().cells[1])
-    second_cell = nb.run().cells[1]
-    assert any("'shows' restored" in s for s in status(second_cell))
-    second = shown(second_cell)
-    assert [d["text/html"] for d in second["display"]] == ["<i>v2</i>"]
-    assert second["stdout"] == "kept\n"
-    assert second == first
+VERSIONED = "%%checkpoint v --version 1\nopen('marker-v', 'a').write('ran\\n')\nprint('log line')\ny = 7"
 
 
-def test_a_cell_that_writes_a_file_or_reads_the_environment(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    # The same rules as a script's checkpoint: a hit must not reopen (and empty) a file the
-    # cell wrote, and os.environ["N"] read by the cell is an input by value.
+def test_cells_key_a_helpers_global_the_environment_and_a_version(tmp_path: Path, kernel_dirs: list[str]) -> None:
+    """Three cells of one notebook, each with its own marker: a helper's own inputs count (the
+    global it reads, defined in yet another cell); a hit must not reopen (and empty) a file the
+    cell wrote, and os.environ["N"] read by the cell is an input by value; ``--version`` keeps
+    the cache across edits of the cell until the version changes."""
     cells = [
         "%load_ext statecache",
+        "SCALE = 2",
+        "def helper(x):\n    return x * SCALE",
+        '%%checkpoint scaled\nopen("marker-scaled", "a").write("ran\\n")\nresult = helper(21)',
+        "print(result)",
+        VERSIONED,
+        "print('y', y)",
         "%%checkpoint written\nimport os\nresult = int(os.environ['N']) * 10\n"
         "with open('out.txt', 'w') as f:\n    f.write(str(result))\n"
-        "open('marker', 'a').write('ran\\n')",
+        "open('marker-written', 'a').write('ran\\n')",
         "print('result', result, open('out.txt').read())",
     ]
-    nb = Notebook(tmp_path / "w.ipynb", kernel_dirs, cells)
-    marker, out = tmp_path / "marker", tmp_path / "out.txt"
+    nb = Notebook(tmp_path / "n.ipynb", kernel_dirs, cells)
+    scaled, versioned, written = (tmp_path / f"marker-{m}" for m in ("scaled", "v", "written"))
+    out = tmp_path / "out.txt"
+
     first = nb.run(env={"N": "1"})
-    assert streams(first.cells[2], "stdout") == "result 10 10\n"
+    assert streams(first.cells[4], "stdout") == "42\n"
+    assert streams(first.cells[8], "stdout") == "result 10 10\n"
+
+    nb.edit(5, VERSIONED.replace("'log line'", "'log line, edited'"))
     second = nb.run(env={"N": "1"})
-    assert runs(marker) == 1 and any("'written' restored" in s for s in status(second.cells[1]))
+    assert streams(second.cells[4], "stdout") == "42\n" and runs(scaled) == 1
+    assert runs(versioned) == 1 and streams(second.cells[6], "stdout") == "y 7\n"
+    assert runs(written) == 1 and any("'written' restored" in s for s in status(second.cells[7]))
     assert out.read_text() == "10", "the hit emptied the file the cell wrote"
-    assert streams(second.cells[2], "stdout") == "result 10 10\n"
+    assert streams(second.cells[8], "stdout") == "result 10 10\n"
+
+    nb.edit(1, "SCALE = 3")
+    nb.edit(5, VERSIONED.replace("--version 1", "--version 2"))
     third = nb.run(env={"N": "2"})
-    assert runs(marker) == 2, "os.environ['N'] changed: the cell must run again"
-    assert any("os.environ['N']" in s for s in status(third.cells[1])), status(third.cells[1])
-    assert streams(third.cells[2], "stdout") == "result 20 20\n"
-
-
-def test_cell_magic_version_keeps_the_cache_across_edits_of_the_cell(tmp_path: Path, kernel_dirs: list[str]) -> None:
-    cells = [
-        "%load_ext statecache",
-        "%%checkpoint v --version 1\nopen('marker', 'a').write('ran\\n')\nprint('log line')\ny = 7",
-        "print('y', y)",
-    ]
-    nb = Notebook(tmp_path / "v.ipynb", kernel_dirs, cells)
-    marker = tmp_path / "marker"
-    nb.run()
-    nb.edit(1, cells[1].replace("'log line'", "'log line, edited'"))
-    second = nb.run()
-    assert runs(marker) == 1 and streams(second.cells[2], "stdout") == "y 7\n"
-    nb.edit(1, cells[1].replace("--version 1", "--version 2"))
-    third = nb.run()
-    assert runs(marker) == 2 and any("code changed" in s for s in status(third.cells[1]))
+    assert streams(third.cells[4], "stdout") == "63\n" and runs(scaled) == 2
+    assert runs(versioned) == 2 and any("code changed" in s for s in status(third.cells[5])), status(third.cells[5])
+    assert runs(written) == 2, "os.environ['N'] changed: the cell must run again"
+    assert any("os.environ['N']" in s for s in status(third.cells[7])), status(third.cells[7])
+    assert streams(third.cells[8], "stdout") == "result 20 20\n"
