@@ -99,6 +99,7 @@ holder = {'d': ds.dataset('d4')}
 fragment = next(iter(ds.dataset('d5').get_fragments()))
 lazy = pl.scan_parquet('d6/p.parquet')
 DS = ds.dataset('d7')
+filtered = ds.dataset('d8').filter(ds.field('x') > 0)
 def load():
     return DS.to_table()['x'].to_pylist()
 """
@@ -110,6 +111,7 @@ DATASET_BLOCKS = {
     "fragment": "fragment.to_table()['x'].to_pylist()",
     "collect": "lazy.collect()['x'].to_list()",
     "helper": "load()",
+    "filtered": "filtered.to_table()['x'].to_pylist()",
 }
 
 
@@ -142,6 +144,28 @@ def by_sqlite():
 MEMOS = ["by_polars", "by_pyarrow", "by_lazy", "by_sqlite"]
 
 
+def test_a_dataset_counts_by_its_files_stamps_and_what_it_scans(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from statecache.key.values import Fingerprinter
+
+    def key(value: object) -> bytes:
+        return Fingerprinter().value(value, "d")
+
+    write_parquet(tmp_path / "dd" / "p.parquet", 1)
+    made = ds.dataset(tmp_path / "dd")
+    assert key(made) == key(ds.dataset(tmp_path / "dd"))  # the same files, unchanged
+    over = made.filter(ds.field("x") > 0)  # a filtered dataset has no fragments to pickle
+    assert key(over) == key(ds.dataset(tmp_path / "dd").filter(ds.field("x") > 0))
+    assert key(over) != key(made.filter(ds.field("x") > 1))
+    before = [key(made), key(over), key(pq.ParquetDataset(tmp_path / "dd")), key(next(iter(made.get_fragments())))]
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "dd" / "p.parquet")  # the same content, rewritten
+    after = [key(made), key(over), key(pq.ParquetDataset(tmp_path / "dd")), key(next(iter(made.get_fragments())))]
+    assert all(b != a for b, a in zip(before, after, strict=True))
+
+
 def write_db(path: Path, value: int) -> None:
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
@@ -160,7 +184,7 @@ def test_compiled_readers_given_uris_and_globs_datasets_made_above_and_memos(pro
     import pyarrow.parquet as pq
 
     files = ["u1", "u2", "u3", "u4", "u5", "p1", "p2", "l1", "l2", "g/a/x", "m1", "m2", "m3"]
-    files += [f"d{i}/p" for i in range(1, 8)]
+    files += [f"d{i}/p" for i in range(1, 9)]
     for name in files:
         write_parquet(project.root / f"{name}.parquet", 1)
     write_db(project.root / "m4.db", 1)

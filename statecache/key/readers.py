@@ -272,21 +272,30 @@ def _fingerprint_datasets(module: Any) -> None:
 
 
 def _dataset_fingerprint(dataset: Any) -> Any:
-    return dataset.__reduce__()[1]  # its fragments (each with its stamp), schema, format, ...
+    try:
+        return dataset.__reduce__()[1]  # its fragments (each with its stamp), schema, format, ...
+    except ValueError:  # filtered or projected (ds.dataset(...).filter(...)): no fragments
+        stamps = [_file_stamp(dataset.filesystem, path) for path in dataset.files]
+        return (dataset.files, stamps, dataset.schema, dataset.format, dataset.partition_expression,
+                dataset._scan_options)  # the filter and the columns a scan keeps
 
 
 def _fragment_fingerprint(fragment: Any) -> Any:
+    return fragment.__reduce__()[1], _file_stamp(fragment.filesystem, fragment.path)
+
+
+def _file_stamp(filesystem: Any, path: str) -> Any:
+    """The stat stamp of a dataset's file on the local filesystem (None on another one)."""
     from pyarrow.fs import LocalFileSystem
 
-    stamp: Any = None
-    if isinstance(fragment.filesystem, LocalFileSystem):
-        from .stamps import stat_stamp
+    if not isinstance(filesystem, LocalFileSystem):
+        return None
+    from .stamps import stat_stamp
 
-        try:
-            stamp = stat_stamp(os.stat(fragment.path))
-        except OSError:
-            stamp = "missing"
-    return fragment.__reduce__()[1], stamp
+    try:
+        return stat_stamp(os.stat(path))
+    except OSError:
+        return "missing"
 
 
 _stat_busy = threading.local()
