@@ -815,3 +815,26 @@ UNPICKLED = ("key/codegraph.py / key/files.py _audit: the key holds the code the
 @pytest.mark.parametrize("case", [xfail("pickle.load", UNPICKLED), xfail("joblib.load", UNPICKLED)])
 def test_a_users_class_reached_only_through_an_unpickled_object(unpickled_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(unpickled_outcomes, case)
+
+
+# -- an input the block reshapes in place ------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_identity.py mergeable: a mutated input array takes the saved one's data in place only "
+    "when shape and dtype are the same; one whose shape the block set in place (arr.shape = "
+    "(2, 2), same size) is rebound to a new array instead, so every other name for the input "
+    "(alias) keeps the old shape after a hit, while after computing they are one object"))
+def test_an_input_array_the_block_reshapes_in_place(project: Project) -> None:
+    pytest.importorskip("numpy")
+    project.write("script.py", HEAD + """
+import numpy as np
+arr = np.arange(4)
+alias = arr
+with sc.checkpoint('a'):
+    arr.shape = (2, 2)
+print(alias.shape, alias is arr)
+""")
+    computed = first(project, "script.py")
+    hit = project.run("script.py")
+    assert hit.hit("a") and hit.stdout == computed.stdout, hit.stderr
