@@ -385,11 +385,14 @@ def test_the_users_home_and_temp_dir_read_through_the_standard_library(home_outc
     assert_case(home_outcomes, case)
 
 
-# -- compiled readers no wrapper sees and no warning names ------------------------------------
+# -- polars, pyarrow, safetensors: reads, listings and a seed that no wrapper sees ----------
 
 COMPILED_SCRIPT = HEAD + """
+import polars as pl
 import pyarrow.fs as pafs, pyarrow.parquet as pq
 from safetensors import safe_open
+pl.set_random_seed(int(os.environ['SEED']))
+lazy = pl.scan_csv('lazy.csv')  # a plan made above the blocks, run in them
 with sc.checkpoint('safetensors.safe_open'):
     with safe_open('w.safetensors', framework='np') as f:
         y = f.get_tensor('w').tolist()
@@ -400,12 +403,41 @@ with sc.checkpoint('pyarrow.fs-FileSelector'):
     y = sorted(pq.read_table(i.path)['x'][0].as_py() for i in infos if i.path.endswith('.parquet'))
     del infos
 print('pyarrow.fs-FileSelector=', y)
+with sc.checkpoint('pl.collect_all'):
+    y = pl.collect_all([lazy])[0]['x'].to_list()
+print('pl.collect_all=', y)
+with sc.checkpoint('LazyFrame.collect_schema'):
+    y = list(lazy.collect_schema())
+print('LazyFrame.collect_schema=', y)
+with sc.checkpoint('pl.set_random_seed'):
+    y = pl.DataFrame({'x': list(range(100))}).sample(3)['x'].to_list()
+print('pl.set_random_seed=', y)
 """
+
+
+COMPILED_CASES = {
+    "safetensors.safe_open": "key/readernames.py READERS / UNSEEN: safetensors.safe_open (the Rust class "
+    "behind every load_file, and the documented way to read a few tensors lazily) is neither wrapped nor "
+    "named as unseen, so its file is recorded nowhere and no warning says so",
+    "pyarrow.fs-FileSelector": "key/readernames.py COMPILED_CLASSES: of pyarrow.fs.LocalFileSystem only "
+    "open_input_file and open_input_stream note their path; get_file_info(FileSelector(...)) lists the "
+    "directory from C++, so a new part file is no change of the block that listed it",
+    "pl.collect_all": "key/readers.py _LAZY_METHODS: a plan made above the block tells its files when a "
+    "LazyFrame method runs it (collect, sink_*); the function pl.collect_all([...]) runs the plans "
+    "unwrapped, so the scanned file is recorded nowhere",
+    "LazyFrame.collect_schema": "key/readers.py _LAZY_METHODS: collect_schema reads the scanned file's "
+    "header to resolve the schema, and is not among the wrapped methods, so a new column hits",
+    "pl.set_random_seed": "key/rng.py capture: the global generators recorded are random's, numpy's "
+    "legacy one and torch's CPU one; polars' (pl.set_random_seed above the block, used by df.sample "
+    "and shuffle inside polars) is neither an input nor restored, so another seed restores the "
+    "first seed's sample",
+}
 
 
 @pytest.fixture(scope="module")
 def compiled_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
     pytest.importorskip("safetensors")
+    pytest.importorskip("polars")
     np = pytest.importorskip("numpy")
     from safetensors.numpy import save_file
     from test_stale_hunt import write_parquet
@@ -414,22 +446,17 @@ def compiled_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outco
     project.write("script.py", COMPILED_SCRIPT)
     save_file({"w": np.array([1, 2], dtype=np.int64)}, str(project.root / "w.safetensors"))
     write_parquet(project.root / "parts" / "a.parquet", 1)
+    project.write("lazy.csv", "x\n1\n")
 
     def change() -> None:
         save_file({"w": np.array([3, 4], dtype=np.int64)}, str(project.root / "w.safetensors"))
         write_parquet(project.root / "parts" / "b.parquet", 2)  # a new part the listing finds
+        project.write("lazy.csv", "x,z\n2,3\n")
 
-    return run_cases(project, "script.py", ["safetensors.safe_open", "pyarrow.fs-FileSelector"], change)
+    return run_cases(project, "script.py", list(COMPILED_CASES), change, env={"SEED": "1"}, env_after={"SEED": "2"})
 
 
-@pytest.mark.parametrize("case", [
-    xfail("safetensors.safe_open", "key/readernames.py READERS / UNSEEN: safetensors.safe_open (the Rust "
-          "class behind every load_file, and the documented way to read a few tensors lazily) is "
-          "neither wrapped nor named as unseen, so its file is recorded nowhere and no warning says so"),
-    xfail("pyarrow.fs-FileSelector", "key/readernames.py COMPILED_CLASSES: of pyarrow.fs.LocalFileSystem "
-          "only open_input_file and open_input_stream note their path; get_file_info(FileSelector(...)) "
-          "lists the directory from C++, so a new part file is no change of the block that listed it"),
-])
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in COMPILED_CASES.items()])
 def test_a_file_read_or_listed_by_compiled_code_no_wrapper_sees(compiled_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(compiled_outcomes, case)
 
@@ -654,29 +681,6 @@ def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]
 @pytest.mark.extended  # three runs importing torch cost ~20 CPU-s, half this file's budget: -m extended
 def test_a_tensors_gradient(torch_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(torch_outcomes, case)
-
-
-# -- random generators statecache does not know ----------------------------------------------
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "key/rng.py capture: the global generators recorded are random's, numpy's legacy one and "
-    "torch's CPU one; polars' (pl.set_random_seed above the block, read by df.sample and "
-    "shuffle inside polars) is neither an input nor restored, so another seed restores the "
-    "first seed's sample"))
-def test_a_polars_sample_drawn_after_the_script_sets_polars_seed(project: Project) -> None:
-    pytest.importorskip("polars")
-    project.write("script.py", HEAD + """
-import polars as pl
-pl.set_random_seed(int(os.environ['SEED']))
-df = pl.DataFrame({'x': list(range(100))})
-with sc.checkpoint('a'):
-    y = df.sample(3)['x'].to_list()
-print(y)
-""")
-    first(project, "script.py", env={"SEED": "1"})
-    assert project.run("script.py", env={"SEED": "1"}).hit("a")
-    assert_recomputes(project, "script.py", env={"SEED": "2"})
 
 
 TIMED_HELPERS = """
