@@ -97,7 +97,7 @@ def storage_bytes(storage: Any) -> Any:
     import ctypes
 
     data = (ctypes.c_char * storage.nbytes()).from_address(storage.data_ptr())
-    data.storage = storage  # type: ignore[attr-defined]  # the memory lives as long as the view
+    data.storage = storage  # the memory lives as long as the view
     return data
 
 
@@ -177,6 +177,9 @@ def rebuild_tensor(
     import torch
 
     t = torch.empty((0,), dtype=torch_dtype(dtype), device=storage.device)
+    if 0 not in size and _last_byte(offset, size, stride, t.element_size()) > storage.nbytes():
+        # a small storage is resizable (``rebuild_storage``): set_ would grow it, not refuse
+        raise ValueError(f"a tensor of shape {size} reaches past its storage of {storage.nbytes()} bytes")
     t.set_(storage, offset, size, stride)
     if metadata:
         torch._utils.set_tensor_metadata(t, metadata)
@@ -185,6 +188,13 @@ def rebuild_tensor(
     for key, value in (state or {}).items():
         setattr(t, key, value)
     return t
+
+
+def _last_byte(offset: int, size: tuple[int, ...], stride: tuple[int, ...], itemsize: int) -> int:
+    """One past the last byte of its storage that a non-empty tensor's geometry reaches."""
+    if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride):
+        raise ValueError(f"a negative offset, size or stride ({offset}, {size}, {stride})")
+    return (offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) + 1) * itemsize
 
 
 def rebuild_parameter(data: Any, requires_grad: bool, state: dict[str, Any] | None) -> Any:
