@@ -24,6 +24,7 @@ HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
 # Never on a small hit: the computing run's machinery, the writer, tiers, codecs, picklers.
 COMPUTE_ONLY = (
     "statecache._identity", "statecache._tiers", "statecache._effects", "statecache.key.rng",
+    "statecache._watched", "statecache._openfiles", "statecache._objectstate",
     "statecache.key.readers", "statecache.entry.writer", "statecache.entry.pickling",
     "statecache.entry.codec", "statecache.entry.stream", "statecache.entry.main_functions",
     "statecache.entry.tensors", "statecache.entry.feed", "statecache.entry.rawstream",

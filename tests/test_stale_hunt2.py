@@ -229,11 +229,6 @@ print(y)
     assert again.hit("a") and again.stdout == computed.stdout == fresh(project, "script.py"), again.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_binders.py ClassState.of: only data attributes of a class the block changed are saved "
-    "(functions, classmethods, staticmethods and properties are left out as 'code, which the "
-    "key covers'); a method the block patches onto a class of the script (Model.predict = "
-    "fast) is not set back on a hit, so the old method runs"))
 def test_a_method_the_block_patches_onto_a_class_is_set_back(project: Project) -> None:
     project.write("script.py", HEAD + """
 class Model:
@@ -257,11 +252,6 @@ SETTERS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/codegraph.py globals_stored_by_helpers: the state a helper produces is found from its "
-    "'global' statements only; a helper that sets an attribute of one of the user's modules "
-    "(def setup(): helpers.SCALE = 7, a config module set up by a function) is not saved, so "
-    "after a hit the module keeps its old value (the block's own helpers.X = ... is restored)"))
 @pytest.mark.parametrize("case", list(SETTERS))
 def test_a_module_attribute_a_helper_sets_is_restored(project: Project, case: str) -> None:
     imports, defs, call = SETTERS[case]
@@ -279,11 +269,6 @@ HELPER_MUTATIONS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_binders.py / key/inputs.py helper_globals: only the block's own inputs are checked for "
-    "in-place changes and only 'global' names of helpers are saved; data a helper the block "
-    "calls changes in place (REG.append in def setup(), a module's dict, a class attribute) "
-    "is read as a key input but never saved, so a hit leaves it as it was before the block"))
 @pytest.mark.parametrize("case", list(HELPER_MUTATIONS))
 def test_data_a_helper_changes_in_place_is_restored(project: Project, case: str) -> None:
     project.write("h2.py", "TABLE = {}\n")
@@ -404,12 +389,6 @@ def test_an_environment_variable_read_where_a_module_the_block_imports_loads(pro
     assert_recomputes(project, "script.py", env={"S": "5"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_binders.py / key/inputs.py input_values (module attributes to save are the chains the "
-    "block's code stores, "
-    "helpers.X = ...): setattr(helpers, k, v) over a dict of overrides, the usual way to "
-    "apply settings to a config module, stores nothing the AST shows, so a hit leaves the "
-    "module as it was before the block"))
 def test_module_attributes_set_with_setattr_are_restored(project: Project) -> None:
     project.write("helpers.py", "LR = 0.1\nEPOCHS = 1\n")
     project.write("script.py", HEAD + """
