@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from conftest import Project
+from test_in_place import sections
 from test_stale import fresh
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'statecache[torch]')")
@@ -30,53 +31,48 @@ def digest(t):
 """
 
 
-def check_hits(project: Project, script: str = "main.py", env: dict[str, str] | None = None) -> str:
-    """Compute, then hit: both print what a run with nothing cached prints. Returns it."""
-    expected = fresh(project, script)
-    first = project.run(script, env=env)
-    assert first.computed("a") and first.stdout == expected, first.stderr
-    second = project.run(script, env=env)
-    assert second.hit("a"), second.stderr
-    assert second.stdout == expected, second.stderr
-    return expected
+CASES = ("views", "dtypes", "training", "edits", "cloudpickle")
 
 
-VIEWS = DIGEST + """
+def check_hits(project: Project, run_env: dict[str, str], expected: dict[str, str], label: str) -> None:
+    """A run under ``run_env`` restores every case and prints what the fresh run printed (every
+    case is checked, so one broken case does not hide another)."""
+    run = project.run("main.py", env=run_env)
+    got = sections(run.stdout)
+    broken = [f"{name}: {label} did not hit" for name in CASES if not run.hit(name)]
+    broken += [f"{name}: {label} printed {got.get(name)!r}" for name in CASES if got.get(name) != expected[name]]
+    assert not broken, "\n".join(broken) + "\n" + run.stderr
+
+
+# One script, one checkpoint per case, each printing its values under a header: the script is
+# run fresh, computed, hit, hit with STATECACHE_MMAP=1 (which also shows that edits made after
+# the plain hit did not reach the entries), and hit once more so (edits after a mapped hit).
+PAYLOAD = DIGEST + """
 import statecache as sc
+
+print("== views")  # non-contiguous views, an offset, another dtype over one storage
 torch.manual_seed(0)
-with sc.checkpoint("a"):
+with sc.checkpoint("views"):
     base = torch.randn(512, 512)  # 1 MiB
-    t = base.T  # non-contiguous
-    every_other = base[::2, 1::3]  # non-contiguous, with an offset
+    t = base.T
+    every_other = base[::2, 1::3]
     tail = base[100:]
-    bits = base.view(torch.int32)  # another dtype over the same storage
+    bits = base.view(torch.int32)
 for name, v in [("base", base), ("t", t), ("every_other", every_other), ("tail", tail), ("bits", bits)]:
     print(name, digest(v), v.untyped_storage().data_ptr() == base.untyped_storage().data_ptr())
 every_other[0, 0] = 123.0
 tail[0, 0] = -5.0
 print("written through", base[0, 1].item(), base[100, 0].item(), t[0, 100].item())
-"""
 
-
-def test_views_share_one_storage_after_a_hit_and_it_is_stored_once(project: Project) -> None:
-    project.write("main.py", VIEWS)
-    out = check_hits(project)
-    assert out.count(" True\n") == 5 and "written through 123.0 -5.0 -5.0" in out
-    (entry,) = project.entries("a")
-    assert entry.stat().st_size < 1.2 * (512 * 512 * 4)  # five tensors, one storage
-    assert project.run("main.py", env={"STATECACHE_MMAP": "1"}).stdout == out
-
-
-DTYPES = DIGEST + """
-import statecache as sc
+print("== dtypes")  # every dtype, in the pickle stream and in a buffer section of its own
 names = sorted(n for n in dir(torch) if isinstance(getattr(torch, n), torch.dtype))
 names = [n for n in names if not n.startswith("q") and n == str(getattr(torch, n))[6:]]
 g = torch.Generator().manual_seed(0)
-with sc.checkpoint("a"):
+with sc.checkpoint("dtypes"):
     made = {}
     for n in names:
         dtype = getattr(torch, n)
-        for count in (3, 6000):  # in the pickle stream, and a buffer section of its own
+        for count in (3, 6000):
             raw = torch.randint(0, 256, (count * dtype.itemsize * 4,), dtype=torch.uint8, generator=g)
             made[n, count] = raw.view(dtype).reshape(count, 4)[1:, ::2]  # non-contiguous, offset
     grad = torch.ones(5000, requires_grad=True)
@@ -85,40 +81,19 @@ with sc.checkpoint("a"):
     neg = torch.randn(3000, dtype=torch.complex128, generator=g).conj().imag  # the neg bit
     tagged = torch.arange(10)
     tagged.note = "kept"
-for (n, count), t in made.items():
-    print(n, count, digest(t), t.dtype == getattr(torch, n))
+for (n, count), v in made.items():
+    print(n, count, digest(v), v.dtype == getattr(torch, n))
 print("grad", digest(grad), grad.is_leaf)
 print("frozen", type(frozen).__name__, frozen.requires_grad, digest(frozen))
 print("conj", conj.is_conj(), digest(conj), conj[:2].tolist())
 print("neg", neg.is_neg(), digest(neg), neg[:2].tolist())
 print("tagged", tagged.note, tagged.tolist())
-"""
 
-EXPECTED_DTYPES = [
-    "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32",
-    "float64", "complex64", "complex128",
-    *[n for n in ("float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64") if hasattr(torch, n)],
-]  # fmt: skip
-
-
-def test_every_dtype_non_contiguous_with_grad_conj_and_attributes_round_trips(project: Project) -> None:
-    project.write("main.py", DTYPES)
-    out = check_hits(project)
-    printed = {line.split()[0] for line in out.splitlines()}
-    assert set(EXPECTED_DTYPES) <= printed
-    made = [line for line in out.splitlines() if line.split()[0] in printed - {"grad", "frozen", "conj", "neg", "tagged"}]
-    assert made and all(line.endswith(" True") for line in made)
-    assert "conj True" in out and "neg True" in out and "tagged kept" in out
-    assert "frozen Parameter False" in out
-    assert project.run("main.py", env={"STATECACHE_MMAP": "1"}).stdout == out
-
-
-TRAINING = DIGEST + """
-import statecache as sc
+print("== training")  # a module and its optimizer, trained on after the block
 torch.manual_seed(0)
 X = torch.randn(256, 64)
 y = torch.randn(256, 4)
-with sc.checkpoint("a"):
+with sc.checkpoint("training"):
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 4))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(3):
@@ -132,7 +107,7 @@ print("same params", opt.param_groups[0]["params"][0] is model[0].weight)
 print("state_dict shares", weights["0.weight"].data_ptr() == model[0].weight.data_ptr())
 print("view shares", rows.data_ptr() == model[0].weight.data_ptr())
 print("saved loss", loss.item())
-for _ in range(2):  # training goes on from the restored state as from the computed one
+for _ in range(2):
     opt.zero_grad()
     loss = ((model(X) - y) ** 2).mean()
     loss.backward()
@@ -140,42 +115,80 @@ for _ in range(2):  # training goes on from the restored state as from the compu
 print("loss", loss.item())
 print("weights", digest(model[2].weight.detach()), digest(weights["0.weight"]))
 print("adam", {k: digest(v) for k, v in opt.state[model[0].bias].items()})
-"""
 
-
-def test_a_module_and_its_optimizer_restore_and_train_on_like_the_computed_ones(project: Project) -> None:
-    project.write("main.py", TRAINING)
-    out = check_hits(project)
-    assert "same params True" in out and "state_dict shares True" in out and "view shares True" in out
-    assert project.run("main.py", env={"STATECACHE_MMAP": "1"}).stdout == out
-
-
-MMAP_EDITS = """
-import torch
-import statecache as sc
-torch.manual_seed(0)
-with sc.checkpoint("a"):
+print("== edits")  # in-place edits after the block (on a hit: of restored, maybe mapped, data)
+with sc.checkpoint("edits"):
     big = torch.arange(1 << 20, dtype=torch.float32)
-    model = torch.nn.Linear(256, 256)
+    layer = torch.nn.Linear(256, 256)
     with torch.no_grad():
-        model.weight.fill_(0.25)
-print("restored", big[:3].tolist(), big[-1].item(), model.weight[0, :2].tolist())
-big.mul_(-1)  # in place, after the hit
+        layer.weight.fill_(0.25)
+print("restored", big[:3].tolist(), big[-1].item(), layer.weight[0, :2].tolist())
+big.mul_(-1)
 with torch.no_grad():
-    model.weight.add_(1)
-print("edited", big[:3].tolist(), model.weight[0, :2].tolist())
+    layer.weight.add_(1)
+print("edited", big[:3].tolist(), layer.weight[0, :2].tolist())
+
+print("== cloudpickle")  # a state plain pickle refuses: its tensors are stored the same way
+torch.manual_seed(0)
+with sc.checkpoint("cloudpickle"):
+    grid = torch.randn(256, 256)
+    column = grid[:, 3]
+    scale = lambda t: t * 2
+print(digest(column), column.untyped_storage().data_ptr() == grid.untyped_storage().data_ptr())
+print(digest(scale(grid)))
 """
 
+EXPECTED_DTYPES = [
+    "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32",
+    "float64", "complex64", "complex128",
+    *[n for n in ("float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64") if hasattr(torch, n)],
+]  # fmt: skip
 
-@pytest.mark.parametrize("mmap", ["1", "0"])
-def test_in_place_edits_after_a_hit_do_not_reach_the_entry(project: Project, mmap: str) -> None:
-    project.write("main.py", MMAP_EDITS)
-    env = {"STATECACHE_MMAP": mmap}
-    out = check_hits(project, env=env)
-    assert "restored [0.0, 1.0, 2.0] 1048575.0 [0.25, 0.25]" in out
-    assert "edited [-0.0, -1.0, -2.0] [1.25, 1.25]" in out
-    again = project.run("main.py", env=env)
-    assert again.hit("a") and again.stdout == out, again.stderr
+
+def test_tensors_modules_optimizers_and_views_round_trip_plain_and_mapped(project: Project) -> None:
+    """Every case computes, then hits with what a fresh run printed: plain, mapped (mmap=True)
+    after the plain hit edited its restored tensors in place, and mapped again after a mapped
+    hit edited them (copy-on-write: no edit reaches an entry)."""
+    project.write("main.py", PAYLOAD)
+    expected = sections(fresh(project, "main.py"))
+    assert sorted(expected) == sorted(CASES), expected
+    computed = project.run("main.py")
+    got = sections(computed.stdout)
+    for name in CASES:
+        assert computed.computed(name), f"{name}: the first run did not compute\n{computed.stderr}"
+        assert got.get(name) == expected[name], f"{name}: the computing run printed {got.get(name)!r}"
+    check_hits(project, {}, expected, "a plain hit")
+    check_hits(project, {"STATECACHE_MMAP": "1"}, expected, "a mapped hit after a plain hit's edits")
+    check_hits(project, {"STATECACHE_MMAP": "1"}, expected, "a mapped hit after a mapped hit's edits")
+
+    views = expected["views"]  # views share one storage after a hit, stored once
+    assert views.count(" True\n") == 5 and "written through 123.0 -5.0 -5.0" in views, views
+    (entry,) = project.entries("views")
+    assert entry.stat().st_size < 1.2 * (512 * 512 * 4)  # five tensors, one storage
+
+    dtypes = expected["dtypes"].splitlines()  # every dtype, non-contiguous, grad, conj, attributes
+    printed = {line.split()[0] for line in dtypes}
+    assert set(EXPECTED_DTYPES) <= printed, printed
+    made = [line for line in dtypes if line.split()[0] in printed - {"grad", "frozen", "conj", "neg", "tagged"}]
+    assert made and all(line.endswith(" True") for line in made)
+    text = expected["dtypes"]
+    assert "conj True" in text and "neg True" in text and "tagged kept" in text
+    assert "frozen Parameter False" in text
+
+    training = expected["training"]  # a module and its optimizer restore and train on
+    assert "same params True" in training and "state_dict shares True" in training, training
+    assert "view shares True" in training, training
+
+    edits = expected["edits"]  # in-place edits after a hit do not reach the entry
+    assert "restored [0.0, 1.0, 2.0] 1048575.0 [0.25, 0.25]" in edits, edits
+    assert "edited [-0.0, -1.0, -2.0] [1.25, 1.25]" in edits, edits
+
+    cloud = expected["cloudpickle"]  # tensors in a state that needs cloudpickle: stored the same
+    assert cloud.splitlines()[0].endswith(" True"), cloud
+    (entry,) = project.entries("cloudpickle")
+    assert entry.stat().st_size < 1.2 * (256 * 256 * 4)
+    shown = json.loads(project.run("-m", "statecache", "show", "cloudpickle", "--json").stdout)
+    assert shown["pickler"] == "cloudpickle"
 
 
 def test_mmap_restores_tensors_as_maps_of_the_entry_file(tmp_path) -> None:
@@ -288,8 +301,11 @@ with sc.checkpoint("a"):
     d = {"k": [1, 2.0, "s"]}
 print(int(x.sum()), d, "torch" in sys.modules)
 """)
-    out = check_hits(project)
-    assert out.endswith("False\n")
+    expected = fresh(project, "main.py")
+    assert project.run("main.py").computed("a")
+    hit = project.run("main.py")
+    assert hit.hit("a") and hit.stdout == expected, hit.stderr
+    assert expected.endswith("False\n")
 
 
 def test_the_writer_loads_no_torch_of_its_own(tmp_path) -> None:
@@ -303,22 +319,3 @@ def test_the_writer_loads_no_torch_of_its_own(tmp_path) -> None:
     finally:
         sys.modules["torch"] = saved
     assert tensor_reducer() is not None
-
-
-def test_tensors_in_a_state_that_needs_cloudpickle_are_stored_the_same_way(project: Project) -> None:
-    project.write("main.py", DIGEST + """
-import statecache as sc
-torch.manual_seed(0)
-with sc.checkpoint("a"):
-    base = torch.randn(256, 256)
-    view = base[:, 3]
-    scale = lambda t: t * 2  # plain pickle refuses it: cloudpickle saves the state
-print(digest(view), view.untyped_storage().data_ptr() == base.untyped_storage().data_ptr())
-print(digest(scale(base)))
-""")
-    out = check_hits(project)
-    assert out.splitlines()[0].endswith(" True")
-    (entry,) = project.entries("a")
-    assert entry.stat().st_size < 1.2 * (256 * 256 * 4)
-    shown = json.loads(project.run("-m", "statecache", "show", "a", "--json").stdout)
-    assert shown["pickler"] == "cloudpickle"
