@@ -19,7 +19,6 @@ import __future__
 import ast
 import bisect
 import dis
-import linecache
 import struct
 import sys
 import types
@@ -30,8 +29,8 @@ import xxhash
 
 from .astdigest import ast_digest
 from .hashing import U64, encode_str
+from .parsing import current_lines, parse_lines
 from .provenance import is_user_file
-from .source import parse_lines
 
 _FUTURE_MASK = 0
 for _feature in __future__.all_feature_names:
@@ -45,7 +44,7 @@ class _Unit:
     __slots__ = ("compiled", "filename", "flags", "imports", "lines", "spans", "tree")
 
     def __init__(self, lines: list[str], filename: str):
-        self.lines = lines  # identity: linecache returns the same list while the text is the same
+        self.lines = lines  # identity: current_lines returns the same list while the text is the same
         self.filename = filename
         self.tree: ast.Module | None = None
         self.compiled: dict[tuple[str, int], types.CodeType | None] = {}
@@ -130,8 +129,7 @@ def code_digest(co: types.CodeType) -> bytes:
     filename = co.co_filename
     if not is_user_file(filename):  # installed code is compiled whole, from its .pyc
         return b"bc" + bytecode_digest(co)
-    linecache.checkcache(filename)  # keeps entries without an mtime: IPython cells, live mode
-    lines = linecache.getlines(filename)
+    lines = current_lines(filename)
     hit = _DIGESTS.get(id(co))
     if hit is not None and hit[0] is co and hit[1] is (lines or None):
         return hit[2]
@@ -148,8 +146,7 @@ def source_node(co: types.CodeType) -> ast.AST | None:
     filename = co.co_filename
     if not is_user_file(filename):
         return None
-    linecache.checkcache(filename)
-    lines = linecache.getlines(filename)
+    lines = current_lines(filename)
     return _source_node(co, filename, lines) if lines else None
 
 
@@ -161,9 +158,7 @@ def frame_edited_after_loading(frame: types.FrameType) -> bytes:
     that loads the new text computes again."""
     co = frame.f_code
     filename = co.co_filename
-    if filename and not filename.startswith("<"):
-        linecache.checkcache(filename)
-    lines = linecache.getlines(filename, frame.f_globals) if filename else []
+    lines = current_lines(filename, frame.f_globals) if filename else []
     if lines and _runs_text(co, filename, lines, frame.f_lineno):
         return b""
     return b"ran" + bytecode_digest(co)

@@ -7,7 +7,6 @@ saved while the script runs never keys what the old text computed.
 from __future__ import annotations
 
 import ast
-import linecache
 import os
 import struct
 import time
@@ -19,6 +18,7 @@ import xxhash
 from .code import bytecode_digest, code_digest
 from .hashing import encode_str
 from .importwatch import LoadedSource, loaded_source
+from .parsing import current_lines, parse_lines
 from .stamps import stat_stamp
 
 #: A deterministic digest of any value (the value walker's), or None when it cannot give one.
@@ -159,9 +159,8 @@ def _stale_data(
     same value in every run keys the same: no miss on every run); when neither can give one,
     the marker is unique to this process, so nothing saved from it is ever reused (a miss,
     never a stale hit)."""
-    linecache.checkcache(path)
     try:
-        tree = ast.parse("".join(linecache.getlines(path)), path)
+        tree = parse_lines(path, current_lines(path))
     except (SyntaxError, ValueError):
         return []
     stale: list[tuple[str, bytes]] = []

@@ -6,13 +6,13 @@ imports, attribute chains and environment variables it reads, and the file's che
 from __future__ import annotations
 
 import ast
-import linecache
 import sys
 from types import CodeType, FrameType
 from typing import NamedTuple
 
 from .._errors import SourceNotFoundError, StateCacheError
 from .names import analyse_names
+from .parsing import current_lines, parse_lines
 
 __all__ = [
     "Block",
@@ -53,7 +53,6 @@ class Block(NamedTuple):
         )
 
 
-_parsed: dict[tuple[str, int], tuple[str, ast.Module]] = {}
 _blocks: dict[tuple[str, int, int], Block] = {}
 
 
@@ -61,8 +60,7 @@ def source_lines(frame: FrameType) -> list[str]:
     """The current source of the frame's file (also IPython cells, which linecache holds, and
     the program of ``python -c``); empty when it cannot be known for sure."""
     filename = frame.f_code.co_filename
-    linecache.checkcache(filename)
-    lines = linecache.getlines(filename, frame.f_globals)
+    lines = current_lines(filename, frame.f_globals)
     if filename == "<string>":
         # python -c and exec() of a string share this name: use a text only if it compiles to
         # the very code that is running, so that an exec'd string never borrows -c's source.
@@ -95,19 +93,6 @@ def _contains_code(code: CodeType, target: CodeType) -> bool:
     if (code.co_code, code.co_name, code.co_firstlineno) == (target.co_code, target.co_name, target.co_firstlineno):
         return True
     return any(isinstance(c, CodeType) and _contains_code(c, target) for c in code.co_consts)
-
-
-def parse_lines(filename: str, lines: list[str]) -> ast.Module:
-    """The AST of a source text, parsed once per text (the block finder and the code keys
-    share it); raises SyntaxError (or ValueError for a null byte) when it does not parse."""
-    text = "".join(lines)
-    cache_key = (filename, hash(text))
-    cached = _parsed.get(cache_key)
-    if cached is not None and cached[0] == text:
-        return cached[1]
-    tree = ast.parse(text, filename)
-    _parsed[cache_key] = (text, tree)
-    return tree
 
 
 def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
