@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from test_redteam import fresh
+from multicase import assert_cases, case_values, fresh_values
 
 # -- what a module the block imports first reads of the process --------------------------------
 
@@ -52,6 +52,7 @@ MODULES = {
 IMPORTS_SCRIPT = """
 import os
 import statecache as sc
+BLOCKS = %r
 import env_above
 os.chdir(os.environ['D'])
 
@@ -93,10 +94,12 @@ with sc.checkpoint('later'):
     import env_later
     base = env_later.BASE
 outer = load()
-print(top, call, flag, apps, here, data, above, again, via, base, outer)
+values = [top, call, flag, apps, here, data, above, again, via, base, outer]
+for case, value in zip(BLOCKS, values):
+    print('y', case, repr(value))
 """
 
-BLOCKS = ("top", "call", "flag", "all", "cwd", "file", "above", "above_again", "via", "later", "setup")
+BLOCKS = ["top", "call", "flag", "all", "cwd", "file", "above", "above_again", "via", "later", "setup"]
 
 
 def test_what_a_module_the_block_imports_first_reads_of_the_process_is_in_the_key(project: Project) -> None:
@@ -105,24 +108,26 @@ def test_what_a_module_the_block_imports_first_reads_of_the_process_is_in_the_ke
     project.write("scale.txt", "4")
     (project.root / "one").mkdir()
     (project.root / "two").mkdir()
-    project.write("script.py", IMPORTS_SCRIPT)
+    project.write("script.py", IMPORTS_SCRIPT % BLOCKS)
     before = {"S": "1", "T": "2", "APP_X": "a", "D": "one", "LATER": "x"}
     first = project.run("script.py", env=before)
-    assert all(first.computed(b) for b in BLOCKS), first.stderr
+    assert_cases(first, BLOCKS, hit=False, fresh=fresh_values(project, "script.py", before))
     # what importing env_later runs does not read LATER: changing it keeps every hit but those
     # of the blocks whose modules read the whole environment (env_all, env_conf's computed key)
     again = project.run("script.py", env={**before, "LATER": "y"})
-    whole = ("all", "via")
-    assert all(again.computed(b) for b in whole), again.stderr
-    assert all(again.hit(b) for b in BLOCKS if b not in whole), again.stderr
-    assert again.stdout == first.stdout == fresh(project, "script.py", env=before)
+    whole = ["all", "via"]
+    assert_cases(again, [b for b in BLOCKS if b not in whole], hit=True, fresh=case_values(first))
+    assert_cases(again, whole, hit=False, fresh=case_values(first))
     after = {"S": "5", "T": "3", "APP_X": "b", "D": "two", "LATER": "x"}
     project.write("scale.txt", "7")
+    fresh = fresh_values(project, "script.py", after)
+    changes = [b for b in BLOCKS if b != "later"]
+    for case in changes:
+        assert fresh[case] != case_values(first)[case], f"{case}: the change must change the result to test anything"
     changed = project.run("script.py", env=after)
-    assert changed.stdout == fresh(project, "script.py", env=after) != first.stdout, changed.stderr
-    assert all(changed.computed(b) for b in BLOCKS if b != "later"), changed.stderr
-    rerun = project.run("script.py", env=after)
-    assert all(rerun.hit(b) for b in BLOCKS) and rerun.stdout == changed.stdout, rerun.stderr
+    assert_cases(changed, changes, hit=False, fresh=fresh)
+    assert_cases(changed, ["later"], hit=True, fresh=fresh)
+    assert_cases(project.run("script.py", env=after), BLOCKS, hit=True, fresh=case_values(changed))
 
 
 def test_import_time_reads_are_what_importing_runs(tmp_path: Path) -> None:
@@ -178,7 +183,8 @@ with sc.checkpoint('through_module'):
     c = helpers.via_module(rows)
 with sc.checkpoint('frame_to_numpy'):
     d = str(frame.to_numpy())
-print(a, b, c, d, sep='|')
+for case, value in zip(['pandas_inside', 'numpy_inside', 'through_module', 'frame_to_numpy'], [a, b, c, d]):
+    print('y', case, repr(value))
 """
 
 CONTAINED_SETTINGS = SETTINGS_ABOVE + """
@@ -197,7 +203,8 @@ with sc.checkpoint('decimal_in_object'):
     c = str(boxed[0].value / 7)
 with sc.checkpoint('helper_of_a_helper'):
     d = helpers.report(rows)
-print(a, b, c, d, sep='|')
+for case, value in zip(['dict_of_frames', 'list_of_arrays', 'decimal_in_object', 'helper_of_a_helper'], [a, b, c, d]):
+    print('y', case, repr(value))
 """
 
 HELPERS = """
@@ -227,24 +234,25 @@ FRAMES_OF = "import pandas\n\n\ndef make(rows):\n    return repr(pandas.DataFram
 FMT_TOP = "import pandas as pd\n\n\ndef table(rows):\n    return repr(pd.DataFrame(rows))\n"
 
 
-def check_settings(project: Project, script: str, blocks: tuple[str, ...]) -> None:
+def check_settings(project: Project, script: str, blocks: list[str]) -> None:
     project.write("helpers.py", HELPERS)
     project.write("frames_of.py", FRAMES_OF)
     project.write("fmt_top.py", FMT_TOP)
     project.write("script.py", script)
     first = project.run("script.py", env={"V": "2"})
-    assert all(first.computed(b) for b in blocks), first.stderr
-    again = project.run("script.py", env={"V": "2"})
-    assert all(again.hit(b) for b in blocks) and again.stdout == first.stdout, again.stderr
+    assert_cases(first, blocks, hit=False)
+    assert_cases(project.run("script.py", env={"V": "2"}), blocks, hit=True, fresh=case_values(first))
+    fresh = fresh_values(project, "script.py", {"V": "5"})
+    for case in blocks:
+        assert fresh[case] != case_values(first)[case], f"{case}: the setting must change the result to test anything"
     changed = project.run("script.py", env={"V": "5"})
-    assert changed.stdout == fresh(project, "script.py", env={"V": "5"}) != first.stdout, changed.stderr
-    assert all(changed.computed(b) for b in blocks), changed.stderr
-    assert all(project.run("script.py", env={"V": "5"}).hit(b) for b in blocks)
+    assert_cases(changed, blocks, hit=False, fresh=fresh)
+    assert_cases(project.run("script.py", env={"V": "5"}), blocks, hit=True, fresh=fresh)
 
 
 def test_a_library_setting_reached_through_an_import_in_a_helper_is_in_the_key(project: Project) -> None:
     pytest.importorskip("pandas")
-    check_settings(project, IMPORTED_SETTINGS, ("pandas_inside", "numpy_inside", "through_module", "frame_to_numpy"))
+    check_settings(project, IMPORTED_SETTINGS, ["pandas_inside", "numpy_inside", "through_module", "frame_to_numpy"])
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -255,7 +263,7 @@ def test_a_library_setting_reached_through_an_import_in_a_helper_is_in_the_key(p
 def test_a_library_setting_reached_through_a_container_or_a_helpers_helper_is_in_the_key(project: Project) -> None:
     pytest.importorskip("pandas")
     check_settings(project, CONTAINED_SETTINGS,
-                   ("dict_of_frames", "list_of_arrays", "decimal_in_object", "helper_of_a_helper"))
+                   ["dict_of_frames", "list_of_arrays", "decimal_in_object", "helper_of_a_helper"])
 
 
 def test_settings_at_their_defaults_count_as_none() -> None:
