@@ -316,16 +316,22 @@ _ATTR_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 _SKIP_OPS = frozenset({"EXTENDED_ARG", "CACHE"})
 
 
-def scan_refs(co: types.CodeType, chains: dict[tuple[str, ...], None], imports: dict[tuple[Any, ...], None]) -> None:
+def scan_refs(
+    co: types.CodeType,
+    chains: dict[tuple[str, ...], None],
+    imports: dict[tuple[Any, ...], None],
+    stored_into: dict[tuple[str, ...], None] | None = None,
+) -> None:
     """Add the global names ``co`` (and its nested code) loads, each with the attribute chain
     that follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), and its imports (module,
-    level, fromlist), in code order."""
+    level, fromlist), in code order. With ``stored_into``, a load that is only the target of
+    an item or attribute store (``TIMINGS[name] = t``, ``STATS.last = t``, ``del CACHE[k]``)
+    goes there instead of ``chains``: it cannot change what the code computes."""
     chain: list[str] | None = None
     consts: list[Any] = [None, None]
-    for ins in dis.get_instructions(co):
+    instructions = [ins for ins in dis.get_instructions(co) if ins.opname not in _SKIP_OPS]
+    for at, ins in enumerate(instructions):
         op = ins.opname
-        if op in _SKIP_OPS:
-            continue
         if op in _ATTR_OPS and chain is not None and isinstance(ins.argval, str):
             chain.append(ins.argval)
             continue
@@ -333,7 +339,10 @@ def scan_refs(co: types.CodeType, chains: dict[tuple[str, ...], None], imports: 
             chains[tuple(chain)] = None
             chain = None
         if op in _GLOBAL_OPS and isinstance(ins.argval, str):
-            chain = [ins.argval]
+            if stored_into is not None and store_target(instructions, at):
+                stored_into[(ins.argval,)] = None
+            else:
+                chain = [ins.argval]
         elif op == "IMPORT_NAME":
             level = consts[0] if isinstance(consts[0], int) else 0
             imports[(str(ins.argval), level, consts[1] if isinstance(consts[1], tuple) else None)] = None
@@ -343,7 +352,42 @@ def scan_refs(co: types.CodeType, chains: dict[tuple[str, ...], None], imports: 
         chains[tuple(chain)] = None
     for const in co.co_consts:
         if isinstance(const, types.CodeType):
-            scan_refs(const, chains, imports)
+            scan_refs(const, chains, imports, stored_into)
+
+
+#: Instructions that push one value and pop nothing: what a store's key may be made of.
+_PUSH_OPS = frozenset({"LOAD_CONST", "LOAD_SMALL_INT", "LOAD_FAST", "LOAD_FAST_BORROW", "LOAD_DEREF",
+                       "LOAD_FAST_CHECK", "LOAD_CLOSURE"})
+
+
+def store_target(instructions: list[dis.Instruction], at: int) -> bool:
+    """Whether the global loaded at ``instructions[at]`` is used only as the object of an
+    item or attribute store or delete. The key between the load and the store may be made of
+    constants, locals and cells, attributes of them and operators on them; anything else (a
+    call, a second use of the value: ``+=``, ``.get``, ``in``) is a read, and counts."""
+    load = instructions[at]
+    if sys.version_info >= (3, 11) and (load.arg or 0) & 1:
+        return False  # pushes NULL too: the global is called
+    above = 0  # values pushed on top of the global since it was loaded
+    for ins in instructions[at + 1:]:
+        op = ins.opname
+        if op in ("STORE_ATTR", "DELETE_ATTR"):
+            return above == 0
+        if op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+            return above == 1
+        if op in _PUSH_OPS:
+            above += 1
+        elif op in ("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"):
+            above += 2
+        elif op == "LOAD_ATTR" and above >= 1 and not (sys.version_info >= (3, 12) and (ins.arg or 0) & 1):
+            continue  # an attribute of the key (not a method to call)
+        elif op.startswith("BINARY_") and op != "BINARY_SLICE" and above >= 2:
+            above -= 1
+        elif op == "BUILD_TUPLE" and isinstance(ins.arg, int) and 1 <= ins.arg <= above:
+            above -= ins.arg - 1
+        else:
+            return False
+    return False
 
 
 def stored_globals(co: types.CodeType) -> tuple[str, ...]:

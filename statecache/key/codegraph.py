@@ -39,7 +39,8 @@ END = object()
 # cache (changes with isinstance calls).
 CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__slotnames__", "__module__", "_abc_impl"})
 
-_Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]
+#: (the chains the code reads, its imports, the globals it only stores into: see ``code_refs_of``)
+_Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...], tuple[tuple[str, ...], ...]]
 
 
 _PROCESS: dict[int, tuple[types.CodeType, object, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
@@ -445,14 +446,18 @@ class CodeGraph:
                 self._feed(h, val, ctx)
 
     def code_refs_of(self, co: types.CodeType) -> _Refs:
-        """Global names the code (and its nested code) loads, each with the attribute chain that
-        follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), and its imports, in code order."""
+        """Global names the code (and its nested code) reads, each with the attribute chain that
+        follows it (``helpers.SCALE`` -> ("helpers", "SCALE")), its imports, in code order, and
+        the globals it only stores into by item or attribute (``TIMINGS[name] = t``), which
+        cannot change what it computes: they are left out of its key, not of what it changes."""
         hit = self._code_refs.get(id(co))
         if hit is None:
             chains: dict[tuple[str, ...], None] = {}
             imports: dict[tuple[Any, ...], None] = {}
-            scan_refs(co, chains, imports)
-            hit = self._code_refs[id(co)] = (tuple(chains), tuple(imports))
+            stored_into: dict[tuple[str, ...], None] = {}
+            scan_refs(co, chains, imports, stored_into)
+            written = tuple(c for c in stored_into if c not in chains)
+            hit = self._code_refs[id(co)] = (tuple(chains), tuple(imports), written)
             self._keep.append(co)
         return hit
 

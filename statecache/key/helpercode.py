@@ -51,7 +51,8 @@ def _chain_values(fn: types.FunctionType, graph: CodeGraph) -> Iterable[tuple[Sl
     """Each global ``fn`` reads and each attribute of the user's modules along the chains that
     follow it (``helpers.TABLE``), with where it lives and its current value."""
     glb = fn.__globals__
-    for chain in graph.code_refs_of(fn.__code__)[0]:
+    reads, _imports, stored_into = graph.code_refs_of(fn.__code__)
+    for chain in (*reads, *stored_into):  # a global stored into by item is changed in place
         holder, name = glb, chain[0]
         value = holder.get(name, _END)
         if value is _END:
