@@ -142,6 +142,8 @@ def _frame_variables(func: types.FunctionType) -> tuple[str, dict[int, str]] | N
     Where the frames cannot be read, the cells named like the variables of a frame the
     function's qualified name places it in are taken for them (the load then warns)."""
     free = func.__code__.co_freevars
+    if not free:
+        return None
     closure = func.__closure__ or ()
     frame = sys._getframe(1)
     while frame is not None:
