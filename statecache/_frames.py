@@ -13,6 +13,10 @@ its events and is put back afterwards.
 
 Writing: module and class frames hold a dict; function frames (before 3.13, PEP 667) keep fast
 locals that a ``f_locals`` dict only mirrors, so writes go through ``PyFrame_LocalsToFast``.
+
+Cells: ``frame_cells`` gives the cell objects of a function frame's variables that nested
+functions close over (for a restored function to share them), read from the fast locals of
+the CPython builds whose layout it checks.
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ def _fast_locals(frame: FrameType) -> Any:
     None when the frame's layout is not the expected one."""
     import ctypes
 
-    if sys.version_info >= (3, 14) or ctypes.sizeof(ctypes.c_void_p) != 8:
+    if sys.version_info >= (3, 14) or ctypes.sizeof(ctypes.c_void_p) != 8 or not _default_build():
         return None
     head = object.__basicsize__  # PyObject_HEAD (16 in a default build)
     n = len(_slot_names(frame.f_code))
@@ -196,6 +200,14 @@ def _fast_locals(frame: FrameType) -> Any:
             return None
         start = data + 72
     return ctypes.cast(start, ctypes.POINTER(ctypes.c_void_p * n))[0]
+
+
+def _default_build() -> bool:
+    """CPython built with the GIL: the frame layouts ``_fast_locals`` knows (not PyPy, whose
+    frames are no C structs, nor a free-threaded build, whose object header differs)."""
+    import sysconfig
+
+    return sys.implementation.name == "cpython" and not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
 def _cells_in(frame: FrameType, slots: Any) -> dict[str, Any] | None:
