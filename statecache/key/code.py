@@ -152,7 +152,8 @@ def source_node(co: types.CodeType) -> ast.AST | None:
 
 def frame_edited_after_loading(frame: types.FrameType) -> bytes:
     """``b""`` when the code the frame runs is what its file's current text compiles to (the
-    whole file, the one statement live mode compiled, or the function); else ``b"ran"`` + the
+    whole file, the one statement live mode compiled, or the function, lines without code
+    aside: ``running_lines``); else ``b"ran"`` + the
     running code's bytecode digest. A checkpoint whose key is read from the text mixes this
     in, so that a file saved while the script ran never keys the old code's result: the run
     that loads the new text computes again."""
@@ -161,7 +162,63 @@ def frame_edited_after_loading(frame: types.FrameType) -> bytes:
     lines = current_lines(filename, frame.f_globals) if filename else []
     if lines and _runs_text(co, filename, lines, frame.f_lineno):
         return b""
+    if lines and _moved_line(filename, lines, co, frame.f_lasti) is not None:
+        return b""  # the same code, its lines moved by lines without code: the text keys it
     return b"ran" + bytecode_digest(co)
+
+
+def running_lines(frame: types.FrameType) -> tuple[list[str], int] | None:
+    """The text of a file the frame's code was compiled from, with the frame's line in it:
+    the file now, when it compiles to exactly the running code (positions too); else the text
+    it was loaded from (the import watch's for a module, ``maintext``'s for the script), when
+    that does; else the file now when it differs only in lines without code (comments, blank
+    lines added or removed), with the frame's line moved to match. None when the file was
+    edited and what ran cannot be known: the file's text is not that code's."""
+    co = frame.f_code
+    filename = co.co_filename
+    lines = current_lines(filename, frame.f_globals)
+    if lines and _compiles_to(_unit(filename, lines), co):
+        return lines, frame.f_lineno
+    for text in _loaded_texts(frame):
+        try:
+            loaded = text.decode("utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            continue
+        if _compiles_to(_Unit(loaded, filename), co):
+            return loaded, frame.f_lineno
+    return _moved_line(filename, lines, co, frame.f_lasti) if lines else None
+
+
+def _loaded_texts(frame: types.FrameType) -> list[bytes]:
+    from .importwatch import loaded_source
+    from .maintext import kept
+
+    module = sys.modules.get(str(frame.f_globals.get("__name__")))
+    found = loaded_source(module) if module is not None else None
+    texts = [found.text] if found is not None and found.text is not None else []
+    script = kept(frame.f_code.co_filename)
+    return [*texts, script] if script is not None else texts
+
+
+def _compiles_to(unit: _Unit, co: types.CodeType) -> bool:
+    """Whether the text compiles (whole) to exactly ``co``, lines and columns included."""
+    whole = unit.compiled_as("whole", 0) if unit.tree is not None else None
+    return whole is not None and any(c == co for c in _codes(whole))
+
+
+def _moved_line(filename: str, lines: list[str], co: types.CodeType, lasti: int) -> tuple[list[str], int] | None:
+    """The text now and the line of instruction ``lasti`` in it, when it compiles to ``co``
+    but for positions (one code object of that name: no doubt which one runs)."""
+    unit = _unit(filename, lines)
+    whole = unit.compiled_as("whole", 0) if unit.tree is not None else None
+    name = getattr(co, "co_qualname", co.co_name)
+    same = [c for c in _codes(whole) if getattr(c, "co_qualname", c.co_name) == name and same_code(c, co)] if whole else []
+    if len(same) != 1:
+        return None
+    for start, end, line in same[0].co_lines():
+        if start <= lasti < end and line is not None:
+            return lines, line
+    return None
 
 
 def _runs_text(co: types.CodeType, filename: str, lines: list[str], lineno: int) -> bool:

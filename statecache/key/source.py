@@ -6,11 +6,14 @@ imports, attribute chains and environment variables it reads, and the file's che
 from __future__ import annotations
 
 import ast
+import linecache
 import sys
 from types import CodeType, FrameType
 from typing import NamedTuple
 
 from .._errors import SourceNotFoundError, StateCacheError
+from . import maintext
+from .code import running_lines
 from .names import analyse_names
 from .parsing import current_lines, parse_lines
 
@@ -54,6 +57,8 @@ class Block(NamedTuple):
 
 
 _blocks: dict[tuple[str, int, int], Block] = {}
+
+maintext.keep()  # at the first checkpoint, if ``import statecache`` did not do it already
 
 
 def source_lines(frame: FrameType) -> list[str]:
@@ -105,6 +110,10 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
     lineno = frame.f_lineno
     lines = source_lines(frame)
     where = f"{filename}:{lineno}"
+    if lines and _read_from_disk(filename):
+        ran = running_lines(frame)  # the file may have been saved since it was loaded
+        if ran is not None:
+            lines, lineno = ran
     if not lines:
         raise SourceNotFoundError(
             f"{what} at {where}: the source of this block cannot be read (code run with "
@@ -151,6 +160,15 @@ def find_with_block(frame: FrameType, what: str = "checkpoint") -> Block:
     )
     _blocks[cache_key] = block
     return block
+
+
+def _read_from_disk(filename: str) -> bool:
+    """A file's text as read from disk, which an editor may have saved since Python loaded it
+    (not an IPython cell or the text live mode runs, which linecache holds without a stamp)."""
+    if filename.startswith("<"):
+        return False
+    entry = linecache.cache.get(filename)
+    return entry is None or len(entry) < 2 or entry[1] is not None
 
 
 def _innermost_with(tree: ast.AST, lineno: int) -> ast.With | ast.AsyncWith | None:
