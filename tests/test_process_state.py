@@ -149,14 +149,19 @@ ARGPARSE = """
 import argparse
 import statecache as sc
 from helpers import options
-with sc.checkpoint("a"):
-    {body}
-print("n", n)
+with sc.checkpoint("in_block"):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--n', type=int)
+    n = parser.parse_args().n * 10
+print("in_block", n)
+with sc.checkpoint("helper"):
+    n = options().n * 10
+print("helper", n)
 """
 
 
 def test_arguments_read_through_a_library_are_inputs(project: Project) -> None:
-    # argparse reads sys.argv inside the standard library, through a helper or in the block
+    # argparse reads sys.argv inside the standard library, in the block or through a helper
     project.write("helpers.py", """
 import argparse
 def options():
@@ -164,41 +169,47 @@ def options():
     parser.add_argument("--n", type=int, default=1)
     return parser.parse_args()
 """)
-    bodies = (
-        "parser = argparse.ArgumentParser()\n    parser.add_argument('--n', type=int)\n"
-        "    n = parser.parse_args().n * 10",
-        "n = options().n * 10",
-    )
-    for i, body in enumerate(bodies):
-        project.write(f"s{i}.py", ARGPARSE.format(body=body))
-        first = project.run(f"s{i}.py", "--n", "3")
-        assert "n 30" in first.stdout and first.computed("a")
-        assert project.run(f"s{i}.py", "--n", "3").hit("a")
-        out = reruns(project, f"s{i}.py", "--n", "5")
-        assert "n 50" in out and out == fresh(project, f"s{i}.py", "--n", "5")
+    project.write("script.py", ARGPARSE)
+    first = project.run("script.py", "--n", "3")
+    unchanged = project.run("script.py", "--n", "3")
+    second = project.run("script.py", "--n", "5")
+    third = project.run("script.py", "--n", "5")
+    for name in ("in_block", "helper"):
+        assert f"{name} 30" in first.stdout.splitlines() and first.computed(name), (name, first.stderr)
+        assert unchanged.hit(name), (name, unchanged.stderr)
+        assert f"{name} 50" in second.stdout.splitlines() and second.computed(name), (name, second.stderr)
+        assert third.hit(name), (name, third.stderr)
+    assert third.stdout == second.stdout == fresh(project, "script.py", "--n", "5")
+
+
+ENV_READS = {
+    "in": "n = 'FAST' in os.environ",
+    "not_in": "n = 'FAST' not in os.environ",
+    "whole": "n = sorted(k for k in dict(os.environ) if k.startswith('FAST'))",
+    "loop": "n = [k for k in os.environ if k == 'FAST']",
+    "setdefault": "n = os.environ.setdefault('FAST', 'no')",  # sets FAST: after the others
+}
+# pop takes FAST away from what a later block reads: a script of its own
+ENV_POP = {"pop": "n = os.environ.pop('FAST', 'no')"}
 
 
 def test_environment_variables_tested_or_defaulted_are_inputs(project: Project) -> None:
-    bodies = {
-        "in": "n = 'FAST' in os.environ",
-        "not in": "n = 'FAST' not in os.environ",
-        "setdefault": "n = os.environ.setdefault('FAST', 'no')",
-        "pop": "n = os.environ.pop('FAST', 'no')",
-        "whole": "n = sorted(k for k in dict(os.environ) if k.startswith('FAST'))",
-        "loop": "n = [k for k in os.environ if k == 'FAST']",
-    }
-    for i, body in enumerate(bodies.values()):
-        project.write(f"s{i}.py", f"""
-import os
-import statecache as sc
-with sc.checkpoint("a"):
-    {body}
-print("n", n)
-""")
-        first = project.run(f"s{i}.py")
-        assert first.computed("a") and project.run(f"s{i}.py").hit("a")
-        out = reruns(project, f"s{i}.py", env={"FAST": "yes"})
-        assert out == fresh(project, f"s{i}.py", env={"FAST": "yes"}) != first.stdout, body
+    for script, bodies in (("s0.py", ENV_READS), ("s1.py", ENV_POP)):
+        project.write(script, "import os\nimport statecache as sc\n" + "".join(
+            f"with sc.checkpoint({name!r}):\n    {body}\nprint({name!r}, n)\n" for name, body in bodies.items()
+        ))
+        first = project.run(script)
+        unchanged = project.run(script)
+        changed = project.run(script, env={"FAST": "yes"})
+        again = project.run(script, env={"FAST": "yes"})
+        expected = fresh(project, script, env={"FAST": "yes"})
+        for name, body in bodies.items():
+            assert first.computed(name) and unchanged.hit(name), (body, unchanged.stderr)
+            assert changed.computed(name), (body, changed.stderr)
+            assert again.hit(name), (body, again.stderr)
+            line = [ln for ln in changed.stdout.splitlines() if ln.split()[0] == name]
+            assert line and line[0] not in first.stdout.splitlines(), (body, changed.stdout, first.stdout)
+        assert changed.stdout == again.stdout == expected
 
 
 def test_a_volatile_variable_does_not_change_a_block_reading_the_whole_environment(project: Project) -> None:
@@ -213,30 +224,30 @@ print("n", n)
     assert project.run("script.py", env={"OLDPWD": "/b"}).hit("a")
 
 
+CWD_READS = {
+    "getcwd": "n = os.getcwd()",
+    "abspath": "n = os.path.abspath('data')",
+    "realpath": "n = os.path.realpath('.')",
+    "resolve": "n = str(Path('data').resolve())",
+    "cwd": "n = str(Path.cwd())",
+}
+
+
 def test_the_working_directory_is_an_input_when_the_block_resolves_paths(project: Project) -> None:
-    bodies = (
-        "n = os.getcwd()",
-        "n = os.path.abspath('data')",
-        "n = os.path.realpath('.')",
-        "n = str(Path('data').resolve())",
-        "n = str(Path.cwd())",
-    )
     (project.root / "sub").mkdir()
-    for i, body in enumerate(bodies):
-        project.write(f"s{i}.py", f"""
-import os
-from pathlib import Path
-import statecache as sc
-with sc.checkpoint("a"):
-    {body}
-print("n", n)
-""")
-        first = project.run(f"s{i}.py")
-        assert first.computed("a") and project.run(f"s{i}.py").hit("a")
-        other = run_in(project, "sub", f"../s{i}.py")
-        assert other.computed("a"), (body, other.stderr)
-        assert other.stdout != first.stdout
-        assert run_in(project, "sub", f"../s{i}.py").hit("a")
+    project.write("script.py", "import os\nfrom pathlib import Path\nimport statecache as sc\n" + "".join(
+        f"with sc.checkpoint({name!r}):\n    {body}\nprint({name!r}, n)\n" for name, body in CWD_READS.items()
+    ))
+    first = project.run("script.py")
+    unchanged = project.run("script.py")
+    other = run_in(project, "sub", "../script.py")
+    again = run_in(project, "sub", "../script.py")
+    for name, body in CWD_READS.items():
+        assert first.computed(name) and unchanged.hit(name), (body, unchanged.stderr)
+        assert other.computed(name), (body, other.stderr)
+        line = [ln for ln in other.stdout.splitlines() if ln.split()[0] == name]
+        assert line and line[0] not in first.stdout.splitlines(), (body, other.stdout)
+        assert again.hit(name), (body, again.stderr)
 
 
 SEEDS = {
@@ -247,24 +258,22 @@ SEEDS = {
 }
 
 
-@pytest.mark.parametrize("generator", list(SEEDS))
-def test_a_block_seeding_its_own_generator_hits(project: Project, generator: str) -> None:
-    imports, seed, draw = SEEDS[generator]
-    if generator == "torch":
+@pytest.mark.parametrize("generators", [["random", "numpy", "numpy Generator"], ["torch"]], ids=["python-numpy", "torch"])
+def test_a_block_seeding_its_own_generator_hits(project: Project, generators: list[str]) -> None:
+    if "torch" in generators:
         pytest.importorskip("torch", reason="torch is not installed (the [torch] extra)")
-    project.write("script.py", f"""
-{imports}
-import statecache as sc
-with sc.checkpoint("a"):
-    {seed}
-    x = {draw}
-print("x", x, "next", {draw})
-""")
+    script = "import statecache as sc\n"
+    for i, generator in enumerate(generators):
+        imports, seed, draw = SEEDS[generator]
+        script += f"{imports}\nwith sc.checkpoint('g{i}'):\n    {seed}\n    x{i} = {draw}\nprint({generator!r}, 'x', x{i}, 'next', {draw})\n"
+    project.write("script.py", script)
     first = project.run("script.py")
-    assert first.computed("a")
     second = project.run("script.py")
-    assert second.hit("a"), second.stderr
+    for i, generator in enumerate(generators):
+        assert first.computed(f"g{i}"), (generator, first.stderr)
+        assert second.hit(f"g{i}"), (generator, second.stderr)
     assert second.stdout == first.stdout == fresh(project, "script.py")
+    assert len(second.stdout.splitlines()) == len(generators)
 
 
 def test_a_generator_drawn_from_before_it_is_seeded_still_counts(project: Project) -> None:
