@@ -5,6 +5,12 @@ A block that runs ``sys.path.insert(0, "src")``, ``os.environ["MODE"] = "eval"``
 import, a library reading the variable). A hit skips the block, so the engine records the
 difference of these before and after the computing run in the entry (``effects``) and applies
 it after restoring the state: the process then looks as the computing run left it.
+
+Besides these, the settings the block makes in a library's or the stdlib's registry
+(``np.set_printoptions``, ``pd.set_option``, warnings filters, ``logging.basicConfig``, ...) and
+the functions it registers with ``atexit`` are recorded the same way (``_registries``): under
+``settings`` and ``atexit``; what cannot be recorded plainly is named under ``unreplayable``,
+with one warning.
 """
 
 from __future__ import annotations
@@ -23,10 +29,15 @@ class ProcessState(NamedTuple):
     path: list[str]
     argv: list[str]
     environ: dict[str, str]
+    settings: dict[str, dict[str, Any]]  # _registries.capture()
+    atexit: Any  # _registries.AtExitMark
 
 
 def capture() -> ProcessState:
-    return ProcessState(list(sys.path), list(sys.argv), dict(os.environ))
+    from . import _registries
+
+    return ProcessState(list(sys.path), list(sys.argv), dict(os.environ), _registries.capture(),
+                        _registries.atexit_mark())
 
 
 def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
@@ -54,7 +65,34 @@ def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
     unset = [k for k in before.environ if k not in after.environ]
     if unset:
         out["environ_unset"] = unset
+    out.update(_settings_difference(before, after))
     return out  # type: ignore[return-value]
+
+
+def _settings_difference(before: ProcessState, after: ProcessState) -> dict[str, Any]:
+    """The ``settings``/``atexit``/``unreplayable`` part of the record; a setting that cannot
+    be recorded is named in one warning (a hit would leave the process without it)."""
+    from . import _registries
+
+    out: dict[str, Any] = {}
+    settings, unplain = _registries.difference(before.settings, after.settings)
+    registered, not_recorded = _registries.atexit_since(before.atexit)
+    unplain += not_recorded
+    if settings:
+        out["settings"] = settings
+    if registered:
+        out["atexit"] = registered
+    if unplain:
+        out["unreplayable"] = unplain
+        _warn_unreplayable(unplain)
+    return out
+
+
+def _warn_unreplayable(what: list[str]) -> None:
+    from ._warnings import warn
+
+    warn(f"statecache: the block changed the process in a way a hit cannot set again: {'; '.join(what)}. "
+         "Move it above the block (or out of it), so that every run does it.")
 
 
 def replay(effects: EffectsRecord) -> None:
@@ -77,3 +115,9 @@ def replay(effects: EffectsRecord) -> None:
         os.environ[name] = value
     for name in effects.get("environ_unset", []):
         os.environ.pop(name, None)
+    extra: Any = effects
+    if "settings" in extra or "atexit" in extra:
+        from . import _registries
+
+        _registries.apply(extra.get("settings", {}))
+        _registries.atexit_apply(extra.get("atexit", []))
