@@ -121,3 +121,8 @@ def replay(effects: EffectsRecord) -> None:
 
         _registries.apply(extra.get("settings", {}))
         _registries.atexit_apply(extra.get("atexit", []))
+    if "unreplayable" in extra:
+        from ._warnings import warn
+
+        warn(f"statecache: this hit does not redo what the computing run did to the process: "
+             f"{'; '.join(map(str, extra['unreplayable']))}. Move it above the block.")

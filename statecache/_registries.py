@@ -343,16 +343,25 @@ def apply(changes: dict[str, dict[str, Any]]) -> None:
     import importlib
     import warnings
 
+    failed = []
     for name, registry in REGISTRIES.items():
         if name not in changes:
             continue
-        module = importlib.import_module(registry.module)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if name != "warnings":
+        try:
+            module = importlib.import_module(registry.module)
+            if name == "warnings":
                 registry.apply(module, changes[name])
-        if name == "warnings":
-            registry.apply(module, changes[name])
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                registry.apply(module, changes[name])
+        except Exception as exc:  # a library missing or of another version here
+            failed.append(f"{name} ({type(exc).__name__}: {exc})")
+    if failed:
+        from ._warnings import warn
+
+        warn(f"statecache: a hit could not set again what the computing run set in {', '.join(failed)}; "
+             "the process differs from the computing run's there")
 
 
 # -- atexit ---------------------------------------------------------------------------------------
@@ -384,16 +393,18 @@ def atexit_mark() -> AtExitMark:
 
 def atexit_since(mark: AtExitMark) -> tuple[list[str], list[str]]:
     """(the functions registered since ``mark``, each pickled by value as base64 text, what
-    could not be recorded: a registration made through an earlier reference, an unregister,
-    a function that cannot be pickled)."""
+    could not be recorded: a registration made through a reference taken before the recording
+    began, a function that cannot be pickled). ``atexit.unregister`` is not seen."""
+    calls = _registered[mark.seen:]
+    now = _count()
+    if mark.registered >= 0 and now - mark.registered != len(calls):
+        return [], ["atexit.register called through a name bound before the block"]
+    if not calls:
+        return [], []
     import base64
 
     import cloudpickle
 
-    calls = _registered[mark.seen:]
-    now = _count()
-    if mark.registered >= 0 and now - mark.registered != len(calls):
-        return [], ["atexit.register/unregister called through a name bound before the block"]
     out = []
     for call in calls:
         try:

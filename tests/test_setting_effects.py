@@ -52,6 +52,8 @@ with sc.checkpoint('atexit'):
 if pl is not None:
     with sc.checkpoint('polars'):
         pl.Config.set_thousands_separator('_')
+with sc.checkpoint('unplain'):  # a formatter function: no plain value to record
+    np.set_printoptions(formatter={'int': lambda v: f'<{v}>'})
 with sc.checkpoint('warnings'):  # last: later blocks would run under it
     warnings.filterwarnings('ignore', message='noisy', category=UserWarning)
     warnings.simplefilter('error', DeprecationWarning)
@@ -106,6 +108,13 @@ def test_a_log_file_the_block_configured_gets_the_lines_logged_after_a_hit(
     project, _, _, _ = runs
     log = Path(project.root, "run.log").read_text()
     assert log.count("INFO|after the blocks") == 3, log  # computing, hit and fresh runs
+
+
+def test_a_setting_that_cannot_be_recorded_is_never_a_silent_difference(runs: tuple[Project, Run, Run, Run]) -> None:
+    _, computed, hit, _ = runs
+    assert "np.set_printoptions(formatter=...)" in computed.stderr
+    assert "Move it above the block" in computed.stderr
+    assert not hit.hit("unplain") or "does not redo" in hit.stderr, hit.stderr
 
 
 # -- the rules, in process --------------------------------------------------------------------
