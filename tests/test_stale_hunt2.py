@@ -59,11 +59,6 @@ def assert_hit_matches_fresh(project: Project, *args: str) -> None:
     assert again.stdout == fresh(project, *args), again.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "entry/main_functions.py main_function/set_main_function_state: a function the block "
-    "defines inside a function is rebuilt with new closure cells holding copies, not over the "
-    "enclosing frame's live cells: after a hit, k = 5 (or nonlocal count += 1) in main() is "
-    "not seen by the restored f, and f's writes do not reach main()"))
 @pytest.mark.parametrize("body", [
     "    k = 2\n    with sc.checkpoint('a'):\n        def f():\n            return k * 10\n"
     "        y = f()\n    k = 5\n    print(y, f())\n",
@@ -100,12 +95,6 @@ def write_memo_data(project: Project, kind: str, value: int) -> None:
     con.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readlog.py remember: what a user function read before the block is heard only from "
-    "the audit hook's 'open' events (key/files.py _opened); a polars reader's path "
-    "(key/readers.py wrappers call note only while recording()) and sqlite3.connect's database "
-    "(key/files.py _note_database, only while recording) never reach it, so a lru_cache helper "
-    "filled above the block keys on no file even once earlier_reads is wired"))
 @pytest.mark.parametrize("kind", list(MEMO_READS))
 def test_a_memo_filled_above_the_block_by_a_compiled_reader(project: Project, kind: str) -> None:
     if kind == "polars":
@@ -150,11 +139,6 @@ def test_a_polars_reader_once_missing_from_the_reader_table(project: Project, re
 # -- restored arrays: equal values, but not the same kind of object --------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "entry/pickling.py new_pickler (every numpy buffer goes out of band) with entry/reader.py "
-    "_buffer_memory / entry/memory.py (the buffers are slices of the reader's memory): a "
-    "restored array, even of 10 floats, does not own its data, so ndarray.resize in place "
-    "raises ValueError after a hit where the computing run grew the array"))
 def test_a_restored_array_can_be_resized_in_place(project: Project) -> None:
     pytest.importorskip("numpy")
     project.write("script.py", HEAD + """
@@ -190,12 +174,18 @@ SETTINGS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/libsettings.py _uses: a library's registry counts only when an input is its module, "
-    "an object of its types, or a function whose globals hold it; a dict of DataFrames, a list "
-    "of arrays, or a helper that imports pandas inside its body reaches the library with none "
-    "of those, so pd.set_option / np.set_printoptions above the block is not in the key"))
-@pytest.mark.parametrize("case", list(SETTINGS))
+CONTAINED = pytest.mark.xfail(strict=True, reason=(
+    "key/libsettings.py settings_met: a library's registry counts when an input is its module, "
+    "an object of its types, a function whose globals hold it, or code that imports it; a dict "
+    "of DataFrames or a list of arrays reaches the library with none of those (the value walk "
+    "would have to report the types it met: Fingerprinter.types_met), so pd.set_option / "
+    "np.set_printoptions above the block is not in the key"))
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=CONTAINED) if case.startswith("a dict") or case.startswith("a list") else case
+    for case in SETTINGS
+])
 def test_a_library_setting_reached_through_a_container_or_a_local_import(project: Project, case: str) -> None:
     pytest.importorskip("pandas")
     above, body = SETTINGS[case]
@@ -208,10 +198,6 @@ def test_a_library_setting_reached_through_a_container_or_a_local_import(project
 # -- needless misses: outputs taken for inputs ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py _audit: the 'os.mkdir' event is not heard, so a directory the block made, "
-    "wrote its shards into and listed (glob) is recorded as an input listing; the script "
-    "removes its old output before the block, so every run misses with 'directory out is gone'"))
 def test_a_directory_the_block_makes_fills_and_lists_hits_after_the_script_removes_it(project: Project) -> None:
     project.write("script.py", HEAD + """
 import glob, shutil
@@ -287,11 +273,6 @@ print(h2.TABLE, REG, Model.default)
     assert_hit_matches_fresh(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_identity.py (objects of the array libraries are merged whole, never walked into; a view "
-    "is no object of the inputs' graphs): a numpy view the block takes of an input array "
-    "(X_train = X[:2]) comes back a copy, so a later in-place change of X is seen by the "
-    "computed view and not by the restored one"))
 def test_a_view_of_an_input_array_stays_a_view(project: Project) -> None:
     pytest.importorskip("numpy")
     project.write("script.py", HEAD + """
@@ -313,11 +294,6 @@ HANDLES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py wrap_module: ds.dataset and ParquetDataset.__init__ note their files only "
-    "when they are called while a block records; a dataset made above the block is read by "
-    "C++ in it (to_table, read: not wrapped, unlike polars' collect), and the input itself "
-    "fingerprints by its paths and schema, not its files, so a rewritten parquet file hits"))
 @pytest.mark.parametrize("handle", list(HANDLES))
 def test_a_pyarrow_dataset_made_above_the_block_and_read_in_it(project: Project, handle: str) -> None:
     from test_stale_hunt import write_parquet
@@ -330,11 +306,6 @@ def test_a_pyarrow_dataset_made_above_the_block_and_read_in_it(project: Project,
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_engine.py hit path / key/files.py FileRecorder.written: the files a block writes are "
-    "neither saved in the entry nor checked on a hit (README says nothing of them); after the "
-    "user removes the block's output, a hit skips the body and the script's next line, which "
-    "reads that output, fails where a fresh run reads what the block wrote"))
 def test_a_file_the_block_writes_exists_after_a_hit(project: Project) -> None:
     project.write("script.py", HEAD + """
 with sc.checkpoint('a'):
@@ -348,10 +319,6 @@ print(open('report.txt').read() if os.path.exists('report.txt') else 'no report'
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readers.py note_source: a source with '://' is taken for a remote URL and left "
-    "alone, but file:///abs/path names a local file that pyarrow and polars read from "
-    "compiled code; nothing is recorded and nothing warns, so a rewritten file hits"))
 @pytest.mark.parametrize("read", ["pq.read_table(uri)['x'].to_pylist()", "pl.read_parquet(uri)['x'].to_list()"])
 def test_a_compiled_reader_given_a_file_uri(project: Project, read: str) -> None:
     pytest.importorskip("polars")
@@ -375,11 +342,6 @@ FIRST_IMPORTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/imports.py used_source_digest / key/localimports.py: a user module the block imports "
-    "first counts by its files (so a hit, which never imports it, keys the same), but what "
-    "its top level reads from the process (SCALE = int(os.environ.get('S', '1'))) is in no "
-    "key: S=5 restores the result of S=1"))
 @pytest.mark.parametrize("case", list(FIRST_IMPORTS))
 def test_an_environment_variable_read_where_a_module_the_block_imports_loads(project: Project, case: str) -> None:
     project.write("settings.py", "import os\nSCALE = int(os.environ.get('S', '1'))\n\n\ndef f():\n    return SCALE * 10\n")
@@ -403,11 +365,6 @@ print(helpers.LR, helpers.EPOCHS)
     assert_hit_matches_fresh(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py _note / changed_record: a file opened by a relative path keeps that path "
-    "and is looked for from the working directory of the next lookup, not from the one the "
-    "block had when it opened it; a block that changes directory to read (os.chdir('sub') "
-    "... os.chdir('..')) misses on every run with 'working directory changed'"))
 def test_a_block_that_changes_directory_to_read_hits_when_unchanged(project: Project) -> None:
     project.write("sub/d.txt", "1")
     project.write("script.py", HEAD + """
