@@ -299,7 +299,7 @@ def render_show(shown: Shown) -> None:
     if vrows:
         print(table(vrows, right={2}))
     print(f"files ({len(shown.files)})")
-    note = {"missing": " (absent when computed)", "dir": " (directory listing)"}
+    note = {"missing": " (absent when computed)", "dir": " (directory listing)", "output": " (written by the block)"}
     frows = [
         ["  " + s, f["path"] + note.get(f["kind"], ""),
          format_size(f["size"]) if "size" in f else ""]
