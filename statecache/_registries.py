@@ -197,12 +197,22 @@ def _read_warnings(warnings: Any) -> dict[str, Any]:
 
 
 def _apply_warnings(warnings: Any, changes: dict[str, Any]) -> None:
-    if "filters" not in changes:
-        return
-    rules = [(a, m, _category(c), mod, n) for a, m, c, mod, n in changes["filters"]]
-    warnings.resetwarnings()
+    """The filters the block put in front of those it found (``added``: kept are the hit's own,
+    say from ``-W``), or, when it did more than that, the whole list it left."""
+    rules = [(a, m, _category(c), mod, n) for a, m, c, mod, n in changes.get("added", changes.get("filters", []))]
+    if "added" in changes:
+        rules.reverse()  # each goes in front
+    else:
+        warnings.resetwarnings()
     for action, message, category, module, lineno in rules:
-        warnings.filterwarnings(action, message, category or Warning, module, lineno, append=True)
+        warnings.filterwarnings(action, message, category or Warning, module, lineno, append="added" not in changes)
+
+
+def _warnings_change(before: Any, after: Any) -> dict[str, Any]:
+    if isinstance(before, list) and isinstance(after, list) and len(after) > len(before) \
+            and after[len(after) - len(before):] == before:
+        return {"added": after[:len(after) - len(before)]}
+    return {"filters": after}
 
 
 _STREAMS = ("stderr", "stdout")
@@ -331,6 +341,8 @@ def difference(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any
                 unplain.append(value.what)
             else:
                 changed[key] = value
+        if name == "warnings" and "filters" in changed:
+            changed = _warnings_change((old or {}).get("filters"), changed["filters"])
         if changed:
             changes[name] = changed
     return changes, unplain

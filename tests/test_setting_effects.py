@@ -154,13 +154,15 @@ def test_recorded_warnings_and_logging_apply_to_another_process_state() -> None:
         logger.setLevel(logging.DEBUG)
         changes, unplain = _registries.difference(before, _registries.capture())
         assert unplain == []
-        assert changes["warnings"]["filters"][0] == ["error", "boom", "builtins:RuntimeWarning", "mymod", 0]
+        assert changes["warnings"] == {"added": [["error", "boom", "builtins:RuntimeWarning", "mymod", 0]]}
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
         warnings.resetwarnings()
+        warnings.simplefilter("ignore", ImportWarning)  # this process's own (``-W``): kept
         _registries.apply(changes)
         action, message, category, module, _ = warnings.filters[0]
         assert (action, message.pattern, category, module.pattern) == ("error", "boom", RuntimeWarning, "mymod")
+        assert warnings.filters[1][0] == "ignore" and warnings.filters[1][2] is ImportWarning
         assert logger.level == logging.DEBUG
         assert [type(h) for h in logger.handlers] == [logging.StreamHandler]
         assert logger.handlers[0].stream is sys.stderr
