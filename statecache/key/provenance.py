@@ -202,7 +202,9 @@ def _module_is_user(module: types.ModuleType) -> bool:
         return False
     path = getattr(module, "__file__", None)
     if path:
-        return is_user_file(path)
+        # the import system gives absolute paths; a relative one is a library's stand-in
+        # module (torch.ops says "_ops.py"), which would resolve against the working directory
+        return os.path.isabs(path) and is_user_file(path)
     spec = getattr(module, "__spec__", None)
     origin = getattr(spec, "origin", None)
     if origin in ("built-in", "frozen"):
