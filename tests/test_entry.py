@@ -886,7 +886,10 @@ def test_no_progress_bar_for_quick_work_pipes_quiet_or_when_disabled(tmp_path, m
     path = tmp_path / "e.sc"
     term = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", term)
-    write_entry(path, progress_state(), {"name": "t"})  # well under the one-second delay
+    # work shorter than the delay draws nothing (the delay made long rather than the work
+    # short: an 18 MB save can take past a second on a loaded machine)
+    monkeypatch.setattr(_progress.Progress, "DELAY", 3600.0)
+    write_entry(path, progress_state(), {"name": "t"})
     read_entry(path)
     assert term.getvalue() == ""
 
