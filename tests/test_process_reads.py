@@ -255,11 +255,6 @@ def test_a_library_setting_reached_through_an_import_in_a_helper_is_in_the_key(p
     check_settings(project, IMPORTED_SETTINGS, ["pandas_inside", "numpy_inside", "through_module", "frame_to_numpy"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs Fingerprinter.modules_met (key/values.py, with CodeGraph.library_modules filled in "
-    "codegraph._leaf) and its call in components.fingerprint_values (libsettings.settings_met): "
-    "the libraries of the objects inside a container, or of the code a helper's helper reads, "
-    "are not asked for"))
 def test_a_library_setting_reached_through_a_container_or_a_helpers_helper_is_in_the_key(project: Project) -> None:
     pytest.importorskip("pandas")
     check_settings(project, CONTAINED_SETTINGS,

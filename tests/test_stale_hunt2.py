@@ -174,18 +174,7 @@ SETTINGS = {
 }
 
 
-CONTAINED = pytest.mark.xfail(strict=True, reason=(
-    "key/libsettings.py settings_met: a library's registry counts when an input is its module, "
-    "an object of its types, a function whose globals hold it, or code that imports it; a dict "
-    "of DataFrames or a list of arrays reaches the library with none of those (the value walk "
-    "would have to report the types it met: Fingerprinter.types_met), so pd.set_option / "
-    "np.set_printoptions above the block is not in the key"))
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=CONTAINED) if case.startswith("a dict") or case.startswith("a list") else case
-    for case in SETTINGS
-])
+@pytest.mark.parametrize("case", list(SETTINGS))
 def test_a_library_setting_reached_through_a_container_or_a_local_import(project: Project, case: str) -> None:
     pytest.importorskip("pandas")
     above, body = SETTINGS[case]

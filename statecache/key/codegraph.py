@@ -89,6 +89,7 @@ class CodeGraph:
         self._import_digests: dict[Any, bytes] = {}
         self._local_import_plans: dict[int, dict[Any, tuple[Binding, ...]]] = {}
         self._keep: list[object] = []  # every object whose id is a memo key stays alive
+        self.library_modules: set[str] = set()  # the modules of the library code met (_leaf)
 
     def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
         raise NotImplementedError  # the value walker's
@@ -138,6 +139,7 @@ class CodeGraph:
             else:
                 module = str(getattr(obj, "__module__", None) or "")
                 name = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", ""))
+            self.library_modules.add(module)
             version = _package_version(module) if module else ""
             extra = b""
             mod_file = getattr(sys.modules.get(module), "__file__", None) if module else None

@@ -92,13 +92,20 @@ def fingerprint_values(
     ``context`` is given, the checkpoint it belongs to."""
     from .values import Fingerprinter
 
-    fp = Fingerprinter(ignore=tuple(ignore))
+    ignored = tuple(ignore)
+    fp = Fingerprinter(ignore=ignored)
     out = {}
     for name, value in values.items():
         try:
             out[name] = fp.value(value, label(name)).hex()
         except FingerprintError as exc:
             raise FingerprintError(f"{context}: {exc}" if context else str(exc)) from None
+    from .inputs import SETTINGS_LIBRARIES
+
+    if any(name in sys.modules for name in SETTINGS_LIBRARIES):  # pd.set_option, for a dict of frames
+        from .libsettings import settings_met
+
+        out.update(settings_met(fp, {*out, *ignored}))
     return out
 
 

@@ -164,6 +164,12 @@ class Fingerprinter(CodeGraph):
             ) from e
         return h.digest()
 
+    def modules_met(self) -> set[str]:
+        """The modules of the types met inside the values this walk pickled (a dict of frames)
+        and of the library code it met (``pd`` read by a helper of a helper), each once:
+        ``key.libsettings`` counts the settings of their libraries."""
+        return {str(t.__module__) for t in self._pid_kinds} | self.library_modules
+
     def _feed(self, h: Any, obj: Any, ctx: Ctx) -> None:
         t = type(obj)
         if t is str and obj.startswith(self.root_forms):
