@@ -22,6 +22,7 @@ from ._errors import BranchError, StateCacheError, StateCacheWarning
 from ._version import __version__
 from .key import files as _files
 from .key import importwatch as _importwatch
+from .key import maintext as _maintext
 from .key import readernames as _readernames
 
 # Watch imports from now on: the text each of the user's modules loads from, and the libraries
@@ -29,6 +30,9 @@ from .key import readernames as _readernames
 # user's functions read, for a memo filled above a block (key/readlog.py). Reader modules
 # (polars, pyarrow, ...) get their functions wrapped in place as they load, so a reader the
 # script holds in a dict, a partial or a default argument is the wrapper (key/readernames.py).
+# The script's own text is kept first, so that one saved while it runs is still located and
+# keyed by the text that runs (key/maintext.py).
+_maintext.keep()
 _importwatch.install()
 _readernames.watch()
 _files.watch_reads()

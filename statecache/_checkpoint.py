@@ -212,9 +212,11 @@ class checkpoint:  # noqa: N801 - used as a lower-case context manager, like ope
 
 def _block_source(block: Block) -> dict[str, Any] | None:
     """The block's lines as this run reads them (``with`` line to the body's end), stored so that
-    ``statecache show --explain`` can say which lines changed; None when linecache has none."""
-    import linecache
+    ``statecache show --explain`` can say which lines changed; None when there are none. Read
+    past linecache (``parsing.current_lines``), which must not keep the text for
+    ``inspect.getsource`` in a later block to serve unseen."""
+    from .key.parsing import current_lines
 
     last = max((getattr(stmt, "end_lineno", None) or stmt.lineno) for stmt in block.body) if block.body else block.with_line
-    lines = linecache.getlines(block.filename)[block.with_line - 1 : last]
+    lines = current_lines(block.filename)[block.with_line - 1 : last]
     return {"first_line": block.with_line, "text": "".join(lines)} if lines else None

@@ -16,7 +16,7 @@ HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
     "entry", "entry.format", "entry.meta", "entry.progress", "entry.reader",
     "key", "key.astdigest", "key.code", "key.codegraph", "key.components", "key.dataframes",
     "key.files", "key.readlog", "key.hashing", "key.imports", "key.importwatch", "key.inputs",
-    "key.loaded", "key.localimports", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
+    "key.loaded", "key.localimports", "key.maintext", "key.parsing", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
     "key.registry", "key.source", "key.stamps", "key.values", "key.valuetypes", "key.versions", "key.walk",
     "store", "store.layout", "store.store",
 ))})

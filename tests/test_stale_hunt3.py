@@ -562,12 +562,6 @@ def test_a_setting_the_block_makes_holds_after_a_hit(settings_after_a_hit: tuple
 # -- the script saved while it runs ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/source.py find_with_block: the block is looked up at the frame's line in the script's "
-    "text now (source_lines); when an editor saved the script with lines added above the block "
-    "while it ran, no 'with' is at that line and SourceNotFoundError ends the run after its slow "
-    "part (a removal that brings another block's 'with' to the line finds that block instead, "
-    "and the name check fails): the text the script was loaded from is not kept for __main__"))
 def test_a_script_saved_with_lines_added_above_the_block_while_it_runs(project: Project) -> None:
     project.write("edit.flag", "")
     project.write("script.py", HEAD + """
@@ -723,11 +717,6 @@ def square(x):
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/codegraph.py _function_globals: every global a helper's code loads counts by value, also "
-    "one it only stores into (TIMINGS[name] = elapsed, in the helper or in a timing decorator's "
-    "wrapper); called once above the block, the helper changes the key on every run ('input "
-    "'helpers.step' changed'), though no read of TIMINGS can change what it returns"))
 def test_a_helper_that_records_its_own_timing_keeps_its_hit(project: Project) -> None:
     project.write("helpers.py", TIMED_HELPERS)
     project.write("script.py", HEAD + """
@@ -868,11 +857,6 @@ print(alias.shape, alias is arr)
 # -- source text the block reads as data -------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/code.py code_digest: the key reads the helper's source through linecache (and counts it "
-    "without comments), which leaves the text in linecache; inspect.getsource in the block is "
-    "then served from memory, opens nothing and records no file, so a block that saves its "
-    "helpers' source with the results (provenance) restores the old text after a comment edit"))
 def test_a_block_that_keeps_a_helpers_source_text(project: Project) -> None:
     project.write("helpers.py", "def f():\n    # lr tuned on 2024-01\n    return 1\n")
     project.write("script.py", HEAD + """
