@@ -91,8 +91,8 @@ def _settings_difference(before: ProcessState, after: ProcessState) -> dict[str,
 def _warn_unreplayable(what: list[str]) -> None:
     from ._warnings import warn
 
-    warn(f"statecache: the block changed the process in a way a hit cannot set again: {'; '.join(what)}. "
-         "Move it above the block (or out of it), so that every run does it.")
+    warn(f"statecache: the block changed the process in a way a hit cannot set again: {'; '.join(what)}; "
+         "the state is not saved. Move it above the block (or out of it), so that every run does it.")
 
 
 def replay(effects: EffectsRecord) -> None:

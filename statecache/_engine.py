@@ -392,6 +392,8 @@ class Engine:
                 from . import _effects
 
                 effects = dict(_effects.difference(self._process_before, _effects.capture()))
+                if effects.get("unreplayable"):
+                    return  # a hit would differ from this run (_effects warned, naming it)
             state, extra = collect()
             if effects:
                 extra = {**extra, "effects": effects}

@@ -535,23 +535,11 @@ def settings_after_a_hit(make_project: Callable[[str], Project]) -> tuple[Run, d
     return hit, values(hit), values(project.run("script.py", env={"STATECACHE_DISABLE": "1"}))
 
 
-NOT_REPLAYED = ("_effects.py capture/difference: what a computing run changed in the process is "
-                "sys.path, sys.argv and os.environ only; ")
-REGISTRY_NOT_REPLAYED = NOT_REPLAYED + ("the registries key/libsettings.py reads for keys are "
-                                        "neither recorded nor set back, so after a hit ")
+SETTINGS_MADE = ["np.set_printoptions", "np.seterr", "pd.set_option", "decimal-context",
+                 "sys.setrecursionlimit", "warnings-filter", "logging.basicConfig", "atexit.register"]
 
 
-@pytest.mark.parametrize("case", [
-    xfail("np.set_printoptions", REGISTRY_NOT_REPLAYED + "numpy prints with 8 digits"),
-    xfail("np.seterr", REGISTRY_NOT_REPLAYED + "a division by zero warns instead of raising"),
-    xfail("pd.set_option", REGISTRY_NOT_REPLAYED + "pandas' options are the defaults (and so is "
-          "sklearn.set_config(transform_output='pandas'), left out here for its import time)"),
-    xfail("decimal-context", REGISTRY_NOT_REPLAYED + "the decimal context has 28 digits"),
-    xfail("sys.setrecursionlimit", NOT_REPLAYED + "the recursion limit is back at 1000"),
-    xfail("warnings-filter", NOT_REPLAYED + "warnings.simplefilter('error') is not in force"),
-    xfail("logging.basicConfig", NOT_REPLAYED + "the root logger has no handler and level WARNING"),
-    xfail("atexit.register", NOT_REPLAYED + "a function the block registered to run at exit does not run"),
-])
+@pytest.mark.parametrize("case", SETTINGS_MADE)
 def test_a_setting_the_block_makes_holds_after_a_hit(settings_after_a_hit: tuple[Run, dict[str, str], dict[str, str]],
                                                       case: str) -> None:
     hit, got, want = settings_after_a_hit

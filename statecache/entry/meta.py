@@ -72,6 +72,9 @@ if TYPE_CHECKING:
         argv: list[str]  # sys.argv after the run
         environ_set: dict[str, str]
         environ_unset: list[str]
+        settings: dict[str, dict[str, Any]]  # registry -> setting -> plain value (_registries)
+        atexit: list[str]  # functions registered at exit, pickled by value (base64)
+        unreplayable: list[str]  # what a hit cannot set again, named
 
     class BlockSource(TypedDict):
         """The lines of a checkpoint block as it was computed: ``with`` line first."""
@@ -226,7 +229,8 @@ _TOP: dict[str, Any] = dict(
     cell_outputs=_list_of(dict),
     block_source=_record({"first_line": int, "text": str}, ("first_line", "text")),
     effects=_record({"path_added": _list_of(dict), "path_removed": _list_of(str), "argv": _list_of(str),
-                     "environ_set": _dict_of(str), "environ_unset": _list_of(str)}, ()),
+                     "environ_set": _dict_of(str), "environ_unset": _list_of(str),
+                     "settings": _dict_of(dict), "atexit": _list_of(str), "unreplayable": _list_of(str)}, ()),
     format=int,
     pickler=str,
     variables=_dict_of(_variable),
