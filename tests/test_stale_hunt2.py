@@ -84,15 +84,9 @@ def write_memo_data(project: Project, kind: str, value: int) -> None:
     if kind == "polars":
         project.write("d.csv", f"x\n{value}\n")
         return
-    import sqlite3
+    from test_files_seen import write_db
 
-    path = project.root / "d.db"
-    path.unlink(missing_ok=True)
-    con = sqlite3.connect(path)
-    con.execute("create table t (x)")
-    con.execute("insert into t values (?)", (value,))
-    con.commit()
-    con.close()
+    write_db(project.root / "d.db", value)
 
 
 @pytest.mark.parametrize("kind", list(MEMO_READS))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project, Run
+from test_files_seen import write_db
 from test_redteam import HEAD, assert_recomputes, first
 
 
@@ -222,15 +223,6 @@ with sc.checkpoint('attach'):
     del con
 print('attach=', y)
 """
-
-
-def write_db(path: Path, value: int) -> None:
-    path.unlink(missing_ok=True)
-    con = sqlite3.connect(path)
-    con.execute("create table t (x)")
-    con.execute("insert into t values (?)", (value,))
-    con.commit()
-    con.close()
 
 
 @pytest.fixture(scope="module")
