@@ -15,6 +15,7 @@ import types
 from _thread import _local
 from typing import Any
 
+from ..store.layout import ENTRY_SUFFIX, LOCK_SUFFIX, USAGE_FILE, is_own_in_name_dir, is_own_top
 from .stamps import stat_stamp
 
 _FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
@@ -24,6 +25,8 @@ _INLINE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 
 #: code of a user function -> path -> what the file was when the function last read it
 _READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
+#: the same, at the function's first read: a memo may hold what that read gave
+_FIRST: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _USER_FILES: dict[str, bool] = {}
 _busy = _local()  # what this module's own stats and lookups open is no read of the user's
 
@@ -43,10 +46,12 @@ def earlier_reads_digest(code: types.CodeType) -> bytes:
     by its path inside the project (else absolute) and its content, when the file is still
     what the function read (so a copy of the project, with other inodes, ctimes and absolute
     paths, keys the same); a file changed since the read, or one that appeared, counts by the
-    stamps, so the key differs from any run that read the file as it is now."""
+    stamps, so the key differs from any run that read the file as it is now. So does a file
+    the function read under two stamps: a memo may hold either read's result."""
     reads = earlier_reads(code)
     if not reads:
         return b""
+    first = _FIRST.get(code, {})
     from .hashing import encode_str
     from .project import inside, project_root
 
@@ -58,7 +63,9 @@ def earlier_reads_digest(code: types.CodeType) -> bytes:
         except OSError:
             st = None
         now = stat_stamp(st) if st is not None else None
-        if now != then:
+        if first.get(path, then) != then:
+            what = f"changed since read {first.get(path)} -> {then} -> {now}"
+        elif now != then:
             what = f"changed since read {then} -> {now}"
         elif now is None:
             what = "missing"
@@ -103,11 +110,12 @@ def remember(path: Any, frame: Any) -> None:
             st = os.stat(path)
         except OSError:
             st = None  # not there: a file that appears later is a change
-        if not _is_data_path(path, mode=st.st_mode if st is not None else 0):
+        if not _is_data_path(path, st.st_mode if st is not None else 0, codes):
             return
         stamp = stat_stamp(st) if st is not None else None
         for code in codes:
             _READS.setdefault(code, {})[path] = stamp
+            _FIRST.setdefault(code, {}).setdefault(path, stamp)
     except (TypeError, ValueError):
         return
     finally:
@@ -145,13 +153,39 @@ def _is_user_function(code: types.CodeType) -> bool:
 _data_path_rule: Any = None  # provenance.is_data_path, imported at the first read
 
 
-def _is_data_path(path: str, mode: int) -> bool:
+def _is_data_path(path: str, mode: int, codes: list[types.CodeType]) -> bool:
     global _data_path_rule
     if _data_path_rule is None:
         from .provenance import is_data_path
 
         _data_path_rule = is_data_path
-    return bool(_data_path_rule(path, mode=mode))
+    return bool(_data_path_rule(path, _cache_dirs(path, codes), mode=mode))
+
+
+_OWN_READ_ENDINGS = (ENTRY_SUFFIX, LOCK_SUFFIX, USAGE_FILE)
+
+
+def _cache_dirs(path: str, codes: list[types.CodeType]) -> list[str]:
+    """The cache directories ``path`` may be in, when its name is one statecache gives its own
+    files (an entry a cached_setup hit loads, its lock): ``STATECACHE_DIR`` and the default
+    beside each function's file. Any other name needs none: this runs on every read of a
+    user function, so the names statecache reads back (entry, lock, usage index) are tested
+    by their ending first, and only those by the layout's rules."""
+    if not path.endswith(_OWN_READ_ENDINGS):
+        return []
+    base = os.path.basename(path)
+    if not (is_own_in_name_dir(base) or is_own_top(base)):
+        return []
+    from .._config import env_dir
+    from .._errors import ConfigError
+    from .._settings import default_cache_dir
+
+    try:
+        found = [env_dir()]
+    except ConfigError:  # a NUL byte in STATECACHE_DIR: the engine reports it
+        found = []
+    found += [default_cache_dir(code.co_filename) for code in codes]
+    return [d for d in dict.fromkeys(found) if d]
 
 
 def _is_user_file(filename: str) -> bool:
