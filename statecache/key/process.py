@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +29,27 @@ ENVIRON_NAMES = frozenset({"environ", "environb", "getenv", "getenvb"})
 # os.environ methods that take a key (a constant one is read as that variable) or only write.
 _KEYED = frozenset({"get", "setdefault", "pop", "__contains__", "__getitem__"})
 _WRITES = frozenset({"update", "clear", "__setitem__", "__delitem__"})
+
+_HOME = ("USERPROFILE", "HOMEDRIVE", "HOMEPATH") if os.name == "nt" else ("HOME",)
+_TEMP = ("TMPDIR", "TEMP", "TMP")
+#: Standard-library calls that read environment variables inside the standard library, by the
+#: called name: the variables each reads (``stdlib_reads`` applies their arguments: a ``path=``
+#: or ``dir=`` given, or a constant path without ``~``, reads none).
+STDLIB_ENV_CALLS: dict[str, tuple[str, ...]] = {
+    "home": _HOME, "expanduser": _HOME,
+    "getuser": ("LOGNAME", "USER", "LNAME", "USERNAME"),
+    **dict.fromkeys(("gettempdir", "gettempdirb", "mkstemp", "mkdtemp", "mktemp", "NamedTemporaryFile",
+                     "TemporaryDirectory", "TemporaryFile"), _TEMP),
+    "which": ("PATH", "PATHEXT") if os.name == "nt" else ("PATH",),
+}
+#: The call whose argument names the variables it reads; a computed argument reads any of them.
+EXPANDVARS = "expandvars"
+_VARIABLE = re.compile(r"\$(\w+)|\$\{([^}]*)\}" + (r"|%([^%]*)%" if os.name == "nt" else ""))
+#: Calls whose result is local time, which the C library takes from $TZ or the system's zone file.
+LOCALTIME_CALLS = frozenset({"localtime", "mktime", "ctime", "asctime", "strftime", "fromtimestamp", "now",
+                             "today", "astimezone", "timestamp"})
+# Where those that can take a zone take it as an argument, which makes them read none.
+_ZONE_ARGUMENT = {"fromtimestamp": 1, "now": 0, "astimezone": 0}
 
 
 def is_environ(node: ast.AST) -> bool:
@@ -66,6 +88,35 @@ def keyed_environ(node: ast.AST) -> tuple[str | None, ast.AST | None]:
     return None, None
 
 
+def _called_name(node: ast.Call) -> str | None:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+
+
+def stdlib_reads(node: ast.AST) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(environment variables, kinds of process state) that a call of the standard library
+    reads inside it (``STDLIB_ENV_CALLS``, ``EXPANDVARS``, ``LOCALTIME_CALLS``): ``Path.home()``
+    reads $HOME, ``os.path.expandvars('$D/x')`` reads $D and, with a computed argument, the whole
+    environment; ``datetime.fromtimestamp(t)`` reads the local timezone."""
+    if not isinstance(node, ast.Call):
+        return (), ()
+    name = _called_name(node)
+    if name == EXPANDVARS and node.args:
+        text = _constant(node.args[0])
+        if text is None:
+            return (), ("environ",)
+        return tuple(dict.fromkeys(next(g for g in m.groups() if g is not None)
+                                   for m in _VARIABLE.finditer(text))), ()
+    if name in LOCALTIME_CALLS:
+        zoned = len(node.args) > _ZONE_ARGUMENT.get(name, len(node.args)) or any(k.arg == "tz" for k in node.keywords)
+        return ((), ()) if zoned else (("TZ",), ("timezone",))
+    variables = STDLIB_ENV_CALLS.get(name or "")
+    if not variables or any(k.arg in ("path", "dir") for k in node.keywords):
+        return (), ()
+    path = _constant(node.args[0]) if name == "expanduser" and node.args else None
+    return ((), ()) if path is not None and not path.startswith("~") else (variables, ())
+
+
 def scan(nodes: Iterable[ast.AST]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(environment variables read with a constant key, the kinds of wider process state read:
     ``"cwd"`` for a call that resolves against the working directory, ``"environ"`` for the
@@ -85,6 +136,10 @@ def scan(nodes: Iterable[ast.AST]) -> tuple[tuple[str, ...], tuple[str, ...]]:
             or (isinstance(node.func, ast.Name) and node.func.id == "getenv")
         ):
             kinds.add("environ")  # os.getenv(name) with a computed name
+        read_keys, read_kinds = stdlib_reads(node)
+        for read in read_keys:
+            keys.setdefault(read, None)
+        kinds.update(read_kinds)
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
         if name in CWD_CALLS:
             kinds.add("cwd")
@@ -102,8 +157,10 @@ def scan_names(names: Iterable[str]) -> tuple[str, ...]:
     kinds = set()
     if found & CWD_CALLS:
         kinds.add("cwd")
-    if found & ENVIRON_NAMES:
+    if found & (ENVIRON_NAMES | STDLIB_ENV_CALLS.keys() | {EXPANDVARS}):
         kinds.add("environ")
+    if found & LOCALTIME_CALLS:
+        kinds.add("timezone")
     return tuple(sorted(kinds))
 
 
@@ -129,11 +186,16 @@ def argv_is_launch_line() -> bool:
 
 def process_value(kind: str) -> tuple[str, Any]:
     """The label and current value of one kind of process state (``"argv"``, ``"cwd"``,
+    ``"timezone"``: the zone the time module reads at start from $TZ or the system's zone file,
     ``"environ"``)."""
     if kind == "argv":
         return "sys.argv[1:]", list(sys.argv[1:])
     if kind == "cwd":
         return "working directory", os.getcwd()
+    if kind == "timezone":
+        import time
+
+        return "local timezone", [list(time.tzname), time.timezone, time.altzone, time.daylight]
     return "os.environ", {
         k: v for k, v in os.environ.items() if k not in VOLATILE_ENVIRON and not k.startswith("STATECACHE_")
     }
