@@ -77,11 +77,6 @@ def make_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pr
 # -- a memo helper: the read log keeps one stamp per file, the latest --------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readlog.py remember: _READS[code][path] keeps the stamp of the function's latest read "
-    "only, and earlier_reads_digest keys the file's content when that stamp still holds; a memo "
-    "entry filled from an earlier read of the file (before an edit during the run) is keyed as "
-    "if it held the new content, so the next run with that content hits the old result"))
 def test_a_memo_filled_before_an_edit_and_read_again_after_it(project: Project) -> None:
     # setting(0) is filled from cfg.txt, an editor saves cfg.txt, setting(1) reads it again
     project.write("helpers.py", "import functools\n\n@functools.lru_cache(maxsize=None)\n"
@@ -563,13 +558,6 @@ print(y)
 # -- needless misses that make the cache useless ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/readlog.py remember: statecache's own opens of its cache (the entry a cached_setup hit "
-    "loads, its lock file, an older version) made while a user function is on the stack are "
-    "noted as that function's reads (_busy covers only the read log's own stats, and "
-    "_is_data_path is not told the cache directories); earlier_reads_digest then keys a helper "
-    "that called the function above the block on the entry file, whose stamp a hit changes: "
-    "'input 'prepare' changed' on every run"))
 def test_a_helper_calling_a_cached_setup_function_keeps_its_hit(project: Project) -> None:
     project.write("script.py", HEAD + """
 @sc.cached_setup
