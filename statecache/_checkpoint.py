@@ -18,10 +18,11 @@ from ._config import validate_name
 from ._engine import Engine, Found, NullEngine, open_engine
 from ._errors import StateCacheError
 from ._frames import ArmedSkip, SkipBody, arm_skip
-from ._settings import Options, default_cache_dir, where
+from ._settings import Options, where
 from ._warnings import warn
 from .key import components as _components
 from .key.inputs import Reads, with_process_reads
+from .key.project import default_cache_dir
 from .key.source import Block, find_with_block
 
 

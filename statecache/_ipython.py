@@ -33,10 +33,11 @@ from ._binders import NamespaceBinder
 from ._config import validate_name
 from ._engine import open_engine
 from ._errors import ConfigError, FingerprintError, StateCacheError
-from ._settings import Options, default_cache_dir
+from ._settings import Options
 from .key import components as _components
 from .key.components import notebook_path
 from .key.inputs import reads_of
+from .key.project import default_cache_dir
 
 #: Metadata key of an entry that holds the outputs a ``%%checkpoint`` cell produced.
 OUTPUTS_META = "cell_outputs"

@@ -22,7 +22,6 @@ from ._config import (
     verbose_setting,
 )
 from ._errors import ConfigError
-from .key import components as _components
 
 Remote = str | os.PathLike[str] | bool | None  # remote=: a URL, False (no remote) or None (the env's)
 
@@ -150,20 +149,6 @@ def compress_option(compress: object) -> str | None:
         return check_mode(compress)
     except ValueError as exc:
         raise ConfigError(f"{exc} (or leave it out: STATECACHE_COMPRESS, else auto)") from None
-
-
-def default_cache_dir(filename: str) -> str:
-    """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
-    notebook; else in the working directory."""
-    from .store.layout import CACHE_DIR_NAME
-
-    if _components.is_cell_file(filename):
-        notebook = _components.notebook_path()
-        base = os.path.dirname(notebook) if notebook else os.getcwd()
-        return os.path.join(base, CACHE_DIR_NAME)
-    if os.path.isfile(filename):
-        return os.path.join(os.path.dirname(os.path.abspath(filename)), CACHE_DIR_NAME)
-    return os.path.join(os.getcwd(), CACHE_DIR_NAME)
 
 
 def where(filename: str, line: int) -> str:

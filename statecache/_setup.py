@@ -18,10 +18,11 @@ from ._binders import GlobalsBinder, names_used
 from ._config import validate_name
 from ._engine import Engine, NullEngine, open_engine
 from ._errors import ConfigError, InvalidNameError, StateCacheError
-from ._settings import Options, default_cache_dir, where
+from ._settings import Options, where
 from .key import components as _components
 from .key.code import stored_globals
 from .key.inputs import function_node, reads_of
+from .key.project import default_cache_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 

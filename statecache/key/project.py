@@ -155,3 +155,17 @@ def _climbs(suffix: str) -> bool:
     """Whether a path suffix has a ``..`` part."""
     parts = suffix.replace(os.altsep, os.sep).split(os.sep) if os.altsep else suffix.split(os.sep)
     return os.pardir in parts
+
+
+def default_cache_dir(filename: str) -> str:
+    """``.statecache`` beside the file holding the checkpoint; for notebook cells beside the
+    notebook; else in the working directory."""
+    from ..store.layout import CACHE_DIR_NAME
+
+    if is_cell_file(filename):
+        notebook = notebook_path()
+        base = os.path.dirname(notebook) if notebook else os.getcwd()
+        return os.path.join(base, CACHE_DIR_NAME)
+    if os.path.isfile(filename):
+        return os.path.join(os.path.dirname(os.path.abspath(filename)), CACHE_DIR_NAME)
+    return os.path.join(os.getcwd(), CACHE_DIR_NAME)

@@ -178,7 +178,7 @@ def _cache_dirs(path: str, codes: list[types.CodeType]) -> list[str]:
         return []
     from .._config import env_dir
     from .._errors import ConfigError
-    from .._settings import default_cache_dir
+    from .project import default_cache_dir
 
     try:
         found = [env_dir()]
