@@ -350,24 +350,8 @@ def home_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
                      change=lambda: None, env=user("alice"), env_after=user("bob"))
 
 
-HOME_READS = ("key/process.py scan: the process state a block reads without naming os.environ is "
-              "the working directory only (CWD_CALLS); ")
-
-
-@pytest.mark.parametrize("case", [
-    xfail("path-home", HOME_READS + "Path.home() reads $HOME inside pathlib, so another user's "
-          "run restores the first user's home"),
-    xfail("expanduser", HOME_READS + "os.path.expanduser('~') reads $HOME inside posixpath"),
-    xfail("getuser", HOME_READS + "getpass.getuser() reads $LOGNAME/$USER inside getpass"),
-    xfail("gettempdir", HOME_READS + "tempfile.gettempdir() reads $TMPDIR inside tempfile"),
-    xfail("expandvars-read", HOME_READS + "os.path.expandvars('$DATA_DIR/v.txt') reads $DATA_DIR "
-          "inside posixpath; the file it named is recorded by its absolute path, which is still "
-          "there and unchanged, so another DATA_DIR restores what the old directory held"),
-    xfail("shutil-which", HOME_READS + "shutil.which('mytool') reads $PATH inside shutil"),
-    xfail("local-timezone", "key/process.py scan / process_value: the local timezone (TZ, read by "
-          "the C library behind time.localtime and datetime.fromtimestamp) is no input, so a "
-          "machine in another timezone sharing the cache restores the first one's local hours"),
-])
+@pytest.mark.parametrize("case", ["path-home", "expanduser", "getuser", "gettempdir", "expandvars-read",
+                                  "shutil-which", "local-timezone"])
 def test_the_users_home_and_temp_dir_read_through_the_standard_library(home_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(home_outcomes, case)
 
