@@ -429,6 +429,8 @@ def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str 
     record without ctime or inode, from an older version, is re-read).
     """
     places = record_locations(record, cache_dir)
+    if record["kind"] == "output" and _written_elsewhere(record, places):
+        return None
     relative = record.get("relative")
     if isinstance(relative, str):
         target = os.path.abspath(relative)
@@ -443,6 +445,22 @@ def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str 
     if not present:
         return _changed_at(record, places[0])  # gone
     return next(filter(None, (_changed_at(record, place) for place in present)), None)
+
+
+def _written_elsewhere(record: dict[str, Any], places: list[str]) -> bool:
+    """Whether an output record comes from a run in another copy of the project (another
+    clone, machine or a shared remote: its recorded path is none of the places the file is
+    looked for here). Its output was never written here, so its absence is no change: a miss
+    would keep every block that writes a file from being shared. Said once, naming it."""
+    derived = places[1:]
+    if not derived or record["path"] in derived or any(map(os.path.isfile, derived)):
+        return False
+    from .._warnings import warn
+
+    warn(f"statecache: {_short(derived[-1])!r} was written by the block where it was computed, "
+         "in another copy of the project; a hit here does not write it (STATECACHE_REFRESH=1 "
+         "computes the block here)")
+    return True
 
 
 def _changed_at(record: dict[str, Any], path: str) -> str | None:
