@@ -26,15 +26,17 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from ._errors import FingerprintError
+from ._objectstate import _dunder
 from .key.inputs import MISSING, Lookup, global_label, module_label, resolve
 
-#: (the globals dict holding a name, the name)
-Slot = tuple[dict[str, Any], str]
+if TYPE_CHECKING:
+    from .key.helpercode import Slot
+
 _MUTABLE_DATA = (list, dict, set, bytearray)
 
 
@@ -80,10 +82,6 @@ def plain_content(value: Any) -> bytes | None:
         return bytes(xxhash.xxh3_128_digest(pickle.dumps(data, 5)))
     except Exception:  # a value that changes while it is pickled: watched by identity
         return None
-
-
-def _dunder(name: str) -> bool:
-    return name.startswith("__") and name.endswith("__")
 
 
 class Watched:
