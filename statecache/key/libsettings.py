@@ -97,10 +97,9 @@ def _polars(pl: Any) -> Any:
 
 
 def _decimal(decimal: Any) -> Any:
-    ctx = decimal.getcontext()
-    now = {f: getattr(ctx, f) for f in ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")}
-    now["traps"] = sorted(k.__name__ for k, on in ctx.traps.items() if on)
-    return _changed(now, _DECIMAL)
+    from .._registries import _read_decimal  # the same fields the hit sets back
+
+    return _changed(_read_decimal(decimal), _DECIMAL)
 
 
 #: library (``inputs.SETTINGS_LIBRARIES``) -> (the label its settings count under, how to read
