@@ -20,7 +20,7 @@ _MISSING = object()
 _CODE = (types.FunctionType, types.BuiltinFunctionType, classmethod, staticmethod, property, type, types.ModuleType)
 
 
-def _dunder(name: str) -> bool:
+def is_dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
 
 
@@ -59,7 +59,7 @@ class ClassState(ObjectState):
         from .key.codegraph import CLASS_SKIP
 
         now = vars(kind)
-        attributes = {k: v for k, v in now.items() if not _dunder(k) and not isinstance(v, _CODE) and picklable(v)}
+        attributes = {k: v for k, v in now.items() if not is_dunder(k) and not isinstance(v, _CODE) and picklable(v)}
         if before is None:
             return cls(attributes, (), attributes)
         rebound = [k for k, v in now.items() if k not in CLASS_SKIP and before.get(k, _MISSING) is not v]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from ._errors import FingerprintError
-from ._objectstate import _dunder
+from ._objectstate import is_dunder
 from .key.inputs import MISSING, Lookup, global_label, module_label, resolve
 
 if TYPE_CHECKING:
@@ -203,12 +203,12 @@ class Watched:
             covered = self.covered.get(id(glb), set())
             noted: dict[str, tuple[Any, bytes | None]] = {}
             for name, value in list(glb.items()):
-                if _dunder(name) or name in covered:
+                if is_dunder(name) or name in covered:
                     continue
                 noted[name] = (value, plain_content(value))
                 if isinstance(value, type) and id(value) not in self.classes and is_user_module_name(value.__module__):
                     self._note_class(value)
-                    data = {k: plain_content(v) for k, v in vars(value).items() if not _dunder(k)}
+                    data = {k: plain_content(v) for k, v in vars(value).items() if not is_dunder(k)}
                     self.class_data[self._label(glb, name)] = (value, data)
             self.attributes.append((glb, noted))
 
@@ -253,7 +253,7 @@ class Watched:
                 if now is value and (content is None or plain_content(now) == content):
                     continue
                 label = self._label(glb, name)
-                if label in skip or self._skipped(glb, name, label) or _dunder(name):
+                if label in skip or self._skipped(glb, name, label) or is_dunder(name):
                     continue
                 if now is MISSING:
                     gone.append(label)
