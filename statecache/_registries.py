@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .key.libsettings import DECIMAL_FIELDS, read_decimal
+
 _MISSING = object()
 
 
@@ -140,19 +142,9 @@ def _apply_polars(pl: Any, changes: dict[str, Any]) -> None:
 
 # -- the standard library -----------------------------------------------------------------------
 
-_DECIMAL_FIELDS = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
-
-
-def _read_decimal(decimal: Any) -> dict[str, Any]:
-    ctx = decimal.getcontext()
-    out = {f: getattr(ctx, f) for f in _DECIMAL_FIELDS}
-    out["traps"] = sorted(k.__name__ for k, on in ctx.traps.items() if on)
-    return out
-
-
 def _apply_decimal(decimal: Any, changes: dict[str, Any]) -> None:
     ctx = decimal.getcontext()
-    for name in _DECIMAL_FIELDS:
+    for name in DECIMAL_FIELDS:
         if name in changes:
             setattr(ctx, name, changes[name])
     if "traps" in changes:
@@ -293,7 +285,7 @@ REGISTRIES: dict[str, Registry] = {
     "sklearn": Registry("sklearn", _read_sklearn, _apply_sklearn, _nothing),
     "torch": Registry("torch", _read_torch, _apply_torch, _nothing),
     "polars": Registry("polars", _read_polars, _apply_polars, _nothing),
-    "decimal": Registry("decimal", _read_decimal, _apply_decimal, _nothing),
+    "decimal": Registry("decimal", read_decimal, _apply_decimal, _nothing),
     "sys": Registry("sys", _read_sys, _apply_sys, _nothing),
     "logging": Registry("logging", _read_logging, _apply_logging, _logging_default),
     "warnings": Registry("warnings", _read_warnings, _apply_warnings, _nothing),  # last: see apply

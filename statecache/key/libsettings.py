@@ -96,10 +96,20 @@ def _polars(pl: Any) -> Any:
     return _changed(pl.Config.state(if_set=True), _POLARS)
 
 
-def _decimal(decimal: Any) -> Any:
-    from .._registries import _read_decimal  # the same fields the hit sets back
+DECIMAL_FIELDS = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
 
-    return _changed(_read_decimal(decimal), _DECIMAL)
+
+def read_decimal(decimal: Any) -> dict[str, Any]:
+    """The decimal context as plain values: what the key counts and what a hit sets back
+    (``_registries``)."""
+    ctx = decimal.getcontext()
+    out = {f: getattr(ctx, f) for f in DECIMAL_FIELDS}
+    out["traps"] = sorted(k.__name__ for k, on in ctx.traps.items() if on)
+    return out
+
+
+def _decimal(decimal: Any) -> Any:
+    return _changed(read_decimal(decimal), _DECIMAL)
 
 
 #: library (``inputs.SETTINGS_LIBRARIES``) -> (the label its settings count under, how to read
