@@ -298,6 +298,8 @@ class Engine:
                 if changed:
                     self.reason = changed
                     return None
+                if not self._holds_this_checkpoint(reader.meta, path):
+                    return None  # before any unpickling: loading writes into live closure cells
                 meta, state = load_entry(
                     reader, mmap=self.settings.mmap, secret=self.settings.secret,
                     progress=None if self.settings.verbose else False,
@@ -307,15 +309,6 @@ class Engine:
             return None
         except (EntryError, OSError) as exc:
             warn(f"statecache: ignoring the cache entry of '{self.name}' ({exc}); computing it again")
-            self.reason = "the cached entry could not be read"
-            return None
-        if meta.get("name") != self.name or meta.get("key") != self.key:
-            # A valid entry of another checkpoint or key renamed or copied into place (by hand,
-            # a sync tool, or replayed by someone who can write the cache dir): never its state.
-            warn(
-                f"statecache: ignoring the cache entry of '{self.name}' (cache entry {path}: it "
-                f"holds '{meta.get('name')}' key {str(meta.get('key'))[:32]}, not this key; a file "
-                "copied or renamed into place); computing it again")
             self.reason = "the cached entry could not be read"
             return None
         self.store.touch(path)
@@ -328,6 +321,19 @@ class Engine:
         _tell_recorders(meta.get("files", []))
         self.hit, self.reason = True, ""
         return Found(meta, state)
+
+    def _holds_this_checkpoint(self, meta: EntryMeta, path: str) -> bool:
+        """Whether the entry at ``path`` is this checkpoint's under this key. A valid entry of
+        another checkpoint or key renamed or copied into place (by hand, a sync tool, or
+        replayed by someone who can write the cache dir) is never restored: it warns and misses."""
+        if meta.get("name") == self.name and meta.get("key") == self.key:
+            return True
+        warn(
+            f"statecache: ignoring the cache entry of '{self.name}' (cache entry {path}: it "
+            f"holds '{meta.get('name')}' key {str(meta.get('key'))[:32]}, not this key; a file "
+            "copied or renamed into place); computing it again")
+        self.reason = "the cached entry could not be read"
+        return False
 
     # -- hit --
 
