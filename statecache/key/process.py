@@ -14,6 +14,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from .stdin import LABEL as STDIN_LABEL
+from .stdin import reads_stdin, stdin_value
+
 #: Variables of the environment that change between shells and sessions without changing what
 #: a program computes: left out when a block reads the whole environment.
 VOLATILE_ENVIRON = frozenset({
@@ -24,6 +27,8 @@ VOLATILE_ENVIRON = frozenset({
 
 #: Names of calls whose result depends on the working directory.
 CWD_CALLS = frozenset({"getcwd", "getcwdb", "cwd", "resolve", "absolute", "abspath", "realpath"})
+#: Names through which code reaches standard input, when only its names are known.
+STDIN_NAMES = frozenset({"stdin", "__stdin__", "input", "fileinput"})
 #: Names through which code reaches the environment.
 ENVIRON_NAMES = frozenset({"environ", "environb", "getenv", "getenvb"})
 # os.environ methods that take a key (a constant one is read as that variable) or only write.
@@ -120,7 +125,8 @@ def stdlib_reads(node: ast.AST) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def scan(nodes: Iterable[ast.AST]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(environment variables read with a constant key, the kinds of wider process state read:
     ``"cwd"`` for a call that resolves against the working directory, ``"environ"`` for the
-    environment used otherwise: ``dict(os.environ)``, a loop, a computed key)."""
+    environment used otherwise: ``dict(os.environ)``, a loop, a computed key; ``"stdin"`` for
+    standard input, ``key.stdin.reads_stdin``)."""
     keys: dict[str, None] = {}
     kinds: set[str] = set()
     skip: set[int] = set()  # os.environ nodes read with a constant key, or only written
@@ -143,6 +149,8 @@ def scan(nodes: Iterable[ast.AST]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
         if name in CWD_CALLS:
             kinds.add("cwd")
+        if reads_stdin(node):
+            kinds.add("stdin")
     for node in walked:
         if is_environ(node) and id(node) not in skip:
             kinds.add("environ")
@@ -161,6 +169,8 @@ def scan_names(names: Iterable[str]) -> tuple[str, ...]:
         kinds.add("environ")
     if found & LOCALTIME_CALLS:
         kinds.add("timezone")
+    if found & STDIN_NAMES:
+        kinds.add("stdin")
     return tuple(sorted(kinds))
 
 
@@ -187,7 +197,7 @@ def argv_is_launch_line() -> bool:
 def process_value(kind: str) -> tuple[str, Any]:
     """The label and current value of one kind of process state (``"argv"``, ``"cwd"``,
     ``"timezone"``: the zone the time module reads at start from $TZ or the system's zone file,
-    ``"environ"``)."""
+    ``"stdin"``: what standard input will give, ``key.stdin.stdin_value``, ``"environ"``)."""
     if kind == "argv":
         return "sys.argv[1:]", list(sys.argv[1:])
     if kind == "cwd":
@@ -196,6 +206,8 @@ def process_value(kind: str) -> tuple[str, Any]:
         import time
 
         return "local timezone", [list(time.tzname), time.timezone, time.altzone, time.daylight]
+    if kind == "stdin":
+        return STDIN_LABEL, stdin_value()
     return "os.environ", {
         k: v for k, v in os.environ.items() if k not in VOLATILE_ENVIRON and not k.startswith("STATECACHE_")
     }
