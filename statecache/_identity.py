@@ -121,7 +121,13 @@ def _candidate(value: Any) -> bool:
     if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
         return True
     np = sys.modules.get("numpy")
-    return (np is not None and kind is np.ndarray) or plain_instance(value)
+    return (np is not None and kind is np.ndarray) or _tensor_type(kind) or plain_instance(value)
+
+
+def _tensor_type(kind: type) -> bool:
+    """A torch tensor or parameter (``_arraymerge`` fills one in place)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and (kind is torch.Tensor or kind is getattr(torch.nn, "Parameter", None))
 
 
 class Before:
@@ -203,9 +209,11 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     pairs: list[tuple[Any, str, tuple[Step, ...]]] = []
     views: list[tuple[Any, ...]] = []
     through: list[Any] = []
+    grads: list[tuple[Any, Any]] = []  # (tensor, its .grad): a tensor's pickle drops it
     status: dict[int, bool] = {}
     budget = [_BUDGET]
     arrays = _array_types()
+    tensor_grad = _grad_reader()
 
     def visit(value: Any, depth: int, root: str) -> bool:
         if type(value) in _ATOMIC:
@@ -222,6 +230,9 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
             dirty = visit(item, depth + 1, "") or dirty
         origin = before.origin(value)
         view = before.view(value) if origin is None and type(value) in arrays else None
+        grad = tensor_grad(value)
+        if grad is not None:
+            grads.append((value, grad))
         if origin is not None and not (root in implied and origin == (implied[root], ())):
             pairs.append((value, *origin))
         elif view is not None:
@@ -233,9 +244,18 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
 
     for label, value in state.items():
         visit(value, 0, label)
-    if not pairs and not through and not views:
+    if not pairs and not through and not views and not grads:
         return None
-    return {"kept": pairs, "through": through, "views": views}
+    return {"kept": pairs, "through": through, "views": views, "grads": grads}
+
+
+def _grad_reader() -> Callable[[Any], Any]:
+    """``_arraymerge.tensor_grad`` where torch is loaded (else no value has a gradient)."""
+    if "torch" not in sys.modules:
+        return lambda value: None
+    from ._arraymerge import tensor_grad
+
+    return tensor_grad
 
 
 def _array_types() -> tuple[type, ...]:
@@ -261,10 +281,13 @@ def mergeable(current: Any, saved: Any) -> bool:
         return True
     np = sys.modules.get("numpy")
     if np is not None and kind is np.ndarray:
-        return (
-            current.shape == saved.shape and current.dtype == saved.dtype
-            and bool(current.flags.writeable) and not current.dtype.hasobject
-        )
+        from ._arraymerge import array_mergeable
+
+        return array_mergeable(current, saved)
+    if _tensor_type(kind):
+        from ._arraymerge import tensor_mergeable
+
+        return tensor_mergeable(current, saved)
     return plain_instance(current)
 
 
@@ -292,10 +315,16 @@ def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> 
     elif kind is set:
         current.clear()
         current.update(saved)
+    elif _tensor_type(kind):
+        from ._arraymerge import merge_tensor
+
+        merge_tensor(current, saved)
     elif plain_instance(current):
         _merge_instance(current, saved, sub)
     else:
-        current[...] = saved  # a numpy array of the same shape and dtype
+        from ._arraymerge import merge_array
+
+        merge_array(current, saved)
 
 
 def _merge_instance(current: Any, saved: Any, sub: Callable[[Any], Any]) -> None:
@@ -324,6 +353,7 @@ class Rewire:
         self.through: dict[int, Any] = {}
         self._saved: list[Any] = []  # keeps ids stable while the rewiring runs
         self.views: dict[int, tuple[Any, ...]] = {}  # id(saved view) -> (live base, how it lies)
+        self.grads: list[tuple[Any, Any]] = list(record.get("grads", ())) if record else []
         if record:
             for saved, label, steps in record.get("kept", ()):
                 self.pair(saved, follow(now(label), tuple(steps)))
@@ -341,9 +371,14 @@ class Rewire:
         return True
 
     def run(self) -> None:
-        """Fill every kept object (also those no saved name reaches any more)."""
-        for saved in list(self._saved):
-            self.sub(saved)
+        """Fill every kept object (also those no saved name reaches any more), the objects
+        before the views over them (a resize moves an array's memory), then give each
+        tensor its gradient."""
+        saved = sorted(self._saved, key=lambda v: id(v) not in self.current)  # stable: kept first
+        for value in saved:
+            self.sub(value)
+        for tensor, grad in self.grads:
+            _set_grad(self.sub(tensor), self.sub(grad))
 
     def sub(self, saved: Any) -> Any:
         key = id(saved)
@@ -363,6 +398,13 @@ class Rewire:
         elif key in self.views:
             self.done[key] = _view_of_live(saved, *self.views[key])
         return self.done.get(key, saved)
+
+
+def _set_grad(tensor: Any, grad: Any) -> None:
+    try:
+        tensor.grad = grad
+    except (RuntimeError, TypeError, AttributeError):  # not a tensor now (its input is gone)
+        pass
 
 
 def _view_of_live(saved: Any, base: Any, lies: Any, layout: Any) -> Any:

@@ -357,7 +357,8 @@ class Fingerprinter(CodeGraph):
 
     def _feed_tensor(self, h: Any, t: Any, ctx: Ctx) -> None:
         """A torch tensor like a numpy array: type, dtype, device, shape, strides, whether it
-        needs gradients, and its bytes (its pickle holds storage addresses, so it never hits)."""
+        needs gradients, its bytes (its pickle holds storage addresses, so it never hits),
+        and its gradient (``backward()`` fills it in place; a block may read it)."""
         if self._memo(h, t, ctx):
             return
         torch = sys.modules["torch"]
@@ -367,11 +368,11 @@ class Fingerprinter(CodeGraph):
         h.update(head + (b"g" if t.requires_grad else b"-"))
         if t.layout != torch.strided or t.is_quantized:
             self._feed_pickled(h, t.detach().cpu(), ctx)  # sparse, quantized: by their parts
-            return
-        if t.device.type == "meta" or t.numel() == 0:
-            return  # no data
-        flat = t.detach().cpu().contiguous().reshape(-1)
-        h.update(flat.view(torch.uint8).numpy())
+        elif t.device.type != "meta" and t.numel() != 0:
+            h.update(_tensor_bytes(t.detach().cpu().contiguous()))
+        if t.requires_grad and (t.is_leaf or t.retains_grad) and t.grad is not None:
+            h.update(b"grad")
+            self._feed(h, t.grad, ctx)
 
     def _feed_pickled(self, h: Any, obj: Any, ctx: Ctx) -> None:
         """Lists, tuples, dicts and every other object: through _KeyPickler (C speed).
@@ -493,6 +494,16 @@ class Fingerprinter(CodeGraph):
 
     def _feed_codeobj(self, h: Any, obj: types.CodeType, ctx: Ctx) -> None:
         h.update(b"co" + code_digest(obj))
+
+
+def _tensor_bytes(flat: Any) -> memoryview:
+    """The bytes of a contiguous CPU tensor, uncopied, through ``entry.tensors.storage_bytes``
+    (``tensor.numpy()`` would mark the user's storage not resizable for good, so that a
+    ``t.resize_`` in the block failed only under statecache)."""
+    from ..entry.tensors import storage_bytes
+
+    start = flat.storage_offset() * flat.element_size()
+    return memoryview(storage_bytes(flat.untyped_storage())).cast("B")[start:start + flat.numel() * flat.element_size()]
 
 
 def _message(label: str, obj: object, e: Refused) -> str:
