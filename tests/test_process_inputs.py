@@ -125,3 +125,210 @@ def test_code_not_reading_standard_input_is_not(code: str) -> None:
     tree = ast.parse(code)
     assert not any(reads_stdin(node) for node in ast.walk(tree))
     assert "stdin" not in scan([tree])[1]
+
+
+# -- files read by the block's worker processes -------------------------------------------------
+
+WORKER_SCRIPT = HEAD + """
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+def load(path):
+    with open(path) as f:
+        return f.read().strip()
+
+def load_in_grandchild(path, queue):
+    pid = os.fork()  # a worker's own child
+    if pid == 0:
+        queue.put(load(path))
+        queue.close()
+        queue.join_thread()  # sent before the exit that skips the feeder thread
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+if __name__ == "__main__":
+    fork = mp.get_context("fork")
+    early = fork.Pool(1)  # made before the block, used in it
+    with sc.checkpoint("pool"):
+        with fork.Pool(2) as pool:
+            v = pool.map(load, ["d1.txt", "d2.txt"])
+        del pool
+    print("y", "pool", v)
+    with sc.checkpoint("early-pool", ignore=["early"]):
+        v = early.map(load, ["d1.txt", "d2.txt"])
+    print("y", "early-pool", v)
+    early.close()
+    with sc.checkpoint("executor"):
+        with ProcessPoolExecutor(2, mp_context=fork) as ex:
+            v = list(ex.map(load, ["d1.txt", "d2.txt"]))
+        del ex
+    print("y", "executor", v)
+    with sc.checkpoint("grandchild"):
+        queue = fork.Queue()
+        worker = fork.Process(target=load_in_grandchild, args=("d2.txt", queue))
+        worker.start()
+        v = queue.get()
+        worker.join()
+        del queue, worker
+    print("y", "grandchild", v)
+    with sc.checkpoint("branch"):
+        with sc.branch() as run:
+            run.keep(text=load("d2.txt"))
+        v = run.kept["text"]
+        del run
+    print("y", "branch", v)
+    with sc.checkpoint("other-file"):
+        with fork.Pool(1) as pool:
+            v = pool.map(load, ["d1.txt"])
+        del pool
+    print("y", "other-file", v)
+"""
+WORKER_CASES = ["pool", "early-pool", "executor", "grandchild", "branch"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "key/files.py does not call key.workers yet (forward in _note, _watched() for its recorders "
+    "gates, leave() in FileRecorder.__exit__): the workers' reads are lost; the seam is in helper "
+    "P's report"))
+def test_files_read_by_forked_workers_of_the_block(project: Project) -> None:
+    project.write("script.py", WORKER_SCRIPT)
+    project.write("d1.txt", "a")
+    project.write("d2.txt", "b")
+    everything = [*WORKER_CASES, "other-file"]
+    assert_cases(project.run("script.py"), everything, hit=False)
+    assert_cases(project.run("script.py"), everything, hit=True)
+    project.write("d2.txt", "bbb")  # read only by the workers, never by the parent
+    fresh = case_values(project.run("script.py", env={"STATECACHE_DISABLE": "1"}))
+    changed = project.run("script.py")
+    assert_cases(changed, WORKER_CASES, hit=False, fresh=fresh)
+    assert_cases(changed, ["other-file"], hit=True, fresh=fresh)  # its workers read d1 only
+    assert_cases(project.run("script.py"), everything, hit=True, fresh=fresh)
+
+
+UNSEEN_SCRIPT = HEAD + """
+import multiprocessing as mp
+import subprocess
+
+def load(path):
+    with open(path) as f:
+        return f.read().strip()
+
+if __name__ == "__main__":
+    with sc.checkpoint("spawned"):
+        with mp.get_context("spawn").Pool(1) as pool:
+            v = pool.map(load, ["d1.txt"])
+        del pool
+    print("y", "spawned", v)
+    with sc.checkpoint("program"):
+        v = subprocess.run([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout.strip()
+    print("y", "program", v)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_engine.Engine._finish does not call key.workers.may_save yet: a block whose spawned workers "
+    "read files is saved and hits after the file changed, and a program it ran is not named; the "
+    "seam is in helper P's report"))
+def test_workers_and_programs_whose_reads_are_not_seen_are_named(project: Project) -> None:
+    project.write("script.py", UNSEEN_SCRIPT)
+    project.write("d1.txt", "a")
+    run = project.run("script.py")
+    assert "'spawned'" in run.stderr and "not saved" in run.stderr and not project.entries("spawned")
+    assert "'program'" in run.stderr and "python" in run.stderr and "files=" in run.stderr
+    project.write("d1.txt", "z")
+    again = project.run("script.py")
+    assert case_values(again)["spawned"] == "['z']" and again.computed("spawned")
+    assert again.hit("program")  # a program is named, the state is saved
+
+
+# -- a project copied with its cache ------------------------------------------------------------
+
+COPY_SCRIPT = HEAD + """
+from dataclasses import dataclass
+from pathlib import Path
+HERE = Path(__file__).resolve().parent
+
+@dataclass
+class Config:
+    out: Path
+
+def shown(value):
+    text = str(value)
+    return text.replace(str(HERE), '<here>') if str(HERE) in text else text
+
+with sc.checkpoint('path'):
+    v = HERE / 'runs'
+print('y', 'path', shown(v))
+with sc.checkpoint('text'):
+    v = os.path.join(str(HERE), 'runs')
+print('y', 'text', shown(v))
+with sc.checkpoint('dict'):
+    v = {'out': HERE / 'runs', 'n': 3}
+print('y', 'dict', shown(v))
+with sc.checkpoint('dataclass'):
+    v = Config(HERE / 'runs')
+print('y', 'dataclass', shown(v))
+with sc.checkpoint('listing'):
+    v = sorted(HERE.glob('*.txt'))
+print('y', 'listing', shown(v))
+with sc.checkpoint('relative'):
+    v = Path('runs') / 'a'
+print('y', 'relative', shown(v))
+with sc.checkpoint('plain'):
+    v = [1, 'runs', {'a': 2}]
+print('y', 'plain', shown(v))
+"""
+ROOT_BOUND = ["path", "text", "dict", "dataclass", "listing"]
+ROOT_FREE = ["relative", "plain"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_engine.Engine._save/_refusal do not call key.rootpaths.root_record/moved_root yet: the copy "
+    "hits on the original's paths; the seam is in helper P's report"))
+def test_state_holding_the_project_folder_misses_in_a_copy(tmp_path: Path) -> None:
+    import shutil
+
+    one = Project(tmp_path / "exp1")
+    one.write("pyproject.toml", "[project]\nname = 'exp'\n")
+    one.write("script.py", COPY_SCRIPT)
+    one.write("d.txt", "1")
+    assert_cases(one.run("script.py"), ROOT_BOUND + ROOT_FREE, hit=False)
+    assert_cases(one.run("script.py"), ROOT_BOUND + ROOT_FREE, hit=True)
+    shutil.copytree(one.root, tmp_path / "exp2")
+    two = Project(tmp_path / "exp2")
+    fresh = case_values(two.run("script.py", env={"STATECACHE_DISABLE": "1"}))
+    assert fresh["path"] == "<here>/runs"
+    copied = two.run("script.py")
+    assert_cases(copied, ROOT_BOUND, hit=False, fresh=fresh)
+    assert "held paths in" in copied.stderr, copied.stderr
+    assert_cases(copied, ROOT_FREE, hit=True, fresh=fresh)  # the copy shares what names no folder
+    assert_cases(two.run("script.py"), ROOT_BOUND + ROOT_FREE, hit=True, fresh=fresh)
+
+
+def test_the_values_that_name_the_project_folder(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from statecache.key.rootpaths import MAX_VALUES, moved_root, root_record
+
+    @dataclass
+    class Config:
+        out: object
+
+    class Holder:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+    root = str(tmp_path / "exp1")
+    inside = [root, root + "/runs", Path(root) / "runs", (root + "/x").encode(), {"k": [Path(root)]},
+              {Path(root) / "key": 1}, Config(Path(root)), {1, f"--out={root}/a"}, (None, [root + "/b"])]
+    outside = [root + "2/runs", str(tmp_path), "runs", Path("runs"), 3, None, np.array([root + "/a"]),
+               Holder(Holder(root + "/deep")), list(range(MAX_VALUES)) + [root + "/late"], print]
+    state = {f"in{i}": v for i, v in enumerate(inside)} | {f"out{i}": v for i, v in enumerate(outside)}
+    record = root_record(state, root)
+    assert record["root_paths"]["names"] == [f"in{i}" for i in range(len(inside))]
+    assert root_record({"v": 1, "w": "text"}, root) == {}
+    assert moved_root(record, root) is None
+    assert moved_root(record, str(tmp_path / "exp2")) is not None
+    assert moved_root({}, str(tmp_path / "exp2")) is None

@@ -1,0 +1,249 @@
+"""Reads made by the worker processes of a computing block, which the parent's audit hook
+never sees: a ``multiprocessing`` Pool or ``ProcessPoolExecutor`` with fork (Linux's default),
+torch's ``DataLoader(num_workers=...)``, a ``branch()`` child.
+
+A forked child inherits the audit hook but not the parent's memory, so what it notes is lost.
+Each process that forks gets, before its first fork, a shared page saying how many of its own
+recorders are active and an unlinked inbox file; its children keep both (``_ancestors``, for
+grandchildren too). A child whose nearest recording ancestor is recording appends what it
+reads, writes and lists to that ancestor's inbox (``forward``), with the stat it saw, and the
+ancestor notes those events when one of its recorders ends (``leave``). So a worker forked
+before the block counts as well as one forked in it.
+
+What cannot be seen is named (``unseen``): programs the block starts (``subprocess``,
+``os.system``, ``exec``) and ``multiprocessing`` workers started with spawn or forkserver,
+which share nothing with this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from .stamps import stat_stamp
+
+#: Audit events by which the block starts another program, whose reads are not seen, and
+#: ``os.fork``, by which it starts a child that it sees (``started_program`` counts them).
+PROGRAM_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"})
+_COUNT = 8  # bytes of the page: this process's active recorders, little-endian
+
+_page: Any = None  # this process's shared page (an anonymous mmap), made before its first fork
+_inbox = -1  # this process's inbox (an unlinked file, opened for appending), likewise
+_drained = 0  # how far this process has read its inbox
+_active = 0  # recorders this process entered and has not left
+_ancestors: tuple[tuple[Any, int], ...] = ()  # (page, inbox) of each process above this one
+
+
+class _Frame:
+    """What one recorder of this process saw started while it was active (for ``unseen``)."""
+
+    def __init__(self) -> None:
+        self.programs: dict[str, None] = {}
+        self.forks = 0
+        self.processes_before = _processes_made()
+        self.made = 0  # multiprocessing processes made while it was active, set when it ends
+
+
+_frames: list[_Frame] = []  # one per active recorder, innermost last
+_last: _Frame | None = None  # the frame of the recorder that ended last
+
+
+def _prepare() -> None:
+    """Before a fork: the page and the inbox that the child will share with this process."""
+    global _page, _inbox
+    if _page is not None:
+        return
+    try:
+        import mmap
+        import tempfile
+
+        page = mmap.mmap(-1, _COUNT)
+        with tempfile.TemporaryFile(mode="a+b", buffering=0) as inbox:  # unlinked: gone with us
+            _inbox = os.dup(inbox.fileno())
+    except (OSError, ValueError):  # no page, no forwarding: the children's reads stay unseen
+        return
+    _page = page
+    _write_count()
+
+
+def _in_child() -> None:
+    """After a fork, in the child: the parent's page and inbox are an ancestor's now; the
+    child's recorders (copies of the parent's) are not its own."""
+    global _page, _inbox, _drained, _active, _ancestors
+    if _page is not None:
+        _ancestors = (*_ancestors, (_page, _inbox))
+    _page, _inbox, _drained, _active = None, -1, 0, 0
+    _frames.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_prepare, after_in_child=_in_child)
+
+
+def _write_count() -> None:
+    if _page is not None:
+        _page[:_COUNT] = _active.to_bytes(_COUNT, "little")
+
+
+def _recording(page: Any) -> bool:
+    try:
+        return page[:_COUNT] != b"\0" * _COUNT
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def _nearest_recording() -> int:
+    """The inbox of the nearest ancestor that is recording now, or -1."""
+    for page, inbox in reversed(_ancestors):
+        if _recording(page):
+            return inbox
+    return -1
+
+
+def parent_recording() -> bool:
+    """Whether a process above this one is recording now: then what this process opens must
+    be told (``forward``) although it records nothing itself. False at once in a process that
+    was not forked from one that imported statecache."""
+    return bool(_ancestors) and _nearest_recording() >= 0
+
+
+def forward(path: str, kind: str) -> None:
+    """In a forked child whose ancestor records: append the event (an absolute ``path``, the
+    recorder's kind of it, and for a read the stat before it) to that ancestor's inbox. One
+    ``write`` of one line, so that the workers' lines do not interleave."""
+    if not _ancestors:
+        return
+    inbox = _nearest_recording()
+    if inbox < 0:
+        return
+    stamp: list[int] | None = None
+    if kind == "opened":
+        from .provenance import is_data_path
+
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            st = None
+        if not is_data_path(path, mode=st.st_mode if st is not None else 0):
+            return  # the interpreter's and the packages' files: the parent would drop them too
+        stamp = list(stat_stamp(st)) if st is not None else None
+    line = json.dumps([path, kind, stamp], ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        os.write(inbox, line.encode("utf-8", "surrogateescape"))
+    except OSError:
+        pass
+
+
+def enter() -> None:
+    """One of this process's recorders starts."""
+    global _active
+    _frames.append(_Frame())
+    _active += 1
+    _write_count()
+
+
+def leave() -> list[tuple[str, str, tuple[int, ...] | None]]:
+    """One of this process's recorders ends: the events its workers forwarded since the last
+    ``leave`` (path, kind, the stat before a read), in the order they were written; the
+    caller notes them as its own, for every recorder still active."""
+    global _active, _last
+    _active = max(0, _active - 1)
+    if _frames:
+        _last = _frames.pop()
+        _last.made = _processes_made() - _last.processes_before
+    _write_count()
+    return _drain()
+
+
+def _drain() -> list[tuple[str, str, tuple[int, ...] | None]]:
+    global _drained
+    if _inbox < 0:
+        return []
+    chunks: list[bytes] = []
+    offset = _drained
+    while True:
+        try:
+            data = os.pread(_inbox, 1 << 20, offset)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+        offset += len(data)
+    text = b"".join(chunks)
+    complete = text.rfind(b"\n") + 1  # a line still being written is read at the next leave
+    _drained += complete
+    events = []
+    for line in text[:complete].splitlines():
+        try:
+            path, kind, stamp = json.loads(line.decode("utf-8", "surrogateescape"))
+        except ValueError:
+            continue
+        events.append((path, kind, tuple(stamp) if stamp is not None else None))
+    return events
+
+
+def started_program(event: str, args: tuple[Any, ...]) -> None:
+    """An audit event by which a recording block starts another program (note its name) or
+    forks (count it)."""
+    if not _frames:
+        return
+    if event == "os.fork":
+        for frame in _frames:
+            frame.forks += 1
+        return
+    try:
+        what = args[1] if event == "subprocess.Popen" and args[0] is None else args[0]
+        if event == "subprocess.Popen" and isinstance(what, (list, tuple)) and what:
+            what = what[0]
+        name = os.path.basename(os.fsdecode(what)) if isinstance(what, (str, bytes, os.PathLike)) else None
+        if event == "os.system" and name:
+            name = name.split()[0] if name.split() else name
+    except (IndexError, TypeError, ValueError):
+        name = None
+    for frame in _frames:
+        frame.programs.setdefault(name or event, None)
+
+
+def _processes_made() -> int:
+    """How many ``multiprocessing`` processes this process has made (any start method): the
+    counter their names come from, read from its ``repr`` (``count(5)``) so as not to move it;
+    0 when multiprocessing is not loaded."""
+    process = sys.modules.get("multiprocessing.process")
+    counter = repr(getattr(process, "_process_counter", "count(1)"))
+    try:
+        return int(counter[counter.index("(") + 1:counter.index(")")]) - 1
+    except ValueError:
+        return 0
+
+
+def unseen() -> tuple[list[str], int]:
+    """What the block ran whose reads statecache cannot see, asked when its recorder has
+    ended: (the programs it started, by name; how many ``multiprocessing`` workers it started
+    with spawn or forkserver: those it made less the forks it made, which are seen)."""
+    if _last is None:
+        return [], 0
+    return list(_last.programs), max(0, _last.made - _last.forks)
+
+
+def may_save(name: str, where: str) -> bool:
+    """After a block ran (its recorder has ended): warn, once, naming what it ran whose reads
+    cannot be seen, and say whether its state may be saved. Programs (``git rev-parse``, a
+    compiler) are named and the state saved: most read no data of the block's, and a rule
+    that never saved them would leave common blocks uncached. Spawned workers run the user's
+    own code, started to load data more often than not: nothing they read is known, so the
+    state is not saved (when in doubt, miss)."""
+    from .._warnings import warn
+
+    programs, spawned = unseen()
+    if programs:
+        warn(f"statecache: '{name}' at {where} ran {', '.join(programs)}: what another program reads is "
+             "not seen, so a change of a file it reads does not recompute the block. Name such files "
+             "with files=[...].")
+    if spawned:
+        warn(f"statecache: '{name}' at {where} started {spawned} worker process(es) with spawn or forkserver, "
+             "whose reads cannot be seen: it is not saved. Use the fork start method "
+             "(multiprocessing.get_context('fork')), whose workers' reads count, or load the files above the block.")
+    return not spawned
