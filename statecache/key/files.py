@@ -3,28 +3,39 @@
 The hook is installed at ``import statecache`` (``watch_reads``; audit hooks cannot be
 removed): every open for reading goes to ``readlog``, which notes it for the user's functions
 on the stack, and the other events cost one comparison while nothing is recording. It records
-files opened for reading and directories listed; ``snapshot`` turns the paths into records
-(size, mtime, content digest) that a later hit re-checks, stat first and content only when the
-stat changed.
+files opened for reading, files only looked at (a stat, an access check: ``key.looks``),
+directories listed, and the user's modules whose classes an unpickler resolved
+(``key.unpickled``); ``snapshot`` turns them into records (``key.filerecords``) that a later
+hit re-checks. What the block saw is taken when it first saw it: the stat before its first
+read, the answer of a look, a folder's listing, so that a file the block consumes (reads, then
+removes) or a folder it lists, then empties or writes into, is no record of what is there after.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
-from _thread import allocate_lock
+from _thread import _local, allocate_lock
 from collections.abc import Iterable
 from typing import Any
 
 from . import readlog
+from .filerecords import (  # noqa: F401  (the records' names, as callers know them)
+    changed_record,
+    expand_files_pattern,
+    file_record,
+    listing_record,
+    record_locations,
+    record_stamp,
+)
 from .stamps import stat_stamp
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False
 _lock = allocate_lock()
 _READ_FLAGS = (os.O_RDONLY, os.O_RDWR)
-_RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity
+_os_stat = os.stat  # the unwrapped stat (``readers`` wraps os.stat): the recorder's own looks
+_listing = _local()  # on while the recorder lists a folder itself: its own listdir is not the block's
 
 
 class FileRecorder:
@@ -32,9 +43,17 @@ class FileRecorder:
     the files it created or truncated before reading them: those are outputs, not inputs."""
 
     def __init__(self) -> None:
-        # path -> its stat stamp when first opened (None: it did not exist then)
+        # path -> its stat stamp when first opened or looked at (None: it did not exist then)
         self.opened: dict[str, tuple[int, ...] | None] = {}
-        self.listed: dict[str, None] = {}
+        self.contents: set[str] = set()  # those of ``opened`` whose content a read reached
+        # path -> what its stats and access checks answered (``looks.answers``), the first time
+        self.looked: dict[str, dict[str, Any]] = {}
+        # folder -> its listing record when first listed (None: no data folder, or unlistable)
+        self.listed: dict[str, dict[str, Any] | None] = {}
+        # path -> its record, made when the block first opened it (``take_now``)
+        self.taken: dict[str, dict[str, Any]] = {}
+        # (module, qualname) of every global an unpickler resolved while recording
+        self.unpickled: dict[tuple[str, str], None] = {}
         # made or emptied by the block before any read of it -> whether the block read it back:
         # then it is the block's own scratch, else an output that a hit must find
         self.written: dict[str, bool | None] = {}
@@ -50,7 +69,7 @@ class FileRecorder:
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
-        from . import readers  # compiled-code readers: wrapped only once something computes
+        from . import looks, readers  # noqa: F401  (loaded now: an import while recording is a read)
 
         watch_reads()
         readers.install(note_read, recording)
@@ -62,6 +81,16 @@ class FileRecorder:
         with _lock:
             if self in _recorders:
                 _recorders.remove(self)
+
+    def saw_anything(self) -> bool:
+        """Whether anything was seen that ``seen_records`` would turn into a record."""
+        return bool(self.opened or self.listed or self.unpickled)
+
+    def forget(self) -> None:
+        """Drop what was seen so far and keep recording (live mode, after each statement)."""
+        for seen in (self.opened, self.contents, self.looked, self.listed, self.taken, self.unpickled,
+                     self.relative):
+            seen.clear()
 
 
 def recording() -> bool:
@@ -84,6 +113,15 @@ def watch_reads() -> None:
     if not _hook_installed:
         sys.addaudithook(_audit)
         _hook_installed = True
+        from .importwatch import after_import
+
+        after_import("sqlite3", _watch_sqlite)  # a connection made above a block may ATTACH in it
+
+
+def _watch_sqlite(module: Any) -> None:
+    from .databases import wrap_connect
+
+    wrap_connect(_note_database)
 
 
 
@@ -109,13 +147,18 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             pass
 
 
-_RECORDED = frozenset({"os.listdir", "os.scandir", "os.mkdir", "os.rename"})
+_RECORDED = frozenset({"os.listdir", "os.scandir", "os.mkdir", "os.rename", "pickle.find_class"})
 
 
 def _heard(event: str, args: tuple[Any, ...]) -> None:
     """The events other than ``open`` and ``sqlite3.connect`` that a recording checkpoint
-    needs: listings, directories the block made and files it renamed (its outputs)."""
-    if event == "os.mkdir":
+    needs: listings, directories the block made and files it renamed (its outputs), and the
+    globals an unpickler resolves (the classes of what the block loads: ``key.unpickled``)."""
+    if event == "pickle.find_class":
+        found = (args[0], args[1])
+        for recorder in list(_recorders):
+            recorder.unpickled[found] = None
+    elif event == "os.mkdir":
         if _no_dir_fd(args[2:3]) and not _exists(args[0]):
             _note(args[0], "created")  # what it then finds inside is its own
     elif event == "os.rename":
@@ -128,7 +171,7 @@ def _heard(event: str, args: tuple[Any, ...]) -> None:
         path = path if path is not None else "."
         from .listers import IMPORTS, lister
 
-        if lister(_caller(2)) != IMPORTS:
+        if not getattr(_listing, "on", False) and lister(_caller(2)) != IMPORTS:
             _note(path, "listed")
 
 
@@ -215,33 +258,50 @@ def _exists(path: Any) -> bool:
         return True
 
 
-def note_read(path: Any, listed: bool = False, looked: bool = False) -> None:
-    """Tell statecache that a library read ``path`` (or listed it, or only looked at it with a
-    stat) outside Python's ``open()``, where no audit event says so: a read counts as one by
+def note_read(path: Any, listed: bool = False, looked: bool | str = False) -> None:
+    """Tell statecache that a library read ``path`` (or listed it, or only looked at it: a
+    stat or an access check, ``looked`` saying what it answered, one of ``looks``' aspects)
+    outside Python's ``open()``, where no audit event says so: a read counts as one by
     ``open`` does (``_read``); a listing or a look only for the recording checkpoints."""
-    if listed or looked:
+    if listed:
         if _recorders:
-            _note(path, "listed" if listed else "opened")
+            _note(path, "listed")
+    elif looked:
+        if _recorders:
+            from .looks import STAT
+
+            _note(path, "opened", STAT if looked is True else looked)
     else:
         _read(path, _caller(1))
 
 
 def _note_database(database: Any, frame: Any) -> None:
-    """sqlite3 opens its database from C: the ``sqlite3.connect`` event names it (a
-    ``file:`` URI by its path; an in-memory database is no file)."""
-    if isinstance(database, bytes):
-        database = os.fsdecode(database)
-    if not isinstance(database, (str, os.PathLike)):
-        return
-    path = os.fspath(database)
-    if path.startswith("file:"):
-        path = path[5:].split("?", 1)[0]
-        path = path[2:] if path.startswith("//") else path
-    if path and path != ":memory:" and "mode=memory" not in os.fspath(database):
+    """sqlite3 opens its database from C: the ``sqlite3.connect`` event names it, and its
+    write-ahead log is read with it (``databases.database_files``)."""
+    from .databases import database_files
+
+    for i, path in enumerate(database_files(database)):
         _read(path, frame)
+        if i and _recorders:  # the log: taken before the connection opens it
+            take_now(path)
 
 
-def _note(path: Any, kind: str) -> None:
+def take_now(path: str) -> None:
+    """Make the record of ``path`` now, before the code opens it (the recording checkpoints
+    that have none yet): for a file whose open changes its stat and not its content."""
+    path = os.path.abspath(path)
+    record: dict[str, Any] | None | bool = False
+    for recorder in list(_recorders):
+        if path in recorder.opened and path not in recorder.taken:
+            if record is False:
+                record = file_record(path)
+            if isinstance(record, dict) and record["kind"] == "file":
+                recorder.taken[path] = record
+
+
+def _note(path: Any, kind: str, looked: str | None = None) -> None:
+    """Note ``path`` for every recording checkpoint: ``kind`` is "opened" (read, or only looked
+    at when ``looked`` says what the look answered), "listed", "written" or "created"."""
     try:
         given = os.fsdecode(os.fspath(path))
         path = os.path.abspath(given)
@@ -250,7 +310,7 @@ def _note(path: Any, kind: str) -> None:
     if not os.path.isabs(given):
         for recorder in list(_recorders):
             recorder.relative.setdefault(path, _from_start(recorder, given, path))
-    stamp: tuple[int, ...] | None | bool = False  # False: not looked up yet
+    first = _First(path)
     for recorder in list(_recorders):
         if kind in ("opened", "listed") and path in recorder.created:
             recorder.created[path] = True  # read back what it made: its absence was an input
@@ -259,20 +319,60 @@ def _note(path: Any, kind: str) -> None:
         if kind == "opened" and path in recorder.written:
             recorder.written[path] = True
             continue
-        seen = getattr(recorder, kind)
         if kind == "created":
-            seen.setdefault(path, False)
-            continue
-        if path in seen or (kind in ("opened", "written") and (path in recorder.written or path in recorder.opened)):
-            continue  # the first of its opens decides: an input read first, or an output
-        if kind == "opened" and stamp is False:
-            # The stat before the first read (audit events come before the open), so that a
-            # file changed while the block runs is not recorded as what the block read.
+            recorder.created.setdefault(path, False)
+        elif kind == "listed":
+            if path not in recorder.listed:
+                recorder.listed[path] = first.listing()
+        elif kind == "written":
+            if path not in recorder.written and path not in recorder.opened:
+                recorder.written[path] = None  # the first of its opens decides: input or output
+        else:
+            if path not in recorder.opened:
+                recorder.opened[path] = first.stamp()
+            if looked is None:
+                recorder.contents.add(path)
+            else:
+                first.look(recorder.looked.setdefault(path, {}), looked)
+
+
+class _First:
+    """What ``path`` is now, looked up once for all the recording checkpoints that see it
+    first: taken before the block's own open (audit events come before it) or right after its
+    look or listing, so that a file changed, removed or added to while the block runs is not
+    recorded as what the block saw. The unwrapped stat: these looks are not the block's."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stat: Any = False  # False: not looked up yet; None: not there
+
+    def stat(self) -> os.stat_result | None:
+        if self._stat is False:
             try:
-                stamp = stat_stamp(os.stat(path))
+                self._stat = _os_stat(self.path)
             except (OSError, ValueError):
-                stamp = None
-        seen[path] = None if stamp is False else stamp
+                self._stat = None
+        return self._stat
+
+    def stamp(self) -> tuple[int, ...] | None:
+        st = self.stat()
+        return stat_stamp(st) if st is not None else None
+
+    def look(self, seen: dict[str, Any], what: str) -> None:
+        from .looks import answers, merge
+
+        merge(seen, answers(self.path, what, self.stat()))
+
+    def listing(self) -> dict[str, Any] | None:
+        from .provenance import Kind, classify
+
+        if classify(self.path) is not Kind.USER:
+            return None  # not data (seen_records leaves it out): no listing of it
+        _listing.on = True
+        try:
+            return listing_record(self.path)
+        finally:
+            _listing.on = False
 
 
 def _from_start(recorder: FileRecorder, given: str, path: str) -> str:
@@ -287,49 +387,6 @@ def _from_start(recorder: FileRecorder, given: str, path: str) -> str:
         return os.path.relpath(path, recorder.cwd)
     except (OSError, ValueError):  # the directory is gone, or another drive
         return given
-
-
-def _record_stamp(record: dict[str, Any]) -> tuple[Any, ...]:
-    return (record.get("size"), record.get("mtime_ns"), record.get("ctime_ns"), record.get("inode"))
-
-
-def file_record(path: str) -> dict[str, Any] | None:
-    """size, mtime and content digest of a regular file; a missing one is recorded as such
-    (a file that appears later is a change); None for anything else (a pipe, a device)."""
-    from .hashing import file_digest
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return {"path": path, "kind": "missing"}
-    import stat as stat_mod
-
-    if not stat_mod.S_ISREG(st.st_mode):
-        return None
-    digest = file_digest(path)
-    return {
-        "path": path,
-        "kind": "file",
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-        "inode": st.st_ino,
-        "digest": digest,
-        # a file modified this close to its recording may be rewritten within the same mtime
-        # tick (same size, same mtime, new content): such a record is always re-read (like git's
-        # "racily clean" entries)
-        "racy": time.time_ns() - st.st_mtime_ns < _RACY_NS,
-    }
-
-
-def listing_record(path: str) -> dict[str, Any] | None:
-    try:
-        names = sorted(os.listdir(path))
-    except OSError:
-        return None
-    from .hashing import digest
-
-    return {"path": path, "kind": "dir", "digest": digest(*(n.encode("utf-8", "surrogateescape") for n in names)).hex()}
 
 
 def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -368,153 +425,90 @@ def snapshot(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> list[dic
 def seen_records(recorder: FileRecorder, cache_dirs: Iterable[str] = ()) -> dict[tuple[str, str], dict[str, Any]]:
     """(path, kind) -> the record of each data file and directory the recorder saw, by
     absolute path only: what the code read, a file it found missing, a file it made where
-    nothing was and read back (missing), a listing. The one rule of what a read leaves to be
-    checked later, for a checkpoint (``snapshot``) and for live mode's statements."""
+    nothing was and read back (missing), a file it only looked at (its answers), a listing,
+    the source of a user module whose class it unpickled. The one rule of what a read leaves
+    to be checked later, for a checkpoint (``snapshot``) and for live mode's statements."""
     from .provenance import is_data_path
 
     cache_dirs = list(cache_dirs)
     records: dict[tuple[str, str], dict[str, Any]] = {}
     for path, before in recorder.opened.items():
         if is_data_path(path, cache_dirs):
-            # missing when first opened (a failed read, made by the block later): the run saw
-            # no file, whatever is there now
-            record: dict[str, Any] | None = (
-                file_record(path) if before is not None else {"path": path, "kind": "missing"})
-            if record is None:
-                continue
-            if record["kind"] == "file" and before is not None and before != _record_stamp(record):
-                # Changed after the block first opened it (an editor saved it meanwhile, or the
-                # block rewrote what it had read): the content now is not what the block read,
-                # so no content can match; every later run recomputes until a run sees it stable.
-                record["digest"] = "changed while the block ran"
-                record["racy"] = True
-            records[(path, record["kind"])] = record
+            record = _input_record(recorder, path, before)
+            if record is not None:
+                records[(path, record["kind"])] = record
     for path, read_back in recorder.created.items():
         if read_back and is_data_path(path, cache_dirs):
             records.setdefault((path, "missing"), {"path": path, "kind": "missing"})
-    for path in recorder.listed:
+    for path, listing in recorder.listed.items():
         if is_data_path(path, cache_dirs):
-            record = listing_record(path)
+            record = listing if listing is not None else listing_record(path)
             if record is not None:
-                records[(path, "dir")] = record
+                looked = records.get((path, "dir"), {}).get("looked")
+                records[(path, "dir")] = {**record, "looked": looked} if looked else dict(record)
+    if recorder.unpickled:
+        _add_unpickled_sources(recorder, records, cache_dirs)
     return records
 
 
-def record_locations(record: dict[str, Any], cache_dir: str | None = None) -> list[str]:
-    """Where a record's file may be read now, the recorded absolute path first: a file inside
-    the project is also looked for below the project root of this process (a clone elsewhere)
-    and below the parent of ``cache_dir``, the place of the cache now (a project copied with
-    its cache), since a path derived from ``__file__`` reads the copy and a path written out
-    in full the original."""
-    from .project import project_root
+def _input_record(recorder: FileRecorder, path: str, before: tuple[int, ...] | None) -> dict[str, Any] | None:
+    """The record of a path the block read or looked at; ``before``: its stamp when first seen."""
+    if before is None:
+        # missing when first seen (a failed read, made by the block later): the run saw no
+        # file, whatever is there now
+        return {"path": path, "kind": "missing"}
+    looked = recorder.looked.get(path)
+    if path not in recorder.contents and looked is not None:
+        from .looks import stat_only_record
 
-    found = [str(record["path"])]
-    in_cache_parent, in_root = record.get("project_path"), record.get("root_path")
-    if cache_dir is not None and isinstance(in_cache_parent, str):
-        found.append(os.path.join(os.path.dirname(os.path.abspath(cache_dir)), in_cache_parent))
-    if isinstance(in_root, str):
-        found.append(os.path.join(project_root(), in_root))
-    return list(dict.fromkeys(found))
-
-
-def changed_record(record: dict[str, Any], cache_dir: str | None = None) -> str | None:
-    """None when the file or directory still matches its record, else a few words why not.
-    ``cache_dir`` is where the entry holding the record is now. Every place the file may be
-    read from now (see ``record_locations``) that exists must match; a file found at none of
-    them is gone (the recorded path need not exist: a clone on another machine has its own).
-    A file opened by a relative path is checked where that path leads now.
-
-    A stat that matches (size, mtime, ctime and inode) is trusted; otherwise the content
-    digest decides, so a clone whose files have other mtimes still matches by content (a
-    record without ctime or inode, from an older version, is re-read).
-    """
-    places = record_locations(record, cache_dir)
-    if record["kind"] == "output" and _written_elsewhere(record, places):
+        return stat_only_record(path, before, looked)
+    record = file_record(path) if path not in recorder.taken else _still_taken(recorder.taken[path])
+    if record is None:
         return None
-    relative = record.get("relative")
-    if isinstance(relative, str):
-        target = os.path.abspath(relative)
-        if target not in places:
-            return f"working directory changed ({relative} is now {target})"
-        return _changed_at(record, target)
-    if record["kind"] == "missing":
-        return next(filter(None, (_changed_at(record, place) for place in places)), None)
-    if record["kind"] == "output":  # found at any place: a script reads it from one of them
-        return None if any(map(os.path.isfile, places)) else _changed_at(record, places[0])
-    present = [place for place in places if os.path.lexists(place)]
-    if not present:
-        return _changed_at(record, places[0])  # gone
-    return next(filter(None, (_changed_at(record, place) for place in present)), None)
+    if record["kind"] == "missing":  # read, then removed or moved away by the block
+        size, mtime_ns, ctime_ns, inode = before
+        record = {"path": path, "kind": "file", "size": size, "mtime_ns": mtime_ns,
+                  "ctime_ns": ctime_ns, "inode": inode, "digest": ""}
+    if not record["digest"] or before != record_stamp(record):
+        # Changed or gone since the block first opened it (an editor saved it meanwhile, the
+        # block rewrote or consumed what it had read): what is there now is not what the block
+        # read, so no content can match; every later run recomputes until a run sees it stable.
+        record.update(digest="changed while the block ran", racy=True)
+    if looked:
+        from .looks import beyond_content
+
+        extra = beyond_content(looked)
+        if extra:
+            record["looked"] = extra
+    return record
 
 
-def _written_elsewhere(record: dict[str, Any], places: list[str]) -> bool:
-    """Whether an output record comes from a run in another copy of the project (another
-    clone, machine or a shared remote: its recorded path is none of the places the file is
-    looked for here). Its output was never written here, so its absence is no change: a miss
-    would keep every block that writes a file from being shared. Said once, naming it."""
-    derived = places[1:]
-    if not derived or record["path"] in derived or any(map(os.path.isfile, derived)):
-        return False
-    from .._warnings import warn
-
-    warn(f"statecache: {_short(derived[-1])!r} was written by the block where it was computed, "
-         "in another copy of the project; a hit here does not write it (STATECACHE_REFRESH=1 "
-         "computes the block here)")
-    return True
-
-
-def _changed_at(record: dict[str, Any], path: str) -> str | None:
-    """Whether the file or directory at ``path`` still matches ``record``."""
-    if record["kind"] == "missing":
-        return f"file {_short(path)} appeared" if os.path.exists(path) else None
-    if record["kind"] == "output":
-        return None if os.path.isfile(path) else f"{_short(path)!r}, which the block wrote, is gone"
-    if record["kind"] == "dir":
-        now = listing_record(path)
-        if now is None:
-            return f"directory {_short(path)} is gone"
-        return None if now["digest"] == record["digest"] else f"directory {_short(path)} changed"
+def _still_taken(taken: dict[str, Any]) -> dict[str, Any] | None:
+    """A record taken at the first open, if the file's size, mtime and inode still match
+    (its ctime may move: see ``take_now``); else the record of what is there now."""
     try:
-        st = os.stat(path)
+        st = os.stat(taken["path"])
     except OSError:
-        return f"file {_short(path)} is gone"
-    if stat_stamp(st) == _record_stamp(record) and not record.get("racy"):
-        return None
-    if st.st_size != record["size"]:
-        return f"file {_short(path)} changed"
-    from .hashing import file_digest
-
-    try:
-        digest = file_digest(path)
-    except OSError as exc:  # unreadable now: a miss, and the body's own open() says why
-        return f"file {_short(path)} cannot be read ({exc.strerror or exc})"
-    return None if digest == record["digest"] else f"file {_short(path)} changed"
+        return {"path": taken["path"], "kind": "missing"}
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (taken["size"], taken["mtime_ns"], taken["inode"]):
+        return file_record(taken["path"])
+    return dict(taken)
 
 
-def _short(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return rel if not rel.startswith("..") else path
+def _add_unpickled_sources(recorder: FileRecorder, records: dict[tuple[str, str], dict[str, Any]],
+                           cache_dirs: list[str]) -> None:
+    """Record, as read, the source file of each user module whose classes the block unpickled
+    (``key.unpickled``): an edit of it makes a lookup miss. A file saved after its module was
+    loaded is not the code that ran: no content of it can match."""
+    from .provenance import is_data_path
+    from .unpickled import source_files
 
-
-def expand_files_pattern(pattern: str, base: str) -> list[str]:
-    """The files an explicit ``files=`` pattern names, sorted: a glob's matches (relative to
-    ``base``), and for a directory every file under it, recursively, so that ``files=["data"]``
-    keys on the folder's contents instead of adding nothing. Cache directories are left out
-    (a key cannot depend on the entries it is stored beside). An empty result is "no match"."""
-    import glob
-
-    from ..store.layout import CACHE_DIR_NAME
-
-    full = os.path.join(base, os.path.expanduser(pattern))
-    found: set[str] = set()
-    for match in glob.glob(full, recursive=True):
-        if os.path.isdir(match):
-            for root, dirs, names in os.walk(match):
-                dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-                found.update(os.path.join(root, n) for n in names if os.path.isfile(os.path.join(root, n)))
-        elif os.path.isfile(match):
-            found.add(match)
-    return sorted(found)
+    for path, as_loaded in source_files(recorder.unpickled).items():
+        if (path, "file") in records or not is_data_path(path, cache_dirs):
+            continue
+        record = file_record(path)
+        if record is None or record["kind"] != "file":
+            continue
+        if not as_loaded:
+            record.update(digest="saved after its module was loaded", racy=True)
+        records[(path, "file")] = record

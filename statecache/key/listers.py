@@ -12,7 +12,7 @@ from typing import Any
 # Who lists a directory: the import system (finders, ``importlib.metadata`` scanning sys.path
 # for distributions and entry points, a library's module running as it is imported), an
 # installed library called by the code (or statecache), or the user.
-IMPORTS, _LIBRARY, _USER = "imports", "library", "user"
+IMPORTS, _LIBRARY, USER = "imports", "library", "user"
 _LISTERS: dict[str, str | None] = {}
 
 
@@ -36,10 +36,10 @@ def lister(frame: Any) -> str:
             who = kind
             if who is not None and who != _LIBRARY:
                 return who
-        elif kind in (IMPORTS, _USER):
+        elif kind in (IMPORTS, USER):
             return kind if kind == IMPORTS else _LIBRARY  # imported by the system, or called
         frame = frame.f_back
-    return who or _USER
+    return who or USER
 
 
 def _frame_lister(filename: str) -> str | None:
@@ -52,4 +52,4 @@ def _frame_lister(filename: str) -> str | None:
         return None  # look further up
     if kind is Kind.INSTALLED or kind is Kind.STATECACHE:
         return _LIBRARY
-    return _USER  # the user's files, and code of no file that the user exec'd
+    return USER  # the user's files, and code of no file that the user exec'd

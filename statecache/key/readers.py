@@ -14,8 +14,9 @@ reader does, with its signature, ``__wrapped__`` and docs. Reader classes define
 object; a polars ``LazyFrame`` tells the files its plan scans when it is collected, whenever
 it was made.
 
-``os.stat`` raises no audit event either: while wrapped it tells the recorder the files the
-user's code only looks at (``os.path.exists``, ``os.path.getsize``, ``Path.is_file``).
+``os.stat`` and ``os.access`` raise no audit event either: while wrapped they tell the
+recorder the files the user's code only looks at (``os.path.exists``, ``os.path.getmtime``,
+``Path.is_file``, ``os.access``) and what the look answered (``key.looks``).
 Libraries whose reads cannot be seen this way are named in a warning instead (``unseen``).
 """
 
@@ -52,7 +53,7 @@ _installed = False
 _WRAPPERS: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
-def _remember(path: Any, listed: bool = False, looked: bool = False) -> None:
+def _remember(path: Any, listed: bool = False, looked: bool | str = False) -> None:
     """The note before ``install``: nothing records yet, but a read by one of the user's
     functions is remembered as an ``open`` of it is (a memo filled above the first block)."""
     if not listed and not looked:
@@ -80,6 +81,7 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
     _rebind_running_locals(sys._getframe(1))
     if not _installed:
         os.stat = _wrap_stat(os.stat)
+        os.access = _wrap_access(os.access)
         _installed = True
 
 
@@ -302,23 +304,46 @@ _stat_busy = threading.local()
 
 
 def _wrap_stat(stat: Callable[..., Any]) -> Callable[..., Any]:
-    """``os.stat`` that notes the path it looks at (not a descriptor, not statecache's own
-    stats); it returns and raises what ``os.stat`` does."""
+    """``os.stat`` that notes the path it looks at and what the look answers (``looks.aspect``:
+    an existence test, a size, the whole stat), not a descriptor and not statecache's own
+    stats; it returns and raises what ``os.stat`` does."""
 
     @functools.wraps(stat)
     def looked_at(path: Any, *args: Any, **kwargs: Any) -> Any:
         if _recording() and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
-            _stat_busy.on = True
-            try:
-                if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
-                    _note(path, looked=True)
-            except Exception:
-                pass
-            finally:
-                _stat_busy.on = False
+            _look(path, kwargs, None, sys._getframe(1))
         return stat(path, *args, **kwargs)
 
     return looked_at
+
+
+def _wrap_access(access: Callable[..., Any]) -> Callable[..., Any]:
+    """``os.access`` that notes the path it checks and the answer for that mode (a flag file
+    that appears is a change); it returns and raises what ``os.access`` does."""
+
+    @functools.wraps(access)
+    def checked(path: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
+        if _recording() and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
+            _look(path, kwargs, mode, None)
+        return access(path, mode, *args, **kwargs)
+
+    return checked
+
+
+def _look(path: Any, kwargs: dict[str, Any], mode: Any, frame: Any) -> None:
+    """Tell the recorder of a stat (``frame``: its caller) or an access check of ``mode``."""
+    _stat_busy.on = True
+    try:
+        if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
+            from .looks import access_aspect, aspect
+
+            what = access_aspect(mode) if frame is None else aspect(frame)
+            if what is not None:
+                _note(path, looked=what)
+    except Exception:
+        pass
+    finally:
+        _stat_busy.on = False
 
 
 # linecache stats the modules a traceback or a warning shows: code, which the key covers
