@@ -17,7 +17,7 @@ from typing import Any
 _MISSING = object()
 #: What a class or function holds that is code: kept as the object the script holds on a hit
 #: unless the code bound it anew (a function pickled by value would come back as a copy).
-_CODE = (types.FunctionType, types.BuiltinFunctionType, classmethod, staticmethod, property, type, types.ModuleType)
+CODE = (types.FunctionType, types.BuiltinFunctionType, classmethod, staticmethod, property, type, types.ModuleType)
 
 
 def is_dunder(name: str) -> bool:
@@ -59,7 +59,7 @@ class ClassState(ObjectState):
         from .key.codegraph import CLASS_SKIP
 
         now = vars(kind)
-        attributes = {k: v for k, v in now.items() if not is_dunder(k) and not isinstance(v, _CODE) and picklable(v)}
+        attributes = {k: v for k, v in now.items() if not is_dunder(k) and not isinstance(v, CODE) and picklable(v)}
         if before is None:
             return cls(attributes, (), attributes)
         rebound = [k for k, v in now.items() if k not in CLASS_SKIP and before.get(k, _MISSING) is not v]
@@ -86,7 +86,7 @@ def function_parts(fn: types.FunctionType) -> tuple[Any, ...]:
     from .key.walk import cells
 
     def data(value: Any) -> Any:
-        return f"<code {getattr(value, '__qualname__', type(value).__name__)}>" if isinstance(value, _CODE) else value
+        return f"<code {getattr(value, '__qualname__', type(value).__name__)}>" if isinstance(value, CODE) else value
 
     return (
         tuple(map(data, fn.__defaults__ or ())),
@@ -138,7 +138,7 @@ _KEEP = _Keep()
 
 
 def _data_or_keep(value: Any) -> Any:
-    return _KEEP if isinstance(value, _CODE) else value
+    return _KEEP if isinstance(value, CODE) else value
 
 
 def _cell(cell: Any) -> Any:

@@ -9,8 +9,15 @@ it: state a hit must put back, so that the process is as the computing run left 
   through a local import is seen. This is read from the modules, not from the code that
   changes them: no scan of the source finds ``setattr`` with computed names.
 - The data and classes the block's helpers read (``key.helpercode.data_read_by_helpers``):
-  ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, by content, by the rule the
-  block's own inputs are checked with (``changed_since``).
+  ``REG.append(x)`` or ``Model.default = 5`` in ``def setup()``, ``m.ARR += 1`` after an
+  ``import h2 as m`` inside one, by content, by the rule the block's own inputs are checked
+  with (``changed_since``). The methods of the instances the inputs hold are such helpers
+  (``instance_classes``), and the data of those classes is compared by content too
+  (``data_content``: ``self.arr[0] += 1`` in ``m.add()``).
+
+  Cost: only what the code can reach this way is hashed (twice: before and after); every
+  other attribute of the user's modules is compared by identity, plus plain data (small) by
+  content, so a module holding a 100 MB array the block's code does not reach costs nothing.
 - The dict of each class among those and among the block's inputs (``class_before``), so that
   what the block patches onto a class (a method, a property) is known and can be set back;
   and the own state of each function among the inputs (``function_changed``): a function
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from ._errors import FingerprintError
-from ._objectstate import is_dunder
+from ._objectstate import CODE, is_dunder
 from .key.inputs import MISSING, Lookup, global_label, module_label, resolve
 
 if TYPE_CHECKING:
@@ -84,6 +91,46 @@ def plain_content(value: Any) -> bytes | None:
         return None
 
 
+def data_content(fp: Any, value: Any, label: str) -> bytes | None:
+    """``plain_content`` of plain data, else the key fingerprint of data that is not code (an
+    array, a DataFrame, a set of arrays): for the data of the classes the code reaches, whose
+    in-place change (``self.arr[0] += 1`` in a method) no identity shows."""
+    plain = plain_content(value)
+    if plain is not None or isinstance(value, CODE):
+        return plain
+    try:
+        return b"fp" + fp.value(value, label)
+    except FingerprintError:
+        return None
+
+
+#: objects the walk for the classes of the inputs' instances visits at most
+_INSTANCE_BUDGET = 10_000
+
+
+def instance_classes(values: Iterable[Any]) -> list[type]:
+    """The classes of the user's modules of the instances ``values`` hold (through containers,
+    instances and functions' defaults, ``_identity.children``), their bases of the user's
+    too: their methods are code the block runs (``m.add()``) and their data what it changes."""
+    from ._identity import children, plain_instance
+    from .key.provenance import is_user_module_name
+
+    found: dict[int, type] = {}
+    seen: set[int] = set()
+    stack = list(values)
+    while stack and len(seen) < _INSTANCE_BUDGET:
+        value = stack.pop()
+        if id(value) in seen or isinstance(value, (type, types.ModuleType)):
+            continue
+        seen.add(id(value))
+        if plain_instance(value):
+            for kind in type(value).__mro__:
+                if kind is not object and is_user_module_name(kind.__module__):
+                    found.setdefault(id(kind), kind)
+        stack.extend(item for _step, item in children(value))
+    return list(found.values())
+
+
 class Watched:
     """The state noted before a block runs (see the module docstring)."""
 
@@ -105,7 +152,8 @@ class Watched:
         #: label -> (a function among the inputs, its code, the fingerprint of its own state)
         self.functions: dict[str, tuple[types.FunctionType, types.CodeType, str | None]] = {}
         #: label -> a class of the user's modules no input or helper read stands for, with the
-        #: fingerprints of its plain mutable data
+        #: digests of its data: of its plain mutable data, or (``data_content``) of all its
+        #: data for a class the code reaches
         self.class_data: dict[str, tuple[type, dict[str, bytes | None]]] = {}
 
     @classmethod
@@ -173,7 +221,11 @@ class Watched:
         return name in self.covered.get(id(glb), ()) or label in self.ignore or name in self.ignore
 
     def _note_helper_reads(self, values: dict[str, Any]) -> None:
-        roots = [v for v in values.values() if callable(v) or isinstance(v, type)]
+        """What the code can reach besides its inputs: the data its helpers read (the methods
+        of the inputs' instances among them), by fingerprint, and the classes of those
+        instances and those the helpers read, with the content of their data."""
+        reached = instance_classes(values.values())
+        roots = [v for v in values.values() if callable(v) or isinstance(v, type)] + reached
         if not roots:
             return
         from .key.helpercode import data_read_by_helpers
@@ -186,6 +238,23 @@ class Watched:
             self.reads[label] = ((glb, name), value, _fingerprint(self.fp, value, label))
             if isinstance(value, type):
                 self._note_class(value)
+        for kind in reached:
+            self._note_class_content(kind)
+
+    def _note_class_content(self, kind: type) -> None:
+        """Note a class the code reaches by the content of all its data (``data_content``),
+        where a global of its module names it (so that a hit can put it back)."""
+        module = sys.modules.get(kind.__module__)
+        glb = vars(module) if module is not None else None
+        name = kind.__qualname__
+        if glb is None or glb.get(name) is not kind or id(kind) in self.classes:
+            return  # a nested or local class; or one already noted (an input, a helper read)
+        label = self._label(glb, name)
+        if self._skipped(glb, name, label):
+            return
+        self._note_class(kind)
+        data = {k: data_content(self.fp, v, f"{label}.{k}") for k, v in vars(kind).items() if not is_dunder(k)}
+        self.class_data[label] = (kind, data)
 
     def _note_modules(self) -> None:
         """Every attribute of every user module loaded now (the code's own namespace aside):
@@ -262,14 +331,14 @@ class Watched:
                     if now is value:
                         in_place.add(label)
         for label, (kind, data) in self.class_data.items():
-            if label not in skip and label not in state and self._class_changed(kind, data):
+            if label not in skip and label not in state and self._class_changed(fp, kind, data):
                 state[label] = kind
                 in_place.add(label)
         return state, gone, in_place
 
-    def _class_changed(self, kind: type, data: dict[str, bytes | None]) -> bool:
-        """Whether the code bound, added or deleted an attribute of ``kind`` or changed its
-        plain data in place."""
+    def _class_changed(self, fp: Any, kind: type, data: dict[str, bytes | None]) -> bool:
+        """Whether the code bound, added or deleted an attribute of ``kind`` or changed in
+        place the data noted in ``data`` (``data_content``)."""
         from .key.codegraph import CLASS_SKIP
 
         before = self.classes[id(kind)][1]
@@ -277,6 +346,6 @@ class Watched:
         if {k for k in now if k not in CLASS_SKIP} != {k for k in before if k not in CLASS_SKIP}:
             return True
         return any(
-            before[k] is not v or (data.get(k) is not None and plain_content(v) != data[k])
+            before[k] is not v or (data.get(k) is not None and data_content(fp, v, k) != data[k])
             for k, v in now.items() if k not in CLASS_SKIP
         )
