@@ -98,14 +98,3 @@ def _spans_storage(t: Any) -> bool:
     except RuntimeError:  # no storage: a meta or functional tensor
         return False
     return bool(t.is_contiguous()) and t.storage_offset() == 0 and t.numel() * t.element_size() == nbytes
-
-
-def tensor_grad(value: Any) -> Any:
-    """The ``.grad`` of a torch tensor that has one (a leaf, or one that retains it), else
-    None: pickling a tensor drops it, so ``_identity.kept`` records it beside the state."""
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(value, torch.Tensor):
-        return None
-    if not (value.is_leaf or value.retains_grad):
-        return None  # reading .grad of a non-leaf warns
-    return value.grad

@@ -250,10 +250,11 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
 
 
 def _grad_reader() -> Callable[[Any], Any]:
-    """``_arraymerge.tensor_grad`` where torch is loaded (else no value has a gradient)."""
+    """``key.tensorprint.tensor_grad`` where torch is loaded (else no value has a gradient):
+    a tensor's pickle drops its ``.grad``, so ``kept`` records it beside the state."""
     if "torch" not in sys.modules:
         return lambda value: None
-    from ._arraymerge import tensor_grad
+    from .key.tensorprint import tensor_grad
 
     return tensor_grad
 

@@ -37,6 +37,7 @@ from .codegraph import CodeGraph
 from .hashing import U64, encode_str
 from .project import forms, project_root, root_suffix
 from .registry import registered_for
+from .tensorprint import tensor_bytes, tensor_grad, tensor_head
 from .valuetypes import dtype_descr, is_numpy_array_type, is_path_type, is_tensor_type
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
 
@@ -356,23 +357,21 @@ class Fingerprinter(CodeGraph):
             h.update(chunk.reshape(-1).view(np.uint8))
 
     def _feed_tensor(self, h: Any, t: Any, ctx: Ctx) -> None:
-        """A torch tensor like a numpy array: type, dtype, device, shape, strides, whether it
-        needs gradients, its bytes (its pickle holds storage addresses, so it never hits),
-        and its gradient (``backward()`` fills it in place; a block may read it)."""
+        """A torch tensor like a numpy array (``tensorprint``: its pickle holds storage
+        addresses, so it never hits), and its gradient (``backward()`` fills it in place; a
+        block may read it)."""
         if self._memo(h, t, ctx):
             return
         torch = sys.modules["torch"]
-        head = b"T" + encode_str(typename(type(t))) + encode_str(str(t.dtype)) + encode_str(str(t.device))
-        head += U64(t.dim()) + b"".join(U64(n) for n in t.shape)
-        head += b"".join(struct.pack("<q", s if n > 1 else 0) for n, s in zip(t.shape, t.stride(), strict=True))
-        h.update(head + (b"g" if t.requires_grad else b"-"))
+        h.update(tensor_head(t))
         if t.layout != torch.strided or t.is_quantized:
             self._feed_pickled(h, t.detach().cpu(), ctx)  # sparse, quantized: by their parts
         elif t.device.type != "meta" and t.numel() != 0:
-            h.update(_tensor_bytes(t.detach().cpu().contiguous()))
-        if t.requires_grad and (t.is_leaf or t.retains_grad) and t.grad is not None:
+            h.update(tensor_bytes(t))
+        grad = tensor_grad(t)
+        if grad is not None:
             h.update(b"grad")
-            self._feed(h, t.grad, ctx)
+            self._feed(h, grad, ctx)
 
     def _feed_pickled(self, h: Any, obj: Any, ctx: Ctx) -> None:
         """Lists, tuples, dicts and every other object: through _KeyPickler (C speed).
@@ -494,16 +493,6 @@ class Fingerprinter(CodeGraph):
 
     def _feed_codeobj(self, h: Any, obj: types.CodeType, ctx: Ctx) -> None:
         h.update(b"co" + code_digest(obj))
-
-
-def _tensor_bytes(flat: Any) -> memoryview:
-    """The bytes of a contiguous CPU tensor, uncopied, through ``entry.tensors.storage_bytes``
-    (``tensor.numpy()`` would mark the user's storage not resizable for good, so that a
-    ``t.resize_`` in the block failed only under statecache)."""
-    from ..entry.tensors import storage_bytes
-
-    start = flat.storage_offset() * flat.element_size()
-    return memoryview(storage_bytes(flat.untyped_storage())).cast("B")[start:start + flat.numel() * flat.element_size()]
 
 
 def _message(label: str, obj: object, e: Refused) -> str:
