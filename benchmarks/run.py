@@ -143,16 +143,16 @@ class StateSpec:
 
 STATES = [
     StateSpec("incompressible", "{size} of incompressible float32 arrays (4 arrays)",
-              build_incompressible, GB, 32 * MB),
+              build_incompressible, GB, 16 * MB),
     StateSpec("uniform", "{size} of uniform float32 (one array)", build_uniform, GB // 2, 32 * MB),
     StateSpec("compressible", "{size} of compressible arrays (small ints + 99 % zeros)",
-              build_compressible, GB, 32 * MB, compressible=True),
+              build_compressible, GB, 16 * MB, compressible=True),
     StateSpec("objects", "{size} small Python objects (dict of tuples and strings)",
-              build_objects, 1_000_000, 30_000, compressible=True),
+              build_objects, 1_000_000, 10_000, compressible=True),
     StateSpec("frame", "pandas DataFrame of mixed dtypes, {size} rows (11 columns)",
-              build_frame, 5_000_000, 40_000, compressible=True),
+              build_frame, 5_000_000, 10_000, compressible=True),
     StateSpec("forest", "scikit-learn RandomForestClassifier, {size} trees (20k x 20 data)",
-              build_forest, 100, 10),
+              build_forest, 100, 2),
     StateSpec("small", "small state: a dict of 100 ints", build_small, 0, 0),
 ]
 
@@ -416,8 +416,14 @@ def settle(nbytes: int) -> None:
         del block
 
 
+# main() clears it under --quick: a full collection before every timed call (a few hundred, each
+# 0.1 s or more once pandas and scikit-learn are loaded) was most of the smoke run's own time
+COLLECT_BEFORE_TIMING = [True]
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
+    if COLLECT_BEFORE_TIMING[0]:
+        gc.collect()
     gc.disable()
     try:
         t0 = time.perf_counter()
@@ -448,7 +454,7 @@ def check_equal(a: dict, b: dict, exact: bool = True) -> None:
             assert x == y, k
 
 
-QUICK_CHILDREN = ("sc", "pickle")  # under --quick, the only restores run in a fresh process
+QUICK_CHILDREN = ("sc",)  # under --quick, the only restore run in a fresh process (one per state)
 
 
 def bench_state(spec: StateSpec, size: int, rounds: int, scratch: str, log: Callable,
@@ -980,7 +986,11 @@ def main(argv: list[str] | None = None) -> int:
     only = {x for x in args.only.split(",") if x}
     started = time.time()
     scratch = tempfile.mkdtemp(prefix="statecache-bench-", dir=args.dir)
-    PYCACHE.append(os.path.join(scratch, "pycache"))
+    if not args.quick:
+        # --quick's children use the installed bytecode: with a fresh prefix its first child
+        # compiled numpy, pandas and scikit-learn from source (10 CPU-s, half the smoke run)
+        PYCACHE.append(os.path.join(scratch, "pycache"))
+    COLLECT_BEFORE_TIMING[0] = not args.quick
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
