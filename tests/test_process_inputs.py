@@ -332,3 +332,47 @@ def test_the_values_that_name_the_project_folder(tmp_path: Path) -> None:
     assert moved_root(record, root) is None
     assert moved_root(record, str(tmp_path / "exp2")) is not None
     assert moved_root({}, str(tmp_path / "exp2")) is None
+
+
+# -- a memo filled above the block by worker threads ---------------------------------------------
+
+THREAD_MEMOS = """
+import codecs, functools, threading
+from concurrent.futures import ThreadPoolExecutor
+
+POOL = ThreadPoolExecutor(2)  # made at import, shared by every memo
+
+@functools.lru_cache(maxsize=None)
+def by_shared_pool():
+    return sum(POOL.map(lambda p: int(open(p).read()), ['p1.txt', 'p2.txt']))
+
+@functools.lru_cache(maxsize=None)
+def by_thread():
+    out = []
+    worker = threading.Thread(target=lambda: out.append(int(open('t.txt').read())))
+    worker.start()
+    worker.join()
+    return out[0]
+
+@functools.lru_cache(maxsize=None)
+def by_codecs():
+    with codecs.open('c.txt', encoding='utf-8') as f:
+        return int(f.read())
+"""
+THREAD_CASES = ["by_shared_pool", "by_thread", "by_codecs"]
+
+
+def test_a_memo_filled_by_worker_threads_above_the_block(project: Project) -> None:
+    project.write("memos.py", THREAD_MEMOS)
+    project.write("script.py", HEAD + "import memos\n" + "warm = memos.by_shared_pool(), memos.by_thread(), memos.by_codecs()\n"
+                  + "".join(f"with sc.checkpoint({case!r}, ignore=['POOL']):\n    v = memos.{case}()\nprint('y', {case!r}, v)\n"
+                            for case in THREAD_CASES) + "memos.POOL.shutdown()\n")
+    for name in ("p1", "p2", "t", "c"):
+        project.write(f"{name}.txt", "1")
+    assert_cases(project.run("script.py"), THREAD_CASES, hit=False)
+    assert_cases(project.run("script.py"), THREAD_CASES, hit=True)
+    for name in ("p2", "t", "c"):
+        project.write(f"{name}.txt", "7")
+    fresh = case_values(project.run("script.py", env={"STATECACHE_DISABLE": "1"}))
+    assert_cases(project.run("script.py"), THREAD_CASES, hit=False, fresh=fresh)
+    assert_cases(project.run("script.py"), THREAD_CASES, hit=True, fresh=fresh)

@@ -5,20 +5,24 @@ A memo of a user function (``functools.lru_cache``, ``functools.cache``) filled 
 returns in the block what was read then, and the block opens nothing: so a function's key
 counts the files it read before (``earlier_reads``), by the stat they had when it read them.
 The audit hook of ``key.files`` hands every open for reading to ``remember``; the import
-system's own reads (modules, bytecode) are left out first, at the cost of one string test.
+system's own reads (modules, bytecode) are left out first, at the cost of one string test:
+the import system's frozen modules, not every frozen module (``codecs.open`` is one from 3.11).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import types
-from _thread import _local
+from _thread import _local, get_ident
 from typing import Any
 
 from ..store.layout import ENTRY_SUFFIX, LOCK_SUFFIX, USAGE_FILE, is_own_in_name_dir, is_own_top
 from .stamps import stat_stamp
 
 _FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
+#: The files of the import system's frozen modules, whose opens read modules and bytecode.
+IMPORT_SYSTEM = ("<frozen importlib.", "<frozen zipimport>")
 _MAX_DEPTH = 64
 # a comprehension's code is reached only through the function holding it, also on the stack
 _INLINE = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
@@ -29,6 +33,7 @@ _READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _FIRST: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _USER_FILES: dict[str, bool] = {}
 _busy = _local()  # what this module's own stats and lookups open is no read of the user's
+_MAIN = get_ident()  # the thread that imports statecache: the main one, nearly always
 
 
 def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | None], ...]:
@@ -98,9 +103,11 @@ def _content(path: str, stamp: tuple[int, ...]) -> str:
 
 def remember(path: Any, frame: Any) -> None:
     """An open for reading from ``frame``: note it for every user function on the stack."""
-    if frame is None or frame.f_code.co_filename.startswith("<frozen") or getattr(_busy, "on", False):
+    if frame is None or frame.f_code.co_filename.startswith(IMPORT_SYSTEM) or getattr(_busy, "on", False):
         return  # the import system reading a module or its bytecode; or this module reading
     codes = _user_functions(frame)
+    if get_ident() != _MAIN:
+        codes += _waiting_functions()
     if not codes:
         return
     _busy.on = True
@@ -144,6 +151,20 @@ def _user_functions(frame: Any) -> list[types.CodeType]:
             codes.append(frame.f_code)
         frame = frame.f_back
     return codes
+
+
+def _waiting_functions() -> list[types.CodeType]:
+    """For a read in a worker thread (a ``ThreadPoolExecutor``'s, which runs a lambda or a
+    library reader with no frame of the memo that submitted it): the user functions on the
+    other threads' stacks now, among them the memo waiting for the worker's result. Those
+    running beside it get the read too: a key that counts a file more misses more, never
+    restores a stale value."""
+    me = get_ident()
+    found: list[types.CodeType] = []
+    for ident, top in sys._current_frames().items():
+        if ident != me:
+            found += _user_functions(top)
+    return found
 
 
 def _is_user_function(code: types.CodeType) -> bool:
