@@ -256,3 +256,32 @@ def test_the_classes_of_the_instances_an_input_holds_are_reached() -> None:
 
     found = instance_classes([{"k": [Child()]}, 3, Other])  # a class itself is no instance
     assert Child in found and Base in found and Other not in found
+
+
+class Frames:
+    """A class of the user's with data that is no plain data (set in the test below)."""
+
+    table: object = None
+
+    def grow(self) -> None:
+        self.table.iloc[0, 0] = 5  # type: ignore[attr-defined]
+
+
+def test_class_data_that_is_not_plain_counts_by_content_where_an_instance_reaches_it() -> None:
+    pd = pytest.importorskip("pandas")
+    from statecache._watched import Watched
+    from statecache.key.inputs import MISSING
+
+    Frames.table = pd.DataFrame({"a": [1, 2]})
+    values = {"f": Frames()}
+
+    def changed() -> list[object]:
+        state, _gone, in_place = watched.changes(set())
+        return [state[label] for label in in_place]
+
+    watched = Watched.before(lambda name: MISSING, values, {}, ())
+    str(Frames.table)  # reading it fills pandas' caches: no change
+    assert changed() == []
+    watched = Watched.before(lambda name: MISSING, values, {}, ())
+    values["f"].grow()
+    assert changed() == [Frames]
