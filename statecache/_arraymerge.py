@@ -14,14 +14,17 @@ import sys
 from typing import Any
 
 
-def array_mergeable(current: Any, saved: Any) -> bool:
+def array_mergeable(current: Any, saved: Any, relayout: bool) -> bool:
     """Whether ``merge_array`` can make the ndarray ``current`` equal to ``saved``: the same
-    dtype and shape, or a layout it can take in place (a reshape or dtype reinterpretation of
-    its memory; a resize of an array that owns its memory)."""
+    dtype and shape, or, with ``relayout`` (the caller knows ``saved`` is what became of this
+    very object), a layout it can take in place (a reshape or dtype reinterpretation of its
+    memory; a resize of an array that owns its memory)."""
     if not current.flags.writeable or current.dtype.hasobject or saved.dtype.hasobject:
         return False
     if current.shape == saved.shape and current.dtype == saved.dtype:
         return True
+    if not relayout:
+        return False
     if current.nbytes == saved.nbytes:
         return _relaid(current.view(), saved)  # tried on a view: ``current`` is left alone
     return (
@@ -53,10 +56,11 @@ def _relaid(array: Any, saved: Any) -> bool:
     return True
 
 
-def tensor_mergeable(current: Any, saved: Any) -> bool:
+def tensor_mergeable(current: Any, saved: Any, relayout: bool) -> bool:
     """Whether ``merge_tensor`` can make the tensor ``current`` equal to ``saved``: a strided
     tensor of the same dtype and device, with no autograd history to break, and either the
-    same layout (its elements are copied) or a storage it spans whole (taken over)."""
+    same layout (its elements are copied) or, with ``relayout`` (as for arrays), a storage it
+    spans whole (taken over)."""
     torch = sys.modules["torch"]
     strided = current.layout == torch.strided and saved.layout == torch.strided
     if not strided or current.is_quantized or saved.is_quantized:
@@ -65,7 +69,7 @@ def tensor_mergeable(current: Any, saved: Any) -> bool:
         return False
     if current.requires_grad and not current.is_leaf:
         return False
-    return _same_layout(current, saved) or _spans_storage(current)
+    return _same_layout(current, saved) or (relayout and _spans_storage(current))
 
 
 def merge_tensor(current: Any, saved: Any) -> None:

@@ -269,8 +269,11 @@ def _array_types() -> tuple[type, ...]:
     return array_types()
 
 
-def mergeable(current: Any, saved: Any) -> bool:
-    """Whether ``merge`` can give ``current`` the content of ``saved``."""
+def mergeable(current: Any, saved: Any, relayout: bool = False) -> bool:
+    """Whether ``merge`` can give ``current`` the content of ``saved``; an array or tensor
+    whose layout differs only with ``relayout``: when ``saved`` is known to be what became of
+    this very object in the computing run (a resize there must not become one here of an
+    object the run replaced)."""
     kind = type(current)
     if kind is not type(saved) or current is saved:
         return False
@@ -284,11 +287,11 @@ def mergeable(current: Any, saved: Any) -> bool:
     if np is not None and kind is np.ndarray:
         from ._arraymerge import array_mergeable
 
-        return array_mergeable(current, saved)
+        return array_mergeable(current, saved, relayout)
     if _tensor_type(kind):
         from ._arraymerge import tensor_mergeable
 
-        return tensor_mergeable(current, saved)
+        return tensor_mergeable(current, saved, relayout)
     return plain_instance(current)
 
 
@@ -365,7 +368,7 @@ class Rewire:
 
     def pair(self, saved: Any, current: Any) -> bool:
         """Make ``current`` the object that stands for ``saved`` (when it can take its content)."""
-        if current is _MISSING or not mergeable(current, saved):
+        if current is _MISSING or not mergeable(current, saved, relayout=True):  # the same object
             return False
         self.current[id(saved)] = current
         self._saved.append(saved)

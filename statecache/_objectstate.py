@@ -72,7 +72,7 @@ class ClassState(ObjectState):
         rebound = getattr(self, "rebound", None)  # an entry of an older version has none
         for name, value in self.attributes.items():
             current = vars(target).get(name, _MISSING)
-            if rebound is None or name in rebound or current is _MISSING or not update_in_place(current, value):
+            if rebound is None or name in rebound or current is _MISSING or not update_in_place(current, value, True):
                 setattr(target, name, value)
         for name in getattr(self, "deleted", ()):
             if name in vars(target):
@@ -162,16 +162,17 @@ def _filled(current: tuple[Any, ...], saved: tuple[Any, ...]) -> tuple[Any, ...]
     return tuple(_fill(current[i] if i < len(current) else _MISSING, v) for i, v in enumerate(saved))
 
 
-def update_in_place(current: Any, saved: Any) -> bool:
+def update_in_place(current: Any, saved: Any, same_object: bool = False) -> bool:
     """Give ``current`` the content of ``saved`` without changing its identity (a class or a
     function takes an ``ObjectState``); False (nothing done) when it cannot (see
-    ``_identity.mergeable``)."""
+    ``_identity.mergeable``; ``same_object``: ``saved`` is what became of this very object,
+    so an array may take another layout)."""
     if isinstance(saved, ObjectState):
         saved.apply(current)
         return True  # never bind the record itself to a name
     from ._identity import merge, mergeable
 
-    if not mergeable(current, saved):
+    if not mergeable(current, saved, relayout=same_object):
         return False
     merge(current, saved)
     return True
