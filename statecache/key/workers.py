@@ -57,15 +57,31 @@ def _prepare() -> None:
         return
     try:
         import mmap
-        import tempfile
 
         page = mmap.mmap(-1, _COUNT)
-        with tempfile.TemporaryFile(mode="a+b", buffering=0) as inbox:  # unlinked: gone with us
-            _inbox = os.dup(inbox.fileno())
+        _inbox = _open_inbox()
     except (OSError, ValueError):  # no page, no forwarding: the children's reads stay unseen
         return
     _page = page
     _write_count()
+
+
+def _open_inbox() -> int:
+    """An unlinked file open for appending (gone with the last process holding it): a memfd
+    where there is one, else a file made and removed at once in the temp folder. Not through
+    ``tempfile``, whose import would slow the first ``branch()`` of a process."""
+    flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    if hasattr(os, "memfd_create"):
+        import fcntl
+
+        fd = os.memfd_create("statecache-inbox", os.MFD_CLOEXEC)
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+        return fd
+    folder = os.environ.get("TMPDIR") or "/tmp"
+    path = os.path.join(folder, f".statecache-inbox-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    os.unlink(path)
+    return fd
 
 
 def _in_child() -> None:
@@ -195,16 +211,37 @@ def started_program(event: str, args: tuple[Any, ...]) -> None:
             frame.forks += 1
         return
     try:
-        what = args[1] if event == "subprocess.Popen" and args[0] is None else args[0]
-        if event == "subprocess.Popen" and isinstance(what, (list, tuple)) and what:
-            what = what[0]
-        name = os.path.basename(os.fsdecode(what)) if isinstance(what, (str, bytes, os.PathLike)) else None
-        if event == "os.system" and name:
-            name = name.split()[0] if name.split() else name
+        name = _program_name(event, args)
     except (IndexError, TypeError, ValueError):
         name = None
     for frame in _frames:
         frame.programs.setdefault(name or event, None)
+
+
+def _program_name(event: str, args: tuple[Any, ...]) -> str | None:
+    """The program an audit event starts, by its file name (``git``): the audited arguments are
+    (executable, args, ...) for Popen, (mode, path, ...) for ``os.spawn*``, (command,) for
+    ``os.system``, (path, ...) else; a shell's command by its text."""
+    if event == "subprocess.Popen":
+        argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        shell = len(argv) > 2 and argv[1] == "-c" and os.path.basename(str(argv[0])) in _SHELLS
+        if shell and isinstance(argv[2], str):
+            return _command(argv[2])  # shell=True
+        what = argv[0] if argv else args[0]
+    elif event == "os.system":
+        return _command(os.fsdecode(args[0]))
+    else:
+        what = args[1] if event == "os.spawn" else args[0]
+    return os.path.basename(os.fsdecode(what)) if isinstance(what, (str, bytes, os.PathLike)) else None
+
+
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+
+
+def _command(text: str) -> str:
+    """A shell command as named in a warning: its text, cut short."""
+    text = " ".join(text.split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def _processes_made() -> int:
