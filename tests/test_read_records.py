@@ -365,3 +365,11 @@ def test_the_files_an_sqlite_database_is_read_from(database: str, files: list[st
     from statecache.key.databases import database_files
 
     assert database_files(database) == files
+
+
+def test_the_watched_sqlite3_connect_is_one_object_that_pickles_by_name(tmp_path: Path) -> None:
+    import statecache.key.files  # noqa: F401  (import statecache wraps sqlite3.connect)
+
+    assert sqlite3.connect is sqlite3.dbapi2.connect
+    assert pickle.loads(pickle.dumps(sqlite3.connect)) is sqlite3.connect
+    sqlite3.connect(tmp_path / "x.db").close()  # and it still connects

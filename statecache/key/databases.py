@@ -62,15 +62,19 @@ def watch_connection(connection: Any, read: Callable[[Any, Any], None]) -> None:
 
 
 def wrap_connect(read: Callable[[Any, Any], None]) -> None:
-    """Replace ``connect`` of ``sqlite3`` and ``sqlite3.dbapi2`` (loaded now) by one that
-    watches the connection it returns (``watch_connection``), and returns and raises what
-    ``connect`` does. A ``connect`` taken from the module before this is not watched."""
+    """Replace ``connect`` of ``sqlite3`` and ``sqlite3.dbapi2`` (loaded now) by one wrapper
+    that watches the connection it returns (``watch_connection``), and returns and raises what
+    ``connect`` does; it pickles by name as ``sqlite3.connect``. A ``connect`` taken from the
+    module before this is not watched."""
+    made: dict[int, Callable[..., Any]] = {}
     for name in ("sqlite3.dbapi2", "sqlite3"):
         module = sys.modules.get(name)
         connect = getattr(module, "connect", None)
         if connect is None or getattr(connect, _WATCHED, False):
             continue
-        module.connect = _watched_connect(connect, read)  # type: ignore[union-attr]
+        if id(connect) not in made:
+            made[id(connect)] = _watched_connect(connect, read)
+        module.connect = made[id(connect)]  # type: ignore[union-attr]
 
 
 def _watched_connect(connect: Callable[..., Any], read: Callable[[Any, Any], None]) -> Callable[..., Any]:
@@ -80,5 +84,6 @@ def _watched_connect(connect: Callable[..., Any], read: Callable[[Any, Any], Non
         watch_connection(connection, read)
         return connection
 
+    watched.__module__ = "sqlite3"  # where pickle finds this very object
     setattr(watched, _WATCHED, True)
     return watched

@@ -19,7 +19,7 @@ from _thread import _local, allocate_lock
 from collections.abc import Iterable
 from typing import Any
 
-from . import readlog
+from . import looks, readlog
 from .filerecords import (  # noqa: F401  (the records' names, as callers know them)
     changed_record,
     expand_files_pattern,
@@ -69,7 +69,7 @@ class FileRecorder:
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
-        from . import looks, readers  # noqa: F401  (loaded now: an import while recording is a read)
+        from . import readers  # compiled-code readers: wrapped only once something computes
 
         watch_reads()
         readers.install(note_read, recording)
@@ -122,7 +122,6 @@ def _watch_sqlite(module: Any) -> None:
     from .databases import wrap_connect
 
     wrap_connect(_note_database)
-
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -268,9 +267,7 @@ def note_read(path: Any, listed: bool = False, looked: bool | str = False) -> No
             _note(path, "listed")
     elif looked:
         if _recorders:
-            from .looks import STAT
-
-            _note(path, "opened", STAT if looked is True else looked)
+            _note(path, "opened", looks.STAT if looked is True else looked)
     else:
         _read(path, _caller(1))
 
@@ -359,9 +356,8 @@ class _First:
         return stat_stamp(st) if st is not None else None
 
     def look(self, seen: dict[str, Any], what: str) -> None:
-        from .looks import answers, merge
-
-        merge(seen, answers(self.path, what, self.stat()))
+        if not looks.answered(seen, what):
+            looks.merge(seen, looks.answers(self.path, what, self.stat()))
 
     def listing(self) -> dict[str, Any] | None:
         from .provenance import Kind, classify
@@ -459,9 +455,7 @@ def _input_record(recorder: FileRecorder, path: str, before: tuple[int, ...] | N
         return {"path": path, "kind": "missing"}
     looked = recorder.looked.get(path)
     if path not in recorder.contents and looked is not None:
-        from .looks import stat_only_record
-
-        return stat_only_record(path, before, looked)
+        return looks.stat_only_record(path, before, looked)
     record = file_record(path) if path not in recorder.taken else _still_taken(recorder.taken[path])
     if record is None:
         return None
@@ -475,9 +469,7 @@ def _input_record(recorder: FileRecorder, path: str, before: tuple[int, ...] | N
         # read, so no content can match; every later run recomputes until a run sees it stable.
         record.update(digest="changed while the block ran", racy=True)
     if looked:
-        from .looks import beyond_content
-
-        extra = beyond_content(looked)
+        extra = looks.beyond_content(looked)
         if extra:
             record["looked"] = extra
     return record

@@ -91,6 +91,14 @@ def answers(path: str, what: str, st: os.stat_result | None) -> dict[str, Any]:
     return found
 
 
+def answered(seen: dict[str, Any], what: str) -> bool:
+    """Whether the answer a look of kind ``what`` gets is in ``seen`` already (the first stays)."""
+    if what.startswith(_ACCESS):
+        return what[len(_ACCESS):] in seen.get("access", {})
+    return {TYPE: "type", SIZE: "size", STAT: "mtime_ns"}.get(what, "") in seen or (
+        "type" in seen and not seen["type"])  # not there when first looked at: nothing more to say
+
+
 def merge(seen: dict[str, Any], found: dict[str, Any]) -> None:
     """Add a later look's answers to the first ones; the first answer to each question stays."""
     for name, value in found.items():

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import readlog
+from .looks import access_aspect, aspect
 from .readernames import (
     COMPILED_CLASSES,
     READER_CLASS_METHODS,
@@ -335,8 +336,6 @@ def _look(path: Any, kwargs: dict[str, Any], mode: Any, frame: Any) -> None:
     _stat_busy.on = True
     try:
         if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
-            from .looks import access_aspect, aspect
-
             what = access_aspect(mode) if frame is None else aspect(frame)
             if what is not None:
                 _note(path, looked=what)
