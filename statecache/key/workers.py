@@ -27,6 +27,8 @@ from .stamps import stat_stamp
 #: Audit events by which the block starts another program, whose reads are not seen, and
 #: ``os.fork``, by which it starts a child that it sees (``started_program`` counts them).
 PROGRAM_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"})
+#: A forwarded event: path, the recorder's kind, its detail, the stat stamp before a read.
+Event = tuple[str, str, Any, "tuple[int, ...] | None"]
 _COUNT = 8  # bytes of the page: this process's active recorders, little-endian
 
 _page: Any = None  # this process's shared page (an anonymous mmap), made before its first fork
@@ -125,10 +127,11 @@ def parent_recording() -> bool:
     return bool(_ancestors) and _nearest_recording() >= 0
 
 
-def forward(path: str, kind: str) -> None:
+def forward(path: str, kind: str, detail: Any = None) -> None:
     """In a forked child whose ancestor records: append the event (an absolute ``path``, the
-    recorder's kind of it, and for a read the stat before it) to that ancestor's inbox. One
-    ``write`` of one line, so that the workers' lines do not interleave."""
+    recorder's kind of it, the recorder's plain ``detail`` of it, and for a read the stat
+    stamp before it) to that ancestor's inbox. One ``write`` of one line, so that the
+    workers' lines do not interleave."""
     if not _ancestors:
         return
     inbox = _nearest_recording()
@@ -145,7 +148,7 @@ def forward(path: str, kind: str) -> None:
         if not is_data_path(path, mode=st.st_mode if st is not None else 0):
             return  # the interpreter's and the packages' files: the parent would drop them too
         stamp = list(stat_stamp(st)) if st is not None else None
-    line = json.dumps([path, kind, stamp], ensure_ascii=False, separators=(",", ":")) + "\n"
+    line = json.dumps([path, kind, detail, stamp], ensure_ascii=False, separators=(",", ":")) + "\n"
     try:
         os.write(inbox, line.encode("utf-8", "surrogateescape"))
     except OSError:
@@ -160,10 +163,10 @@ def enter() -> None:
     _write_count()
 
 
-def leave() -> list[tuple[str, str, tuple[int, ...] | None]]:
+def leave() -> list[Event]:
     """One of this process's recorders ends: the events its workers forwarded since the last
-    ``leave`` (path, kind, the stat before a read), in the order they were written; the
-    caller notes them as its own, for every recorder still active."""
+    ``leave`` (path, kind, detail, the stamp before a read), in the order they were written;
+    the caller notes them as its own, for every recorder still active."""
     global _active, _last
     _active = max(0, _active - 1)
     if _frames:
@@ -173,7 +176,7 @@ def leave() -> list[tuple[str, str, tuple[int, ...] | None]]:
     return _drain()
 
 
-def _drain() -> list[tuple[str, str, tuple[int, ...] | None]]:
+def _drain() -> list[Event]:
     global _drained
     if _inbox < 0:
         return []
@@ -191,13 +194,13 @@ def _drain() -> list[tuple[str, str, tuple[int, ...] | None]]:
     text = b"".join(chunks)
     complete = text.rfind(b"\n") + 1  # a line still being written is read at the next leave
     _drained += complete
-    events = []
+    events: list[Event] = []
     for line in text[:complete].splitlines():
         try:
-            path, kind, stamp = json.loads(line.decode("utf-8", "surrogateescape"))
+            path, kind, detail, stamp = json.loads(line.decode("utf-8", "surrogateescape"))
         except ValueError:
             continue
-        events.append((path, kind, tuple(stamp) if stamp is not None else None))
+        events.append((path, kind, detail, tuple(stamp) if stamp is not None else None))
     return events
 
 
