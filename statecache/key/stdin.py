@@ -102,11 +102,11 @@ def _file_value(stream: Any) -> list[Any] | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     try:
-        positions = [stream.tell(), stream.buffer.tell(), os.lseek(fd, 0, os.SEEK_CUR)]
+        where = stream.tell()  # the text layer's: the bytes below are read ahead in chunks
     except (AttributeError, OSError, ValueError):
-        return None  # the text layer cannot say where it is (a loop over it left above)
+        return None  # it cannot say where it is (a loop over it left above)
     try:
-        return ["file", _fd_digest(fd), st.st_size, positions]
+        return ["file", _fd_digest(fd), st.st_size, where]
     except OSError:
         return None
 
@@ -124,6 +124,29 @@ def _fd_digest(fd: int) -> str:
             return h.hexdigest()
         h.update(data)
         offset += len(data)
+
+
+def position() -> int | None:
+    """Where the code reads standard input next, when it is a regular file (None otherwise):
+    a hit does not read it, so the code after the block would read what the block consumed
+    unless the hit moves it (``seek_to``) where the computing run left it."""
+    stream = sys.stdin
+    try:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            return None
+        return int(stream.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def seek_to(where: int) -> None:
+    """Move a regular-file standard input to ``where`` (a ``position()``), as the computing
+    run left it; nothing for any other standard input."""
+    if position() is not None:
+        try:
+            sys.stdin.seek(where)
+        except (OSError, ValueError):
+            pass
 
 
 def unknown_reads(make: Callable[[], T]) -> tuple[T, list[str]]:
