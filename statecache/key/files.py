@@ -19,7 +19,7 @@ from _thread import _local, allocate_lock
 from collections.abc import Iterable
 from typing import Any
 
-from . import looks, readlog
+from . import readlog
 from .filerecords import (  # noqa: F401  (the records' names, as callers know them)
     changed_record,
     expand_files_pattern,
@@ -36,6 +36,7 @@ _lock = allocate_lock()
 _READ_FLAGS = (os.O_RDONLY, os.O_RDWR)
 _os_stat = os.stat  # the unwrapped stat (``readers`` wraps os.stat): the recorder's own looks
 _listing = _local()  # on while the recorder lists a folder itself: its own listdir is not the block's
+looks: Any = None  # key.looks, loaded by the first recording (``import statecache`` stays light)
 
 
 class FileRecorder:
@@ -69,7 +70,8 @@ class FileRecorder:
         self.extra: list[dict[str, Any]] = []  # records of inner checkpoints that were hits
 
     def __enter__(self) -> FileRecorder:
-        from . import readers  # compiled-code readers: wrapped only once something computes
+        global looks
+        from . import looks, readers  # compiled-code readers: wrapped only once something computes
 
         watch_reads()
         readers.install(note_read, recording)
