@@ -17,13 +17,11 @@ from __future__ import annotations
 import __future__
 
 import ast
-import bisect
-import dis
 import struct
 import sys
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -31,6 +29,9 @@ from .astdigest import ast_digest
 from .hashing import U64, encode_str
 from .parsing import current_lines, parse_lines
 from .provenance import is_user_file
+
+if TYPE_CHECKING:
+    import dis  # imported where bytecode is scanned: a small hit reads none
 
 _FUTURE_MASK = 0
 for _feature in __future__.all_feature_names:
@@ -59,7 +60,14 @@ class _Unit:
 
     def statement_at(self, line: int) -> int | None:
         """Index of the top-level statement whose lines (decorators included) hold ``line``."""
-        i = bisect.bisect_right(self.spans, (line, sys.maxsize)) - 1
+        low, high = 0, len(self.spans)  # the last statement starting at or before ``line``
+        while low < high:
+            middle = (low + high) // 2
+            if self.spans[middle][0] <= line:
+                low = middle + 1
+            else:
+                high = middle
+        i = low - 1
         return i if i >= 0 and self.spans[i][0] <= line <= self.spans[i][1] else None
 
     def statements_on(self, line: int) -> list[int]:
@@ -201,9 +209,21 @@ def _loaded_texts(frame: types.FrameType) -> list[bytes]:
 
 
 def _compiles_to(unit: _Unit, co: types.CodeType) -> bool:
-    """Whether the text compiles (whole) to exactly ``co``, lines and columns included."""
-    whole = unit.compiled_as("whole", 0) if unit.tree is not None else None
-    return whole is not None and any(c == co for c in _codes(whole))
+    """Whether compiling the text whole gives exactly ``co``, lines and columns included.
+
+    A function's code depends on the file only through its own top-level statement, the
+    module's imports and its future flags (``compiled_as("file")``), so only that statement is
+    compiled: a whole 2000-line file costs 50 ms. The module's own code needs the whole text."""
+    if unit.tree is None:
+        return False
+    if co.co_name == "<module>":
+        whole = unit.compiled_as("whole", 0)
+        return whole is not None and any(c == co for c in _codes(whole))
+    for index in unit.statements_on(co.co_firstlineno):
+        code = unit.compiled_as("file", index)
+        if code is not None and any(c == co for c in _codes(code)):
+            return True
+    return False
 
 
 def _moved_line(filename: str, lines: list[str], co: types.CodeType, lasti: int) -> tuple[list[str], int] | None:
@@ -384,6 +404,8 @@ def scan_refs(
     level, fromlist), in code order. With ``stored_into``, a load that is only the target of
     an item or attribute store (``TIMINGS[name] = t``, ``STATS.last = t``, ``del CACHE[k]``)
     goes there instead of ``chains``: it cannot change what the code computes."""
+    import dis
+
     chain: list[str] | None = None
     consts: list[Any] = [None, None]
     instructions = [ins for ins in dis.get_instructions(co) if ins.opname not in _SKIP_OPS]
@@ -450,6 +472,8 @@ def store_target(instructions: list[dis.Instruction], at: int) -> bool:
 def stored_globals(co: types.CodeType) -> tuple[str, ...]:
     """Names the code (nested code included) assigns or deletes with ``global``
     (STORE_GLOBAL, DELETE_GLOBAL), in code order."""
+    import dis
+
     names: dict[str, None] = {}
     stack = [co]
     while stack:
