@@ -119,8 +119,7 @@ def _requirements(meta: str, extras: bool) -> tuple[str, ...]:
     """Normalised names of the distributions a metadata directory requires; with ``extras``
     those of its optional extras too (the package itself may use them when installed; further
     down the tree only what is required, so that pytest's version is no part of pandas')."""
-    text = _read(os.path.join(meta, "METADATA")) or _read(os.path.join(meta, "PKG-INFO")) or ""
-    headers = text.split("\n\n", 1)[0]
+    headers = _headers(os.path.join(meta, "METADATA")) or _headers(os.path.join(meta, "PKG-INFO")) or ""
     return tuple(
         _normalise(name) for name, rest in _REQUIREMENT.findall(headers) if extras or "extra" not in rest
     )
@@ -164,8 +163,12 @@ def _meta_dirs(site_dir: str) -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n.endswith((".dist-info", ".egg-info"))))
 
 
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+@functools.cache
 def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
+    return _SEPARATORS.sub("_", name).lower()
 
 
 def _metadata_dir(site_dir: str, top: str) -> str | None:
@@ -206,11 +209,31 @@ def _read(path: str, limit: int = -1) -> str | None:
         return None
 
 
+@functools.cache
+def _headers(path: str) -> str | None:
+    """A metadata file's headers: its text up to the first blank line, where the long
+    description begins (pandas': 15 KB of text after 3 KB of headers); None if unreadable.
+    Read once however many packages require the distribution."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:  # newlines read as \n
+            text = ""
+            while True:
+                chunk = f.read(4096)
+                text += chunk
+                end = text.find("\n\n", max(0, len(text) - len(chunk) - 1))
+                if end >= 0:
+                    return text[:end]
+                if not chunk:
+                    return text
+    except OSError:
+        return None
+
+
 def _read_version(meta: str) -> str:
-    text = _read(os.path.join(meta, "METADATA"), 1 << 16) or _read(os.path.join(meta, "PKG-INFO"), 1 << 16)
+    text = _headers(os.path.join(meta, "METADATA")) or _headers(os.path.join(meta, "PKG-INFO"))
     if text is None and os.path.isfile(meta):  # an .egg-info file is PKG-INFO itself
-        text = _read(meta, 1 << 16)
-    for line in (text or "").splitlines():
+        text = _headers(meta)
+    for line in (text or "")[: 1 << 16].splitlines():
         if not line:
             break  # the headers end at the first blank line
         if line.startswith("Version:"):
