@@ -55,74 +55,60 @@ def runs_hit_like_fresh(project: Project, *args: str, env: dict[str, str] | None
     return second.stdout
 
 
-def test_sys_path_changes_made_by_the_block_are_replayed_on_a_hit(project: Project) -> None:
-    project.write("lib/mylib.py", "VALUE = 7\n")
-    project.write("vendor/other.py", "VALUE = 8\n")
-    project.write("script.py", """
+# four blocks, each changing its own part of the process (the arguments last: sys.argv[1:] is
+# an input of every block after it), in one script run twice
+REPLAYED = """
 import os, sys
 import statecache as sc
 here = os.path.dirname(os.path.abspath(__file__))
-with sc.checkpoint("a"):
+with sc.checkpoint("path"):
     sys.path.insert(0, os.path.join(here, "lib"))
     sys.path.append(os.path.join(here, "vendor"))
     n = 1
 import mylib, other
 print("values", mylib.VALUE, other.VALUE, n)
 print("front", sys.path[0].endswith("lib"), "end", sys.path[-1].endswith("vendor"))
-""")
-    out = runs_hit_like_fresh(project, "script.py")
-    assert "values 7 8 1" in out and "front True end True" in out
-
-
-def test_environment_changes_made_by_the_block_are_replayed_on_a_hit(project: Project) -> None:
-    project.write("script.py", """
-import os
-import statecache as sc
-with sc.checkpoint("a"):
+with sc.checkpoint("env"):
     os.environ["MODE"] = "eval"
     os.environ.update(THREADS="4", SEED="1")
     del os.environ["DROP_ME"]
     n = 1
 print("env", os.environ.get("MODE"), os.environ.get("THREADS"), os.environ.get("SEED"),
       "DROP_ME" in os.environ, n)
-""")
-    out = runs_hit_like_fresh(project, "script.py", env={"DROP_ME": "x"})
-    assert "env eval 4 1 False 1" in out
 
+@sc.cached_setup(name="setup")
+def setup():
+    sys.path.insert(0, os.path.join(here, "lib2"))
+    os.environ["STAGE"] = "eval"
+    return 1
 
-def test_sys_argv_changes_made_by_the_block_are_replayed_on_a_hit(project: Project) -> None:
-    project.write("script.py", """
-import sys
-import statecache as sc
-with sc.checkpoint("a"):
+n = setup()
+import mylib2
+print("setup values", mylib2.VALUE, os.environ.get("STAGE"), n)
+with sc.checkpoint("argv"):
     n = len(sys.argv)
     del sys.argv[1:]
     sys.argv.append("--quiet")
 print("argv", sys.argv[1:], n)
-""")
-    out = runs_hit_like_fresh(project, "script.py", "--n", "3")
-    assert "argv ['--quiet'] 3" in out
+"""
 
 
-def test_cached_setup_replays_process_changes_too(project: Project) -> None:
+def test_process_changes_made_by_a_block_are_replayed_on_a_hit(project: Project) -> None:
+    """sys.path (front and end), environment variables (set, updated, deleted), sys.argv, and the
+    same through a cached_setup function: the hit leaves the process as the computing run did."""
     project.write("lib/mylib.py", "VALUE = 7\n")
-    project.write("script.py", """
-import os, sys
-import statecache as sc
-here = os.path.dirname(os.path.abspath(__file__))
-
-@sc.cached_setup(name="a")
-def setup():
-    sys.path.insert(0, os.path.join(here, "lib"))
-    os.environ["MODE"] = "eval"
-    return 1
-
-n = setup()
-import mylib
-print("values", mylib.VALUE, os.environ.get("MODE"), n)
-""")
-    out = runs_hit_like_fresh(project, "script.py")
-    assert "values 7 eval 1" in out
+    project.write("vendor/other.py", "VALUE = 8\n")
+    project.write("lib2/mylib2.py", "VALUE = 9\n")
+    project.write("script.py", REPLAYED)
+    args, env = ("script.py", "--n", "3"), {"DROP_ME": "x"}
+    first = project.run(*args, env=env)
+    second = project.run(*args, env=env)
+    for name in ("path", "env", "setup", "argv"):
+        assert first.computed(name), first.stderr
+        assert second.hit(name), second.stderr
+    assert second.stdout == first.stdout == fresh(project, *args, env=env)
+    for line in ("values 7 8 1", "front True end True", "env eval 4 1 False 1", "setup values 9 eval 1", "argv ['--quiet'] 3"):
+        assert line in second.stdout, second.stdout
 
 
 def reruns(project: Project, *args: str, env: dict[str, str] | None = None) -> str:
