@@ -131,3 +131,72 @@ FILES_CASES = {
 @pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in FILES_CASES.items()])
 def test_what_a_block_looked_at_read_and_wrote(files_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(files_outcomes, case)
+
+
+# -- torch: what a hit leaves of a module the block trained ------------------------------------
+
+TORCH_SCRIPT = """
+import os, sys
+import statecache as sc
+import torch
+torch.manual_seed(0)
+X = torch.ones(4, 2)
+net = torch.nn.Linear(2, 1)
+with sc.checkpoint('optimizer-made-in-block'):  # a few epochs of warm-up
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        net(X).sum().backward()
+        opt.step()
+opt.step()  # training goes on after the block, with the optimizer it made
+print('optimizer-made-in-block=', [round(v, 4) for v in net.weight.flatten().tolist()],
+      opt.param_groups[0]['params'][0] is net.weight)
+probe = torch.nn.Linear(2, 1)
+with sc.checkpoint('grads-of-a-module'):  # saliency, gradient norms: read after the block
+    probe(X).sum().backward()
+print('grads-of-a-module=', None if probe.weight.grad is None else probe.weight.grad.tolist())
+with sc.checkpoint('next-block-over-that-module'):
+    y = round(probe(X).sum().item(), 4)
+print('next-block-over-that-module=', y)
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
+    """Three runs (importing torch costs seconds of CPU a run): compute, rerun unchanged (the
+    run compared with the fresh one) and fresh."""
+    pytest.importorskip("torch")
+    from test_stale_hunt3 import values
+
+    project = make_project("torch")
+    project.write("script.py", TORCH_SCRIPT)
+    cases = list(TORCH_CASES)
+    computed = project.run("script.py")
+    assert all(computed.computed(case) for case in cases), computed.stderr
+    rerun = project.run("script.py")
+    got, want = values(rerun), values(project.run("script.py", env={"STATECACHE_DISABLE": "1"}))
+    return {case: Outcome(rerun.hit(case), got.get(case), want.get(case), True) for case in cases}
+
+
+TORCH_CASES = {
+    "optimizer-made-in-block": (
+        "_arraymerge.py / entry (Parameter's pickle, torch._utils._rebuild_parameter, drops "
+        ".grad): the optimizer and the live parameters stay one (identity holds), but the "
+        "gradients the last backward() left on the module's parameters are not restored, so "
+        "the opt.step() that continues training after a hit does nothing (SGD skips a "
+        "parameter whose .grad is None): one step fewer than the computing run"),
+    "grads-of-a-module": (
+        "_arraymerge.py / key/values.py: a tensor's .grad is kept beside the state for a tensor "
+        "the block binds, not for the parameters of an nn.Module (Parameter's pickle drops "
+        ".grad): after a hit probe.weight.grad is None, the computing run left the gradients"),
+    "next-block-over-that-module": (
+        "needless miss, a consequence of grads-of-a-module: the .grad a tensor's fingerprint "
+        "counts (key/values.py Fingerprinter._feed_tensor) is missing after the first block's "
+        "hit, so the next block over the same module misses on every unchanged rerun"),
+}
+
+
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in TORCH_CASES.items()])
+@pytest.mark.extended  # three runs importing torch cost ~25 CPU-s, near this file's budget: -m extended
+def test_a_module_the_block_trained(torch_outcomes: dict[str, Outcome], case: str) -> None:
+    assert_case(torch_outcomes, case)
