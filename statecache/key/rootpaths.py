@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from itertools import islice
 from pathlib import PurePath
 from typing import Any
 
@@ -21,9 +22,10 @@ from .project import forms, project_root
 
 #: At most this many values are looked at per saved variable, and this deep: the walk is for
 #: the paths a block builds (configs, lists of files), not for the contents of big containers.
-MAX_VALUES = 10_000
+MAX_VALUES = 2_000
 MAX_DEPTH = 6
 _CONTAINERS = (list, tuple, set, frozenset)
+_SCALARS = frozenset({int, float, bool, complex, type(None)})
 
 
 def root_record(state: dict[str, Any], root: str | None = None) -> dict[str, Any]:
@@ -50,7 +52,10 @@ def _holds(value: Any, needles: tuple[str, ...], budget: list[int], depth: int, 
     bytes and paths, inside lists, tuples, sets, dict keys and values, and the attributes of
     one level of objects (a dataclass, a config object); nothing else (arrays, frames)."""
     budget[0] -= 1
-    if budget[0] < 0 or depth > MAX_DEPTH or not needles:
+    kind = type(value)
+    if kind is str:
+        return _names_folder(value, needles)
+    if kind in _SCALARS or budget[0] < 0 or depth > MAX_DEPTH or not needles:
         return False
     if isinstance(value, str):
         return _names_folder(value, needles)
@@ -67,13 +72,26 @@ def _holds(value: Any, needles: tuple[str, ...], budget: list[int], depth: int, 
         in_object = True
     else:
         return False
-    return any(_holds(item, needles, budget, depth + 1, in_object) for item in items)
+    return _any_holds(items, needles, budget, depth + 1, in_object)
+
+
+def _any_holds(items: Any, needles: tuple[str, ...], budget: list[int], depth: int, in_object: bool) -> bool:
+    """``_holds`` over a container's items, at most ``budget`` of them: the strings among
+    them are searched at once (one joined text), the rest one by one."""
+    taken = list(islice(items, max(0, budget[0])))
+    budget[0] -= len(taken)
+    texts = [item for item in taken if type(item) is str]
+    if texts and _names_folder("\0".join(texts), needles):
+        return True
+    rest = [item for item in taken if type(item) is not str and type(item) not in _SCALARS]
+    return any(_holds(item, needles, budget, depth, in_object) for item in rest)
 
 
 def _names_folder(text: str, needles: tuple[str, ...]) -> bool:
-    """A text naming the folder or a place in it; the folder itself is a needle with its
-    separator, so ``/p/exp1`` alone counts when written as a path (``PurePath`` adds one)."""
-    return any(needle in text or text + os.sep == needle for needle in needles)
+    """A text (or several joined by NULs, which no path holds) naming the folder or a place
+    in it: a needle is the folder with a separator, so the folder itself counts as a whole
+    text (``PurePath`` adds the separator)."""
+    return any(needle in text or f"\0{needle[:-1]}\0" in f"\0{text}\0" for needle in needles)
 
 
 def _is_plain_object(value: Any) -> bool:
