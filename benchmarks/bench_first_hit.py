@@ -7,6 +7,12 @@ statecache`` and the ``with`` block, and the statecache modules the hit loaded.
     python benchmarks/bench_first_hit.py              # 30 rounds
     python benchmarks/bench_first_hit.py --rounds 60
     python benchmarks/bench_first_hit.py --profile    # cProfile of the block of one hit
+    python benchmarks/bench_first_hit.py --instructions   # instructions counted by valgrind
+
+On a loaded machine (2 cores shared by a team) wall times swing by 3x; ``--instructions`` runs
+each script once under ``valgrind --tool=callgrind`` and reports the instructions it executed,
+which the load does not change: the hit's cost over the plain script, and a later hit in the
+same process (a third checkpoint against two).
 """
 
 from __future__ import annotations
@@ -58,6 +64,20 @@ pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(40)
 """
 
 
+LATER = """
+import statecache as sc
+n = 10
+with sc.checkpoint("first"):
+    small = {"k": [i * 7 for i in range(n)], "name": "x"}
+with sc.checkpoint("second"):
+    small2 = {"k": [i * 7 for i in range(n)], "name": "x"}
+"""
+
+LATER_THIRD = LATER + """with sc.checkpoint("third"):
+    small3 = {"k": [i * 7 for i in range(n)], "name": "x"}
+"""
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATECACHE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -74,6 +94,29 @@ def _run(directory: Path, script: str) -> tuple[float, list[str]]:
     return time.perf_counter() - t0, proc.stdout.splitlines() + proc.stderr.splitlines()
 
 
+def _instructions(directory: Path, script: str) -> int:
+    """Instructions ``python script`` executes (valgrind's callgrind: the same under any load)."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, script],
+        cwd=directory, env=_env(), capture_output=True, text=True, check=True,
+    )
+    return int(next(line for line in proc.stderr.splitlines() if "Collected :" in line).split()[-1])
+
+
+def _count(directory: Path) -> None:
+    (directory / "later.py").write_text(LATER)
+    (directory / "later_third.py").write_text(LATER_THIRD)
+    for script in ("later.py", "later_third.py"):
+        _run(directory, script)  # computes
+    counts = {script: _instructions(directory, script) for script in ("plain.py", "hit.py", "later.py", "later_third.py")}
+    mega = {script: count / 1e6 for script, count in counts.items()}
+    print("instructions executed (valgrind callgrind), millions:")
+    print(f"  python plain.py            {mega['plain.py']:8.1f}")
+    print(f"  python hit.py              {mega['hit.py']:8.1f}")
+    print(f"  first hit (hit - plain)    {mega['hit.py'] - mega['plain.py']:8.1f}")
+    print(f"  a later hit (3rd block)    {mega['later_third.py'] - mega['later.py']:8.1f}")
+
+
 def _field(lines: list[str], name: str) -> list[str]:
     return next((line.split()[1:] for line in lines if line.startswith(name + " ")), [])
 
@@ -82,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="statecache-first-hit-") as tmp:
         directory = Path(tmp)
@@ -92,6 +136,9 @@ def main() -> None:
         _, lines = _run(directory, "hit.py")
         if not any("'small' restored" in line for line in lines):
             sys.exit("the second run did not hit:\n" + "\n".join(lines))
+        if args.instructions:
+            _count(directory)
+            return
         if args.profile:
             _run(directory, "profile_hit.py")  # its own checkpoint (another file): computes
             print("\n".join(_run(directory, "profile_hit.py")[1]))
