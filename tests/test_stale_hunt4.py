@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Project
 from test_files_seen import write_db
+from test_redteam import HEAD
 from test_stale_hunt3 import Outcome, assert_case, make_project, run_cases, xfail
 
 __all__ = ["make_project"]  # the module-scoped fixture, imported for pytest to find here
@@ -31,7 +32,6 @@ import json
 import os
 from sqlite3 import connect  # the standard library's imports come first (isort, ruff's I)
 import statecache as sc
-import numpy as np
 with sc.checkpoint('newest-by-scandir'):  # resume from the latest checkpoint file
     newest = max(os.scandir('ckpts'), key=lambda e: e.stat().st_mtime).path
     y = open(newest).read()
@@ -55,16 +55,6 @@ with sc.checkpoint('config-read-and-written-back'):
     del f
     y = cfg['epochs'] * cfg['lr']
 print('config-read-and-written-back=', y)
-with sc.checkpoint('views-of-the-blocks-own-array'):
-    data = np.zeros(6)
-    head, tail = data[:4], data[2:]  # train/test split, features/labels: views of one array
-head[3] = 7  # written through the view, as after the computing run
-print('views-of-the-blocks-own-array=', data.tolist(), tail.tolist())
-with sc.checkpoint('strided-view-of-a-big-array'):
-    signal = np.zeros(100_000, dtype=np.float32)  # past the in-band size: its own buffer
-    every_100th = signal[::100]
-signal[::100] += 1
-print('strided-view-of-a-big-array=', float(every_100th.sum()), float(signal.sum()))
 """
 
 SCANDIR_STAT = (
@@ -93,7 +83,6 @@ def write_files_case_data(root: Path, version: int) -> None:
 
 @pytest.fixture(scope="module")
 def files_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
-    pytest.importorskip("numpy")
     project = make_project("files")
     project.write("script.py", FILES_SCRIPT)
     write_files_case_data(project.root, 1)
@@ -116,6 +105,84 @@ FILES_CASES = {
         "first open's, even when the block wrote back exactly what it read: a block that "
         "resolves a config's defaults and saves it back computes on every run ('file cfg.json "
         "changed')"),
+}
+
+
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in FILES_CASES.items()])
+def test_what_a_block_looked_at_read_and_wrote(files_outcomes: dict[str, Outcome], case: str) -> None:
+    assert_case(files_outcomes, case)
+
+
+# -- what a hit leaves in the objects the script holds: one script ------------------------------
+
+STATE_SCRIPT = HEAD + """
+import io, itertools
+import numpy as np, scipy.sparse as sp
+with sc.checkpoint('views-of-the-blocks-own-array'):
+    data = np.zeros(6)
+    head, tail = data[:4], data[2:]  # train/test split, features/labels: views of one array
+head[3] = 7  # written through the view, as after the computing run
+print('views-of-the-blocks-own-array=', data.tolist(), tail.tolist())
+with sc.checkpoint('strided-view-of-a-big-array'):
+    signal = np.zeros(100_000, dtype=np.float32)  # past the in-band size: its own buffer
+    every_100th = signal[::100]
+signal[::100] += 1
+print('strided-view-of-a-big-array=', float(every_100th.sum()), float(signal.sum()))
+class Model:
+    registry = {}  # every model kind, by name
+class Linear(Model):
+    pass
+with sc.checkpoint('class-dict-of-a-base-through-a-subclass'):
+    Linear.registry['linear'] = Linear
+print('class-dict-of-a-base-through-a-subclass=', sorted(Model.registry))
+counts = sp.csr_matrix(np.eye(3))
+features = {'tfidf': counts}  # the same matrix under another name
+with sc.checkpoint('scipy-sparse-scaled-in-place'):
+    counts.data *= 2  # X.data /= norms: the usual in-place normalisation of a sparse matrix
+print('scipy-sparse-scaled-in-place=', features['tfidf'].toarray().diagonal().tolist())
+readings = np.ma.masked_array([1.0, -999.0, 3.0])
+series = [readings]
+with sc.checkpoint('masked-array-masked-in-place'):
+    readings[readings == -999.0] = np.ma.masked
+print('masked-array-masked-in-place=', np.ma.getmaskarray(series[0]).tolist())
+report = io.StringIO()
+out = {'report': report}
+with sc.checkpoint('stringio-written'):
+    print('epoch 1 done', file=report)
+print('stringio-written=', repr(out['report'].getvalue()))
+batches = iter([1, 2, 3])
+stream = batches
+with sc.checkpoint('iterator-advanced'):
+    warmup = next(batches)
+print('iterator-advanced=', next(stream))
+ids = itertools.count()
+make_id = ids
+with sc.checkpoint('itertools.count-advanced'):
+    first_id = next(ids)
+print('itertools.count-advanced=', next(make_id))
+"""
+
+
+@pytest.fixture(scope="module")
+def state_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
+    pytest.importorskip("scipy")
+    project = make_project("state")
+    project.write("script.py", STATE_SCRIPT)
+    return run_cases(project, "script.py", list(STATE_CASES), lambda: None)
+
+
+BASE_CLASS_DATA = (
+    "_watched.py Watched._note_class / _note_class_content: a class the block reaches is "
+    "watched by vars(kind), its own dict; data it inherits lives on a base class (its "
+    "__mro__), which nothing watches, so a change made through the subclass or an instance "
+    "is not saved and a hit leaves the base's data as it was before the block (through an instance, inst.made.append(...), it is saved)")
+REBOUND = (
+    "_identity.py mergeable: an input the block changed in place is given the saved content in "
+    "place only for lists, tuples, deques, dicts, sets, bytearrays, numpy arrays, tensors and "
+    "instances of Python classes; {what} is rebound to the restored copy, so the other name the "
+    "script holds for it keeps what it was before the block")
+
+STATE_CASES = {
     "views-of-the-blocks-own-array": (
         "entry/pickling.py (the state's pickle stream) and _views.py: views are rebuilt only "
         "over inputs (view_origin); an array the block makes and views of it made in the same "
@@ -125,78 +192,16 @@ FILES_CASES = {
     "strided-view-of-a-big-array": (
         "entry/pickling.py and _views.py: as views-of-the-blocks-own-array, for a buffer past "
         "the in-band size stored out of band: the strided view comes back as its own copy"),
+    "class-dict-of-a-base-through-a-subclass": BASE_CLASS_DATA,
+    "scipy-sparse-scaled-in-place": REBOUND.format(what="a scipy.sparse matrix (scipy is merged whole, never walked)"),
+    "masked-array-masked-in-place": REBOUND.format(what="an ndarray subclass (np.ma.MaskedArray: type(current) is not np.ndarray)"),
+    "stringio-written": REBOUND.format(what="an io.StringIO the block wrote a report into"),
+    "iterator-advanced": REBOUND.format(what="an iterator the block advanced (list_iterator pickles its position)"),
+    "itertools.count-advanced": REBOUND.format(what="an itertools.count the block drew ids from"),
 }
 
 
-@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in FILES_CASES.items()])
-def test_what_a_block_looked_at_read_and_wrote(files_outcomes: dict[str, Outcome], case: str) -> None:
-    assert_case(files_outcomes, case)
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in STATE_CASES.items()])
+def test_what_a_hit_leaves_in_the_objects_the_script_holds(state_outcomes: dict[str, Outcome], case: str) -> None:
+    assert_case(state_outcomes, case)
 
-
-# -- torch: what a hit leaves of a module the block trained ------------------------------------
-
-TORCH_SCRIPT = """
-import os, sys
-import statecache as sc
-import torch
-torch.manual_seed(0)
-X = torch.ones(4, 2)
-net = torch.nn.Linear(2, 1)
-with sc.checkpoint('optimizer-made-in-block'):  # a few epochs of warm-up
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    for _ in range(2):
-        opt.zero_grad()
-        net(X).sum().backward()
-        opt.step()
-opt.step()  # training goes on after the block, with the optimizer it made
-print('optimizer-made-in-block=', [round(v, 4) for v in net.weight.flatten().tolist()],
-      opt.param_groups[0]['params'][0] is net.weight)
-probe = torch.nn.Linear(2, 1)
-with sc.checkpoint('grads-of-a-module'):  # saliency, gradient norms: read after the block
-    probe(X).sum().backward()
-print('grads-of-a-module=', None if probe.weight.grad is None else probe.weight.grad.tolist())
-with sc.checkpoint('next-block-over-that-module'):
-    y = round(probe(X).sum().item(), 4)
-print('next-block-over-that-module=', y)
-"""
-
-
-@pytest.fixture(scope="module")
-def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
-    """Three runs (importing torch costs seconds of CPU a run): compute, rerun unchanged (the
-    run compared with the fresh one) and fresh."""
-    pytest.importorskip("torch")
-    from test_stale_hunt3 import values
-
-    project = make_project("torch")
-    project.write("script.py", TORCH_SCRIPT)
-    cases = list(TORCH_CASES)
-    computed = project.run("script.py")
-    assert all(computed.computed(case) for case in cases), computed.stderr
-    rerun = project.run("script.py")
-    got, want = values(rerun), values(project.run("script.py", env={"STATECACHE_DISABLE": "1"}))
-    return {case: Outcome(rerun.hit(case), got.get(case), want.get(case), True) for case in cases}
-
-
-TORCH_CASES = {
-    "optimizer-made-in-block": (
-        "_arraymerge.py / entry (Parameter's pickle, torch._utils._rebuild_parameter, drops "
-        ".grad): the optimizer and the live parameters stay one (identity holds), but the "
-        "gradients the last backward() left on the module's parameters are not restored, so "
-        "the opt.step() that continues training after a hit does nothing (SGD skips a "
-        "parameter whose .grad is None): one step fewer than the computing run"),
-    "grads-of-a-module": (
-        "_arraymerge.py / key/values.py: a tensor's .grad is kept beside the state for a tensor "
-        "the block binds, not for the parameters of an nn.Module (Parameter's pickle drops "
-        ".grad): after a hit probe.weight.grad is None, the computing run left the gradients"),
-    "next-block-over-that-module": (
-        "needless miss, a consequence of grads-of-a-module: the .grad a tensor's fingerprint "
-        "counts (key/values.py Fingerprinter._feed_tensor) is missing after the first block's "
-        "hit, so the next block over the same module misses on every unchanged rerun"),
-}
-
-
-@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in TORCH_CASES.items()])
-@pytest.mark.extended  # three runs importing torch cost ~25 CPU-s, near this file's budget: -m extended
-def test_a_module_the_block_trained(torch_outcomes: dict[str, Outcome], case: str) -> None:
-    assert_case(torch_outcomes, case)
