@@ -60,13 +60,13 @@ def decompressor() -> Any:
     return d
 
 
-def samples_of(mv: memoryview) -> list[memoryview]:
-    """Pieces of SAMPLE bytes spread over ``mv``: one per SAMPLE_SHARE bytes, 1 to SAMPLES of
+def samples_of(mv: memoryview, most: int = SAMPLES) -> list[memoryview]:
+    """Pieces of SAMPLE bytes spread over ``mv``: one per SAMPLE_SHARE bytes, 1 to ``most`` of
     them, so that judging a buffer costs a sixteenth of compressing it. Compressing every
     sub-MiB buffer whole to judge it was half the save of a RandomForest (200 buffers, all
     stored raw in the end); a buffer judged worth it is compressed whole afterwards."""
     n = len(mv)
-    count = max(1, min(SAMPLES, n // SAMPLE_SHARE))
+    count = max(1, min(most, n // SAMPLE_SHARE))
     if n <= SAMPLE * count:
         return [mv]
     if count == 1:
@@ -87,18 +87,20 @@ def measure(pieces: list[memoryview], packed: list[bytes]) -> float:
 
 def assess(mv: memoryview, mode: str) -> tuple[bool, bytes | None]:
     """Whether to store ``mv`` compressed (the policy's choice from samples of it), and its
-    zstd frame when the sample was all of it (so a small chunk is compressed only once)."""
+    zstd frame when the sample was all of it (so a small chunk is compressed only once). A
+    buffer under ``policy.SMALL`` gets one sample, its ratio alone decides, and its whole
+    frame must confirm it (``encode``)."""
     n = len(mv)
     if n < MIN_COMPRESS:
         return False, None
+    from .policy import SMALL, choose, needs_speeds, read_speed  # the write path only
+
     cctx = compressor()
-    pieces = samples_of(mv)
+    pieces = samples_of(mv, SAMPLES if n >= SMALL else 1)
     packed = [cctx.compress(p) for p in pieces]
     ratio = sum(map(len, packed)) / sum(len(p) for p in pieces)
     whole = packed[0] if len(pieces) == 1 and pieces[0].nbytes == n else None
-    from .policy import choose, needs_speeds, read_speed  # the write path only
-
-    if not needs_speeds(ratio, mode):
+    if not needs_speeds(ratio, mode, n):
         return choose(ratio, 0.0, 0.0, mode), whole
     return choose(ratio, measure(pieces, packed), read_speed(), mode), whole
 
@@ -112,15 +114,24 @@ def encode(chunk: Any, compress: bool | None, mode: str = "auto") -> Encoded:
     """Encode one chunk: (codec, stored bytes, xxh3 of stored bytes). ``compress=None``: decide
     here, from samples of the chunk (the whole of a small one) under ``mode``."""
     packed = None
-    if compress is None:
+    judged_here = compress is None
+    if judged_here:
         compress, packed = assess(memoryview(chunk).cast("B"), mode)
     if compress:
         if packed is None:
             packed = compressor().compress(chunk)
         n = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
-        if len(packed) < n:
+        if len(packed) < n and (not judged_here or _confirmed(len(packed), n, mode)):
             return ZSTD, packed, xxh(packed)
     return RAW, chunk, xxh(chunk)
+
+
+def _confirmed(stored: int, n: int, mode: str) -> bool:
+    """Whether the whole frame of a chunk judged from one sample (under ``policy.SMALL``)
+    meets the ratio rule too: a sample can mislead, the frame at hand cannot."""
+    from .policy import SMALL, choose
+
+    return n >= SMALL or choose(stored / n, 0.0, 0.0, mode)
 
 
 def chunks_of(mv: memoryview) -> list[memoryview]:
@@ -190,11 +201,20 @@ class Done:
         return self.value
 
 
+POOL_MIN = 1 << 20  # smaller chunks are encoded inline: a thread's hand-off costs more
+
+
 def encoded_ahead(pool: Pool, tasks: Iterator[tuple], window: int) -> Iterator[Any]:
-    """Futures of encoded chunks, in order, with up to ``window`` in flight ahead of the writer."""
+    """Futures of encoded chunks, in order, with up to ``window`` in flight ahead of the writer.
+    A chunk under POOL_MIN is encoded inline: on the pool, a RandomForest's 200 sub-MiB
+    buffers took 1.5x the CPU of the same save inline (submits, futures, the GIL passed on)."""
     queue: collections.deque[Any] = collections.deque()
     for task in tasks:
-        queue.append(pool.submit(encode, *task))
+        chunk = task[0]
+        if chunk.nbytes < POOL_MIN:
+            queue.append(Done(encode(*task)))
+        else:
+            queue.append(pool.submit(encode, *task))
         if len(queue) >= window:
             yield queue.popleft()
     while queue:

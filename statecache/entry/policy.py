@@ -8,6 +8,12 @@ once per process as the speed of a memory copy, an upper bound that leans toward
                         (read the stored bytes, then decode them, versus read them all raw)
     far smaller         ratio <= FAR_SMALLER (that buffer at least 20x smaller)
 
+A buffer (or stream chunk) under SMALL is judged by its ratio alone, as if its decode speed
+were unknown (so never for speed): timing the decode of a sample costs more than the
+microseconds such a buffer's restore could gain. A RandomForest's 200 sub-MiB node arrays
+made the save spend as long judging them as pickling them (save 1.5-2x ``pickle.dump`` +
+fsync). The ratio that decides a small buffer is its whole frame's, not a sample's.
+
 ``compress="auto"`` (the default) compresses when either holds; ``"speed"`` only when the
 restore is no slower; ``"size"`` whenever zstd saves SIZE_SAVING or more. On a warm machine a
 memory copy runs at several GB/s and zstd decodes at 0.3-1 GB/s per core, so under ``auto``
@@ -27,6 +33,7 @@ import time
 MODES = ("auto", "speed", "size")
 FAR_SMALLER = 0.05  # stored/raw at or below this: compressed under "auto" whatever the speed
 SIZE_SAVING = 0.03  # "size": compress when zstd saves at least this fraction
+SMALL = 1 << 20  # a buffer under this many bytes is judged by its ratio alone
 
 _read_speed: float | None = None
 
@@ -50,9 +57,10 @@ def choose(ratio: float, decode_speed: float, read_speed: float, mode: str) -> b
     return ratio + read_speed / decode_speed <= 1.0
 
 
-def needs_speeds(ratio: float, mode: str) -> bool:
-    """Whether ``choose`` depends on the measured speeds for this ratio (so measure only then)."""
-    if mode == "size" or ratio >= 1.0:
+def needs_speeds(ratio: float, mode: str, nbytes: int | None = None) -> bool:
+    """Whether ``choose`` depends on the measured speeds for this ratio (so measure only then);
+    never for a buffer of ``nbytes`` under SMALL, which is then judged with no speeds."""
+    if mode == "size" or ratio >= 1.0 or (nbytes is not None and nbytes < SMALL):
         return False
     return not (mode == "auto" and ratio <= FAR_SMALLER)
 
