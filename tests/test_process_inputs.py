@@ -131,10 +131,11 @@ print('y', 'after', sys.stdin.read())
 
 READS = ["input()", "sys.stdin.read()", "sys.__stdin__.readline()", "for x in sys.stdin: pass",
          "from sys import stdin\nstdin.read()", "for x in stdin: pass", "sys.stdin.buffer.read()",
-         "fileinput.input()", "fileinput.FileInput()", "open(0).read()", "os.read(0, 10)",
+         "fileinput.input()", "fileinput.FileInput()", "fileinput.input(sys.argv[1:])", "fileinput.input(['-'])",
+         "fileinput.input(files=names)", "open(0).read()", "os.read(0, 10)",
          "open('/dev/stdin').read()", "json.load(sys.stdin)", "pd.read_csv(sys.stdin)"]
 NOT_READS = ["proc.stdin.write(b'x')", "subprocess.run(cmd, stdin=stdin)", "fileinput.input(['a.txt'])",
-             "fileinput.input(files=['a.txt'])", "open('0')", "os.read(fd, 10)", "inputs = 3", "x.input()"]
+             "fileinput.input(files=('a.txt', 'b.txt'))", "fileinput.input('a.txt')", "open('0')", "os.read(fd, 10)", "inputs = 3", "x.input()"]
 
 
 @pytest.mark.parametrize("code", READS)

@@ -34,8 +34,8 @@ _unknown: list[list[str]] = []  # one list per key being computed: the unknowabl
 def reads_stdin(node: ast.AST) -> bool:
     """Whether this node of code reads standard input: ``input(...)``, ``sys.stdin`` or
     ``sys.__stdin__``, ``stdin.read...()`` or a loop over ``stdin`` (``from sys import
-    stdin``; a ``proc.stdin`` of a ``Popen`` is not), ``fileinput.input()`` with no files
-    (it reads ``sys.argv[1:]`` or standard input), ``open(0)``, ``os.read(0, n)``, and the
+    stdin``; a ``proc.stdin`` of a ``Popen`` is not), ``fileinput.input()`` unless given
+    constant file names (it reads ``sys.argv[1:]``, or standard input for none or ``-``), ``open(0)``, ``os.read(0, n)``, and the
     names of the standard input's file (``"/dev/stdin"``)."""
     if isinstance(node, ast.Attribute):
         value = node.value
@@ -54,9 +54,18 @@ def reads_stdin(node: ast.AST) -> bool:
     if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
         owner = func.value.id
         if owner == "fileinput" and func.attr in ("input", "FileInput"):
-            return not node.args and not any(k.arg == "files" for k in node.keywords)
+            given = [k.value for k in node.keywords if k.arg == "files"] or node.args[:1]
+            return not given or not _named_files(given[0])
         return owner == "os" and func.attr in ("read", "readv", "pread") and _is_zero(first)
     return False
+
+
+def _named_files(node: ast.AST) -> bool:
+    """Files given to ``fileinput`` as constants, none of them ``-`` (standard input): a
+    computed list (``sys.argv[1:]``) may be empty or hold ``-``, which reads standard input."""
+    items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
+    return bool(items) and all(isinstance(i, ast.Constant) and isinstance(i.value, str) and i.value != "-"
+                               for i in items)
 
 
 def _is_zero(node: ast.AST | None) -> bool:
