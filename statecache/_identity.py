@@ -11,7 +11,10 @@ block replaced are not on any path, so they keep the state they had, as after th
 
 The walks enter lists, tuples, deques, dicts, instances of Python classes and the default
 arguments and closures of functions (``def f(c=CONFIG)`` keeps ``CONFIG`` itself); objects of the
-array and table libraries are merged whole (``merge``), never walked into.
+array and table libraries are merged whole (``merge``), never walked into, but for torch's: a
+module or an optimizer is walked like any Python object, so that its parameters stay the
+objects other names hold (filled in place, gradient too: ``_arraymerge``) and an optimizer's
+state stays keyed by them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ _ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range, s
 _DICTS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
 _SEQUENCES = frozenset({list, tuple, collections.deque})
 #: packages whose objects are merged whole: their attributes are internal caches and managers
-_OPAQUE = ("numpy", "pandas", "torch", "polars", "pyarrow", "scipy")
+_OPAQUE = ("numpy", "pandas", "polars", "pyarrow", "scipy")
 _BUDGET = 100_000  # objects a walk visits at most (beyond it, objects come back as copies)
 _MAX_DEPTH = 200
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
@@ -310,8 +313,8 @@ def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> 
         items = [sub(v) for v in saved]
         current.clear()
         current.extend(items)
-    elif kind in _DICTS:
-        items = [(k, sub(v)) for k, v in saved.items()]
+    elif kind in _DICTS:  # a key that is a kept object too: an optimizer's state, by parameter
+        items = [(k if type(k) in _ATOMIC else sub(k), sub(v)) for k, v in saved.items()]
         current.clear()
         current.update(items)
         if kind is collections.defaultdict:

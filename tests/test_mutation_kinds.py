@@ -226,6 +226,38 @@ def test_a_tensor_takes_a_saved_layout_and_gradient_in_place() -> None:
         assert current.detach().reshape(-1)[0] == 9
 
 
+def test_a_model_and_its_optimizer_stepped_in_the_block_keep_their_parameters() -> None:
+    """A training step in the block: after the hit, the parameter a name held before it is
+    still the model's, with the step's weights and gradient, and the optimizer's momentum is
+    keyed by it (it was a copy that no other name reached, and the optimizer's, not the
+    model's)."""
+    torch = pytest.importorskip("torch")
+    from statecache._identity import Before, Rewire, kept
+
+    def made() -> tuple[object, object]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    model, opt = made()
+    before = Before({"model": model, "opt": opt})
+    opt.zero_grad()  # type: ignore[attr-defined]
+    model(torch.ones(4, 2)).sum().backward()  # type: ignore[operator]
+    opt.step()  # type: ignore[attr-defined]
+    state = {"model": model, "opt": opt}
+    saved = _through_an_entry({**state, "kept objects": kept(state, before, {"model": "model", "opt": "opt"})})
+    live = dict(zip(("model", "opt"), made(), strict=True))
+    weight = live["model"][0].weight  # type: ignore[index]
+    rewire = Rewire(saved.pop("kept objects"), live.__getitem__)  # type: ignore[attr-defined]
+    assert all(rewire.pair(saved[k], live[k]) for k in live)  # type: ignore[index]
+    rewire.run()
+    computed = model[0].weight  # type: ignore[index]
+    assert weight is live["model"][0].weight and weight.tolist() == computed.tolist()  # type: ignore[index]
+    assert weight.grad is not None and weight.grad.tolist() == computed.grad.tolist()
+    momentum = live["opt"].state[weight]["momentum_buffer"]  # type: ignore[attr-defined]
+    assert momentum.tolist() == opt.state[computed]["momentum_buffer"].tolist()  # type: ignore[attr-defined]
+
+
 def test_fingerprints_see_a_gradient_and_leave_a_tensor_resizable() -> None:
     torch = pytest.importorskip("torch")
     from statecache.key.values import Fingerprinter
