@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from conftest import Project, Run
 from test_files_seen import write_db
 from test_redteam import HEAD
 from test_stale_hunt3 import Outcome, assert_case, make_project, run_cases, xfail
@@ -205,3 +205,69 @@ STATE_CASES = {
 def test_what_a_hit_leaves_in_the_objects_the_script_holds(state_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(state_outcomes, case)
 
+
+
+# -- joblib: the default (loky) backend's workers, and what its cleanup leaves to a hit ---------
+
+JOBLIB_SCRIPT = HEAD + """
+from joblib import Parallel, delayed
+
+def load(path):
+    with open(path) as f:
+        return f.read().strip()
+
+if __name__ == '__main__':
+    with sc.checkpoint('joblib-loky-workers'):  # the default backend, and sklearn's n_jobs=
+        y = Parallel(n_jobs=2)(delayed(load)(p) for p in ['d1.txt', 'd2.txt'])
+    print('joblib-loky-workers=', y)
+"""
+
+
+class HitErrors(Project):
+    """A project that keeps the standard error of every run in which ``name`` hit."""
+
+    def __init__(self, root: Path, name: str):
+        super().__init__(root)
+        self.name = name
+        self.hit_errors: list[str] = []
+
+    def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120) -> Run:
+        done = super().run(*args, env=env, check=check, timeout=timeout)
+        if done.hit(self.name):
+            self.hit_errors.append(done.stderr)
+        return done
+
+
+@pytest.fixture(scope="module")
+def joblib_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Outcome], list[str]]:
+    """The outcome of the loky case, and the standard error of every run that hit."""
+    pytest.importorskip("joblib")
+    project = HitErrors(tmp_path_factory.mktemp("joblib"), "joblib-loky-workers")
+    project.write("script.py", JOBLIB_SCRIPT)
+    project.write("d1.txt", "a\n")
+    project.write("d2.txt", "b\n")
+    outcomes = run_cases(project, "script.py", ["joblib-loky-workers"], lambda: project.write("d2.txt", "z\n"))
+    return outcomes, project.hit_errors
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "key/workers.py PROGRAM_EVENTS: loky (joblib's default backend) starts its workers with "
+    "_posixsubprocess.fork_exec, which raises no audit event (no subprocess.Popen, os.fork or "
+    "os.posix_spawn), so the workers' reads are neither forwarded nor named by may_save, even "
+    "once its seams are in: a changed d2.txt restores the old list"))
+def test_files_read_by_joblib_loky_workers(joblib_runs: tuple[dict[str, Outcome], list[str]]) -> None:
+    assert_case(joblib_runs[0], "joblib-loky-workers")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_effects.py capture / _registries.atexit_since: every atexit registration made in the block "
+    "is replayed on a hit, a library's own too: joblib registers a cleanup of its memmapping "
+    "folder for the Parallel call (TemporaryResourcesManager.register_folder_finalizer._cleanup, "
+    "with the computing process's folder name), so every hit starts loky's resource tracker at "
+    "exit and prints its KeyError tracebacks; a cleanup of a library's resource that the hit "
+    "never made is not the block's effect (replay the user's own registrations)"))
+def test_a_hit_of_a_block_that_ran_joblib_exits_cleanly(joblib_runs: tuple[dict[str, Outcome], list[str]]) -> None:
+    hit_errors = joblib_runs[1]
+    assert hit_errors, "no run hit"
+    for stderr in hit_errors:
+        assert "Traceback" not in stderr, stderr
