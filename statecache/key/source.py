@@ -9,7 +9,6 @@ import ast
 import sys
 from collections.abc import Iterator
 from types import CodeType, FrameType
-from typing import NamedTuple
 
 from .._errors import SourceNotFoundError, StateCacheError
 from . import maintext
@@ -29,22 +28,39 @@ __all__ = [
 ]
 
 
-class Block(NamedTuple):
-    """One ``with`` statement of a source file, as the checkpoint needs it. (A NamedTuple, not
-    a dataclass: dataclasses imports inspect, which the first checkpoint of a process would pay
-    for.)"""
+class Block:
+    """One ``with`` statement of a source file, as the checkpoint needs it. (A plain class: a
+    NamedTuple of eleven fields costs the first checkpoint of a process 1 M instructions, a
+    dataclass imports inspect.)"""
 
-    filename: str
-    with_line: int
-    body: list[ast.stmt]
-    body_lines: tuple[int, int]
-    assigned: tuple[str, ...]  # names the body binds in the frame's scope, in source order
-    inputs: tuple[str, ...]  # names read that the body did not bind first
-    name_lines: dict[str, list[int]]  # literal checkpoint names of the file
-    attribute_reads: tuple[tuple[str, ...], ...]  # every ``name.attr[.attr...]`` chain (prefixes too)
-    environ_keys: tuple[str, ...]  # constant keys of os.environ[...], os.environ.get(...), os.getenv(...)
-    imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names) of every import
-    as_name: str | None  # ``with ... as NAME`` of this item: a skip happens before Python binds it
+    __slots__ = ("as_name", "assigned", "attribute_reads", "body", "body_lines", "environ_keys",
+                 "filename", "imports", "inputs", "name_lines", "with_line")
+
+    def __init__(
+        self,
+        filename: str,
+        with_line: int,
+        body: list[ast.stmt],
+        body_lines: tuple[int, int],
+        assigned: tuple[str, ...],
+        inputs: tuple[str, ...],
+        name_lines: dict[str, list[int]],
+        attribute_reads: tuple[tuple[str, ...], ...],
+        environ_keys: tuple[str, ...],
+        imports: tuple[tuple[str, int, tuple[str, ...]], ...],
+        as_name: str | None,
+    ):
+        self.filename = filename
+        self.with_line = with_line
+        self.body = body
+        self.body_lines = body_lines
+        self.assigned = assigned  # names the body binds in the frame's scope, in source order
+        self.inputs = inputs  # names read that the body did not bind first
+        self.name_lines = name_lines  # literal checkpoint names of the file
+        self.attribute_reads = attribute_reads  # every ``name.attr[.attr...]`` chain (prefixes too)
+        self.environ_keys = environ_keys  # constant keys of os.environ[...], .get(...), os.getenv(...)
+        self.imports = imports  # (module, level, names) of every import
+        self.as_name = as_name  # ``with ... as NAME`` of this item: a skip happens before Python binds it
 
     @property
     def empty(self) -> bool:
