@@ -213,6 +213,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     views: list[tuple[Any, ...]] = []
     through: list[Any] = []
     grads: list[tuple[Any, Any]] = []  # (tensor, its .grad): a tensor's pickle drops it
+    rebased: list[tuple[Any, ...]] = []  # a kept tensor now over another input's storage
     status: dict[int, bool] = {}
     budget = [_BUDGET]
     arrays = _array_types()
@@ -236,6 +237,9 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
         grad = tensor_grad(value)
         if grad is not None:
             grads.append((value, grad))
+        onto = before.view(value) if origin is not None and _tensor_type(type(value)) else None
+        if onto is not None:  # ``t.set_(u.untyped_storage(), ...)``: t shares u's memory
+            rebased.append((value, *onto))
         if origin is not None and not (root in implied and origin == (implied[root], ())):
             pairs.append((value, *origin))
         elif view is not None:
@@ -247,9 +251,9 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
 
     for label, value in state.items():
         visit(value, 0, label)
-    if not pairs and not through and not views and not grads:
+    if not pairs and not through and not views and not grads and not rebased:
         return None
-    return {"kept": pairs, "through": through, "views": views, "grads": grads}
+    return {"kept": pairs, "through": through, "views": views, "grads": grads, "rebased": rebased}
 
 
 def _grad_reader() -> Callable[[Any], Any]:
@@ -361,6 +365,7 @@ class Rewire:
         self._saved: list[Any] = []  # keeps ids stable while the rewiring runs
         self.views: dict[int, tuple[Any, ...]] = {}  # id(saved view) -> (live base, how it lies)
         self.grads: list[tuple[Any, Any]] = list(record.get("grads", ())) if record else []
+        self.rebased: list[tuple[Any, Any, Any, Any]] = []  # (saved tensor, live base, how, layout)
         if record:
             for saved, label, steps in record.get("kept", ()):
                 self.pair(saved, follow(now(label), tuple(steps)))
@@ -368,6 +373,8 @@ class Rewire:
             for saved, label, steps, lies, layout in record.get("views", ()):
                 self.views[id(saved)] = (follow(now(label), tuple(steps)), lies, layout)
                 self._saved.append(saved)
+            for saved, label, steps, lies, layout in record.get("rebased", ()):
+                self.rebased.append((saved, follow(now(label), tuple(steps)), lies, layout))
 
     def pair(self, saved: Any, current: Any) -> bool:
         """Make ``current`` the object that stands for ``saved`` (when it can take its content)."""
@@ -384,6 +391,8 @@ class Rewire:
         saved = sorted(self._saved, key=lambda v: id(v) not in self.current)  # stable: kept first
         for value in saved:
             self.sub(value)
+        for tensor, base, lies, layout in self.rebased:
+            _rebase(self.sub(tensor), base, lies, layout)
         for tensor, grad in self.grads:
             _set_grad(self.sub(tensor), self.sub(grad))
 
@@ -405,6 +414,17 @@ class Rewire:
         elif key in self.views:
             self.done[key] = _view_of_live(saved, *self.views[key])
         return self.done.get(key, saved)
+
+
+def _rebase(tensor: Any, base: Any, lies: Any, layout: Any) -> None:
+    """Point a live tensor at the live ``base``'s storage as the computing run left it (the
+    content, filled already, stays when ``base`` is gone or has another layout now)."""
+    from ._views import rebuild_view
+
+    made = None if base is _MISSING or not _tensor_type(type(tensor)) else rebuild_view(base, lies, layout)
+    if made is not None:
+        with sys.modules["torch"].no_grad():
+            tensor.set_(made.untyped_storage(), made.storage_offset(), made.size(), made.stride())
 
 
 def _set_grad(tensor: Any, grad: Any) -> None:

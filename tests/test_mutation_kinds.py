@@ -226,6 +226,24 @@ def test_a_tensor_takes_a_saved_layout_and_gradient_in_place() -> None:
         assert current.detach().reshape(-1)[0] == 9
 
 
+def test_a_tensor_the_block_points_at_another_inputs_storage_shares_it_after_a_hit() -> None:
+    torch = pytest.importorskip("torch")
+    from statecache._identity import Before, Rewire, kept
+
+    t, u = torch.zeros(4), torch.arange(6.0)
+    before = Before({"t": t, "u": u})
+    t.set_(u.untyped_storage(), 1, (2, 2), (2, 1))
+    state = {"t": t}
+    saved = _through_an_entry({**state, "kept objects": kept(state, before, {"t": "t"})})
+    live = {"t": torch.zeros(4), "u": torch.arange(6.0)}
+    rewire = Rewire(saved.pop("kept objects"), live.__getitem__)  # type: ignore[attr-defined]
+    assert rewire.pair(saved["t"], live["t"])  # type: ignore[index]
+    rewire.run()
+    assert live["t"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    live["u"][1] = 50  # t is over u's memory, as after the computing run
+    assert live["t"][0, 0] == 50
+
+
 def test_a_model_and_its_optimizer_stepped_in_the_block_keep_their_parameters() -> None:
     """A training step in the block: after the hit, the parameter a name held before it is
     still the model's, with the step's weights and gradient, and the optimizer's momentum is
