@@ -55,6 +55,18 @@ with sc.checkpoint('config-read-and-written-back'):
     del f
     y = cfg['epochs'] * cfg['lr']
 print('config-read-and-written-back=', y)
+with sc.checkpoint('disk-cache-inside-the-block'):  # the cache the user had before statecache
+    if os.path.exists('feats.json'):
+        with open('feats.json') as f:
+            feats = json.load(f)
+        del f
+    else:
+        feats = [2 * i for i in range(3)]
+        with open('feats.json', 'w') as f:
+            json.dump(feats, f)
+        del f
+    y = feats
+print('disk-cache-inside-the-block=', y)
 """
 
 SCANDIR_STAT = (
@@ -105,6 +117,12 @@ FILES_CASES = {
         "first open's, even when the block wrote back exactly what it read: a block that "
         "resolves a config's defaults and saves it back computes on every run ('file cfg.json "
         "changed')"),
+    "disk-cache-inside-the-block": (
+        "needless miss, key/files.py _note: a path the block only looked at (os.path.exists: "
+        "missing) and then created is kept as a missing input, since a 'written' note for a path "
+        "already in `opened` is dropped; so the rerun misses with 'file feats.json appeared' "
+        "(its own output), once, before it hits: a file the block made where its look found "
+        "nothing is its output, as a file it created unseen is"),
 }
 
 
