@@ -5,9 +5,12 @@ CPU times move less than the wall time, so both are shown.
 
     git archive <commit> statecache | tar -x -C /tmp/before      # the "before" checkout
     python benchmarks/bench_restore.py --before /tmp/before --only forest,objects --rounds 7
+    python benchmarks/bench_restore.py --before /tmp/before --only forest,small --save
 
 The states are benchmarks/run.py's (``--scale`` shrinks them); the entries are written once by
 this checkout's writer, so only the readers differ (the entry format must be the same).
+``--save`` times the writers instead: each checkout's ``write_entry`` against ``pickle.dump`` +
+fsync of the same state, alternating in one process per checkout (the state built there once).
 """
 
 from __future__ import annotations
@@ -58,13 +61,70 @@ def restore(root: str, state: str, path: str) -> tuple[float, float, float]:
     return wall, user, system
 
 
+SAVE_CHILD = r"""
+import os, resource, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+from statecache.entry.writer import write_entry
+sys.path.insert(1, sys.argv[2])
+import run
+state, rounds, tmp = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+spec = {s.key: s for s in run.STATES}[state]
+value = spec.build(max(1, int(spec.full * float(sys.argv[6]))))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+times = {"sc": [], "pk": []}
+for _ in range(rounds):
+    for name in times:
+        c, t = cpu(), time.perf_counter()
+        if name == "sc":
+            write_entry(os.path.join(tmp, "e.sc"), value, {"name": state}, progress=False)
+        else:
+            run.pickle_save_fsync(value, os.path.join(tmp, "e.pkl"))
+        times[name].append((time.perf_counter() - t, cpu() - c))
+for name, xs in times.items():
+    print(name, statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))
+"""
+
+
+def save_times(root: str, state: str, rounds: int, scale: float) -> dict[str, tuple[float, float]]:
+    """name -> (wall, CPU) medians of ``root``'s write_entry ("sc") and of pickle.dump + fsync
+    ("pk") of one state, in one fresh interpreter."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", SAVE_CHILD, root, here, state, str(rounds), tmp, str(scale)],
+            capture_output=True, text=True, env=run.child_env(),
+        )
+    if out.returncode:
+        raise RuntimeError(f"save failed ({root}, {state}):\n{out.stderr}")
+    return {line.split()[0]: (float(line.split()[1]), float(line.split()[2]))
+            for line in out.stdout.splitlines()}
+
+
+def main_save(args: argparse.Namespace) -> None:
+    roots = {"before": os.path.abspath(args.before), "after": ROOT}
+    print(f"{'state':8} {'writer':8} {'wall':>9} {'cpu':>9} {'pickle+fsync':>13} {'wall x':>7}"
+          f" {'cpu x':>6}   (ms, medians of {args.rounds}; uptime: {os.getloadavg()[0]:.1f})")
+    for key in args.only.split(","):
+        for name, root in roots.items():
+            t = save_times(root, key, args.rounds, args.scale)
+            (wall, cpu), (pwall, pcpu) = t["sc"], t["pk"]
+            print(f"{key:8} {name:8} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} {pwall * 1e3:13.1f}"
+                  f" {wall / pwall:7.2f} {cpu / pcpu:6.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="a checkout (directory holding statecache/)")
     ap.add_argument("--only", default="forest,objects,frame,small")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="state size factor (default 1)")
+    ap.add_argument("--save", action="store_true", help="time the writers, not the readers")
     args = ap.parse_args()
+    if args.save:
+        main_save(args)
+        return
     from statecache.entry.writer import write_entry
 
     specs = {s.key: s for s in run.STATES}
