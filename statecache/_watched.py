@@ -116,6 +116,7 @@ def instance_classes(values: Iterable[Any]) -> list[type]:
     from .key.provenance import is_user_module_name
 
     found: dict[int, type] = {}
+    kinds: set[type] = set()  # the types met (each looked at once)
     seen: set[int] = set()
     stack = list(values)
     while stack and len(seen) < _INSTANCE_BUDGET:
@@ -123,10 +124,13 @@ def instance_classes(values: Iterable[Any]) -> list[type]:
         if id(value) in seen or isinstance(value, (type, types.ModuleType)):
             continue
         seen.add(id(value))
-        if plain_instance(value):
-            for kind in type(value).__mro__:
-                if kind is not object and is_user_module_name(kind.__module__):
-                    found.setdefault(id(kind), kind)
+        kind = type(value)
+        if kind not in kinds:
+            kinds.add(kind)
+            if plain_instance(value):
+                for base in kind.__mro__:
+                    if base is not object and is_user_module_name(base.__module__):
+                        found.setdefault(id(base), base)
         stack.extend(item for _step, item in children(value))
     return list(found.values())
 
