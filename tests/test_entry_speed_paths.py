@@ -1,19 +1,25 @@
-"""The save's fast paths for many small buffers (issue 12 item 5): a buffer under
-``policy.SMALL`` is judged by one sample's ratio alone and its whole frame must confirm it;
-chunks under ``codec.POOL_MIN`` are encoded inline, bigger ones on the pool, in one ordered
-stream of results. Every case checks what a user sees: the values restored, and which buffers
-the entry file stores compressed."""
+"""The fast paths of the pickle stream and of many small buffers (issue 12 items 3 and 5): on
+save, a buffer under ``policy.SMALL`` is judged by one sample's ratio alone and its whole frame
+must confirm it, and chunks under ``codec.POOL_MIN`` are encoded inline, bigger ones on the
+pool, in one ordered stream of results; on restore, a whole raw stream chunk that a big bytes
+object spans is read straight into it. Every case checks what a user sees: the values
+restored, damage refused, and which buffers the entry file stores compressed."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 from conftest import Project
 from test_redteam import HEAD, fresh
 
+from statecache._errors import EntryError
 from statecache.entry.codec import MIN_COMPRESS, POOL_MIN, encode
-from statecache.entry.format import RAW, ZSTD
+from statecache.entry.format import CHUNK, RAW, ZSTD, xxh
 from statecache.entry.policy import FAR_SMALLER, MODES, SMALL, choose, needs_speeds
+from statecache.entry.progress import NoProgress
+from statecache.entry.rawstream import RawStream
 from statecache.entry.reader import Reader, read_entry
 from statecache.entry.writer import write_entry
 
@@ -166,3 +172,61 @@ def test_a_checkpoint_of_many_small_arrays_hits_with_the_computed_values(project
     [entry] = project.entries("bufs")
     codecs = _codecs(entry)
     assert {ZSTD} in codecs and {RAW} in codecs  # the zeros compressed, the floats raw
+
+
+# -- a big bytes object in a raw stream is read straight into it ----------------------------
+
+
+def _raw_stream(data: bytes, chunk: int) -> RawStream:
+    chunks = [(RAW, len(data[i : i + chunk]), xxh(data[i : i + chunk]))
+              for i in range(0, len(data), chunk)]
+
+    def read_into(view: memoryview, offset: int) -> None:
+        view[:] = data[offset : offset + view.nbytes]
+
+    return RawStream(read_into, chunks, 0, EntryError, NoProgress())
+
+
+@pytest.mark.parametrize("chunk", [5, 64, 4096])
+def test_readinto_targets_spanning_whole_chunks_give_what_a_bytes_file_gives(chunk):
+    data = bytes(np.random.default_rng(2).integers(0, 256, 50_000, dtype=np.uint8))
+    ours, ref = _raw_stream(data, chunk), io.BytesIO(data)
+    for size in [3, chunk, chunk * 3 + 1, 1, chunk * 2, 7, 10_000, chunk - 1, 40_000]:
+        a, b = bytearray(size), bytearray(size)
+        assert ours.readinto(a) == ref.readinto(b) and a == b
+        assert ours.tell() == ref.tell()
+        assert ours.readline() == ref.readline() and ours.read(2) == ref.read(2)
+    assert ours.read() == ref.read() and ours.tell() == len(data)
+
+
+def test_a_whole_chunk_read_straight_into_the_target_is_checked_first():
+    f = _raw_stream(b"abcdefghijkl", 4)
+    f.chunks[1] = (RAW, 4, f.chunks[1][2] ^ 1)
+    with pytest.raises(EntryError, match="checksum"):
+        f.readinto(bytearray(12))
+
+
+def _big_bytes_state() -> dict:
+    rng = np.random.default_rng(4)
+    return {
+        "head": [f"row {i}" for i in range(2000)],
+        "blob": bytes(rng.integers(0, 256, (CHUNK * 5) // 2, dtype=np.uint8)),  # in band, 10 MiB
+        "tail": {"n": 3, "more": bytes(range(256)) * 100},
+    }
+
+
+def test_a_big_bytes_object_in_the_stream_round_trips_and_damage_in_it_is_an_error(tmp_path):
+    path = tmp_path / "e.sc"
+    state = _big_bytes_state()
+    write_entry(path, state, {"name": "t"})
+    with Reader(str(path)) as r:
+        r.read_table()
+        stream = r.sections[0]
+    assert len(r.sections) == 1 and stream.all_raw and len(stream.chunks) >= 3
+    assert read_entry(path)[1] == state
+    data = bytearray(path.read_bytes())
+    data[stream.offset + CHUNK + CHUNK // 2] ^= 1  # in the chunk that the blob spans whole
+    damaged = tmp_path / "d.sc"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(EntryError, match="damaged pickle stream"):
+        read_entry(damaged)

@@ -100,6 +100,43 @@ class RawStream(ChunkedFile):
         self.next = 0  # the next chunk to read
         self.file_pos = offset
 
+    def readinto(self, buffer: Any) -> int:
+        """As ``ChunkedFile.readinto``, but a whole chunk that the target spans is read straight
+        into it and checked there: a big bytes object in the stream (a pyarrow column's 40 MB
+        of offsets in a DataFrame) then costs one copy, not two. On a checksum mismatch this
+        raises, and the Unpickler drops the object it was filling."""
+        target = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(target):
+            if self.off >= self.end:
+                n = self._direct(target[done:])
+                if n:
+                    done += n
+                    continue
+                if not self._advance():
+                    break
+            piece = self._take(len(target) - done)
+            target[done : done + len(piece)] = piece
+            done += len(piece)
+        return done
+
+    def _direct(self, target: memoryview) -> int:
+        """Read the next chunk into the start of ``target`` if it fits there whole (its size,
+        once checked), else 0; the reused buffer then holds nothing current."""
+        if self.next >= len(self.chunks) or self.chunks[self.next][1] > len(target):
+            return 0
+        _, n, checksum = self.chunks[self.next]
+        piece = target[:n]
+        self.read_into(piece, self.file_pos)
+        if xxh(piece) != checksum:
+            raise self.error("damaged pickle stream (checksum mismatch)")
+        self.next += 1
+        self.file_pos += n
+        self.end = self.off = 0
+        self.pos += n
+        self.progress.add(n)
+        return n
+
     def _advance(self) -> bool:
         if self.next >= len(self.chunks):
             return False
