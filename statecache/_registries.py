@@ -370,13 +370,24 @@ def apply(changes: dict[str, dict[str, Any]]) -> None:
 
 # -- atexit ---------------------------------------------------------------------------------------
 
-_registered: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+# (function, args, kwargs, whether the code that registered it is the user's)
+_registered: list[tuple[Any, tuple[Any, ...], dict[str, Any], bool]] = []
 _real_register = atexit.register
 
 
 def _recording_register(func: Any, *args: Any, **kwargs: Any) -> Any:
-    _registered.append((func, args, kwargs))
+    _registered.append((func, args, kwargs, _called_by_user(sys._getframe(1))))
     return _real_register(func, *args, **kwargs)
+
+
+def _called_by_user(frame: Any) -> bool:
+    """Whether the code that called ``atexit.register`` is the user's (a script, a module or
+    notebook cell of theirs): a library's registration (joblib's cleanup of the temporary
+    folders its workers used, ``weakref.finalize``'s hook) belongs to the resources of the
+    process that made them, and is no effect a hit may repeat in another process."""
+    from .key.provenance import Kind, classify
+
+    return classify(frame.f_code.co_filename) in (Kind.USER, Kind.PSEUDO)
 
 
 class AtExitMark(NamedTuple):
@@ -396,13 +407,15 @@ def atexit_mark() -> AtExitMark:
 
 
 def atexit_since(mark: AtExitMark) -> tuple[list[str], list[str]]:
-    """(the functions registered since ``mark``, each pickled by value as base64 text, what
-    could not be recorded: a registration made through a reference taken before the recording
-    began, a function that cannot be pickled). ``atexit.unregister`` is not seen."""
-    calls = _registered[mark.seen:]
+    """(the functions the user's code registered since ``mark``, each pickled by value as
+    base64 text, what could not be recorded: a registration made through a reference taken
+    before the recording began, a function that cannot be pickled). A library's registrations
+    are left out (``_called_by_user``); ``atexit.unregister`` is not seen."""
+    made = _registered[mark.seen:]
     now = _count()
-    if mark.registered >= 0 and now - mark.registered != len(calls):
+    if mark.registered >= 0 and now - mark.registered != len(made):
         return [], ["atexit.register called through a name bound before the block"]
+    calls = [(func, args, kwargs) for func, args, kwargs, by_user in made if by_user]
     if not calls:
         return [], []
     import base64

@@ -184,6 +184,24 @@ def test_an_atexit_function_of_the_block_is_recorded_by_value() -> None:
     assert func(*args, **kwargs) == 42
 
 
+def test_an_atexit_function_a_library_registers_in_the_block_is_not_recorded() -> None:
+    """A library's registration (joblib's cleanup of its workers' folders) is the computing
+    process's own: a hit in another process must not run it. The user's, beside it, is kept."""
+    import os
+    import sysconfig
+
+    mark = _registries.atexit_mark()
+    atexit_module = sys.modules["atexit"]
+    for where in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]):
+        code = compile("atexit.register(print, 'cleanup of the computing run')",
+                       os.path.join(where, "library_module.py"), "exec")
+        exec(code, {"atexit": atexit_module})
+    atexit_module.register(print, "the user's")
+    recorded, unplain = _registries.atexit_since(mark)
+    atexit_module.unregister(print)  # every registration of it
+    assert unplain == [] and len(recorded) == 1
+
+
 def test_torch_settings_are_recorded_and_set_back() -> None:
     torch = pytest.importorskip("torch")
     before = _registries.capture()

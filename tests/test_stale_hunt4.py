@@ -277,13 +277,6 @@ def test_files_read_by_joblib_loky_workers(joblib_runs: tuple[dict[str, Outcome]
     assert_case(joblib_runs[0], "joblib-loky-workers")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_effects.py capture / _registries.atexit_since: every atexit registration made in the block "
-    "is replayed on a hit, a library's own too: joblib registers a cleanup of its memmapping "
-    "folder for the Parallel call (TemporaryResourcesManager.register_folder_finalizer._cleanup, "
-    "with the computing process's folder name), so every hit starts loky's resource tracker at "
-    "exit and prints its KeyError tracebacks; a cleanup of a library's resource that the hit "
-    "never made is not the block's effect (replay the user's own registrations)"))
 def test_a_hit_of_a_block_that_ran_joblib_exits_cleanly(joblib_runs: tuple[dict[str, Outcome], list[str]]) -> None:
     hit_errors = joblib_runs[1]
     assert hit_errors, "no run hit"
