@@ -31,13 +31,15 @@ class ProcessState(NamedTuple):
     environ: dict[str, str]
     settings: dict[str, dict[str, Any]]  # _registries.capture()
     atexit: Any  # _registries.AtExitMark
+    stdin: int | None  # key.stdin.position(): where a regular-file standard input is read next
 
 
 def capture() -> ProcessState:
     from . import _registries
+    from .key.stdin import position
 
     return ProcessState(list(sys.path), list(sys.argv), dict(os.environ), _registries.capture(),
-                        _registries.atexit_mark())
+                        _registries.atexit_mark(), position())
 
 
 def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
@@ -65,6 +67,8 @@ def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
     unset = [k for k in before.environ if k not in after.environ]
     if unset:
         out["environ_unset"] = unset
+    if after.stdin is not None and after.stdin != before.stdin:
+        out["stdin_position"] = after.stdin  # what the block consumed: a hit skips past it too
     out.update(_settings_difference(before, after))
     return out  # type: ignore[return-value]
 
@@ -115,6 +119,10 @@ def replay(effects: EffectsRecord) -> None:
         os.environ[name] = value
     for name in effects.get("environ_unset", []):
         os.environ.pop(name, None)
+    if "stdin_position" in effects:
+        from .key.stdin import seek_to
+
+        seek_to(effects["stdin_position"])
     extra: Any = effects
     if "settings" in extra or "atexit" in extra:
         from . import _registries

@@ -168,10 +168,16 @@ class Engine:
     def lookup(self, make_components: Callable[[], dict[str, Any]]) -> Found | None:
         """The cached entry for these components, or None: then the per-key lock is held
         (another process computing the same key is waited for) and ``start()`` comes next."""
+        from .key.stdin import not_saved_reason, unknown_reads
+
         assert self.store is not None
-        self.components = make_components()
+        self.components, unknown = unknown_reads(make_components)
         self.key = _components.key_of(self.components)
         self.entry_path = self.store.entry_path(self.name, self.key)
+        if unknown:  # what the code reads cannot be known before it runs: no key can hold it
+            warn(not_saved_reason(self.name, self.where, unknown))
+            self.reason, self.store = f"reads {' and '.join(unknown)} from a pipe or a terminal", None
+            return None
         if self.settings.refresh:
             self.reason = "refresh requested"
         else:
@@ -220,7 +226,16 @@ class Engine:
     def _refusal(self, meta: EntryMeta) -> str | None:
         """Why an entry's metadata no longer holds here (a changed file or generator, or its
         age), or None: the one judgement of a local hit and of a tier's entry alike."""
-        return self._stale_dependency(meta) or self._expired(meta)
+        return self._stale_dependency(meta) or self._expired(meta) or self._moved(meta)
+
+    def _moved(self, meta: EntryMeta) -> str | None:
+        """Why an entry whose state holds paths of its project's folder is refused here (a copy
+        of the project elsewhere), or None; most entries hold none: no import on their hits."""
+        if "root_paths" not in meta:
+            return None
+        from .key.rootpaths import moved_root
+
+        return moved_root(meta)
 
     def _acquire(self) -> None:
         from filelock import Timeout
@@ -393,6 +408,10 @@ class Engine:
                 self._recorder.__exit__(None, None, None)
             if collect is None:
                 return
+            from .key.workers import may_save
+
+            if not may_save(self.name, self.where):
+                return  # its workers' reads are unknown (may_save warned, naming them)
             effects: dict[str, Any] = {}
             if self._process_before is not None:
                 from . import _effects
@@ -429,9 +448,10 @@ class Engine:
 
     def _save(self, state: dict[str, Any], extra: dict[str, Any], compute_seconds: float) -> None:
         from .entry.writer import write_entry
+        from .key.rootpaths import root_record
 
         assert self.store is not None and self.entry_path is not None
-        meta = self._meta(extra, compute_seconds)
+        meta = self._meta({**extra, **root_record(state)}, compute_seconds)
         path = self.entry_path
         try:
             written = write_entry(

@@ -93,9 +93,6 @@ print('y', 'unread', w)
     assert second.hit("unread"), second.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_engine.Engine.lookup does not call key.stdin.unknown_reads yet: a block reading a pipe "
-    "saves an entry (under a key no run repeats) and says nothing; the seam is in helper P's report"))
 def test_a_block_reading_a_pipe_is_not_saved_and_says_why(project: Project) -> None:
     project.write("script.py", HEAD + """
 with sc.checkpoint('piped'):
@@ -107,10 +104,6 @@ print('y', 'piped', v)
     assert not project.entries("piped")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_effects.capture/difference/replay do not record key.stdin.position() yet: a hit of a block "
-    "that consumed part of a file given as standard input leaves it unread, so the next block "
-    "reads what the first consumed; the seam is in helper P's report"))
 def test_a_hit_leaves_standard_input_where_the_block_did(project: Project) -> None:
     project.write("script.py", HEAD + """
 with sc.checkpoint('header'):
@@ -305,9 +298,6 @@ ROOT_BOUND = ["path", "text", "dict", "dataclass", "listing"]
 ROOT_FREE = ["relative", "plain"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_engine.Engine._save/_refusal do not call key.rootpaths.root_record/moved_root yet: the copy "
-    "hits on the original's paths; the seam is in helper P's report"))
 def test_state_holding_the_project_folder_misses_in_a_copy(tmp_path: Path) -> None:
     import shutil
 

@@ -12,7 +12,6 @@ To keep the suite cheap, the cases of one kind share one script with one checkpo
 
 from __future__ import annotations
 
-import codecs
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -173,28 +172,15 @@ def memo_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
         "codecs.open"], change)
 
 
-THREAD_READS = (
-    "key/readlog.py _user_functions: a read is noted for the user functions on the stack of the "
-    "thread that opens the file; a ThreadPoolExecutor worker's stack holds no frame of the memo "
-    "(by_lambda, by_library), only the worker's callable")
-
-
 @pytest.mark.parametrize("case", [
-    xfail("thread-lambda", THREAD_READS + ": the lambda's code gets the read, but key/codegraph.py "
-          "_local_function counts earlier_reads_digest(fn.__code__) of function objects only, and "
-          "no function object holds the lambda's code when the key is taken"),
-    xfail("thread-library-reader", THREAD_READS + ": np.loadtxt run by the worker has no user "
-          "function on its stack at all, so the read is noted nowhere"),
+    "thread-lambda",  # the read counts for the memo waiting on the worker (key/readlog.py)
+    "thread-library-reader",
     "thread-user-function",  # held: read_one is a global the key reaches, with its own reads
     xfail("memo-of-a-library-reader", "key/readlog.py _user_functions: functools.lru_cache(np.loadtxt) "
           "filled at module level has no user function (CO_OPTIMIZED frame of a user file) on the "
           "stack, so its read is noted nowhere, and key/codegraph.py counts the lru_cache wrapper of "
           "an installed function by the package's version only"),
-    pytest.param("codecs.open", marks=pytest.mark.xfail(
-        codecs.open.__code__.co_filename.startswith("<frozen"), strict=True, reason=(
-            "key/readlog.py remember: an open whose calling frame's file starts with '<frozen' is "
-            "taken for the import system's; from 3.11 codecs (and os, runpy) are frozen modules, so "
-            "a memo that reads through codecs.open is noted nowhere"))),
+    "codecs.open",  # a frozen module's open counts unless the import system makes it
 ])
 def test_a_memo_filled_above_the_block_whose_reads_the_read_log_misses(memo_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(memo_outcomes, case)
@@ -448,11 +434,6 @@ def test_a_file_read_or_listed_by_compiled_code_no_wrapper_sees(compiled_outcome
 # -- a copy of the project: paths count relative to the root in the key, not in the state -----
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/values.py Fingerprinter.project_text: an absolute path inside the project root counts "
-    "relative to the root, so a copy of the project (cp -r exp1 exp2, its cache too) hits on the "
-    "original's entry, whose state holds the original's absolute paths: after the hit, exp2's "
-    "out_dir is exp1/runs and its results go into the other copy"))
 def test_a_path_the_block_derives_from_the_project_folder_in_a_copy(tmp_path: Path) -> None:
     import shutil
 
@@ -579,10 +560,6 @@ def run_with_stdin(project: Project, script: str, stdin: Path, env: dict[str, st
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/inputs.py input_values / key/files.py: what the block reads from standard input "
-    "(input(), sys.stdin.read()) opens no file and sys.stdin is no plain-data input, so "
-    "'python script.py < other.txt' (or another pipe) restores what the first stdin gave"))
 def test_a_block_reading_standard_input(project: Project) -> None:
     project.write("script.py", HEAD + """
 with sc.checkpoint('a'):

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         settings: dict[str, dict[str, Any]]  # registry -> setting -> plain value (_registries)
         atexit: list[str]  # functions registered at exit, pickled by value (base64)
         unreplayable: list[str]  # what a hit cannot set again, named
+        stdin_position: int  # where the block left a regular-file standard input
 
     class BlockSource(TypedDict):
         """The lines of a checkpoint block as it was computed: ``with`` line first."""
@@ -100,6 +101,7 @@ if TYPE_CHECKING:
         cell_outputs: list[dict[str, Any]]
         effects: EffectsRecord
         block_source: BlockSource  # the block's text as computed, for `show --explain`'s line diff
+        root_paths: dict[str, Any]  # {"root": str, "names": [str]}: key.rootpaths.root_record
 
         format: int
         pickler: str
@@ -228,9 +230,10 @@ _TOP: dict[str, Any] = dict(
     cell=str,
     cell_outputs=_list_of(dict),
     block_source=_record({"first_line": int, "text": str}, ("first_line", "text")),
+    root_paths=_record({"root": str, "names": _list_of(str)}, ("root", "names")),
     effects=_record({"path_added": _list_of(dict), "path_removed": _list_of(str), "argv": _list_of(str),
                      "environ_set": _dict_of(str), "environ_unset": _list_of(str),
-                     "settings": _dict_of(dict), "atexit": _list_of(str), "unreplayable": _list_of(str)}, ()),
+                     "settings": _dict_of(dict), "atexit": _list_of(str), "unreplayable": _list_of(str), "stdin_position": int}, ()),
     format=int,
     pickler=str,
     variables=_dict_of(_variable),
