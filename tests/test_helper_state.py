@@ -412,12 +412,6 @@ def test_a_class_state_of_an_older_entry_still_applies() -> None:
     assert K.n == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_watched.py Watched._plain_data: the attributes of the user's modules are watched by "
-    "identity, and by content only for plain data; key/helpercode.py data_read_by_helpers "
-    "follows a helper's globals, not the names its local imports bind: a numpy array of a "
-    "module that a helper changes in place through 'import h2 as m' inside it comes back "
-    "as it was before the block"))
 def test_an_array_a_helper_changes_through_a_local_import(project: Project) -> None:
     pytest.importorskip("numpy")
     project.write("h2.py", "import numpy as np\nARR = np.zeros(2)\n")

@@ -609,12 +609,8 @@ def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]
 
 
 @pytest.mark.parametrize("case", [
-    xfail("grad-input", "key/values.py Fingerprinter._feed_tensor: a tensor counts by dtype, device, "
-          "shape, strides, requires_grad and bytes, not by its .grad, so a block that reads the "
-          "gradients a backward() above it left restores the old ones"),
-    xfail("backward-in-block", "key/values.py Fingerprinter._feed_tensor: an input tensor whose .grad "
-          "the block fills (loss.backward()) fingerprints the same after the block, so it is not "
-          "saved as mutated, and after a hit v.grad is None"),
+    "grad-input",  # a tensor's .grad counts in its fingerprint (key/tensorprint.py)
+    "backward-in-block",  # and comes back beside the state after a hit
 ])
 @pytest.mark.extended  # three runs importing torch cost ~20 CPU-s, half this file's budget: -m extended
 def test_a_tensors_gradient(torch_outcomes: dict[str, Outcome], case: str) -> None:
@@ -763,11 +759,6 @@ def test_a_users_class_reached_only_through_an_unpickled_object(unpickled_outcom
 # -- an input the block reshapes in place ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_identity.py mergeable: a mutated input array takes the saved one's data in place only "
-    "when shape and dtype are the same; one whose shape the block set in place (arr.shape = "
-    "(2, 2), same size) is rebound to a new array instead, so every other name for the input "
-    "(alias) keeps the old shape after a hit, while after computing they are one object"))
 def test_an_input_array_the_block_reshapes_in_place(project: Project) -> None:
     pytest.importorskip("numpy")
     project.write("script.py", HEAD + """
@@ -802,12 +793,6 @@ print(source.splitlines()[1].strip())
     assert_recomputes(project, "script.py")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_watched.py Watched._note_modules / _class_changed: data on a class of yours that is not "
-    "plain data (a numpy array) is watched by identity only, and a method called on an "
-    "instance made above the block is no helper the block reads (_note_helper_reads walks "
-    "callables and classes), so an in-place change of Model.arr through m.add() is not saved: "
-    "a hit leaves the array as it was before the block"))
 def test_class_data_an_instance_method_changes_in_place_is_restored(project: Project) -> None:
     pytest.importorskip("numpy")
     from test_stale_hunt2 import assert_hit_matches_fresh
