@@ -10,7 +10,6 @@ literal whose loaded value differs from the text (a timing dict another function
 from __future__ import annotations
 
 import ast
-from typing import NamedTuple
 
 from .source import attribute_chain
 
@@ -18,17 +17,27 @@ from .source import attribute_chain
 ImportKey = tuple[str, int, "tuple[str, ...] | None"]
 
 
-class Binding(NamedTuple):
+class Binding:
     """One local name an import binds: ``local`` holds ``module`` (``import a.b as c``,
     ``import helpers``; ``import a.b`` binds its top package ``a``), or the attribute ``attr``
     of ``module`` (``from . import x``). ``chains`` are the attribute chains the code reads
-    after the name (``()`` when it reads the name itself: ``use(helpers)``)."""
+    after the name (``()`` when it reads the name itself: ``use(helpers)``). (A plain class: a
+    NamedTuple class costs the first hit of a process about 1 M instructions to build.)"""
 
-    local: str
-    module: str
-    attr: str | None
-    loads: tuple[str, ...]  # every module the statement imports, which must all be loaded
-    chains: tuple[tuple[str, ...], ...]
+    __slots__ = ("attr", "chains", "loads", "local", "module")
+
+    def __init__(
+        self, local: str, module: str, attr: str | None, loads: tuple[str, ...],
+        chains: tuple[tuple[str, ...], ...],
+    ):
+        self.local = local
+        self.module = module
+        self.attr = attr
+        self.loads = loads  # every module the statement imports, which must all be loaded
+        self.chains = chains
+
+    def with_chains(self, chains: tuple[tuple[str, ...], ...]) -> Binding:
+        return Binding(self.local, self.module, self.attr, self.loads, chains)
 
 
 def local_imports(node: ast.AST) -> dict[ImportKey, tuple[Binding, ...]]:
@@ -67,7 +76,7 @@ def local_imports(node: ast.AST) -> dict[ImportKey, tuple[Binding, ...]]:
     result: dict[ImportKey, tuple[Binding, ...]] = {}
     for key, bindings in found.items():
         if bindings and not any(b.local in unsafe for b in bindings):
-            result[key] = tuple(b._replace(chains=tuple(uses.get(b.local, ()))) for b in bindings)
+            result[key] = tuple(b.with_chains(tuple(uses.get(b.local, ()))) for b in bindings)
     return result
 
 

@@ -111,7 +111,7 @@ def _installed_index() -> dict[str, str]:
     return index
 
 
-_REQUIREMENT = re.compile(r"^Requires-Dist:\s*([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$", re.MULTILINE)
+_REQUIREMENT = r"^Requires-Dist:\s*([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$"  # compiled at first use (re caches it)
 
 
 @functools.cache
@@ -121,7 +121,7 @@ def _requirements(meta: str, extras: bool) -> tuple[str, ...]:
     down the tree only what is required, so that pytest's version is no part of pandas')."""
     headers = _headers(os.path.join(meta, "METADATA")) or _headers(os.path.join(meta, "PKG-INFO")) or ""
     return tuple(
-        _normalise(name) for name, rest in _REQUIREMENT.findall(headers) if extras or "extra" not in rest
+        _normalise(name) for name, rest in re.findall(_REQUIREMENT, headers, re.MULTILINE) if extras or "extra" not in rest
     )
 
 
