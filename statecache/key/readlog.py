@@ -33,6 +33,12 @@ _READS: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _FIRST: dict[types.CodeType, dict[str, tuple[Any, ...] | None]] = {}
 _USER_FILES: dict[str, bool] = {}
 _busy = _local()  # what this module's own stats and lookups open is no read of the user's
+#: The packages of statecache that open its own files (an entry a hit loads, the store's
+#: index): no read of the user's functions above them on the stack, and no stat on a hit made
+#: inside one. Not key/: its reader wrappers hand on the reads of the user's code.
+_OWN_FILES_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
+    for package in ("entry", "store"))
 _MAIN = get_ident()  # the thread that imports statecache: the main one, nearly always
 
 
@@ -103,8 +109,11 @@ def _content(path: str, stamp: tuple[int, ...]) -> str:
 
 def remember(path: Any, frame: Any) -> None:
     """An open for reading from ``frame``: note it for every user function on the stack."""
-    if frame is None or frame.f_code.co_filename.startswith(IMPORT_SYSTEM) or getattr(_busy, "on", False):
-        return  # the import system reading a module or its bytecode; or this module reading
+    if frame is None or getattr(_busy, "on", False):
+        return  # this module reading
+    opener = frame.f_code.co_filename
+    if opener.startswith(IMPORT_SYSTEM) or opener.startswith(_OWN_FILES_CODE):
+        return  # the import system reading a module or its bytecode; statecache its own files
     codes = _user_functions(frame)
     if get_ident() != _MAIN:
         codes += _waiting_functions()
