@@ -19,6 +19,9 @@ HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
     "key.loaded", "key.localimports", "key.maintext", "key.parsing", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
     "key.registry", "key.source", "key.stamps", "key.values", "key.valuetypes", "key.versions", "key.walk",
     "store", "store.layout", "store.store",
+    # imported at the top of key.files, key.process and key.values (a1d823a, fb2dacd, 22db475):
+    # about 2 M instructions together on a small hit that reads no file, stdin or tensor
+    "key.filerecords", "key.stdin", "key.tensorprint",
 ))})
 
 # Never on a small hit: the computing run's machinery, the writer, tiers, codecs, picklers.
