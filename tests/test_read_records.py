@@ -13,6 +13,7 @@ the others hit), change every case's input at once, run (each prints what a fres
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import sqlite3
@@ -55,7 +56,7 @@ pickle.dump(late.Late(), open('late.pkl', 'wb'))
 """ + ("import joblib\njoblib.dump(models.Scaler(4), 'm.joblib')\n" if HAS_JOBLIB else "")
 
 SCRIPT = """
-import os, pickle, sqlite3, sys
+import json, os, pickle, sqlite3, sys
 from pathlib import Path
 import statecache as sc
 import models, derived  # imported above the blocks: nothing of them is read in a block
@@ -114,6 +115,18 @@ with sc.checkpoint('i-scandir-moved-out'):
     for name in jobs:
         os.rename(os.path.join('in5', name), os.path.join('done5', name))
 show('i-scandir-moved-out', jobs)
+
+# -- a file the block reads and saves back as it read it: no change
+with sc.checkpoint('w-config-saved-back'):
+    cfg = json.loads(Path('cfg.json').read_text())
+    cfg.setdefault('epochs', 3)
+    Path('cfg.json').write_text(json.dumps(cfg, sort_keys=True))
+show('w-config-saved-back', cfg['epochs'] * cfg['lr'])
+with sc.checkpoint('w-config-replaced-back'):
+    cfg = json.loads(Path('cfg2.json').read_text())
+    Path('cfg2.tmp').write_text(json.dumps(cfg, sort_keys=True))
+    os.replace('cfg2.tmp', 'cfg2.json')  # an atomic save
+show('w-config-replaced-back', cfg['lr'])
 
 # -- 3. files the block only looks at
 with sc.checkpoint('l-getmtime'):
@@ -175,7 +188,8 @@ UNPICKLED = ["u-pickle-load", "u-loads", "u-nested", "u-base", "u-imported-in-bl
 INBOXES = ["i-read-removed", "i-read-moved", "i-listed-emptied", "i-listed-written-into", "i-scandir-moved-out"]
 LOOKS = ["l-getmtime", "l-os-stat", "l-path-stat", "l-access-flag", "l-access-exec", "l-mode", "l-read-and-mtime"]
 SQLITE = ["s-wal", "s-attach", "s-attach-above", "s-attach-wal"]
-CHANGED = UNPICKLED + LOOKS + SQLITE
+SAVED_BACK = ["w-config-saved-back", "w-config-replaced-back"]
+CHANGED = UNPICKLED + LOOKS + SQLITE + SAVED_BACK
 CASES = CHANGED + INBOXES + ["l-exists-only"]
 
 
@@ -212,6 +226,8 @@ def prepare(project: Project) -> list[sqlite3.Connection]:
         os.utime(project.root / name, (old, old))
     os.utime(project.root / "out.csv", (old + 10, old + 10))
     project.write("tool.sh", "#!/bin/sh\n")
+    for name in ("cfg.json", "cfg2.json"):  # already resolved: saved back as it is
+        project.write(name, json.dumps({"epochs": 3, "lr": 0.5}, sort_keys=True))
     (project.root / "private.txt").chmod(0o644)
     table(project.root / "a.db", 1).close()
     table(project.root / "b.db", 2).close()
@@ -232,6 +248,8 @@ def change(project: Project, writers: list[sqlite3.Connection]) -> None:
     (root / "tool.sh").chmod(0o755)
     (root / "private.txt").chmod(0o600)
     project.write("present.txt", "y\n2\n")  # the same size, other content: only looked at
+    for name in ("cfg.json", "cfg2.json"):
+        project.write(name, json.dumps({"epochs": 3, "lr": 2.0}, sort_keys=True))
     for writer in writers:  # rows committed into the -wal file, the .db untouched
         writer.execute("insert into t values (10)")
         writer.commit()

@@ -71,7 +71,9 @@ class FileRecorder:
 
     def __enter__(self) -> FileRecorder:
         global looks
-        from . import looks, readers  # compiled-code readers: wrapped only once something computes
+        # loaded now, not by the hook while recording (a module's import would be a read):
+        # compiled-code readers, wrapped only once something computes, and what records use
+        from . import hashing, looks, readers  # noqa: F401
 
         watch_reads()
         readers.install(note_read, recording)
@@ -189,6 +191,7 @@ def _renamed(source: Any, target: Any) -> None:
     except (TypeError, ValueError):
         return
     if any(source in recorder.written for recorder in _recorders):
+        take_now(target)  # replaced by the block's output: what it read there, if it did
         _note(target, "written")
 
 
@@ -197,6 +200,8 @@ def _opened(path: Any, mode: str | None, flags: Any) -> None:
         return
     made = _recorders and _new_content(path, mode, flags)
     if made:
+        if made == "emptied":
+            take_now(path)  # if the block read it before: what it read, before it is rewritten
         _note(path, "written")
         if made == "created":
             _note(path, "created")
@@ -285,10 +290,15 @@ def _note_database(database: Any, frame: Any) -> None:
             take_now(path)
 
 
-def take_now(path: str) -> None:
-    """Make the record of ``path`` now, before the code opens it (the recording checkpoints
-    that have none yet): for a file whose open changes its stat and not its content."""
-    path = os.path.abspath(path)
+def take_now(path: Any) -> None:
+    """Make the record of ``path`` now, for the recording checkpoints that read it and have
+    none yet: before the code opens a file whose open changes its stat and not its content
+    (a write-ahead log), or rewrites a file it read (a config saved back): what it read is
+    then known, and a rewrite with the same content is no change."""
+    try:
+        path = os.path.abspath(os.fsdecode(os.fspath(path)))
+    except (TypeError, ValueError):
+        return
     record: dict[str, Any] | None | bool = False
     for recorder in list(_recorders):
         if path in recorder.opened and path not in recorder.taken:
@@ -458,14 +468,16 @@ def _input_record(recorder: FileRecorder, path: str, before: tuple[int, ...] | N
     looked = recorder.looked.get(path)
     if path not in recorder.contents and looked is not None:
         return looks.stat_only_record(path, before, looked)
-    record = file_record(path) if path not in recorder.taken else _still_taken(recorder.taken[path])
+    taken = recorder.taken.get(path)
+    record = file_record(path) if taken is None else _still_taken(taken)
     if record is None:
         return None
     if record["kind"] == "missing":  # read, then removed or moved away by the block
         size, mtime_ns, ctime_ns, inode = before
         record = {"path": path, "kind": "file", "size": size, "mtime_ns": mtime_ns,
                   "ctime_ns": ctime_ns, "inode": inode, "digest": ""}
-    if not record["digest"] or before != record_stamp(record):
+    as_read = taken is not None and record_stamp(taken) == before and record["digest"] == taken["digest"]
+    if not record["digest"] or (before != record_stamp(record) and not as_read):
         # Changed or gone since the block first opened it (an editor saved it meanwhile, the
         # block rewrote or consumed what it had read): what is there now is not what the block
         # read, so no content can match; every later run recomputes until a run sees it stable.
