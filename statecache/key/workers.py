@@ -11,8 +11,13 @@ ancestor notes those events when one of its recorders ends (``leave``). So a wor
 before the block counts as well as one forked in it.
 
 What cannot be seen is named (``unseen``): programs the block starts (``subprocess``,
-``os.system``, ``exec``) and ``multiprocessing`` workers started with spawn or forkserver,
-which share nothing with this process.
+``os.system``, ``exec``) and workers that share nothing with this process: ``multiprocessing``
+workers started with spawn or forkserver, and joblib's default (loky) workers, which
+``_posixsubprocess.fork_exec`` starts with no audit event. All of those are
+``multiprocessing`` processes, counted by its process counter whatever starts them. A pool of
+such workers started before the block and given work in it (joblib reuses its executor across
+``Parallel`` calls) starts nothing in the block: its workers count when they read anything
+while the block ran (``_Pooled``).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ class _Frame:
         self.programs: dict[str, None] = {}
         self.forks = 0
         self.processes_before = _processes_made()
+        self.pooled = _Pooled()
         self.made = 0  # multiprocessing processes made while it was active, set when it ends
+        self.reused = 0  # of ``pooled``, those that read something while it was active, likewise
 
 
 _frames: list[_Frame] = []  # one per active recorder, innermost last
@@ -172,6 +179,7 @@ def leave() -> list[Event]:
     if _frames:
         _last = _frames.pop()
         _last.made = _processes_made() - _last.processes_before
+        _last.reused = _last.pooled.used()
     _write_count()
     return _drain()
 
@@ -259,22 +267,64 @@ def _processes_made() -> int:
         return 0
 
 
+class _Pooled:
+    """The live ``multiprocessing`` workers (loky's too) not started by fork, when a recorder
+    starts, each with how much it had read (``_read_bytes``): those that read anything before
+    the recorder ends were given work by the block, whose reads are not seen. Nothing is read
+    while ``multiprocessing`` is not loaded."""
+
+    def __init__(self) -> None:
+        self.before: dict[int, int | None] = {}
+        process = sys.modules.get("multiprocessing.process")
+        for child in list(getattr(process, "_children", ())):
+            popen = getattr(child, "_popen", None)
+            pid = getattr(popen, "pid", None)
+            running = getattr(popen, "returncode", None) is None
+            if isinstance(pid, int) and running and getattr(popen, "method", "fork") != "fork":
+                self.before[pid] = _read_bytes(pid)
+
+    def used(self) -> int:
+        """How many of them read something since (all, where that cannot be known)."""
+        return sum(1 for pid, read in self.before.items() if read is None or _read_bytes(pid) != read)
+
+
+def _read_bytes(pid: int) -> int | None:
+    """The bytes process ``pid`` has read through system calls (pipes too: a task sent to a
+    worker is a read), from Linux's ``/proc/<pid>/io``; None where that is not known."""
+    try:
+        fd = os.open(f"/proc/{pid}/io", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        if line.startswith(b"rchar:"):
+            return int(line[6:])
+    return None
+
+
 def unseen() -> tuple[list[str], int]:
     """What the block ran whose reads statecache cannot see, asked when its recorder has
-    ended: (the programs it started, by name; how many ``multiprocessing`` workers it started
-    with spawn or forkserver: those it made less the forks it made, which are seen)."""
+    ended: (the programs it started, by name; how many workers it used that share nothing
+    with this process: the ``multiprocessing`` processes it made less the forks it made,
+    which are seen, and the unforked workers started before it that it gave work to)."""
     if _last is None:
         return [], 0
-    return list(_last.programs), max(0, _last.made - _last.forks)
+    return list(_last.programs), max(0, _last.made - _last.forks) + _last.reused
 
 
-def may_save(name: str, where: str) -> bool:
+def may_save(name: str, where: str, declared: bool = False) -> bool:
     """After a block ran (its recorder has ended): warn, once, naming what it ran whose reads
     cannot be seen, and say whether its state may be saved. Programs (``git rev-parse``, a
     compiler) are named and the state saved: most read no data of the block's, and a rule
-    that never saved them would leave common blocks uncached. Spawned workers run the user's
-    own code, started to load data more often than not: nothing they read is known, so the
-    state is not saved (when in doubt, miss)."""
+    that never saved them would leave common blocks uncached. Workers that share nothing
+    with this process run the user's own code, started to load data more often than not:
+    nothing they read is known, so the state is not saved (when in doubt, miss), unless the
+    block names its files (``declared``: ``files=[...]``), which then stand for their reads."""
     from .._warnings import warn
 
     programs, spawned = unseen()
@@ -282,8 +332,13 @@ def may_save(name: str, where: str) -> bool:
         warn(f"statecache: '{name}' at {where} ran {', '.join(programs)}: what another program reads is "
              "not seen, so a change of a file it reads does not recompute the block. Name such files "
              "with files=[...].")
-    if spawned:
-        warn(f"statecache: '{name}' at {where} started {spawned} worker process(es) with spawn or forkserver, "
-             "whose reads cannot be seen: it is not saved. Use the fork start method "
-             "(multiprocessing.get_context('fork')), whose workers' reads count, or load the files above the block.")
-    return not spawned
+    if spawned and declared:
+        warn(f"statecache: '{name}' at {where} gave work to {spawned} worker process(es) that do not share "
+             "its memory (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is saved, keyed "
+             "on its files=[...]; a file they read that is not listed there does not recompute it.")
+    elif spawned:
+        warn(f"statecache: '{name}' at {where} gave work to {spawned} worker process(es) that do not share "
+             "its memory (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is not saved. "
+             "List the files they read in files=[...], or read them above the block and pass the data "
+             "(multiprocessing workers started with fork are seen).")
+    return declared or not spawned
