@@ -230,11 +230,8 @@ def sqlite_outcomes(make_project: Callable[[str], Project]) -> Iterator[dict[str
 
 
 @pytest.mark.parametrize("case", [
-    xfail("wal", "key/files.py _note_database: a database in WAL mode is recorded as its main file "
-          "only; rows committed by a writer that keeps its connection open live in d.db-wal (and "
-          "d.db-shm) until a checkpoint, so d.db's stat and content are unchanged and the block hits"),
-    xfail("attach", "key/files.py _heard: sqlite3 raises an audit event for connect only; a database "
-          "that SQL opens (ATTACH DATABASE 'o.db') is opened by SQLite's C code and recorded nowhere"),
+    "wal",  # the -wal file is read with its database (key/databases.py)
+    "attach",  # an ATTACHed file is heard through the connection's authorizer
 ])
 def test_a_sqlite_database_read_past_the_connect_event(sqlite_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(sqlite_outcomes, case)
@@ -270,13 +267,8 @@ def stat_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
 
 
 @pytest.mark.parametrize("case", [
-    xfail("mtime", "key/files.py _changed_at: a file the block only stat'ed (os.path.getmtime, "
-          "through the os.stat wrapper of key/readers.py) is recorded like a file it read, and a "
-          "stat that differs is settled by the content digest: after a touch the content is the "
-          "same, so the block that compared mtimes hits"),
-    xfail("access", "key/readers.py install: os.stat is wrapped to note the files the block looks at, "
-          "os.access is not (it raises no audit event either), so a flag file that appears after "
-          "os.access(p, os.F_OK) found none is no change"),
+    "mtime",  # a look counts by its answer (key/looks.py)
+    "access",  # os.access is wrapped
 ])
 def test_a_file_the_block_only_looks_at(stat_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(stat_outcomes, case)
@@ -690,12 +682,6 @@ print(jobs)
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py seen_records: the records are made at the end of the block (file_record, "
-    "listing_record); a file the block read and then removed is recorded as missing, and a "
-    "folder it listed and then emptied (or wrote into) as it is after: the state of the next run, which hits and "
-    "restores what the consumed files held (a file changed while the block ran is poisoned; a "
-    "file gone, or a listing changed, by then is not)"))
 @pytest.mark.parametrize("body", list(CONSUMED))
 def test_an_inbox_the_block_consumes(project: Project, body: str) -> None:
     project.write("inbox/job1", "a b")
@@ -743,13 +729,7 @@ def unpickled_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outc
     return run_cases(project, "script.py", ["pickle.load", "joblib.load"] if joblib else ["pickle.load"], change)
 
 
-UNPICKLED = ("key/codegraph.py / key/files.py _audit: the key holds the code the block names; a class "
-             "of the user's that only an object the block unpickles reaches (its module imported "
-             "above the block, so nothing is read in it) counts nowhere, so an edit of its method "
-             "restores what the old method computed (the 'pickle.find_class' audit event names it)")
-
-
-@pytest.mark.parametrize("case", [xfail("pickle.load", UNPICKLED), xfail("joblib.load", UNPICKLED)])
+@pytest.mark.parametrize("case", ["pickle.load", "joblib.load"])  # key/unpickled.py
 def test_a_users_class_reached_only_through_an_unpickled_object(unpickled_outcomes: dict[str, Outcome], case: str) -> None:
     if case not in unpickled_outcomes:
         pytest.skip("joblib is not installed")
