@@ -113,7 +113,6 @@ def instance_classes(values: Iterable[Any]) -> list[type]:
     instances and functions' defaults, ``_identity.children``), their bases of the user's
     too: their methods are code the block runs (``m.add()``) and their data what it changes."""
     from ._identity import children, plain_instance
-    from .key.provenance import is_user_module_name
 
     found: dict[int, type] = {}
     kinds: set[type] = set()  # the types met (each looked at once)
@@ -128,11 +127,18 @@ def instance_classes(values: Iterable[Any]) -> list[type]:
         if kind not in kinds:
             kinds.add(kind)
             if plain_instance(value):
-                for base in kind.__mro__:
-                    if base is not object and is_user_module_name(base.__module__):
-                        found.setdefault(id(base), base)
+                for base in user_classes(kind):
+                    found.setdefault(id(base), base)
         stack.extend(item for _step, item in children(value))
     return list(found.values())
+
+
+def user_classes(kind: type) -> list[type]:
+    """The classes of the user's modules in ``kind.__mro__`` (``kind`` first when it is one):
+    the data ``kind`` and its instances read and change through inheritance."""
+    from .key.provenance import is_user_module_name
+
+    return [b for b in kind.__mro__ if b is not object and is_user_module_name(b.__module__)]
 
 
 class Watched:
@@ -189,6 +195,7 @@ class Watched:
                     self._cover(vars(owner), attr)
             if isinstance(value, type):
                 self._note_class(value)
+                self._note_bases(value)
             elif isinstance(value, types.FunctionType):
                 from ._objectstate import function_parts
 
@@ -242,8 +249,16 @@ class Watched:
             self.reads[label] = ((glb, name), value, _fingerprint(self.fp, value, label))
             if isinstance(value, type):
                 self._note_class(value)
+                self._note_bases(value)
         for kind in reached:
             self._note_class_content(kind)
+
+    def _note_bases(self, kind: type) -> None:
+        """Note the user's classes ``kind`` inherits from by the content of their data: what
+        ``Linear.registry[k] = v`` changes lives on the base ``Model``, not in ``vars(Linear)``
+        (``kind`` itself, noted already, is skipped by ``_note_class_content``)."""
+        for base in user_classes(kind):
+            self._note_class_content(base)
 
     def _note_class_content(self, kind: type) -> None:
         """Note a class the code reaches by the content of all its data (``data_content``),
