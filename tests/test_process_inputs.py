@@ -202,10 +202,6 @@ if __name__ == "__main__":
 WORKER_CASES = ["pool", "early-pool", "executor", "grandchild", "branch"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "key/files.py does not call key.workers yet (forward in _note, _watched() for its recorders "
-    "gates, leave() in FileRecorder.__exit__): the workers' reads are lost; the seam is in helper "
-    "P's report"))
 def test_files_read_by_forked_workers_of_the_block(project: Project) -> None:
     project.write("script.py", WORKER_SCRIPT)
     project.write("d1.txt", "a")
@@ -241,10 +237,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_engine.Engine._finish does not call key.workers.may_save yet: a block whose spawned workers "
-    "read files is saved and hits after the file changed, and a program it ran is not named; the "
-    "seam is in helper P's report"))
 def test_workers_and_programs_whose_reads_are_not_seen_are_named(project: Project) -> None:
     project.write("script.py", UNSEEN_SCRIPT)
     project.write("d1.txt", "a")

@@ -233,9 +233,6 @@ print("y", y)
     assert "y bb" in second.stdout and not second.hit("a")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "files opened by multiprocessing workers (a common way to load many files) are seen by the "
-    "workers' audit hooks, not the parent's recorder (and spawned workers have no hook at all)"))
 def test_files_read_by_multiprocessing_workers_of_the_block(project: Project) -> None:
     project.write("d1.txt", "a")
     project.write("d2.txt", "b")

@@ -19,7 +19,7 @@ from _thread import _local, allocate_lock
 from collections.abc import Iterable
 from typing import Any
 
-from . import readlog
+from . import readlog, workers
 from .filerecords import (  # noqa: F401  (the records' names, as callers know them)
     changed_record,
     expand_files_pattern,
@@ -79,9 +79,13 @@ class FileRecorder:
         readers.install(note_read, recording)
         with _lock:
             _recorders.append(self)
+        workers.enter()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in _recorders:
+            for path, kind, looked, stamp in workers.leave():  # what its forked workers saw
+                _note(path, kind, looked, stamp)
         with _lock:
             if self in _recorders:
                 _recorders.remove(self)
@@ -98,9 +102,10 @@ class FileRecorder:
 
 
 def recording() -> bool:
-    """Whether any checkpoint is recording now: the one question a wrapper asks before it
-    looks at the path it was given."""
-    return bool(_recorders)
+    """Whether any checkpoint is recording now, in this process or in one it was forked from
+    (a worker of the block: ``workers.forward``): the one question a wrapper asks before it
+    looks at the path it was given, and the audit hook before it notes anything."""
+    return bool(_recorders) or workers.parent_recording()
 
 
 def add_to_active(records: Iterable[dict[str, Any]]) -> None:
@@ -143,9 +148,14 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             _note_database(args[0] if args else None, _caller(1))
         except Exception:
             pass
-    elif _recorders and event in _RECORDED:
+    elif event in _RECORDED and recording():
         try:
             _heard(event, args)
+        except Exception:
+            pass
+    elif event in workers.PROGRAM_EVENTS:
+        try:
+            workers.started_program(event, args)
         except Exception:
             pass
 
@@ -198,7 +208,7 @@ def _renamed(source: Any, target: Any) -> None:
 def _opened(path: Any, mode: str | None, flags: Any) -> None:
     if isinstance(path, int) or path is None:
         return
-    made = _recorders and _new_content(path, mode, flags)
+    made = recording() and _new_content(path, mode, flags)
     if made:
         if made == "emptied":
             take_now(path)  # if the block read it before: what it read, before it is rewritten
@@ -223,7 +233,7 @@ def _read(path: Any, frame: Any) -> None:
     user's functions on the stack, which may be memos filled before a block
     (``readlog.remember``), and for the recording checkpoints."""
     readlog.remember(path, frame)
-    if _recorders:
+    if recording():
         _note(path, "opened")
 
 
@@ -270,10 +280,10 @@ def note_read(path: Any, listed: bool = False, looked: bool | str = False) -> No
     outside Python's ``open()``, where no audit event says so: a read counts as one by
     ``open`` does (``_read``); a listing or a look only for the recording checkpoints."""
     if listed:
-        if _recorders:
+        if recording():
             _note(path, "listed")
     elif looked:
-        if _recorders:
+        if recording():
             _note(path, "opened", looks.STAT if looked is True else looked)
     else:
         _read(path, _caller(1))
@@ -308,18 +318,20 @@ def take_now(path: Any) -> None:
                 recorder.taken[path] = record
 
 
-def _note(path: Any, kind: str, looked: str | None = None) -> None:
+def _note(path: Any, kind: str, looked: str | None = None, stamp: tuple[int, ...] | None | bool = False) -> None:
     """Note ``path`` for every recording checkpoint: ``kind`` is "opened" (read, or only looked
-    at when ``looked`` says what the look answered), "listed", "written" or "created"."""
+    at when ``looked`` says what the look answered), "listed", "written" or "created";
+    ``stamp``: the stat a forked worker took before its read (False: take it now)."""
     try:
         given = os.fsdecode(os.fspath(path))
         path = os.path.abspath(given)
     except (TypeError, ValueError):
         return
+    workers.forward(path, kind, looked)
     if not os.path.isabs(given):
         for recorder in list(_recorders):
             recorder.relative.setdefault(path, _from_start(recorder, given, path))
-    first = _First(path)
+    first = _First(path, stamp)
     for recorder in list(_recorders):
         if kind in ("opened", "listed") and path in recorder.created:
             recorder.created[path] = True  # read back what it made: its absence was an input
@@ -351,9 +363,10 @@ class _First:
     look or listing, so that a file changed, removed or added to while the block runs is not
     recorded as what the block saw. The unwrapped stat: these looks are not the block's."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, stamp: tuple[int, ...] | None | bool = False) -> None:
         self.path = path
         self._stat: Any = False  # False: not looked up yet; None: not there
+        self._stamp = stamp  # a worker's, taken before its read (False: none)
 
     def stat(self) -> os.stat_result | None:
         if self._stat is False:
@@ -364,6 +377,8 @@ class _First:
         return self._stat
 
     def stamp(self) -> tuple[int, ...] | None:
+        if self._stamp is not False:
+            return self._stamp  # type: ignore[return-value]
         st = self.stat()
         return stat_stamp(st) if st is not None else None
 

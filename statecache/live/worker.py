@@ -156,7 +156,7 @@ class Worker:
         """After a statement: keep a record of each data file or folder it read (its state
         depends on them, whether or not a checkpoint did the reading), then drop the paths the
         recorder saw, so that a long run does not keep every path."""
-        if self.files.opened or self.files.listed:
+        if self.files.saw_anything():
             from ..key.files import seen_records
 
             entries = {(r["path"], r["kind"]) for r in self.files.extra}
@@ -167,8 +167,7 @@ class Worker:
                 key, path = (record["path"], record["kind"]), record["path"]
                 if key not in entries and os.path.realpath(path) not in code and not _in_cache(path):
                     self.read_outside.setdefault(key, record)
-        for seen in (self.files.opened, self.files.listed, self.files.relative):
-            seen.clear()
+        self.files.forget()
 
     def _fork_runner(self, s: socket.socket, msg: protocol.Resume) -> None:
         flush_std()
