@@ -21,7 +21,7 @@ from .project import inside, is_cell_file, notebook_path, project_root
 
 #: Bump when the meaning or the encoding of a component changes: every older key then misses,
 #: instead of a new rule silently reusing state that an old rule keyed.
-KEY_SCHEMA_VERSION = 3
+KEY_SCHEMA_VERSION = 4
 
 #: Length (hex digits) of a key as used in entry names.
 KEY_LENGTH = 32
