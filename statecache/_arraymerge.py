@@ -11,6 +11,7 @@ the object's own; when it cannot, ``_identity`` binds the saved copy instead.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,12 +19,14 @@ def array_mergeable(current: Any, saved: Any, relayout: bool) -> bool:
     """Whether ``merge_array`` can make the ndarray ``current`` equal to ``saved``: the same
     dtype and shape, or, with ``relayout`` (the caller knows ``saved`` is what became of this
     very object), a layout it can take in place (a reshape or dtype reinterpretation of its
-    memory; a resize of an array that owns its memory)."""
+    memory; a resize of an array that owns its memory). A subclass (``np.ma.MaskedArray``, its
+    own state in its ``__dict__``: ``_identity.mergeable``) only with the same layout."""
     if not current.flags.writeable or current.dtype.hasobject or saved.dtype.hasobject:
         return False
+    subclass = type(current) is not sys.modules["numpy"].ndarray
     if current.shape == saved.shape and current.dtype == saved.dtype:
         return True
-    if not relayout:
+    if not relayout or subclass:
         return False
     if current.nbytes == saved.nbytes:
         return _relaid(current.view(), saved)  # tried on a view: ``current`` is left alone
@@ -33,10 +36,19 @@ def array_mergeable(current: Any, saved: Any, relayout: bool) -> bool:
     )
 
 
-def merge_array(current: Any, saved: Any) -> None:
+def merge_array(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> None:
     """Give ``current`` the layout and the elements of ``saved`` (``array_mergeable`` said it
     can). A resize does not check references, as ``resize(refcheck=False)`` in the block did
-    not: the block could only have resized it so."""
+    not: the block could only have resized it so. A subclass's elements are written as plain
+    ndarray elements, and its attributes (a mask, a fill value) are the saved ones, each
+    passed through ``sub`` (``_identity.merge``)."""
+    np = sys.modules["numpy"]
+    if type(current) is not np.ndarray:
+        current.view(np.ndarray)[...] = saved.view(np.ndarray)
+        namespace = vars(current)
+        namespace.clear()
+        namespace.update({k: sub(v) for k, v in vars(saved).items()})
+        return
     if current.nbytes != saved.nbytes:
         current.resize((saved.nbytes // current.itemsize,), refcheck=False)
     if current.shape != saved.shape or current.dtype != saved.dtype:
@@ -69,7 +81,11 @@ def tensor_mergeable(current: Any, saved: Any, relayout: bool) -> bool:
         return False
     if current.requires_grad and not current.is_leaf:
         return False
-    return _same_layout(current, saved) or (relayout and _spans_storage(current))
+    if _same_layout(current, saved):
+        return True
+    from ._views import whole  # every byte of its storage is one of its elements (in the key)
+
+    return relayout and whole(current)
 
 
 def merge_tensor(current: Any, saved: Any) -> None:
@@ -93,12 +109,3 @@ def merge_tensor(current: Any, saved: Any) -> None:
 
 def _same_layout(a: Any, b: Any) -> bool:
     return a.size() == b.size() and a.stride() == b.stride()
-
-
-def _spans_storage(t: Any) -> bool:
-    """Every byte of ``t``'s storage is one of its elements (so its content is in the key)."""
-    try:
-        nbytes = t.untyped_storage().nbytes()
-    except RuntimeError:  # no storage: a meta or functional tensor
-        return False
-    return bool(t.is_contiguous()) and t.storage_offset() == 0 and t.numel() * t.element_size() == nbytes

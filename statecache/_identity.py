@@ -11,10 +11,11 @@ block replaced are not on any path, so they keep the state they had, as after th
 
 The walks enter lists, tuples, deques, dicts, instances of Python classes and the default
 arguments and closures of functions (``def f(c=CONFIG)`` keeps ``CONFIG`` itself); objects of the
-array and table libraries are merged whole (``merge``), never walked into, but for torch's: a
-module or an optimizer is walked like any Python object, so that its parameters stay the
-objects other names hold (filled in place, gradient too: ``_arraymerge``) and an optimizer's
-state stays keyed by them.
+array and table libraries are merged whole (``merge``; arrays and their subclasses by
+``_arraymerge``, streams and iterators by ``_setstate``), never walked into, but for torch's
+modules and optimizers (their parameters stay the objects other names hold, filled in place
+with their gradients, and an optimizer's state stays keyed by them) and scipy's sparse matrices
+(their ``data`` array stays the one other names hold).
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from __future__ import annotations
 import collections
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from ._setstate import has_rule, set_state, settable
 
 _ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range, slice})
 _DICTS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
 _SEQUENCES = frozenset({list, tuple, collections.deque})
 #: packages whose objects are merged whole: their attributes are internal caches and managers
 _OPAQUE = ("numpy", "pandas", "polars", "pyarrow", "scipy")
+_WALKED = "scipy.sparse."  # but a sparse matrix: its state is its arrays (``X.data *= 2``)
 _BUDGET = 100_000  # objects a walk visits at most (beyond it, objects come back as copies)
 _MAX_DEPTH = 200
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
@@ -49,16 +53,31 @@ def immutable(value: Any) -> bool:
 
 def plain_instance(value: Any) -> bool:
     """An instance whose whole state is its ``__dict__``: every class of its type is defined in
-    Python (no C base holding state), without ``__slots__``, and it is no class or exception."""
-    kind = type(value)
+    Python (no C base holding state), without ``__slots__`` (but empty ones: ``abc.ABC``'s), and
+    it is no class or exception."""
     if isinstance(value, (type, BaseException)) or not isinstance(getattr(value, "__dict__", None), dict):
         return False
-    return all(c is object or (c.__flags__ & _HEAPTYPE and "__slots__" not in c.__dict__) for c in kind.__mro__)
+    return _python_classes(type(value).__mro__)
+
+
+def _python_classes(classes: Iterable[type]) -> bool:
+    """Classes defined in Python that add no ``__slots__``: an instance's state they hold is
+    its ``__dict__``."""
+    return all(c is object or (c.__flags__ & _HEAPTYPE and not c.__dict__.get("__slots__")) for c in classes)
+
+
+def _array_subclass_in_dict(value: Any, np: Any) -> bool:
+    """An ndarray subclass whose own state is its ``__dict__`` (``np.ma.MaskedArray``), no
+    memory map (whose elements are a file's bytes: a fill would write the file)."""
+    if isinstance(value, np.memmap) or not isinstance(getattr(value, "__dict__", None), dict):
+        return False
+    mro = type(value).__mro__
+    return _python_classes(mro[: mro.index(np.ndarray)])
 
 
 def _opaque(value: Any) -> bool:
     module = getattr(type(value), "__module__", "") or ""
-    return module.partition(".")[0] in _OPAQUE
+    return module.partition(".")[0] in _OPAQUE and not module.startswith(_WALKED)
 
 
 def children(value: Any) -> Iterator[tuple[Step, Any]]:
@@ -116,15 +135,20 @@ def follow(value: Any, steps: tuple[Step, ...]) -> Any:
     return value
 
 
-def _candidate(value: Any) -> bool:
-    """Whether an object's identity is worth keeping (``merge`` can fill it)."""
+def fillable(value: Any) -> bool:
+    """Whether a hit can give this object a saved content in place (``merge`` has a rule for
+    its kind), so its identity is worth keeping; an object changed in place that is not (an
+    ``itertools.count``, a ``map``) can only be rebound, and other names for it then keep
+    what it was before the block."""
     kind = type(value)
     if kind in _ATOMIC:
         return False
     if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
         return True
     np = sys.modules.get("numpy")
-    return (np is not None and kind is np.ndarray) or _tensor_type(kind) or plain_instance(value)
+    if np is not None and isinstance(value, np.ndarray):
+        return True
+    return _tensor_type(kind) or plain_instance(value) or has_rule(kind)
 
 
 def _tensor_type(kind: type) -> bool:
@@ -159,7 +183,7 @@ class Before:
 
     def origin(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
         """(input label, path from it) of an object the inputs held, if ``merge`` can fill it."""
-        return self.path(value) if _candidate(value) else None
+        return self.path(value) if fillable(value) else None
 
     def view(self, value: Any) -> tuple[str, tuple[Step, ...], Any, Any] | None:
         """(input label, path, how it lies there, the input's layout) for an array or tensor
@@ -291,7 +315,9 @@ def mergeable(current: Any, saved: Any, relayout: bool = False) -> bool:
     if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
         return True
     np = sys.modules.get("numpy")
-    if np is not None and kind is np.ndarray:
+    if np is not None and isinstance(current, np.ndarray):
+        if kind is not np.ndarray and not _array_subclass_in_dict(current, np):
+            return False
         from ._arraymerge import array_mergeable
 
         return array_mergeable(current, saved, relayout)
@@ -299,7 +325,7 @@ def mergeable(current: Any, saved: Any, relayout: bool = False) -> bool:
         from ._arraymerge import tensor_mergeable
 
         return tensor_mergeable(current, saved, relayout)
-    return plain_instance(current)
+    return plain_instance(current) or (has_rule(kind) and settable(current, saved))
 
 
 def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> None:
@@ -332,10 +358,12 @@ def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> 
         merge_tensor(current, saved)
     elif plain_instance(current):
         _merge_instance(current, saved, sub)
+    elif has_rule(kind):  # a stream, an iterator: its type's own __setstate__
+        set_state(current, saved)
     else:
         from ._arraymerge import merge_array
 
-        merge_array(current, saved)
+        merge_array(current, saved, sub)
 
 
 def _merge_instance(current: Any, saved: Any, sub: Callable[[Any], Any]) -> None:

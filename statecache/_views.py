@@ -61,7 +61,7 @@ def view_origin(view: Any, base: Any) -> tuple[View, Layout] | None:
 
 def rebuild_view(base: Any, view: View, layout: Layout) -> Any:
     """The view over the live ``base``, or None when ``base`` no longer has the recorded layout."""
-    if _layout(base) != layout or not _whole(base):
+    if _layout(base) != layout or not whole(base):
         return None
     offset, shape, strides, dtype, readonly = view
     if type(base).__module__ == "numpy":
@@ -90,17 +90,21 @@ def _layout(value: Any) -> Layout | None:
     return None
 
 
-def _whole(base: Any) -> bool:
+def whole(base: Any) -> bool:
     """Whether every byte a view of ``base`` can reach is one of its elements (so in the key):
-    a contiguous array; a contiguous tensor spanning its whole storage."""
+    a contiguous array; a contiguous tensor spanning its whole storage (not a meta or
+    functional tensor, which has none)."""
     if type(base).__module__ == "numpy":
         return not base.dtype.hasobject and (base.flags.c_contiguous or base.flags.f_contiguous)
-    nbytes = base.untyped_storage().nbytes()
-    return base.is_contiguous() and base.storage_offset() == 0 and base.numel() * base.element_size() == nbytes
+    try:
+        nbytes = base.untyped_storage().nbytes()
+    except RuntimeError:  # no storage
+        return False
+    return bool(base.is_contiguous()) and base.storage_offset() == 0 and base.numel() * base.element_size() == nbytes
 
 
 def _numpy_origin(view: Any, base: Any) -> tuple[View, Layout] | None:
-    if view.dtype.hasobject or not view.nbytes or not _whole(base):
+    if view.dtype.hasobject or not view.nbytes or not whole(base):
         return None  # a base with gaps in its memory: bytes outside the key
     start = base.__array_interface__["data"][0]
     low, high = _bounds(view)
@@ -126,7 +130,7 @@ def _bounds(a: Any) -> tuple[int, int]:
 def _torch_origin(view: Any, base: Any) -> tuple[View, Layout] | None:
     if view.requires_grad or base.requires_grad or view.dtype != base.dtype:
         return None  # autograd history is not saved; a reinterpreting view is left alone
-    if not _whole(base) or view.is_conj() or view.is_neg():
+    if not whole(base) or view.is_conj() or view.is_neg():
         return None
     info: View = (view.storage_offset(), tuple(view.shape), tuple(view.stride()), None, False)
     layout = _layout(base)

@@ -1,0 +1,94 @@
+"""Objects that keep their state in C, given a hit's saved state in place through their own
+state API: an ``io.StringIO`` or ``io.BytesIO`` the block wrote (its text and position), an
+iterator over a list, tuple, range, string or bytes that the block advanced (its position), a
+numpy ``Generator`` or ``RandomState`` the block drew from (its bit generator's state). The
+object keeps its identity, so another name for it sees what the computing run left
+(``_identity.merge`` calls this).
+
+An iterator takes the saved position only over a sequence equal to the saved one's (by its
+pickle: the key saw the iterator's pickle before the block); an exhausted one is exhausted
+(whatever it ran over, it yields nothing more; but for a reversed one, which a pickle trip
+turns into a forward iterator over nothing: rebound). Objects that cannot be set so (an
+``itertools.count``, a ``map`` or a generator) have no rule here: ``settable`` says False.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from typing import Any
+
+_STREAMS = (io.StringIO, io.BytesIO)
+#: iterators whose pickle is (iter, (sequence,), position) and whose __setstate__ sets it
+_ITERATORS = frozenset(
+    type(it) for it in (
+        iter([]), reversed([]), iter(()), iter(range(0)), iter(range(1 << 70)), iter(""), iter("\xe9"),
+        iter(b""), iter(bytearray()),
+    )
+)
+_REVERSED: type = type(reversed([]))
+
+
+def has_rule(kind: type) -> bool:
+    """Whether objects of exactly ``kind`` can take a saved state here."""
+    return kind in _STREAMS or kind in _ITERATORS or _numpy_generator(kind)
+
+
+def _numpy_generator(kind: type) -> bool:
+    random = getattr(sys.modules.get("numpy"), "random", None)
+    return random is not None and (kind is random.Generator or kind is random.RandomState)
+
+
+def settable(current: Any, saved: Any) -> bool:
+    """Whether ``set_state`` can give ``current`` (of ``saved``'s type) ``saved``'s state."""
+    kind = type(current)
+    if kind is io.BytesIO:
+        try:  # a BytesIO with a buffer exported (getbuffer) refuses a new content
+            current.__setstate__(current.__getstate__())
+        except (BufferError, ValueError):
+            return False
+        return True
+    if kind is io.StringIO:
+        return not current.closed and not saved.closed
+    if _numpy_generator(kind):  # the same kind of bit generator (PCG64, MT19937, ...)
+        return type(_bit_generator(current)) is type(_bit_generator(saved))
+    if kind not in _ITERATORS:
+        return False
+    now, then = current.__reduce__(), saved.__reduce__()
+    if _exhausted(then):
+        return True
+    return len(now) >= 3 and _same_pickle(now[1], then[1])
+
+
+def _exhausted(reduced: tuple[Any, ...]) -> bool:
+    """An iterator (by its pickle) that yields nothing more: exhausted, or over an empty
+    sequence (what an exhausted one is after a pickle trip)."""
+    return len(reduced) < 3 or not len(reduced[1][0])
+
+
+def set_state(current: Any, saved: Any) -> None:
+    """Give ``current`` the saved content and position (``settable`` said it can)."""
+    kind = type(current)
+    if kind in _STREAMS:
+        current.__setstate__(saved.__getstate__())
+        return
+    if _numpy_generator(kind):
+        _bit_generator(current).state = _bit_generator(saved).state
+        return
+    reduced = saved.__reduce__()
+    if not _exhausted(reduced):
+        current.__setstate__(reduced[2])
+    else:  # exhausted: a position past the end (clamped), before the start for a reversed one
+        current.__setstate__(-1 if kind is _REVERSED else sys.maxsize)
+
+
+def _bit_generator(generator: Any) -> Any:
+    return getattr(generator, "bit_generator", None) or generator._bit_generator  # RandomState's
+
+
+def _same_pickle(a: Any, b: Any) -> bool:
+    try:
+        return pickle.dumps(a, 5) == pickle.dumps(b, 5)
+    except Exception:  # a sequence of objects that cannot be pickled: not known to be equal
+        return False
