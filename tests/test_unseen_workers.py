@@ -107,7 +107,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 def test_blocks_whose_workers_share_nothing_are_not_saved(runs: Runs) -> None:
     assert_cases(runs.first, [*UNSEEN, "idle-pool"], hit=False)
     for case in UNSEEN:
-        told = [line for line in runs.first.stderr.splitlines() if f"'{case}' at " in line and "gave work" in line]
+        told = [line for line in runs.first.stderr.splitlines() if f"'{case}' at " in line and "worker process" in line]
         assert told and "not saved" in told[0] and "files=[...]" in told[0], f"{case}: {status(runs.first, case)}"
         assert not runs.project.entries(case), f"{case}: saved\n{runs.first.stderr}"
     assert_cases(runs.again, UNSEEN, hit=False)
@@ -158,5 +158,5 @@ def test_a_pool_started_before_the_block_counts_only_when_given_work(fresh_frame
             assert not workers.may_save("w-unit", "here:1")
             assert workers.may_save("w-unit-declared", "here:2", declared=True)
         text = "\n".join(str(w.message) for w in caught)
-        assert "'w-unit' at here:1 gave work to 1 worker" in text and "not saved" in text
+        assert "'w-unit' at here:1 used 1 worker" in text and "not saved" in text
         assert "files=[...]" in text and "'w-unit-declared' at here:2" in text and "it is saved" in text

@@ -333,12 +333,12 @@ def may_save(name: str, where: str, declared: bool = False) -> bool:
              "not seen, so a change of a file it reads does not recompute the block. Name such files "
              "with files=[...].")
     if spawned and declared:
-        warn(f"statecache: '{name}' at {where} gave work to {spawned} worker process(es) that do not share "
-             "its memory (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is saved, keyed "
+        warn(f"statecache: '{name}' at {where} used {spawned} worker process(es) that share no memory "
+             "with it (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is saved, keyed "
              "on its files=[...]; a file they read that is not listed there does not recompute it.")
     elif spawned:
-        warn(f"statecache: '{name}' at {where} gave work to {spawned} worker process(es) that do not share "
-             "its memory (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is not saved. "
+        warn(f"statecache: '{name}' at {where} used {spawned} worker process(es) that share no memory "
+             "with it (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is not saved. "
              "List the files they read in files=[...], or read them above the block and pass the data "
              "(multiprocessing workers started with fork are seen).")
     return declared or not spawned
