@@ -280,7 +280,7 @@ class _Pooled:
             popen = getattr(child, "_popen", None)
             pid = getattr(popen, "pid", None)
             running = getattr(popen, "returncode", None) is None
-            if isinstance(pid, int) and running and getattr(popen, "method", "fork") != "fork":
+            if isinstance(pid, int) and running and getattr(popen, "method", "") != "fork":
                 self.before[pid] = _read_bytes(pid)
 
     def used(self) -> int:
