@@ -1,7 +1,8 @@
 """Objects that keep their state in C, given a hit's saved state in place through their own
 state API: an ``io.StringIO`` or ``io.BytesIO`` the block wrote (its text and position), an
 iterator over a list, tuple, range, string or bytes that the block advanced (its position), a
-numpy ``Generator`` or ``RandomState`` the block drew from (its bit generator's state). The
+numpy ``Generator`` or ``RandomState`` the block drew from (its bit generator's state), an
+``array.array`` appended to (its items). The
 object keeps its identity, so another name for it sees what the computing run left
 (``_identity.merge`` calls this).
 
@@ -14,6 +15,7 @@ turns into a forward iterator over nothing: rebound). Objects that cannot be set
 
 from __future__ import annotations
 
+import array
 import io
 import pickle
 import sys
@@ -32,7 +34,7 @@ _REVERSED: type = type(reversed([]))
 
 def has_rule(kind: type) -> bool:
     """Whether objects of exactly ``kind`` can take a saved state here."""
-    return kind in _STREAMS or kind in _ITERATORS or _numpy_generator(kind)
+    return kind in _STREAMS or kind in _ITERATORS or kind is array.array or _numpy_generator(kind)
 
 
 def _numpy_generator(kind: type) -> bool:
@@ -51,6 +53,8 @@ def settable(current: Any, saved: Any) -> bool:
         return True
     if kind is io.StringIO:
         return not current.closed and not saved.closed
+    if kind is array.array:  # a slice assignment keeps the type code; a buffer exported refuses it
+        return current.typecode == saved.typecode and _resizable(current)
     if _numpy_generator(kind):  # the same kind of bit generator (PCG64, MT19937, ...)
         return type(_bit_generator(current)) is type(_bit_generator(saved))
     if kind not in _ITERATORS:
@@ -73,6 +77,9 @@ def set_state(current: Any, saved: Any) -> None:
     if kind in _STREAMS:
         current.__setstate__(saved.__getstate__())
         return
+    if kind is array.array:
+        current[:] = saved
+        return
     if _numpy_generator(kind):
         _bit_generator(current).state = _bit_generator(saved).state
         return
@@ -81,6 +88,16 @@ def set_state(current: Any, saved: Any) -> None:
         current.__setstate__(reduced[2])
     else:  # exhausted: a position past the end (clamped), before the start for a reversed one
         current.__setstate__(-1 if kind is _REVERSED else sys.maxsize)
+
+
+def _resizable(values: array.array) -> bool:
+    """Whether no buffer of ``values`` is exported (a memoryview of it refuses a resize)."""
+    try:
+        values.frombytes(bytes(values.itemsize))
+    except BufferError:
+        return False
+    values.pop()
+    return True
 
 
 def _bit_generator(generator: Any) -> Any:

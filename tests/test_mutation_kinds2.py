@@ -2,7 +2,8 @@
 Python instances (issue 11 item 6): after a hit every other name for the object sees what the
 computing run left. Data a subclass changes on its base class (``Linear.registry[k] = v``), a
 scipy.sparse matrix scaled in place (``X.data *= 2``), a masked array masked in place, an
-``io.StringIO`` written, a list iterator advanced, numpy generators drawn from.
+``io.StringIO`` written, a list iterator advanced, numpy generators drawn from, an
+``array.array`` appended to.
 
 One script, one checkpoint per case (``multicase``): computed, then a rerun that must hit every
 case and print what a fresh ``STATECACHE_DISABLE=1`` run prints. In-process unit tests pin the
@@ -76,6 +77,12 @@ with sc.checkpoint('numpy-generator'):
     noise = rng.random(3).tolist()
 print('y numpy-generator', noise, config['rng'].random())
 
+import array
+samples = array.array('d'); kept_samples = {'s': samples}
+with sc.checkpoint('array-appended'):
+    samples.append(2.5)
+print('y array-appended', kept_samples['s'].tolist())
+
 legacy = np.random.RandomState(1); holder = [legacy]
 with sc.checkpoint('numpy-randomstate'):
     legacy.randint(10, size=3)
@@ -84,7 +91,7 @@ print('y numpy-randomstate', holder[0].randint(1000))
 
 CASES = [
     "base-class-data", "sparse-scaled", "sparse-array-coo", "masked-in-place", "stringio-written",
-    "bytesio-written", "iterator-advanced", "iterator-exhausted", "numpy-generator", "numpy-randomstate",
+    "bytesio-written", "iterator-advanced", "iterator-exhausted", "numpy-generator", "array-appended", "numpy-randomstate",
 ]
 
 
@@ -155,6 +162,18 @@ def test_streams_and_iterators_take_content_and_position() -> None:
     assert list(backwards) == [2, 1]
     other = iter([9, 9, 9])
     assert not mergeable(other, _after(iter([1, 2, 3]), next))  # over another sequence
+
+
+def test_an_array_array_takes_its_items_unless_a_buffer_of_it_is_exported() -> None:
+    import array
+
+    items = array.array("d", [1.0])
+    merge(items, _after(array.array("d", [1.0]), lambda a: a.append(2.0)))
+    assert items.tolist() == [1.0, 2.0]
+    view = memoryview(items)
+    assert not mergeable(items, array.array("d", [5.0])) and items.tolist() == [1.0, 2.0]
+    del view
+    assert not mergeable(items, array.array("i", [1, 2]))  # another type code
 
 
 def test_what_has_no_in_place_rule_is_said_so() -> None:
