@@ -60,15 +60,34 @@ def settable(current: Any, saved: Any) -> bool:
     if kind not in _ITERATORS:
         return False
     now, then = current.__reduce__(), saved.__reduce__()
-    if _exhausted(then):
-        return True
-    return len(now) >= 3 and _same_pickle(now[1], then[1])
+    return _exhausted(then) or _position(now, then) is not None
 
 
 def _exhausted(reduced: tuple[Any, ...]) -> bool:
     """An iterator (by its pickle) that yields nothing more: exhausted, or over an empty
     sequence (what an exhausted one is after a pickle trip)."""
-    return len(reduced) < 3 or not len(reduced[1][0])
+    try:
+        return len(reduced) < 3 or not len(reduced[1][0])
+    except OverflowError:  # a range past sys.maxsize items
+        return False
+
+
+def _position(now: tuple[Any, ...], then: tuple[Any, ...]) -> int | None:
+    """The saved iterator's position as the current one counts it (by their pickles), None
+    when they do not run over equal sequences. From 3.12 a range iterator pickles as the
+    range it has left, with no position."""
+    if len(now) < 3 or len(then) < 3:
+        return None
+    if then[2] is not None:
+        return int(then[2]) if _same_pickle(now[1], then[1]) else None
+    ahead, left = now[1][0], then[1][0]
+    if type(ahead) is not range or type(left) is not range:
+        return None
+    try:
+        skipped = len(ahead) - len(left)
+    except OverflowError:
+        return None
+    return skipped if skipped >= 0 and ahead[skipped:] == left else None
 
 
 def set_state(current: Any, saved: Any) -> None:
@@ -85,7 +104,7 @@ def set_state(current: Any, saved: Any) -> None:
         return
     reduced = saved.__reduce__()
     if not _exhausted(reduced):
-        current.__setstate__(reduced[2])
+        current.__setstate__(_position(current.__reduce__(), reduced))
     else:  # exhausted: a position past the end (clamped), before the start for a reversed one
         current.__setstate__(-1 if kind is _REVERSED else sys.maxsize)
 

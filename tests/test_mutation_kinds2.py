@@ -147,7 +147,7 @@ def test_streams_and_iterators_take_content_and_position() -> None:
     assert not mergeable(exported, _after(io.BytesIO(b"ab"), lambda b: b.write(b"xyz")))
     del view
 
-    for sequence in ([1, 2, 3], (1, 2, 3), range(3), "abc", b"abc"):
+    for sequence in ([1, 2, 3], (1, 2, 3), range(3), range(0, 9, 3), "abc", "\xe9bc", b"abc"):
         for steps in range(5):  # 4: exhausted
             live, ran = iter(sequence), iter(sequence)
             saved = _after(ran, lambda it, n=steps: [next(it, None) for _ in range(n)])
