@@ -410,7 +410,7 @@ class Engine:
                 return
             from .key.workers import may_save
 
-            if not may_save(self.name, self.where):
+            if not may_save(self.name, self.where, declared=any(self.components.get("files", {}).values())):
                 return  # its workers' reads are unknown (may_save warned, naming them)
             effects: dict[str, Any] = {}
             if self._process_before is not None:

@@ -22,6 +22,9 @@ HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
     # imported at the top of key.files, key.process and key.values (a1d823a, fb2dacd, 22db475):
     # about 2 M instructions together on a small hit that reads no file, stdin or tensor
     "key.filerecords", "key.stdin", "key.tensorprint",
+    # at the top of key.files: its fork hook must be in place before the script forks a pool
+    # that a later block gives work to (key.workers forwards what such workers read)
+    "key.workers",
 ))})
 
 # Never on a small hit: the computing run's machinery, the writer, tiers, codecs, picklers.

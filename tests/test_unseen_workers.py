@@ -115,10 +115,6 @@ def test_an_idle_pool_alive_during_a_block_does_not_stop_its_save(runs: Runs) ->
     assert_cases(runs.changed, ["idle-pool"], hit=True, fresh=runs.fresh)  # it reads d1.txt only
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_engine.Engine._finish calls key.workers.may_save(self.name, self.where) without "
-    "declared=any(self.components.get('files', {}).values()): a block whose files= lists what "
-    "its loky workers read is not saved; the change is in helper W's report"))
 def test_a_block_whose_files_name_what_its_workers_read_is_saved(runs: Runs) -> None:
     assert "'loky-declared'" in runs.first.stderr and "saved, keyed on its files" in runs.first.stderr
     assert_cases(runs.again, ["loky-declared"], hit=True)
