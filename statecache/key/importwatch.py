@@ -79,8 +79,8 @@ class ImportWatch:
     """The finder: asks the finders after it for the spec, then observes its loader."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if _busy or name.startswith("statecache."):
-            return None  # statecache's own modules (loaded lazily on a hit) are no code of the user's
+        if _busy:
+            return None
         spec = None
         for finder in list(sys.meta_path):
             if finder is self or isinstance(finder, ImportWatch):
