@@ -655,6 +655,17 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_import_statecache_loads_no_stdlib_module_it_does_not_need_yet():
+    """``import statecache`` (in every script, hit or not) loads what installs its watches,
+    not the modules of a lookup, a save or a forked worker's inbox (json cost ~1.5 ms)."""
+    heavy = ("json", "ast", "inspect", "tempfile", "dis", "tokenize", "linecache", "importlib.metadata",
+             "concurrent.futures", "mmap", "pickle")
+    code = f"import sys, statecache\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_library_wrappers_of_user_functions_follow_the_user_code():
     import contextlib
 

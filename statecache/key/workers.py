@@ -22,7 +22,6 @@ while the block ran (``_Pooled``).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -155,6 +154,8 @@ def forward(path: str, kind: str, detail: Any = None) -> None:
         if not is_data_path(path, mode=st.st_mode if st is not None else 0):
             return  # the interpreter's and the packages' files: the parent would drop them too
         stamp = list(stat_stamp(st)) if st is not None else None
+    import json  # only a worker of a recording block writes (not on import statecache)
+
     line = json.dumps([path, kind, detail, stamp], ensure_ascii=False, separators=(",", ":")) + "\n"
     try:
         os.write(inbox, line.encode("utf-8", "surrogateescape"))
@@ -202,6 +203,8 @@ def _drain() -> list[Event]:
     text = b"".join(chunks)
     complete = text.rfind(b"\n") + 1  # a line still being written is read at the next leave
     _drained += complete
+    import json
+
     events: list[Event] = []
     for line in text[:complete].splitlines():
         try:
