@@ -17,6 +17,7 @@ Nothing is read that Python does not read itself: the loader's own ``get_data`` 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,8 @@ _LOADED: dict[str, tuple[Any, LoadedSource]] = {}
 _AFTER: dict[str, list[str | Callable[[Any], Any]]] = {}
 _is_user_file: Callable[[str], bool] | None = None
 _busy = False  # importing the classifier: its own imports are not the user's
+#: statecache's own package: its modules, loaded lazily on a first hit, are never the user's
+_OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def loaded_source(module: Any) -> LoadedSource | None:
@@ -114,6 +117,8 @@ def _source_loader(spec: Any) -> bool:
         return False
     if not (isinstance(origin, str) and origin.endswith(".py")):
         return False
+    if origin.startswith(_OWN_PACKAGE) and _is_user_file is not None:
+        return False  # never the user's; the first one still sets the classifier up, under _busy
     return _user(origin)
 
 
