@@ -274,64 +274,9 @@ def test_a_file_the_block_only_looks_at(stat_outcomes: dict[str, Outcome], case:
     assert_case(stat_outcomes, case)
 
 
-# -- process state read through the standard library ------------------------------------------
-
-HOME_SCRIPT = HEAD + """
-import getpass, tempfile
-from pathlib import Path
-with sc.checkpoint('path-home'):
-    y = str(Path.home() / 'runs')
-print('path-home=', y)
-with sc.checkpoint('expanduser'):
-    y = os.path.expanduser('~/runs')
-print('expanduser=', y)
-with sc.checkpoint('getuser'):
-    y = getpass.getuser()
-print('getuser=', y)
-with sc.checkpoint('gettempdir'):
-    y = tempfile.gettempdir()
-print('gettempdir=', y)
-with sc.checkpoint('expandvars-read'):
-    with open(os.path.expandvars('$DATA_DIR/v.txt')) as f:
-        y = f.read()
-    del f
-print('expandvars-read=', y)
-import shutil
-with sc.checkpoint('shutil-which'):
-    y = shutil.which('mytool')
-print('shutil-which=', y)
-import datetime
-with sc.checkpoint('local-timezone'):
-    y = datetime.datetime.fromtimestamp(1_700_000_000).hour
-print('local-timezone=', y)
-"""
-
-
-@pytest.fixture(scope="module")
-def home_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
-    project = make_project("home")
-    project.write("script.py", HOME_SCRIPT)
-
-    def user(name: str) -> dict[str, str]:
-        (project.root / name / "tmp").mkdir(parents=True, exist_ok=True)
-        project.write(f"{name}/data/v.txt", name)
-        tool = project.write(f"{name}/bin/mytool", "#!/bin/sh\n")
-        tool.chmod(0o755)
-        return {"HOME": str(project.root / name), "USER": name, "LOGNAME": name,
-                "TMPDIR": str(project.root / name / "tmp"), "DATA_DIR": str(project.root / name / "data"),
-                "TZ": "UTC0" if name == "alice" else "JST-9",  # POSIX rules: no tz database needed
-                "PATH": os.pathsep.join([str(project.root / name / "bin"), os.environ.get("PATH", "")])}
-
-    # one cache shared by two users (a team's cache directory, a remote tier)
-    return run_cases(project, "script.py", ["path-home", "expanduser", "getuser", "gettempdir", "expandvars-read",
-                                                  "shutil-which", "local-timezone"],
-                     change=lambda: None, env=user("alice"), env_after=user("bob"))
-
-
-@pytest.mark.parametrize("case", ["path-home", "expanduser", "getuser", "gettempdir", "expandvars-read",
-                                  "shutil-which", "local-timezone"])
-def test_the_users_home_and_temp_dir_read_through_the_standard_library(home_outcomes: dict[str, Outcome], case: str) -> None:
-    assert_case(home_outcomes, case)
+# -- process state read through the standard library: closed; tests/test_stdlib_env.py holds
+# every case this section had (home, expanduser, getuser, gettempdir, expandvars, which, the
+# local timezone), one variable changed at a time with the blocks that must recompute named
 
 
 # -- polars, pyarrow, safetensors: reads, listings and a seed that no wrapper sees ----------
