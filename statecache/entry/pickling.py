@@ -65,9 +65,10 @@ def pickler_module(name: str) -> Any:
 
 def main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | None:
     """For a function or class of ``__main__``: True when it must be pickled by value, because
-    it is one of the variables being saved (defined by the block, so it will not exist in
-    ``__main__`` when a later run loads the entry), False when it can go by reference (defined
-    outside the block: restored instances then keep ``isinstance`` with the live class).
+    a name of ``saved_names`` (``code_names``) binds it or what holds it (defined by the block,
+    so it will not exist in ``__main__`` when a later run loads the entry), or no name reaches
+    it; False when it can go by reference (defined outside the block: restored instances keep
+    ``isinstance`` with the live class, a restored registry holds the live class itself).
     None for every other object."""
     if not isinstance(obj, type) and type(obj).__name__ != "function":
         return None
@@ -81,6 +82,15 @@ def main_object_saved_by_value(obj: Any, saved_names: frozenset[str]) -> bool | 
     for part in qualname.split("."):
         found = getattr(found, part, None)
     return found is not obj or qualname.split(".")[0] in saved_names
+
+
+def code_names(state: dict[str, Any]) -> frozenset[str]:
+    """The names the state binds to a class or function: the only names under which the block
+    can have defined code of ``__main__`` (``main_object_saved_by_value``). A class or function
+    the block changed in place is saved as its record (``_objectstate.ObjectState``) under its
+    name, and stays the script's own object: pickled by reference, so that a registry or a
+    default that holds it still holds the script's class after a hit."""
+    return frozenset(n for n, v in state.items() if isinstance(v, (type, FunctionType)))
 
 
 def defines_main_code(saved_names: frozenset[str]) -> bool:
@@ -123,7 +133,7 @@ def new_pickler(pickler: str, saved_names: frozenset[str], file: Sink, buffer_ca
     (``tensors``) under all three. ``__main__`` functions and classes defined by the block go
     by value (plain pickle refuses them so that cloudpickle takes over; their functions are
     rebuilt over the live module's globals, ``main_functions``); those defined before the
-    block go by reference, also under cloudpickle; dill decides for itself.
+    block go by reference, also under cloudpickle and dill; dill decides for the rest.
 
     Plain pickle gets a ``reducer_override`` only when the state needs one: called for every
     object that is not a builtin container, a Python-level override cost as much again as
@@ -147,10 +157,10 @@ def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any) -
                 reduced = tensors(obj)
                 if reduced is not NotImplemented:
                     return reduced
-            if pickler == "dill":
-                return NotImplemented
             by_value = main_object_saved_by_value(obj, saved_names)
-            if by_value is False:
+            if by_value is False:  # by reference; dill would copy code of __main__
+                return obj.__qualname__ if pickler == "dill" else NotImplemented
+            if pickler == "dill":
                 return NotImplemented
             if by_value and pickler == "pickle":
                 raise pickle.PicklingError(f"{obj!r} is defined by the block in __main__")
@@ -195,7 +205,7 @@ def serialise(state: dict[str, Any], new_sink: Callable[[], Sink]) -> Serialised
 
         variables: dict[str, VariableRecord] = {}
         try:
-            p = new_pickler(pickler, frozenset(state), sink, out_of_band)
+            p = new_pickler(pickler, code_names(state), sink, out_of_band)
             for name, value in state.items():
                 start, first = sink.pos, len(buffers)
                 p.dump(value)
