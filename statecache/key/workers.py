@@ -18,6 +18,11 @@ workers started with spawn or forkserver, and joblib's default (loky) workers, w
 such workers started before the block and given work in it (joblib reuses its executor across
 ``Parallel`` calls) starts nothing in the block: its workers count when they read anything
 while the block ran (``_Pooled``).
+
+Such workers may still not stop the save: ``key.tasks`` sees what the block sends them
+(``sent``). When every one of them is a pool's worker loop (``started_pool_worker``), whose every
+task comes through a watched pickler, and nothing sent holds the user's code or a path, they
+run installed code on data only, which reads none of the user's files (``doubt``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import sys
 from typing import Any
 
+from .importwatch import after_import
 from .stamps import stat_stamp
 
 #: Audit events by which the block starts another program, whose reads are not seen, and
@@ -39,7 +45,21 @@ _page: Any = None  # this process's shared page (an anonymous mmap), made before
 _inbox = -1  # this process's inbox (an unlinked file, opened for appending), likewise
 _drained = 0  # how far this process has read its inbox
 _active = 0  # recorders this process entered and has not left
+_entered = 0  # recorders this process ever entered (``block``)
 _ancestors: tuple[tuple[Any, int], ...] = ()  # (page, inbox) of each process above this one
+
+#: the loops of the worker processes whose every task comes through a pickler ``key.tasks``
+#: watches: ``multiprocessing.Pool``'s, ``ProcessPoolExecutor``'s, loky's (joblib's copy too)
+WORKER_LOOPS = frozenset({
+    ("multiprocessing.pool", "worker"),
+    ("concurrent.futures.process", "_process_worker"),
+    ("joblib.externals.loky.process_executor", "_process_worker"),
+    ("loky.process_executor", "_process_worker"),
+})
+for _module, _watch in (("multiprocessing.reduction", "watch_multiprocessing"),
+                        ("joblib.externals.loky.backend.reduction", "watch_loky"),
+                        ("loky.backend.reduction", "watch_loky")):
+    after_import(_module, f"{__package__}.tasks:{_watch}")
 
 
 class _Frame:
@@ -52,6 +72,10 @@ class _Frame:
         self.pooled = _Pooled()
         self.made = 0  # multiprocessing processes made while it was active, set when it ends
         self.reused = 0  # of ``pooled``, those that read something while it was active, likewise
+        self.reused_other = 0  # of those, the ones that are no pool's worker loop, likewise
+        self.sends = 0  # objects pickled for other processes while it was active (``sent``)
+        self.pool_workers = 0  # pool workers started while it was active (``started_pool_worker``)
+        self.doubt: str | None = None  # the first reason what it sent may read the user's files
 
 
 _frames: list[_Frame] = []  # one per active recorder, innermost last
@@ -165,9 +189,10 @@ def forward(path: str, kind: str, detail: Any = None) -> None:
 
 def enter() -> None:
     """One of this process's recorders starts."""
-    global _active
+    global _active, _entered
     _frames.append(_Frame())
     _active += 1
+    _entered += 1
     _write_count()
 
 
@@ -180,7 +205,7 @@ def leave() -> list[Event]:
     if _frames:
         _last = _frames.pop()
         _last.made = _processes_made() - _last.processes_before
-        _last.reused = _last.pooled.used()
+        _last.reused, _last.reused_other = _last.pooled.used()
     _write_count()
     return _drain()
 
@@ -278,6 +303,7 @@ class _Pooled:
 
     def __init__(self) -> None:
         self.before: dict[int, int | None] = {}
+        self.other: set[int] = set()  # those that are no pool's worker loop
         process = sys.modules.get("multiprocessing.process")
         for child in list(getattr(process, "_children", ())):
             popen = getattr(child, "_popen", None)
@@ -285,10 +311,41 @@ class _Pooled:
             running = getattr(popen, "returncode", None) is None
             if isinstance(pid, int) and running and getattr(popen, "method", "") != "fork":
                 self.before[pid] = _read_bytes(pid)
+                if _pool_workers is None or child not in _pool_workers:
+                    self.other.add(pid)
 
-    def used(self) -> int:
-        """How many of them read something since (all, where that cannot be known)."""
-        return sum(1 for pid, read in self.before.items() if read is None or _read_bytes(pid) != read)
+    def used(self) -> tuple[int, int]:
+        """How many of them read something since (all, where that cannot be known), and how
+        many of those are no pool's worker loop."""
+        used = [pid for pid, read in self.before.items() if read is None or _read_bytes(pid) != read]
+        return len(used), sum(1 for pid in used if pid in self.other)
+
+
+def runs_worker_loop(process: Any) -> bool:
+    """Whether a ``multiprocessing`` process object being started runs one of the
+    ``WORKER_LOOPS`` (its class's ``run`` not replaced): then all its work comes through a
+    watched pickler. Asked before it starts: ``start()`` drops the target."""
+    base = getattr(sys.modules.get("multiprocessing.process"), "BaseProcess", None)
+    target = getattr(process, "_target", None)
+    name = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
+    return base is not None and isinstance(process, base) and type(process).run is base.run and name in WORKER_LOOPS
+
+
+_pool_workers: Any = None  # a WeakSet of the process objects ``started_pool_worker`` named
+
+
+def started_pool_worker(process: Any) -> None:
+    """``key.tasks``: this process starts ``process``, which runs one of the ``WORKER_LOOPS``
+    with nothing of the user's code or paths (its initializer was inspected too): later
+    blocks that give it work see all of that work."""
+    global _pool_workers
+    if _pool_workers is None:
+        import weakref
+
+        _pool_workers = weakref.WeakSet()
+    _pool_workers.add(process)
+    for frame in _frames:
+        frame.pool_workers += 1
 
 
 def _read_bytes(pid: int) -> int | None:
@@ -310,6 +367,47 @@ def _read_bytes(pid: int) -> int | None:
     return None
 
 
+def recording_here() -> bool:
+    """Whether a recorder of this process is active (what it pickles for others counts)."""
+    return bool(_frames)
+
+
+def block() -> int:
+    """A number that changes whenever a recorder of this process starts."""
+    return _entered
+
+
+def doubted() -> bool:
+    """Whether every active recorder already has a doubt (nothing more need be inspected)."""
+    return all(frame.doubt is not None for frame in _frames)
+
+
+def sent(doubt: str | None) -> None:
+    """``key.tasks``: the block pickled an object for another process; ``doubt`` says why it
+    may make a worker read the user's files (None: it cannot)."""
+    for frame in _frames:
+        frame.sends += 1
+        if frame.doubt is None:
+            frame.doubt = doubt
+
+
+def doubt() -> str | None:
+    """Asked when the block's recorder has ended and ``unseen`` counts workers: why what they
+    ran may have read the user's files, or None when every one of them is a pool worker
+    that got only what ``key.tasks`` saw and found free of the user's code and paths."""
+    frame = _last
+    if frame is None:
+        return None
+    if frame.doubt is not None:
+        return frame.doubt
+    started_other = max(0, frame.made - frame.forks - frame.pool_workers)
+    if started_other or frame.reused_other:
+        return f"{started_other + frame.reused_other} of them are no pool worker, whose work is not all seen"
+    if frame.reused and not frame.sends:
+        return "its workers ran work that was not sent in the block"
+    return None
+
+
 def unseen() -> tuple[list[str], int]:
     """What the block ran whose reads statecache cannot see, asked when its recorder has
     ended: (the programs it started, by name; how many workers it used that share nothing
@@ -325,12 +423,15 @@ def may_save(name: str, where: str, declared: bool = False) -> bool:
     cannot be seen, and say whether its state may be saved. Programs (``git rev-parse``, a
     compiler) are named and the state saved: most read no data of the block's, and a rule
     that never saved them would leave common blocks uncached. Workers that share nothing
-    with this process run the user's own code, started to load data more often than not:
-    nothing they read is known, so the state is not saved (when in doubt, miss), unless the
-    block names its files (``declared``: ``files=[...]``), which then stand for their reads."""
+    with this process and run installed code on data only (``doubt`` is None: a scikit-learn
+    ``n_jobs=``) read none of the user's files: the state is saved. Others may run the user's
+    code or be given a path: nothing they read is known, so the state is not saved (when in
+    doubt, miss), unless the block names its files (``declared``: ``files=[...]``), which then
+    stand for their reads."""
     from .._warnings import warn
 
     programs, spawned = unseen()
+    why = doubt() if spawned and not declared else None
     if programs:
         warn(f"statecache: '{name}' at {where} ran {', '.join(programs)}: what another program reads is "
              "not seen, so a change of a file it reads does not recompute the block. Name such files "
@@ -339,9 +440,9 @@ def may_save(name: str, where: str, declared: bool = False) -> bool:
         warn(f"statecache: '{name}' at {where} used {spawned} worker process(es) that share no memory "
              "with it (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is saved, keyed "
              "on its files=[...]; a file they read that is not listed there does not recompute it.")
-    elif spawned:
+    elif why is not None:
         warn(f"statecache: '{name}' at {where} used {spawned} worker process(es) that share no memory "
-             "with it (spawn, forkserver, joblib's loky), whose reads cannot be seen: it is not saved. "
-             "List the files they read in files=[...], or read them above the block and pass the data "
-             "(multiprocessing workers started with fork are seen).")
-    return declared or not spawned
+             f"with it (spawn, forkserver, joblib's loky), whose reads cannot be seen ({why}): it is not "
+             "saved. List the files they read in files=[...], or read them above the block and pass the "
+             "data (multiprocessing workers started with fork are seen).")
+    return declared or why is None

@@ -1,0 +1,219 @@
+"""What a computing block sends to worker processes that share no memory with it (spawn,
+forkserver, joblib's loky): every object pickled for them, seen where ``multiprocessing`` and
+loky pickle (``ForkingPickler.dump``, loky's ``reduction.dump``), wrapped when they load.
+
+Such a worker runs only what it is sent. A send that holds none of the user's code (no
+function or class of the user's modules, ``provenance``) and names no existing file or folder
+(a ``str``, ``bytes`` or ``os.PathLike`` anywhere in it) cannot make an installed library's
+code read the user's files: ``cross_val_score(..., n_jobs=2)`` may be saved. A send that runs
+the user's own function, passes a path (``delayed(np.load)("x.npy")``) or cannot be inspected
+is doubtful (``workers.sent``), and the block is not saved unless its ``files=`` name what
+the workers read. The inspection pickles the object again into nothing, at protocol 5 with
+arrays' buffers out of band (not copied), and stops at the first doubt.
+
+Known limit: a spawn worker first re-runs the top level of the user's script (as
+``__mp_main__``); what that code reads can only matter to a task if it patches a library.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import types
+from typing import Any
+
+from . import workers
+
+_PLAIN = frozenset({int, float, bool, complex, type(None), tuple, list, dict, set, frozenset, bytearray})
+_CODE = (types.FunctionType, types.BuiltinFunctionType, type)
+_LONGEST_PATH = 4096
+_WATCHED = "_statecache_watched"
+
+
+def watch_multiprocessing(reduction: Any) -> None:
+    """After ``multiprocessing.reduction`` loads: see what its pickler dumps (pipes, queues,
+    a spawned process and its preparation data all pickle through ``ForkingPickler``)."""
+    pickler = reduction.ForkingPickler
+    if getattr(pickler.dump, _WATCHED, False):
+        return
+    dump = pickler.dump
+
+    def watched_dump(self: Any, obj: Any) -> Any:
+        note(obj)
+        return dump(self, obj)
+
+    setattr(watched_dump, _WATCHED, True)
+    pickler.dump = watched_dump
+
+
+def watch_loky(reduction: Any) -> None:
+    """After loky's ``backend.reduction`` loads: its ``dump`` (``dumps`` calls it, as its
+    process starter does) pickles every task and process joblib's loky backend sends."""
+    dump = reduction.dump
+    if getattr(dump, _WATCHED, False):
+        return
+
+    def watched_dump(obj: Any, file: Any, reducers: Any = None, protocol: Any = None) -> Any:
+        note(obj)
+        return dump(obj, file, reducers=reducers, protocol=protocol)
+
+    setattr(watched_dump, _WATCHED, True)
+    reduction.dump = watched_dump
+
+
+def note(obj: Any) -> None:
+    """One object pickled for another process: a process being started (spawn, forkserver,
+    loky), whether recording or not, or, while this process records, anything else. Tell
+    ``workers`` whether it is doubtful, and which processes are pool workers whose work is
+    all seen. Never raises: the user's pickling goes on whatever happens here."""
+    try:
+        if _process(obj):
+            _note_process(obj)
+        elif workers.recording_here() and not workers.doubted() and not _preparation(obj):
+            workers.sent(inspect(obj))
+    except Exception as exc:  # noqa: BLE001  (an inspection that fails is a doubt, not an error)
+        if workers.recording_here():
+            workers.sent(f"what it sends could not be inspected ({type(exc).__name__})")
+
+
+def _process(obj: Any) -> bool:
+    base = getattr(sys.modules.get("multiprocessing.process"), "BaseProcess", None)
+    return base is not None and isinstance(obj, base)
+
+
+def _note_process(process: Any) -> None:
+    """A process being started: a pool's worker loop given nothing of the user's code or
+    paths (its initializer and arguments) is one whose later work is all seen; any other
+    may be given work by ways not seen, a doubt for a block that starts it."""
+    doubt = inspect(process)
+    if doubt is None and workers.runs_worker_loop(process):
+        workers.started_pool_worker(process)
+    elif doubt is None:
+        target = getattr(process, "_target", None)
+        name = getattr(target, "__qualname__", None) or type(process).__name__
+        doubt = f"it starts a process running {name}, whose work is not all seen"
+    if workers.recording_here():
+        workers.sent(doubt)
+
+
+def _preparation(obj: Any) -> bool:
+    """A spawned process's preparation data (``spawn.get_preparation_data``: its ``sys.path``,
+    working directory, main script), which names paths but is no task."""
+    return type(obj) is dict and "sys_path" in obj and "authkey" in obj
+
+
+def inspect(obj: Any) -> str | None:
+    """Why ``obj``, sent to a worker, may make it read the user's files (None: it cannot)."""
+    inspector = _Inspector()
+    try:
+        inspector.dump(obj)
+    except _Doubt as doubt:
+        return str(doubt)
+    except RecursionError:
+        return "what it sends is nested too deeply to inspect"
+    return None
+
+
+class _Doubt(Exception):
+    """Raised from inside the pickler at the first doubtful object: the inspection ends."""
+
+
+class _Sink:
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _out_of_band(buffer: Any) -> bool:
+    return False  # an array's bytes: not copied, not looked at
+
+
+class _Inspector(pickle.Pickler):
+    """A pickler into nothing that looks at each object before it is pickled."""
+
+    def __init__(self) -> None:
+        super().__init__(_Sink(), protocol=5, buffer_callback=_out_of_band)
+
+    def persistent_id(self, obj: Any) -> None:
+        kind = type(obj)
+        if kind in _PLAIN:
+            return None
+        if kind is str or isinstance(obj, str):
+            path: Any = obj
+        elif kind is bytes:
+            path = obj if len(obj) <= _LONGEST_PATH else None
+        elif isinstance(obj, _CODE):
+            if _users_code(obj):
+                raise _Doubt(f"it sends the workers the user's code ({_code_name(obj)})")
+            return None
+        elif isinstance(obj, os.PathLike):
+            path = os.fspath(obj)
+        else:
+            return None
+        if path is not None and _checked_path(path):
+            raise _Doubt(f"it sends the workers the path {path!r}")
+        return None
+
+
+_PATHS: dict[str | bytes, bool] = {}  # names_path of each value seen in the current block
+_PATHS_BLOCK = [-1]  # the ``workers.block()`` that _PATHS is for
+
+
+def _checked_path(value: str | bytes) -> bool:
+    """``names_path``, asked once per value in a block (a data set's strings repeat in each
+    task); a value that was no path at the block's first send counts as none in it."""
+    block = workers.block()
+    if _PATHS_BLOCK[0] != block:
+        _PATHS.clear()
+        _PATHS_BLOCK[0] = block
+    found = _PATHS.get(value)
+    if found is None:
+        found = _PATHS[value] = names_path(value)
+    return found
+
+
+_USER_MODULE: dict[str, bool] = {}
+
+
+def _users_code(obj: Any) -> bool:
+    """A function or class of the user's modules (``__main__`` too); a module not loaded
+    here counts as the user's unless it is the standard library's."""
+    module = getattr(obj, "__module__", None)
+    if not isinstance(module, str):
+        return False  # a builtin method: pickled as its object and name, both seen
+    found = _USER_MODULE.get(module)
+    if found is None:
+        from .provenance import is_user_module_name
+
+        found = _USER_MODULE[module] = is_user_module_name(module)
+    return found
+
+
+def _code_name(obj: Any) -> str:
+    return f"{getattr(obj, '__qualname__', type(obj).__name__)} from {getattr(obj, '__module__', '?')}"
+
+
+def names_path(value: str | bytes) -> bool:
+    """Whether a value sent to a worker may name a file it reads: an existing file or folder
+    (``~`` and ``file://`` expanded), a file in an existing folder other than the root, or a
+    glob that matches something."""
+    text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+    if not text or len(text) > _LONGEST_PATH or "\0" in text:
+        return False
+    if text.startswith("file://"):
+        text = text[7:]
+    if text.startswith("~"):
+        text = os.path.expanduser(text)
+    if os.path.lexists(text):
+        return True
+    folder = os.path.dirname(text)
+    if folder and folder != os.path.dirname(folder) and os.path.isdir(folder):
+        return True
+    if any(c in text for c in "*?["):
+        import glob
+
+        try:
+            return bool(glob.glob(text))
+        except (OSError, ValueError, RecursionError):
+            return True
+    return False

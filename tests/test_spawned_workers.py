@@ -1,0 +1,185 @@
+"""Blocks whose work runs in workers that share no memory with the script (joblib's loky,
+``multiprocessing`` spawn) are saved when what they send those workers is installed code on
+data only (issue 11: scikit-learn's ``n_jobs=`` missed on every run), and never restore
+stale state when the workers are given a path or the user's own function (``key.tasks``).
+
+One script holds every case (``multicase``), run: computing, unchanged, after the files the
+workers read changed; then once with ``STATECACHE_DISABLE=1``. The rule itself (what a task
+may hold) is also checked in this process on ``key.tasks``."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from dataclasses import dataclass
+
+import pytest
+from conftest import Project, Run
+from multicase import assert_cases, case_values, fresh_values, status
+from test_redteam import HEAD
+
+pytest.importorskip("joblib")
+pytest.importorskip("sklearn")
+
+# The heavy imports are under the main guard: a spawned worker re-runs the script's top level.
+SCRIPT = HEAD + """
+import multiprocessing as mp
+
+def load(path):
+    with open(path) as f:
+        return f.read().strip()
+
+def show(case, v):
+    print('y', case, v)
+
+if __name__ == '__main__':
+    import pathlib
+    import numpy as np
+    from joblib import Parallel, delayed
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3))
+    y = (X[:, 0] + rng.random(60) / 4 > .6).astype(int)
+    Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))  # loky's executor, started above the blocks
+    with sc.checkpoint('cross-val'):  # the executor reused: no process starts in the block
+        v = cross_val_score(DecisionTreeClassifier(random_state=0), X, y, cv=3, n_jobs=2)
+    show('cross-val', v.round(4).tolist())
+    with sc.checkpoint('grid-search'):
+        search = GridSearchCV(DecisionTreeClassifier(random_state=0), {'max_depth': [1, 3]}, cv=3, n_jobs=2)
+        search.fit(X, y)
+    show('grid-search', [search.best_params_, round(search.best_score_, 4)])
+    with sc.checkpoint('spawn-pool-library'):  # a pool started in the block, installed code on data
+        with mp.get_context('spawn').Pool(1) as pool:
+            v = pool.map(abs, [-1, -2])
+        del pool
+    show('spawn-pool-library', v)
+    with sc.checkpoint('loky-np-load'):  # installed code, given paths
+        v = Parallel(n_jobs=2, backend='loky')(delayed(np.load)(p) for p in ['a.npy', 'b.npy'])
+    show('loky-np-load', [a.tolist() for a in v])
+    with sc.checkpoint('loky-np-load-path'):
+        v = Parallel(n_jobs=2)(delayed(np.load)(pathlib.Path('b.npy')) for _ in range(2))
+    show('loky-np-load-path', [a.tolist() for a in v])
+    with sc.checkpoint('loky-user-function'):
+        v = Parallel(n_jobs=2)(delayed(load)(p) for p in ['d.txt'])
+    show('loky-user-function', v)
+    with sc.checkpoint('spawn-pool-user-function'):
+        with mp.get_context('spawn').Pool(1) as pool:
+            v = pool.map(load, ['d.txt'])
+        del pool
+    show('spawn-pool-user-function', v)
+    with sc.checkpoint('threading-backend'):  # threads share the process: their reads are seen
+        v = Parallel(n_jobs=2, backend='threading')(delayed(load)(p) for p in ['d.txt'])
+    show('threading-backend', v)
+"""
+SAVED = ["cross-val", "grid-search", "spawn-pool-library"]
+DOUBTFUL = ["loky-np-load", "loky-np-load-path", "loky-user-function", "spawn-pool-user-function"]
+
+
+@dataclass
+class Runs:
+    """The script's runs: computing, unchanged, after d.txt and b.npy changed, and fresh."""
+
+    project: Project
+    first: Run
+    again: Run
+    changed: Run
+    fresh: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    import numpy as np
+
+    project = Project(tmp_path_factory.mktemp("spawned"))
+    project.write("script.py", SCRIPT)
+    project.write("d.txt", "a")
+    np.save(project.root / "a.npy", np.arange(2))
+    np.save(project.root / "b.npy", np.arange(3))
+    first, again = project.run("script.py"), project.run("script.py")
+    project.write("d.txt", "z")  # read only by the workers (and the threads), never by the parent
+    np.save(project.root / "b.npy", np.arange(5, 8))
+    changed = project.run("script.py")
+    return Runs(project, first, again, changed, fresh_values(project))
+
+
+def test_blocks_sending_installed_code_on_data_are_saved_and_hit(runs: Runs) -> None:
+    assert_cases(runs.first, SAVED, hit=False)
+    for case in SAVED:
+        assert runs.project.entries(case), f"{case}: not saved\n{status(runs.first, case)}"
+        assert not [line for line in runs.first.stderr.splitlines() if f"'{case}' at " in line], status(runs.first, case)
+    assert_cases(runs.again, SAVED, hit=True)
+    assert_cases(runs.changed, SAVED, hit=True, fresh=runs.fresh)
+
+
+def test_blocks_whose_workers_get_paths_or_the_users_code_never_restore_stale_state(runs: Runs) -> None:
+    told = {case: [line for line in runs.first.stderr.splitlines() if f"'{case}' at " in line and "worker" in line]
+            for case in DOUBTFUL}
+    for case in DOUBTFUL:
+        assert told[case] and "not saved" in told[case][0], f"{case}: {status(runs.first, case)}"
+        assert not runs.project.entries(case), f"{case}: saved"
+    assert "'a.npy'" in told["loky-np-load"][0]
+    assert "the user's code (load from __main__)" in told["loky-user-function"][0]
+    assert_cases(runs.again, DOUBTFUL, hit=False)
+    assert_cases(runs.changed, DOUBTFUL, hit=False, fresh=runs.fresh)
+    values = case_values(runs.changed)
+    assert values["loky-user-function"] == values["spawn-pool-user-function"] == "['z']"
+    assert values["loky-np-load-path"] == "[[5, 6, 7], [5, 6, 7]]"
+
+
+def test_the_threading_backend_is_unchanged(runs: Runs) -> None:
+    assert runs.project.entries("threading-backend")
+    assert_cases(runs.again, ["threading-backend"], hit=True)
+    assert_cases(runs.changed, ["threading-backend"], hit=False, fresh=runs.fresh)  # its threads read d.txt
+
+
+# -- the rule, in this process ------------------------------------------------------------------
+
+
+def users_function(path: str) -> str:
+    return path
+
+
+def test_what_a_task_may_hold(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from statecache.key.tasks import inspect
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("1")
+    (tmp_path / "cfg.json").write_text("{}")
+    data = np.arange(10**6)
+    clean = {
+        "library function on an array": (np.sum, (data,), {}),
+        "words that name nothing here": (json.dumps, ("accuracy", b"raise", ["gini", "/mp"]), {"k": "N/A"}),
+        "a file that is not there yet": (np.save, ("out.npy", data), {}),
+    }
+    for what, task in clean.items():
+        assert inspect(task) is None, what
+    doubtful = {
+        "a relative path": ((np.load, ("cfg.json",), {}), "'cfg.json'"),
+        "a folder": ((os.listdir, ("data",), {}), "'data'"),
+        "a path as bytes": ((np.load, (b"data/x.csv",), {}), "b'data/x.csv'"),
+        "a Path, nested": ((np.load, ([{"f": pathlib.Path("data/x.csv")}],), {}), "x.csv"),
+        "a file to be made in an existing folder": ((np.save, ("data/new.npy", data), {}), "'data/new.npy'"),
+        "a glob": ((sorted, ("dat*",), {}), "'dat*'"),
+        "an absolute path": ((np.load, (str(tmp_path / "cfg.json"),), {}), "cfg.json"),
+        "the user's function": ((users_function, (1,), {}), "the user's code (users_function from test_spawned_workers)"),
+        "the user's class": ((np.asarray, (Runs,), {}), "Runs from test_spawned_workers"),
+    }
+    for what, (task, named) in doubtful.items():
+        found = inspect(task)
+        assert found is not None and named in found, f"{what}: {found}"
+
+
+def test_a_home_relative_path_is_a_path(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from statecache.key.tasks import names_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d.txt").write_text("1")
+    assert names_path("~/d.txt") and names_path(f"file://{tmp_path}/d.txt")
+    assert names_path("~/other.txt")  # a file to be made in an existing folder
+    assert not names_path("~/none/other.txt") and not names_path("") and not names_path("a\0b")
