@@ -8,7 +8,9 @@ ctime moves, not its content): so the log's record is taken before the connectio
 (``key.files`` ``take_now``), and a ctime alone moved since is settled by its content. ``wrap_connect`` has ``sqlite3.connect`` give each connection it
 makes an authorizer (the ``sqlite3.connect/handle`` event comes too early to set one) that hears ``ATTACH DATABASE``, which SQL runs and no
 audit event names. The authorizer is asked at statement preparation only (not per row), and a
-connection's own ``set_authorizer`` replaces it: its attached files are then not seen.
+connection's own ``set_authorizer`` replaces it: its attached files are then not seen. A
+``connect`` bound before (``from sqlite3 import connect`` above ``import statecache``) is
+pointed at the wrapper at the first computing block (``key.rebinding``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from .readernames import READER_WRAPPER
+from .rebinding import register
 
 _WATCHED = "__statecache_watched__"
 
@@ -65,7 +70,7 @@ def wrap_connect(read: Callable[[Any, Any], None]) -> None:
     """Replace ``connect`` of ``sqlite3`` and ``sqlite3.dbapi2`` (loaded now) by one wrapper
     that watches the connection it returns (``watch_connection``), and returns and raises what
     ``connect`` does; it pickles by name as ``sqlite3.connect``. A ``connect`` taken from the
-    module before this is not watched."""
+    module before this is rebound where ``key.rebinding`` looks, and is not watched elsewhere."""
     made: dict[int, Callable[..., Any]] = {}
     for name in ("sqlite3.dbapi2", "sqlite3"):
         module = sys.modules.get(name)
@@ -74,6 +79,7 @@ def wrap_connect(read: Callable[[Any, Any], None]) -> None:
             continue
         if id(connect) not in made:
             made[id(connect)] = _watched_connect(connect, read)
+            register(connect, made[id(connect)])
         module.connect = made[id(connect)]  # type: ignore[union-attr]
 
 
@@ -86,4 +92,5 @@ def _watched_connect(connect: Callable[..., Any], read: Callable[[Any, Any], Non
 
     watched.__module__ = "sqlite3"  # where pickle finds this very object
     setattr(watched, _WATCHED, True)
+    setattr(watched, READER_WRAPPER, True)  # a key counts the connect it wraps
     return watched

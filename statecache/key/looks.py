@@ -61,6 +61,16 @@ _IMPORTS, _STDLIB, _OTHER = "imports", "stdlib", "other"
 _FRAMES: dict[str, str] = {}  # code file -> which of those it is
 
 
+def is_stdlib_frame(frame: Any) -> bool:
+    """Whether ``frame`` runs the standard library's code (``os.walk``, ``glob``, ``shutil``)."""
+    filename = frame.f_code.co_filename
+    try:
+        where = _FRAMES[filename]
+    except KeyError:
+        where = _FRAMES[filename] = _frame_kind(filename)
+    return where == _STDLIB
+
+
 def _frame_kind(filename: str) -> str:
     from .provenance import Kind, classify, is_import_system
 

@@ -11,12 +11,10 @@ original, pointed at its wrapper at the first computing block where a module glo
 running function's local holds it, and nowhere else. A wrapper returns and raises what its
 reader does, with its signature, ``__wrapped__`` and docs. Reader classes defined in Python
 (``pq.ParquetFile``) have their ``__init__`` wrapped in place, so the class stays the same
-object; a polars ``LazyFrame`` tells the files its plan scans when it is collected, whenever
-it was made.
-
-``os.stat`` and ``os.access`` raise no audit event either: while wrapped they tell the
-recorder the files the user's code only looks at (``os.path.exists``, ``os.path.getmtime``,
-``Path.is_file``, ``os.access``) and what the look answered (``key.looks``).
+object; compiled ones are stood in for by a subclass, or, when they cannot be subclassed
+(``safetensors.safe_open``), by a class whose call makes the original's object. A polars
+``LazyFrame`` tells the files its plan scans when it runs (``key.polarsplans``), whenever it
+was made. ``os.stat``, ``os.access`` and ``os.scandir`` are wrapped too (``key.oslooks``).
 Libraries whose reads cannot be seen this way are named in a warning instead (``unseen``).
 """
 
@@ -25,33 +23,28 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import readlog
-from .looks import access_aspect, aspect
 from .readernames import (
     COMPILED_CLASSES,
+    LAZY_METHODS,
+    PLAN_FUNCTIONS,
     READER_CLASS_METHODS,
     READER_CLASSES,
+    READER_FACTORIES,
+    READER_WRAPPER,
     READERS,
     UNSEEN,
+    WATCHED,
     watch,
 )
+from .rebinding import WRAPPERS, rebind, register
 
-_PATH_KEYWORDS = ("source", "path", "input_file", "file", "where", "paths", "path_or_paths")
-#: the polars methods and functions that run a lazy plan, reading the files it scans
-_LAZY_METHODS = (
-    "collect", "collect_async", "collect_batches", "sink_batches", "sink_parquet", "sink_csv",
-    "sink_ipc", "sink_ndjson",
-)
+__all__ = ["READER_WRAPPER"]  # the marker, as key.codegraph knows it from here
 
-#: the attribute that marks a reader wrapped here
-READER_WRAPPER = "__statecache_reader__"
-_installed = False
-#: id(original reader) -> (the original, its wrapper)
-_WRAPPERS: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_PATH_KEYWORDS = ("source", "path", "input_file", "file", "filename", "where", "paths", "path_or_paths")
 
 
 def _remember(path: Any, listed: bool = False, looked: bool | str = False) -> None:
@@ -74,21 +67,19 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
     receives each path a reader is given (``listed=True`` for a directory it lists,
     ``looked=True`` for a stat) each time ``recording()`` says something records, or a user's
     function calls the reader (its reads are remembered, ``readlog``)."""
-    global _note, _recording, _installed
+    global _note, _recording
     _note, _recording = note, recording
     watch()  # done at ``import statecache`` too; a module that another finder loaded is here
     wrap_loaded()
-    _rebind_user_names()
-    _rebind_running_locals(sys._getframe(1))
-    if not _installed:
-        os.stat = _wrap_stat(os.stat)
-        os.access = _wrap_access(os.access)
-        _installed = True
+    from .oslooks import install as wrap_os
+
+    wrap_os(note, recording)
+    rebind(sys._getframe(1))
 
 
 def wrap_loaded() -> None:
-    """Wrap the readers of every module of ``READERS`` loaded now."""
-    for name in {**READERS, **READER_CLASSES, **COMPILED_CLASSES, **READER_CLASS_METHODS}:
+    """Wrap the readers of every module of ``readernames.WATCHED`` loaded now."""
+    for name in dict.fromkeys(WATCHED):
         module = sys.modules.get(name)
         if module is not None:
             wrap_module(module)
@@ -120,25 +111,52 @@ def wrap_module(module: Any) -> None:
     for attr, methods in COMPILED_CLASSES.get(name, {}).items():
         kind = getattr(module, attr, None)
         if isinstance(kind, type) and not kind.__dict__.get(READER_WRAPPER):
-            setattr(module, attr, _seen_subclass(kind, methods, name))
+            _replace(module, attr, kind, _seen_subclass(kind, methods, name))
     for attr, methods in READER_CLASS_METHODS.get(name, {}).items():
         for method in methods:
             _wrap_class_method(getattr(module, attr, None), method)
+    for attr in READER_FACTORIES.get(name, ()):
+        kind = getattr(module, attr, None)
+        if isinstance(kind, type) and not kind.__dict__.get(READER_WRAPPER):
+            _replace(module, attr, kind, _seen_factory(kind))
     if name == "polars":
-        for method in _LAZY_METHODS:
-            _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
+        _wrap_polars(module)
     if name == "pyarrow.dataset":
-        _fingerprint_datasets(module)
+        from .arrowdatasets import fingerprint_datasets
+
+        fingerprint_datasets(module)
     for attr in READERS.get(name, ()):
-        function = getattr(module, attr, None)
-        if function is None or getattr(function, READER_WRAPPER, False) or isinstance(function, type):
-            continue
-        wrapper = _wrap(function)
-        try:
-            setattr(module, attr, wrapper)
-        except (AttributeError, TypeError):
-            continue
-        _WRAPPERS[id(function)] = (function, wrapper)
+        _wrap_function(module, attr, _note_path)
+
+
+def _wrap_polars(module: Any) -> None:
+    """A ``LazyFrame``'s methods that run its plan, the functions that run several plans, and
+    ``set_random_seed`` (whose seed stands for polars' generator: ``key.rng``)."""
+    for method in LAZY_METHODS:
+        _wrap_method(getattr(module, "LazyFrame", None), method, _note_plan)
+    for attr in PLAN_FUNCTIONS.get(module.__name__, ()):
+        _wrap_function(module, attr, _note_plans, _listed_frames)
+    from .rng import watch_polars
+
+    watch_polars(module)
+
+
+def _wrap_function(module: Any, attr: str, note: Callable[..., None],
+                   given: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> None:
+    function = getattr(module, attr, None)
+    if function is None or getattr(function, READER_WRAPPER, False) or isinstance(function, type):
+        return
+    pair = WRAPPERS.get(id(function))
+    wrapper = pair[1] if pair is not None and pair[0] is function else _wrap(function, note, given)
+    _replace(module, attr, function, wrapper)
+
+
+def _replace(module: Any, attr: str, original: Any, wrapper: Any) -> None:
+    try:
+        setattr(module, attr, wrapper)
+    except (AttributeError, TypeError):
+        return
+    register(original, wrapper)
 
 
 def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
@@ -178,6 +196,31 @@ def _wrap_class_method(kind: Any, attr: str) -> None:
         pass
 
 
+def _seen_factory(kind: type) -> type:
+    """A stand-in for the compiled class ``kind`` that cannot be subclassed: calling it notes
+    the path and returns ``kind``'s own object; ``isinstance``, ``issubclass`` and its other
+    attributes answer for ``kind``."""
+    note = _wrap(kind, _note_path)
+
+    class Factory(type):
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            return note(*args, **kwargs)
+
+        def __instancecheck__(cls, obj: Any) -> bool:
+            return isinstance(obj, kind)
+
+        def __subclasscheck__(cls, sub: type) -> bool:
+            return issubclass(sub, kind)
+
+        def __getattr__(cls, name: str) -> Any:
+            return getattr(kind, name)
+
+    # named as ``kind`` is, so that a key holding it counts what holding ``kind`` counts
+    namespace = {"__module__": kind.__module__, "__qualname__": kind.__qualname__, "__doc__": kind.__doc__,
+                 "__wrapped__": kind, READER_WRAPPER: True}
+    return Factory(kind.__name__, (), namespace)
+
+
 def _seen_subclass(kind: type, methods: tuple[str, ...], module: str) -> type:
     """A subclass of the compiled class ``kind`` whose ``methods`` note the path they are
     given; ``isinstance`` and ``issubclass`` answer for ``kind``, so the objects the library
@@ -198,7 +241,7 @@ def _seen_subclass(kind: type, methods: tuple[str, ...], module: str) -> type:
         READER_WRAPPER: True,
     }
     for method in methods:
-        note = _note_opened_for_reading if method == "__init__" else _note_first_argument
+        note = _METHOD_NOTES.get(method, _note_first_argument)
         original = getattr(kind, method)
         if original is object.__init__:
             original = _init_in_new  # a compiled class takes its arguments in __new__ (__cinit__)
@@ -226,174 +269,68 @@ def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
     _note_path(*args, **kwargs)
 
 
+def _note_file_info(self: Any, paths_or_selector: Any = None, *args: Any, **kwargs: Any) -> None:
+    """``LocalFileSystem.get_file_info``: a ``FileSelector``'s folder is listed (each folder
+    under it too when recursive), and every file it finds, or each path it is given, is
+    looked at, for the infos tell size and mtime."""
+    given = kwargs.get("paths_or_selector", paths_or_selector)
+    base = getattr(given, "base_dir", None)
+    if base is None:
+        for path in given if isinstance(given, (list, tuple)) else [given]:
+            if isinstance(path, (str, os.PathLike)):
+                _note(path, looked=True)
+        return
+    if not os.path.isdir(base):
+        _note(base, looked=True)  # not there: a folder that appears is a change
+        return
+    for root, dirs, names in os.walk(base):
+        _note_listing(root)
+        for name in names:
+            _note(os.path.join(root, name), looked=True)
+        dirs.sort()
+        if not getattr(given, "recursive", False):
+            for name in dirs:
+                _note(os.path.join(root, name), looked=True)
+            break
+
+
 def _note_plan(frame: Any, *args: Any, **kwargs: Any) -> None:
-    """The files a polars lazy plan scans: from its description (no data is copied), or, when
-    that shortens a list of sources, from its JSON form."""
-    import re
+    from .polarsplans import scanned
 
-    plan = frame._ldf.describe_plan()
-    scans = re.findall(r"SCAN \[(.*)\]$", plan, flags=re.MULTILINE)
-    if not any(re.search(r", \.\.\. \d+ other sources?$", scan) for scan in scans):
-        note_source([scan for scan in scans if scan])
-        return
-    import json
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the JSON form is deprecated; it is the one that names every file
-        tree = json.loads(frame.serialize(format="json"))
-    note_source(list(_scanned_paths(tree)))
+    note_source(scanned(frame))
 
 
-def _scanned_paths(tree: Any) -> Any:
-    """The paths under every ``{"Paths": [{"inner": path}, ...]}`` of a serialised plan."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            paths = node.get("Paths")
-            if isinstance(paths, list):
-                yield from (p["inner"] if isinstance(p, dict) else p for p in paths)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+def _note_plans(*args: Any, **kwargs: Any) -> None:
+    from .polarsplans import scanned_by_all
+
+    note_source(scanned_by_all(*args, **kwargs))
 
 
-def _fingerprint_datasets(module: Any) -> None:
-    """A pyarrow dataset (``ds.dataset(...)``, the one inside a ``pq.ParquetDataset``) or one
-    of its file fragments, made above a block and read in it by C++ (``to_table``, ``head``,
-    ``scanner``: compiled methods, which cannot be wrapped), counts as an input by what it is
-    (its pickled fragments, schema and format) and by the stat stamp of each local file it
-    reads: a rewritten file changes the key. A stamp, not the content, for a lookup cannot
-    read a whole dataset, so a copy of the project (other inodes) computes once."""
-    from .registry import register_fingerprint, registered_for
-
-    for kind, fingerprint in ((getattr(module, "FileSystemDataset", None), _dataset_fingerprint),
-                              (getattr(module, "FileFragment", None), _fragment_fingerprint)):
-        if isinstance(kind, type) and registered_for(kind) is None:  # the user's own comes first
-            register_fingerprint(kind, fingerprint)
+def _listed_frames(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``pl.collect_all(frame for ...)``: the frames of a one-pass iterable, as a list that both
+    the note and the function read."""
+    if args and not isinstance(args[0], (list, tuple)):
+        return (list(args[0]), *args[1:])
+    return args
 
 
-def _dataset_fingerprint(dataset: Any) -> Any:
-    try:
-        return dataset.__reduce__()[1]  # its fragments (each with its stamp), schema, format, ...
-    except ValueError:  # filtered or projected (ds.dataset(...).filter(...)): no fragments
-        stamps = [_file_stamp(dataset.filesystem, path) for path in dataset.files]
-        return (dataset.files, stamps, dataset.schema, dataset.format, dataset.partition_expression,
-                dataset._scan_options)  # the filter and the columns a scan keeps
+#: the methods of ``COMPILED_CLASSES`` whose note is not ``_note_first_argument``
+_METHOD_NOTES: dict[str, Callable[..., None]] = {
+    "__init__": _note_opened_for_reading, "get_file_info": _note_file_info,
+}
 
 
-def _fragment_fingerprint(fragment: Any) -> Any:
-    return fragment.__reduce__()[1], _file_stamp(fragment.filesystem, fragment.path)
-
-
-def _file_stamp(filesystem: Any, path: str) -> Any:
-    """The stat stamp of a dataset's file on the local filesystem (None on another one)."""
-    from pyarrow.fs import LocalFileSystem
-
-    if not isinstance(filesystem, LocalFileSystem):
-        return None
-    from .stamps import stat_stamp
-
-    try:
-        return stat_stamp(os.stat(path))
-    except OSError:
-        return "missing"
-
-
-_stat_busy = threading.local()
-
-
-def _wrap_stat(stat: Callable[..., Any]) -> Callable[..., Any]:
-    """``os.stat`` that notes the path it looks at and what the look answers (``looks.aspect``:
-    an existence test, a size, the whole stat), not a descriptor and not statecache's own
-    stats; it returns and raises what ``os.stat`` does."""
-
-    @functools.wraps(stat)
-    def looked_at(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if _recording() and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
-            _look(path, kwargs, None, sys._getframe(1))
-        return stat(path, *args, **kwargs)
-
-    return looked_at
-
-
-def _wrap_access(access: Callable[..., Any]) -> Callable[..., Any]:
-    """``os.access`` that notes the path it checks and the answer for that mode (a flag file
-    that appears is a change); it returns and raises what ``os.access`` does."""
-
-    @functools.wraps(access)
-    def checked(path: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
-        if _recording() and not isinstance(path, int) and not getattr(_stat_busy, "on", False):
-            _look(path, kwargs, mode, None)
-        return access(path, mode, *args, **kwargs)
-
-    return checked
-
-
-def _look(path: Any, kwargs: dict[str, Any], mode: Any, frame: Any) -> None:
-    """Tell the recorder of a stat (``frame``: its caller) or an access check of ``mode``."""
-    _stat_busy.on = True
-    try:
-        if not kwargs.get("dir_fd") and not os.fsdecode(os.fspath(path)).endswith(_SOURCE_SUFFIXES):
-            what = access_aspect(mode) if frame is None else aspect(frame)
-            if what is not None:
-                _note(path, looked=what)
-    except Exception:
-        pass
-    finally:
-        _stat_busy.on = False
-
-
-# linecache stats the modules a traceback or a warning shows: code, which the key covers
-_SOURCE_SUFFIXES = (".py", ".pyc", ".pyi", ".pyw")
-
-
-def _rebind_running_locals(frame: Any) -> None:
-    """Point the locals of the user's functions running now at the wrapper of a reader they
-    hold: ``from polars import read_csv`` in ``main()`` before the first block computes."""
-    if not _WRAPPERS:
-        return
-    from .._frames import is_function_frame, write_names
-    from .provenance import Kind, classify
-
-    while frame is not None:
-        if is_function_frame(frame) and classify(frame.f_code.co_filename) is Kind.USER:
-            found = {}
-            for name, value in frame.f_locals.items():
-                pair = _WRAPPERS.get(id(value))
-                if pair is not None and pair[0] is value:
-                    found[name] = pair[1]
-            if found:
-                write_names(frame, found)
-        frame = frame.f_back
-
-
-def _rebind_user_names() -> None:
-    """Point the user's names that hold an unwrapped reader at its wrapper: ``from
-    pyarrow.parquet import read_table`` before anything computed binds the original, whose
-    reads no one would see (a hit after the file changed)."""
-    if not _WRAPPERS:
-        return
-    from .provenance import is_user_module
-
-    for module in list(sys.modules.values()):
-        if not is_user_module(module):  # __main__ too
-            continue
-        namespace = vars(module)
-        for name, value in list(namespace.items()):
-            pair = _WRAPPERS.get(id(value))
-            if pair is not None and pair[0] is value:
-                namespace[name] = pair[1]
-
-
-def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path) -> Callable[..., Any]:
-    """``function`` after ``note`` is told its arguments; it returns and raises what
-    ``function`` does. The one wrapper of every reader, function or method."""
+def _wrap(function: Callable[..., Any], note: Callable[..., None] = _note_path,
+          given: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> Callable[..., Any]:
+    """``function`` after ``note`` is told its arguments (``given(args)`` first, when the
+    arguments must be read twice); it returns and raises what ``function`` does. The one
+    wrapper of every reader, function or method."""
 
     @functools.wraps(function)
     def reader(*args: Any, **kwargs: Any) -> Any:
         if _recording() or readlog.in_user_function(sys._getframe(1)):
+            if given is not None:
+                args = given(args)
             try:
                 note(*args, **kwargs)
             except Exception:  # never let bookkeeping break the user's read

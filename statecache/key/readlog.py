@@ -43,7 +43,8 @@ _MAIN = get_ident()  # the thread that imports statecache: the main one, nearly 
 
 
 def earlier_reads(code: types.CodeType) -> tuple[tuple[str, tuple[Any, ...] | None], ...]:
-    """The data files the user function of this code read so far in this process, sorted,
+    """The data files the user function of this code read so far in this process (or the
+    library function, when the user's module-level code called it: ``_library_entry``), sorted,
     each with the stamp it had at the latest read (None: it did not exist). Empty for most
     functions. The stamp, not the content: a memo's reads are stamped again in every run,
     and reading every data file twice would cost more than the memo saves (a same-size
@@ -117,6 +118,8 @@ def remember(path: Any, frame: Any) -> None:
     codes = _user_functions(frame)
     if get_ident() != _MAIN:
         codes += _waiting_functions()
+    elif not codes:
+        codes = _library_entry(frame)
     if not codes:
         return
     _busy.on = True
@@ -160,6 +163,23 @@ def _user_functions(frame: Any) -> list[types.CodeType]:
             codes.append(frame.f_code)
         frame = frame.f_back
     return codes
+
+
+def _library_entry(frame: Any) -> list[types.CodeType]:
+    """For a read with none of the user's functions on the stack: the code of the library
+    function that the user's module-level code called, which read it (``np.loadtxt`` in
+    ``memo = functools.lru_cache(np.loadtxt); memo("c.txt")``, where the memo's wrapper runs
+    in C, with no frame). A key that holds a memo of a library function counts that
+    function's reads (``earlier_reads_digest``), as it counts a user function's."""
+    below = None
+    for _depth in range(_MAX_DEPTH):
+        if frame is None:
+            return []
+        code = frame.f_code
+        if not code.co_flags & _FUNCTION and _is_user_file(code.co_filename):
+            return [below.f_code] if below is not None and not _is_user_file(below.f_code.co_filename) else []
+        below, frame = frame, frame.f_back
+    return []
 
 
 def _waiting_functions() -> list[types.CodeType]:
