@@ -13,7 +13,6 @@ import os
 import site
 import stat
 import sys
-import sysconfig
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -44,8 +43,9 @@ def _dir_forms(paths: Iterable[str | None]) -> tuple[str, ...]:
 
 
 def _installed_dirs() -> list[str | None]:
-    paths = sysconfig.get_paths()
-    dirs: list[str | None] = [paths.get("purelib"), paths.get("platlib")]
+    """site-packages directories (sysconfig's purelib and platlib are among them, or are named
+    ``site-packages``/``dist-packages``, which ``_classify`` takes for installed code anyway)."""
+    dirs: list[str | None] = []
     try:
         dirs.extend(site.getsitepackages())
     except AttributeError:  # old virtualenv's site module
@@ -55,8 +55,28 @@ def _installed_dirs() -> list[str | None]:
 
 
 def _stdlib_dirs() -> list[str | None]:
-    paths = sysconfig.get_paths()
-    dirs: list[str | None] = [paths.get(k) for k in ("stdlib", "platstdlib", "include", "platinclude")]
+    """sysconfig's stdlib, platstdlib, include and platinclude paths, computed from ``sys``
+    as its install schemes spell them, and the stdlib zip on ``sys.path``. Not through
+    ``sysconfig.get_paths()``: its config variables cost a first hit about 6 M instructions
+    (``_sysconfigdata``) and, on 3.13, ``import threading``. Without a stdlib location
+    (an embedded interpreter), sysconfig decides."""
+    stdlib = getattr(sys, "_stdlib_dir", None) or os.path.dirname(getattr(os, "__file__", "") or "")
+    if not stdlib:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        dirs: list[str | None] = [paths.get(k) for k in ("stdlib", "platstdlib", "include", "platinclude")]
+    elif os.name == "nt":
+        dirs = [stdlib, os.path.join(sys.prefix, "Lib"), os.path.join(sys.base_prefix, "Include")]
+    else:
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        free = "t" if "t" in sys.abiflags else ""  # a free-threaded build's lib/python3.13t
+        dirs = [
+            stdlib,
+            os.path.join(sys.exec_prefix, sys.platlibdir, version + free),
+            os.path.join(sys.base_prefix, "include", version + sys.abiflags),
+            os.path.join(sys.base_exec_prefix, "include", version + sys.abiflags),
+        ]
     for entry in sys.path:
         # The stdlib zip (lib/python311.zip) is a sys.path entry that is a file.
         name = os.path.basename(entry)
