@@ -10,11 +10,9 @@ nowhere else."""
 from __future__ import annotations
 
 import atexit
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 from ._errors import ConfigError, InvalidNameError
 
@@ -127,7 +125,7 @@ def size_argument(value: object, what: str = "max_size") -> int | None:
         return None
     if isinstance(value, str):
         size = parse_size(value, what)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
         size = int(value)
     else:
         raise ConfigError(
@@ -148,7 +146,7 @@ def age_argument(value: object, what: str = "max_age") -> float | None:
         return None
     if isinstance(value, str):
         age = parse_age(value, what)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
         age = float(value)
     else:
         raise ConfigError(f"{what} must be an age such as '7d' or '12h' (or seconds), got {value!r}")
@@ -187,11 +185,20 @@ def max_size_setting(max_size: object) -> int | None:
     return env_max_size() if max_size is None else size_argument(max_size, "max_size")
 
 
-class Refresh(NamedTuple):
-    """``STATECACHE_REFRESH``: recompute everything, or only the named checkpoints."""
+def _finite(value: float) -> bool:
+    import math  # only for a number given: not on every checkpoint's path
 
-    everything: bool = False
-    names: frozenset[str] = frozenset()
+    return math.isfinite(value)
+
+
+class Refresh:
+    """``STATECACHE_REFRESH``: recompute everything, or only the named checkpoints. (A plain
+    class: a NamedTuple costs the first hit of a process about 1 M instructions to build.)"""
+
+    __slots__ = ("everything", "names")
+
+    def __init__(self, everything: bool = False, names: frozenset[str] = frozenset()) -> None:
+        self.everything, self.names = everything, names
 
     def applies_to(self, name: str) -> bool:
         return self.everything or name in self.names

@@ -32,7 +32,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 
 class _Missing:
@@ -52,17 +52,45 @@ MISSING: Any = _Missing()
 Lookup = Callable[[str], Any]  # name -> its value, or MISSING
 
 
-class Reads(NamedTuple):
-    """What a body of code binds and reads, from its AST (see ``key.source``)."""
+class Reads:
+    """What a body of code binds and reads, from its AST (see ``key.source``). A plain class
+    with a NamedTuple's ``_replace``: building a NamedTuple class costs the first hit of a
+    process about 1 M instructions."""
 
-    assigned: tuple[str, ...]  # names it binds, in source order
-    inputs: tuple[str, ...]  # names it reads before surely binding them
-    attribute_reads: tuple[tuple[str, ...], ...]  # ``name.attr[.attr]`` chains, prefixes too
-    environ_keys: tuple[str, ...]  # constant keys of os.environ[...] / getenv(...)
-    imports: tuple[tuple[str, int, tuple[str, ...]], ...]  # (module, level, names)
-    process: tuple[str, ...] = ()  # process state read: "argv", "cwd", "environ" (see below)
-    seeded: tuple[str, ...] = ()  # global generators the code seeds before any draw (see below)
-    bare: tuple[str, ...] | None = None  # names read other than as a chain's root (None: unknown)
+    __slots__ = ("assigned", "attribute_reads", "bare", "environ_keys", "imports", "inputs", "process", "seeded")
+
+    def __init__(
+        self,
+        assigned: tuple[str, ...],  # names it binds, in source order
+        inputs: tuple[str, ...],  # names it reads before surely binding them
+        attribute_reads: tuple[tuple[str, ...], ...],  # ``name.attr[.attr]`` chains, prefixes too
+        environ_keys: tuple[str, ...],  # constant keys of os.environ[...] / getenv(...)
+        imports: tuple[tuple[str, int, tuple[str, ...]], ...],  # (module, level, names)
+        process: tuple[str, ...] = (),  # process state read: "argv", "cwd", "environ" (see below)
+        seeded: tuple[str, ...] = (),  # global generators the code seeds before any draw (see below)
+        bare: tuple[str, ...] | None = None,  # names read other than as a chain's root (None: unknown)
+    ) -> None:
+        self.assigned, self.inputs, self.attribute_reads = assigned, inputs, attribute_reads
+        self.environ_keys, self.imports, self.process, self.seeded, self.bare = environ_keys, imports, process, seeded, bare
+
+    def _asdict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _READS_FIELDS}
+
+    def _replace(self, **changes: Any) -> Reads:
+        """A copy with some fields changed, as ``NamedTuple._replace``."""
+        return Reads(**{**self._asdict(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reads) and self._asdict() == other._asdict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._asdict().values()))
+
+    def __repr__(self) -> str:
+        return "Reads(" + ", ".join(f"{n}={v!r}" for n, v in self._asdict().items()) + ")"
+
+
+_READS_FIELDS = ("assigned", "inputs", "attribute_reads", "environ_keys", "imports", "process", "seeded", "bare")
 
 
 def reads_of(body: list[ast.stmt]) -> Reads:
