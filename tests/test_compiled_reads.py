@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
+from test_files_seen import write_db
 from test_stale_hunt3 import Outcome, assert_case, make_project, run_cases
 
 __all__ = ["make_project"]  # the module-scoped fixture, imported for pytest to find here
@@ -42,9 +43,16 @@ with sc.checkpoint('entry-in-with'):  # a context-managed scandir, the newest en
         y = max(found, key=lambda e: e.stat().st_mtime_ns).name
     del found
 print('entry-in-with=', y)
+from sqlite3 import connect  # after statecache: the watched connect, the same in every run
+with sc.checkpoint('connect-bound-after'):  # a later block, whose key must not depend on that
+    con = connect('o.db')
+    y = con.execute('select sum(x) from t').fetchone()[0]
+    con.close()
+    del con
+print('connect-bound-after=', y)
 """
 
-OS_CASES = ["entry-is-file", "scandir-bound-first", "stat-bound-first", "entry-in-with"]
+OS_CASES = ["entry-is-file", "scandir-bound-first", "stat-bound-first", "entry-in-with", "connect-bound-after"]
 
 
 def _write_os_data(root: Path, version: int) -> None:
@@ -66,6 +74,7 @@ def _write_os_data(root: Path, version: int) -> None:
         (root / "s" / "b").write_text("2")
         os.utime(root / "m.txt", (1_700_000_100, 1_700_000_100))
         os.utime(root / "n" / "b", (1_700_000_200, 1_700_000_200))
+    write_db(root / "o.db", version)
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ def wrap_connect(read: Callable[[Any, Any], None]) -> None:
             continue
         if id(connect) not in made:
             made[id(connect)] = _watched_connect(connect, read)
-            register(connect, made[id(connect)])
+            register(connect, _rebound(connect, made[id(connect)]))
         module.connect = made[id(connect)]  # type: ignore[union-attr]
 
 
@@ -92,5 +92,20 @@ def _watched_connect(connect: Callable[..., Any], read: Callable[[Any, Any], Non
 
     watched.__module__ = "sqlite3"  # where pickle finds this very object
     setattr(watched, _WATCHED, True)
-    setattr(watched, READER_WRAPPER, True)  # a key counts the connect it wraps
     return watched
+
+
+def _rebound(connect: Callable[..., Any], watched: Callable[..., Any]) -> Callable[..., Any]:
+    """What a name bound to ``connect`` before ``import statecache`` is pointed at: the watched
+    connect, marked as statecache's wrapper of ``connect``, so that a key counts ``connect``, as
+    it does where nothing was rebound yet (a run whose blocks all hit). ``watched`` itself is
+    not marked: it is made at ``import statecache``, and ``key.codegraph`` tells a mark only
+    once ``key.readers`` is loaded, so a mark would count it as itself in a run whose blocks
+    all hit and as ``connect`` in others; unmarked, it counts as itself in every run."""
+
+    @functools.wraps(connect)
+    def rebound(*args: Any, **kwargs: Any) -> Any:
+        return watched(*args, **kwargs)
+
+    setattr(rebound, READER_WRAPPER, True)
+    return rebound
