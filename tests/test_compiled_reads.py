@@ -1,8 +1,8 @@
 """Reads that no audit event names (issue 11, class 3): what a ``DirEntry`` of ``os.scandir``
 answers, functions bound before ``import statecache`` (``from os import stat``), polars plans
 run by other methods than ``collect`` (the schema, ``explain``, ``describe``, ``collect_all``
-of a generator), pyarrow's ``get_file_info`` of paths and of a folder, safetensors'
-``safe_open`` bound first, and polars' seed. Every case is a checkpoint of a script shared by
+of a generator, ``DataFrame.deserialize``), pyarrow's ``get_file_info`` of paths and of a
+folder, safetensors' ``safe_open`` bound first, and polars' seed. Every case is a checkpoint of a script shared by
 its kind, run by ``run_cases`` in subprocesses against a cache under tmp_path: an unchanged
 rerun hits, one change follows, and the next run prints what a ``STATECACHE_DISABLE=1`` run
 prints and its rerun hits. In-process unit tests pin the stand-ins' faithfulness."""
@@ -121,6 +121,9 @@ with sc.checkpoint('get_file_info-one-level'):
     y = sorted(i.base_name for i in infos)
     del infos
 print('get_file_info-one-level=', y)
+with sc.checkpoint('DataFrame.deserialize'):
+    y = pl.DataFrame.deserialize('frame.bin')['x'].to_list()
+print('DataFrame.deserialize=', y)
 with sc.checkpoint('polars-seed-above'):
     y = pl.DataFrame({'x': list(range(50))}).sample(4, shuffle=True)['x'].to_list()
 print('polars-seed-above=', y)
@@ -133,12 +136,12 @@ if importlib.util.find_spec('safetensors'):
 """
 
 LIB_CASES = ["LazyFrame.schema", "LazyFrame.explain", "LazyFrame.describe", "collect_all-of-a-generator",
-             "get_file_info-of-paths", "get_file_info-one-level", "polars-seed-above", "safe_open-bound-first"]
+             "get_file_info-of-paths", "get_file_info-one-level", "DataFrame.deserialize", "polars-seed-above", "safe_open-bound-first"]
 
 
 @pytest.fixture(scope="module")
 def lib_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
-    pytest.importorskip("polars")
+    pl = pytest.importorskip("polars")
     pytest.importorskip("pyarrow")
     project = make_project("libreads")
     project.write("script.py", LIB_SCRIPT.replace("import polars as pl", "import polars as pl\n"
@@ -150,6 +153,7 @@ def lib_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
         project.write("sized.bin", "ab" * version)
         (project.root / "top" / "sub").mkdir(parents=True, exist_ok=True)
         project.write(f"top/f{version}", "")  # a new name in the folder listed
+        pl.DataFrame({"x": [version]}).serialize(str(project.root / "frame.bin"))
         project.write("top/sub/deeper", str(version))  # below the one level: no change
         if tensors:
             import numpy as np

@@ -74,10 +74,13 @@ COMPILED_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream", "copy_file", "get_file_info")},
 }
 
-#: module -> its classes defined in Python with reader class methods inherited from compiled
-#: code, which take the path first: wrapped in place on the class, which stays the same object
+#: module -> its classes defined in Python with reader class methods (their own, or inherited
+#: from compiled code), which take the path first: wrapped in place on the class, which stays
+#: the same object
 READER_CLASS_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
     "torch": {"UntypedStorage": ("from_file",)},  # C++ reads (the TypedStorages call it)
+    # Rust reads a path given as a str or Path (a file object is read by Python)
+    "polars": {"DataFrame": ("deserialize",), "LazyFrame": ("deserialize",), "Expr": ("deserialize",)},
 }
 
 #: libraries known to open files from compiled code that no wrapper sees

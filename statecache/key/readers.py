@@ -172,11 +172,11 @@ def _wrap_method(kind: Any, attr: str, note: Callable[..., None]) -> None:
 
 
 def _wrap_class_method(kind: Any, attr: str) -> None:
-    """Wrap a class method that a class defined in Python inherits from compiled code (a
-    ``classmethod_descriptor``), in place: called for the class or a subclass, it notes the
-    path, then runs the inherited method for that class."""
-    if not isinstance(kind, type) or getattr(vars(kind).get(attr), READER_WRAPPER, False):
-        return
+    """Wrap a class method of a class defined in Python, its own or inherited from compiled
+    code (a ``classmethod_descriptor``), in place: called for the class or a subclass, it
+    notes the path, then runs the method as it was for that class."""
+    if not isinstance(kind, type) or getattr(getattr(vars(kind).get(attr), "__func__", None), READER_WRAPPER, False):
+        return  # not there, or wrapped already (a classmethod holds the wrapper as __func__)
     import inspect
 
     inherited = inspect.getattr_static(kind, attr, None)
