@@ -43,6 +43,13 @@ with sc.checkpoint('entry-in-with'):  # a context-managed scandir, the newest en
         y = max(found, key=lambda e: e.stat().st_mtime_ns).name
     del found
 print('entry-in-with=', y)
+with sc.checkpoint('iterdir-stat'):  # Path.iterdir, then each path's stat
+    from pathlib import Path
+    y = max(Path('n').iterdir(), key=lambda p: p.stat().st_mtime_ns).name
+print('iterdir-stat=', y)
+with sc.checkpoint('walk-getsize'):  # os.walk, then the sizes
+    y = sorted(n for r, _, ns in os.walk('s') for n in ns if os.path.getsize(os.path.join(r, n)) > 0)
+print('walk-getsize=', y)
 from sqlite3 import connect  # after statecache: the watched connect, the same in every run
 with sc.checkpoint('connect-bound-after'):  # a later block, whose key must not depend on that
     con = connect('o.db')
@@ -52,7 +59,8 @@ with sc.checkpoint('connect-bound-after'):  # a later block, whose key must not 
 print('connect-bound-after=', y)
 """
 
-OS_CASES = ["entry-is-file", "scandir-bound-first", "stat-bound-first", "entry-in-with", "connect-bound-after"]
+OS_CASES = ["entry-is-file", "scandir-bound-first", "stat-bound-first", "entry-in-with", "iterdir-stat",
+            "walk-getsize", "connect-bound-after"]
 
 
 def _write_os_data(root: Path, version: int) -> None:

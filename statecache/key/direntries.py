@@ -28,9 +28,9 @@ def wrap_scandir(scandir: Callable[..., Any], recording: Callable[[], bool], loo
     and raises what ``scandir`` does otherwise."""
 
     @functools.wraps(scandir)
-    def listed(path: Any = ".", *args: Any, **kwargs: Any) -> Any:
-        found = scandir(path, *args, **kwargs)
-        if isinstance(path, int) or not recording():
+    def listed(*args: Any, **kwargs: Any) -> Any:
+        found = scandir(*args, **kwargs)
+        if isinstance(args[0] if args else kwargs.get("path"), int) or not recording():
             return found  # a descriptor's entries have no path to look at
         return SeenScandir(found, look)
 
