@@ -129,6 +129,11 @@ with sc.checkpoint('get_file_info-one-level'):
     y = sorted(i.base_name for i in infos)
     del infos
 print('get_file_info-one-level=', y)
+with sc.checkpoint('FileSystem.from_uri'):  # a filesystem pyarrow makes itself
+    fs, base = pafs.FileSystem.from_uri('file://' + os.path.abspath('top'))
+    y = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base)))
+    del fs, base
+print('FileSystem.from_uri=', y)
 with sc.checkpoint('DataFrame.deserialize'):
     y = pl.DataFrame.deserialize('frame.bin')['x'].to_list()
 print('DataFrame.deserialize=', y)
@@ -144,7 +149,7 @@ if importlib.util.find_spec('safetensors'):
 """
 
 LIB_CASES = ["LazyFrame.schema", "LazyFrame.explain", "LazyFrame.describe", "collect_all-of-a-generator",
-             "get_file_info-of-paths", "get_file_info-one-level", "DataFrame.deserialize", "polars-seed-above", "safe_open-bound-first"]
+             "get_file_info-of-paths", "get_file_info-one-level", "FileSystem.from_uri", "DataFrame.deserialize", "polars-seed-above", "safe_open-bound-first"]
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +231,19 @@ def test_a_stand_in_for_a_class_that_cannot_be_subclassed_makes_its_objects() ->
     with pytest.raises(type(raised.value)):
         original("no-such-file.safetensors", framework="np")
     assert not isinstance(object(), stand_in) and issubclass(original, stand_in)
+
+
+def test_a_local_filesystem_pyarrow_makes_or_unpickles_is_the_one_that_notes() -> None:
+    pafs = pytest.importorskip("pyarrow.fs")
+    import pickle
+
+    import statecache  # noqa: F401  (stands in for pyarrow.fs's classes when it loads)
+
+    made, path = pafs.FileSystem.from_uri("file:///tmp")
+    assert type(made) is pafs.LocalFileSystem and path == "/tmp"
+    assert type(pickle.loads(pickle.dumps(pafs.LocalFileSystem()))) is pafs.LocalFileSystem
+    assert isinstance(made, pafs.FileSystem) and issubclass(pafs.LocalFileSystem, pafs.FileSystem)
+    assert isinstance(pafs.SubTreeFileSystem("/tmp", made), pafs.FileSystem)
 
 
 def test_polars_seed_counts_once_set_and_a_block_that_seeds_replays_it() -> None:

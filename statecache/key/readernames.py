@@ -71,7 +71,10 @@ READER_CLASSES: dict[str, tuple[str, ...]] = {
 #: whose methods note the path, and which ``isinstance`` takes for the class itself
 COMPILED_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     "pyarrow": {"OSFile": ("__init__",)},
-    "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream", "copy_file", "get_file_info")},
+    # FileSystem.from_uri("file://...") returns the seen LocalFileSystem
+    "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream", "copy_file", "get_file_info",
+                                       "from_uri"),
+                   "FileSystem": ("from_uri",)},
 }
 
 #: module -> its classes defined in Python with reader class methods (their own, or inherited

@@ -241,12 +241,39 @@ def _seen_subclass(kind: type, methods: tuple[str, ...], module: str) -> type:
         READER_WRAPPER: True,
     }
     for method in methods:
-        note = _METHOD_NOTES.get(method, _note_first_argument)
         original = getattr(kind, method)
+        if method == "from_uri":
+            namespace[method] = staticmethod(_seen_from_uri(original, module))
+            continue
         if original is object.__init__:
             original = _init_in_new  # a compiled class takes its arguments in __new__ (__cinit__)
-        namespace[method] = _wrap(original, note)
+        namespace[method] = _wrap(original, _METHOD_NOTES.get(method, _note_first_argument))
+    if kind.__name__ == "LocalFileSystem":
+        # it pickles as pyarrow's, which a restore would make unseen: by name instead (a local
+        # filesystem pickles no options: pyarrow's pickles as from_uri("file:///_"))
+        namespace["__reduce__"] = _made_anew
     return SameClass(kind.__name__, (kind,), namespace)
+
+
+def _made_anew(self: Any) -> tuple[Any, ...]:
+    return type(self), ()
+
+
+def _seen_from_uri(from_uri: Callable[..., Any], module: str) -> Callable[..., Any]:
+    """``FileSystem.from_uri`` whose local filesystem is the module's seen ``LocalFileSystem``
+    (a ``file:`` URI takes no options that one made anew would lose), not the compiled one,
+    whose reads and listings no wrapper hears."""
+
+    @functools.wraps(from_uri)
+    def made(*args: Any, **kwargs: Any) -> Any:
+        filesystem, path = from_uri(*args, **kwargs)
+        seen = getattr(sys.modules.get(module), "LocalFileSystem", None)
+        compiled = getattr(seen, "__wrapped__", None)
+        if isinstance(seen, type) and seen.__dict__.get(READER_WRAPPER) and type(filesystem) is compiled:
+            filesystem = seen()
+        return filesystem, path
+
+    return made
 
 
 def _init_in_new(self: Any, *args: Any, **kwargs: Any) -> None:
