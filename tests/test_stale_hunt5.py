@@ -198,3 +198,154 @@ def test_what_a_block_reads_through_links_libraries_and_the_interpreter(reads_ou
     if case == "shared-library-loaded-in-block" and not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler to build the library")
     assert_case(reads_outcomes, case)
+
+
+# -- torch: the autograd mode and print options set above a block, TORCH_HOME: one script ------
+
+TORCH_SCRIPT = """
+import json, os
+import statecache as sc
+
+@sc.cached_setup(name='cached-setup-importing-torch')  # the heavy import kept inside the setup
+def features():
+    import torch
+    return torch.arange(4.0).sum().item()
+
+print('cached-setup-importing-torch=', features())
+import torch
+C = json.load(open('cases.json'))
+w = torch.ones(1, requires_grad=True)
+torch.set_grad_enabled(C['grad'])  # an evaluation script turns autograd off at the top
+with sc.checkpoint('grad-mode-set-above'):
+    y = (w * 2).requires_grad  # features built with or without their graph
+print('grad-mode-set-above=', y)
+torch.set_grad_enabled(True)
+with torch.inference_mode(C['inference']):
+    with sc.checkpoint('inference-mode-around-the-block'):
+        y = (w * 2).is_inference()  # inference tensors cannot be used in autograd later
+print('inference-mode-around-the-block=', y)
+t = torch.tensor([1 / 3])
+torch.set_printoptions(precision=C['precision'])
+with sc.checkpoint('print-options-set-above'):
+    y = repr(t)  # a report kept with the results
+print('print-options-set-above=', y)
+torch.set_printoptions(profile='default')
+with sc.checkpoint('environ-read-inside-torch-hub'):
+    y = os.path.basename(os.path.dirname(torch.hub.get_dir()))  # TORCH_HOME: where weights are
+print('environ-read-inside-torch-hub=', y)
+"""
+
+TORCH_SETTINGS = (
+    "key/libsettings.py _TORCH counts the default dtype, deterministic mode, matmul precision "
+    "and thread count, not {what}, which torch reads inside every op: the hit restores what "
+    "the other setting computed; a fix adds it to the torch registry (read and, for a block "
+    "that sets it, replayed by _registries.py)")
+TORCH_CASES = {
+    "cached-setup-importing-torch": (
+        "needless miss on every run, _registries.py _handler: importing torch adds "
+        "StreamHandlers with custom formatters to torch's own loggers, which the block's "
+        "logging effects take for a setting a hit cannot replay, so a block or cached_setup "
+        "that imports torch is never saved ('move it above the block'); the same for any "
+        "library that follows the logging HOWTO and gives its logger a NullHandler at import "
+        "(urllib3, so requests; charset_normalizer, which scipy.sparse and scikit-learn bring "
+        "in here): a fix leaves out handlers installed code adds to its own loggers (classified "
+        "by key.provenance, as 1813aa5 did for atexit)"),
+    "grad-mode-set-above": TORCH_SETTINGS.format(what="torch.is_grad_enabled() (set_grad_enabled, no_grad)"),
+    "inference-mode-around-the-block": TORCH_SETTINGS.format(what="torch.is_inference_mode_enabled()"),
+    "print-options-set-above": TORCH_SETTINGS.format(
+        what="its print options (torch.set_printoptions, torch._tensor_str.PRINT_OPTS), as numpy's count"),
+    "environ-read-inside-torch-hub": (
+        "key/process.py scan/stdlib_reads, as environ-read-inside-joblib: torch.hub.get_dir() "
+        "reads TORCH_HOME inside torch, so another weights folder restores the old one"),
+}
+
+
+def write_torch_case_data(root: Path, version: int) -> None:
+    settings = {"grad": True, "inference": False, "precision": 4} if version == 1 else \
+        {"grad": False, "inference": True, "precision": 2}
+    (root / "cases.json").write_text(json.dumps(settings))
+
+
+@pytest.fixture(scope="module")
+def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
+    pytest.importorskip("torch")
+    project = make_project("torch")
+    project.write("script.py", TORCH_SCRIPT)
+    write_torch_case_data(project.root, 1)
+    homes = [{"TORCH_HOME": str(project.root / name)} for name in ("home1", "home2")]
+    return run_cases(project, "script.py", list(TORCH_CASES), lambda: write_torch_case_data(project.root, 2),
+                     env=homes[0], env_after=homes[1])
+
+
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in TORCH_CASES.items()])
+def test_torch_state_a_block_reads_inside_torch(torch_outcomes: dict[str, Outcome], case: str) -> None:
+    assert_case(torch_outcomes, case)
+
+
+# -- what the interpreter was started with: one variable changed at a time ----------------------
+
+OPTIMIZE_SCRIPT = """
+import statecache as sc
+x = float('nan')
+with sc.checkpoint('assert-stripped-by-O'):
+    try:
+        assert x == x, 'NaN in the features'  # python -O train.py skips the check
+        y = 'checked'
+    except AssertionError:
+        y = 'NaN found'
+print('assert-stripped-by-O=', y)
+"""
+
+HASHSEED_SCRIPT = """
+import statecache as sc
+with sc.checkpoint('set-order-under-another-hash-seed'):  # a vocabulary from a set of words
+    y = ' '.join({f'w{i}' for i in range(20)})
+print('set-order-under-another-hash-seed=', y)
+with sc.checkpoint('block-importing-urllib3'):  # a download block: import requests in it
+    try:
+        import urllib3
+    except ImportError:
+        y = 'absent'
+    else:
+        y = urllib3.__name__
+        del urllib3
+print('block-importing-urllib3=', y)
+"""
+
+INTERPRETER_CASES = {
+    "assert-stripped-by-O": (
+        "key/components.py env_component: the key holds Python major.minor and the format and "
+        "schema versions, not sys.flags.optimize, and code counts by its source, in which an "
+        "assert is the same under -O (PYTHONOPTIMIZE): a run under -O saves what a check it "
+        "skipped would refuse, and a run without -O restores it unchecked: a fix keys on "
+        "sys.flags.optimize (where the block's code or a helper holds an assert or __debug__)"),
+    "set-order-under-another-hash-seed": (
+        "key/components.py env_component: PYTHONHASHSEED, set to make runs reproducible, "
+        "fixes the iteration order of sets of str, but is not in the key, so another seed "
+        "restores the order of the first: a fix keys on PYTHONHASHSEED when it is set (when "
+        "unset every run's order is random, and a hit is as good as any)"),
+    "block-importing-urllib3": (
+        "needless miss on every run, _registries.py _handler: urllib3 (so requests) adds a "
+        "NullHandler to its logger at import, as the logging HOWTO tells libraries to; the "
+        "block's logging effects take it for a setting a hit cannot replay, so a block that "
+        "imports it is never saved: see cached-setup-importing-torch"),
+}
+
+
+@pytest.fixture(scope="module")
+def interpreter_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
+    project = make_project("interpreter")
+    project.write("optimize.py", OPTIMIZE_SCRIPT)
+    project.write("hashseed.py", HASHSEED_SCRIPT)
+    optimized = run_cases(project, "optimize.py", ["assert-stripped-by-O"], lambda: None,
+                          env={"PYTHONOPTIMIZE": "1"}, env_after={"PYTHONOPTIMIZE": ""})
+    seeded = run_cases(project, "hashseed.py", ["set-order-under-another-hash-seed", "block-importing-urllib3"],
+                       lambda: None, env={"PYTHONHASHSEED": "1"}, env_after={"PYTHONHASHSEED": "2"})
+    return {**optimized, **seeded}
+
+
+@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in INTERPRETER_CASES.items()])
+def test_what_the_interpreter_was_started_with(interpreter_outcomes: dict[str, Outcome], case: str) -> None:
+    if case == "block-importing-urllib3" and importlib.util.find_spec("urllib3") is None:
+        pytest.skip("urllib3 is not installed")
+    assert_case(interpreter_outcomes, case)
