@@ -126,7 +126,12 @@ FILES_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in FILES_CASES.items()])
+# closed (helper A, stop 19: key/direntries, key/rebinding); their reasons above say what missed them
+CLOSED_FILES_CASES = frozenset({"newest-by-scandir", "scandir-size-filter", "attach-by-a-connect-imported-first"})
+
+
+@pytest.mark.parametrize("case", [case if case in CLOSED_FILES_CASES else xfail(case, reason)
+                                  for case, reason in FILES_CASES.items()])
 def test_what_a_block_looked_at_read_and_wrote(files_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(files_outcomes, case)
 
