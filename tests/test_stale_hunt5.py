@@ -33,7 +33,7 @@ __all__ = ["make_project"]  # the module-scoped fixture, imported for pytest to 
 # -- links, library internals, a module by name, a shared library: one script ----------------
 
 READS_SCRIPT = """
-import ctypes, importlib, json, os, warnings
+import ctypes, importlib, json, os, shutil, tempfile, warnings
 from pathlib import Path
 import numpy as np
 import statecache as sc
@@ -93,6 +93,20 @@ print('environ-read-inside-pydantic-settings=', y)
 with sc.checkpoint('shared-library-loaded-in-block'):  # a C kernel of the project, rebuilt
     y = ctypes.CDLL('./libops.so').f(3) if os.path.exists('libops.so') else 'no compiler'
 print('shared-library-loaded-in-block=', y)
+with sc.checkpoint('temporary-directory-in-block'):  # a scratch folder, cleaned up on leaving
+    with tempfile.TemporaryDirectory() as scratch:
+        np.save(os.path.join(scratch, 'part.npy'), np.arange(3))
+        y = int(np.load(os.path.join(scratch, 'part.npy')).sum())
+    del scratch
+print('temporary-directory-in-block=', y)
+with sc.checkpoint('scratch-folder-made-and-removed'):
+    scratch = tempfile.mkdtemp(dir='.')
+    with open(os.path.join(scratch, 'part.txt'), 'w') as f:
+        f.write('3')
+    y = int(open(os.path.join(scratch, 'part.txt')).read())
+    shutil.rmtree(scratch)
+    del scratch, f
+print('scratch-folder-made-and-removed=', y)
 """
 
 LINKS = (
@@ -101,6 +115,12 @@ LINKS = (
     "the file opened is then recorded by its resolved path, which a re-pointed link leaves "
     "unchanged, so the block restores the old run's file: a fix records the link's target as "
     "a look (key/looks.py), compared again at lookup")
+SCRATCH = (
+    "needless miss on every run, key/files.py _note: a folder the block made (os.mkdir) and "
+    "then listed is noted created-and-read-back, so key/filerecords.py wants it to exist at the "
+    "next lookup ('file /tmp/tmpXXXX is gone'); a scratch folder the block removed again before "
+    "its end (and whose name is new on every run) is neither its input nor its output: a fix "
+    "drops a created folder that is gone when the block ends")
 READS_CASES = {
     "resolve-a-latest-link": LINKS + " (Path('runs/latest').resolve())",
     "readlink": LINKS + " (os.readlink, called by the block itself)",
@@ -143,6 +163,8 @@ READS_CASES = {
         "'ctypes.dlopen' audit event names it, but no hook records it as a read, so a rebuilt "
         "library of the project's C kernel restores the old result, with no warning: a fix "
         "records the dlopen'd path as a file the block read"),
+    "temporary-directory-in-block": SCRATCH + " (tempfile.TemporaryDirectory, whose cleanup lists it)",
+    "scratch-folder-made-and-removed": SCRATCH + " (mkdtemp in the project, shutil.rmtree)",
 }
 
 
