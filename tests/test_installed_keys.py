@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Project, Run
@@ -118,47 +119,9 @@ SETTINGS = {
     "stdlib-attribute": ("logging.root.setLevel({v})", "logging.root.level + 1"),
 }
 WHERE = ("block", "helper")
+EVERY = [f"{setting}-{where}" for setting in SETTINGS for where in WHERE]
 
-
-def nested_settings_script() -> str:
-    """Every setting, each with its own variable V_<setting>, read by one block and by one
-    helper: checkpoints ``<setting>-block`` and ``<setting>-helper``."""
-    lines = ["import logging", "import os", "import pandas as pd", "import statecache as sc"]
-    for n, (setting, (assign, read)) in enumerate(SETTINGS.items()):
-        lines += [f"v{n} = int(os.environ.get('V_{n}', '3'))", f"s{n} = \"'warn'\" if v{n} == 3 else \"'raise'\"",
-                  assign.format(v=f"v{n}", s=f"eval(s{n})"), f"def read{n}():", f"    return {read}"]
-        for where in WHERE:
-            case = f"{setting}-{where}"
-            lines += [f"with sc.checkpoint({case!r}):", f"    y{n}{where} = {read if where == 'block' else f'read{n}()'}",
-                      f"print('y {case}', y{n}{where})"]
-    return "\n".join(lines) + "\n"
-
-
-def test_settings_nested_in_an_installed_module_are_inputs(project: Project) -> None:
-    """``pd.options.display.precision``: data reached through an installed module's namespace
-    objects counts by value, read in the block as in a helper. One setting changes per step,
-    so each case's miss is its own setting's."""
-    pytest.importorskip("pandas")
-    project.write("main.py", nested_settings_script())
-    every = [f"{setting}-{where}" for setting in SETTINGS for where in WHERE]
-    first = project.run("main.py")
-    assert_cases(first, every, hit=False)
-    assert_cases(project.run("main.py"), every, hit=True, fresh=case_values(first))
-    env: dict[str, str] = {}
-    for n, setting in enumerate(SETTINGS):
-        env[f"V_{n}"] = "5"
-        cases = [f"{setting}-{where}" for where in WHERE]
-        fresh = fresh_values(project, "main.py", env)
-        changed = project.run("main.py", env=env)
-        assert_cases(changed, cases, hit=False, fresh=fresh)
-        for case in cases:
-            assert case_values(changed)[case] != case_values(first)[case], f"{case}: the setting must change the value"
-        assert_cases(project.run("main.py", env=env), cases, hit=True, fresh=fresh)
-
-
-def test_a_pandas_accessor_class_of_the_user_counts_by_its_code(project: Project) -> None:
-    pytest.importorskip("pandas")
-    accessor = """
+ACCESSOR = """
 import pandas as pd
 
 @pd.api.extensions.register_dataframe_accessor("geo")
@@ -169,19 +132,66 @@ class Geo:
     def total(self):
         return int(self._df["a"].sum()) * {factor}
 """
-    project.write("geo.py", accessor.format(factor=1))
-    project.write("main.py", """
-import pandas as pd
-import statecache as sc
-import geo
-df = pd.DataFrame({"a": [1, 2, 3]})
-with sc.checkpoint("a"):
-    y = df.geo.total()
-print("y", y)
-""")
-    assert value(project.run("main.py")) == "y 6"
-    assert project.run("main.py").hit("a")
-    project.write("geo.py", accessor.format(factor=100))
-    fresh = value(project.run("main.py", env={"STATECACHE_DISABLE": "1"}))
-    assert fresh == "y 600" and outcome(project, {}) == (False, fresh)
-    assert project.run("main.py").hit("a")
+
+
+def pandas_script() -> str:
+    """Every setting, each with its own variable V_<setting>, read by one block and by one
+    helper: checkpoints ``<setting>-block`` and ``<setting>-helper``; and checkpoint
+    ``accessor``, which calls the user's accessor class (geo.py) on a frame."""
+    lines = ["import logging", "import os", "import pandas as pd", "import statecache as sc", "import geo"]
+    for n, (setting, (assign, read)) in enumerate(SETTINGS.items()):
+        lines += [f"v{n} = int(os.environ.get('V_{n}', '3'))", f"s{n} = \"'warn'\" if v{n} == 3 else \"'raise'\"",
+                  assign.format(v=f"v{n}", s=f"eval(s{n})"), f"def read{n}():", f"    return {read}"]
+        for where in WHERE:
+            case = f"{setting}-{where}"
+            lines += [f"with sc.checkpoint({case!r}):", f"    y{n}{where} = {read if where == 'block' else f'read{n}()'}",
+                      f"print('y {case}', y{n}{where})"]
+    lines += ["frame = pd.DataFrame({'a': [1, 2, 3]})", "with sc.checkpoint('accessor'):", "    total = frame.geo.total()",
+              "print('y accessor', total)"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def pandas_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One script, run twice as written; then one setting changed per step (so each setting's
+    miss is its own), the first step also multiplying the accessor's result by 100 in geo.py;
+    each step is a fresh run, the changed run and the same again."""
+    pytest.importorskip("pandas")
+    project = Project(tmp_path_factory.mktemp("pandas"))
+    project.write("geo.py", ACCESSOR.format(factor=1))
+    project.write("main.py", pandas_script())
+    runs: dict[str, Any] = {"first": project.run("main.py"), "second": project.run("main.py"), "steps": []}
+    env: dict[str, str] = {}
+    for n in range(len(SETTINGS)):
+        env[f"V_{n}"] = "5"
+        if n == 0:
+            project.write("geo.py", ACCESSOR.format(factor=100))
+        fresh = fresh_values(project, "main.py", env)
+        runs["steps"].append((fresh, project.run("main.py", env=env), project.run("main.py", env=env)))
+    return runs
+
+
+def test_settings_nested_in_an_installed_module_are_inputs(pandas_runs: dict[str, Any]) -> None:
+    """``pd.options.display.precision``: data reached through an installed module's namespace
+    objects counts by value, read in the block as in a helper. Each step's cases miss for
+    their own setting, with what a fresh run prints, and hit on the next run."""
+    first = pandas_runs["first"]
+    assert_cases(first, EVERY, hit=False)
+    assert_cases(pandas_runs["second"], EVERY, hit=True, fresh=case_values(first))
+    for setting, (fresh, changed, again) in zip(SETTINGS, pandas_runs["steps"], strict=True):
+        cases = [f"{setting}-{where}" for where in WHERE]
+        assert_cases(changed, cases, hit=False, fresh=fresh)
+        for case in cases:
+            assert case_values(changed)[case] != case_values(first)[case], f"{case}: the setting must change the value"
+        assert_cases(again, cases, hit=True, fresh=fresh)
+
+
+def test_a_pandas_accessor_class_of_the_user_counts_by_its_code(pandas_runs: dict[str, Any]) -> None:
+    """geo.py's edit (in the first step) is a miss with the new value; the runs before it and
+    the one after it hit."""
+    assert_cases(pandas_runs["first"], ["accessor"], hit=False, fresh={"accessor": "6"})
+    assert_cases(pandas_runs["second"], ["accessor"], hit=True, fresh={"accessor": "6"})
+    fresh, edited, again = pandas_runs["steps"][0]
+    assert fresh["accessor"] == "600"
+    assert_cases(edited, ["accessor"], hit=False, fresh=fresh)
+    assert_cases(again, ["accessor"], hit=True, fresh=fresh)
