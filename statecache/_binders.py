@@ -37,6 +37,8 @@ RETURN = "return"
 #: that is no Python name, so it binds nothing.
 KEPT = "kept objects"
 _ARGUMENT = "argument "  # prefix of the saved state of an argument the function mutated
+#: the state label of the refusal of a state a hit could not put back (``_unrestorable``)
+NOT_RESTORABLE = "not restorable"
 
 EMPTY_READS = Reads((), (), (), (), ())
 
@@ -140,7 +142,16 @@ class Binder:
                 state[name] = value
         mutated, gone = self.mutated_inputs(set(state))
         outside, outside_gone = self.changed_outside({*state, *mutated, *gone})
-        return {**state, **mutated, **outside}, {"unbound": unbound + gone + outside_gone}
+        state = {**state, **mutated, **outside}
+        from ._unrestorable import refusals
+
+        inputs = {self.input_label(k): v for k, v in mutated.items()}
+        refused = refusals(inputs, lambda label: self.values.get(label, MISSING), self.before)
+        if refused:
+            from .entry.pickling import Refused
+
+            state[NOT_RESTORABLE] = Refused(refused)
+        return state, {"unbound": unbound + gone + outside_gone}
 
     def changed_outside(self, skip: set[str]) -> tuple[dict[str, Any], list[str]]:
         """What the code changed besides its names and inputs (``_watched``): attributes of
@@ -230,23 +241,37 @@ class Binder:
     def restore(self, state: dict[str, Any], unbound: list[str]) -> None:
         """Put a hit's state back: the objects the computing run kept get the saved content in
         place (other names for them see it, see ``_identity``), module attributes are set, and
-        the names the code binds are bound."""
+        the names the code binds are bound. A fill that fails leaves its object as it was and
+        binds the saved copy instead (said in a warning), never an object half filled."""
         state = dict(state)
         record = state.pop(KEPT, None)
         objectstate = sys.modules.get(f"{__package__}._objectstate")  # loaded by the state's records
         if objectstate is not None:
             for label in [k for k, v in state.items() if isinstance(v, objectstate.ObjectState)]:
-                state.pop(label).apply(self.current_input(label))
+                target = self.current_input(label)
+                try:
+                    state.pop(label).apply(target)
+                except Exception as exc:  # put back as it was (``ObjectState.apply``)
+                    self._not_filled(target, exc, "it keeps what it had before the block")
         roots = self.implied_roots(state)
         if record is not None or roots:  # most hits bind new objects only: no _identity import
             from ._identity import Rewire
 
             rewire = Rewire(record, self.input_now)
-            in_place = {k for k in roots if rewire.pair(state[k], self.current_input(k))}
+            live = {k: self.current_input(k) for k in roots}
+            in_place = {k for k in roots if rewire.pair(state[k], live[k])}
             rewire.run()
-            state = {k: rewire.sub(v) for k, v in state.items() if k not in in_place}
+            state = {k: rewire.sub(v) for k, v in state.items() if k not in in_place or rewire.sub(v) is not live[k]}
+            for target, why in rewire.failed:
+                self._not_filled(target, why, "the names the block binds hold a restored copy; other names "
+                                 "for that object keep what it had before the block")
         self._restore_attributes(state, unbound)
         self.bind(state, [n for n in unbound if "." not in n])
+
+    def _not_filled(self, target: Any, exc: BaseException, outcome: str) -> None:
+        warn(f"statecache: '{self.name}' could not put the saved state into the {type(target).__name__} "
+             f"object the script holds ({type(exc).__name__}: {exc}); {outcome}. Recompute with "
+             f"STATECACHE_REFRESH={self.name} if that object matters.")
 
     def input_now(self, label: str) -> Any:
         """The current value of the input ``label`` (where a kept object's path starts)."""

@@ -9,9 +9,9 @@ had before, by the path from an input to it. A hit follows those paths in its ow
 to the objects the script holds now and gives them the saved content (``Rewire``); objects the
 block replaced are not on any path, so they keep the state they had, as after the computing run.
 
-The walks enter lists, tuples, deques, dicts, instances of Python classes and the default
-arguments and closures of functions (``def f(c=CONFIG)`` keeps ``CONFIG`` itself); objects of the
-array and table libraries are merged whole (``merge``; arrays and their subclasses by
+The walks enter lists, tuples, deques, dicts, instances of Python classes, the arguments of a
+``functools.partial`` and the default arguments and closures of functions (``def f(c=CONFIG)`` keeps ``CONFIG`` itself); objects of the
+array and table libraries are merged whole (``_fill.merge``; arrays and their subclasses by
 ``_arraymerge``, streams and iterators by ``_setstate``), never walked into, but for torch's
 modules and optimizers (their parameters stay the objects other names hold, filled in place
 with their gradients, and an optimizer's state stays keyed by them) and scipy's sparse matrices
@@ -23,91 +23,73 @@ from __future__ import annotations
 import collections
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._setstate import has_rule, set_state, settable
+from ._fill import (
+    ATOMIC,
+    DICTS,
+    PARTIAL,
+    SEQUENCES,
+    fillable,
+    immutable,
+    merge,
+    mergeable,
+    opaque,
+    partial_state,
+    plain_instance,
+    tensor_type,
+)
+from ._unrestorable import advanced, consumable, note
 
-_ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range, slice})
-_DICTS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
-_SEQUENCES = frozenset({list, tuple, collections.deque})
-#: packages whose objects are merged whole: their attributes are internal caches and managers
-_OPAQUE = ("numpy", "pandas", "polars", "pyarrow", "scipy")
-_WALKED = "scipy.sparse."  # but a sparse matrix: its state is its arrays (``X.data *= 2``)
+#: the fill rules, also by their older place here (``_fill`` holds them)
+__all__ = ["Before", "Rewire", "children", "fillable", "follow", "immutable", "kept", "merge", "mergeable",
+           "plain_instance"]
+
 _BUDGET = 100_000  # objects a walk visits at most (beyond it, objects come back as copies)
 _MAX_DEPTH = 200
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _MISSING = object()
 
-Step = tuple[str, Any]  # ("i", index), ("k", key), ("a", attribute), ("d"/"w", default), ("c", cell)
-
-
-def immutable(value: Any) -> bool:
-    """A number, string, bytes, None, range or slice, or a tuple or frozenset of them: a value
-    whose identity no code can tell from an equal one's by changing it."""
-    kind = type(value)
-    if kind in _ATOMIC:
-        return True
-    return (kind is tuple or kind is frozenset) and all(immutable(v) for v in value)
-
-
-def plain_instance(value: Any) -> bool:
-    """An instance whose whole state is its ``__dict__``: every class of its type is defined in
-    Python (no C base holding state), without ``__slots__`` (but empty ones: ``abc.ABC``'s), and
-    it is no class or exception."""
-    if isinstance(value, (type, BaseException)) or not isinstance(getattr(value, "__dict__", None), dict):
-        return False
-    return _python_classes(type(value).__mro__)
-
-
-def _python_classes(classes: Iterable[type]) -> bool:
-    """Classes defined in Python that add no ``__slots__``: an instance's state they hold is
-    its ``__dict__``."""
-    return all(c is object or (c.__flags__ & _HEAPTYPE and not c.__dict__.get("__slots__")) for c in classes)
-
-
-def _array_subclass_in_dict(value: Any, np: Any) -> bool:
-    """An ndarray subclass whose own state is its ``__dict__`` (``np.ma.MaskedArray``), no
-    memory map (whose elements are a file's bytes: a fill would write the file)."""
-    if isinstance(value, np.memmap) or not isinstance(getattr(value, "__dict__", None), dict):
-        return False
-    mro = type(value).__mro__
-    return _python_classes(mro[: mro.index(np.ndarray)])
-
-
-def _opaque(value: Any) -> bool:
-    module = getattr(type(value), "__module__", "") or ""
-    return module.partition(".")[0] in _OPAQUE and not module.startswith(_WALKED)
+#: ("i", index), ("k", key), ("a", attribute), ("d"/"w", default), ("c", cell), ("p"/"q", a
+#: partial's argument or keyword)
+Step = tuple[str, Any]
 
 
 def children(value: Any) -> Iterator[tuple[Step, Any]]:
     """The objects ``value`` refers to that are no plain numbers or strings, each with the step
     that reaches it (a container of numbers only is checked at C speed)."""
     kind = type(value)
-    if kind in _SEQUENCES:
-        if not _ATOMIC.issuperset(map(type, value)):
+    if kind in SEQUENCES:
+        if not ATOMIC.issuperset(map(type, value)):
             for index, item in enumerate(value):
-                if type(item) not in _ATOMIC:
+                if type(item) not in ATOMIC:
                     yield ("i", index), item
-    elif kind in _DICTS:
-        if not _ATOMIC.issuperset(map(type, value.values())):
+    elif kind in DICTS:
+        if not ATOMIC.issuperset(map(type, value.values())):
             for key, item in list(value.items()):
-                if type(item) not in _ATOMIC:
+                if type(item) not in ATOMIC:
                     yield ("k", key), item
-    elif kind not in _ATOMIC and not _opaque(value) and plain_instance(value):
+    elif kind not in ATOMIC and not opaque(value) and plain_instance(value):
         for name, item in list(vars(value).items()):
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC:
                 yield ("a", name), item
+    elif kind is PARTIAL:  # partial(fit, config): its arguments
+        for index, item in enumerate(value.args):
+            if type(item) not in ATOMIC:
+                yield ("p", index), item
+        for name, item in value.keywords.items():
+            if type(item) not in ATOMIC:
+                yield ("q", name), item
     elif kind is types.FunctionType:  # its default arguments (def f(c=CONFIG))
         for index, item in enumerate(value.__defaults__ or ()):
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC:
                 yield ("d", index), item
         for name, item in (value.__kwdefaults__ or {}).items():
-            if type(item) not in _ATOMIC:
+            if type(item) not in ATOMIC:
                 yield ("w", name), item
         for index, cell in enumerate(value.__closure__ or ()):
             item = _cell_content(cell)
-            if item is not _MISSING and type(item) not in _ATOMIC:
+            if item is not _MISSING and type(item) not in ATOMIC:
                 yield ("c", index), item
 
 
@@ -116,9 +98,9 @@ def follow(value: Any, steps: tuple[Step, ...]) -> Any:
     for how, key in steps:
         kind = type(value)
         try:
-            if how == "i" and kind in _SEQUENCES:
+            if how == "i" and kind in SEQUENCES:
                 value = value[key]
-            elif how == "k" and kind in _DICTS:
+            elif how == "k" and kind in DICTS:
                 value = dict.__getitem__(value, key)  # a defaultdict must not grow here
             elif how == "a" and plain_instance(value):
                 value = vars(value)[key]
@@ -128,33 +110,15 @@ def follow(value: Any, steps: tuple[Step, ...]) -> Any:
                 value = (value.__kwdefaults__ or {})[key]
             elif how == "c" and kind is types.FunctionType:
                 value = _cell_content((value.__closure__ or ())[key])
+            elif how == "p" and kind is PARTIAL:
+                value = value.args[key]
+            elif how == "q" and kind is PARTIAL:
+                value = value.keywords[key]
             else:
                 return _MISSING
         except (IndexError, KeyError, TypeError):
             return _MISSING
     return value
-
-
-def fillable(value: Any) -> bool:
-    """Whether a hit can give this object a saved content in place (``merge`` has a rule for
-    its kind), so its identity is worth keeping; an object changed in place that is not (an
-    ``itertools.count``, a ``map``) can only be rebound, and other names for it then keep
-    what it was before the block."""
-    kind = type(value)
-    if kind in _ATOMIC:
-        return False
-    if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
-        return True
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(value, np.ndarray):
-        return True
-    return _tensor_type(kind) or plain_instance(value) or has_rule(kind)
-
-
-def _tensor_type(kind: type) -> bool:
-    """A torch tensor or parameter (``_arraymerge`` fills one in place)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and (kind is torch.Tensor or kind is getattr(torch.nn, "Parameter", None))
 
 
 class Before:
@@ -167,8 +131,9 @@ class Before:
         self.objects: dict[int, tuple[Any, int | str, Step | None]] = {}
         self._memory: dict[Any, list[Any]] | None = None  # memory key -> input arrays (``view``)
         objects = self.objects
+        iterators: list[Any] = []
         stack: list[tuple[Any, int | str, Step | None]] = [
-            (value, label, None) for label, value in reversed(list(roots.items())) if type(value) not in _ATOMIC
+            (value, label, None) for label, value in reversed(list(roots.items())) if type(value) not in ATOMIC
         ]
         while stack and len(objects) < _BUDGET:
             value, parent, step = stack.pop()
@@ -177,9 +142,26 @@ class Before:
                 continue
             objects[key] = (value, parent, step)
             kind = type(value)
-            if (kind is dict or kind is list) and _ATOMIC.issuperset(map(type, value.values() if kind is dict else value)):
+            if (kind is dict or kind is list) and ATOMIC.issuperset(map(type, value.values() if kind is dict else value)):
                 continue  # a record of numbers and strings: nothing below it (the common case, fast)
+            if consumable(kind):
+                iterators.append(value)
             stack.extend((item, key, how) for how, item in children(value))
+        #: (iterator, digest) of those a hit could not put back if consumed (``_unrestorable``)
+        self.iterators = note(iterators) if iterators else []
+
+    def advanced(self) -> list[tuple[str, Any]]:
+        """(where the inputs held it, the iterator) of each noted iterator the code consumed."""
+        return [(self.where(value), value) for value in advanced(self.iterators)] if self.iterators else []
+
+    def where(self, value: Any) -> str:
+        """An object the inputs held, as the code names it: ``d['ids']``, ``cfg.stream``."""
+        found = self.path(value)
+        if found is None:
+            return "an object its inputs hold"
+        label, steps = found
+        text = {"i": "[{!r}]", "k": "[{!r}]", "a": ".{}", "p": ".args[{!r}]", "q": ".keywords[{!r}]"}
+        return repr(label + "".join(text.get(how, "<{}>").format(key) for how, key in steps))
 
     def origin(self, value: Any) -> tuple[str, tuple[Step, ...]] | None:
         """(input label, path from it) of an object the inputs held, if ``merge`` can fill it."""
@@ -244,7 +226,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
     tensor_grad = _grad_reader()
 
     def visit(value: Any, depth: int, root: str) -> bool:
-        if type(value) in _ATOMIC:
+        if type(value) in ATOMIC:
             return False
         key = id(value)
         if key in status:
@@ -261,7 +243,7 @@ def kept(state: dict[str, Any], before: Before, implied: dict[str, str]) -> dict
         grad = tensor_grad(value)
         if grad is not None:
             grads.append((value, grad))
-        onto = before.view(value) if origin is not None and _tensor_type(type(value)) else None
+        onto = before.view(value) if origin is not None and tensor_type(type(value)) else None
         if onto is not None:  # ``t.set_(u.untyped_storage(), ...)``: t shares u's memory
             rebased.append((value, *onto))
         if origin is not None and not (root in implied and origin == (implied[root], ())):
@@ -300,93 +282,10 @@ def _array_types() -> tuple[type, ...]:
     return array_types()
 
 
-def mergeable(current: Any, saved: Any, relayout: bool = False) -> bool:
-    """Whether ``merge`` can give ``current`` the content of ``saved``; an array or tensor
-    whose layout differs only with ``relayout``: when ``saved`` is known to be what became of
-    this very object in the computing run (a resize there must not become one here of an
-    object the run replaced)."""
-    kind = type(current)
-    if kind is not type(saved) or current is saved:
-        return False
-    if kind is tuple:
-        return len(current) == len(saved)
-    if kind is collections.deque:
-        return current.maxlen == saved.maxlen
-    if kind in _SEQUENCES or kind in _DICTS or kind is set or kind is bytearray:
-        return True
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(current, np.ndarray):
-        if kind is not np.ndarray and not _array_subclass_in_dict(current, np):
-            return False
-        from ._arraymerge import array_mergeable
-
-        return array_mergeable(current, saved, relayout)
-    if _tensor_type(kind):
-        from ._arraymerge import tensor_mergeable
-
-        return tensor_mergeable(current, saved, relayout)
-    if has_rule(kind):  # first: a C type made from a spec (3.12's io) passes for a Python one
-        return settable(current, saved)
-    return plain_instance(current)
-
-
-def merge(current: Any, saved: Any, sub: Callable[[Any], Any] = lambda v: v) -> None:
-    """Give ``current`` the content of ``saved`` (``mergeable`` said it can), each object it
-    refers to passed through ``sub`` (the object the script holds for a kept one)."""
-    kind = type(current)
-    if kind is tuple:
-        for item in saved:
-            sub(item)  # immutable: its items are the current tuple's (kept) objects
-    elif kind is list:
-        current[:] = [sub(v) for v in saved]
-    elif kind is bytearray:
-        current[:] = saved
-    elif kind is collections.deque:
-        items = [sub(v) for v in saved]
-        current.clear()
-        current.extend(items)
-    elif kind in _DICTS:  # a key that is a kept object too: an optimizer's state, by parameter
-        items = [(k if type(k) in _ATOMIC else sub(k), sub(v)) for k, v in saved.items()]
-        current.clear()
-        current.update(items)
-        if kind is collections.defaultdict:
-            current.default_factory = saved.default_factory
-    elif kind is set:
-        current.clear()
-        current.update(saved)
-    elif _tensor_type(kind):
-        from ._arraymerge import merge_tensor
-
-        merge_tensor(current, saved)
-    elif has_rule(kind):  # a stream, an iterator: its type's own state API
-        set_state(current, saved)
-    elif plain_instance(current):
-        _merge_instance(current, saved, sub)
-    else:
-        from ._arraymerge import merge_array
-
-        merge_array(current, saved, sub)
-
-
-def _merge_instance(current: Any, saved: Any, sub: Callable[[Any], Any]) -> None:
-    kind = type(current)
-    setstate: Any = getattr(kind, "__setstate__", None)
-    getstate: Any = getattr(saved, "__getstate__", None)
-    custom = setstate is not None and getstate is not None
-    state = getstate() if custom else dict(vars(saved))
-    if isinstance(state, dict) and not _opaque(current):
-        state = {k: sub(v) for k, v in state.items()}
-    vars(current).clear()
-    if custom:
-        current.__setstate__(state)  # pandas rebuilds its back-references
-    else:
-        vars(current).update(state)
-
-
 class Rewire:
     """A hit's state put into the objects the script holds now: ``sub(saved)`` is the object to
     bind for a saved one (the current object, filled, for a kept one; the saved object with
-    its references rewired otherwise)."""
+    its references rewired otherwise, and for a kept one whose fill failed: ``failed``)."""
 
     def __init__(self, record: dict[str, Any] | None, now: Callable[[str], Any]):
         self.current: dict[int, Any] = {}
@@ -396,6 +295,8 @@ class Rewire:
         self.views: dict[int, tuple[Any, ...]] = {}  # id(saved view) -> (live base, how it lies)
         self.grads: list[tuple[Any, Any]] = list(record.get("grads", ())) if record else []
         self.rebased: list[tuple[Any, Any, Any, Any]] = []  # (saved tensor, live base, how, layout)
+        #: (the live object, why) of each fill that failed: the saved copy stands for it instead
+        self.failed: list[tuple[Any, BaseException]] = []
         if record:
             for saved, label, steps in record.get("kept", ()):
                 self.pair(saved, follow(now(label), tuple(steps)))
@@ -435,8 +336,10 @@ class Rewire:
             self.done[key] = current
             try:
                 merge(current, saved, self.sub)
-            except Exception:  # a __setstate__ that refuses: the saved copy, as before
-                self.done[key] = saved
+            except Exception as exc:  # a __setstate__ that refuses: ``current`` is as it was
+                self.failed.append((current, exc))
+                self.done[key] = saved  # the saved copy, over the live objects it holds
+                self.done[key] = _rewired(saved, self.sub)
             return self.done[key]
         if key in self.through:
             self.done[key] = saved
@@ -451,7 +354,7 @@ def _rebase(tensor: Any, base: Any, lies: Any, layout: Any) -> None:
     content, filled already, stays when ``base`` is gone or has another layout now)."""
     from ._views import rebuild_view
 
-    made = None if base is _MISSING or not _tensor_type(type(tensor)) else rebuild_view(base, lies, layout)
+    made = None if base is _MISSING or not tensor_type(type(tensor)) else rebuild_view(base, lies, layout)
     if made is not None:
         with sys.modules["torch"].no_grad():
             tensor.set_(made.untyped_storage(), made.storage_offset(), made.size(), made.stride())
@@ -485,13 +388,15 @@ def _rewired(value: Any, sub: Callable[[Any], Any]) -> Any:
         items = [sub(v) for v in value]
         value.clear()
         value.extend(items)
-    elif kind in _DICTS:
+    elif kind in DICTS:
         for k, v in list(value.items()):
             value[k] = sub(v)
     elif plain_instance(value):
         namespace = vars(value)
         for k, v in list(namespace.items()):
             namespace[k] = sub(v)
+    elif kind is PARTIAL:
+        value.__setstate__(partial_state(value, sub))
     elif kind is types.FunctionType:
         if value.__defaults__:
             value.__defaults__ = tuple(sub(v) for v in value.__defaults__)

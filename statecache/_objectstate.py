@@ -67,16 +67,51 @@ class ClassState(ObjectState):
         return cls(attributes, [k for k in before if k not in now and k not in CLASS_SKIP], rebound)
 
     def apply(self, target: Any) -> None:
+        """Set, then fill in place, then delete, in the class's dict as the computing run left
+        it (``type.__setattr__``: a metaclass's ``__setattr__`` ran then and is not replayed, as
+        an instance's is not when it is unpickled); all or nothing: an attribute the class
+        refuses puts back what was set and raises."""
         if not isinstance(target, type):
             return
         rebound = getattr(self, "rebound", None)  # an entry of an older version has none
-        for name, value in self.attributes.items():
-            current = vars(target).get(name, _MISSING)
-            if rebound is None or name in rebound or current is _MISSING or not update_in_place(current, value, True):
-                setattr(target, name, value)
-        for name in getattr(self, "deleted", ()):
-            if name in vars(target):
-                delattr(target, name)
+        namespace = vars(target)
+        fills: dict[str, tuple[Any, Any]] = {}
+        undo: list[tuple[str, Any]] = []  # (name, its value before or _MISSING), in order
+        try:
+            for name, value in self.attributes.items():
+                current = namespace.get(name, _MISSING)
+                if rebound is not None and name not in rebound and current is not _MISSING and mergeable_now(current, value):
+                    fills[name] = (current, value)
+                    continue
+                undo.append((name, current))
+                type.__setattr__(target, name, value)
+            for name in getattr(self, "deleted", ()):
+                if name in namespace:
+                    undo.append((name, namespace[name]))
+                    type.__delattr__(target, name)
+        except BaseException:
+            _undo(target, undo)
+            raise
+        for name, (current, value) in fills.items():
+            if not update_in_place(current, value, True):
+                type.__setattr__(target, name, value)  # a fill that failed: the saved copy
+
+
+def _undo(target: type, undo: list[tuple[str, Any]]) -> None:
+    for name, value in reversed(undo):
+        if value is not _MISSING:
+            type.__setattr__(target, name, value)
+        elif name in vars(target):
+            type.__delattr__(target, name)
+
+
+def mergeable_now(current: Any, saved: Any) -> bool:
+    """Whether ``update_in_place`` can fill ``current`` (what became of this very object)."""
+    if isinstance(saved, ObjectState):
+        return True
+    from ._fill import mergeable
+
+    return mergeable(current, saved, relayout=True)
 
 
 def function_parts(fn: types.FunctionType) -> tuple[Any, ...]:
@@ -165,14 +200,18 @@ def _filled(current: tuple[Any, ...], saved: tuple[Any, ...]) -> tuple[Any, ...]
 def update_in_place(current: Any, saved: Any, same_object: bool = False) -> bool:
     """Give ``current`` the content of ``saved`` without changing its identity (a class or a
     function takes an ``ObjectState``); False (nothing done) when it cannot (see
-    ``_identity.mergeable``; ``same_object``: ``saved`` is what became of this very object,
-    so an array may take another layout)."""
+    ``_fill.mergeable``; ``same_object``: ``saved`` is what became of this very object,
+    so an array may take another layout), or when the fill failed (``_fill.merge`` puts the
+    object back as it was)."""
     if isinstance(saved, ObjectState):
         saved.apply(current)
         return True  # never bind the record itself to a name
-    from ._identity import merge, mergeable
+    from ._fill import merge, mergeable
 
     if not mergeable(current, saved, relayout=same_object):
         return False
-    merge(current, saved)
+    try:
+        merge(current, saved)
+    except Exception:
+        return False
     return True

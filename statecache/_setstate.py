@@ -1,8 +1,8 @@
 """Objects that keep their state in C, given a hit's saved state in place through their own
 state API: an ``io.StringIO`` or ``io.BytesIO`` the block wrote (its text and position), an
 iterator over a list, tuple, range, string or bytes that the block advanced (its position), a
-numpy ``Generator`` or ``RandomState`` the block drew from (its bit generator's state), an
-``array.array`` appended to (its items). The
+numpy ``Generator`` or ``RandomState``, a ``random.Random`` or a ``torch.Generator`` the
+block drew from (its generator's state), an ``array.array`` appended to (its items). The
 object keeps its identity, so another name for it sees what the computing run left
 (``_identity.merge`` calls this).
 
@@ -34,7 +34,21 @@ _REVERSED: type = type(reversed([]))
 
 def has_rule(kind: type) -> bool:
     """Whether objects of exactly ``kind`` can take a saved state here."""
-    return kind in _STREAMS or kind in _ITERATORS or kind is array.array or _numpy_generator(kind)
+    return (
+        kind in _STREAMS or kind in _ITERATORS or kind is array.array or _random_generator(kind)
+        or _numpy_generator(kind) or _torch_generator(kind)
+    )
+
+
+def _random_generator(kind: type) -> bool:
+    """``random.Random`` itself (its state is in its C base; not imported here to ask)."""
+    random = sys.modules.get("random")
+    return random is not None and kind is random.Random
+
+
+def _torch_generator(kind: type) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and kind is getattr(torch, "Generator", None)
 
 
 def _numpy_generator(kind: type) -> bool:
@@ -53,6 +67,10 @@ def settable(current: Any, saved: Any) -> bool:
         return True
     if kind is io.StringIO:
         return not current.closed and not saved.closed
+    if _random_generator(kind):
+        return True
+    if _torch_generator(kind):  # a generator's state is of its device's kind
+        return bool(current.device == saved.device)
     if kind is array.array:  # a slice assignment keeps the type code; a buffer exported refuses it
         return current.typecode == saved.typecode and _resizable(current)
     if _numpy_generator(kind):  # the same kind of bit generator (PCG64, MT19937, ...)
@@ -98,6 +116,12 @@ def set_state(current: Any, saved: Any) -> None:
         return
     if kind is array.array:
         current[:] = saved
+        return
+    if _torch_generator(kind):
+        current.set_state(saved.get_state())
+        return
+    if _random_generator(kind):
+        current.setstate(saved.getstate())
         return
     if _numpy_generator(kind):
         _bit_generator(current).state = _bit_generator(saved).state

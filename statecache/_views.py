@@ -63,22 +63,31 @@ def rebuild_view(base: Any, view: View, layout: Layout) -> Any:
     """The view over the live ``base``, or None when ``base`` no longer has the recorded layout."""
     if _layout(base) != layout or not whole(base):
         return None
-    offset, shape, strides, dtype, readonly = view
+    offset, shape, strides, _dtype, _readonly = view
     if type(base).__module__ == "numpy":
-        import numpy as np
-
-        flat = base.reshape(-1, order="A").view(np.uint8)  # a view: base is contiguous
-        try:
-            out = np.ndarray(shape, dtype, buffer=flat, offset=offset, strides=strides)
-        except (TypeError, ValueError):  # out of the buffer: never read past it
-            return None
-        if readonly:
-            out.flags.writeable = False
-        return out
+        return numpy_view(base, view)
     import torch
 
     out = torch.empty((0,), dtype=base.dtype, device=base.device)
     return out.set_(base.untyped_storage(), offset, shape, strides)
+
+
+def numpy_view(base: Any, view: View) -> Any:
+    """The numpy view that lies in the contiguous array ``base`` as ``view`` says (offset and
+    strides in bytes), sharing its memory; None when it would reach outside ``base``."""
+    import numpy as np
+
+    offset, shape, strides, dtype, readonly = view
+    if not whole(base):  # a copy would be made below: never a view that shares nothing
+        return None
+    flat = base.reshape(-1, order="A").view(np.uint8)  # a view: base is contiguous
+    try:
+        out = np.ndarray(shape, dtype, buffer=flat, offset=offset, strides=strides)
+    except (TypeError, ValueError):  # out of the buffer: never read past it
+        return None
+    if readonly:
+        out.flags.writeable = False
+    return out
 
 
 def _layout(value: Any) -> Layout | None:

@@ -74,7 +74,7 @@ def plain_content(value: Any) -> bytes | None:
     cheaper than a key's fingerprint for the many small values of the user's modules."""
     import pickle
 
-    from ._identity import plain_instance
+    from ._fill import plain_instance
     from .key.walk import is_plain_data
 
     if isinstance(value, _MUTABLE_DATA):
@@ -112,7 +112,8 @@ def instance_classes(values: Iterable[Any]) -> list[type]:
     """The classes of the user's modules of the instances ``values`` hold (through containers,
     instances and functions' defaults, ``_identity.children``), their bases of the user's
     too: their methods are code the block runs (``m.add()``) and their data what it changes."""
-    from ._identity import children, plain_instance
+    from ._fill import plain_instance
+    from ._identity import children
 
     found: dict[int, type] = {}
     kinds: set[type] = set()  # the types met (each looked at once)

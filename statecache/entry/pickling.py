@@ -14,12 +14,15 @@ import pickle
 import sys
 from collections.abc import Callable
 from types import FunctionType
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .._errors import UnpicklableError
 from .main_functions import live_globals, reduce_main_function
 from .meta import VariableRecord
 from .tensors import tensor_reducer
+
+if TYPE_CHECKING:
+    from .ndviews import ArrayViews
 
 PICKLERS = ("pickle", "cloudpickle", "dill")
 INBAND_MAX = 16 << 10  # smaller buffers ride in the pickle stream: a section each costs more
@@ -128,28 +131,52 @@ class _TensorPickler(pickle.Pickler):
         super().__init__(*args, **kwargs)
 
 
-def new_pickler(pickler: str, saved_names: frozenset[str], file: Sink, buffer_callback: Any) -> Any:
+def new_pickler(
+    pickler: str, saved_names: frozenset[str], file: Sink, buffer_callback: Any, arrays: ArrayViews | None = None
+) -> Any:
     """The pickler for one attempt, protocol 5. torch tensors and storages go out of band
-    (``tensors``) under all three. ``__main__`` functions and classes defined by the block go
+    (``tensors``) under all three; numpy views of arrays in the same stream are saved as views
+    (``arrays``, ``ndviews``). ``__main__`` functions and classes defined by the block go
     by value (plain pickle refuses them so that cloudpickle takes over; their functions are
     rebuilt over the live module's globals, ``main_functions``); those defined before the
     block go by reference, also under cloudpickle and dill; dill decides for the rest.
 
     Plain pickle gets a ``reducer_override`` only when the state needs one: called for every
     object that is not a builtin container, a Python-level override cost as much again as
-    pickling a small instance (a list of dates: 1.5-2x the save)."""
+    pickling a small instance (a list of dates: 1.5-2x the save). The arrays' reducer is a
+    ``dispatch_table`` entry instead, called for plain ndarrays only."""
     tensors = tensor_reducer()
+    table = None if arrays is None or pickler == "dill" else _array_table(pickler, arrays)
     if pickler == "pickle" and not defines_main_code(saved_names):
         if tensors is None:
-            return pickle.Pickler(file, protocol=5, buffer_callback=buffer_callback)
-        return _TensorPickler(file, protocol=5, buffer_callback=buffer_callback, tensors=tensors)
-    cls = _overriding_class(pickler, saved_names, tensors)
-    return cls(file, protocol=5, buffer_callback=buffer_callback)
+            p = pickle.Pickler(file, protocol=5, buffer_callback=buffer_callback)
+        else:
+            p = _TensorPickler(file, protocol=5, buffer_callback=buffer_callback, tensors=tensors)
+        if table is not None:
+            p.dispatch_table = table  # the C pickler's own slot: read at each save
+        return p
+    cls = _overriding_class(pickler, saved_names, tensors, arrays if pickler == "dill" else None)
+    p = cls.__new__(cls)
+    if table is not None:  # before __init__, which reads it (cloudpickle's is a class attribute)
+        p.dispatch_table = table
+    p.__init__(file, protocol=5, buffer_callback=buffer_callback)
+    return p
 
 
-def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any) -> Any:
-    """A pickler class of ``pickler`` whose ``reducer_override`` decides ``__main__`` code."""
+def _array_table(pickler: str, arrays: ArrayViews) -> Any:
+    """A dispatch table with the arrays' reducer before the pickler's own table."""
+    import copyreg
+    from collections import ChainMap
+
+    own = pickler_module(pickler).Pickler.dispatch_table if pickler == "cloudpickle" else copyreg.dispatch_table
+    return ChainMap({arrays.np.ndarray: arrays.table_entry}, own)
+
+
+def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any, arrays: ArrayViews | None) -> Any:
+    """A pickler class of ``pickler`` whose ``reducer_override`` decides ``__main__`` code
+    (and, under dill, whose own rules for arrays come after the arrays' reducer)."""
     base = pickler_module(pickler).Pickler
+    ndarray = arrays.np.ndarray if arrays is not None else None
 
     class Pickler(base):  # type: ignore[misc, valid-type]
         def reducer_override(self, obj: Any) -> Any:
@@ -157,6 +184,10 @@ def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any) -
                 reduced = tensors(obj)
                 if reduced is not NotImplemented:
                     return reduced
+            if type(obj) is ndarray:
+                assert arrays is not None
+                reduced = arrays.reduce(obj)
+                return NotImplemented if reduced is None else reduced
             by_value = main_object_saved_by_value(obj, saved_names)
             if by_value is False:  # by reference; dill would copy code of __main__
                 return obj.__qualname__ if pickler == "dill" else NotImplemented
@@ -172,6 +203,15 @@ def _overriding_class(pickler: str, saved_names: frozenset[str], tensors: Any) -
     return Pickler
 
 
+class Refused:
+    """A value its caller will not have saved, with why (an object a hit could not put back,
+    ``_unrestorable``): ``serialise`` raises UnpicklableError with the reasons, so nothing is
+    written and the program goes on with the state it computed."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = reasons
+
+
 class Serialised(NamedTuple):
     """One successful pickling of the whole state."""
 
@@ -183,40 +223,59 @@ class Serialised(NamedTuple):
 
 def serialise(state: dict[str, Any], new_sink: Callable[[], Sink]) -> Serialised:
     """Pickle the whole state with pickle, else cloudpickle, else dill, into a fresh sink per
-    attempt; else raise UnpicklableError naming the variables that no pickler accepts."""
+    attempt; else raise UnpicklableError naming the variables that no pickler accepts. A
+    state where a numpy view comes before the array it is a view of is pickled twice: the
+    second time saves it as a view too (``ndviews``)."""
+    from .ndviews import array_views
+
+    refused = [n for n, v in state.items() if isinstance(v, Refused)]
+    if refused:
+        reasons = [r for n in refused for r in state[n].reasons]
+        raise UnpicklableError("; ".join(reasons), names=refused)
     failures: dict[str, BaseException] = {}
+    names = code_names(state)
     for pickler in PICKLERS[1:] if saves_main_code(state) else PICKLERS:
-        sink = new_sink()
-        buffers: list[memoryview] = []
-        keep: list[Any] = []
-
-        def out_of_band(
-            pb: pickle.PickleBuffer, buffers: list[memoryview] = buffers, keep: list[Any] = keep
-        ) -> bool:
-            try:
-                raw = pb.raw()
-            except BufferError:  # not contiguous: let the pickler copy it in-band
-                return True
-            if raw.nbytes < INBAND_MAX:
-                return True
-            keep.append(pb)
-            buffers.append(raw)
-            return False
-
-        variables: dict[str, VariableRecord] = {}
+        arrays = array_views()
         try:
-            p = new_pickler(pickler, code_names(state), sink, out_of_band)
-            for name, value in state.items():
-                start, first = sink.pos, len(buffers)
-                p.dump(value)
-                size = sink.pos - start + sum(b.nbytes for b in buffers[first:])
-                variables[name] = {"type": type_name(value), "size": size}
-            sink.finish()
+            done = _attempt(pickler, state, names, new_sink, arrays)
+            if arrays is not None and arrays.late:
+                done = _attempt(pickler, state, names, new_sink, arrays.again())
         except Exception as exc:
             failures[pickler] = exc
             continue
-        return Serialised(pickler, sink, buffers, variables)
+        return done
     raise unpicklable_error(state, failures)
+
+
+def _attempt(
+    pickler: str, state: dict[str, Any], names: frozenset[str], new_sink: Callable[[], Sink],
+    arrays: ArrayViews | None,
+) -> Serialised:
+    """One pickling of the whole state with ``pickler``, into a fresh sink."""
+    sink = new_sink()
+    buffers: list[memoryview] = []
+    keep: list[Any] = []
+
+    def out_of_band(pb: pickle.PickleBuffer) -> bool:
+        try:
+            raw = pb.raw()
+        except BufferError:  # not contiguous: let the pickler copy it in-band
+            return True
+        if raw.nbytes < INBAND_MAX:
+            return True
+        keep.append(pb)
+        buffers.append(raw)
+        return False
+
+    variables: dict[str, VariableRecord] = {}
+    p = new_pickler(pickler, names, sink, out_of_band, arrays)
+    for name, value in state.items():
+        start, first = sink.pos, len(buffers)
+        p.dump(value)
+        size = sink.pos - start + sum(b.nbytes for b in buffers[first:])
+        variables[name] = {"type": type_name(value), "size": size}
+    sink.finish()
+    return Serialised(pickler, sink, buffers, variables)
 
 
 def unpicklable_error(
