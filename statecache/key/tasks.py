@@ -91,8 +91,8 @@ def _note_process(process: Any) -> None:
         workers.started_pool_worker(process)
     elif doubt is None:
         target = getattr(process, "_target", None)
-        name = getattr(target, "__qualname__", None) or type(process).__name__
-        doubt = f"it starts a process running {name}, whose work is not all seen"
+        name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}" if target else ""
+        doubt = f"it starts a process running {name or type(process).__name__} on a channel statecache does not see"
     if workers.recording_here():
         workers.sent(doubt)
 
@@ -133,15 +133,16 @@ class _Inspector(pickle.Pickler):
 
     def __init__(self) -> None:
         super().__init__(_Sink(), protocol=5, buffer_callback=_out_of_band)
+        self.paths = _block_paths()
 
     def persistent_id(self, obj: Any) -> None:
         kind = type(obj)
         if kind in _PLAIN:
             return None
-        if kind is str or isinstance(obj, str):
+        if kind is str or kind is bytes or isinstance(obj, str):
+            if len(obj) > _LONGEST_PATH:
+                return None  # a text, not a path (nor kept in the cache)
             path: Any = obj
-        elif kind is bytes:
-            path = obj if len(obj) <= _LONGEST_PATH else None
         elif isinstance(obj, _CODE):
             if _users_code(obj):
                 raise _Doubt(f"it sends the workers the user's code ({_code_name(obj)})")
@@ -150,7 +151,10 @@ class _Inspector(pickle.Pickler):
             path = os.fspath(obj)
         else:
             return None
-        if path is not None and _checked_path(path):
+        found = self.paths.get(path)
+        if found is None:
+            found = self.paths[path] = names_path(path)
+        if found:
             raise _Doubt(f"it sends the workers the path {path!r}")
         return None
 
@@ -159,28 +163,28 @@ _PATHS: dict[str | bytes, bool] = {}  # names_path of each value seen in the cur
 _PATHS_BLOCK = [-1]  # the ``workers.block()`` that _PATHS is for
 
 
-def _checked_path(value: str | bytes) -> bool:
-    """``names_path``, asked once per value in a block (a data set's strings repeat in each
-    task); a value that was no path at the block's first send counts as none in it."""
+def _block_paths() -> dict[str | bytes, bool]:
+    """``names_path`` of each value sent in this block, asked once per value (a data set's
+    strings repeat in each task); a value that was no path at its first send stays none."""
     block = workers.block()
     if _PATHS_BLOCK[0] != block:
         _PATHS.clear()
         _PATHS_BLOCK[0] = block
-    found = _PATHS.get(value)
-    if found is None:
-        found = _PATHS[value] = names_path(value)
-    return found
+    return _PATHS
 
 
 _USER_MODULE: dict[str, bool] = {}
 
 
 def _users_code(obj: Any) -> bool:
-    """A function or class of the user's modules (``__main__`` too); a module not loaded
-    here counts as the user's unless it is the standard library's."""
+    """A function or class of the user's modules (``__main__`` always, a script read from
+    standard input too); a module not loaded here counts as the user's unless it is the
+    standard library's."""
     module = getattr(obj, "__module__", None)
     if not isinstance(module, str):
         return False  # a builtin method: pickled as its object and name, both seen
+    if module in ("__main__", "__mp_main__"):
+        return True
     found = _USER_MODULE.get(module)
     if found is None:
         from .provenance import is_user_module_name
@@ -196,24 +200,45 @@ def _code_name(obj: Any) -> str:
 def names_path(value: str | bytes) -> bool:
     """Whether a value sent to a worker may name a file it reads: an existing file or folder
     (``~`` and ``file://`` expanded), a file in an existing folder other than the root, or a
-    glob that matches something."""
-    text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
-    if not text or len(text) > _LONGEST_PATH or "\0" in text:
+    glob in an existing folder (a bare ``*.csv`` by its look: listing the folder would make
+    it the block's input). Asked of the operating system directly (``_native``): a look
+    through ``os`` would be recorded as the block's."""
+    if len(value) > _LONGEST_PATH:
         return False
+    text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+    if not text or "\0" in text:
+        return False
+    if "/" not in text and "*" not in text and "?" not in text and "[" not in text and text[0] != "~":
+        return _exists(text)  # a bare name (most strings): one system call
     if text.startswith("file://"):
         text = text[7:]
     if text.startswith("~"):
         text = os.path.expanduser(text)
-    if os.path.lexists(text):
+    magic = [text.index(c) for c in "*?[" if c in text]
+    if magic:
+        folder = os.path.dirname(text[:min(magic)])
+        return _is_dir(folder) if folder else "." in text
+    if _exists(text):
         return True
     folder = os.path.dirname(text)
-    if folder and folder != os.path.dirname(folder) and os.path.isdir(folder):
-        return True
-    if any(c in text for c in "*?["):
-        import glob
+    return bool(folder) and folder != os.path.dirname(folder) and _is_dir(folder)
 
-        try:
-            return bool(glob.glob(text))
-        except (OSError, ValueError, RecursionError):
-            return True
-    return False
+
+_native: Any = sys.modules.get(os.name) or os  # posix (nt): not the wrapped os.stat
+
+
+def _exists(path: str) -> bool:
+    try:
+        _native.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_dir(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISDIR(_native.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False

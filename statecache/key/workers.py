@@ -49,13 +49,16 @@ _entered = 0  # recorders this process ever entered (``block``)
 _ancestors: tuple[tuple[Any, int], ...] = ()  # (page, inbox) of each process above this one
 
 #: the loops of the worker processes whose every task comes through a pickler ``key.tasks``
-#: watches: ``multiprocessing.Pool``'s, ``ProcessPoolExecutor``'s, loky's (joblib's copy too)
-WORKER_LOOPS = frozenset({
-    ("multiprocessing.pool", "worker"),
-    ("concurrent.futures.process", "_process_worker"),
-    ("joblib.externals.loky.process_executor", "_process_worker"),
-    ("loky.process_executor", "_process_worker"),
-})
+#: watches, each with the exact type of the task queue it must be given (its first argument):
+#: ``multiprocessing.Pool``'s, ``ProcessPoolExecutor``'s, loky's (joblib's copy too). Not
+#: joblib's ``MemmappingPool``, whose queue pickles with a pickler of its own.
+WORKER_LOOPS = {
+    ("multiprocessing.pool", "worker"): ("multiprocessing.queues", "SimpleQueue"),
+    ("concurrent.futures.process", "_process_worker"): ("concurrent.futures.process", "_SafeQueue"),
+    ("joblib.externals.loky.process_executor", "_process_worker"):
+        ("joblib.externals.loky.process_executor", "_SafeQueue"),
+    ("loky.process_executor", "_process_worker"): ("loky.process_executor", "_SafeQueue"),
+}
 for _module, _watch in (("multiprocessing.reduction", "watch_multiprocessing"),
                         ("joblib.externals.loky.backend.reduction", "watch_loky"),
                         ("loky.backend.reduction", "watch_loky")):
@@ -323,12 +326,21 @@ class _Pooled:
 
 def runs_worker_loop(process: Any) -> bool:
     """Whether a ``multiprocessing`` process object being started runs one of the
-    ``WORKER_LOOPS`` (its class's ``run`` not replaced): then all its work comes through a
-    watched pickler. Asked before it starts: ``start()`` drops the target."""
+    ``WORKER_LOOPS`` on its own kind of task queue (its class's ``run`` not replaced): then all
+    its work comes through a watched pickler. Asked before it starts: ``start()`` drops the
+    target and arguments."""
     base = getattr(sys.modules.get("multiprocessing.process"), "BaseProcess", None)
-    target = getattr(process, "_target", None)
-    name = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
-    return base is not None and isinstance(process, base) and type(process).run is base.run and name in WORKER_LOOPS
+    if base is None or not isinstance(process, base) or type(process).run is not base.run:
+        return False
+    args = getattr(process, "_args", None)
+    if not isinstance(args, tuple) or not args:
+        return False
+    queue = WORKER_LOOPS.get(_name(getattr(process, "_target", None)))
+    return queue is not None and _name(type(args[0])) == queue
+
+
+def _name(obj: Any) -> tuple[Any, Any]:
+    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
 
 
 _pool_workers: Any = None  # a WeakSet of the process objects ``started_pool_worker`` named
