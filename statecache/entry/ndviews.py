@@ -39,11 +39,28 @@ class ArrayViews:
         """The reduce tuple of an exact ndarray that is a view of a root in this stream, else
         None (the array pickles as numpy pickles it)."""
         if array.base is None:
+            self._root_met(id(array))
+            return None
+        return self._view(array)
+
+    def table_entry(self, array: Any) -> Any:
+        """For a pickler's ``dispatch_table``: always a reduce tuple (numpy's own by default);
+        ``reduce`` inlined for the common array that owns its memory."""
+        if array.base is None:
             key = id(array)
             self.seen.add(key)
             if key in self.pending:
                 self.late.add(key)
-            return None
+            return array.__reduce_ex__(5)
+        reduced = self._view(array)
+        return array.__reduce_ex__(5) if reduced is None else reduced
+
+    def _root_met(self, key: int) -> None:
+        self.seen.add(key)
+        if key in self.pending:
+            self.late.add(key)
+
+    def _view(self, array: Any) -> Any:
         root = _root(array, self.np)
         if root is None:
             return None
@@ -55,11 +72,6 @@ class ArrayViews:
 
         origin = view_origin(array, root)
         return None if origin is None else (rebuild_view, (root, origin[0]))
-
-    def table_entry(self, array: Any) -> Any:
-        """For a pickler's ``dispatch_table``: always a reduce tuple (numpy's own by default)."""
-        reduced = self.reduce(array)
-        return array.__reduce_ex__(5) if reduced is None else reduced
 
 
 def _root(array: Any, np: Any) -> Any:
