@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Iterable
 from types import FrameType
-from typing import Any
 
 from ._binders import FrameBinder
 from ._config import validate_name
@@ -24,6 +23,10 @@ from .key import components as _components
 from .key.inputs import Reads, with_process_reads
 from .key.project import default_cache_dir
 from .key.source import Block, find_with_block
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def block_reads(block: Block) -> Reads:

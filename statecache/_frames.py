@@ -24,7 +24,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from types import FrameType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _CO_OPTIMIZED = 0x0001
 _PEP667 = sys.version_info >= (3, 13)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable
-from typing import Any, Literal
 
 from ._config import (
     age_argument,
@@ -22,6 +21,10 @@ from ._config import (
     verbose_setting,
 )
 from ._errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 Remote = str | os.PathLike[str] | bool | None  # remote=: a URL, False (no remote) or None (the env's)
 

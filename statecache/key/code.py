@@ -21,7 +21,6 @@ import struct
 import sys
 import types
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -30,8 +29,11 @@ from .hashing import U64, encode_str
 from .parsing import current_lines, parse_lines
 from .provenance import is_user_file
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+
 if TYPE_CHECKING:
     import dis  # imported where bytecode is scanned: a small hit reads none
+    from typing import Any
 
 _FUTURE_MASK = 0
 for _feature in __future__.all_feature_names:

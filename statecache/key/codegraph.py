@@ -18,19 +18,26 @@ import os
 import sys
 import types
 from collections.abc import Iterable
-from typing import Any
 
 import xxhash
 
 from .code import code_digest, scan_refs, source_node
 from .hashing import U64, digest, encode_str, file_digest
-from .imports import imports_digest, module_top_digest, resolve_import, source_digest
-from .loaded import loaded_other_text
-from .localimports import Binding, local_imports, used_names
 from .process import environ_label, process_value, scan, scan_names
 from .provenance import STDLIB_NAMES, is_user_file, is_user_module, is_user_module_name
 from .readlog import earlier_reads_digest
 from .walk import LOCAL, TOP, Ctx, Refused, cells, is_plain_data, library_attribute
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .localimports import Binding
+
+# ``imports``, ``loaded`` and ``localimports`` (and through them ``versions``) load where a
+# module, an import or a function's local imports are keyed: a block that reads none of them
+# (a small hit) never loads them.
 
 END = object()
 
@@ -40,7 +47,7 @@ END = object()
 CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__slotnames__", "__module__", "_abc_impl"})
 
 #: (the chains the code reads, its imports, the globals it only stores into: see ``code_refs_of``)
-_Refs = tuple[tuple[tuple[str, ...], ...], tuple[Any, ...], tuple[tuple[str, ...], ...]]
+_Refs = tuple[tuple[tuple[str, ...], ...], tuple["Any", ...], tuple[tuple[str, ...], ...]]
 
 
 _PROCESS: dict[int, tuple[types.CodeType, object, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
@@ -350,6 +357,8 @@ class CodeGraph:
         does not count. A module used on its own (passed on, ``getattr`` with a computed name)
         is read by another chain of the same code, without attributes, and counts whole."""
         if followed and isinstance(val, types.ModuleType) and is_user_module(val):
+            from .imports import module_top_digest
+
             top = module_top_digest(val)
             if top is not None:
                 h.update(b"modtop" + encode_str(val.__name__) + top)
@@ -370,6 +379,9 @@ class CodeGraph:
         data they can read (``used_names``): not by a function they never call, nor by a
         timing dict another function of the module fills.
         """
+        from .imports import imports_digest, resolve_import
+        from .localimports import used_names
+
         package = str(fn.__globals__.get("__package__") or "")
         name = resolve_import(modname, level, package, True)
         if name is None:
@@ -387,6 +399,8 @@ class CodeGraph:
         """``local_imports`` of a user function's source, when that source is what runs."""
         hit = self._local_import_plans.get(id(co))
         if hit is None:
+            from .localimports import local_imports
+
             node = source_node(co)
             hit = self._local_import_plans[id(co)] = local_imports(node) if node is not None else {}
             self._keep.append(co)
@@ -403,6 +417,8 @@ class CodeGraph:
         """An import statement of a checkpoint body (``import helpers``, ``from .x import f``)
         run in a module whose package is ``package``: the user's modules it brings in by their
         sources (transitively), installed ones by version; found from files, never imported."""
+        from .imports import imports_digest, resolve_import
+
         name = resolve_import(modname, level, package, True)
         if name is None:
             return b"imp?" + encode_str(modname)
@@ -427,6 +443,9 @@ class CodeGraph:
         h.update(b"mod" + encode_str(mod.__name__))
         path = getattr(mod, "__file__", None)
         if path and path.endswith(".py"):
+            from .imports import source_digest
+            from .loaded import loaded_other_text
+
             h.update(source_digest(path) + loaded_other_text(mod))
         elif path:
             try:

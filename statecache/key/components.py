@@ -14,10 +14,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from .._errors import ConfigError, FingerprintError
 from .project import inside, is_cell_file, notebook_path, project_root
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Bump when the meaning or the encoding of a component changes: every older key then misses,
 #: instead of a new rule silently reusing state that an old rule keyed.

@@ -32,7 +32,10 @@ import sys
 import types
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Missing:
@@ -49,7 +52,7 @@ SETTINGS_LIBRARIES = ("pandas", "numpy", "sklearn", "torch", "polars", "decimal"
 #: What a lookup returns for a name or attribute that is not bound.
 MISSING: Any = _Missing()
 
-Lookup = Callable[[str], Any]  # name -> its value, or MISSING
+Lookup = Callable[[str], "Any"]  # name -> its value, or MISSING
 
 
 class Reads:
@@ -230,12 +233,14 @@ def _modules_read_through_chains(reads: Reads, values: dict[str, Any]) -> None:
     so a module edited after loading is keyed by what ran where the code reads it."""
     if reads.bare is None:
         return
-    from .imports import module_top_digest
-    from .provenance import is_user_module
-
     for name in reads.inputs:
         module = values.get(name)
-        if name in reads.bare or not isinstance(module, types.ModuleType) or not is_user_module(module):
+        if name in reads.bare or not isinstance(module, types.ModuleType):
+            continue
+        from .imports import module_top_digest  # only for a module read: not on a small hit
+        from .provenance import is_user_module
+
+        if not is_user_module(module):
             continue
         top = module_top_digest(module)
         if top is not None:

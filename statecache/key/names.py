@@ -8,9 +8,12 @@ inside a branch, loop or nested function, is an input whose value goes into the 
 from __future__ import annotations
 
 import ast
-from typing import Any
 
 from .._errors import StateCacheError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def analyse_names(body: list[ast.stmt]) -> tuple[list[str], list[str]]:

@@ -12,10 +12,13 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any
 
 from .stdin import LABEL as STDIN_LABEL
 from .stdin import reads_stdin, stdin_value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Variables of the environment that change between shells and sessions without changing what
 #: a program computes: left out when a block reads the whole environment.

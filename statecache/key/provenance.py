@@ -15,7 +15,10 @@ import stat
 import sys
 import types
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Kind(enum.Enum):

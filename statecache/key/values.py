@@ -26,7 +26,6 @@ import struct
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import xxhash
 
@@ -40,6 +39,10 @@ from .registry import registered_for
 from .tensorprint import tensor_bytes, tensor_grad, tensor_head
 from .valuetypes import dtype_descr, is_numpy_array_type, is_path_type, is_tensor_type
 from .walk import ATOMS, SORT, TOP, Ctx, Refused, typename
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
 _PID_PLAIN, _PID_USER_INSTANCE, _PID_WALK, _PID_CODE = 0, 1, 2, 3

@@ -10,10 +10,13 @@ from __future__ import annotations
 import struct
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .._errors import FingerprintError
 from .hashing import U64, encode_str
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _F64 = struct.Struct("<d").pack
 _C128 = struct.Struct("<dd").pack
