@@ -8,6 +8,13 @@ statecache`` and the ``with`` block, and the statecache modules the hit loaded.
     python benchmarks/bench_first_hit.py --rounds 60
     python benchmarks/bench_first_hit.py --profile    # cProfile of the block of one hit
     python benchmarks/bench_first_hit.py --instructions   # instructions counted by valgrind
+    python benchmarks/bench_first_hit.py --installed --instructions   # as after pip install
+
+``--installed`` runs both scripts with a venv made for the run whose site-packages reaches
+statecache and its dependencies through a ``.pth`` of plain paths, as a wheel install does.
+Without it, the scripts run with this interpreter, whose editable install of statecache imports
+a finder at start-up (pathlib, re, enum, collections, functools, ...): the plain script pays
+for modules that a hit would otherwise load, and the overhead looks smaller than a user's.
 
 On a loaded machine (2 cores shared by a team) wall times swing by 3x; ``--instructions`` runs
 each script once under ``valgrind --tool=callgrind`` and reports the instructions it executed,
@@ -78,6 +85,9 @@ LATER_THIRD = LATER + """with sc.checkpoint("third"):
 """
 
 
+PYTHON = [sys.executable]  # the interpreter the scripts run with (``--installed``: a venv's)
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATECACHE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -85,10 +95,27 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _installed_python(directory: Path) -> str:
+    """A venv in ``directory`` that finds statecache and its dependencies through a ``.pth``
+    of plain paths (nothing imported at start-up), like a regular install."""
+    import sysconfig
+
+    venv = directory / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    deps = sysconfig.get_paths()["purelib"]  # this interpreter's packages: xxhash, filelock, ...
+    (Path(purelib) / "statecache-bench.pth").write_text(f"{REPO}\n{deps}\n")
+    return python
+
+
 def _run(directory: Path, script: str) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, script], cwd=directory, env=_env(), capture_output=True, text=True,
+        [*PYTHON, script], cwd=directory, env=_env(), capture_output=True, text=True,
         check=True,
     )
     return time.perf_counter() - t0, proc.stdout.splitlines() + proc.stderr.splitlines()
@@ -97,7 +124,7 @@ def _run(directory: Path, script: str) -> tuple[float, list[str]]:
 def _instructions(directory: Path, script: str) -> int:
     """Instructions ``python script`` executes (valgrind's callgrind: the same under any load)."""
     proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, script],
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *PYTHON, script],
         cwd=directory, env=_env(), capture_output=True, text=True, check=True,
     )
     return int(next(line for line in proc.stderr.splitlines() if "Collected :" in line).split()[-1])
@@ -126,9 +153,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
+    parser.add_argument("--installed", action="store_true", help="run as after a regular install (a venv, no editable finder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="statecache-first-hit-") as tmp:
         directory = Path(tmp)
+        if args.installed:
+            PYTHON[:] = [_installed_python(directory)]
         (directory / "plain.py").write_text(PLAIN)
         (directory / "hit.py").write_text(HIT)
         (directory / "profile_hit.py").write_text(PROFILE)
