@@ -227,13 +227,25 @@ STATE_CASES = {
 # closed (helper M2: _watched.user_classes, _identity/_arraymerge/_setstate in-place rules);
 # their reasons above say what missed them before
 CLOSED_STATE_CASES = frozenset({"class-dict-of-a-base-through-a-subclass", "scipy-sparse-scaled-in-place",
-                                "masked-array-masked-in-place", "stringio-written", "iterator-advanced"})
+                                "masked-array-masked-in-place", "stringio-written", "iterator-advanced",
+                                # helper M, stop 19: entry/ndviews.py
+                                "views-of-the-blocks-own-array", "strided-view-of-a-big-array"})
+# closed by not saving (helper M, stop 19: _unrestorable.py): no rule can fill a count in place, so
+# a block that advances one computes on every run (tested below), and the others keep their values
+NOT_SAVED_STATE_CASES = frozenset({"itertools.count-advanced"})
 
 
 @pytest.mark.parametrize("case", [case if case in CLOSED_STATE_CASES else xfail(case, reason)
-                                  for case, reason in STATE_CASES.items()])
+                                  for case, reason in STATE_CASES.items() if case not in NOT_SAVED_STATE_CASES])
 def test_what_a_hit_leaves_in_the_objects_the_script_holds(state_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(state_outcomes, case)
+
+
+@pytest.mark.parametrize("case", sorted(NOT_SAVED_STATE_CASES))
+def test_a_block_that_changes_what_no_rule_fills_in_place_is_not_saved(state_outcomes: dict[str, Outcome], case: str) -> None:
+    found = state_outcomes[case]
+    assert found.after == found.fresh, f"{case}: the value differs from a fresh run"
+    assert not found.hit_unchanged and not found.hit_again, f"{case}: a hit rebinds it, and an alias keeps the old state"
 
 
 
