@@ -210,7 +210,12 @@ class Reader:
             )
 
     def read_stored(self, sec: Section) -> bytes:
-        return self.pread(sec.stored_len, sec.offset) if sec.stored_len else b""
+        """A section's stored bytes: a slice of the first read when it holds them (a small
+        entry is read by one pread in all), else read from the file."""
+        end = sec.offset + sec.stored_len
+        if end <= len(self.head):
+            return self.head[sec.offset : end]
+        return self.pread(sec.stored_len, sec.offset)
 
     def stream_pieces(self, stored: bytes) -> list[tuple[int, memoryview]]:
         """(codec, stored bytes) of every chunk of the pickle stream, each checked first."""
@@ -350,17 +355,19 @@ def _read_state(
     reader: Reader, mmap: bool, secret: bytes | None
 ) -> tuple[EntryMeta, dict[str, Any]]:
     sec = reader.sections[0]
+    rebuild = True
     if secret is None and sec.all_raw and sec.raw_len > WHOLE_STREAM_MAX:
         source = reader.raw_stream()
     else:
         stored = reader.read_stored(sec)
         reader.check_signature(secret, stored)
         source = reader.stream_file(stored)
+        rebuild = not names_no_array(source, stored)
     names = reader.meta.get("variables")
     if not isinstance(names, dict):
         raise reader.error("damaged metadata (no variable list)")
     try:
-        unpickler = unpickler_class(reader.meta.get("pickler"))
+        unpickler = unpickler_class(reader.meta.get("pickler"), rebuild)
     except LookupError as exc:
         raise reader.error(str(exc)) from exc
     if len(reader.sections) == 1:  # no buffer section: a small hit imports no feed (threads)
@@ -465,20 +472,34 @@ def _read_buffers(reader: Reader, mmap: bool) -> BufferFeed:
     )
 
 
-def unpickler_class(pickler: object) -> Any:
+def names_no_array(source: Any, stored: bytes) -> bool:
+    """Whether a small raw stream, held whole, cannot name numpy's array rebuild: a global is
+    named by its literal text, so a stream without the bytes of the name cannot call it."""
+    return (
+        isinstance(source, io.BytesIO)
+        and len(stored) <= WHOLE_STREAM_MAX
+        and stored.find(b"_frombuffer") < 0
+    )
+
+
+def unpickler_class(pickler: object, rebuild: bool = True) -> Any:
     """The Unpickler for an entry written by ``pickler`` (one of ``pickling.PICKLERS``);
-    LookupError (saying why) if none here. cloudpickle's output loads with plain pickle."""
+    LookupError (saying why) if none here. cloudpickle's output loads with plain pickle.
+    ``rebuild``: with numpy's array rebuild replaced (``_rebuilding``); a stream that cannot
+    name it is unpickled by the plain class (no Python ``find_class`` per global)."""
     if pickler in ("pickle", "cloudpickle"):
         import pickle
 
-        return _rebuilding(pickle.Unpickler)
-    if pickler == "dill":
+        base: type = pickle.Unpickler
+    elif pickler == "dill":
         try:
             import dill
         except ImportError as exc:
             raise LookupError("needs dill to load, and dill is not installed") from exc
-        return _rebuilding(dill.Unpickler)
-    raise LookupError(f"unknown pickler {pickler!r} in the metadata")
+        base = dill.Unpickler
+    else:
+        raise LookupError(f"unknown pickler {pickler!r} in the metadata")
+    return _rebuilding(base) if rebuild else base
 
 
 _REBUILDING: dict[type, type] = {}
