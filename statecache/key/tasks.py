@@ -11,8 +11,15 @@ is doubtful (``workers.sent``), and the block is not saved unless its ``files=``
 the workers read. The inspection pickles the object again into nothing, at protocol 5 with
 arrays' buffers out of band (not copied), and stops at the first doubt.
 
-Known limit: a spawn worker first re-runs the top level of the user's script (as
-``__mp_main__``); what that code reads can only matter to a task if it patches a library.
+A worker counts as seen only when it was started through a watched pickler, while
+statecache was imported, as a pool's worker loop on that pool's own queue
+(``workers.runs_worker_loop``) with nothing doubtful in it (its initializer too).
+
+Known limits: a spawn worker first re-runs the top level of the user's script (as
+``__mp_main__``), which can only matter to a task if it patches a library; a file that an
+installed function reads by a name the task does not carry (its own configuration or
+download cache), or that a task names before it exists, is not seen; a bare glob counts
+only when it holds a ``.`` (``*.csv``): listing the folder would make it the block's input.
 """
 
 from __future__ import annotations
