@@ -45,6 +45,9 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
         return
     from .direntries import wrap_scandir
 
+    if sys.version_info < (3, 11):
+        import pathlib  # noqa: F401  (its accessor binds os.stat when it loads: the original, wrapped below)
+
     for name, wrap in (("stat", _wrap_stat), ("access", _wrap_access),
                        ("scandir", lambda f: wrap_scandir(f, _recording_now, _entry_look))):
         original = getattr(os, name)
@@ -52,7 +55,18 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
         setattr(wrapper, READER_WRAPPER, True)
         setattr(os, name, wrapper)
         register(original, wrapper)
+        _wrap_pathlib_accessor(name, original, wrapper)
     _installed = True
+
+
+def _wrap_pathlib_accessor(name: str, original: Any, wrapper: Any) -> None:
+    """Python 3.10's pathlib calls ``os.stat`` and ``os.scandir`` through the class attributes
+    of its ``_NormalAccessor`` (``stat = os.stat``), bound when pathlib loaded (before the
+    wrapping: a function bound there later would take the accessor for its path): those too,
+    so that ``Path.stat()``, ``Path.exists()`` and ``Path.glob`` are seen there as from 3.11."""
+    accessor = getattr(sys.modules.get("pathlib"), "_NormalAccessor", None)
+    if isinstance(accessor, type) and accessor.__dict__.get(name) is original:
+        setattr(accessor, name, staticmethod(wrapper))
 
 
 def _recording_now() -> bool:
