@@ -201,3 +201,25 @@ def test_a_home_relative_path_is_a_path(tmp_path: pathlib.Path, monkeypatch: pyt
     assert names_path("~/d.txt") and names_path(f"file://{tmp_path}/d.txt")
     assert names_path("~/other.txt")  # a file to be made in an existing folder
     assert not names_path("~/none/other.txt") and not names_path("") and not names_path("a\0b")
+
+
+def test_only_a_pools_own_worker_loop_on_its_own_queue_is_seen() -> None:
+    """``multiprocessing.pool.worker`` given the pool's SimpleQueue gets all its tasks through
+    ``ForkingPickler``; given joblib's MemmappingPool queue (its own pickler), or any other
+    target, its work is not all seen."""
+    import multiprocessing.pool
+    from concurrent.futures import process as futures_process
+
+    from joblib.pool import CustomizablePicklingQueue
+
+    from statecache.key.workers import runs_worker_loop
+
+    spawn = multiprocessing.get_context("spawn")
+    simple, pickling = spawn.SimpleQueue(), CustomizablePicklingQueue(spawn)
+    safe = futures_process._SafeQueue(max_size=1, ctx=spawn, pending_work_items={}, shutdown_lock=None,
+                                      thread_wakeup=None)
+    assert runs_worker_loop(spawn.Process(target=multiprocessing.pool.worker, args=(simple, simple)))
+    assert runs_worker_loop(spawn.Process(target=futures_process._process_worker, args=(safe, simple)))
+    assert not runs_worker_loop(spawn.Process(target=multiprocessing.pool.worker, args=(pickling, simple)))
+    assert not runs_worker_loop(spawn.Process(target=users_function, args=(simple,)))
+    assert not runs_worker_loop(spawn.Process(target=multiprocessing.pool.worker))
