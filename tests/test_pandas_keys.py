@@ -57,14 +57,26 @@ print("y", y, "same object:", alias is df, "frame:", df.to_json())
 """
 
 
+# a series, printed and indexed above its block (the section every frames script begins with)
+SERIES = """
+s = pd.Series([3, 1, 2, 3], index=pd.Index(list("abcd"), name="k"), name="v")
+{reads}
+with sc.checkpoint("series"):
+    y = [int(s.loc["b"]), bool(s.index.is_unique), int(s.value_counts().loc[3])]
+print("y series", y, s.to_json())
+"""
+SERIES_READS = "print(s, file=open(os.devnull, 'w')); s.loc['c']; s.index.is_unique; s.index.get_loc('d'); s.values"
+
+
 def script(reads: str = "", mutate: str = "") -> str:
     return MAKE + reads + "\n" + mutate + "\n" + BLOCK
 
 
-def frames_script(cases: dict[str, tuple[str, str]]) -> str:
+def frames_script(cases: dict[str, tuple[str, str]], series: str = "") -> str:
     """One frame per case, ``df_<case>`` made as MAKE makes ``df``, with the case's reads and
-    mutation above its own copy of BLOCK, checkpoint ``<case>``, printing ``y <case> ...``."""
-    parts = [MAKE.replace("df = make()\nalias = df\n", "")]
+    mutation above its own copy of BLOCK, checkpoint ``<case>``, printing ``y <case> ...``;
+    then SERIES with ``series`` above its block (checkpoint ``series``)."""
+    parts = [MAKE.replace("df = make()\nalias = df\n", ""), SERIES.format(reads=series)]
     for case, (reads, mutate) in cases.items():
         ident = re.sub(r"\W", "_", case)
         section = "df = make()\nalias = df\n" + reads + "\n" + mutate + "\n" + BLOCK
@@ -83,18 +95,19 @@ def saved_variables(project: Project) -> list[str]:
 
 
 def test_reads_added_above_the_block_still_hit(project: Project) -> None:
-    """Each kind of read on its own frame, and all of them at once on another: every block
-    hits, twice, with what a fresh run prints, and its frame is still the same object."""
+    """Each kind of read on its own frame, and all of them at once on another, and a series
+    printed and indexed: every block hits, twice, with what a fresh run prints, and its frame
+    is still the same object."""
     cases = {name: READS[name] for name in sorted(READS)} | {"all": "\n".join(READS.values())}
     project.write("script.py", frames_script({case: ("", "") for case in cases}))
-    assert_cases(project.run("script.py"), list(cases), hit=False)
-    project.write("script.py", frames_script({case: (reads, "") for case, reads in cases.items()}))
+    assert_cases(project.run("script.py"), [*cases, "series"], hit=False)
+    project.write("script.py", frames_script({case: (reads, "") for case, reads in cases.items()}, SERIES_READS))
     fresh = fresh_values(project)
     for _ in range(2):
         hit = project.run("script.py")
-        assert_cases(hit, list(cases), hit=True, fresh=fresh)
-        for case, line in case_values(hit).items():
-            assert "same object: True" in line, f"{case}: {line}"
+        assert_cases(hit, [*cases, "series"], hit=True, fresh=fresh)
+        for case in cases:
+            assert "same object: True" in case_values(hit)[case], f"{case}: {case_values(hit)[case]}"
 
 
 def test_a_block_that_only_reads_the_frame_does_not_save_it(project: Project) -> None:
@@ -121,19 +134,22 @@ MUTATIONS = {
 
 
 def test_an_in_place_mutation_above_the_block_misses(project: Project) -> None:
-    """Each mutation on its own frame: every block misses for its own frame's change, agrees
-    with a fresh run, and the next run hits."""
+    """Each mutation on its own frame, and one of a series (read above its block as well):
+    every block misses for its own input's change, agrees with a fresh run, and the next run
+    hits."""
     cases = {name.replace(" ", "-"): MUTATIONS[name] for name in sorted(MUTATIONS)}
-    project.write("script.py", frames_script({case: (READS["print"], "") for case in cases}))
-    assert_cases(project.run("script.py"), list(cases), hit=False)
-    project.write("script.py", frames_script({case: (READS["print"], mutation) for case, mutation in cases.items()}))
+    project.write("script.py", frames_script({case: (READS["print"], "") for case in cases}, SERIES_READS))
+    assert_cases(project.run("script.py"), [*cases, "series"], hit=False)
+    mutated = {case: (READS["print"], mutation) for case, mutation in cases.items()}
+    project.write("script.py", frames_script(mutated, SERIES_READS + "\ns.iloc[1] = 5"))
     fresh = fresh_values(project)
     run = project.run("script.py")
-    assert_cases(run, list(cases), hit=False, fresh=fresh)
+    assert_cases(run, [*cases, "series"], hit=False, fresh=fresh)
     for case in cases:
         frame = "df_" + re.sub(r"\W", "_", case)
         assert f"input '{frame}' changed" in status(run, case), f"{case}: {status(run, case)}"
-    assert_cases(project.run("script.py"), list(cases), hit=True, fresh=case_values(run))
+    assert "input 's' changed" in status(run, "series"), status(run, "series")
+    assert_cases(project.run("script.py"), [*cases, "series"], hit=True, fresh=case_values(run))
 
 
 def test_a_mutation_inside_the_block_is_saved_and_put_back_in_place(project: Project) -> None:
@@ -148,31 +164,6 @@ def test_a_mutation_inside_the_block_is_saved_and_put_back_in_place(project: Pro
     hit = project.run("script.py")
     assert hit.hit("a") and value(hit) == value(run), hit.stderr
     assert "same object: True" in value(hit)
-
-
-SERIES = """
-import os
-import pandas as pd
-import statecache as sc
-
-s = pd.Series([3, 1, 2, 3], index=pd.Index(list("abcd"), name="k"), name="v")
-{reads}
-with sc.checkpoint("a"):
-    y = [int(s.loc["b"]), bool(s.index.is_unique), int(s.value_counts().loc[3])]
-print("y", y, s.to_json())
-"""
-
-
-def test_a_series_printed_and_indexed_above_the_block_still_hits(project: Project) -> None:
-    project.write("script.py", SERIES.format(reads=""))
-    assert project.run("script.py").computed("a")
-    reads = "print(s, file=open(os.devnull, 'w')); s.loc['c']; s.index.is_unique; s.index.get_loc('d'); s.values"
-    project.write("script.py", SERIES.format(reads=reads))
-    hit = project.run("script.py")
-    assert hit.hit("a") and value(hit) == fresh(project), hit.stderr
-    project.write("script.py", SERIES.format(reads=reads + "\ns.iloc[1] = 5"))
-    run = project.run("script.py")
-    assert run.computed("a") and value(run) == fresh(project), run.stderr
 
 
 def test_pandas_fingerprints_ignore_caches_and_see_values() -> None:
