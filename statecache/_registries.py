@@ -211,7 +211,9 @@ _STREAMS = ("stderr", "stdout")
 
 
 def _handler(logging: Any, handler: Any) -> Any:
-    """A plain description of a handler that ``logging.basicConfig`` could have made."""
+    """A plain description of a handler that ``logging.basicConfig`` could have made, or of
+    the ``NullHandler`` the logging HOWTO tells libraries to add to their loggers (importing
+    scikit-learn adds one to ``charset_normalizer``'s)."""
     formatter = handler.formatter
     if handler.filters or (formatter is not None and type(formatter) is not logging.Formatter):
         return Unplain(f"a logging handler with filters or a custom formatter ({type(handler).__name__})")
@@ -221,6 +223,8 @@ def _handler(logging: Any, handler: Any) -> Any:
     stream = next((s for s in _STREAMS if getattr(handler, "stream", None) is getattr(sys, s)), None)
     if type(handler) is logging.StreamHandler and stream is not None:
         return ["stream", stream, None, None, handler.level, fmt]
+    if type(handler) is logging.NullHandler:  # what a library adds to its logger as it loads
+        return ["null", None, None, None, handler.level, fmt]
     return Unplain(f"a logging handler {type(handler).__name__} (only streams to stdout/stderr and files replay)")
 
 
@@ -250,8 +254,12 @@ def _logging_default(logging: Any, key: str) -> Any:
 
 def _make_handler(logging: Any, described: list[Any]) -> Any:
     kind, where, mode, encoding, level, fmt = described
-    handler = (logging.FileHandler(where, mode, encoding=encoding) if kind == "file"
-               else logging.StreamHandler(getattr(sys, where)))
+    if kind == "null":
+        handler: Any = logging.NullHandler()
+    elif kind == "file":
+        handler = logging.FileHandler(where, mode, encoding=encoding)
+    else:
+        handler = logging.StreamHandler(getattr(sys, where))
     handler.setLevel(level)
     if fmt is not None:
         handler.setFormatter(logging.Formatter(fmt[0], fmt[1], fmt[2]))

@@ -18,7 +18,7 @@ from test_redteam import HEAD
 
 from statecache import _registries
 
-HAS = {name: importlib.util.find_spec(name) is not None for name in ("pandas", "sklearn", "torch", "polars")}
+HAS = {name: importlib.util.find_spec(name) is not None for name in ("pandas", "sklearn", "torch", "polars", "urllib3")}
 
 SCRIPT = HEAD + """
 import atexit, decimal, logging, warnings
@@ -45,6 +45,14 @@ with sc.checkpoint('logger-level'):
     logging.getLogger('my.lib').setLevel(logging.ERROR)
 with sc.checkpoint('basicconfig'):
     logging.basicConfig(level=logging.INFO, format='%(levelname)s|%(message)s', filename='run.log')
+with sc.checkpoint('null-handler'):  # the logging HOWTO's idiom for a library's logger
+    logging.getLogger('my.quiet.lib').addHandler(logging.NullHandler())
+with sc.checkpoint('first-import'):  # importing urllib3 adds a NullHandler to its logger
+    try:
+        import urllib3
+        version = urllib3.__version__
+    except ImportError:
+        version = None
 with sc.checkpoint('atexit'):
     def goodbye(word):
         print('atexit=', word)
@@ -64,6 +72,8 @@ print('sklearn=', sklearn.get_config()['transform_output'])
 print('decimal=', decimal.getcontext().prec, decimal.getcontext().traps[decimal.Inexact])
 print('recursion=', sys.getrecursionlimit())
 print('logger-level=', logging.getLogger('my.lib').level)
+print('null-handler=', [type(h).__name__ for h in logging.getLogger('my.quiet.lib').handlers])
+print('first-import=', version, [type(h).__name__ for h in logging.getLogger('urllib3').handlers])
 logging.info('after the blocks')
 root = logging.getLogger()
 print('basicconfig=', root.level, [type(h).__name__ for h in root.handlers],
@@ -74,7 +84,8 @@ print('warnings=', [(f[0], f[2].__name__, getattr(f[1], 'pattern', None)) for f 
 """
 
 CASES = ["printoptions", "seterr", "pandas", "sklearn", "decimal", "recursion", "logger-level",
-         "basicconfig", "atexit", "warnings",
+         "basicconfig", "null-handler", "atexit", "warnings",
+         pytest.param("first-import", marks=pytest.mark.skipif(not HAS["urllib3"], reason="urllib3 is not installed")),
          pytest.param("polars", marks=pytest.mark.skipif(not HAS["polars"], reason="polars is not installed"))]
 
 
