@@ -197,7 +197,8 @@ def test_a_scandir_entry_stand_in_is_a_dir_entry_to_the_standard_library(tmp_pat
     (tmp_path / "src" / "a.txt").write_text("a")
     (tmp_path / "src" / "deep" / "b.txt").write_text("bb")
     looks: list[tuple[str, bool]] = []
-    seen = wrap_scandir(os.scandir, lambda: True, lambda path, frame, type_only: looks.append((path, type_only)))
+    seen = wrap_scandir(os.scandir, lambda: True, lambda path, frame, type_only: looks.append((path, type_only)),
+                        lambda frame: False)
     entries = sorted(seen(tmp_path / "src"), key=lambda e: e.name)
     real = sorted(os.scandir(tmp_path / "src"), key=lambda e: e.name)
     assert all(isinstance(e, os.DirEntry) for e in entries)

@@ -5,8 +5,9 @@
 ``os.scandir`` of a path (not of a descriptor) yields stand-ins that tell ``look`` the entry's
 path and the frame that asked before answering as the entry does: the newest file by
 ``e.stat().st_mtime`` or the files kept by their size are then inputs by that answer
-(``key.looks``). A type test counts when the user's code (not ``os.walk``, ``glob`` or
-``shutil``, whose listings are recorded) asks it. A stand-in is an ``os.DirEntry`` to
+(``key.looks``). The standard library's own listings (``os.walk``, ``glob``, ``shutil``,
+whose listings are recorded) get the entries themselves, at no cost; a type test counts when
+the user's code asks it. A stand-in is an ``os.DirEntry`` to
 ``isinstance`` and to ``os.fspath``.
 """
 
@@ -23,15 +24,20 @@ from typing import Any
 Look = Callable[[Any, Any, bool], None]
 
 
-def wrap_scandir(scandir: Callable[..., Any], recording: Callable[[], bool], look: Look) -> Callable[..., Any]:
-    """``os.scandir`` whose iterator, made while ``recording()``, yields stand-ins; it returns
-    and raises what ``scandir`` does otherwise."""
+def wrap_scandir(scandir: Callable[..., Any], recording: Callable[[], bool], look: Look,
+                 by_stdlib: Callable[[Any], bool]) -> Callable[..., Any]:
+    """``os.scandir`` whose iterator, made while ``recording()`` for a caller that is not the
+    standard library (``by_stdlib(frame)``: ``os.walk``, ``glob`` and ``shutil`` hand on names,
+    not entries, and their listings are recorded), yields stand-ins; it returns and raises what
+    ``scandir`` does otherwise."""
 
     @functools.wraps(scandir)
     def listed(*args: Any, **kwargs: Any) -> Any:
         found = scandir(*args, **kwargs)
         if isinstance(args[0] if args else kwargs.get("path"), int) or not recording():
             return found  # a descriptor's entries have no path to look at
+        if by_stdlib(sys._getframe(1)):
+            return found
         return SeenScandir(found, look)
 
     return listed

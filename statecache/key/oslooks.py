@@ -49,7 +49,7 @@ def install(note: Callable[..., None], recording: Callable[[], bool]) -> None:
         import pathlib  # noqa: F401  (its accessor binds os.stat when it loads: the original, wrapped below)
 
     for name, wrap in (("stat", _wrap_stat), ("access", _wrap_access),
-                       ("scandir", lambda f: wrap_scandir(f, _recording_now, _entry_look))):
+                       ("scandir", lambda f: wrap_scandir(f, _recording_now, _entry_look, is_stdlib_frame))):
         original = getattr(os, name)
         wrapper = wrap(original)
         setattr(wrapper, READER_WRAPPER, True)
