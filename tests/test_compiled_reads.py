@@ -13,7 +13,6 @@ import glob
 import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -282,19 +281,3 @@ def test_collect_all_of_a_generator_runs_every_frame() -> None:
     assert getattr(pl.collect_all, "__wrapped__", None) is not None
     assert [df["x"][0] for df in pl.collect_all(f for f in frames)] == [1, 2]
 
-
-def test_a_module_of_yours_named_like_a_library_is_not_named_unseen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import types
-
-    import numpy as np
-
-    from statecache.key.readers import unseen
-
-    mine, installed = types.ModuleType("tables"), types.ModuleType("h5py")
-    (tmp_path / "tables.py").write_text("")
-    mine.__file__ = str(tmp_path / "tables.py")  # a helper module of the project: tables.py
-    installed.__file__ = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "h5py", "__init__.py")
-    monkeypatch.setitem(sys.modules, "tables", mine)
-    monkeypatch.setitem(sys.modules, "h5py", installed)
-    found = unseen()
-    assert "h5py" in found and "tables" not in found

@@ -86,11 +86,8 @@ def wrap_loaded() -> None:
 
 
 def unseen() -> list[str]:
-    """The loaded libraries that may have read files statecache cannot see (a module of the
-    user's own that has such a name, ``tables.py``, is none)."""
-    from .provenance import is_user_module
-
-    return [name for name in UNSEEN if name in sys.modules and not is_user_module(sys.modules[name])]
+    """The loaded libraries that may have read files statecache cannot see."""
+    return [name for name in UNSEEN if name in sys.modules]
 
 
 def warn_unseen() -> None:
