@@ -7,8 +7,12 @@ whole. Real scripts, run twice or more; each value is compared with a fresh run 
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from conftest import Project, Run
+from multicase import case_values, status
 
 HELPERS = '''"""Helpers."""
 import sys
@@ -181,45 +185,61 @@ FRONTS = {
     "import in the block": "with sc.checkpoint('a'):\n    import helpers\n    y = helpers.f()\n",
     "cached_setup": "@sc.cached_setup(name='a')\ndef load():\n    return helpers.f()\ny = load()\n",
 }
-SAVED_WHILE_RUNNING = """
-import os
-import pathlib
-import statecache as sc
-import helpers
-if os.environ.get("EDIT"):  # the user saves helpers.py while the run goes on
-    p = pathlib.Path(helpers.__file__)
-    p.write_text(p.read_text().replace("42", os.environ["EDIT"]))
-{front}print("y", y)
-"""
+SAVED_CASES = [(front, new) for front in FRONTS for new in ("480", "47")]  # new size, same size
 
 
-@pytest.mark.parametrize("bytecode", ["", "1"], ids=["pyc", "no-pyc"])
-@pytest.mark.parametrize("new", ["480", "47"], ids=["new-size", "same-size"])
-@pytest.mark.parametrize("front", list(FRONTS))
-def test_a_module_saved_during_the_run_keys_the_code_that_ran(
-    project: Project, front: str, new: str, bytecode: str
-) -> None:
+def case_id(*parts: str) -> str:
+    """A checkpoint name (and ``y <case>`` word) for a case."""
+    return re.sub(r"\W+", "-", "-".join(parts)).strip("-")
+
+
+def saved_while_running_script() -> str:
+    """Every (front, new value) case on its own module ``helpers<i>`` (``return 42``), each
+    front's copy under checkpoint ``<front>-<new>``; with EDIT set, the script saves every
+    module with its case's new value after importing them, as a user does while a run goes on."""
+    lines = ["import os", "import pathlib", "import statecache as sc"]
+    lines += [f"import helpers{i}" for i in range(len(SAVED_CASES))]
+    lines += ["if os.environ.get('EDIT'):"]
+    for i, (_, new) in enumerate(SAVED_CASES):
+        lines += [f"    p = pathlib.Path(helpers{i}.__file__)", f"    p.write_text(p.read_text().replace('42', {new!r}))"]
+    for i, (front, new) in enumerate(SAVED_CASES):
+        code = re.sub(r"\bhelpers\b", f"helpers{i}", FRONTS[front]).replace("'a'", repr(case_id(front, new)))
+        lines += [re.sub(r"\b(y|load)\b", rf"\g<1>{i}", code) + f"print('y {case_id(front, new)}', y{i})"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module", params=["", "1"], ids=["pyc", "no-pyc"])
+def saved_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The script run twice, once saving the modules while it runs, then after the save (with
+    a fresh run beside it) and again; with and without .pyc files (PYTHONDONTWRITEBYTECODE)."""
+    project = Project(tmp_path_factory.mktemp("saved"))
+    for i in range(len(SAVED_CASES)):
+        project.write(f"helpers{i}.py", "def f():\n    return 42\n")
+    project.write("main.py", saved_while_running_script())
+    env = {"PYTHONDONTWRITEBYTECODE": request.param}
+    names = ["first", "second", "edited", "after", "fresh", "again"]
+    envs = [env, env, {**env, "EDIT": "1"}, env, {**env, "STATECACHE_DISABLE": "1"}, env]
+    return {"bytecode": request.param} | {name: project.run("main.py", env=e) for name, e in zip(names, envs, strict=True)}
+
+
+@pytest.mark.parametrize("front, new", SAVED_CASES, ids=[case_id(f, n) for f, n in SAVED_CASES])
+def test_a_module_saved_during_the_run_keys_the_code_that_ran(saved_runs: dict[str, Any], front: str, new: str) -> None:
     """(a) an edit saved during a run never saves the old code's result under the new text's
     key; (b) a rerun of unchanged files hits, whether or not the first run wrote a .pyc."""
-    project.write("helpers.py", "def f():\n    return 42\n")
-    project.write("main.py", SAVED_WHILE_RUNNING.format(front=FRONTS[front]))
-    env = {"PYTHONDONTWRITEBYTECODE": bytecode}
-    first = project.run("main.py", env=env)
-    assert first.computed("a") and "y 42" in first.stdout
-    assert project.run("main.py", env=env).hit("a"), "a .pyc written by the first run made the rerun miss"
-    edited = project.run("main.py", env={**env, "EDIT": new})
-    assert "y 42" in edited.stdout  # the code loaded before the save ran
-    after = project.run("main.py", env=env)
-    fresh = project.run("main.py", env={**env, "STATECACHE_DISABLE": "1"})
-    assert after.stdout == fresh.stdout, after.stderr
-    if new == "480" or bytecode:
-        assert f"y {new}" in fresh.stdout and after.computed("a"), after.stderr
+    case = case_id(front, new)
+    values = {name: case_values(run).get(case) for name, run in saved_runs.items() if name != "bytecode"}
+    first, second, after, again = (saved_runs[name] for name in ("first", "second", "after", "again"))
+    assert first.computed(case) and values["first"] == "42", status(first, case)
+    assert second.hit(case), f"a .pyc written by the first run made the rerun miss\n{status(second, case)}"
+    assert values["edited"] == "42"  # the code loaded before the save ran
+    assert values["after"] == values["fresh"], status(after, case)
+    if new == "480" or saved_runs["bytecode"]:
+        assert values["fresh"] == new and after.computed(case), status(after, case)
     else:
         # a same-size save within the second of the .pyc: Python itself may run the old code
         # from the .pyc; then the key is that code's, as in the edited run (a hit of 42 is right)
-        assert fresh.stdout in (f"y {new}\n", "y 42\n")
-    again = project.run("main.py", env=env)
-    assert again.hit("a") and again.stdout == fresh.stdout
+        assert values["fresh"] in (new, "42")
+    assert again.hit(case) and values["again"] == values["fresh"], status(again, case)
 
 
 RUNTIME_DATA = """
@@ -250,23 +270,48 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("body", ["y = run()", "import helpers\n    y = helpers.read()"], ids=["local-import", "import-in-block"])
-@pytest.mark.parametrize("change", list(CHANGES))
-def test_module_literals_the_script_changes_at_run_time(project: Project, change: str, body: str) -> None:
+BODIES = {"local-import": "y = run()", "import-in-block": "import helpers\n    y = helpers.read()"}
+LITERAL_CASES = [(change, body) for change in CHANGES for body in BODIES]
+
+
+def runtime_data_script() -> str:
+    """Every (change, body) case on its own module ``helpers<i>``, under checkpoint
+    ``<change>-<body>``, all reading the one value ``v`` (env V) the script sets."""
+    head, _, tail = RUNTIME_DATA.partition("{change}")
+    lines = [head.replace("import helpers\n", "")]
+    for i, (change, body) in enumerate(LITERAL_CASES):
+        section = f"import helpers\n{CHANGES[change][0]}\n{tail.replace('{body}', BODIES[body])}"
+        section = re.sub(r"\b(helpers|run|y)\b", rf"\g<1>{i}", section.replace('"a"', repr(case_id(change, body))))
+        lines.append(section.replace(f'print("y{i}", y{i})', f"print('y {case_id(change, body)}', y{i})"))
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def literal_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    project = Project(tmp_path_factory.mktemp("literals"))
+    for i, (change, _) in enumerate(LITERAL_CASES):
+        read = CHANGES[change][1]
+        project.write(f"helpers{i}.py", f"CONFIG = {{'lr': 0.01}}\nSCALE = 1\nITEMS = []\n\n\ndef read():\n    {read}\n")
+    project.write("main.py", runtime_data_script())
+    other = {"V": "0.2"}
+    names = ["first", "second", "other", "fresh", "again"]
+    envs: list[dict[str, str]] = [{}, {}, other, {**other, "STATECACHE_DISABLE": "1"}, other]
+    return {name: project.run("main.py", env=e) for name, e in zip(names, envs, strict=True)}
+
+
+@pytest.mark.parametrize("change, body", LITERAL_CASES, ids=[case_id(c, b) for c, b in LITERAL_CASES])
+def test_module_literals_the_script_changes_at_run_time(literal_runs: dict[str, Run], change: str, body: str) -> None:
     """A top-level literal of a user module that the script changes before the block (to an
     object without a stable repr too) keys by its value: the same value hits every run, another
     value computes what a fresh run does."""
-    script_change, read = CHANGES[change]
-    project.write("helpers.py", f"CONFIG = {{'lr': 0.01}}\nSCALE = 1\nITEMS = []\n\n\ndef read():\n    {read}\n")
-    project.write("main.py", RUNTIME_DATA.format(change=script_change, body=body))
-    first = project.run("main.py")
-    assert "y 0.1" in first.stdout and first.computed("a")
-    second = project.run("main.py")
-    assert second.hit("a"), second.stderr
-    other = project.run("main.py", env={"V": "0.2"})
-    assert other.computed("a") and "y 0.2" in other.stdout
-    assert other.stdout == project.run("main.py", env={"V": "0.2", "STATECACHE_DISABLE": "1"}).stdout
-    assert project.run("main.py", env={"V": "0.2"}).hit("a")
+    case = case_id(change, body)
+    values = {name: case_values(run).get(case) for name, run in literal_runs.items()}
+    first, second, other, again = (literal_runs[name] for name in ("first", "second", "other", "again"))
+    assert values["first"] == "0.1" and first.computed(case), status(first, case)
+    assert second.hit(case), status(second, case)
+    assert other.computed(case) and values["other"] == "0.2", status(other, case)
+    assert values["other"] == values["fresh"]
+    assert again.hit(case), status(again, case)
 
 
 # -- a module imported inside a helper counts by what the helper reads of it (issue 11 item 12) --
@@ -292,17 +337,23 @@ print("y", y)
 """
 
 
-def write_local_import(project: Project, case: str) -> str:
-    helpers, holder, run = LOCAL_IMPORTS[case]
-    module = helpers[:-3].replace("/", ".")
-    project.write(helpers, HELPERS)
-    if holder == "main.py":
-        project.write("main.py", LOCAL_MAIN.format(module=module, run=run))
-    else:
-        project.write("pkg/__init__.py", "")
-        project.write(holder, run)
-        project.write("main.py", LOCAL_MAIN.format(module=module, run="from pkg.runner import run"))
-    return helpers
+def local_import_script(project: Project) -> list[str]:
+    """Every case on its own copy of HELPERS (``helpers<i>`` or ``pkg<i>.helpers``), under
+    checkpoint ``<case>``; returns the helpers' paths, by case."""
+    paths, lines = [], ["import statecache as sc"]
+    for i, (case, (helpers, holder, run)) in enumerate(LOCAL_IMPORTS.items()):
+        mine = lambda text: re.sub(r"\b(helpers|pkg|run)\b", rf"\g<1>{i}", text)  # noqa: E731, B023
+        paths.append(mine(helpers))
+        project.write(paths[-1], HELPERS)
+        if holder != "main.py":
+            project.write(f"pkg{i}/__init__.py", "")
+            project.write(mine(holder), mine(run))
+            run = "from pkg.runner import run\n"
+        section = LOCAL_MAIN.format(module=helpers[:-3].replace("/", "."), run=run).replace("import statecache as sc\n", "")
+        section = re.sub(r"\b(loaded|y)\b", rf"\g<1>{i}", mine(section.replace('"a"', repr(case_id(case)))))
+        lines.append(section.replace(f'print("y{i}", y{i})', f"print('y {case_id(case)}', y{i})"))
+    project.write("main.py", "\n".join(lines))
+    return paths
 
 
 def edit_file(project: Project, path: str, old: str, new: str) -> None:
@@ -311,22 +362,36 @@ def edit_file(project: Project, path: str, old: str, new: str) -> None:
     project.write(path, text.replace(old, new))
 
 
+LOCAL_EDITS = [('return "old"', 'return "new"'), ("SCALE = 2", "SCALE = 3"), ("return x + 1", "return x + 2")]  # k, which f calls
+
+
+@pytest.fixture(scope="module")
+def local_import_runs(tmp_path_factory: pytest.TempPathFactory) -> list[list[Run]]:
+    """The script run twice; then after each edit (made in every case's helpers) a run, a fresh
+    run and the same again."""
+    project = Project(tmp_path_factory.mktemp("local"))
+    paths = local_import_script(project)
+    steps = [[project.run("main.py"), project.run("main.py")]]
+    for old, new in LOCAL_EDITS:
+        for path in paths:
+            edit_file(project, path, old, new)
+        steps.append([project.run("main.py"), project.run("main.py", env={"STATECACHE_DISABLE": "1"}), project.run("main.py")])
+    return steps
+
+
 @pytest.mark.parametrize("case", list(LOCAL_IMPORTS))
-def test_a_module_imported_inside_a_helper_counts_by_what_the_helper_reads(project: Project, case: str) -> None:
+def test_a_module_imported_inside_a_helper_counts_by_what_the_helper_reads(local_import_runs: list[list[Run]], case: str) -> None:
     """Loaded already, it counts as ``import helpers`` at the top does: an unchanged rerun hits
     though a timing dict of the module changes each run, so does an edit of a function the
     helper never calls; the data and code it reaches count."""
-    helpers = write_local_import(project, case)
-    first = project.run("main.py")
-    assert first.computed("a") and value(first) == "y 8"
-    second = project.run("main.py")
-    assert second.hit("a") and value(second) == "y 8", second.stderr
-    edit_file(project, helpers, 'return "old"', 'return "new"')
-    assert outcome(project) == (True, "y 8")
-    edit_file(project, helpers, "SCALE = 2", "SCALE = 3")
-    assert outcome(project) == (False, "y 12")
-    edit_file(project, helpers, "return x + 1", "return x + 2")  # k, which f calls
-    assert outcome(project) == (False, "y 15")
+    name = case_id(case)
+    (first, second), *edits = local_import_runs
+    assert first.computed(name) and case_values(first).get(name) == "8", status(first, name)
+    assert second.hit(name) and case_values(second).get(name) == "8", status(second, name)
+    for (run, fresh, again), (hit, expected) in zip(edits, [(True, "8"), (False, "12"), (False, "15")], strict=True):
+        assert (run.hit(name), case_values(run).get(name)) == (hit, expected), status(run, name)
+        assert case_values(fresh).get(name) == expected
+        assert again.hit(name) and case_values(again).get(name) == expected, status(again, name)
 
 
 def test_a_module_imported_inside_a_helper_before_it_is_loaded_counts_by_its_files(project: Project) -> None:
