@@ -1,7 +1,8 @@
 """The restore path before and after a change: the same entry files restored by two checkouts'
 readers and by ``pickle.load``, a fresh process per restore, rounds interleaved, medians of the
-wall time and of the CPU time (user, system) that the restore took. On a shared machine the
-CPU times move less than the wall time, so both are shown.
+wall time, of the CPU time (user, system, their sum) and of the minor page faults that the
+restore took; ``dill.load`` of the pickle file too when dill is installed. On a shared machine
+the CPU times move less than the wall time, so both are shown.
 
     git archive <commit> statecache | tar -x -C /tmp/before      # the "before" checkout
     python benchmarks/bench_restore.py --before /tmp/before --only forest,objects --rounds 7
@@ -38,27 +39,30 @@ if state == "frame":
     import pandas
 elif state == "forest":
     import sklearn.ensemble
+loader = pickle
 if path.endswith(".sc"):
     from statecache.entry.reader import read_entry
+elif sys.argv[4] == "dill":
+    import dill as loader
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 if path.endswith(".sc"):
     out = read_entry(path, progress=False)
 else:
     with open(path, "rb") as f:
-        out = pickle.load(f)
+        out = loader.load(f)
 t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-print(t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime)
+print(t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt)
 """
 
 
-def restore(root: str, state: str, path: str) -> tuple[float, float, float]:
-    """(wall, user, system) seconds of one restore in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", CHILD, root, state, path],
+def restore(root: str, state: str, path: str, loader: str = "pickle") -> tuple[float, ...]:
+    """(wall, user, system seconds, minor page faults) of one restore in a fresh interpreter;
+    ``loader``: "pickle" or "dill" for a pickle file."""
+    out = subprocess.run([sys.executable, "-c", CHILD, root, state, path, loader],
                          capture_output=True, text=True, env=run.child_env())
     if out.returncode:
         raise RuntimeError(f"restore failed ({root}, {path}):\n{out.stderr}")
-    wall, user, system = map(float, out.stdout.split())
-    return wall, user, system
+    return tuple(map(float, out.stdout.split()))
 
 
 SAVE_CHILD = r"""
@@ -129,6 +133,12 @@ def main() -> None:
 
     specs = {s.key: s for s in run.STATES}
     readers = {"before": os.path.abspath(args.before), "after": ROOT, "pickle.load": ROOT}
+    try:
+        import dill  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        readers["dill.load"] = ROOT
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for key in args.only.split(","):
@@ -138,18 +148,22 @@ def main() -> None:
             with open(files[key][1], "wb") as f:
                 pickle.dump(state, f, protocol=5)
             del state
-        times: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        times: dict[tuple[str, str], list[tuple[float, ...]]] = {}
         for _ in range(args.rounds):
             for key, (entry, pkl) in files.items():
                 for name, root in readers.items():
                     run.settle(os.path.getsize(pkl))
-                    path = pkl if name == "pickle.load" else entry
-                    times.setdefault((key, name), []).append(restore(root, key, path))
-    print(f"{'state':8} {'reader':12} {'wall':>10} {'user':>10} {'system':>10}   (ms, medians of"
-          f" {args.rounds}; uptime: {os.getloadavg()[0]:.1f})")
+                    path = pkl if name.endswith(".load") else entry
+                    loader = "dill" if name == "dill.load" else "pickle"
+                    times.setdefault((key, name), []).append(restore(root, key, path, loader))
+    print(f"{'state':8} {'reader':12} {'wall':>10} {'user':>10} {'system':>10} {'cpu':>10}"
+          f" {'faults':>8}   (ms, medians of {args.rounds}; uptime: {os.getloadavg()[0]:.1f})")
     for (key, name), xs in times.items():
         wall, user, system = (statistics.median(x[i] for x in xs) * 1e3 for i in range(3))
-        print(f"{key:8} {name:12} {wall:10.1f} {user:10.1f} {system:10.1f}")
+        cpu = statistics.median(x[1] + x[2] for x in xs) * 1e3
+        faults = statistics.median(x[3] for x in xs)
+        print(f"{key:8} {name:12} {wall:10.1f} {user:10.1f} {system:10.1f} {cpu:10.1f}"
+              f" {faults:8.0f}")
 
 
 if __name__ == "__main__":
