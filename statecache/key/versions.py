@@ -178,7 +178,7 @@ def _metadata_dir(site_dir: str, top: str) -> str | None:
     for meta in metas:  # the common case: the distribution is named like the package
         if _normalise(meta.partition("-")[0].rsplit(".", 1)[0]) == wanted:
             return os.path.join(site_dir, meta)
-    record = re.compile(rf"(?:^|\n){re.escape(top)}(?:/|\.py,|\.[^/\n,]*(?:so|pyd),)")
+    record = None  # compiled only for a distribution without top_level.txt
     # Most likely first: an import name is usually a subsequence of its distribution's name
     # (sklearn in scikit_learn, yaml in PyYAML), so a few small files are read, not all.
     ordered = sorted(metas, key=lambda meta: not _subsequence(wanted.strip("_"), _normalise(meta)))
@@ -191,8 +191,10 @@ def _metadata_dir(site_dir: str, top: str) -> str | None:
             continue
         # No top_level.txt (meson, hatch, flit wheels): the file list.
         files = _read(os.path.join(path, "RECORD")) or _read(os.path.join(path, "installed-files.txt"))
-        if files is not None and record.search(files):
-            return path
+        if files is not None:
+            record = record or re.compile(rf"(?:^|\n){re.escape(top)}(?:/|\.py,|\.[^/\n,]*(?:so|pyd),)")
+            if record.search(files):
+                return path
     return None
 
 
