@@ -32,6 +32,7 @@ class ProcessState(NamedTuple):
     settings: dict[str, dict[str, Any]]  # _registries.capture()
     atexit: Any  # _registries.AtExitMark
     stdin: int | None  # key.stdin.position(): where a regular-file standard input is read next
+    modules: frozenset[str]  # the names in sys.modules
 
 
 def capture() -> ProcessState:
@@ -39,7 +40,16 @@ def capture() -> ProcessState:
     from .key.stdin import position
 
     return ProcessState(list(sys.path), list(sys.argv), dict(os.environ), _registries.capture(),
-                        _registries.atexit_mark(), position())
+                        _registries.atexit_mark(), position(), frozenset(sys.modules))
+
+
+def libraries_imported(before: ProcessState, after: ProcessState) -> frozenset[str]:
+    """The modules of installed libraries (and of the standard library) first imported between
+    ``before`` and ``after``: what their import set up (a handler on their own logger) is
+    theirs, done again by whichever run imports them, not the block's to replay."""
+    from .key.provenance import is_user_module_name
+
+    return frozenset(name for name in after.modules - before.modules if not is_user_module_name(name))
 
 
 def difference(before: ProcessState, after: ProcessState) -> EffectsRecord:
@@ -79,7 +89,7 @@ def _settings_difference(before: ProcessState, after: ProcessState) -> dict[str,
     from . import _registries
 
     out: dict[str, Any] = {}
-    settings, unplain = _registries.difference(before.settings, after.settings)
+    settings, unplain = _registries.difference(before.settings, after.settings, libraries_imported(before, after))
     registered, not_recorded = _registries.atexit_since(before.atexit)
     unplain += not_recorded
     if settings:

@@ -314,11 +314,14 @@ def capture() -> dict[str, dict[str, Any]]:
     return out
 
 
-def difference(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
-               ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def difference(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+               imported: frozenset[str] = frozenset()) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """(registry -> the settings whose value changed, the changed settings that cannot be
     recorded plainly). A setting of a registry not read before has the value ``absent`` says
-    (a library loaded by the block: its default where known)."""
+    (a library loaded by the block: its default where known). The loggers of libraries first
+    ``imported`` in between (named for their modules, as libraries name them) are left out:
+    importing torch in a block puts handlers with filters on its loggers, as it does in any
+    run that imports it, and that must not keep the block from being saved."""
     changes: dict[str, dict[str, Any]] = {}
     unplain: list[str] = []
     for name, now in after.items():
@@ -327,6 +330,8 @@ def difference(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any
         changed: dict[str, Any] = {}
         keys = list(now) + [k for k in (old or {}) if k not in now]
         for key in keys:
+            if name == "logging" and imported and _logger_of(key, imported):
+                continue
             was = old.get(key, _MISSING) if old is not None else _MISSING
             if was is _MISSING:
                 was = registry.absent(module, key)
@@ -346,6 +351,17 @@ def difference(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any
         if changed:
             changes[name] = changed
     return changes, unplain
+
+
+def _logger_of(key: str, modules: frozenset[str]) -> bool:
+    """Whether a logging setting (``level:a.b``, ``handlers:a.b``) is of a logger named for
+    one of ``modules`` or for a module inside one of them."""
+    _, _, logger = key.partition(":")
+    while logger:
+        if logger in modules:
+            return True
+        logger = logger.rpartition(".")[0]
+    return False
 
 
 def apply(changes: dict[str, dict[str, Any]]) -> None:
@@ -392,10 +408,13 @@ def _called_by_user(frame: Any) -> bool:
     """Whether the code that called ``atexit.register`` is the user's (a script, a module or
     notebook cell of theirs): a library's registration (joblib's cleanup of the temporary
     folders its workers used, ``weakref.finalize``'s hook) belongs to the resources of the
-    process that made them, and is no effect a hit may repeat in another process."""
+    process that made them, and is no effect a hit may repeat in another process. A frozen
+    module's frame is the standard library's: an extension module registering as it loads
+    (torch's pybind11 does, from C) has the import system's frame as its caller."""
     from .key.provenance import Kind, classify
 
-    return classify(frame.f_code.co_filename) in (Kind.USER, Kind.PSEUDO)
+    filename = frame.f_code.co_filename
+    return not filename.startswith("<frozen ") and classify(filename) in (Kind.USER, Kind.PSEUDO)
 
 
 class AtExitMark(NamedTuple):

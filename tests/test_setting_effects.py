@@ -53,6 +53,12 @@ with sc.checkpoint('first-import'):  # importing urllib3 adds a NullHandler to i
         version = urllib3.__version__
     except ImportError:
         version = None
+with sc.checkpoint('import-torch'):  # torch's import puts filtered handlers on its loggers, atexit from C
+    try:
+        import torch
+        torch_sum = str(torch.tensor([1, 2]).sum().item())
+    except ImportError:
+        torch_sum = None
 with sc.checkpoint('atexit'):
     def goodbye(word):
         print('atexit=', word)
@@ -72,6 +78,7 @@ print('sklearn=', sklearn.get_config()['transform_output'])
 print('decimal=', decimal.getcontext().prec, decimal.getcontext().traps[decimal.Inexact])
 print('recursion=', sys.getrecursionlimit())
 print('logger-level=', logging.getLogger('my.lib').level)
+print('import-torch=', torch_sum)
 print('null-handler=', [type(h).__name__ for h in logging.getLogger('my.quiet.lib').handlers])
 print('first-import=', version, [type(h).__name__ for h in logging.getLogger('urllib3').handlers])
 logging.info('after the blocks')
@@ -85,6 +92,7 @@ print('warnings=', [(f[0], f[2].__name__, getattr(f[1], 'pattern', None)) for f 
 
 CASES = ["printoptions", "seterr", "pandas", "sklearn", "decimal", "recursion", "logger-level",
          "basicconfig", "null-handler", "atexit", "warnings",
+         pytest.param("import-torch", marks=pytest.mark.skipif(not HAS["torch"], reason="torch is not installed")),
          pytest.param("first-import", marks=pytest.mark.skipif(not HAS["urllib3"], reason="urllib3 is not installed")),
          pytest.param("polars", marks=pytest.mark.skipif(not HAS["polars"], reason="polars is not installed"))]
 
