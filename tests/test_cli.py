@@ -228,8 +228,24 @@ def test_show_by_name_prints_metadata_variables_files_source_and_other_versions(
     assert f"other versions (1)\n  {old[:8]}" in out
 
 
+MANY = """\
+import statecache
+
+@statecache.cached_setup(name="features")
+def features(n):
+    return list(range(n))
+
+for n in range(1000, 1017):
+    features(n)
+"""
+
+
 def test_show_by_key_prefix_and_ambiguous_prefix(proj: Project) -> None:
-    keys = [proj.save("features", n) for n in range(1000, 1017)]
+    # 17 versions of one name, saved by one process (a cached_setup called with 17 arguments)
+    (proj.root / "many.py").write_text(MANY)
+    proj.run("many", 0)
+    keys = proj.keys("features")
+    assert len(keys) == 17, keys
     # 17 keys, 16 hex digits: some first digit is shared
     digit = max("0123456789abcdef", key=lambda d: sum(k.startswith(d) for k in keys))
     assert sum(k.startswith(digit) for k in keys) > 1
