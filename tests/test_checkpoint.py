@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import Project, subprocess_env
+from conftest import Project, Run, subprocess_env
 
 MARK = "open('runs.log', 'a').write('{name}\\n')"
 
@@ -250,102 +250,167 @@ def test_files_glob_counts_a_new_matching_file(project: Project) -> None:
     assert runs(project, "shards") == 3
 
 
-def test_locals_are_restored_inside_a_function_and_nested_blocks(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import statecache as sc
+# What a hit restores, each kind under its own checkpoint of one script that the `restored`
+# fixture runs twice: locals inside a function and nested blocks, lambdas, local classes and
+# closures, instances of classes defined above the block, inputs the body mutates, classes and
+# functions the block defines in __main__, a loop that breaks, an empty body, and bodies that
+# open with try or share the with statement with another context manager.
+RESTORES = """
+import dataclasses
+import statecache as sc
 
-        def main(n):
-            offset = 1
-            for attempt in range(1):
-                if n > 0:
-                    try:
-                        with open("runs.log", "a") as log:
-                            with sc.checkpoint("inner", ignore=["log"]):
-                                log.write("inner\\n")
-                                squares = [i * i + offset for i in range(n)]
-                                def describe():
-                                    return f"{len(squares)} squares"
-                                class Box:
-                                    size = n
-                    finally:
-                        pass
-            return squares, describe(), Box.size
+def main(n):
+    offset = 1
+    for attempt in range(1):
+        if n > 0:
+            try:
+                with open("runs.log", "a") as log:
+                    with sc.checkpoint("inner", ignore=["log"]):
+                        log.write("inner\\n")
+                        squares = [i * i + offset for i in range(n)]
+                        def describe():
+                            return f"{len(squares)} squares"
+                        class Box:
+                            size = n
+            finally:
+                pass
+    return squares, describe(), Box.size
 
-        print("result", main(4))
-        """,
-    )
+print("result", main(4))
+
+def make():
+    class Point:
+        def __init__(self, x):
+            self.x = x
+        def double(self):
+            return Point(self.x * 2)
+    k = 3
+    return Point, (lambda v: v * k)
+
+with sc.checkpoint("funcs"):
+    Point, triple = make()
+    p = Point(5).double()
+    square = lambda v: v * v
+print("values", p.x, triple(2), square(4))
+
+@dataclasses.dataclass
+class Config:
+    lr: float
+
+with sc.checkpoint("cfg"):
+    cfg = Config(0.1)
+print("isinstance", isinstance(cfg, Config), cfg.lr)
+
+registry = {}
+with sc.checkpoint("fill"):
+    registry["model"] = "resnet"
+    loaded = True
+print("registry", registry, loaded)
+
+@dataclasses.dataclass
+class Settings:
+    lr: float
+
+with sc.checkpoint("defs"):
+    class Model:
+        def __init__(self, cfg):
+            self.cfg = cfg
+        def predict(self, x):
+            return x * self.cfg.lr
+    def build():
+        return Model(Settings(0.5))
+    model = build()
+print("predict", model.predict(4), isinstance(model.cfg, Settings), type(model).__name__)
+
+with sc.checkpoint("loop"):
+    found = None
+    for i in range(10):
+        if i * i > 20:
+            found = i
+            break
+print("found", found)
+
+with sc.checkpoint("empty"):
+    pass
+print("after empty")
+
+with sc.checkpoint("guarded"):
+    try:
+        open('runs.log', 'a').write('guarded\\n')
+        value = 1
+    except BaseException:
+        open('runs.log', 'a').write('except\\n')
+        raise
+    finally:
+        open('runs.log', 'a').write('finally\\n')
+with sc.checkpoint("opened"), open("runs.log", "a") as log:
+    log.write("opened\\n")
+    other = 2
+print("values", value, other)
+"""
+
+
+@pytest.fixture(scope="module")
+def restored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Run, Run]:
+    """RESTORES run twice: the project, the computing run, the hitting run."""
+    project = Project(tmp_path_factory.mktemp("restores"))
+    project.write("script.py", RESTORES)
+    return project, project.run("script.py"), project.run("script.py")
+
+
+def test_locals_are_restored_inside_a_function_and_nested_blocks(restored: tuple[Project, Run, Run]) -> None:
+    project, first, second = restored
     expected = "result ([1, 2, 5, 10], '4 squares', 4)"
-    assert expected in project.run("script.py").stdout
-    second = project.run("script.py")
+    assert first.computed("inner") and expected in first.stdout
     assert second.hit("inner") and expected in second.stdout
     assert runs(project, "inner") == 1
 
 
-def test_lambdas_local_classes_and_closures_survive(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import statecache as sc
-
-        def make():
-            class Point:
-                def __init__(self, x):
-                    self.x = x
-                def double(self):
-                    return Point(self.x * 2)
-            k = 3
-            return Point, (lambda v: v * k)
-
-        with sc.checkpoint("funcs"):
-            Point, triple = make()
-            p = Point(5).double()
-            square = lambda v: v * v
-        print("values", p.x, triple(2), square(4))
-        """,
-    )
-    assert "values 10 6 16" in project.run("script.py").stdout
-    second = project.run("script.py")
+def test_lambdas_local_classes_and_closures_survive(restored: tuple[Project, Run, Run]) -> None:
+    _, first, second = restored
+    assert first.computed("funcs") and "values 10 6 16" in first.stdout
     assert second.hit("funcs") and "values 10 6 16" in second.stdout
 
 
-def test_instances_of_classes_defined_above_the_block_keep_their_class(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import dataclasses
-        import statecache as sc
-
-        @dataclasses.dataclass
-        class Config:
-            lr: float
-
-        with sc.checkpoint("cfg"):
-            cfg = Config(0.1)
-        print("isinstance", isinstance(cfg, Config), cfg.lr)
-        """,
-    )
-    assert "isinstance True 0.1" in project.run("script.py").stdout
-    second = project.run("script.py")
+def test_instances_of_classes_defined_above_the_block_keep_their_class(restored: tuple[Project, Run, Run]) -> None:
+    _, first, second = restored
+    assert first.computed("cfg") and "isinstance True 0.1" in first.stdout
     assert second.hit("cfg") and "isinstance True 0.1" in second.stdout
 
 
-def test_inputs_mutated_by_the_body_are_restored_too(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import statecache as sc
-        registry = {}
-        with sc.checkpoint("fill"):
-            registry["model"] = "resnet"
-            loaded = True
-        print("registry", registry, loaded)
-        """,
-    )
-    assert "registry {'model': 'resnet'} True" in project.run("script.py").stdout
-    second = project.run("script.py")
+def test_inputs_mutated_by_the_body_are_restored_too(restored: tuple[Project, Run, Run]) -> None:
+    _, first, second = restored
+    assert first.computed("fill") and "registry {'model': 'resnet'} True" in first.stdout
     assert second.hit("fill") and "registry {'model': 'resnet'} True" in second.stdout
+
+
+def test_classes_and_functions_defined_by_the_block_in_main_survive(restored: tuple[Project, Run, Run]) -> None:
+    _, first, second = restored
+    expected = "predict 2.0 True Model"
+    assert first.computed("defs") and expected in first.stdout
+    assert second.hit("defs") and expected in second.stdout
+
+
+def test_loops_inside_the_body_may_break(restored: tuple[Project, Run, Run]) -> None:
+    _, first, second = restored
+    assert "found 5" in first.stdout
+    assert second.hit("loop") and "found 5" in second.stdout
+
+
+def test_an_empty_body_hits_cleanly(restored: tuple[Project, Run, Run]) -> None:
+    _, _, second = restored
+    assert second.hit("empty") and "after empty" in second.stdout
+
+
+def test_bodies_that_open_with_try_or_nested_blocks_are_skipped_whole(restored: tuple[Project, Run, Run]) -> None:
+    """A body opening with ``try:`` starts with an instruction outside the with's handler; the
+    skip must still happen before any of the body runs, its except/finally clauses included."""
+    project, first, second = restored
+    assert "values 1 2" in first.stdout
+    assert second.hit("guarded") and second.hit("opened") and "values 1 2" in second.stdout
+    log = (project.root / "runs.log").read_text().split()
+    assert log.count("guarded") == 1 and log.count("finally") == 1 and log.count("except") == 0
+    assert log.count("opened") == 1
 
 
 CACHED_SETUP = """
@@ -628,35 +693,6 @@ def test_checkpoints_work_under_coverage(project: Project) -> None:
     assert str(last_line) not in missing
 
 
-def test_classes_and_functions_defined_by_the_block_in_main_survive(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import dataclasses
-        import statecache as sc
-
-        @dataclasses.dataclass
-        class Config:
-            lr: float
-
-        with sc.checkpoint("defs"):
-            class Model:
-                def __init__(self, cfg):
-                    self.cfg = cfg
-                def predict(self, x):
-                    return x * self.cfg.lr
-            def make():
-                return Model(Config(0.5))
-            model = make()
-        print("predict", model.predict(4), isinstance(model.cfg, Config), type(model).__name__)
-        """,
-    )
-    expected = "predict 2.0 True Model"
-    assert expected in project.run("script.py").stdout
-    second = project.run("script.py")
-    assert second.hit("defs") and expected in second.stdout
-
-
 def test_ignore_also_covers_globals_read_by_helpers(project: Project) -> None:
     script = """
     import threading
@@ -746,24 +782,6 @@ def test_a_body_that_leaves_early_is_refused(project: Project, body: str, word: 
     assert run.returncode == 1 and f"contains '{word}'" in run.stderr
 
 
-def test_loops_inside_the_body_may_break(project: Project) -> None:
-    project.write(
-        "script.py",
-        """
-        import statecache as sc
-        with sc.checkpoint("loop"):
-            found = None
-            for i in range(10):
-                if i * i > 20:
-                    found = i
-                    break
-        print("found", found)
-        """,
-    )
-    assert "found 5" in project.run("script.py").stdout
-    assert project.run("script.py").hit("loop")
-
-
 def test_a_data_file_rewritten_within_the_same_mtime_tick_is_seen(project: Project) -> None:
     """Same size, same mtime, new content: a stat comparison alone would return stale state."""
     project.write(
@@ -789,13 +807,6 @@ def test_a_data_file_rewritten_within_the_same_mtime_tick_is_seen(project: Proje
     assert "text aaa" in project.run("script.py").stdout
     run = project.run("script.py", "bbb")
     assert "text bbb" in run.stdout and not run.hit("racy")
-
-
-def test_an_empty_body_hits_cleanly(project: Project) -> None:
-    project.write("script.py", 'import statecache as sc\nwith sc.checkpoint("empty"):\n    pass\nprint("after")\n')
-    project.run("script.py")
-    second = project.run("script.py")
-    assert second.hit("empty") and "after" in second.stdout
 
 
 def test_command_line_arguments_and_environment_variables_read_by_the_block_count(project: Project) -> None:
@@ -844,36 +855,6 @@ def test_a_helper_reading_sys_argv_counts_it(project: Project) -> None:
     assert project.run("script.py", "a").hit("helper-args")
     other = project.run("script.py", "b")
     assert "value B" in other.stdout and not other.hit("helper-args")
-
-
-def test_bodies_that_open_with_try_or_nested_blocks_are_skipped_whole(project: Project) -> None:
-    """A body opening with ``try:`` starts with an instruction outside the with's handler; the
-    skip must still happen before any of the body runs, its except/finally clauses included."""
-    project.write(
-        "script.py",
-        """
-        import statecache as sc
-        with sc.checkpoint("guarded"):
-            try:
-                open('runs.log', 'a').write('guarded\\n')
-                value = 1
-            except BaseException:
-                open('runs.log', 'a').write('except\\n')
-                raise
-            finally:
-                open('runs.log', 'a').write('finally\\n')
-        with sc.checkpoint("opened"), open("runs.log", "a") as log:
-            log.write("opened\\n")
-            other = 2
-        print("values", value, other)
-        """,
-    )
-    assert "values 1 2" in project.run("script.py").stdout
-    second = project.run("script.py")
-    assert second.hit("guarded") and second.hit("opened") and "values 1 2" in second.stdout
-    log = (project.root / "runs.log").read_text().split()
-    assert log.count("guarded") == 1 and log.count("finally") == 1 and log.count("except") == 0
-    assert log.count("opened") == 1
 
 
 def test_processes_creating_the_cache_directory_at_once_all_use_it(project: Project) -> None:
