@@ -126,6 +126,9 @@ import multiprocessing as mp
 import warnings
 from statecache.key import workers
 
+def size(text):  # the user's own code: a spawned worker running it may read anything
+    return len(text)
+
 def unseen_after(work=None):
     workers.enter()
     if work is not None:
@@ -139,7 +142,7 @@ if __name__ == '__main__':
         forked.map(len, ['warm'])
         print('idle', unseen_after())
         print('forked', unseen_after(lambda: forked.map(len, ['x'])))
-        print('spawned', unseen_after(lambda: spawned.map(len, ['x'])))
+        print('spawned', unseen_after(lambda: spawned.map(size, ['x'])))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             print('may_save', workers.may_save('w-unit', 'here:1'))
