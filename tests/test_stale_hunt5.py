@@ -76,8 +76,13 @@ with sc.checkpoint('import-module-by-name-imported-above'):  # models.<cfg.model
     y = importlib.import_module('models.pre').build()
 print('import-module-by-name-imported-above=', y)
 with sc.checkpoint('environ-read-inside-joblib'):  # n_jobs from the user's core budget
-    import joblib
-    y = joblib.cpu_count()  # LOKY_MAX_CPU_COUNT
+    try:
+        import joblib
+    except ImportError:
+        y = 'absent'
+    else:
+        y = joblib.cpu_count()  # LOKY_MAX_CPU_COUNT
+        del joblib
 print('environ-read-inside-joblib=', y)
 with sc.checkpoint('environ-read-inside-pydantic-settings'):
     try:
@@ -117,6 +122,28 @@ with sc.checkpoint('helper-with-a-scratch-file-first'):
 with sc.checkpoint('helper-with-a-scratch-file-again'):  # the same helper in a later block
     y = double(2)
 print('helper-with-a-scratch-file-again=', y)
+try:
+    import pyarrow.fs as pafs, pyarrow.ipc as ipc, pyarrow.orc as orc
+except ImportError:
+    pafs = ipc = orc = None
+with sc.checkpoint('pyarrow-orc-file-class'):
+    y = orc.ORCFile('t.orc').read().column('x').to_pylist() if orc else 'absent'
+print('pyarrow-orc-file-class=', y)
+with sc.checkpoint('pyarrow-ipc-file-reader-class'):
+    y = ipc.RecordBatchFileReader('t.arrow').read_all().column('x').to_pylist() if ipc else 'absent'
+print('pyarrow-ipc-file-reader-class=', y)
+with sc.checkpoint('pyarrow-ipc-stream-reader-class'):
+    y = ipc.RecordBatchStreamReader('t.arrows').read_all().column('x').to_pylist() if ipc else 'absent'
+print('pyarrow-ipc-stream-reader-class=', y)
+with sc.checkpoint('pyarrow-subtree-filesystem'):  # paths relative to the data root
+    if pafs:
+        root = pafs.SubTreeFileSystem(os.path.abspath('.'), pafs.LocalFileSystem())
+        with root.open_input_stream('t.csv') as f:
+            y = f.read().decode().split()
+        del root, f
+    else:
+        y = 'absent'
+print('pyarrow-subtree-filesystem=', y)
 """
 
 LINKS = (
@@ -125,6 +152,11 @@ LINKS = (
     "the file opened is then recorded by its resolved path, which a re-pointed link leaves "
     "unchanged, so the block restores the old run's file: a fix records the link's target as "
     "a look (key/looks.py), compared again at lookup")
+UNNAMED = (
+    "key/readernames.py READERS/READER_CLASSES/COMPILED_CLASSES name pyarrow's readers one by "
+    "one, and a reader not named reads from C++ unseen and without the warning readers.unseen "
+    "gives for h5py or duckdb: {what}, so an edited file restores the old table: a fix names "
+    "it, and warns for a pyarrow reader class that takes a path and is not named")
 SCRATCH = (
     "needless miss on every run, key/files.py _note: a folder the block made (os.mkdir) and "
     "then listed is noted created-and-read-back, so key/filerecords.py wants it to exist at the "
@@ -184,6 +216,14 @@ READS_CASES = {
         "recompute of the earlier (joblib's loky memmapping folders do the same to a helper "
         "that runs Parallel): a fix leaves out of the read log the files the function wrote "
         "itself or that are gone"),
+    "pyarrow-orc-file-class": UNNAMED.format(what="pyarrow.orc.ORCFile (only orc.read_table is named)"),
+    "pyarrow-ipc-file-reader-class": UNNAMED.format(
+        what="pyarrow.ipc.RecordBatchFileReader (only ipc.open_file, which makes one, is named)"),
+    "pyarrow-ipc-stream-reader-class": UNNAMED.format(
+        what="pyarrow.ipc.RecordBatchStreamReader (only ipc.open_stream is named)"),
+    "pyarrow-subtree-filesystem": UNNAMED.format(
+        what="pyarrow.fs.SubTreeFileSystem, whose open_input_stream reads through the base "
+        "filesystem from C++ (the LocalFileSystem stand-in's methods are not called)"),
 }
 
 
@@ -213,6 +253,23 @@ def write_reads_case_data(root: Path, version: int) -> None:
     (root / "models" / "__init__.py").write_text("")
     (root / "models" / "pre.py").write_text(f"def build():\n    return 'pre{version}'\n")
     build_library(root, 2 if version == 1 else 5)
+    write_arrow_files(root, version)
+
+
+def write_arrow_files(root: Path, version: int) -> None:
+    """The same table in ORC, the IPC file and stream formats and CSV: [1, version]."""
+    (root / "t.csv").write_text(f"x\n1\n{version}\n")
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+        import pyarrow.orc as orc
+    except ImportError:
+        return
+    table = pa.table({"x": [1, version]})
+    orc.write_table(table, str(root / "t.orc"))
+    for path, new in ((root / "t.arrow", ipc.new_file), (root / "t.arrows", ipc.new_stream)):
+        with new(str(path), table.schema) as writer:
+            writer.write_table(table)
 
 
 READS_ENV = ({"LR": "0.3", "LOKY_MAX_CPU_COUNT": "1"}, {"LR": "0.2", "LOKY_MAX_CPU_COUNT": "2"})
@@ -220,7 +277,6 @@ READS_ENV = ({"LR": "0.3", "LOKY_MAX_CPU_COUNT": "1"}, {"LR": "0.2", "LOKY_MAX_C
 
 @pytest.fixture(scope="module")
 def reads_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
-    pytest.importorskip("joblib")
     project = make_project("reads")
     project.write("script.py", READS_SCRIPT)
     write_reads_case_data(project.root, 1)
@@ -234,8 +290,10 @@ def test_what_a_block_reads_through_links_libraries_and_the_interpreter(reads_ou
                                                                         case: str) -> None:
     if case == "environ-read-inside-joblib" and (os.cpu_count() or 1) < 2:
         pytest.skip("LOKY_MAX_CPU_COUNT=1 and =2 give the same count on one core")
-    if case == "environ-read-inside-pydantic-settings" and importlib.util.find_spec("pydantic_settings") is None:
-        pytest.skip("pydantic-settings is not installed")
+    needs = {"environ-read-inside-joblib": "joblib", "environ-read-inside-pydantic-settings": "pydantic_settings"}
+    needs.update(dict.fromkeys([c for c in READS_CASES if c.startswith("pyarrow-")], "pyarrow"))
+    if case in needs and importlib.util.find_spec(needs[case]) is None:
+        pytest.skip(f"{needs[case]} is not installed")
     if case == "shared-library-loaded-in-block" and not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler to build the library")
     assert_case(reads_outcomes, case)
