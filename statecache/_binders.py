@@ -145,8 +145,7 @@ class Binder:
         state = {**state, **mutated, **outside}
         from ._unrestorable import refusals
 
-        inputs = {self.input_label(k): v for k, v in mutated.items()}
-        refused = refusals(inputs, lambda label: self.values.get(label, MISSING), self.before)
+        refused = refusals(self.before)
         if refused:
             from .entry.pickling import Refused
 

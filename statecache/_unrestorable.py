@@ -1,10 +1,9 @@
-"""What a block changed that a hit cannot put back into the object the script holds: an input
-it changed in place that no fill rule knows (``_fill.fillable``), and, anywhere in its inputs,
-an iterator it consumed: an ``itertools.count`` it drew ids from, a ``cycle``, ``islice`` or
+"""Iterators a block consumed that a hit cannot put back into the object the script holds,
+anywhere in its inputs: an ``itertools.count`` it drew ids from, a ``cycle``, ``islice`` or
 ``chain`` in progress, a ``map`` or ``zip`` it advanced. Their state lives in C and pickles
 only as a new object (no ``__setstate__`` sets it into a live one, or its inner iterators are
-copies), so a hit could only rebind the name, and every other name for the object would keep
-it as it was. Such a block is not saved (``refusals``, which ``Binder.collected`` hands to the
+copies), so a hit could only rebind the name, and every other name for the iterator would
+keep it unconsumed. Such a block is not saved (``refusals``, which ``Binder.collected`` hands to the
 writer as a ``Refused`` value): when in doubt, miss.
 
 The iterators are noted by the pickle of their state before the block runs (``note``) and
@@ -16,8 +15,7 @@ iterator, streams) are filled in place instead.
 from __future__ import annotations
 
 import pickle
-import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -28,22 +26,13 @@ if TYPE_CHECKING:
     from ._identity import Before
 
 
-def refusals(mutated: dict[str, Any], before: Callable[[str], Any], objects: Before | None) -> list[str]:
+def refusals(objects: Before | None) -> list[str]:
     """Why a hit could not leave the objects the script holds as the code left them, if so:
-    an input (input label -> its object, ``mutated``; ``before(label)``: the object the label
-    held before the code ran) it changed in place that no fill rule can give a saved state,
-    an iterator it consumed that the inputs held (``objects``, the walk before the code ran)."""
-    from ._objectstate import ObjectState
-
-    found: dict[int, str] = {}
-    for label, value in mutated.items():
-        if isinstance(value, (ObjectState, types.ModuleType)) or fillable(value) or by_reference(value):
-            continue  # a module is restored by reference, its attributes by their labels
-        if value is before(label):
-            found[id(value)] = refusal(repr(label), value)
-    for where, value in objects.advanced() if objects is not None else ():
-        found.setdefault(id(value), refusal(where, value))
-    return list(found.values())
+    an iterator the inputs held (``objects``, the walk before the code ran) that it consumed.
+    An input of another kind that no fill rule knows and whose fingerprint changed is rebound
+    as before (a pyarrow dataset's fingerprint changes when it is read: refusing it would be
+    a miss on every run)."""
+    return [refusal(where, value) for where, value in objects.advanced()] if objects is not None else []
 
 
 def consumable(kind: type) -> bool:
@@ -72,15 +61,6 @@ def _digest(value: Any) -> bytes | None:
         return bytes(xxhash.xxh3_128_digest(pickle.dumps(value, 5)))
     except Exception:  # no pickle (3.14 drops itertools' own): not known, so not noted
         return None
-
-
-def by_reference(value: Any) -> bool:
-    """Whether ``value`` pickles as a reference to a global (a singleton): a hit finds the
-    very object again."""
-    try:
-        return isinstance(value.__reduce_ex__(5), str)
-    except Exception:
-        return False
 
 
 def refusal(label: str, value: Any) -> str:
