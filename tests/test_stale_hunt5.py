@@ -122,6 +122,11 @@ with sc.checkpoint('helper-with-a-scratch-file-first'):
 with sc.checkpoint('helper-with-a-scratch-file-again'):  # the same helper in a later block
     y = double(2)
 print('helper-with-a-scratch-file-again=', y)
+with sc.checkpoint('sliding-window-view-of-the-blocks-own-array'):  # time-series windows
+    signal = np.arange(6.0)
+    windows = np.lib.stride_tricks.sliding_window_view(signal, 3)
+signal[2] = 100.0  # a correction of the signal shows in every window holding it
+print('sliding-window-view-of-the-blocks-own-array=', windows[:, -1].tolist())
 try:
     import pyarrow.fs as pafs, pyarrow.ipc as ipc, pyarrow.orc as orc
 except ImportError:
@@ -216,6 +221,13 @@ READS_CASES = {
         "recompute of the earlier (joblib's loky memmapping folders do the same to a helper "
         "that runs Parallel): a fix leaves out of the read log the files the function wrote "
         "itself or that are gone"),
+    "sliding-window-view-of-the-blocks-own-array": (
+        "wrong restore, entry/ndviews.py ArrayViews: a view is saved as a view only when the "
+        "end of its .base chain is a plain ndarray pickled in the same stream; "
+        "sliding_window_view (np.lib.stride_tricks.as_strided) ends its chain at a DummyArray "
+        "holding the base, so the windows are saved as a copy of their elements (12 for 6) and "
+        "after a hit a change of the signal no longer shows in them: a fix follows "
+        "DummyArray.base (or finds the saved root whose memory holds the view's bytes)"),
     "pyarrow-orc-file-class": UNNAMED.format(what="pyarrow.orc.ORCFile (only orc.read_table is named)"),
     "pyarrow-ipc-file-reader-class": UNNAMED.format(
         what="pyarrow.ipc.RecordBatchFileReader (only ipc.open_file, which makes one, is named)"),
@@ -332,6 +344,11 @@ torch.set_printoptions(profile='default')
 with sc.checkpoint('environ-read-inside-torch-hub'):
     y = os.path.basename(os.path.dirname(torch.hub.get_dir()))  # TORCH_HOME: where weights are
 print('environ-read-inside-torch-hub=', y)
+with sc.checkpoint('numpy-view-of-a-tensor'):  # the same memory handed to numpy code
+    weights = torch.zeros(3)
+    as_numpy = weights.numpy()
+weights[0] = 7.0  # an in-place torch update, seen through the numpy array
+print('numpy-view-of-a-tensor=', as_numpy.tolist())
 """
 
 TORCH_SETTINGS = (
@@ -350,6 +367,12 @@ TORCH_CASES = {
     "environ-read-inside-torch-hub": (
         "key/process.py scan/stdlib_reads, as environ-read-inside-joblib: torch.hub.get_dir() "
         "reads TORCH_HOME inside torch, so another weights folder restores the old one"),
+    "numpy-view-of-a-tensor": (
+        "wrong restore, entry/ndviews.py and entry/tensors.py: torch views of one storage are "
+        "kept shared and numpy views of a saved ndarray too, but an ndarray over a tensor's "
+        "memory (t.numpy(), whose .base is no ndarray) is saved as its own copy, so after a hit "
+        "an in-place change of the tensor no longer shows in the array: a fix saves such an "
+        "array as t.numpy() of the restored tensor (offset, shape and strides in its storage)"),
 }
 
 
