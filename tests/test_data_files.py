@@ -10,10 +10,11 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Project, Run
-from multicase import assert_cases, fresh_values
+from multicase import assert_cases, case_values, fresh_values
 
 OLD = time.time_ns() - 600 * 1_000_000_000  # well outside the racily-clean window
 
@@ -195,22 +196,6 @@ def installed(cases: dict[str, tuple[str, str, str]]) -> list[str]:
     return [case for case, (_, imports, _) in cases.items() if importlib.util.find_spec(imports.split()[1].split(".")[0])]
 
 
-def test_a_file_read_from_compiled_code_is_seen(project: Project) -> None:
-    """Every reader but the one imported inside its block: imported before the blocks, each
-    reading in its own checkpoint; one edit of every table is seen by each."""
-    cases = [case for case in installed(READERS) if case != "pyarrow-parquet"]
-    if not cases:
-        pytest.skip("no reader library installed")
-    tables = sorted({project.root / READERS[case][0] for case in cases})
-    for data in tables:
-        write_table(data, 3)
-        age(data)
-    imports = "\n".join(dict.fromkeys(READERS[case][1] for case in cases))
-    blocks = "".join(f"with sc.checkpoint({case!r}):\n    y = {READERS[case][2]}\nprint('y {case}', y)\n" for case in cases)
-    project.write("script.py", f"import statecache as sc\n{imports}\n{blocks}")
-    assert_cases_see_edit(project, cases, lambda: [write_table(data, 4) for data in tables])
-
-
 def test_a_reader_imported_inside_the_block_is_seen(project: Project) -> None:
     """The reader's module imported inside the block, in a script that loaded it nowhere else."""
     filename, imports, expression = READERS["pyarrow-parquet"]
@@ -334,30 +319,6 @@ PYARROW_OPENERS = {
 }
 
 
-def test_a_file_opened_by_a_pyarrow_class_or_stream_is_seen(project: Project) -> None:
-    """Every opener in its own checkpoint of one script; pyarrow's classes are still what
-    ``isinstance`` expects after the blocks."""
-    pytest.importorskip("pyarrow")
-    data = project.root / "t.parquet"
-    write_table(data, 3)
-    age(data)
-    blocks = "".join(f"with sc.checkpoint({case!r}):\n    y_{n} = {opener}\n" for n, (case, opener) in enumerate(PYARROW_OPENERS.items()))
-    prints = "".join(f"print('y {case}', y_{n}, all(same))\n" for n, case in enumerate(PYARROW_OPENERS))
-    project.write("script.py", f"""
-import statecache as sc
-import pyarrow as pa, pyarrow.fs as pafs, pyarrow.parquet as pq
-def drain(stream):  # closed at once: an open pyarrow stream at exit sometimes aborts pyarrow 26
-    with stream:
-        return stream.read()
-{blocks}
-same = [isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile), isinstance(pa.input_stream('t.parquet'), pa.OSFile),
-        isinstance(pafs.FileSystem.from_uri('file:///')[0], pafs.LocalFileSystem)]
-{prints}""")
-    before = assert_cases_see_edit(project, list(PYARROW_OPENERS), lambda: rewrite(data, 4))
-    for case, line in before.items():
-        assert line.endswith("True"), f"{case}: {line}"
-
-
 def test_a_compiled_reader_class_keeps_what_it_returns_raises_and_is(tmp_path: Path) -> None:
     """The subclass a compiled reader class's name points at: the same results, errors,
     ``isinstance`` both ways, name, docs and pickling as the class itself."""
@@ -414,19 +375,88 @@ BOUND_READERS = {
 }
 
 
-def test_a_reader_bound_in_a_function_before_anything_computes_is_seen(project: Project) -> None:
-    """Both readers bound in the function's locals before either block computes."""
-    cases = [case for case in BOUND_READERS if importlib.util.find_spec(case)]
+def readers_script(compiled: list[str], bound: list[str]) -> str:
+    """The compiled readers (imported before every block), the pyarrow openers and the readers
+    bound in a function's locals, each case its own checkpoint of one script; main(), which binds
+    and reads with the bound readers, runs first, so no block has computed when it binds."""
+    imports = "\n".join(dict.fromkeys(READERS[case][1] for case in compiled))
+    binds = "".join(f"    {BOUND_READERS[case].format(n=n)}\n" for n, case in enumerate(bound))
+    bound_blocks = "".join(f"    with sc.checkpoint({case!r}):\n        y = column_{n}(read_{n}('t.csv'))\n    print('y {case}', y)\n"
+                           for n, case in enumerate(bound))
+    compiled_blocks = "".join(f"with sc.checkpoint({case!r}):\n    y = {READERS[case][2]}\nprint('y {case}', y)\n" for case in compiled)
+    opener_blocks = "".join(f"with sc.checkpoint({case!r}):\n    y_{n} = {opener}\n" for n, (case, opener) in enumerate(PYARROW_OPENERS.items()))
+    prints = "".join(f"print('y {case}', y_{n}, all(same))\n" for n, case in enumerate(PYARROW_OPENERS))
+    return f"""import statecache as sc
+{imports}
+import pyarrow as pa, pyarrow.fs as pafs, pyarrow.parquet as pq
+def drain(stream):  # closed at once: an open pyarrow stream at exit sometimes aborts pyarrow 26
+    with stream:
+        return stream.read()
+def main():
+{binds}{bound_blocks}    pass
+main()
+{compiled_blocks}{opener_blocks}
+same = [isinstance(pq.ParquetFile('t.parquet'), pq.ParquetFile), isinstance(pa.input_stream('t.parquet'), pa.OSFile),
+        isinstance(pafs.FileSystem.from_uri('file:///')[0], pafs.LocalFileSystem)]
+{prints}"""
+
+
+@pytest.fixture(scope="module")
+def reader_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """readers_script's steps: a fresh run and two runs as written, then one edit of every table
+    (parquet and csv given an mtime no run saw, the others written now), a fresh run and two."""
+    pytest.importorskip("pyarrow")
+    project = Project(tmp_path_factory.mktemp("readers"))
+    compiled = [case for case in installed(READERS) if case != "pyarrow-parquet"]
+    bound = [case for case in BOUND_READERS if importlib.util.find_spec(case)]
+    tables = sorted({project.root / READERS[case][0] for case in compiled} | {project.root / "t.parquet", project.root / "t.csv"})
+    for data in tables:
+        write_table(data, 3)
+        age(data)
+    project.write("script.py", readers_script(compiled, bound))
+    runs: dict[str, Any] = {"compiled": compiled, "bound": bound, "before": fresh_values(project)}
+    runs["first"], runs["second"] = project.run("script.py"), project.run("script.py")
+    for data in tables:
+        if data.suffix in (".parquet", ".csv"):
+            rewrite(data, 4)
+        else:
+            write_table(data, 4)
+    runs["after"] = fresh_values(project)
+    runs["run"], runs["again"] = project.run("script.py"), project.run("script.py")
+    return runs
+
+
+def assert_saw_edit(runs: dict[str, Any], cases: list[str]) -> None:
+    """assert_cases_see_edit's assertions, on the runs of a module-scoped fixture."""
     if not cases:
-        pytest.skip("neither polars nor pyarrow is installed")
-    data = project.root / "t.csv"
-    write_table(data, 3)
-    age(data)
-    binds = "".join(f"    {BOUND_READERS[case].format(n=n)}\n" for n, case in enumerate(cases))
-    blocks = "".join(f"    with sc.checkpoint({case!r}):\n        y = column_{n}(read_{n}('t.csv'))\n    print('y {case}', y)\n"
-                     for n, case in enumerate(cases))
-    project.write("script.py", f"import statecache as sc\ndef main():\n{binds}{blocks}main()\n")
-    assert_cases_see_edit(project, cases, lambda: rewrite(data, 4))
+        pytest.skip("no reader library installed")
+    before, after = runs["before"], runs["after"]
+    assert_cases(runs["first"], cases, hit=False, fresh=before)
+    assert_cases(runs["second"], cases, hit=True, fresh=before)
+    assert_cases(runs["run"], cases, hit=False, fresh=after)
+    assert_cases(runs["again"], cases, hit=True, fresh=after)
+    for case in cases:
+        assert after[case] != before[case], f"{case}: the edit must change the value to test anything"
+
+
+def test_a_file_read_from_compiled_code_is_seen(reader_runs: dict[str, Any]) -> None:
+    """Every reader but the one imported inside its block: imported before the blocks, each
+    reading in its own checkpoint; one edit of every table is seen by each."""
+    assert_saw_edit(reader_runs, reader_runs["compiled"])
+
+
+def test_a_file_opened_by_a_pyarrow_class_or_stream_is_seen(reader_runs: dict[str, Any]) -> None:
+    """Every opener in its own checkpoint of one script; pyarrow's classes are still what
+    ``isinstance`` expects after the blocks, computed or hit."""
+    assert_saw_edit(reader_runs, list(PYARROW_OPENERS))
+    for case in PYARROW_OPENERS:
+        assert reader_runs["before"][case].endswith("True"), f"{case}: {reader_runs['before'][case]}"
+        assert case_values(reader_runs["second"])[case].endswith("True"), f"{case}: after a hit"
+
+
+def test_a_reader_bound_in_a_function_before_anything_computes_is_seen(reader_runs: dict[str, Any]) -> None:
+    """Both readers bound in the function's locals before either block computes."""
+    assert_saw_edit(reader_runs, reader_runs["bound"])
 
 
 LOOKS = {
