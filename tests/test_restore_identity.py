@@ -103,6 +103,11 @@ with sc.checkpoint('view-fortran-read-only-reinterpreted'):
 m[:, 3] = 2
 m[15, :] = 4
 print('y view-fortran-read-only-reinterpreted', col.sum(), rows.sum(), sparse_view.flags.writeable, as_int.sum() != 0)
+with sc.checkpoint('view-sliding-windows'):
+    series = np.arange(6.0)
+    windows = np.lib.stride_tricks.sliding_window_view(series, 3)  # as_strided: a DummyArray base
+series[2] = 100.0
+print('y view-sliding-windows', windows[:, -1].tolist(), windows.flags.writeable)
 def split_in_a_function():
     with sc.checkpoint('view-in-a-function'):
         buf = np.zeros(4)
@@ -207,7 +212,8 @@ HITS = [
     "id-registry-of-a-base", "id-function-changed-and-registered", "id-instance-attributes",
     "id-default-arguments", "id-class-dicts-of-a-user-module", "id-new-container", "id-under-dill",
     "view-split-of-one-array", "view-strided-out-of-band", "view-before-its-base",
-    "view-fortran-read-only-reinterpreted", "view-in-a-function", "view-of-an-array-not-saved",
+    "view-fortran-read-only-reinterpreted", "view-in-a-function", "view-sliding-windows",
+    "view-of-an-array-not-saved",
     "fill-partial-arguments", "fill-deque-with-maxlen", "fill-random-drawn-from",
     "fill-fails-part-way", "fill-class-sealed-by-its-metaclass",
 ]

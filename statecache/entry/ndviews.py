@@ -76,11 +76,22 @@ class ArrayViews:
 
 def _root(array: Any, np: Any) -> Any:
     """The plain ndarray that owns ``array``'s memory, or None (memory of another object: a
-    memory map, bytes, a buffer of another library)."""
+    memory map, bytes, a buffer of another library). ``as_strided`` (``sliding_window_view``)
+    puts a ``DummyArray`` holding the array it views in the chain: followed to that array."""
     base = array.base
-    while isinstance(base, np.ndarray):
-        array, base = base, base.base
+    while True:
+        if isinstance(base, np.ndarray):
+            array, base = base, base.base
+        elif _stride_tricks(base) and isinstance(getattr(base, "base", None), np.ndarray):
+            array, base = base.base, base.base.base
+        else:
+            break
     return array if base is None and type(array) is np.ndarray else None
+
+
+def _stride_tricks(value: Any) -> bool:
+    kind = type(value)
+    return kind.__name__ == "DummyArray" and kind.__module__.startswith("numpy.lib")
 
 
 def array_views() -> ArrayViews | None:
