@@ -244,7 +244,10 @@ def test_a_local_filesystem_pyarrow_makes_or_unpickles_is_the_one_that_notes() -
     assert type(made) is pafs.LocalFileSystem and path == "/tmp"
     assert type(pickle.loads(pickle.dumps(pafs.LocalFileSystem()))) is pafs.LocalFileSystem
     assert isinstance(made, pafs.FileSystem) and issubclass(pafs.LocalFileSystem, pafs.FileSystem)
-    assert isinstance(pafs.SubTreeFileSystem("/tmp", made), pafs.FileSystem)
+    subtree = pafs.SubTreeFileSystem("/tmp", made)
+    assert isinstance(subtree, pafs.FileSystem) and type(subtree) is pafs.SubTreeFileSystem
+    again = pickle.loads(pickle.dumps(subtree))
+    assert type(again) is pafs.SubTreeFileSystem and again.base_path == subtree.base_path
 
 
 def test_polars_seed_counts_once_set_and_a_block_that_seeds_replays_it() -> None:

@@ -64,6 +64,8 @@ LAZY_METHODS = (
 #: module -> its reader classes defined in Python, whose ``__init__`` takes the path after self
 READER_CLASSES: dict[str, tuple[str, ...]] = {
     "pyarrow.parquet": ("ParquetFile", "ParquetDataset"),
+    "pyarrow.orc": ("ORCFile",),
+    "pyarrow.ipc": ("RecordBatchFileReader", "RecordBatchStreamReader"),
 }
 
 #: module -> its compiled reader classes (which cannot be changed in place), each with its
@@ -74,7 +76,9 @@ COMPILED_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
     # FileSystem.from_uri("file://...") returns the seen LocalFileSystem
     "pyarrow.fs": {"LocalFileSystem": ("open_input_file", "open_input_stream", "copy_file", "get_file_info",
                                        "from_uri"),
-                   "FileSystem": ("from_uri",)},
+                   "FileSystem": ("from_uri",),
+                   # paths below its root, noted where they are when it is over a local one
+                   "SubTreeFileSystem": ("open_input_file", "open_input_stream", "copy_file", "get_file_info")},
 }
 
 #: module -> its classes defined in Python with reader class methods (their own, or inherited

@@ -252,11 +252,17 @@ def _seen_subclass(kind: type, methods: tuple[str, ...], module: str) -> type:
         # it pickles as pyarrow's, which a restore would make unseen: by name instead (a local
         # filesystem pickles no options: pyarrow's pickles as from_uri("file:///_"))
         namespace["__reduce__"] = _made_anew
+    elif kind.__name__ == "SubTreeFileSystem":
+        namespace["__reduce__"] = _subtree_anew  # likewise, with its root and base
     return SameClass(kind.__name__, (kind,), namespace)
 
 
 def _made_anew(self: Any) -> tuple[Any, ...]:
     return type(self), ()
+
+
+def _subtree_anew(self: Any) -> tuple[Any, ...]:
+    return type(self), (self.base_path, self.base_fs)
 
 
 def _seen_from_uri(from_uri: Callable[..., Any], module: str) -> Callable[..., Any]:
@@ -293,7 +299,24 @@ def _note_path(*args: Any, **kwargs: Any) -> None:
 
 
 def _note_first_argument(self: Any, *args: Any, **kwargs: Any) -> None:
+    if hasattr(self, "base_fs") and args:  # a SubTreeFileSystem: the path is below its root
+        found = _local_path(self, args[0])
+        if found is not None:
+            note_source(found)
+        return
     _note_path(*args, **kwargs)
+
+
+def _local_path(filesystem: Any, path: Any) -> Any:
+    """Where ``path`` of a ``SubTreeFileSystem`` (over another, down to a local one) is on
+    this machine; None over a filesystem that is not local (S3, a Python one)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    while hasattr(filesystem, "base_fs"):
+        path = os.path.join(filesystem.base_path, os.fspath(path).lstrip("/"))
+        filesystem = filesystem.base_fs
+    local = getattr(sys.modules.get("pyarrow._fs"), "LocalFileSystem", None)
+    return path if isinstance(local, type) and isinstance(filesystem, local) else None
 
 
 def _note_file_info(self: Any, paths_or_selector: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -304,9 +327,14 @@ def _note_file_info(self: Any, paths_or_selector: Any = None, *args: Any, **kwar
     base = getattr(given, "base_dir", None)
     if base is None:
         for path in given if isinstance(given, (list, tuple)) else [given]:
+            path = _local_path(self, path) if hasattr(self, "base_fs") else path
             if isinstance(path, (str, os.PathLike)):
                 _note(path, looked=True)
         return
+    if hasattr(self, "base_fs"):
+        base = _local_path(self, base)
+        if base is None:
+            return
     if not os.path.isdir(base):
         _note(base, looked=True)  # not there: a folder that appears is a change
         return
