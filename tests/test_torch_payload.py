@@ -13,7 +13,7 @@ import sys
 import pytest
 from conftest import Project
 from test_in_place import sections
-from test_stale import fresh
+from test_data_files import fresh
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'statecache[torch]')")
 
