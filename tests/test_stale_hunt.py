@@ -108,39 +108,5 @@ print(y)
     assert_recomputes(project, "script.py", env=env)
 
 
-# -- files read by compiled code that no wrapper sees and no warning names -------------------
-
-
-def test_a_tensor_read_with_torch_from_file_or_safetensors(project: Project) -> None:
-    # torch.from_file reads from C++: key/readers.py wraps it (torch.UntypedStorage.from_file,
-    # inherited from compiled code, is wrapped on the class: tests/test_reads_held.py). One
-    # script, a checkpoint per reader (safetensors where it is installed), every file changed
-    # at once, each miss asserted by name.
-    torch = pytest.importorskip("torch")
-    try:
-        import safetensors.torch as st
-    except ImportError:
-        st = None
-    (project.root / "d.bin").write_bytes(b"abc")
-    script = HEAD + "import torch\nwith sc.checkpoint('from_file'):\n" \
-        "    y = torch.from_file('d.bin', size=3, dtype=torch.uint8).tolist()\nprint('from_file', y)\n"
-    cases = {"from_file": "from_file [120, 121, 122]"}
-    if st is not None:
-        st.save_file({"w": torch.tensor([1, 2])}, str(project.root / "w.safetensors"))
-        script += "from safetensors.torch import load_file\nwith sc.checkpoint('safetensors'):\n" \
-            "    w = load_file('w.safetensors')['w'].tolist()\nprint('safetensors', w)\n"
-        cases["safetensors"] = "safetensors [3, 4]"
-    project.write("script.py", script)
-    computed = project.run("script.py")
-    unchanged = project.run("script.py")
-    (project.root / "d.bin").write_bytes(b"xyz")
-    if st is not None:
-        st.save_file({"w": torch.tensor([3, 4])}, str(project.root / "w.safetensors"))
-    changed = project.run("script.py")
-    expected = fresh(project, "script.py")
-    again = project.run("script.py")
-    for name, line in cases.items():
-        assert computed.computed(name) and unchanged.hit(name), (name, unchanged.stderr)
-        assert changed.computed(name) and line in changed.stdout.splitlines(), (name, changed.stdout, changed.stderr)
-        assert again.hit(name), (name, again.stderr)
-    assert changed.stdout == expected
+# (a tensor read with torch.from_file or safetensors: tests/test_torch_keys.py, beside torch's
+# other inputs, so that one script pays for import torch)
