@@ -10,6 +10,7 @@ may hold) is also checked in this process on ``key.tasks``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -191,6 +192,46 @@ def test_what_a_task_may_hold(tmp_path: pathlib.Path, monkeypatch: pytest.Monkey
     for what, (task, named) in doubtful.items():
         found = inspect(task)
         assert found is not None and named in found, f"{what}: {found}"
+
+
+def test_paths_inside_text_buffers_are_seen(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrays and frames pickle their strings as one out-of-band buffer, never one by one:
+    file names held in them are paths all the same (red team, test_stale_hunt5)."""
+    import numpy as np
+
+    from statecache.key.tasks import inspect
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("1")
+    names = ["b", "a.txt"]
+    holders: dict[str, object] = {
+        "numpy U": np.array(names), "numpy S": np.array([n.encode() for n in names]),
+        "numpy structured": np.array([(n, 1) for n in names], dtype=[("f", "U8"), ("n", "i4")]),
+        "bytearray": bytearray(b"a.txt"),
+    }
+    if hasattr(np, "dtypes") and hasattr(np.dtypes, "StringDType"):
+        holders["numpy StringDType"] = np.array(names, dtype=np.dtypes.StringDType())
+    if importlib.util.find_spec("pyarrow") is not None:
+        import pandas as pd
+        import pyarrow as pa
+
+        holders["pandas pyarrow strings"] = pd.Series(names, dtype="string[pyarrow]")
+        holders["a frame of them"] = pd.DataFrame({"f": pd.array(names, dtype="string[pyarrow]"), "n": [1, 2]})
+        holders["pyarrow list of strings"] = pa.array([names])
+        holders["pyarrow dictionary"] = pa.array(names).dictionary_encode()
+        holders["pyarrow table"] = pa.table({"f": names})
+    if importlib.util.find_spec("polars") is not None:
+        import polars as pl
+
+        holders["polars Series"] = pl.Series(names)
+        holders["polars DataFrame"] = pl.DataFrame({"n": [1, 2], "f": names})
+        lazy = inspect((sorted, (pl.LazyFrame({"n": [1]}),), {}))
+        assert lazy is not None and "LazyFrame" in lazy
+    for what, holder in holders.items():
+        found = inspect((np.loadtxt, (holder,), {}))
+        assert found is not None and "a.txt" in found, f"{what}: {found}"
+    for what, holder in {"numpy U": np.array(["b", "c"]), "numpy floats": np.arange(3.0)}.items():
+        assert inspect((np.sum, (holder,), {})) is None, what
 
 
 def test_a_home_relative_path_is_a_path(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -505,6 +505,10 @@ def workers_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcom
     return run_cases(project, "script.py", list(WORKERS_CASES), lambda: write_parts(project.root, 2))
 
 
-@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in WORKERS_CASES.items()])
+# closed by the lead (key/tasks.py text_values): the names in the buffer are paths, so the
+# block is not saved (its workers' reads are unknown), and each run computes the fresh value
+@pytest.mark.parametrize("case", list(WORKERS_CASES))
 def test_file_names_sent_to_workers_in_a_buffer(workers_outcomes: dict[str, Outcome], case: str) -> None:
-    assert_case(workers_outcomes, case)
+    found = workers_outcomes[case]
+    assert found.after == found.fresh, f"{case}: {found.after} after the edit, {found.fresh} fresh"
+    assert not found.hit_unchanged and not found.hit_again, f"{case}: saved, though its workers read files"

@@ -4,7 +4,8 @@ loky pickle (``ForkingPickler.dump``, loky's ``reduction.dump``), wrapped when t
 
 Such a worker runs only what it is sent. A send that holds none of the user's code (no
 function or class of the user's modules, ``provenance``) and names no existing file or folder
-(a ``str``, ``bytes`` or ``os.PathLike`` anywhere in it) cannot make an installed library's
+(a ``str``, ``bytes`` or ``os.PathLike`` anywhere in it, or among the strings of an array or
+frame that pickles them as one buffer: ``text_values``) cannot make an installed library's
 code read the user's files: ``cross_val_score(..., n_jobs=2)`` may be saved. A send that runs
 the user's own function, passes a path (``delayed(np.load)("x.npy")``) or cannot be inspected
 is doubtful (``workers.sent``), and the block is not saved unless its ``files=`` name what
@@ -32,7 +33,7 @@ from typing import Any
 
 from . import workers
 
-_PLAIN = frozenset({int, float, bool, complex, type(None), tuple, list, dict, set, frozenset, bytearray})
+_PLAIN = frozenset({int, float, bool, complex, type(None), tuple, list, dict, set, frozenset})
 _CODE = (types.FunctionType, types.BuiltinFunctionType, type)
 _LONGEST_PATH = 4096
 _WATCHED = "_statecache_watched"
@@ -146,10 +147,10 @@ class _Inspector(pickle.Pickler):
         kind = type(obj)
         if kind in _PLAIN:
             return None
-        if kind is str or kind is bytes or isinstance(obj, str):
+        if kind is str or kind is bytes or kind is bytearray or isinstance(obj, str):
             if len(obj) > _LONGEST_PATH:
                 return None  # a text, not a path (nor kept in the cache)
-            path: Any = obj
+            path: Any = bytes(obj) if kind is bytearray else obj
         elif isinstance(obj, _CODE):
             if _users_code(obj):
                 raise _Doubt(f"it sends the workers the user's code ({_code_name(obj)})")
@@ -157,13 +158,74 @@ class _Inspector(pickle.Pickler):
         elif isinstance(obj, os.PathLike):
             path = os.fspath(obj)
         else:
+            texts = text_values(obj)
+            if texts is not None:
+                for text in texts:
+                    self.check(text)
             return None
+        self.check(path)
+        return None
+
+    def check(self, path: Any) -> None:
+        if not isinstance(path, (str, bytes)) or len(path) > _LONGEST_PATH:
+            return
         found = self.paths.get(path)
         if found is None:
             found = self.paths[path] = names_path(path)
         if found:
             raise _Doubt(f"it sends the workers the path {path!r}")
+
+
+_TEXT_KINDS = frozenset("USTO")  # numpy dtype kinds whose values may be text (O: for structured fields)
+
+
+def text_values(obj: Any) -> list[Any] | None:
+    """The strings of an object that pickles them as one out-of-band buffer, where the pickler
+    never shows them one by one: a numpy array of text (dtype ``U``, ``S``, ``T``, or
+    structured with such fields), a pyarrow array of strings or binaries (pandas' pyarrow
+    strings; nested in lists or structs too), a polars Series or DataFrame (pickled as one
+    IPC blob). None for any other object. A polars LazyFrame's plan may scan files: a doubt."""
+    module = type(obj).__module__ or ""
+    if module.startswith("numpy") and hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+        return _numpy_texts(obj)
+    if module.startswith("pyarrow") and hasattr(obj, "to_pylist") and hasattr(obj, "type"):
+        if any(word in str(obj.type) for word in ("string", "binary", "utf8")):
+            return _flat(obj.to_pylist())
         return None
+    if module.startswith("polars"):
+        name = type(obj).__name__
+        if name == "LazyFrame":
+            raise _Doubt("it sends the workers a polars LazyFrame, whose plan may scan files")
+        if name in ("Series", "DataFrame"):
+            frame = obj.to_frame() if name == "Series" else obj
+            return _flat([frame.get_column(c).to_list() for c, t in frame.schema.items()
+                          if not t.is_numeric() and not t.is_temporal()])
+    return None
+
+
+def _numpy_texts(array: Any) -> list[Any] | None:
+    dtype = array.dtype
+    if dtype.fields:
+        return _flat([_numpy_texts(array[name]) or [] for name in dtype.names if dtype[name].kind in _TEXT_KINDS])
+    if dtype.kind in "UST":
+        return _flat(array.tolist())
+    return None  # kind O pickles its elements one by one: each is seen
+
+
+def _flat(values: Any) -> list[Any]:
+    """Every str and bytes inside nested lists, tuples and dicts."""
+    out: list[Any] = []
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (str, bytes)):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+            stack.extend(value.keys())
+    return out
 
 
 _PATHS: dict[str | bytes, bool] = {}  # names_path of each value seen in the current block
