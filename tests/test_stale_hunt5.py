@@ -296,8 +296,17 @@ def reads_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]
                      env=READS_ENV[0], env_after=READS_ENV[1])
 
 
+# closed the same session (helper M: entry/ndviews follows a DummyArray base; helper A:
+# key/readernames names pyarrow's ORC and IPC reader classes and a SubTreeFileSystem over the
+# local one); their reasons above say what missed them
+CLOSED_READS_CASES = frozenset({"sliding-window-view-of-the-blocks-own-array", "pyarrow-orc-file-class",
+                                "pyarrow-ipc-file-reader-class", "pyarrow-ipc-stream-reader-class",
+                                "pyarrow-subtree-filesystem"})
+
+
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links and a C compiler as on POSIX")
-@pytest.mark.parametrize("case", [xfail(case, reason) for case, reason in READS_CASES.items()])
+@pytest.mark.parametrize("case", [case if case in CLOSED_READS_CASES else xfail(case, reason)
+                                  for case, reason in READS_CASES.items()])
 def test_what_a_block_reads_through_links_libraries_and_the_interpreter(reads_outcomes: dict[str, Outcome],
                                                                         case: str) -> None:
     if case == "environ-read-inside-joblib" and (os.cpu_count() or 1) < 2:
