@@ -15,9 +15,9 @@ HIT_MODULES = frozenset({"statecache", *(f"statecache.{m}" for m in (
     "_version", "_warnings",
     "entry", "entry.format", "entry.meta", "entry.progress", "entry.reader",
     "key", "key.astdigest", "key.code", "key.codegraph", "key.components", "key.dataframes",
-    "key.files", "key.readlog", "key.hashing", "key.imports", "key.importwatch", "key.inputs",
-    "key.loaded", "key.localimports", "key.maintext", "key.parsing", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
-    "key.registry", "key.source", "key.stamps", "key.values", "key.valuetypes", "key.versions", "key.walk",
+    "key.files", "key.readlog", "key.hashing", "key.importwatch", "key.inputs",
+    "key.maintext", "key.parsing", "key.names", "key.process", "key.project", "key.provenance", "key.readernames",
+    "key.registry", "key.source", "key.stamps", "key.values", "key.valuetypes", "key.walk",
     "store", "store.layout", "store.store",
     # imported at the top of key.files, key.process and key.values (a1d823a, fb2dacd, 22db475):
     # about 2 M instructions together on a small hit that reads no file, stdin or tensor
