@@ -31,11 +31,20 @@ KEY_LENGTH = 32
 
 
 def env_component() -> str:
-    """Python major.minor, the entry format version and the key schema version."""
+    """Python major.minor, the entry format version and the key schema version; and how the
+    interpreter was started where that changes what code computes: ``-O``/``-OO`` (asserts
+    and docstrings stripped) and a fixed ``PYTHONHASHSEED`` (the order of a set of strings).
+    A default interpreter adds nothing, so its keys stay as they were."""
     from ..entry.format import FORMAT_VERSION
 
     major, minor = sys.version_info[:2]
-    return f"python{major}.{minor}/format{FORMAT_VERSION}/key{KEY_SCHEMA_VERSION}"
+    out = f"python{major}.{minor}/format{FORMAT_VERSION}/key{KEY_SCHEMA_VERSION}"
+    if sys.flags.optimize:
+        out += f"/O{sys.flags.optimize}"
+    seed = os.environ.get("PYTHONHASHSEED", "random")
+    if seed != "random" and seed != "":
+        out += f"/hashseed{seed}"
+    return out
 
 
 def code_component(body_digest: bytes | Callable[[], bytes], version: str | None = None) -> str:
