@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import Project
+from multicase import assert_cases, case_values, fresh_values
 from test_redteam import HEAD, assert_recomputes, first, fresh
 from test_stale_hunt import hits_unchanged
 
@@ -117,17 +118,42 @@ UNNAMED_READERS = {
 }
 
 
-@pytest.mark.parametrize("reader", list(UNNAMED_READERS))
-def test_a_polars_reader_once_missing_from_the_reader_table(project: Project, reader: str) -> None:
+URI_READERS = {
+    "pq_uri": "pq.read_table(uri)['x'].to_pylist()",
+    "pl_uri": "pl.read_parquet(uri)['x'].to_list()",
+}
+
+
+def test_polars_readers_once_missing_from_the_reader_table_and_readers_given_a_file_uri(project: Project) -> None:
+    """One script, a checkpoint per reader (pl.read_lines and pl.read_parquet_metadata where
+    this polars has them; pyarrow's and polars' parquet readers given a file:// URI): an
+    unchanged rerun hits each, and after every file is rewritten each recomputes what a fresh
+    run prints."""
     pl = pytest.importorskip("polars")
-    if not hasattr(pl, reader.removeprefix("pl.")):
-        pytest.skip(f"this polars has no {reader}")
-    make, read = UNNAMED_READERS[reader]
-    make(project.root, 1)
-    project.write("script.py", HEAD + f"import polars as pl\nwith sc.checkpoint('a'):\n    y = {read}\nprint(y)\n")
-    hits_unchanged(project, "script.py")
-    make(project.root, 2)
-    assert_recomputes(project, "script.py")
+    from test_stale_hunt import write_parquet
+
+    readers = {r: read for r, (_, read) in UNNAMED_READERS.items() if hasattr(pl, r.removeprefix("pl."))}
+    cases = {**{r.removeprefix("pl."): read for r, read in readers.items()}, **URI_READERS}
+    script = HEAD + "import pyarrow.parquet as pq, polars as pl\nuri = 'file://' + os.path.abspath('a.parquet')\n"
+    script += "".join(f"with sc.checkpoint({c!r}):\n    y = {read}\nprint('y {c}', y)\n" for c, read in cases.items())
+    project.write("script.py", script)
+
+    def make(v: int) -> None:
+        for reader in readers:
+            UNNAMED_READERS[reader][0](project.root, v)
+        write_parquet(project.root / "a.parquet", v)
+
+    make(1)
+    computed = project.run("script.py")
+    assert_cases(computed, list(cases), hit=False)
+    assert_cases(project.run("script.py"), list(cases), hit=True, fresh=case_values(computed))
+    make(2)
+    changed = project.run("script.py")
+    expected = fresh_values(project)
+    assert_cases(changed, list(cases), hit=False, fresh=expected)
+    for case in cases:
+        assert expected[case] != case_values(computed)[case], f"{case}: the rewrite must change the result"
+    assert_cases(project.run("script.py"), list(cases), hit=True, fresh=expected)
 
 
 # -- restored arrays: equal values, but not the same kind of object --------------------------
@@ -299,20 +325,6 @@ print(open('report.txt').read() if os.path.exists('report.txt') else 'no report'
 """)
     hits_unchanged(project, "script.py")
     (project.root / "report.txt").unlink()  # the user cleans the outputs and runs again
-    assert_recomputes(project, "script.py")
-
-
-@pytest.mark.parametrize("read", ["pq.read_table(uri)['x'].to_pylist()", "pl.read_parquet(uri)['x'].to_list()"])
-def test_a_compiled_reader_given_a_file_uri(project: Project, read: str) -> None:
-    pytest.importorskip("polars")
-    from test_stale_hunt import write_parquet
-
-    write_parquet(project.root / "a.parquet", 1)
-    project.write("script.py", HEAD + "import pyarrow.parquet as pq, polars as pl\n"
-                  "uri = 'file://' + os.path.abspath('a.parquet')\n"
-                  f"with sc.checkpoint('a'):\n    y = {read}\nprint(y)\n")
-    hits_unchanged(project, "script.py")
-    write_parquet(project.root / "a.parquet", 2)
     assert_recomputes(project, "script.py")
 
 
