@@ -402,7 +402,13 @@ def torch_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]
                      env=homes[0], env_after=homes[1])
 
 
-@pytest.mark.parametrize("case", [xfail(case, reason) if reason else case for case, reason in TORCH_CASES.items()])
+# closed by the lead (key/libsettings.py _torch: grad and inference modes, anomaly detection and
+# print options count as torch's settings); their reasons above say what missed them
+CLOSED_TORCH_CASES = frozenset({"grad-mode-set-above", "inference-mode-around-the-block", "print-options-set-above"})
+
+
+@pytest.mark.parametrize("case", [xfail(case, reason) if reason and case not in CLOSED_TORCH_CASES else case
+                                  for case, reason in TORCH_CASES.items()])
 def test_torch_state_a_block_reads_inside_torch(torch_outcomes: dict[str, Outcome], case: str) -> None:
     assert_case(torch_outcomes, case)
 

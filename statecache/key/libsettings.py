@@ -43,7 +43,10 @@ _POLARS = {  # what ``Config.state(if_set=True)`` holds right after ``import pol
     "set_fmt_float": "mixed", "set_float_precision": None, "set_thousands_separator": "",
     "set_decimal_separator": ".", "set_trim_decimal_zeros": False,
 }
-_TORCH = {"default_dtype": "torch.float32", "deterministic": False, "matmul_precision": "highest"}
+_TORCH = {"default_dtype": "torch.float32", "deterministic": False, "matmul_precision": "highest",
+          "grad_enabled": True, "inference_mode": False, "anomaly_detection": False,
+          "print_precision": 4, "print_threshold": 1000, "print_edgeitems": 3, "print_linewidth": 80,
+          "print_sci_mode": None}
 _DECIMAL = {  # not decimal.DefaultContext, which code may change
     "prec": 28, "rounding": "ROUND_HALF_EVEN", "Emin": -999999, "Emax": 999999, "capitals": 1, "clamp": 0,
     "traps": ["DivisionByZero", "InvalidOperation", "Overflow"],
@@ -87,9 +90,23 @@ def _torch(torch: Any) -> Any:
             "default_dtype": str(torch.get_default_dtype()),
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "matmul_precision": torch.get_float32_matmul_precision(),
+            # the modes a `with torch.no_grad():` / `inference_mode()` around the block sets
+            "grad_enabled": torch.is_grad_enabled(),
+            "inference_mode": torch.is_inference_mode_enabled(),
+            "anomaly_detection": torch.is_anomaly_enabled(),
+            **_torch_print_options(torch),
         }, _TORCH),
         "num_threads": torch.get_num_threads(),  # its default depends on the machine: always
     }
+
+
+def _torch_print_options(torch: Any) -> dict[str, Any]:
+    """``torch.set_printoptions``, as ``repr(tensor)`` reads them (none where torch moved them)."""
+    options = getattr(getattr(torch, "_tensor_str", None), "PRINT_OPTS", None)
+    if options is None:
+        return {}
+    return {f"print_{name}": getattr(options, name, None)
+            for name in ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")}
 
 
 def _polars(pl: Any) -> Any:
