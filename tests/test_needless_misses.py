@@ -347,10 +347,12 @@ if HAS_TORCH:
 STRIDES = (
     "key/values.py _feed_array: an array's strides are in its fingerprint, and a restored "
     "view comes back contiguous (GridSearchCV.cv_results_['split0_test_score'] is a column "
-    "view, strides (24,), restored (8,); param_* masked arrays differ too), so the block after "
-    "the one that fitted the search misses once on every run that restores it ('input "
-    "'search' changed'); fix: fingerprint the logical layout (C-order bytes, no strides) or "
-    "restore views with their base")
+    "view, strides (24,), restored (8,)); and a numpy MaskedArray's lazily filled _fill_value "
+    "(None until read; pickling fills it: param_* in cv_results_) is fingerprinted through its "
+    "__dict__. So the block after the one that fitted the search misses once on every run "
+    "that restores it ('input 'search' changed'); fix: fingerprint arrays by their logical "
+    "layout (C-order bytes, no strides) or restore views with their base, and a MaskedArray "
+    "by data, mask and its fill_value property")
 
 TORCH_CASES: list[object] = [
     xfail("torch-train-dataloader-workers", (
