@@ -329,7 +329,8 @@ class Fingerprinter(CodeGraph):
             h.update(b"".join(keys))
 
     def _feed_array(self, h: Any, a: Any, ctx: Ctx) -> None:
-        """dtype, shape, strides and the raw bytes, hashed in place when contiguous."""
+        """dtype, shape, strides, whether it is read-only, and the raw bytes, hashed in place
+        when contiguous."""
         np = sys.modules["numpy"]
         dt = a.dtype
         head = b"A" + encode_str(dtype_descr(dt)) + U64(a.ndim)
@@ -339,6 +340,8 @@ class Fingerprinter(CodeGraph):
         head += b"".join(
             struct.pack("<q", s if n > 1 else 0) for n, s in zip(a.shape, a.strides, strict=True)
         )
+        if not a.flags.writeable:
+            head += b"R"  # a block writing to it raises (np.load(mmap_mode='r')); writeable adds nothing
         if dt.hasobject:
             if self._memo(h, a, ctx):
                 return
