@@ -176,10 +176,10 @@ def memo_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]:
     "thread-lambda",  # the read counts for the memo waiting on the worker (key/readlog.py)
     "thread-library-reader",
     "thread-user-function",  # held: read_one is a global the key reaches, with its own reads
-    xfail("memo-of-a-library-reader", "key/readlog.py _user_functions: functools.lru_cache(np.loadtxt) "
-          "filled at module level has no user function (CO_OPTIMIZED frame of a user file) on the "
-          "stack, so its read is noted nowhere, and key/codegraph.py counts the lru_cache wrapper of "
-          "an installed function by the package's version only"),
+    # closed (helper A's readlog notes a library function's reads from module-level code, and
+    # key/values.py _feed_lru counts them): lru_cache(np.loadtxt) filled at module level had no
+    # user function on the stack, so its read was noted nowhere
+    "memo-of-a-library-reader",
     "codecs.open",  # a frozen module's open counts unless the import system makes it
 ])
 def test_a_memo_filled_above_the_block_whose_reads_the_read_log_misses(memo_outcomes: dict[str, Outcome], case: str) -> None:

@@ -127,6 +127,8 @@ _SEED_CALLS = {
     ("numpy", "random", "seed"): "numpy",
     ("torch", "manual_seed"): "torch",
     ("torch", "random", "manual_seed"): "torch",
+    ("pl", "set_random_seed"): "polars",
+    ("polars", "set_random_seed"): "polars",
 }
 
 

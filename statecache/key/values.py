@@ -480,6 +480,11 @@ class Fingerprinter(CodeGraph):
         # results of that code and does not change what a call returns).
         h.update(b"lru" + encode_str(getattr(obj, "__qualname__", "")))
         self._feed(h, obj.__wrapped__, ctx)
+        code = getattr(obj.__wrapped__, "__code__", None)
+        if isinstance(code, types.CodeType):  # what it read when filled outside the user's functions
+            from .readlog import earlier_reads_digest
+
+            h.update(earlier_reads_digest(code))
 
     def _feed_descriptor(self, h: Any, obj: Any, ctx: Ctx) -> None:
         t = type(obj)
