@@ -302,7 +302,9 @@ def reads_outcomes(make_project: Callable[[str], Project]) -> dict[str, Outcome]
 CLOSED_READS_CASES = frozenset({"sliding-window-view-of-the-blocks-own-array", "pyarrow-orc-file-class",
                                 "pyarrow-ipc-file-reader-class", "pyarrow-ipc-stream-reader-class",
                                 "pyarrow-subtree-filesystem",
-                                "read-only-input-written"})  # the lead: key/values.py _feed_array
+                                # the lead: key/values.py _feed_array, key/files.py _note
+                                "read-only-input-written", "temporary-directory-in-block",
+                                "scratch-folder-made-and-removed"})
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links and a C compiler as on POSIX")

@@ -335,8 +335,10 @@ def _note(path: Any, kind: str, looked: str | None = None, stamp: tuple[int, ...
     for recorder in list(_recorders):
         if kind in ("opened", "listed") and path in recorder.created:
             recorder.created[path] = True  # read back what it made: its absence was an input
-            if kind == "listed":
-                continue  # a listing of a folder it made shows its own outputs
+            if kind == "listed" or first.is_folder():
+                # a listing of a folder it made shows its own outputs, and an open of one
+                # (shutil.rmtree's, TemporaryDirectory's cleanup) reads nothing of the user's
+                continue
         if kind == "opened" and path in recorder.written:
             recorder.written[path] = True
             continue
@@ -375,6 +377,10 @@ class _First:
             except (OSError, ValueError):
                 self._stat = None
         return self._stat
+
+    def is_folder(self) -> bool:
+        found = self.stat()
+        return found is not None and (found.st_mode & 0o170000) == 0o040000  # stat.S_ISDIR
 
     def stamp(self) -> tuple[int, ...] | None:
         if self._stamp is not False:
