@@ -16,14 +16,16 @@ The public names load lazily so that ``import statecache`` stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._errors import BranchError, StateCacheError, StateCacheWarning
 from ._version import __version__
 from .key import files as _files
 from .key import importwatch as _importwatch
 from .key import maintext as _maintext
 from .key import readernames as _readernames
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Watch imports from now on: the text each of the user's modules loads from, and the libraries
 # whose functions statecache wraps once they load (key/importwatch.py); and the files the

@@ -20,14 +20,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
 
 from ._frames import is_function_frame, write_names
 from ._warnings import warn
 from .key.components import fingerprint_values
 from .key.inputs import MISSING, Reads, implicit_values, input_values, resolve
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._identity import Before
     from ._watched import Watched
 

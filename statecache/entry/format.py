@@ -40,9 +40,12 @@ The other modules of this package: ``meta`` (the JSON schema), ``codec`` (chunks
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import xxhash
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT_VERSION = 1
 

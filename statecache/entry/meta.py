@@ -15,9 +15,11 @@ further down and never a wrong hit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
-
 from .._errors import EntryError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 # the kinds of recorded data-file records: inputs (a file, a listing, a file found absent) and
 # "output", a file the block wrote, which a hit needs to find (entries made before it have none)
@@ -259,4 +261,5 @@ def parse_meta(raw: object) -> EntryMeta:
         expected = _TOP.get(name)
         if expected is not None:
             _check(name, value, expected)
-    return cast(EntryMeta, raw)
+    checked: EntryMeta = raw  # type: ignore[assignment]  # a TypedDict to mypy only: no typing.cast at run time
+    return checked

@@ -11,7 +11,6 @@ import os
 import stat
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -34,7 +33,11 @@ from .format import (
 from .meta import EntryMeta, parse_meta
 from .progress import NoProgress, progress_bar
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from .feed import BufferFeed
 
 READ_PIECE = 256 << 10  # raw chunks are read and hashed this much at a time (cache-resident)

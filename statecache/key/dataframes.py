@@ -16,9 +16,12 @@ imported here: a pandas object exists only once pandas is loaded.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from .valuetypes import dtype_descr
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _kinds: dict[type, str | None] = {}
 

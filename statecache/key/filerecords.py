@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from .stamps import stat_stamp
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity
 

@@ -17,7 +17,6 @@ import os
 import sys
 from _thread import _local, allocate_lock
 from collections.abc import Iterable
-from typing import Any
 
 from . import readlog, workers
 from .filerecords import (  # noqa: F401  (the records' names, as callers know them)
@@ -29,6 +28,10 @@ from .filerecords import (  # noqa: F401  (the records' names, as callers know t
     record_stamp,
 )
 from .stamps import stat_stamp
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _recorders: list[FileRecorder] = []
 _hook_installed = False

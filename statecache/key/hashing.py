@@ -4,9 +4,12 @@ length-prefixed string encoding used inside digests, and the streaming digest of
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import xxhash
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 U64 = struct.Struct("<Q").pack
 

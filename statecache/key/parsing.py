@@ -12,7 +12,10 @@ import ast
 import io
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _parsed: dict[tuple[str, int], tuple[str, ast.Module]] = {}
 #: path -> (stat stamp, lines): the same list while the file is unchanged (callers cache on it)

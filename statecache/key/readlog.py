@@ -15,10 +15,13 @@ import os
 import sys
 import types
 from _thread import _local, get_ident
-from typing import Any
 
 from ..store.layout import ENTRY_SUFFIX, LOCK_SUFFIX, USAGE_FILE, is_own_in_name_dir, is_own_top
 from .stamps import stat_stamp
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _FUNCTION = 0x1  # CO_OPTIMIZED: a function's frame, not a module's or a class body's
 #: The files of the import system's frozen modules, whose opens read modules and bytecode.

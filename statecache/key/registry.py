@@ -8,9 +8,12 @@ streamlit ``hash_funcs`` idea, registered once instead of passed to every checkp
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from .._errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 _REGISTERED: dict[type, Callable[[Any], Any]] = {}
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Any
 
 from .hashing import U64, encode_str
 from .walk import typename
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def tensor_head(t: Any) -> bytes:

@@ -5,7 +5,10 @@ test looks in ``sys.modules``. Used by the value walker (``values``)."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 # pathlib's own classes (a subclass may carry more state: it goes through its pickle)
 _PATH_NAMES = frozenset({"PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath"})

@@ -29,16 +29,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from .importwatch import after_import
 from .stamps import stat_stamp
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Audit events by which the block starts another program, whose reads are not seen, and
 #: ``os.fork``, by which it starts a child that it sees (``started_program`` counts them).
 PROGRAM_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"})
 #: A forwarded event: path, the recorder's kind, its detail, the stat stamp before a read.
-Event = tuple[str, str, Any, "tuple[int, ...] | None"]
+Event = tuple[str, str, "Any", "tuple[int, ...] | None"]
 _COUNT = 8  # bytes of the page: this process's active recorders, little-endian
 
 _page: Any = None  # this process's shared page (an anonymous mmap), made before its first fork

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING, Any
 
 from .layout import (
     CACHEDIR_TAG,
@@ -25,7 +24,11 @@ from .layout import (
     lock_path,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hit path
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..entry.meta import EntryMeta
 
 _ready_dirs: set[str] = set()
