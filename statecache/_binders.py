@@ -127,6 +127,7 @@ class Binder:
     def collected(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """What the code bound and the inputs it mutated (no identity record yet)."""
         from ._openfiles import file_object, reopen_hazard
+        from ._spent import spent_resource
 
         state: dict[str, Any] = {}
         unbound: list[str] = []
@@ -134,6 +135,8 @@ class Binder:
             value = self.assigned_value(name)
             if value is MISSING:
                 unbound.append(name)
+            elif spent_resource(value):
+                unbound.append(name)  # `with Pool() as pool:` left it terminated: no use after the block
             elif reopen_hazard(value):
                 unbound.append(name)  # after a hit the name is unbound (loud), never an empty file
                 if not file_object(value).closed:

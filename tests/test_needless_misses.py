@@ -247,13 +247,7 @@ DATA_CASES: list[object] = [
     xfail("rich-progress", RANDOM_AT_IMPORT + " (here: `from rich.progress import track`)"),
     "warnings-in-block", "first-block", "second-reads-first", "in-function-1", "in-function-2",
     "same-name-called-twice", "in-method", "cached-setup", "argparse-args", "process-pool-executor",
-    xfail("multiprocessing-pool", (
-        "never saved: `with Pool(2) as pool:` (the standard library's own idiom) leaves `pool` "
-        "bound to a terminated Pool, which no pickler accepts ('pool objects cannot be passed "
-        "between processes or pickled'), so the block is never saved; fix (entry/pickling or "
-        "_binders collect): a Pool whose _state is CLOSE/TERMINATE holds nothing to restore: "
-        "save it as a terminated placeholder (or leave it out, unbound on a hit, with the note) "
-        "instead of refusing the whole block")),
+    "multiprocessing-pool",  # closed by the lead (_spent.py): a terminated Pool is unbound after a hit
     # closed by the lead (key/files.py _note: an open of a folder the block made is its own);
     # SCRATCH_DIR says what missed them
     "temporary-directory",
