@@ -12,8 +12,8 @@ import sys
 
 import pytest
 from conftest import Project
-from test_in_place import sections
 from test_data_files import fresh
+from test_in_place import sections
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'statecache[torch]')")
 
