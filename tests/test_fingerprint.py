@@ -615,6 +615,9 @@ def test_unfingerprintable_inputs_raise_with_label_type_and_fix():
             assert "argument 'src' of load()" in message
             assert type(value).__name__ in message
             assert "ignore=[\"argument 'src' of load()\"]" in message
+            # an iterator the block draws from cannot be restored: ignoring it would be stale
+            iterator = hasattr(value, "__next__")
+            assert ("make it inside the block" in message and "Only if the block never draws" in message) == iterator
             assert isinstance(info.value, StateCacheError)
     finally:
         cases[-1].close()

@@ -510,6 +510,13 @@ def _message(label: str, obj: object, e: Refused) -> str:
     where = "".join(f", in {w}" for w in e.where)
     inner = "" if e.culprit is type(obj) and not e.where else f": a {typename(e.culprit)}{where}"
     suggest = e.suggest or label
+    if hasattr(e.culprit, "__next__"):  # a generator, a csv.reader, an open file
+        return (
+            f"cannot fingerprint input {label!r} ({typename(type(obj))}){inner}; {e.reason}. "
+            f"It is an iterator: what the block draws from it cannot be keyed, and a hit would "
+            f"not advance it, so make it inside the block (or pass a list of its items). Only "
+            f"if the block never draws from it, leave it out of the key with ignore=[{suggest!r}]."
+        )
     return (
         f"cannot fingerprint input {label!r} ({typename(type(obj))}){inner}; {e.reason}. "
         f"statecache needs the content of every input to know whether a cached result is "
