@@ -242,9 +242,6 @@ def _block_paths() -> dict[str | bytes, bool]:
     return _PATHS
 
 
-_USER_MODULE: dict[str, bool] = {}
-
-
 def _users_code(obj: Any) -> bool:
     """A function or class of the user's modules (``__main__`` always, a script read from
     standard input too); a module not loaded here counts as the user's unless it is the
@@ -254,12 +251,9 @@ def _users_code(obj: Any) -> bool:
         return False  # a builtin method: pickled as its object and name, both seen
     if module in ("__main__", "__mp_main__"):
         return True
-    found = _USER_MODULE.get(module)
-    if found is None:
-        from .provenance import is_user_module_name
+    from .provenance import is_user_module_name  # which caches its answer per loaded module
 
-        found = _USER_MODULE[module] = is_user_module_name(module)
-    return found
+    return is_user_module_name(module)
 
 
 def _code_name(obj: Any) -> str:
