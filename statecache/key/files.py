@@ -14,6 +14,7 @@ removes) or a folder it lists, then empties or writes into, is no record of what
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from _thread import _local, allocate_lock
 from collections.abc import Iterable
@@ -383,7 +384,7 @@ class _First:
 
     def is_folder(self) -> bool:
         found = self.stat()
-        return found is not None and (found.st_mode & 0o170000) == 0o040000  # stat.S_ISDIR
+        return found is not None and stat.S_ISDIR(found.st_mode)
 
     def stamp(self) -> tuple[int, ...] | None:
         if self._stamp is not False:
